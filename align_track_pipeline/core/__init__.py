@@ -1,0 +1,1 @@
+"""Plain-Python core: discovery, parsing, table schemas and store writers. No Dagster here."""

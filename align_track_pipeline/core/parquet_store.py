@@ -1,0 +1,61 @@
+"""One Parquet file per (table, partition), written atomically.
+
+`<data dir>/parquet/<table>/<partition file>.parquet`, so that
+`pyarrow.dataset.dataset("<data dir>/parquet/<table>")` reads the whole table. Temporary files
+start with a dot, which pyarrow's dataset discovery ignores, then are renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .tables import TABLES
+
+_MAX_NAME = 180  # file systems allow 255 bytes; leave room for the hash and suffix
+
+
+class ParquetStore:
+    def __init__(self, data_dir: Path):
+        self.root = Path(data_dir) / "parquet"
+
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    def path(self, table: str, partition_key: str) -> Path:
+        name = quote(partition_key, safe="")
+        if len(name) > _MAX_NAME or name.startswith(("_", ".")):
+            digest = hashlib.blake2b(partition_key.encode(), digest_size=8).hexdigest()
+            name = f"p{name[:_MAX_NAME]}-{digest}"
+        return self.table_dir(table) / f"{name}.parquet"
+
+    def write(self, table: str, partition_key: str, data: pa.Table) -> Path:
+        """Write (replace) one partition's file; readers never see a half-written file."""
+        data = data.cast(TABLES[table])
+        target = self.path(table, partition_key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(data, tmp, compression="zstd")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def read(self, table: str, partition_key: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path(table, partition_key), columns=columns)
+
+    def num_rows(self, table: str, partition_key: str) -> int:
+        return pq.read_metadata(self.path(table, partition_key)).num_rows
+
+    def delete(self, table: str, partition_key: str) -> bool:
+        path = self.path(table, partition_key)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed

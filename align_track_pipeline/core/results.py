@@ -1,0 +1,101 @@
+"""timing.json and scores.json: the run's measured results, in both shapes that exist."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .sources import ParseError, dig, number
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Directory-level timing; `per_action` has one entry per timed ADM call."""
+
+    total: float | None = None
+    avg: float | None = None
+    max: float | None = None
+    per_action: list[float | None] = field(default_factory=list)
+
+    def per_item(self, n_items: int) -> list[float | None]:
+        """Per-item seconds, only when the lengths match (untimed actions make it shorter)."""
+        return self.per_action if len(self.per_action) == n_items else [None] * n_items
+
+    @property
+    def min(self) -> float | None:
+        values = [v for v in self.per_action if v is not None]
+        return min(values) if values else None
+
+
+def parse_timing(data: Any, path: Path) -> Timing:
+    if not isinstance(data, dict):
+        raise ParseError(path, f"expected a JSON object, got {type(data).__name__}")
+    raw = data.get("raw_times_s") or []
+    if not isinstance(raw, list):
+        raise ParseError(path, f"raw_times_s must be a list, got {type(raw).__name__}")
+    return Timing(
+        total=number(data.get("total_time_s")),
+        avg=number(data.get("avg_time_s")),
+        max=number(data.get("max_time_s")),
+        per_action=[number(v) for v in raw],
+    )
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores per alignment target (None = the entry names no target) and per scenario."""
+
+    by_target: dict[str | None, dict[str, float]] = field(default_factory=dict)
+    by_scenario: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def for_target(self, target_id: str) -> dict[str, float]:
+        return self.by_target.get(target_id) or self.by_target.get(None) or {}
+
+
+def parse_scores(data: Any, path: Path) -> Scores:
+    entries = [data] if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ParseError(path, "expected a JSON list of score objects")
+    if any("measures" in e for e in entries):
+        return _measure_scores(entries)
+    return _plain_scores(entries)
+
+
+def _plain_scores(entries: list[dict]) -> Scores:
+    """Shape 1: one `score` per scenario loop; the experiment score is their mean."""
+    per_target: dict[str | None, list[float]] = defaultdict(list)
+    by_scenario: dict[str, dict[str, float]] = {}
+    for entry in entries:
+        score = number(entry.get("score"))
+        if score is None:
+            continue
+        per_target[entry.get("alignment_target_id")].append(score)
+        for source in entry.get("alignment_source") or []:
+            if isinstance(dig(source, "scenario_id"), str):
+                by_scenario[source["scenario_id"]] = {"score": score}
+    by_target = {t: {"score": sum(v) / len(v), "num_scored": float(len(v))}
+                 for t, v in per_target.items()}
+    return Scores(by_target, by_scenario)
+
+
+def _measure_scores(entries: list[dict]) -> Scores:
+    """Shape 2: cumulative measures per scenario; the last entry per target holds the totals."""
+    last: dict[str | None, dict] = {}
+    for entry in entries:
+        if isinstance(entry.get("measures"), dict):
+            last[entry.get("alignment_target")] = entry["measures"]
+    by_target, by_scenario = {}, {}
+    for target, measures in last.items():
+        totals: dict[str, float] = defaultdict(float)
+        for scenario_id, values in measures.items():
+            flat = {k: number(dig(v, "value")) for k, v in (values or {}).items()}
+            flat = {k: v for k, v in flat.items() if v is not None}
+            by_scenario[scenario_id] = flat
+            for k in ("num_correct", "num_probes"):
+                totals[k] += flat.get(k, 0.0)
+        if totals["num_probes"]:
+            totals["accuracy"] = totals["num_correct"] / totals["num_probes"]
+        by_target[target] = dict(totals)
+    return Scores(by_target, by_scenario)

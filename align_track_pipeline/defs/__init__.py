@@ -1,0 +1,1 @@
+"""The Dagster shell: says when and with what the core runs."""

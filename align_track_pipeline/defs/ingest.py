@@ -1,0 +1,123 @@
+"""Bring the Parquet tables up to date with the tree, in-process: what `align-track ingest` does.
+
+Registers new run directories as partitions, selects the partitions that are not fresh, and
+materializes them with the `ingest` job, one run per contiguous partition range (one run for a
+cold tree), never one run per partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from ..core.discovery import RunDir, find_run_dirs
+from .freshness import FRESH, partition_states
+from .partitions import experiment_partitions
+from .resources import DataStore
+
+PARTITIONS = experiment_partitions.name
+
+
+@dataclass
+class IngestReport:
+    discovered: int = 0
+    materialized: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"discovered": self.discovered, "materialized": self.materialized,
+                "fresh": self.fresh, "failed": self.failed}
+
+
+def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
+    cache = DataStore(data_dir=str(data_dir)).fingerprints()
+    try:
+        return cache.versions(run_dirs)
+    finally:
+        cache.close()
+
+
+def register_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
+    """Add the keys the instance does not know yet; returns them."""
+    known = set(instance.get_dynamic_partitions(PARTITIONS))
+    new = [k for k in keys if k not in known]
+    if new:
+        instance.add_dynamic_partitions(PARTITIONS, new)
+    return new
+
+
+def contiguous_ranges(keys: list[str], order: list[str]) -> list[tuple[str, str]]:
+    """Group `keys` into (first, last) runs that are contiguous in the partition order."""
+    wanted = set(keys)
+    ranges, start, prev = [], None, None
+    for key in order:
+        if key in wanted:
+            start = start or key
+            prev = key
+        elif start:
+            ranges.append((start, prev))
+            start = None
+    if start:
+        ranges.append((start, prev))
+    return ranges
+
+
+def ingest(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    experiments_dir: Path,
+    data_dir: Path,
+    progress: Callable[[str], None] = lambda _msg: None,
+    run_config: dict | None = None,
+) -> IngestReport:
+    run_dirs = find_run_dirs(experiments_dir)
+    versions = source_versions(run_dirs, data_dir)
+    report = IngestReport(discovered=len(run_dirs))
+    new = register_partitions(instance, list(versions))
+    progress(f"discovered {len(run_dirs)} run directories ({len(new)} new)")
+    states = partition_states(instance, versions)
+    report.fresh = [k for k, s in states.items() if s == FRESH]
+    todo = [k for k, s in states.items() if s != FRESH]
+    if not todo:
+        progress("all partitions are fresh: nothing to materialize")
+        return report
+    job = defs.resolve_job_def("ingest")
+    errors: dict[str, str] = {}
+    ranges = contiguous_ranges(todo, instance.get_dynamic_partitions(PARTITIONS))
+    for n, (first, last) in enumerate(ranges, 1):
+        progress(f"run {n}/{len(ranges)}: partitions {first} .. {last}")
+        result = job.execute_in_process(
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": first,
+                  "dagster/asset_partition_range_end": last},
+            run_config=run_config,
+            raise_on_error=False,
+        )
+        report.run_ids.append(result.run_id)
+        errors |= _failures(result)
+    after = partition_states(instance, versions)
+    report.materialized = [k for k in todo if after[k] == FRESH]
+    report.failed = [
+        {"partition": k, "error": errors.get(k, f"not materialized (state: {after[k]})")}
+        for k in todo
+        if after[k] != FRESH
+    ]
+    return report
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """Partition -> error, from the `failures` metadata the asset attaches to its Failure."""
+    out: dict[str, str] = {}
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data.user_failure_data
+        failures = data.metadata.get("failures") if data else None
+        if failures is not None:
+            out |= failures.value
+        elif event.step_failure_data.error:  # the step itself crashed: every partition failed
+            out["*"] = event.step_failure_data.error.message
+    return out

@@ -1,0 +1,25 @@
+"""The Dagster instance the CLI uses: `$DAGSTER_HOME`, else `<data dir>/dagster`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from .resources import REPO_ROOT
+
+
+def dagster_home(data_dir: Path) -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or Path(data_dir) / "dagster")
+
+
+def open_instance(data_dir: Path) -> dg.DagsterInstance:
+    """Open (creating if needed) the instance, seeded with the project's dagster.yaml."""
+    home = dagster_home(data_dir).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists() and (REPO_ROOT / "dagster.yaml").exists():
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", config)
+    return dg.DagsterInstance.from_config(str(home))
