@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .sources import dig, number
+from .sources import SAFE_DUMPER, dig, number
 
 REDACTED = "***REDACTED***"
 UNALIGNED = "unaligned"
@@ -56,7 +56,8 @@ def read_run_config(config: dict | None, hydra: dict | None, rel_path: str) -> R
         target_id=str(target_id) if target_id is not None else None,
         target_kdmas=kdma_values(dig(target, "kdma_values")),
         redacted_yaml=(
-            yaml.safe_dump(redact(config), sort_keys=False, allow_unicode=True, width=120)
+            yaml.dump(redact(config), Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True,
+                      width=120)
             if config is not None
             else None
         ),

@@ -8,6 +8,7 @@ legacy configs). Malformed files raise `ParseError` naming the file and the prob
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +20,8 @@ from .discovery import INPUT_OUTPUT, TARGETS_DIR, RunDir, content_hash, source_p
 from .results import Scores, Timing, parse_scores, parse_timing
 from .sources import ParseError, dig, number, read_json, read_yaml
 from .tables import EXPERIMENTS, SCENES
+
+_ID_SUFFIX = re.compile(r"-(?P<kdma>[A-Za-z][\w ]*?)-(?P<value>\d+(?:\.\d+)?)$")
 
 # Bump when parsing changes what lands in the tables: every partition becomes stale.
 PARSER_VERSION = "1"
@@ -161,10 +164,9 @@ def _run_variant(rel_path: str) -> str:
 
 
 def _target_of(run: _Run, inp: dict) -> str:
-    """The item's own target (live runs), else the config's, else unaligned."""
-    if "alignment_target_id" in inp:
-        return _str(inp["alignment_target_id"]) or UNALIGNED
-    return run.config.target_id or UNALIGNED
+    """The config's target (what the ADM aligned to), else the item's own (live runs,
+    which have no target in their config), else unaligned."""
+    return run.config.target_id or _str(inp.get("alignment_target_id")) or UNALIGNED
 
 
 def _choices_text(choices: Any) -> str | None:
@@ -196,22 +198,32 @@ def _experiment_rows(run: _Run, scenes: list[dict], source_version: str) -> list
 def _experiment_row(
     run: _Run, target: str, rows: list[dict], whole_dir: bool, source_version: str
 ) -> dict:
-    kdmas = run.config.target_kdmas if target == run.config.target_id else {}
     return {
         **_run_columns(run),
         "alignment_target_id": target,
         "adm_source": run.config.adm_source,
-        "kdma_values": _pairs(kdmas or run.target_kdmas.get(target, {})),
+        "kdma_values": _pairs(_target_kdmas(run, target)),
         "num_scenes": len(rows),
         "num_scenarios": len({r["scenario_id"] for r in rows}),
         **_timing_columns(run.timing, rows, whole_dir),
-        "scores": _pairs(run.scores.for_target(target)),
+        "scores": _pairs(run.scores.for_target(target, whole_dir)),
         "has_hydra_config": run.config.redacted_yaml is not None,
         "align_system_version": run.version,
         "hydra_config": run.config.redacted_yaml,
         "source_files": source_paths(run.run_dir.path),
         "source_version": source_version,
     }
+
+
+def _target_kdmas(run: _Run, target: str) -> dict[str, float]:
+    """The config's values; else a saved `targets/<id>.json`; else the id's `<kdma>-<value>`
+    suffix (live runs name targets like `ADEPT-June2025-affiliation-0.5`)."""
+    if target == run.config.target_id and run.config.target_kdmas:
+        return run.config.target_kdmas
+    if target in run.target_kdmas:
+        return run.target_kdmas[target]
+    match = _ID_SUFFIX.search(target)
+    return {match["kdma"]: float(match["value"])} if match else {}
 
 
 def _timing_columns(timing: Timing, rows: list[dict], whole_dir: bool) -> dict:

@@ -50,8 +50,13 @@ class Scores:
     by_target: dict[str | None, dict[str, float]] = field(default_factory=dict)
     by_scenario: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def for_target(self, target_id: str) -> dict[str, float]:
-        return self.by_target.get(target_id) or self.by_target.get(None) or {}
+    def for_target(self, target_id: str, whole_dir: bool) -> dict[str, float]:
+        """The target's own scores; else those naming no target; else, for a directory with a
+        single group, the only scores there are (items that do not name the scored target)."""
+        if target_id in self.by_target or None in self.by_target:
+            return self.by_target.get(target_id) or self.by_target.get(None) or {}
+        single = whole_dir and len(self.by_target) == 1
+        return next(iter(self.by_target.values())) if single else {}
 
 
 def parse_scores(data: Any, path: Path) -> Scores:

@@ -10,6 +10,11 @@ from typing import Any
 
 import yaml
 
+# libyaml's safe loader when PyYAML was built with it (several times faster), else pure Python.
+# Both construct only plain data: tags that would create Python objects are refused.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 
 class ParseError(Exception):
     """A run directory that cannot be ingested: names the file and what is wrong with it."""
@@ -57,7 +62,7 @@ def read_yaml(path: Path, root: Path) -> dict[str, Any]:
     """A YAML mapping through the safe loader: tags that would run code are refused."""
     text = read_text(path, root)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.constructor.ConstructorError as exc:
         raise ParseError(path, f"YAML tag not allowed (never executed): {exc.problem}") from exc
     except yaml.YAMLError as exc:

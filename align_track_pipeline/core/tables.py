@@ -76,6 +76,14 @@ ROW_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The columns a person scans first: previews in the UI show these.
+PREVIEW_COLUMNS: dict[str, list[str]] = {
+    "experiments": ["alignment_target_id", "adm", "llm_backbone", "num_scenes",
+                    "timing_total_seconds"],
+    "scenes": ["scene_index", "scenario_id", "scene_id", "alignment_target_id", "decision_text"],
+}
+
+
 def non_null_columns(schema: pa.Schema) -> list[str]:
     """Columns the schema declares non-nullable: the checks assert them."""
     return [f.name for f in schema if not f.nullable]
@@ -93,3 +101,19 @@ def describe(schema: pa.Schema) -> list[dict[str, str]]:
         }
         for f in schema
     ]
+
+
+def schema_markdown() -> str:
+    """The README's schema section: `python -m align_track_pipeline.core.tables` prints it."""
+    out = []
+    for name, schema in TABLES.items():
+        out += [f"### `{name}`", "", "| column | type | nullable | unit | meaning |",
+                "|---|---|---|---|---|"]
+        out += [f"| `{r['column']}` | {r['type']} | {r['nullable']} | {r['unit']} | {r['doc']} |"
+                for r in describe(schema)]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(schema_markdown())

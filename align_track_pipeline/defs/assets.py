@@ -1,42 +1,42 @@
 """The Parquet tables: one parse of a run directory feeds both `experiments` and `scenes`."""
 
-from collections.abc import Iterator
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 
 import dagster as dg
 
-from ..core.parse import PARSER_VERSION, ParsedRun, data_version, parse_run_dir
-from ..core.sources import ParseError
-from .checks import TABLE_CHECK_SPECS, check_events
-from .metadata import partition_metadata
+from ..core.parse import PARSER_VERSION, data_version
+from ..core.partition_writer import PartitionJob, PartitionWrite, write_partition
+from .checks import CHECKED_TABLES, TABLE_CHECK_SPECS, check_event
+from .metadata import column_schema, partition_metadata
 from .partitions import experiment_partitions
 from .resources import DataStore, ExperimentTree
 
 TABLE_ASSETS = ("experiments", "scenes")
-
-_SPECS = [
-    dg.AssetSpec(
-        "experiments",
-        description="One row per (run directory, alignment target): config, timing, scores.",
-        partitions_def=experiment_partitions,
-        code_version=PARSER_VERSION,
-        kinds={"parquet"},
-        group_name="tables",
-        skippable=True,
-    ),
-    dg.AssetSpec(
-        "scenes",
-        description="One row per input_output.json item: probe, choices, decision, timing.",
-        partitions_def=experiment_partitions,
-        code_version=PARSER_VERSION,
-        kinds={"parquet"},
-        group_name="tables",
-        skippable=True,
-    ),
-]
+_DESCRIPTIONS = {
+    "experiments": "One row per (run directory, alignment target): config, timing, scores.",
+    "scenes": "One row per input_output.json item: probe, choices, decision, timing.",
+}
+# Below this many partitions a worker pool costs more to start than it saves.
+PARALLEL_FROM = 8
 
 
 @dg.multi_asset(
-    specs=_SPECS,
+    specs=[
+        dg.AssetSpec(
+            table,
+            description=_DESCRIPTIONS[table],
+            partitions_def=experiment_partitions,
+            code_version=PARSER_VERSION,
+            kinds={"parquet"},
+            group_name="tables",
+            skippable=True,  # materializations are logged per partition, never implicitly
+            metadata={"dagster/column_schema": column_schema(table)},
+        )
+        for table in TABLE_ASSETS
+    ],
     check_specs=TABLE_CHECK_SPECS,
     partitions_def=experiment_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -48,28 +48,32 @@ def parse_run_dirs(
 ) -> Iterator[dg.Output]:
     """Parse each run directory of the batch once and write its two Parquet partitions.
 
-    A batch covers many partitions in one run. Each partition gets its own materialization
-    event (with its data version); a partition that fails to parse fails alone, reported with
-    the file and the reason, after every other partition is written.
+    A batch covers many partitions in one run, parsed in worker processes. Each partition gets
+    its own materialization event (with its data version) and check result; a partition that
+    fails to parse fails alone, reported with the file and the reason, after every other
+    partition is written.
     """
     keys = context.partition_keys
-    selected = {k.to_user_string() for k in context.selected_asset_keys}
+    selected = tuple(t for t in TABLE_ASSETS if dg.AssetKey(t) in context.selected_asset_keys)
     cache = store.fingerprints()
     try:
         versions = cache.versions(tree.run_dir(k) for k in keys)
     finally:
         cache.close()
+    jobs = [PartitionJob(k, tree.root, store.data_dir, versions[k], selected) for k in keys]
     failures: dict[str, str] = {}
-    for n, key in enumerate(keys, 1):
-        try:
-            parsed = _parse(tree, key, versions[key])
-        except ParseError as exc:
-            failures[key] = str(exc)
-            context.log.error(f"[{n}/{len(keys)}] {key}: {exc}")
+    scenes = 0
+    report_every = max(1, len(keys) // 20)  # log lines are stored events too: ~20 per run
+    for n, write in enumerate(_run(jobs), 1):
+        if write.error:
+            failures[write.key] = write.error
+            context.log.error(f"[{n}/{len(keys)}] {write.key}: {write.error}")
             continue
-        for event in _write(store, key, parsed, versions[key], selected):
+        for event in _events(write):
             context.log_event(event)
-        context.log.info(f"[{n}/{len(keys)}] {key}: {parsed.scenes.num_rows} scenes")
+        scenes += write.scenes
+        if n % report_every == 0 or n == len(keys):
+            context.log.info(f"[{n}/{len(keys)}] {write.key}: {scenes} scenes so far")
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} of {len(keys)} partitions failed to parse: "
@@ -79,27 +83,29 @@ def parse_run_dirs(
     yield from ()
 
 
-def _parse(tree: ExperimentTree, key: str, source_version: str) -> ParsedRun:
-    run_dir = tree.run_dir(key)
-    if not run_dir.path.is_dir():
-        raise ParseError(run_dir.path, "run directory no longer exists")
-    return parse_run_dir(run_dir, tree.root_path, source_version)
+def _run(jobs: list[PartitionJob]) -> Iterable[PartitionWrite]:
+    """Results in partition order; parsing overlaps with event logging in this process."""
+    if len(jobs) < PARALLEL_FROM:
+        return map(write_partition, jobs)
+    return _pooled(jobs)
 
 
-def _write(
-    store: DataStore, key: str, parsed: ParsedRun, source_version: str, selected: set[str]
-) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    tags = {"dagster/data_version": data_version(source_version),
+def _pooled(jobs: list[PartitionJob]) -> Iterator[PartitionWrite]:
+    workers = min(os.cpu_count() or 1, 4)
+    spawn = multiprocessing.get_context("spawn")  # no fork of a threaded Dagster process
+    with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+        yield from pool.map(write_partition, jobs, chunksize=4)
+
+
+def _events(write: PartitionWrite) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    tags = {"dagster/data_version": data_version(write.source_version),
             "dagster/code_version": PARSER_VERSION}
-    for table in TABLE_ASSETS:
-        if table not in selected:
-            continue
-        data = getattr(parsed, table)
-        path = store.parquet.write(table, key, data)
+    for table in write.tables:
         yield dg.AssetMaterialization(
-            asset_key=table,
-            partition=key,
-            metadata=partition_metadata(table, data, path, source_version),
+            asset_key=table.table,
+            partition=write.key,
+            metadata=partition_metadata(table, write.source_version),
             tags=tags,
         )
-        yield from check_events(table, key, data, parsed.item_count)
+        if table.table in CHECKED_TABLES:
+            yield check_event(write.key, table)

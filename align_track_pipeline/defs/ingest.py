@@ -7,6 +7,7 @@ cold tree), never one run per partition.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,8 @@ def ingest(
         progress("all partitions are fresh: nothing to materialize")
         return report
     job = defs.resolve_job_def("ingest")
+    # Lets Dagster write the run's planned-materialization events in batches.
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "500")
     errors: dict[str, str] = {}
     ranges = contiguous_ranges(todo, instance.get_dynamic_partitions(PARTITIONS))
     for n, (first, last) in enumerate(ranges, 1):
@@ -103,7 +106,8 @@ def ingest(
     after = partition_states(instance, versions)
     report.materialized = [k for k in todo if after[k] == FRESH]
     report.failed = [
-        {"partition": k, "error": errors.get(k, f"not materialized (state: {after[k]})")}
+        {"partition": k,
+         "error": errors.get(k) or errors.get("*") or f"not materialized ({after[k]})"}
         for k in todo
         if after[k] != FRESH
     ]

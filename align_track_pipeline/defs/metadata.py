@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
-import pyarrow as pa
 
-from ..core.tables import TABLES
-
-PREVIEW_COLUMNS = {
-    "experiments": ["alignment_target_id", "adm", "llm_backbone", "num_scenes",
-                    "timing_total_seconds"],
-    "scenes": ["scene_index", "scenario_id", "scene_id", "alignment_target_id", "decision_text"],
-}
+from ..core.partition_writer import TableWrite
+from ..core.tables import PREVIEW_COLUMNS, TABLES
 
 
 def column_schema(table: str) -> dg.TableSchema:
@@ -30,13 +22,11 @@ def column_schema(table: str) -> dg.TableSchema:
     )
 
 
-def preview(table: str, data: pa.Table, rows: int = 5) -> dg.MetadataValue:
+def preview(table: str, rows: list[dict]) -> dg.MetadataValue:
     """A small markdown table; long texts are shortened for display only."""
     cols = PREVIEW_COLUMNS[table]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in data.slice(0, rows).select(cols).to_pylist():
-        cells = [_cell(row[c]) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_cell(row[c]) for c in cols) + " |" for row in rows]
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -45,11 +35,10 @@ def _cell(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def partition_metadata(table: str, data: pa.Table, path: Path, source_version: str) -> dict:
+def partition_metadata(write: TableWrite, source_version: str) -> dict:
     return {
-        "dagster/row_count": data.num_rows,
-        "dagster/column_schema": column_schema(table),
-        "path": dg.MetadataValue.path(str(path)),
+        "dagster/row_count": write.rows,
+        "path": dg.MetadataValue.path(write.path),
         "source_version": source_version,
-        "preview": preview(table, data),
+        "preview": preview(write.table, write.preview),
     }

@@ -1,0 +1,79 @@
+"""Cold-ingest benchmark: build the 335-dir / 6,700-scene tree, run `align-track ingest` on it
+in a fresh process, and print scenes/s, wall time and peak memory (RSS of the ingest process).
+
+    ./dev python -m benchmarks.run [--dirs 335] [--scenes-per-dir 20] [--keep DIR]
+
+Targets (2 cores): cold Parquet ingest <= 10 s wall, peak RSS <= 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from align_track_pipeline.core.discovery import FingerprintCache, find_run_dirs
+from align_track_pipeline.core.partition_writer import PartitionJob, write_partition
+from benchmarks.make_tree import build
+
+
+def _core_only(tree: Path, data: Path) -> float:
+    """Discovery, fingerprints, parsing and Parquet writes alone, in this one process:
+    the pipeline's own cost, without Dagster's per-event bookkeeping."""
+    start = time.perf_counter()
+    run_dirs = find_run_dirs(tree)
+    cache = FingerprintCache(data / "fingerprints.sqlite")
+    versions = cache.versions(run_dirs)
+    cache.close()
+    for r in run_dirs:
+        write = write_partition(PartitionJob(r.key, str(tree), str(data), versions[r.key]))
+        assert write.error is None, write.error
+    return time.perf_counter() - start
+
+
+def _ingest(tree: Path, data: Path) -> tuple[float, dict]:
+    cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
+           "--experiments-dir", str(tree), "--data-dir", str(data)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"ingest failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, json.loads(proc.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dirs", type=int, default=335)
+    parser.add_argument("--scenes-per-dir", type=int, default=20)
+    parser.add_argument("--keep", type=Path, help="build and keep the tree and data here")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="align-track-bench-"))
+    tree, data = work / "tree", work / "data"
+    shutil.rmtree(work, ignore_errors=True)
+    scenes = build(tree, args.dirs, args.scenes_per_dir)
+
+    cold, report = _ingest(tree, data)
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    warm, again = _ingest(tree, data)
+    core = _core_only(tree, work / "core-data")
+    print(f"tree: {args.dirs} run dirs, {scenes} scenes")
+    print(f"cold ingest: {cold:.2f} s wall, {scenes / cold:.0f} scenes/s, "
+          f"{len(report['materialized'])} partitions materialized")
+    print(f"peak RSS of the ingest process: {peak_mib:.0f} MiB")
+    print(f"no-change ingest: {warm:.2f} s wall, {len(again['fresh'])} partitions fresh, "
+          f"{len(again['materialized'])} materialized")
+    print(f"core only (parse + Parquet, 1 process, no Dagster): {core:.2f} s, "
+          f"{scenes / core:.0f} scenes/s")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Shared fixtures: a private copy of the bundled sample tree, and data dirs under tmp."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_TREE = REPO / "examples" / "experiment-data"
+
+
+@pytest.fixture
+def sample_tree(tmp_path: Path) -> Path:
+    """A writable copy of examples/experiment-data."""
+    dest = tmp_path / "experiment-data"
+    shutil.copytree(SAMPLE_TREE, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data dir; DAGSTER_HOME is left to default inside it."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return tmp_path / "data"
+
+
+def item_count(run_dir: Path) -> int:
+    """Items of a run dir's input_output.json, read independently of the parser."""
+    data = json.loads((run_dir / "input_output.json").read_text())
+    return len(data["results"] if isinstance(data, dict) else data)
+
+
+def make_run_dir(root: Path, rel: str, source: Path | None = None) -> Path:
+    """A run dir at `rel` holding a real input_output.json (copied from the sample tree)."""
+    run_dir = root / rel
+    run_dir.mkdir(parents=True, exist_ok=True)
+    src = source or SAMPLE_TREE / "random" / "unaligned" / "input_output.json"
+    shutil.copyfile(src, run_dir / "input_output.json")
+    return run_dir

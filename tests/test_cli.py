@@ -1,0 +1,105 @@
+"""`align-track` end to end on a copy of the bundled tree, with a real Dagster instance."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from align_track_pipeline.cli import main
+from align_track_pipeline.core.discovery import find_run_dirs
+from tests.conftest import item_count
+
+
+def _ingest(capsys, tree: Path, data: Path) -> tuple[int, dict]:
+    code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_ingest_twice_then_change_one_file(capsys, sample_tree, data_dir):
+    keys = sorted(r.key for r in find_run_dirs(sample_tree))
+    code, first = _ingest(capsys, sample_tree, data_dir)
+    assert code == 0 and first["failed"] == []
+    assert first["discovered"] == len(keys) and sorted(first["materialized"]) == keys
+
+    code, second = _ingest(capsys, sample_tree, data_dir)
+    assert code == 0 and second["materialized"] == [] and sorted(second["fresh"]) == keys
+
+    changed = find_run_dirs(sample_tree)[2]
+    os.utime(find_run_dirs(sample_tree)[0].path / "input_output.json")  # touch only
+    with open(changed.path / "input_output.json", "a") as f:
+        f.write("\n")  # same JSON, new bytes
+    code, third = _ingest(capsys, sample_tree, data_dir)
+    assert code == 0 and third["materialized"] == [changed.key]
+
+    scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
+    assert scenes.num_rows == sum(item_count(r.path) for r in find_run_dirs(sample_tree))
+
+
+def test_bad_dir_fails_alone_with_exit_1(capsys, sample_tree, data_dir):
+    bad = sample_tree / "pipeline_broken" / "affiliation-0.5"
+    bad.mkdir(parents=True)
+    (bad / "input_output.json").write_text("")
+    code, report = _ingest(capsys, sample_tree, data_dir)
+    assert code == 1
+    assert report["failed"] == [{
+        "partition": "pipeline_broken/affiliation-0.5",
+        "error": f"{bad / 'input_output.json'}: empty file "
+                 "(the run may have crashed or still be writing it)",
+    }]
+    assert len(report["materialized"]) == report["discovered"] - 1
+
+    main(["status", "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir), "--json"])
+    status = json.loads(capsys.readouterr().out)
+    states = {p["partition"]: p["state"] for p in status["partitions"]}
+    assert states.pop("pipeline_broken/affiliation-0.5") == "failed"
+    assert set(states.values()) == {"fresh"}
+
+
+def test_status_reports_missing_and_stale(capsys, sample_tree, data_dir):
+    def status() -> dict[str, str]:
+        main(["status", "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir),
+              "--json"])
+        return {p["path"]: p["state"] for p in json.loads(capsys.readouterr().out)["partitions"]}
+
+    assert set(status().values()) == {"missing"}
+    _ingest(capsys, sample_tree, data_dir)
+    run = find_run_dirs(sample_tree)[0]
+    (run.path / "scores.json").write_text('[{"alignment_target": "t", "measures": {}}]')
+    states = status()
+    assert states.pop(run.rel_path) == "stale" and set(states.values()) == {"fresh"}
+
+
+def test_list_runs_table(capsys, sample_tree):
+    main(["list-runs", str(sample_tree)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "path", "ADM", "alignment", "scenarios"]
+    paths = {line.split()[0] for line in lines[2:]}
+    assert paths == {r.rel_path for r in find_run_dirs(sample_tree) if " " not in r.rel_path}
+
+
+def test_console_script_json_is_one_object_on_stdout(sample_tree, data_dir):
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bin_dir / "align-track"), "ingest", "--json", "--experiments-dir", str(sample_tree),
+         "--data-dir", str(data_dir)],
+        capture_output=True, text=True, check=False, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # exactly one JSON document
+    assert report["discovered"] == len(find_run_dirs(sample_tree))
+    assert "discovered" in proc.stderr  # progress went to stderr
+    assert (data_dir / "dagster" / "dagster.yaml").is_file()
+
+
+@pytest.mark.parametrize("env_var", ["ALIGN_TRACK_EXPERIMENTS_DIR"])
+def test_env_var_selects_the_tree(capsys, monkeypatch, sample_tree, data_dir, env_var):
+    monkeypatch.setenv(env_var, str(sample_tree))
+    monkeypatch.setenv("ALIGN_TRACK_DATA_DIR", str(data_dir))
+    assert main(["ingest", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["discovered"] == len(find_run_dirs(sample_tree))
+    assert (data_dir / "parquet" / "scenes").is_dir()
