@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 from .core.discovery import find_run_dirs
 from .core.parse import parse_run_dir
 from .core.sources import ParseError
-from .defs.resources import default_data_dir, default_experiments_dir
+from .defs.resources import default_data_dir, default_experiments_dir, default_mlflow_target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +25,19 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="materialize new and changed run directories")
     _common(ingest)
+    _mlflow_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
     status = sub.add_parser("status", help="per partition: fresh / stale / missing / failed")
     _common(status)
+    _mlflow_options(status)
     status.set_defaults(func=cmd_status)
+
+    ui = sub.add_parser("mlflow-ui", help="start the MLflow UI on the store (127.0.0.1)")
+    ui.add_argument("--data-dir", type=Path, default=None)
+    ui.add_argument("--mlflow-uri", default=None)
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_mlflow_ui)
 
     list_runs = sub.add_parser("list-runs", help="run path, ADM, alignment, scenario count")
     list_runs.add_argument("dir", type=Path)
@@ -42,6 +51,21 @@ def _common(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--data-dir", type=Path, default=None,
                      help="output dir (env ALIGN_TRACK_DATA_DIR; default ./align-track-data)")
     cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _mlflow_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--mlflow-uri", default=None,
+                     help="tracking URI (env MLFLOW_TRACKING_URI; default sqlite in data dir)")
+    cmd.add_argument("--mlflow-experiment", default=None,
+                     help="MLflow experiment name (default align-system)")
+    cmd.add_argument("--flat", action="store_true", default=None,
+                     help="one MLflow run per experiment instead of parent + scene runs")
+
+
+def _mlflow(args: argparse.Namespace, data: Path):
+    from .defs.resources import default_mlflow_target
+
+    return default_mlflow_target(str(data), args.mlflow_uri, args.mlflow_experiment, args.flat)
 
 
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -63,9 +87,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .defs.progress import PROGRESS_RUN_CONFIG, progress_logger
 
     experiments, data = _dirs(args)
-    defs = build_defs(str(experiments), str(data), loggers={"progress": progress_logger})
+    mlflow = _mlflow(args, data)
+    defs = build_defs(str(experiments), str(data), mlflow, loggers={"progress": progress_logger})
     with open_instance(data) as instance:
-        report = ingest(defs, instance, experiments, data, progress=_say,
+        report = ingest(defs, instance, experiments, data, mlflow, progress=_say,
                         run_config=PROGRESS_RUN_CONFIG)
     if args.json:
         print(json.dumps(report.as_json()))
@@ -75,18 +100,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for failure in report.failed:
             print(f"  FAILED {failure['partition']}: {failure['error']}")
         print(f"Parquet tables: {data / 'parquet'}")
+        print(f"MLflow: {mlflow.tracking_uri} (experiment {mlflow.experiment}; "
+              "open with `align-track mlflow-ui`)")
     return 1 if report.failed else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .defs.freshness import partition_states
-    from .defs.ingest import source_versions
+    from .defs.ingest import all_expected, source_versions
     from .defs.instance import open_instance
 
     experiments, data = _dirs(args)
     run_dirs = find_run_dirs(experiments)
+    expected = all_expected(_mlflow(args, data))
     with open_instance(data) as instance:
-        states = partition_states(instance, source_versions(run_dirs, data))
+        states = partition_states(instance, source_versions(run_dirs, data), expected)
     rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]} for r in run_dirs]
     if args.json:
         counts = {s: sum(r["state"] == s for r in rows) for s in sorted(set(states.values()))}
@@ -94,6 +122,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         _table(["state", "partition"], [[r["state"], r["partition"]] for r in rows])
     return 0
+
+
+def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    """`mlflow ui` bound to loopback, on the same store `ingest` writes."""
+    data = (args.data_dir or Path(default_data_dir())).resolve()
+    mlflow = default_mlflow_target(str(data), args.mlflow_uri)
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--host", "127.0.0.1",
+           "--port", str(args.port), "--backend-store-uri", mlflow.tracking_uri]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} ({mlflow.tracking_uri})", file=sys.stderr)
+    return subprocess.call(cmd)
 
 
 def cmd_list_runs(args: argparse.Namespace) -> int:

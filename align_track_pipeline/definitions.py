@@ -5,24 +5,35 @@ from __future__ import annotations
 import dagster as dg
 
 from .defs.assets import parse_run_dirs
-from .defs.jobs import ingest_job
-from .defs.resources import DataStore, ExperimentTree, default_data_dir, default_experiments_dir
+from .defs.jobs import ingest_job, mlflow_job
+from .defs.mlflow_assets import log_mlflow_runs
+from .defs.resources import (
+    DataStore,
+    ExperimentTree,
+    MlflowTarget,
+    default_data_dir,
+    default_experiments_dir,
+    default_mlflow_target,
+)
 
 
 def build_defs(
     experiments_dir: str | None = None,
     data_dir: str | None = None,
+    mlflow: MlflowTarget | None = None,
     loggers: dict[str, dg.LoggerDefinition] | None = None,
 ) -> dg.Definitions:
     """Definitions bound to a tree and a data dir (defaults: env vars, then embedded)."""
+    data_dir = data_dir or default_data_dir()
     return dg.Definitions(
-        loggers=loggers,
-        assets=[parse_run_dirs],
-        jobs=[ingest_job],
+        assets=[parse_run_dirs, log_mlflow_runs],
+        jobs=[ingest_job, mlflow_job],
         resources={
             "tree": ExperimentTree(root=experiments_dir or default_experiments_dir()),
-            "store": DataStore(data_dir=data_dir or default_data_dir()),
+            "store": DataStore(data_dir=data_dir),
+            "mlflow": mlflow or default_mlflow_target(data_dir),
         },
+        loggers=loggers,
     )
 
 

@@ -1,22 +1,27 @@
 """Per-partition state (fresh / stale / missing / failed) from what the instance recorded.
 
-A partition is fresh when the latest materialization of each table recorded the data version
-its run directory has now (`core.parse.data_version`: content fingerprint + parser version).
-The CLI, `status` and the sensor all decide "changed" through this module.
+Every asset records, as the Dagster data version of each partition's materialization, the
+version it was built from: `core.parse.data_version` (content fingerprint + parser version) for
+the tables, extended with the tracker's layout for MLflow and Aim. A partition is fresh for an
+asset when the recorded version equals the one its run directory has now. The CLI, `status`
+and the sensors decide "changed" through this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from ..core.parse import data_version
-from .assets import TABLE_ASSETS
 
 DATA_VERSION_TAG = "dagster/data_version"
 FRESH, STALE, MISSING, FAILED = "fresh", "stale", "missing", "failed"
+
+# asset -> the data version a partition must have recorded, given its source version
+Expected = Mapping[str, Callable[[str], str]]
+TABLE_VERSIONS: Expected = {"experiments": data_version, "scenes": data_version}
 
 
 def latest_data_versions(instance: dg.DagsterInstance, asset: str) -> dict[str, str]:
@@ -41,20 +46,23 @@ def failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:
 
 
 def partition_states(
-    instance: dg.DagsterInstance, source_versions: Mapping[str, str]
+    instance: dg.DagsterInstance,
+    source_versions: Mapping[str, str],
+    expected: Expected = TABLE_VERSIONS,
 ) -> dict[str, str]:
-    """State of each partition, given the current source version of each run directory."""
-    recorded = {asset: latest_data_versions(instance, asset) for asset in TABLE_ASSETS}
-    failed = set().union(*(failed_partitions(instance, asset) for asset in TABLE_ASSETS))
+    """State of each partition across `expected`'s assets (fresh only if fresh for all)."""
+    recorded = {asset: latest_data_versions(instance, asset) for asset in expected}
+    failed = set().union(*(failed_partitions(instance, asset) for asset in expected))
     states = {}
     for key, source_version in source_versions.items():
-        wanted = data_version(source_version)
-        seen = [recorded[asset].get(key) for asset in TABLE_ASSETS]
-        if all(v == wanted for v in seen):
+        seen = [recorded[asset].get(key) == want(source_version)
+                for asset, want in expected.items()]
+        present = [key in recorded[asset] for asset in expected]
+        if all(seen):
             states[key] = FRESH
         elif key in failed:
             states[key] = FAILED
-        elif any(v is None for v in seen):
+        elif not all(present):
             states[key] = MISSING
         else:
             states[key] = STALE

@@ -1,8 +1,9 @@
-"""Bring the Parquet tables up to date with the tree, in-process: what `align-track ingest` does.
+"""Bring every store up to date with the tree, in-process: what `align-track ingest` does.
 
-Registers new run directories as partitions, selects the partitions that are not fresh, and
-materializes them with the `ingest` job, one run per contiguous partition range (one run for a
-cold tree), never one run per partition.
+Registers new run directories as partitions, then runs each phase (tables, then each tracker)
+over the partitions that are not fresh for it, one run per contiguous partition range (one run
+for a cold tree), never one run per partition. A partition that fails a phase skips the later
+ones and is reported with its error.
 """
 
 from __future__ import annotations
@@ -15,11 +16,30 @@ from pathlib import Path
 import dagster as dg
 
 from ..core.discovery import RunDir, find_run_dirs
-from .freshness import FRESH, partition_states
+from ..core.run_specs import mlflow_version
+from .freshness import FRESH, TABLE_VERSIONS, Expected, partition_states
 from .partitions import experiment_partitions
-from .resources import DataStore
+from .resources import DataStore, MlflowTarget
 
 PARTITIONS = experiment_partitions.name
+
+
+@dataclass(frozen=True)
+class Phase:
+    job: str
+    expected: Expected
+
+
+def phases(mlflow: MlflowTarget) -> list[Phase]:
+    """The order stores are brought up to date; each phase reads what the previous wrote."""
+    return [
+        Phase("ingest", TABLE_VERSIONS),
+        Phase("mlflow", {"mlflow_runs": lambda v: mlflow_version(v, mlflow.mode)}),
+    ]
+
+
+def all_expected(mlflow: MlflowTarget) -> Expected:
+    return {asset: want for phase in phases(mlflow) for asset, want in phase.expected.items()}
 
 
 @dataclass
@@ -73,6 +93,7 @@ def ingest(
     instance: dg.DagsterInstance,
     experiments_dir: Path,
     data_dir: Path,
+    mlflow: MlflowTarget,
     progress: Callable[[str], None] = lambda _msg: None,
     run_config: dict | None = None,
 ) -> IngestReport:
@@ -81,41 +102,44 @@ def ingest(
     report = IngestReport(discovered=len(run_dirs))
     new = register_partitions(instance, list(versions))
     progress(f"discovered {len(run_dirs)} run directories ({len(new)} new)")
-    states = partition_states(instance, versions)
-    report.fresh = [k for k, s in states.items() if s == FRESH]
-    todo = [k for k, s in states.items() if s != FRESH]
-    if not todo:
-        progress("all partitions are fresh: nothing to materialize")
-        return report
-    job = defs.resolve_job_def("ingest")
-    # Lets Dagster write the run's planned-materialization events in batches.
+    before = partition_states(instance, versions, all_expected(mlflow))
+    report.fresh = [k for k, s in before.items() if s == FRESH]
+    # Lets Dagster write a run's planned-materialization events in batches.
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "500")
     errors: dict[str, str] = {}
-    ranges = contiguous_ranges(todo, instance.get_dynamic_partitions(PARTITIONS))
-    for n, (first, last) in enumerate(ranges, 1):
-        progress(f"run {n}/{len(ranges)}: partitions {first} .. {last}")
-        result = job.execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": first,
-                  "dagster/asset_partition_range_end": last},
-            run_config=run_config,
-            raise_on_error=False,
-        )
-        report.run_ids.append(result.run_id)
-        errors |= _failures(result)
-    after = partition_states(instance, versions)
-    report.materialized = [k for k in todo if after[k] == FRESH]
-    report.failed = [
-        {"partition": k,
-         "error": errors.get(k) or errors.get("*") or f"not materialized ({after[k]})"}
-        for k in todo
-        if after[k] != FRESH
-    ]
+    for phase in phases(mlflow):
+        states = partition_states(instance, versions, phase.expected)
+        todo = [k for k, s in states.items() if s != FRESH and k not in errors]
+        if not todo:
+            continue
+        job = defs.resolve_job_def(phase.job)
+        ranges = contiguous_ranges(todo, instance.get_dynamic_partitions(PARTITIONS))
+        found: dict[str, str] = {}
+        for n, (first, last) in enumerate(ranges, 1):
+            progress(f"{phase.job} run {n}/{len(ranges)}: partitions {first} .. {last}")
+            result = job.execute_in_process(
+                instance=instance,
+                tags={"dagster/asset_partition_range_start": first,
+                      "dagster/asset_partition_range_end": last},
+                run_config=run_config,
+                raise_on_error=False,
+            )
+            report.run_ids.append(result.run_id)
+            found |= _failures(result)
+        after = partition_states(instance, versions, phase.expected)
+        for key in todo:
+            if after[key] != FRESH:
+                errors[key] = found.get(key) or found.get("*") or f"{phase.job}: {after[key]}"
+    if report.fresh == list(versions):
+        progress("all partitions are fresh: nothing to materialize")
+    final = partition_states(instance, versions, all_expected(mlflow))
+    report.materialized = [k for k, s in final.items() if s == FRESH and before[k] != FRESH]
+    report.failed = [{"partition": k, "error": e} for k, e in errors.items()]
     return report
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
-    """Partition -> error, from the `failures` metadata the asset attaches to its Failure."""
+    """Partition -> error, from the `failures` metadata the assets attach to their Failure."""
     out: dict[str, str] = {}
     for event in result.get_step_failure_events():
         data = event.step_failure_data.user_failure_data

@@ -50,3 +50,38 @@ class DataStore(dg.ConfigurableResource):
 
     def fingerprints(self) -> FingerprintCache:
         return FingerprintCache(Path(self.data_dir) / "state" / "fingerprints.sqlite")
+
+
+class MlflowTarget(dg.ConfigurableResource):
+    """Where MLflow runs go. Default: SQLite in the data dir, artifacts beside it."""
+
+    tracking_uri: str
+    experiment: str = "align-system"
+    flat: bool = False
+    artifact_root: str | None = None
+    ui_url: str | None = None  # e.g. http://127.0.0.1:5000, for links in the Dagster UI
+
+    @property
+    def mode(self) -> str:
+        from ..core.run_specs import FLAT, HIERARCHICAL
+
+        return FLAT if self.flat else HIERARCHICAL
+
+    def writer(self):
+        from ..core.mlflow_writer import MlflowWriter
+
+        return MlflowWriter(self.tracking_uri, self.experiment, self.artifact_root)
+
+
+def default_mlflow_target(data_dir: str, tracking_uri: str | None = None,
+                          experiment: str | None = None, flat: bool | None = None) -> MlflowTarget:
+    """Arguments, then MLFLOW_TRACKING_URI / ALIGN_TRACK_MLFLOW_* variables, then SQLite."""
+    data = Path(data_dir).resolve()
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data}/mlflow.db"
+    return MlflowTarget(
+        tracking_uri=uri,
+        experiment=experiment or os.environ.get("ALIGN_TRACK_MLFLOW_EXPERIMENT", "align-system"),
+        flat=flat if flat is not None else os.environ.get("ALIGN_TRACK_MLFLOW_FLAT") == "1",
+        artifact_root=str(data / "mlflow-artifacts"),
+        ui_url=os.environ.get("ALIGN_TRACK_MLFLOW_UI_URL"),
+    )

@@ -1,0 +1,272 @@
+"""Idempotent, batched upsert of one partition's MLflow runs.
+
+A partition's runs are found by one lookup (tag `align_track.partition`). If they match the
+planned runs exactly (same keys, same content hashes, one each, all FINISHED) nothing is
+written; otherwise the partition's runs are replaced. A write cut short by a crash leaves a
+mismatch, which the next upsert repairs.
+
+Two backends share that logic: on a SQLite (or other SQL) store, rows are inserted with
+MLflow's own SQLAlchemy models in one transaction per partition (the pattern of MLflow's
+`migrate-filestore`), artifacts written straight into the runs' local artifact folders; on any
+other tracking URI (an `http://` server), the public batched API.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .run_specs import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
+
+FINISHED = "FINISHED"
+
+
+@dataclass(frozen=True)
+class Existing:
+    run_id: str
+    key: str | None
+    content_hash: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    run_ids: dict[str, str]  # run key -> run id
+    written: bool
+    deleted: int
+
+
+def converged(existing: list[Existing], specs: list[RunSpec]) -> bool:
+    """One FINISHED run per planned key, with the planned content: nothing to do."""
+    wanted = {s.key: s.content_hash for s in specs}
+    have = {e.key: e.content_hash for e in existing}
+    return (len(existing) == len(specs) and have == wanted
+            and all(e.status == FINISHED for e in existing))
+
+
+class MlflowWriter:
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        if _is_sql(tracking_uri):
+            self._backend: _Backend = _SqlBackend(tracking_uri, experiment, artifact_root)
+        else:
+            self._backend = _ApiBackend(tracking_uri, experiment)
+
+    @property
+    def experiment_id(self) -> str:
+        return self._backend.experiment_id
+
+    def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
+        existing = self._backend.find(partition)
+        if converged(existing, specs):
+            return UpsertResult({e.key: e.run_id for e in existing}, False, 0)
+        run_ids = self._backend.replace([e.run_id for e in existing], specs)
+        return UpsertResult(run_ids, True, len(existing))
+
+    def delete_partition(self, partition: str) -> int:
+        existing = self._backend.find(partition)
+        self._backend.replace([e.run_id for e in existing], [])
+        return len(existing)
+
+    def run_url(self, ui_url: str, run_id: str) -> str:
+        return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+def _is_sql(uri: str) -> bool:
+    return urlparse(uri).scheme.split("+")[0] in {"sqlite", "postgresql", "mysql", "mssql"}
+
+
+class _Backend:
+    experiment_id: str
+
+    def find(self, partition: str) -> list[Existing]: ...
+
+    def replace(self, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]: ...
+
+
+class _SqlBackend(_Backend):
+    """Rows through MLflow's SQLAlchemy models; one transaction per partition."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: str | None):
+        from sqlalchemy import event
+
+        from . import mlflow_compat as mc
+
+        self._mc = mc
+        self._store = mc.open_sql_store(uri, artifact_root or "./mlartifacts")
+        if uri.startswith("sqlite"):
+            event.listen(self._store.engine, "connect", _sqlite_pragmas)
+            with self._store.engine.connect() as conn:  # WAL persists in the database file
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        found = self._store.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self._store.create_experiment(
+            experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
+        self._artifact_location = self._store.get_experiment(self.experiment_id).artifact_location
+
+    def find(self, partition: str) -> list[Existing]:
+        mc = self._mc
+        with self._store.ManagedSessionMaker() as session:
+            runs = (session.query(mc.SqlRun.run_uuid, mc.SqlRun.status)
+                    .join(mc.SqlTag, mc.SqlTag.run_uuid == mc.SqlRun.run_uuid)
+                    .filter(mc.SqlTag.key == TAG_PARTITION, mc.SqlTag.value == partition,
+                            mc.SqlRun.experiment_id == int(self.experiment_id),
+                            mc.SqlRun.lifecycle_stage == "active").all())
+            ids = [r.run_uuid for r in runs]
+            tags = (session.query(mc.SqlTag.run_uuid, mc.SqlTag.key, mc.SqlTag.value)
+                    .filter(mc.SqlTag.run_uuid.in_(ids), mc.SqlTag.key.in_([TAG_KEY, TAG_HASH]))
+                    .all()) if ids else []
+        by_run: dict[str, dict[str, str]] = {}
+        for run_id, key, value in tags:
+            by_run.setdefault(run_id, {})[key] = value
+        return [Existing(r.run_uuid, by_run.get(r.run_uuid, {}).get(TAG_KEY),
+                         by_run.get(r.run_uuid, {}).get(TAG_HASH), r.status) for r in runs]
+
+    def replace(self, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]:
+        from sqlalchemy import insert
+
+        mc = self._mc
+        now = int(time.time() * 1000)
+        run_ids = {s.key: uuid.uuid4().hex for s in specs}
+        rows = _Rows()
+        for spec in specs:
+            tags = _with_parent(spec, run_ids)
+            mc.validate_run_data(spec.params, spec.metrics, tags, now)
+            rows.add(run_ids[spec.key], spec, tags, now)
+        for spec in specs:  # files first: a crash before commit leaves no run behind
+            _write_artifacts(self._artifact_dir(run_ids[spec.key]), spec.artifacts)
+        with self._store.ManagedSessionMaker() as session:
+            if old_run_ids:
+                for model in (*mc.RUN_CHILD_MODELS, mc.SqlRun):
+                    session.query(model).filter(model.run_uuid.in_(old_run_ids)).delete(
+                        synchronize_session=False)
+            runs = [self._run_row(run_ids[s.key], s, now) for s in specs]
+            for model, data in ((mc.SqlRun, runs), (mc.SqlTag, rows.tags),
+                                (mc.SqlParam, rows.params), (mc.SqlMetric, rows.metrics),
+                                (mc.SqlLatestMetric, rows.metrics)):
+                if data:
+                    session.execute(insert(model), data)
+        for run_id in old_run_ids:
+            shutil.rmtree(self._artifact_dir(run_id).parent, ignore_errors=True)
+        return run_ids
+
+    def _run_row(self, run_id: str, spec: RunSpec, now: int) -> dict:
+        return {
+            "run_uuid": run_id, "name": spec.name, "source_type": "LOCAL", "source_name": "",
+            "entry_point_name": "", "user_id": "align-track", "status": FINISHED,
+            "start_time": now, "end_time": now, "deleted_time": None, "source_version": "",
+            "lifecycle_stage": "active", "experiment_id": int(self.experiment_id),
+            "artifact_uri": f"{self._artifact_location.rstrip('/')}/{run_id}/artifacts",
+        }
+
+    def _artifact_dir(self, run_id: str) -> Path:
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        return Path(local_file_uri_to_path(self._artifact_location)) / run_id / "artifacts"
+
+
+class _Rows:
+    """Row dicts for executemany inserts, collected across a partition's runs."""
+
+    def __init__(self) -> None:
+        self.tags: list[dict] = []
+        self.params: list[dict] = []
+        self.metrics: list[dict] = []
+
+    def add(self, run_id: str, spec: RunSpec, tags: dict[str, str], now: int) -> None:
+        self.tags += [{"run_uuid": run_id, "key": k, "value": v} for k, v in tags.items()]
+        self.params += [{"run_uuid": run_id, "key": k, "value": v}
+                        for k, v in spec.params.items()]
+        self.metrics += [{"run_uuid": run_id, "key": k, "value": v, "timestamp": now,
+                          "step": 0, "is_nan": False} for k, v in spec.metrics.items()]
+
+
+class _ApiBackend(_Backend):
+    """The public batched API: one create, a few log_batch calls and one terminate per run."""
+
+    def __init__(self, uri: str, experiment: str):
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(tracking_uri=uri)
+        found = self._client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self._client.create_experiment(
+            experiment)
+
+    def find(self, partition: str) -> list[Existing]:
+        out, token = [], None
+        while True:
+            page = self._client.search_runs(
+                [self.experiment_id], f"tags.`{TAG_PARTITION}` = '{_quote(partition)}'",
+                max_results=1000, page_token=token)
+            out += [Existing(r.info.run_id, r.data.tags.get(TAG_KEY), r.data.tags.get(TAG_HASH),
+                             r.info.status) for r in page]
+            token = page.token
+            if not token:
+                return out
+
+    def replace(self, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]:
+        from mlflow.entities import Metric, Param, RunTag
+
+        for run_id in old_run_ids:
+            self._client.delete_run(run_id)
+        run_ids: dict[str, str] = {}
+        for spec in specs:  # parents come first, so a child's parent id is known
+            tags = _with_parent(spec, run_ids)
+            del tags["mlflow.runName"]  # given as run_name
+            # The partition tag first: a run cut short before its key is logged is still
+            # found, and replaced, by the next upsert.
+            run = self._client.create_run(
+                self.experiment_id, run_name=spec.name,
+                tags={TAG_PARTITION: tags.pop(TAG_PARTITION)})
+            run_ids[spec.key] = run.info.run_id
+            now = int(time.time() * 1000)
+            params = [Param(k, v) for k, v in spec.params.items()]
+            for i in range(0, max(len(params), len(tags), 1), 100):
+                self._client.log_batch(
+                    run.info.run_id,
+                    metrics=[Metric(k, v, now, 0) for k, v in spec.metrics.items()] if i == 0
+                    else [],
+                    params=params[i:i + 100],
+                    tags=[RunTag(k, v) for k, v in list(tags.items())[i:i + 100]])
+            if spec.artifacts:
+                with tempfile.TemporaryDirectory() as tmp:
+                    _write_artifacts(Path(tmp), spec.artifacts)
+                    self._client.log_artifacts(run.info.run_id, tmp)
+            self._client.set_terminated(run.info.run_id, FINISHED)
+        return run_ids
+
+
+def _with_parent(spec: RunSpec, run_ids: dict[str, str]) -> dict[str, str]:
+    tags = dict(spec.tags)
+    if spec.parent_key is not None:
+        tags["mlflow.parentRunId"] = run_ids[spec.parent_key]
+    return tags
+
+
+def _write_artifacts(root: Path, artifacts: dict[str, bytes | Path]) -> None:
+    for rel, data in artifacts.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            shutil.copyfile(data, path)
+
+
+def _experiment_artifacts(artifact_root: str | None, experiment: str) -> str | None:
+    if artifact_root is None:
+        return None
+    return f"{artifact_root.rstrip('/')}/{experiment}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

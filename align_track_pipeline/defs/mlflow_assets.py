@@ -1,0 +1,90 @@
+"""`mlflow_runs`: each partition's Parquet rows as MLflow runs (never re-parsed from JSON)."""
+
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+
+from ..core.discovery import rel_path_of
+from ..core.run_specs import MLFLOW_LAYOUT_VERSION, mlflow_version, plan_runs
+from .partitions import experiment_partitions
+from .resources import DataStore, ExperimentTree, MlflowTarget
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "mlflow_runs",
+            description="One MLflow parent run per experiment row with one nested child run "
+            "per scene (or one flat run per experiment row).",
+            deps=["experiments", "scenes"],
+            partitions_def=experiment_partitions,
+            code_version=MLFLOW_LAYOUT_VERSION,
+            kinds={"mlflow"},
+            group_name="trackers",
+            skippable=True,
+        )
+    ],
+    partitions_def=experiment_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="mlflow",
+    name="log_mlflow_runs",
+)
+def log_mlflow_runs(
+    context: dg.AssetExecutionContext,
+    tree: ExperimentTree,
+    store: DataStore,
+    mlflow: MlflowTarget,
+) -> Iterator[dg.Output]:
+    """Upsert each partition's runs: unchanged partitions are left alone, changed ones
+    replaced, half-written ones repaired."""
+    writer = mlflow.writer()
+    failures: dict[str, str] = {}
+    for n, key in enumerate(context.partition_keys, 1):
+        try:
+            event = _upsert(key, tree, store, mlflow, writer)
+        except Exception as exc:  # one partition's failure must not sink the others
+            failures[key] = f"{key}: {exc}"
+            context.log.error(f"[{n}] {failures[key]}")
+            continue
+        context.log_event(event)
+    if failures:
+        raise dg.Failure(
+            description=f"{len(failures)} partitions failed: " + "; ".join(failures.values()),
+            metadata={"failures": dg.MetadataValue.json(failures)},
+        )
+    yield from ()
+
+
+def _upsert(key, tree, store, mlflow, writer) -> dg.AssetMaterialization:
+    experiments = store.parquet.read("experiments", key).to_pylist()
+    scenes = store.parquet.read("scenes", key).to_pylist()
+    if not experiments:
+        raise ValueError("no experiments rows in the Parquet partition")
+    specs = plan_runs(experiments, scenes, tree.root_path / rel_path_of(key), mlflow.mode)
+    result = writer.upsert(key, specs)
+    parents = [result.run_ids[s.key] for s in specs if s.parent_key is None]
+    links = ([writer.run_url(mlflow.ui_url, p) for p in parents] if mlflow.ui_url else parents)
+    source_version = experiments[0]["source_version"]
+    return dg.AssetMaterialization(
+        asset_key="mlflow_runs",
+        partition=key,
+        tags={"dagster/data_version": mlflow_version(source_version, mlflow.mode)},
+        metadata={
+            "runs": len(specs),
+            "parent_runs": len(parents),
+            "written": result.written,
+            "replaced_runs": result.deleted,
+            "experiment": mlflow.experiment,
+            "tracking_uri": _without_credentials(mlflow.tracking_uri),
+            "parent_run_links" if mlflow.ui_url else "parent_run_ids": dg.MetadataValue.json(
+                links),
+        },
+    )
+
+
+def _without_credentials(uri: str) -> str:
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
