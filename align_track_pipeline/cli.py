@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -131,7 +131,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--host", "127.0.0.1",
            "--port", str(args.port), "--backend-store-uri", mlflow.tracking_uri]
     print(f"MLflow UI on http://127.0.0.1:{args.port} ({mlflow.tracking_uri})", file=sys.stderr)
-    return subprocess.call(cmd)
+    os.execv(cmd[0], cmd)  # become the server: signals reach it directly
 
 
 def cmd_list_runs(args: argparse.Namespace) -> int:

@@ -40,3 +40,45 @@ def make_run_dir(root: Path, rel: str, source: Path | None = None) -> Path:
     src = source or SAMPLE_TREE / "random" / "unaligned" / "input_output.json"
     shutil.copyfile(src, run_dir / "input_output.json")
     return run_dir
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifacts)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    with open(root / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{root}/server.db",
+             "--artifacts-destination", str(root / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError((root / "server.log").read_text()[-3000:]) from None
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -32,11 +32,17 @@ def open_sql_store(db_uri: str, artifact_root: str) -> SqlAlchemyStore:
 
 def validate_run_data(params: dict[str, str], metrics: dict[str, float],
                       tags: dict[str, str], timestamp: int) -> None:
-    """MLflow's own validation of one run's batch (names, lengths, values)."""
+    """MLflow's own validation of one run's batch (names, counts, values). MLflow would cut
+    over-long values with a warning; we refuse instead, since nothing may be cut silently."""
     entities = (
         [Metric(k, v, timestamp, 0) for k, v in metrics.items()],
         [Param(k, v) for k, v in params.items()],
         [RunTag(k, v) for k, v in tags.items()],
     )
     _validate_batch_log_limits(*entities)
-    _validate_batch_log_data(*entities)
+    _, checked_params, checked_tags = _validate_batch_log_data(*entities)
+    for given, checked in ((entities[1], checked_params), (entities[2], checked_tags)):
+        for before, after in zip(given, checked, strict=True):
+            if after.value != before.value:
+                raise ValueError(f"MLflow would truncate {before.key!r} "
+                                 f"({len(before.value)} chars)")

@@ -1,0 +1,163 @@
+"""The MLflow writer on a real SQLite store and a real `mlflow server`, read back through
+MlflowClient."""
+
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from align_track_pipeline.core.discovery import RunDir, find_run_dirs
+from align_track_pipeline.core.mlflow_writer import MlflowWriter
+from align_track_pipeline.core.parse import parse_run_dir
+from align_track_pipeline.core.run_specs import TAG_KEY, plan_runs
+from tests.conftest import SAMPLE_TREE
+
+RELS = ["phase2_june_eval_live/baseline/2025-06-12__14-03-55", "random/unaligned",
+        "pipeline_comparative_regression/moral_judgement-0.2"]
+
+
+def _specs(root: Path, rel: str):
+    parsed = parse_run_dir(RunDir(root / rel, rel), root)
+    return plan_runs(parsed.experiments.to_pylist(), parsed.scenes.to_pylist(), root / rel)
+
+
+def _sqlite(tmp_path: Path) -> MlflowWriter:
+    return MlflowWriter(f"sqlite:///{tmp_path}/mlflow.db", "align-system",
+                        str(tmp_path / "artifacts"))
+
+
+def read_back(uri: str, experiment_id: str) -> dict[str, dict]:
+    """Every run as the MLflow API sees it, keyed by our run key, ids replaced by keys."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id], max_results=5000)
+    key_of = {r.info.run_id: r.data.tags[TAG_KEY] for r in runs}
+    out = {}
+    for r in runs:
+        tags = {k: v for k, v in r.data.tags.items()
+                if not k.startswith("mlflow.") or k == "mlflow.runName"}
+        parent = r.data.tags.get("mlflow.parentRunId")
+        out[key_of[r.info.run_id]] = {
+            "name": r.info.run_name, "status": r.info.status, "params": r.data.params,
+            "metrics": r.data.metrics, "tags": tags,
+            "parent": key_of.get(parent) if parent else None,
+            "artifacts": _artifacts(client, r.info.run_id),
+        }
+    return out
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return sorted(out)
+
+
+def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path):
+    writer = _sqlite(tmp_path)
+    specs = {rel: _specs(SAMPLE_TREE, rel) for rel in RELS}
+    for rel, s in specs.items():
+        writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, s)
+    runs = read_back(writer.tracking_uri, writer.experiment_id)
+    planned = [s for group in specs.values() for s in group]
+    assert set(runs) == {s.key for s in planned}
+    for spec in planned:
+        run = runs[spec.key]
+        assert run["status"] == "FINISHED" and run["name"] == spec.name
+        assert run["params"] == spec.params and run["metrics"] == spec.metrics
+        assert run["tags"] == spec.tags
+        assert run["parent"] == spec.parent_key
+        assert run["artifacts"] == sorted(spec.artifacts)
+    child = next(s for s in planned if s.parent_key)
+    client = MlflowClient(writer.tracking_uri)
+    run_id = next(r.info.run_id
+                  for r in client.search_runs([writer.experiment_id], max_results=5000)
+                  if r.data.tags[TAG_KEY] == child.key)
+    artifact = f"scene_{child.params['scene_index']}/scene_data.json"
+    local = client.download_artifacts(run_id, artifact, str(tmp_path / "dl"))
+    assert Path(local).read_bytes() == child.artifacts[artifact]
+
+
+def test_bulk_and_api_paths_write_the_same_runs(tmp_path, mlflow_server):
+    bulk = _sqlite(tmp_path)
+    api = MlflowWriter(mlflow_server, f"parity-{uuid.uuid4().hex[:8]}")
+    for writer in (bulk, api):
+        for rel in RELS[:2]:
+            writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel))
+    assert read_back(bulk.tracking_uri, bulk.experiment_id) == read_back(
+        api.tracking_uri, api.experiment_id)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "server"])
+def test_upsert_converges(tmp_path, mlflow_server, backend, sample_tree):
+    writer = (_sqlite(tmp_path) if backend == "sqlite"
+              else MlflowWriter(mlflow_server, f"conv-{uuid.uuid4().hex[:8]}"))
+    keys = {rel: RunDir(sample_tree / rel, rel).key for rel in RELS[:2]}
+    first = {rel: writer.upsert(keys[rel], _specs(sample_tree, rel)) for rel in keys}
+    assert all(r.written for r in first.values())
+
+    again = {rel: writer.upsert(keys[rel], _specs(sample_tree, rel)) for rel in keys}
+    assert not any(r.written for r in again.values())
+    assert {k: r.run_ids for k, r in again.items()} == {k: r.run_ids for k, r in first.items()}
+
+    changed = sample_tree / RELS[1] / "input_output.json"
+    changed.write_text(changed.read_text().replace("Random choice", "Changed choice", 1))
+    after = {rel: writer.upsert(keys[rel], _specs(sample_tree, rel)) for rel in keys}
+    assert not after[RELS[0]].written and after[RELS[0]].run_ids == first[RELS[0]].run_ids
+    assert after[RELS[1]].written and after[RELS[1]].deleted == len(first[RELS[1]].run_ids)
+    assert set(after[RELS[1]].run_ids.values()).isdisjoint(first[RELS[1]].run_ids.values())
+    runs = read_back(writer.tracking_uri, writer.experiment_id)
+    assert len(runs) == sum(len(_specs(sample_tree, rel)) for rel in keys)
+
+
+def test_half_written_partition_is_repaired(mlflow_server):
+    writer = MlflowWriter(mlflow_server, f"crash-{uuid.uuid4().hex[:8]}")
+    rel = RELS[0]
+    key, specs = RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel)
+    writer._backend.replace([], specs[:5])  # as if killed after five runs
+    client = MlflowClient(mlflow_server)
+    stray = client.create_run(writer.experiment_id, tags={"align_track.partition": key})
+    result = writer.upsert(key, specs)  # the stray RUNNING run and the partial set are replaced
+    assert result.written and result.deleted == 6
+    runs = read_back(mlflow_server, writer.experiment_id)
+    assert sorted(runs) == sorted(s.key for s in specs)
+    assert {r["status"] for r in runs.values()} == {"FINISHED"}
+    assert client.get_run(stray.info.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_sqlite_write_is_atomic(tmp_path, monkeypatch):
+    from align_track_pipeline.core import mlflow_writer
+
+    writer = _sqlite(tmp_path)
+    rel = RELS[1]
+    key, specs = RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel)
+
+    class Killed(Exception):
+        pass
+
+    original = mlflow_writer._Rows.add
+    calls = {"n": 0}
+
+    def dies_midway(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed
+        return original(self, *args)
+
+    monkeypatch.setattr(mlflow_writer._Rows, "add", dies_midway)
+    with pytest.raises(Killed):
+        writer.upsert(key, specs)
+    monkeypatch.setattr(mlflow_writer._Rows, "add", original)
+    assert read_back(writer.tracking_uri, writer.experiment_id) == {}
+    assert writer.upsert(key, specs).written
+    assert len(read_back(writer.tracking_uri, writer.experiment_id)) == len(specs)
+
+
+def test_delete_partition(tmp_path):
+    writer = _sqlite(tmp_path)
+    for run_dir in find_run_dirs(SAMPLE_TREE)[:2]:
+        writer.upsert(run_dir.key, _specs(SAMPLE_TREE, run_dir.rel_path))
+    gone = find_run_dirs(SAMPLE_TREE)[0]
+    assert writer.delete_partition(gone.key) == len(_specs(SAMPLE_TREE, gone.rel_path))
+    left = read_back(writer.tracking_uri, writer.experiment_id)
+    assert left and not any(k.startswith(gone.key + "::") for k in left)
