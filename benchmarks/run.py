@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import shutil
 import subprocess
@@ -37,6 +38,12 @@ def _core_only(tree: Path, data: Path) -> float:
     return time.perf_counter() - start
 
 
+def _phase_seconds(stderr: str) -> dict[str, float]:
+    """`<phase>: N partitions in X s` lines that ingest prints on stderr."""
+    return {m[1]: float(m[2]) for m in re.finditer(r"^(\w+): \d+ partitions in ([\d.]+) s$",
+                                                    stderr, re.MULTILINE)}
+
+
 def _ingest(tree: Path, data: Path) -> tuple[float, dict]:
     cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
            "--experiments-dir", str(tree), "--data-dir", str(data)]
@@ -45,7 +52,7 @@ def _ingest(tree: Path, data: Path) -> tuple[float, dict]:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"ingest failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return wall, json.loads(proc.stdout)
+    return wall, json.loads(proc.stdout) | {"phases": _phase_seconds(proc.stderr)}
 
 
 def main() -> None:
@@ -67,6 +74,10 @@ def main() -> None:
     print(f"cold ingest: {cold:.2f} s wall, {scenes / cold:.0f} scenes/s, "
           f"{len(report['materialized'])} partitions materialized")
     print(f"peak RSS of the ingest process: {peak_mib:.0f} MiB")
+    runs = args.dirs + scenes  # one parent per (single-target) run dir, one child per scene
+    for phase, seconds in report["phases"].items():
+        rate = f", {runs / seconds:.0f} MLflow runs/s" if phase == "mlflow" else ""
+        print(f"  phase {phase}: {seconds:.2f} s{rate}")
     print(f"no-change ingest: {warm:.2f} s wall, {len(again['fresh'])} partitions fresh, "
           f"{len(again['materialized'])} materialized")
     print(f"core only (parse + Parquet, 1 process, no Dagster): {core:.2f} s, "

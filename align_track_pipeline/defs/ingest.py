@@ -9,6 +9,7 @@ ones and is reported with its error.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,7 @@ def ingest(
         job = defs.resolve_job_def(phase.job)
         ranges = contiguous_ranges(todo, instance.get_dynamic_partitions(PARTITIONS))
         found: dict[str, str] = {}
+        started = time.perf_counter()
         for n, (first, last) in enumerate(ranges, 1):
             progress(f"{phase.job} run {n}/{len(ranges)}: partitions {first} .. {last}")
             result = job.execute_in_process(
@@ -126,6 +128,7 @@ def ingest(
             )
             report.run_ids.append(result.run_id)
             found |= _failures(result)
+        progress(f"{phase.job}: {len(todo)} partitions in {time.perf_counter() - started:.2f} s")
         after = partition_states(instance, versions, phase.expected)
         for key in todo:
             if after[key] != FRESH:
