@@ -11,7 +11,12 @@ from pathlib import Path
 from .core.discovery import find_run_dirs
 from .core.parse import parse_run_dir
 from .core.sources import ParseError
-from .defs.resources import default_data_dir, default_experiments_dir, default_mlflow_target
+from .defs.resources import (
+    default_aim_target,
+    default_data_dir,
+    default_experiments_dir,
+    default_mlflow_target,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     _common(status)
     _mlflow_options(status)
     status.set_defaults(func=cmd_status)
+
+    aim_ui = sub.add_parser("aim-ui", help="start `aim up` on the Aim repo (127.0.0.1)")
+    aim_ui.add_argument("--data-dir", type=Path, default=None)
+    aim_ui.add_argument("--aim-repo", default=None)
+    aim_ui.add_argument("--port", type=int, default=43800)
+    aim_ui.set_defaults(func=cmd_aim_ui)
+
+    reindex = sub.add_parser("aim-reindex", help="bring the Aim repo index up to date")
+    reindex.add_argument("--data-dir", type=Path, default=None)
+    reindex.add_argument("--aim-repo", default=None)
+    reindex.add_argument("--full", action="store_true", help="rebuild the whole index (slow)")
+    reindex.set_defaults(func=cmd_aim_reindex)
 
     ui = sub.add_parser("mlflow-ui", help="start the MLflow UI on the store (127.0.0.1)")
     ui.add_argument("--data-dir", type=Path, default=None)
@@ -60,6 +77,8 @@ def _mlflow_options(cmd: argparse.ArgumentParser) -> None:
                      help="MLflow experiment name (default align-system)")
     cmd.add_argument("--flat", action="store_true", default=None,
                      help="one MLflow run per experiment instead of parent + scene runs")
+    cmd.add_argument("--aim-repo", default=None,
+                     help="Aim repo (env ALIGN_TRACK_AIM_REPO; default <data dir>/aim)")
 
 
 def _mlflow(args: argparse.Namespace, data: Path):
@@ -88,7 +107,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     experiments, data = _dirs(args)
     mlflow = _mlflow(args, data)
-    defs = build_defs(str(experiments), str(data), mlflow, loggers={"progress": progress_logger})
+    aim = default_aim_target(str(data), args.aim_repo)
+    defs = build_defs(str(experiments), str(data), mlflow, aim,
+                      loggers={"progress": progress_logger})
     with open_instance(data) as instance:
         report = ingest(defs, instance, experiments, data, mlflow, progress=_say,
                         run_config=PROGRESS_RUN_CONFIG)
@@ -102,6 +123,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"Parquet tables: {data / 'parquet'}")
         print(f"MLflow: {mlflow.tracking_uri} (experiment {mlflow.experiment}; "
               "open with `align-track mlflow-ui`)")
+        print(f"Aim: {aim.repo} (open with `align-track aim-ui`)")
     return 1 if report.failed else 0
 
 
@@ -132,6 +154,32 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
            "--port", str(args.port), "--backend-store-uri", mlflow.tracking_uri]
     print(f"MLflow UI on http://127.0.0.1:{args.port} ({mlflow.tracking_uri})", file=sys.stderr)
     os.execv(cmd[0], cmd)  # become the server: signals reach it directly
+
+
+def cmd_aim_ui(args: argparse.Namespace) -> int:
+    """`aim up` bound to loopback, on the repo `ingest` writes."""
+    data = (args.data_dir or Path(default_data_dir())).resolve()
+    aim = default_aim_target(str(data), args.aim_repo)
+    cmd = [str(Path(sys.executable).parent / "aim"), "up", "--host", "127.0.0.1",
+           "--port", str(args.port), "--repo", aim.repo]
+    print(f"Aim UI on http://127.0.0.1:{args.port} ({aim.repo})", file=sys.stderr)
+    os.execv(cmd[0], cmd)  # become the server: signals reach it directly
+
+
+def cmd_aim_reindex(args: argparse.Namespace) -> int:
+    """Run the `aim_reindex` job in-process, recorded in the Dagster instance."""
+    from .definitions import build_defs
+    from .defs.instance import open_instance
+    from .defs.progress import PROGRESS_RUN_CONFIG, progress_logger
+
+    data = (args.data_dir or Path(default_data_dir())).resolve()
+    aim = default_aim_target(str(data), args.aim_repo)
+    defs = build_defs(data_dir=str(data), aim=aim, loggers={"progress": progress_logger})
+    config = PROGRESS_RUN_CONFIG | {"ops": {"reindex_aim": {"config": {"full": args.full}}}}
+    with open_instance(data) as instance:
+        result = defs.resolve_job_def("aim_reindex").execute_in_process(
+            instance=instance, run_config=config, raise_on_error=False)
+    return 0 if result.success else 1
 
 
 def cmd_list_runs(args: argparse.Namespace) -> int:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .defs.aim_assets import aim_reindex, aim_reindex_sensor, log_aim_runs
 from .defs.assets import parse_run_dirs
-from .defs.jobs import ingest_job, mlflow_job
+from .defs.jobs import aim_job, ingest_job, mlflow_job
 from .defs.mlflow_assets import log_mlflow_runs
 from .defs.resources import (
+    AimTarget,
     DataStore,
     ExperimentTree,
     MlflowTarget,
+    default_aim_target,
     default_data_dir,
     default_experiments_dir,
     default_mlflow_target,
@@ -21,17 +24,20 @@ def build_defs(
     experiments_dir: str | None = None,
     data_dir: str | None = None,
     mlflow: MlflowTarget | None = None,
+    aim: AimTarget | None = None,
     loggers: dict[str, dg.LoggerDefinition] | None = None,
 ) -> dg.Definitions:
     """Definitions bound to a tree and a data dir (defaults: env vars, then embedded)."""
     data_dir = data_dir or default_data_dir()
     return dg.Definitions(
-        assets=[parse_run_dirs, log_mlflow_runs],
-        jobs=[ingest_job, mlflow_job],
+        assets=[parse_run_dirs, log_mlflow_runs, log_aim_runs],
+        jobs=[ingest_job, mlflow_job, aim_job, aim_reindex],
+        sensors=[aim_reindex_sensor],
         resources={
             "tree": ExperimentTree(root=experiments_dir or default_experiments_dir()),
             "store": DataStore(data_dir=data_dir),
             "mlflow": mlflow or default_mlflow_target(data_dir),
+            "aim": aim or default_aim_target(data_dir),
         },
         loggers=loggers,
     )

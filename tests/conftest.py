@@ -82,3 +82,14 @@ def mlflow_server(tmp_path_factory) -> str:
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def aim_runs_seen_by_a_fresh_process(repo: Path, query: str = "") -> list[dict]:
+    """Runs a new process's `aim.Repo(repo).query_runs(query)` returns, with params."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "aim_query.py"),
+                          str(repo), query], capture_output=True, text=True, check=True,
+                         timeout=600)
+    return json.loads(out.stdout)

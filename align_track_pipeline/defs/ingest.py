@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ..core.aim_writer import aim_version
 from ..core.discovery import RunDir, find_run_dirs
 from ..core.run_specs import mlflow_version
 from .freshness import FRESH, TABLE_VERSIONS, Expected, partition_states
@@ -36,6 +37,7 @@ def phases(mlflow: MlflowTarget) -> list[Phase]:
     return [
         Phase("ingest", TABLE_VERSIONS),
         Phase("mlflow", {"mlflow_runs": lambda v: mlflow_version(v, mlflow.mode)}),
+        Phase("aim", {"aim_runs": aim_version}),
     ]
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 
 from ..core.discovery import rel_path_of
 from ..core.run_specs import MLFLOW_LAYOUT_VERSION, mlflow_version, plan_runs
+from .batch import materialize_each
 from .partitions import experiment_partitions
 from .resources import DataStore, ExperimentTree, MlflowTarget
 
@@ -39,20 +40,7 @@ def log_mlflow_runs(
     """Upsert each partition's runs: unchanged partitions are left alone, changed ones
     replaced, half-written ones repaired."""
     writer = mlflow.writer()
-    failures: dict[str, str] = {}
-    for n, key in enumerate(context.partition_keys, 1):
-        try:
-            event = _upsert(key, tree, store, mlflow, writer)
-        except Exception as exc:  # one partition's failure must not sink the others
-            failures[key] = f"{key}: {exc}"
-            context.log.error(f"[{n}] {failures[key]}")
-            continue
-        context.log_event(event)
-    if failures:
-        raise dg.Failure(
-            description=f"{len(failures)} partitions failed: " + "; ".join(failures.values()),
-            metadata={"failures": dg.MetadataValue.json(failures)},
-        )
+    materialize_each(context, lambda key: _upsert(key, tree, store, mlflow, writer))
     yield from ()
 
 

@@ -85,3 +85,23 @@ def default_mlflow_target(data_dir: str, tracking_uri: str | None = None,
         artifact_root=str(data / "mlflow-artifacts"),
         ui_url=os.environ.get("ALIGN_TRACK_MLFLOW_UI_URL"),
     )
+
+
+class AimTarget(dg.ConfigurableResource):
+    """The Aim repo scene runs go to, and the manifest of which run holds which scene."""
+
+    repo: str
+    manifest: str
+
+    def writer(self):
+        from ..core.aim_writer import AimWriter
+
+        return AimWriter(Path(self.repo), Path(self.manifest))
+
+
+def default_aim_target(data_dir: str, repo: str | None = None) -> AimTarget:
+    """Argument, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`."""
+    data = Path(data_dir).resolve()
+    repo = repo or os.environ.get("ALIGN_TRACK_AIM_REPO") or str(data / "aim")
+    return AimTarget(repo=str(Path(repo).resolve()),
+                     manifest=str(data / "state" / "aim_manifest.sqlite"))

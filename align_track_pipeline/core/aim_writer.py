@@ -1,0 +1,198 @@
+"""Idempotent upsert of one flat Aim run per scene, with a key -> run-hash manifest.
+
+Aim 3.29 cannot create a run under a chosen hash, so a small SQLite manifest maps each scene key
+(`<partition>::<scene index>`) to its run hash and content hash, and is read once per
+partition. Unchanged scenes are skipped, changed ones replaced, removed ones deleted. A run is
+entered in the manifest as pending right after Aim creates it and marked complete only after it
+is closed, so a kill mid-way leaves pending rows that the next upsert deletes and redoes.
+Before Aim creates a run, a placeholder row records the time: a kill in the instant between
+Aim creating the run's folder and the manifest learning its hash leaves a placeholder, and the
+next upsert deletes the unknown runs created after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import aim_compat
+
+AIM_LAYOUT_VERSION = "1"
+CREATING = "creating:"  # placeholder run hash: "creating:<unix time>"
+TEXT_PARAMS = ("probe_text", "choices_text", "decision_text", "justification")
+
+
+def aim_version(source_version: str) -> str:
+    """The data version an up-to-date `aim_runs` partition records."""
+    from .parse import data_version
+
+    return f"{data_version(source_version)}-a{AIM_LAYOUT_VERSION}"
+
+
+@dataclass(frozen=True)
+class SceneRun:
+    key: str
+    name: str
+    experiment: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+    @property
+    def content_hash(self) -> str:
+        body = {"v": AIM_LAYOUT_VERSION, "name": self.name, "experiment": self.experiment,
+                "params": self.params, "metrics": self.metrics}
+        return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(),
+                               digest_size=16).hexdigest()
+
+
+def plan_scene_runs(experiments: list[dict], scenes: list[dict]) -> list[SceneRun]:
+    kdmas = {e["alignment_target_id"]: dict(e["kdma_values"]) for e in experiments}
+    return [_scene_run(s, kdmas.get(s["alignment_target_id"], {})) for s in scenes]
+
+
+def _scene_run(scene: dict, kdmas: dict[str, float]) -> SceneRun:
+    params = {
+        "adm": scene["adm"],
+        "llm_backbone": scene["llm_backbone"],
+        "alignment_target_id": scene["alignment_target_id"],
+        "kdma": kdmas,
+        "run_variant": scene["run_variant"],
+        "scenario_id": scene["scenario_id"],
+        "scene_id": scene["scene_id"],
+        "scene_index": scene["scene_index"],
+        "experiment_path": scene["experiment_path"],
+        "partition_key": scene["partition_key"],
+        **{name: scene[name] for name in TEXT_PARAMS},
+    }
+    metrics = {"timing_seconds": scene["timing_seconds"],
+               **{f"score.{k}": v for k, v in scene["scenario_scores"]}}
+    return SceneRun(
+        key=f"{scene['partition_key']}::{scene['scene_index']}",
+        name=f"{scene['scenario_id']}_idx{scene['scene_index']}",
+        experiment=scene["experiment_path"],
+        params={k: v for k, v in params.items() if v is not None},
+        metrics={k: v for k, v in metrics.items() if v is not None},
+    )
+
+
+@dataclass(frozen=True)
+class AimResult:
+    created: list[str]
+    unchanged: int
+    deleted: int
+    indexed: int
+
+
+class Manifest:
+    """scene key -> (run hash, content hash, complete), in `<data dir>/state`."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS runs (partition TEXT NOT NULL, key TEXT PRIMARY KEY,"
+            " run_hash TEXT NOT NULL, content_hash TEXT NOT NULL, complete INTEGER NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS runs_partition ON runs (partition)")
+
+    def rows(self, partition: str) -> dict[str, tuple[str, str, bool]]:
+        cur = self._db.execute(
+            "SELECT key, run_hash, content_hash, complete FROM runs WHERE partition = ?",
+            (partition,))
+        return {k: (h, c, bool(done)) for k, h, c, done in cur}
+
+    def pending(self, partition: str, key: str, run_hash: str, content_hash: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, 0)",
+                             (partition, key, run_hash, content_hash))
+
+    def placeholder(self, partition: str, key: str, content_hash: str) -> None:
+        self.pending(partition, key, f"{CREATING}{time.time()}", content_hash)
+
+    def all_hashes(self) -> set[str]:
+        return {h for (h,) in self._db.execute("SELECT run_hash FROM runs")}
+
+    def complete(self, keys: list[str]) -> None:
+        with self._db:
+            self._db.executemany("UPDATE runs SET complete = 1 WHERE key = ?",
+                                 [(k,) for k in keys])
+
+    def forget(self, keys: list[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM runs WHERE key = ?", [(k,) for k in keys])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class AimWriter:
+    def __init__(self, repo_path: Path, manifest_path: Path):
+        self.repo = aim_compat.open_repo(Path(repo_path))
+        self.manifest = Manifest(manifest_path)
+
+    def upsert(self, partition: str, runs: list[SceneRun], index: bool = True) -> AimResult:
+        known = self.manifest.rows(partition)
+        wanted = {r.key: r for r in runs}
+        keep = {k for k, (run_hash, content, done) in known.items()
+                if k in wanted and done and content == wanted[k].content_hash
+                and aim_compat.run_exists(self.repo, run_hash)}
+        drop = [k for k in known if k not in keep]
+        since = [float(h[len(CREATING):]) for h, _, _ in known.values() if h.startswith(CREATING)]
+        if since:
+            self._delete(self._unknown_runs_since(min(since)))
+        self._delete([known[k][0] for k in drop])  # old runs go first: no duplicates, ever
+        self.manifest.forget(drop)
+        created = [self._write(partition, r) for r in runs if r.key not in keep]
+        self.manifest.complete([r.key for r in runs if r.key not in keep])
+        indexed = self._index([h for h in created]) if index else 0
+        return AimResult(created, len(keep), len(drop), indexed)
+
+    def delete_partition(self, partition: str) -> int:
+        known = self.manifest.rows(partition)
+        self._delete([h for h, _, _ in known.values()])
+        self.manifest.forget(list(known))
+        return len(known)
+
+    def close(self) -> None:
+        self.manifest.close()
+        self.repo.container_pool.clear()
+
+    def _unknown_runs_since(self, since: float) -> list[str]:
+        """Runs created after a placeholder that the manifest never learned about."""
+        known = self.manifest.all_hashes()
+        return [h for h in aim_compat.all_run_hashes(self.repo)
+                if h not in known and aim_compat.run_created_at(self.repo, h) >= since - 1]
+
+    def _write(self, partition: str, spec: SceneRun) -> str:
+        self.manifest.placeholder(partition, spec.key, spec.content_hash)
+        run = aim_compat.lean_run(self.repo, spec.experiment)
+        try:
+            self.manifest.pending(partition, spec.key, run.hash, spec.content_hash)
+            run.name = spec.name
+            for key, value in spec.params.items():
+                run[key] = value
+            for name, value in spec.metrics.items():
+                run.track(value, name=name)
+        finally:
+            run.close()  # unclosed runs leak threads and file handles
+        return run.hash
+
+    def _delete(self, run_hashes: list[str]) -> None:
+        present = [h for h in run_hashes
+                   if not h.startswith(CREATING) and aim_compat.run_exists(self.repo, h)]
+        if present:
+            ok, remaining = self.repo.delete_runs(present)
+            if not ok:
+                raise RuntimeError(f"Aim could not delete runs {remaining}")
+
+    def _index(self, run_hashes: list[str]) -> int:
+        try:
+            return aim_compat.index_runs(self.repo, run_hashes)
+        except aim_compat.IndexBusy:
+            return 0  # `aim up` holds the index: its own indexer picks the runs up

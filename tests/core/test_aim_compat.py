@@ -1,0 +1,59 @@
+"""Pins the Aim behaviour and internals the writer relies on: fails loudly if Aim changes."""
+
+import threading
+from importlib.metadata import version
+
+from align_track_pipeline.core import aim_compat
+from tests.conftest import aim_runs_seen_by_a_fresh_process
+
+
+def test_aim_is_pinned():
+    assert version("aim") == "3.29.1"
+
+
+def _run(repo, name: str) -> str:
+    run = aim_compat.lean_run(repo, "exp")
+    run.name = name
+    run["adm"] = "x"
+    run.track(1.0, name="timing_seconds")
+    run.close()
+    return run.hash
+
+
+def test_closed_runs_need_indexing_and_index_runs_does_it(tmp_path):
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    first, second = _run(repo, "a"), _run(repo, "b")
+    # close() does not index: a fresh process lists the runs but sees none of their params
+    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")}
+    assert {h: r["params"]["adm"] for h, r in seen.items()} == {first: None, second: None}
+    assert set(aim_compat.outdated_runs(repo)) == {first, second}
+    assert aim_compat.index_runs(repo, [first]) == 1
+    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")}
+    assert {h: r["params"]["adm"] for h, r in seen.items()} == {first: "x", second: None}
+    assert seen[first]["name"] == "a"
+    assert aim_compat.outdated_runs(repo) == [second]
+
+
+def test_lean_runs_leave_no_threads(tmp_path):
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    before = threading.active_count()
+    for i in range(5):
+        _run(repo, str(i))
+    assert threading.active_count() <= before + 1
+
+
+def test_rebuild_index(tmp_path):
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    hashes = {_run(repo, str(i)) for i in range(3)}
+    assert aim_compat.rebuild_index(repo) == 3
+    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    assert {r["hash"] for r in seen if r["params"]["adm"] == "x"} == hashes
+
+
+def test_deleted_runs_disappear_without_reindex(tmp_path):
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    keep, gone = _run(repo, "keep"), _run(repo, "gone")
+    aim_compat.index_runs(repo, [keep, gone])
+    assert repo.delete_runs([gone]) == (True, [])
+    assert not aim_compat.run_exists(repo, gone)
+    assert [r["hash"] for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")] == [keep]

@@ -1,0 +1,130 @@
+"""The Aim writer on a real repo: idempotent per scene, repaired after a kill."""
+
+from pathlib import Path
+
+import pytest
+
+from align_track_pipeline.core import aim_compat
+from align_track_pipeline.core.aim_writer import AimWriter, plan_scene_runs
+from align_track_pipeline.core.discovery import RunDir
+from align_track_pipeline.core.parse import parse_run_dir
+from tests.conftest import aim_runs_seen_by_a_fresh_process
+
+REL = "random/unaligned"
+
+
+def _plan(root: Path, rel: str = REL):
+    parsed = parse_run_dir(RunDir(root / rel, rel), root)
+    return plan_scene_runs(parsed.experiments.to_pylist(), parsed.scenes.to_pylist())
+
+
+@pytest.fixture
+def writer(tmp_path):
+    w = AimWriter(tmp_path / "aim", tmp_path / "manifest.sqlite")
+    yield w
+    w.close()
+
+
+def test_plan_has_the_scene_params_and_texts(sample_tree):
+    runs = _plan(sample_tree, "multi_kdma_comp_reg_icl/MJ-high_IO-low")
+    run = runs[1]
+    assert run.name == f"{run.params['scenario_id']}_idx1"
+    assert run.experiment == "multi_kdma_comp_reg_icl/MJ-high_IO-low"
+    assert run.params["kdma"] == {"Moral judgement": 0.8, "Ingroup Bias": 0.2}
+    assert {"probe_text", "choices_text", "decision_text", "justification"} <= set(run.params)
+    assert "timing_seconds" in run.metrics
+
+
+def test_upsert_writes_indexes_and_converges(writer, sample_tree, tmp_path):
+    key = RunDir(sample_tree / REL, REL).key
+    plan = _plan(sample_tree)
+    first = writer.upsert(key, plan)
+    assert len(first.created) == len(plan) == first.indexed
+    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
+    by_name = {r["name"]: r for r in seen}
+    for spec in plan:
+        got = by_name[spec.name]
+        assert got["experiment"] == spec.experiment
+        assert {k: got["params"][k] for k in spec.params} == spec.params
+        assert got["metrics"] == spec.metrics
+
+    again = writer.upsert(key, _plan(sample_tree))
+    assert again.created == [] and again.unchanged == len(plan)
+
+    io = sample_tree / REL / "input_output.json"
+    io.write_text(io.read_text().replace("Random choice", "Changed choice", 1))
+    changed = writer.upsert(key, _plan(sample_tree))
+    assert len(changed.created) == 1 and changed.deleted == 1
+    assert len(aim_runs_seen_by_a_fresh_process(tmp_path / "aim")) == len(plan)
+
+
+def test_removed_scenes_are_deleted(writer, sample_tree, tmp_path):
+    key = RunDir(sample_tree / REL, REL).key
+    plan = _plan(sample_tree)
+    writer.upsert(key, plan)
+    result = writer.upsert(key, plan[:2])
+    assert result.deleted == len(plan) - 2 and result.created == []
+    assert len(aim_runs_seen_by_a_fresh_process(tmp_path / "aim")) == 2
+    assert writer.delete_partition(key) == 2
+    assert aim_runs_seen_by_a_fresh_process(tmp_path / "aim") == []
+
+
+def test_kill_mid_partition_is_repaired(writer, sample_tree, tmp_path, monkeypatch):
+    key = RunDir(sample_tree / REL, REL).key
+    plan = _plan(sample_tree)
+
+    class Killed(BaseException):
+        pass
+
+    real_pending = writer.manifest.pending
+    calls = {"n": 0}
+
+    def pending_then_die(partition, key, run_hash, content_hash):
+        real_pending(partition, key, run_hash, content_hash)
+        calls["n"] += not run_hash.startswith("creating:")
+        if calls["n"] == 3:  # the third run exists and is registered, but never written
+            raise Killed
+
+    monkeypatch.setattr(writer.manifest, "pending", pending_then_die)
+    with pytest.raises(Killed):
+        writer.upsert(key, plan)
+    monkeypatch.setattr(writer.manifest, "pending", real_pending)
+    assert len(aim_compat.all_run_hashes(writer.repo)) == 3
+    result = writer.upsert(key, plan)
+    assert result.deleted == 3 and len(result.created) == len(plan)
+    assert len(aim_compat.all_run_hashes(writer.repo)) == len(plan)  # nothing duplicated
+    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
+
+
+def test_run_deleted_behind_our_back_is_recreated(writer, sample_tree):
+    key = RunDir(sample_tree / REL, REL).key
+    plan = _plan(sample_tree)
+    first = writer.upsert(key, plan)
+    writer.repo.delete_runs(first.created[:1])
+    again = writer.upsert(key, plan)
+    assert len(again.created) == 1 and again.unchanged == len(plan) - 1
+
+
+def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree, monkeypatch):
+    key = RunDir(sample_tree / REL, REL).key
+    plan = _plan(sample_tree)
+
+    class Killed(BaseException):
+        pass
+
+    real_lean = aim_compat.lean_run
+
+    def create_then_die(repo, experiment):
+        run = real_lean(repo, experiment)  # Aim made the run's folder...
+        run.close()
+        raise Killed  # ...and the process died before the manifest learned its hash
+
+    monkeypatch.setattr(aim_compat, "lean_run", create_then_die)
+    with pytest.raises(Killed):
+        writer.upsert(key, plan)
+    monkeypatch.setattr(aim_compat, "lean_run", real_lean)
+    assert len(aim_compat.all_run_hashes(writer.repo)) == 1
+    writer.upsert(key, plan)
+    assert len(aim_compat.all_run_hashes(writer.repo)) == len(plan)

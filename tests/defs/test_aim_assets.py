@@ -1,0 +1,133 @@
+"""`aim_runs` and `aim_reindex` through `align-track` and a real Dagster instance."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.dataset as ds
+
+from align_track_pipeline.cli import main
+from align_track_pipeline.core import aim_compat
+from align_track_pipeline.core.discovery import find_run_dirs
+from align_track_pipeline.definitions import build_defs
+from align_track_pipeline.defs.aim_assets import aim_reindex_sensor
+from tests.conftest import _free_port, aim_runs_seen_by_a_fresh_process
+
+
+def _ingest(capsys, tree: Path, data: Path) -> dict:
+    code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report["failed"]
+    return report
+
+
+def test_ingest_makes_every_scene_visible_in_aim(capsys, sample_tree, data_dir):
+    _ingest(capsys, sample_tree, data_dir)
+    scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table().to_pylist()
+    seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
+    assert len(seen) == len(scenes)
+    by_key = {(r["params"]["partition_key"], r["params"]["scene_index"]): r for r in seen}
+    for scene in scenes:
+        run = by_key[(scene["partition_key"], scene["scene_index"])]
+        assert run["name"] == f"{scene['scenario_id']}_idx{scene['scene_index']}"
+        assert run["experiment"] == scene["experiment_path"]
+        for text in ("probe_text", "choices_text", "decision_text", "justification"):
+            assert run["params"][text] == scene[text]
+    hashes = {r["hash"] for r in seen}
+
+    assert _ingest(capsys, sample_tree, data_dir)["materialized"] == []
+    assert {r["hash"] for r in aim_runs_seen_by_a_fresh_process(data_dir / "aim")} == hashes
+
+    io = sample_tree / "random" / "unaligned" / "input_output.json"
+    io.write_text(io.read_text().replace("Random choice", "Changed choice", 1))
+    _ingest(capsys, sample_tree, data_dir)
+    after = {r["hash"] for r in aim_runs_seen_by_a_fresh_process(data_dir / "aim")}
+    assert len(after) == len(hashes) and len(after - hashes) == 1
+
+
+def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, data_dir):
+    defs = build_defs(str(sample_tree), str(data_dir))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        keys = [r.key for r in find_run_dirs(sample_tree)][:2]
+        instance.add_dynamic_partitions("experiments", keys)
+        tags = {"dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1]}
+        for job in ("ingest", "aim"):
+            assert defs.resolve_job_def(job).execute_in_process(instance=instance,
+                                                                tags=tags).success
+        repo = aim_compat.open_repo(data_dir / "aim")
+        unindexed = aim_compat.lean_run(repo, "by hand")  # e.g. written while aim up held it
+        unindexed.close()
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        requests = list(aim_reindex_sensor(context))
+        assert len(requests) == 1  # two partitions materialized, one reindex
+        result = defs.resolve_job_def("aim_reindex").execute_in_process(instance=instance)
+        assert result.success
+        assert aim_compat.outdated_runs(aim_compat.open_repo(data_dir / "aim")) == []
+        context = dg.build_sensor_context(instance=instance, definitions=defs,
+                                          cursor=context.cursor)
+        again = list(aim_reindex_sensor(context))
+        assert not any(isinstance(r, dg.RunRequest) for r in again)
+
+
+def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir):
+    cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
+           "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chunks = data_dir / "aim" / ".aim" / "meta" / "chunks"  # one folder per Aim run
+    deadline = time.monotonic() + 300
+    while not (chunks.is_dir() and len(list(chunks.iterdir())) >= 40):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
+    seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
+    assert len(seen) == scenes.num_rows == len(list(chunks.iterdir()))
+    keys = {(r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen}
+    assert len(keys) == scenes.num_rows  # one run per scene, none duplicated
+
+
+def test_ingest_while_aim_up_serves_the_repo(capsys, sample_tree, data_dir):
+    """The safe order is any order: Aim's index is opened, written and released per batch,
+    with retries while `aim up` holds it; the UI keeps serving and sees every run."""
+    first, *rest = find_run_dirs(sample_tree)
+    _ingest(capsys, sample_tree, data_dir)
+    port = _free_port()
+    up = subprocess.Popen([str(Path(sys.executable).parent / "align-track"), "aim-ui",
+                           "--data-dir", str(data_dir), "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
+        io = first.path / "input_output.json"
+        io.write_text(io.read_text() + "\n ")
+        (sample_tree / "random" / "unaligned" / "input_output.json").write_text(
+            (sample_tree / "random" / "unaligned" / "input_output.json").read_text()
+            .replace("Random choice", "Changed choice", 1))
+        _ingest(capsys, sample_tree, data_dir)
+        _wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+    scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
+    seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
+    assert len(seen) == scenes.num_rows
+    assert all(r["params"]["partition_key"] for r in seen)
+
+
+def _wait_http(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
