@@ -38,6 +38,48 @@ def _core_only(tree: Path, data: Path) -> float:
     return time.perf_counter() - start
 
 
+def _aim_numbers(data: Path, work: Path, full_reindex: bool) -> list[str]:
+    """Index cost per run, Aim's own run-creation cost for the same runs, `aim storage
+    reindex` on the same repo."""
+    import pyarrow.dataset as ds
+
+    from align_track_pipeline.core import aim_compat
+    from align_track_pipeline.core.aim_writer import plan_scene_runs
+
+    repo = aim_compat.open_repo(data / "aim")
+    hashes = aim_compat.all_run_hashes(repo)
+    start = time.perf_counter()
+    aim_compat.index_runs(repo, hashes)
+    index_ms = (time.perf_counter() - start) * 1000 / len(hashes)
+    lines = [f"  Aim incremental index, index opened once: {index_ms:.2f} ms per run "
+             f"({len(hashes)} runs)"]
+
+    experiments = ds.dataset(data / "parquet" / "experiments").to_table().to_pylist()
+    scenes = ds.dataset(data / "parquet" / "scenes").to_table().to_pylist()
+    plan = plan_scene_runs(experiments, scenes)
+    bare = aim_compat.open_repo(work / "aim-baseline")
+    start = time.perf_counter()
+    for spec in plan:  # Aim alone: the same lean runs, no manifest, no index
+        run = aim_compat.lean_run(bare, spec.experiment)
+        run.name = spec.name
+        for key, value in spec.params.items():
+            run[key] = value
+        for name, value in spec.metrics.items():
+            run.track(value, name=name)
+        run.close()
+    baseline = time.perf_counter() - start
+    lines.append(f"  Aim's own run creation (same {len(plan)} lean runs): {baseline:.1f} s, "
+                 f"{len(plan) / baseline:.1f} runs/s")
+    if full_reindex:
+        start = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "aim"), "storage", "--repo",
+                        str(data / "aim"), "reindex", "--yes"], check=True,
+                       capture_output=True)
+        lines.append(f"  `aim storage reindex` on the same repo: "
+                     f"{time.perf_counter() - start:.1f} s")
+    return lines, baseline
+
+
 def _phase_seconds(stderr: str) -> dict[str, float]:
     """`<phase>: N partitions in X s` lines that ingest prints on stderr."""
     return {m[1]: float(m[2]) for m in re.finditer(r"^(\w+): \d+ partitions in ([\d.]+) s$",
@@ -60,6 +102,8 @@ def main() -> None:
     parser.add_argument("--dirs", type=int, default=335)
     parser.add_argument("--scenes-per-dir", type=int, default=20)
     parser.add_argument("--keep", type=Path, help="build and keep the tree and data here")
+    parser.add_argument("--no-full-reindex", action="store_true",
+                        help="skip timing `aim storage reindex` (minutes on 6,700 runs)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="align-track-bench-"))
     tree, data = work / "tree", work / "data"
@@ -76,8 +120,12 @@ def main() -> None:
     print(f"peak RSS of the ingest process: {peak_mib:.0f} MiB")
     runs = args.dirs + scenes  # one parent per (single-target) run dir, one child per scene
     for phase, seconds in report["phases"].items():
-        rate = f", {runs / seconds:.0f} MLflow runs/s" if phase == "mlflow" else ""
+        rate = {"mlflow": f", {runs / seconds:.0f} MLflow runs/s",
+                "aim": f", {scenes / seconds:.1f} Aim runs/s (indexing included)"}.get(phase, "")
         print(f"  phase {phase}: {seconds:.2f} s{rate}")
+    aim_lines, aim_baseline = _aim_numbers(data, work, not args.no_full_reindex)
+    print("\n".join(aim_lines))
+    print(f"  aim phase / Aim's own creation cost: {report['phases']['aim'] / aim_baseline:.2f}x")
     print(f"no-change ingest: {warm:.2f} s wall, {len(again['fresh'])} partitions fresh, "
           f"{len(again['materialized'])} materialized")
     print(f"core only (parse + Parquet, 1 process, no Dagster): {core:.2f} s, "
