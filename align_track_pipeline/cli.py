@@ -38,28 +38,27 @@ def _parser() -> argparse.ArgumentParser:
     _mlflow_options(status)
     status.set_defaults(func=cmd_status)
 
-    aim_ui = sub.add_parser("aim-ui", help="start `aim up` on the Aim repo (127.0.0.1)")
-    aim_ui.add_argument("--data-dir", type=Path, default=None)
-    aim_ui.add_argument("--aim-repo", default=None)
-    aim_ui.add_argument("--port", type=int, default=43800)
-    aim_ui.set_defaults(func=cmd_aim_ui)
-
-    reindex = sub.add_parser("aim-reindex", help="bring the Aim repo index up to date")
-    reindex.add_argument("--data-dir", type=Path, default=None)
-    reindex.add_argument("--aim-repo", default=None)
-    reindex.add_argument("--full", action="store_true", help="rebuild the whole index (slow)")
-    reindex.set_defaults(func=cmd_aim_reindex)
-
-    ui = sub.add_parser("mlflow-ui", help="start the MLflow UI on the store (127.0.0.1)")
-    ui.add_argument("--data-dir", type=Path, default=None)
-    ui.add_argument("--mlflow-uri", default=None)
-    ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(func=cmd_mlflow_ui)
+    _store_command(sub, "aim-ui", "start `aim up` on the Aim repo (127.0.0.1)", "--aim-repo",
+                   cmd_aim_ui).add_argument("--port", type=int, default=43800)
+    _store_command(sub, "aim-reindex", "bring the Aim repo index up to date", "--aim-repo",
+                   cmd_aim_reindex).add_argument("--full", action="store_true",
+                                                 help="rebuild the whole index (slow)")
+    _store_command(sub, "mlflow-ui", "start the MLflow UI on the store (127.0.0.1)",
+                   "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=int, default=5000)
 
     list_runs = sub.add_parser("list-runs", help="run path, ADM, alignment, scenario count")
     list_runs.add_argument("dir", type=Path)
     list_runs.set_defaults(func=cmd_list_runs)
     return parser
+
+
+def _store_command(sub, name: str, help_: str, store_option: str, func):
+    """A command on one store of the data dir (`--data-dir` plus the store's own option)."""
+    cmd = sub.add_parser(name, help=help_)
+    cmd.add_argument("--data-dir", type=Path, default=None)
+    cmd.add_argument(store_option, default=None)
+    cmd.set_defaults(func=func)
+    return cmd
 
 
 def _common(cmd: argparse.ArgumentParser) -> None:
@@ -149,21 +148,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     """`mlflow ui` bound to loopback, on the same store `ingest` writes."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
-    mlflow = default_mlflow_target(str(data), args.mlflow_uri)
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--host", "127.0.0.1",
-           "--port", str(args.port), "--backend-store-uri", mlflow.tracking_uri]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} ({mlflow.tracking_uri})", file=sys.stderr)
-    os.execv(cmd[0], cmd)  # become the server: signals reach it directly
+    uri = default_mlflow_target(str(data), args.mlflow_uri).tracking_uri
+    return _serve("MLflow", ["mlflow", "ui", "--backend-store-uri", uri], args.port, uri)
 
 
 def cmd_aim_ui(args: argparse.Namespace) -> int:
     """`aim up` bound to loopback, on the repo `ingest` writes."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
-    aim = default_aim_target(str(data), args.aim_repo)
-    cmd = [str(Path(sys.executable).parent / "aim"), "up", "--host", "127.0.0.1",
-           "--port", str(args.port), "--repo", aim.repo]
-    print(f"Aim UI on http://127.0.0.1:{args.port} ({aim.repo})", file=sys.stderr)
-    os.execv(cmd[0], cmd)  # become the server: signals reach it directly
+    repo = default_aim_target(str(data), args.aim_repo).repo
+    return _serve("Aim", ["aim", "up", "--repo", repo], args.port, repo)
+
+
+def _serve(what: str, cmd: list[str], port: int, store: str) -> int:
+    """Become the UI server (so signals reach it directly), on 127.0.0.1 only."""
+    argv = [str(Path(sys.executable).parent / cmd[0]), *cmd[1:], "--host", "127.0.0.1",
+            "--port", str(port)]
+    print(f"{what} UI on http://127.0.0.1:{port} ({store})", file=sys.stderr)
+    os.execv(argv[0], argv)
 
 
 def cmd_aim_reindex(args: argparse.Namespace) -> int:

@@ -93,3 +93,18 @@ def aim_runs_seen_by_a_fresh_process(repo: Path, query: str = "") -> list[dict]:
                           str(repo), query], capture_output=True, text=True, check=True,
                          timeout=600)
     return json.loads(out.stdout)
+
+
+def wait_http(url: str, proc, seconds: float = 120) -> bytes:
+    """The body of `url` once the server `proc` answers; fails if it dies or never answers."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=2).read()
+        except OSError:
+            assert proc.poll() is None, "server exited"
+            assert time.monotonic() < deadline, f"no answer from {url}"
+            time.sleep(0.5)

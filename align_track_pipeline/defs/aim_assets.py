@@ -7,29 +7,16 @@ import dagster as dg
 
 from ..core import aim_compat
 from ..core.aim_writer import AIM_LAYOUT_VERSION, aim_version, plan_scene_runs
-from .batch import materialize_each
-from .partitions import experiment_partitions
+from .batch import materialize_each, read_partition, tracker_asset
 from .resources import AimTarget, DataStore
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "aim_runs",
-            description="One flat Aim run per scene, named <scenario_id>_idx<scene_index>, "
-            "with its texts inline; indexed as written, so the Aim UI shows it at once.",
-            deps=["experiments", "scenes"],
-            partitions_def=experiment_partitions,
-            code_version=AIM_LAYOUT_VERSION,
-            kinds={"aim"},
-            group_name="trackers",
-            skippable=True,
-        )
-    ],
-    partitions_def=experiment_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="aim",
-    name="log_aim_runs",
+@tracker_asset(
+    "aim_runs",
+    "One flat Aim run per scene, named <scenario_id>_idx<scene_index>, with its texts inline; "
+    "indexed as written, so the Aim UI shows it at once.",
+    AIM_LAYOUT_VERSION,
+    "aim",
 )
 def log_aim_runs(
     context: dg.AssetExecutionContext, store: DataStore, aim: AimTarget
@@ -45,10 +32,7 @@ def log_aim_runs(
 
 
 def _upsert(key: str, store: DataStore, aim: AimTarget, writer) -> dg.AssetMaterialization:
-    experiments = store.parquet.read("experiments", key).to_pylist()
-    scenes = store.parquet.read("scenes", key).to_pylist()
-    if not experiments:
-        raise ValueError("no experiments rows in the Parquet partition")
+    experiments, scenes = read_partition(store, key)
     result = writer.upsert(key, plan_scene_runs(experiments, scenes))
     return dg.AssetMaterialization(
         asset_key="aim_runs",

@@ -1,8 +1,43 @@
-"""The shape every tracker asset shares: one event per partition, failures isolated."""
+"""The shape every tracker asset shares: batch runs, one event per partition, failures
+isolated, fed from the Parquet partition."""
 
 from collections.abc import Callable
 
 import dagster as dg
+
+from .partitions import experiment_partitions
+from .resources import DataStore
+
+
+def tracker_asset(key: str, description: str, code_version: str, kind: str):
+    """A partitioned tracker asset downstream of the tables: one run covers a range of
+    partitions, each logged by the body (never implicitly)."""
+    return dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                key,
+                description=description,
+                deps=["experiments", "scenes"],
+                partitions_def=experiment_partitions,
+                code_version=code_version,
+                kinds={kind},
+                group_name="trackers",
+                skippable=True,
+            )
+        ],
+        partitions_def=experiment_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=kind,  # one writer per store at a time: no duplicates, no "database is locked"
+        name=f"log_{key}",
+    )
+
+
+def read_partition(store: DataStore, key: str) -> tuple[list[dict], list[dict]]:
+    """The experiments and scenes rows of one partition."""
+    experiments = store.parquet.read("experiments", key).to_pylist()
+    if not experiments:
+        raise ValueError("no experiments rows in the Parquet partition")
+    return experiments, store.parquet.read("scenes", key).to_pylist()
 
 
 def materialize_each(

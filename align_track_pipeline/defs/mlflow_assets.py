@@ -7,29 +7,16 @@ import dagster as dg
 
 from ..core.discovery import rel_path_of
 from ..core.run_specs import MLFLOW_LAYOUT_VERSION, mlflow_version, plan_runs
-from .batch import materialize_each
-from .partitions import experiment_partitions
+from .batch import materialize_each, read_partition, tracker_asset
 from .resources import DataStore, ExperimentTree, MlflowTarget
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "mlflow_runs",
-            description="One MLflow parent run per experiment row with one nested child run "
-            "per scene (or one flat run per experiment row).",
-            deps=["experiments", "scenes"],
-            partitions_def=experiment_partitions,
-            code_version=MLFLOW_LAYOUT_VERSION,
-            kinds={"mlflow"},
-            group_name="trackers",
-            skippable=True,
-        )
-    ],
-    partitions_def=experiment_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="mlflow",
-    name="log_mlflow_runs",
+@tracker_asset(
+    "mlflow_runs",
+    "One MLflow parent run per experiment row with one nested child run per scene "
+    "(or one flat run per experiment row).",
+    MLFLOW_LAYOUT_VERSION,
+    "mlflow",
 )
 def log_mlflow_runs(
     context: dg.AssetExecutionContext,
@@ -45,10 +32,7 @@ def log_mlflow_runs(
 
 
 def _upsert(key, tree, store, mlflow, writer) -> dg.AssetMaterialization:
-    experiments = store.parquet.read("experiments", key).to_pylist()
-    scenes = store.parquet.read("scenes", key).to_pylist()
-    if not experiments:
-        raise ValueError("no experiments rows in the Parquet partition")
+    experiments, scenes = read_partition(store, key)
     specs = plan_runs(experiments, scenes, tree.root_path / rel_path_of(key), mlflow.mode)
     result = writer.upsert(key, specs)
     parents = [result.run_ids[s.key] for s in specs if s.parent_key is None]

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +15,7 @@ from align_track_pipeline.core import aim_compat
 from align_track_pipeline.core.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.aim_assets import aim_reindex_sensor
-from tests.conftest import _free_port, aim_runs_seen_by_a_fresh_process
+from tests.conftest import _free_port, aim_runs_seen_by_a_fresh_process, wait_http
 
 
 def _ingest(capsys, tree: Path, data: Path) -> dict:
@@ -105,14 +104,14 @@ def test_ingest_while_aim_up_serves_the_repo(capsys, sample_tree, data_dir):
                            "--data-dir", str(data_dir), "--port", str(port)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
+        wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
         io = first.path / "input_output.json"
         io.write_text(io.read_text() + "\n ")
         (sample_tree / "random" / "unaligned" / "input_output.json").write_text(
             (sample_tree / "random" / "unaligned" / "input_output.json").read_text()
             .replace("Random choice", "Changed choice", 1))
         _ingest(capsys, sample_tree, data_dir)
-        _wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
+        wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
     finally:
         up.terminate()
         up.wait(timeout=60)
@@ -121,13 +120,3 @@ def test_ingest_while_aim_up_serves_the_repo(capsys, sample_tree, data_dir):
     assert len(seen) == scenes.num_rows
     assert all(r["params"]["partition_key"] for r in seen)
 
-
-def _wait_http(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.5)

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.cli import main
 from align_track_pipeline.core.discovery import find_run_dirs
-from tests.conftest import _free_port
+from tests.conftest import _free_port, wait_http
 
 
 def _ingest(capsys, tree: Path, data: Path, *extra: str) -> dict:
@@ -106,16 +105,8 @@ def test_mlflow_ui_serves_the_store_on_loopback(capsys, sample_tree, data_dir):
                              "--data-dir", str(data_dir), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                body = urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name"
-                    "?experiment_name=align-system", timeout=2).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.5)
+        body = wait_http(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name"
+                         "?experiment_name=align-system", proc)
         assert json.loads(body)["experiment"]["name"] == "align-system"
     finally:
         proc.terminate()
