@@ -6,6 +6,7 @@ import dagster as dg
 
 from .defs.aim_assets import aim_reindex, aim_reindex_sensor, log_aim_runs
 from .defs.assets import parse_run_dirs
+from .defs.cleanup import cleanup_removed
 from .defs.jobs import aim_job, ingest_job, mlflow_job
 from .defs.mlflow_assets import log_mlflow_runs
 from .defs.resources import (
@@ -18,6 +19,7 @@ from .defs.resources import (
     default_experiments_dir,
     default_mlflow_target,
 )
+from .defs.sensors import experiment_folder_sensor
 
 
 def build_defs(
@@ -31,8 +33,8 @@ def build_defs(
     data_dir = data_dir or default_data_dir()
     return dg.Definitions(
         assets=[parse_run_dirs, log_mlflow_runs, log_aim_runs],
-        jobs=[ingest_job, mlflow_job, aim_job, aim_reindex],
-        sensors=[aim_reindex_sensor],
+        jobs=[ingest_job, mlflow_job, aim_job, aim_reindex, cleanup_removed],
+        sensors=[experiment_folder_sensor, aim_reindex_sensor],
         resources={
             "tree": ExperimentTree(root=experiments_dir or default_experiments_dir()),
             "store": DataStore(data_dir=data_dir),

@@ -157,5 +157,9 @@ class FingerprintCache:
             self._db.executemany("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?)", updates)
         return result
 
+    def forget(self, keys: list[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM fingerprints WHERE key = ?", [(k,) for k in keys])
+
     def close(self) -> None:
         self._db.close()
