@@ -103,3 +103,26 @@ def test_env_var_selects_the_tree(capsys, monkeypatch, sample_tree, data_dir, en
     report = json.loads(capsys.readouterr().out)
     assert report["discovered"] == len(find_run_dirs(sample_tree))
     assert (data_dir / "parquet" / "scenes").is_dir()
+
+
+def test_odd_directory_names_ingest_end_to_end(capsys, sample_tree, data_dir):
+    source = sample_tree / "random" / "unaligned" / "input_output.json"
+    odd = ["with space/ünïcödé 名前", "dots.../run", "comma,100%/run"]
+    for rel in odd:
+        (sample_tree / rel).mkdir(parents=True)
+        (sample_tree / rel / "input_output.json").write_bytes(source.read_bytes())
+    code, report = _ingest(capsys, sample_tree, data_dir)
+    assert code == 0 and report["failed"] == []
+    scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
+    paths = set(scenes.column("experiment_path").to_pylist())
+    assert set(odd) <= paths
+
+
+def test_a_bad_input_later_loses_nothing_already_ingested(capsys, sample_tree, data_dir):
+    _ingest(capsys, sample_tree, data_dir)
+    before = ds.dataset(data_dir / "parquet" / "scenes").to_table().num_rows
+    victim = find_run_dirs(sample_tree)[0]
+    (victim.path / "input_output.json").write_text('[{"input": ')  # a crashed rewrite
+    code, report = _ingest(capsys, sample_tree, data_dir)
+    assert code == 1 and [f["partition"] for f in report["failed"]] == [victim.key]
+    assert ds.dataset(data_dir / "parquet" / "scenes").to_table().num_rows == before

@@ -150,7 +150,7 @@ class AimWriter:
         self.manifest.forget(drop)
         created = [self._write(partition, r) for r in runs if r.key not in keep]
         self.manifest.complete([r.key for r in runs if r.key not in keep])
-        indexed = self._index([h for h in created]) if index else 0
+        indexed = self._index(created) if index else 0
         return AimResult(created, len(keep), len(drop), indexed)
 
     def delete_partition(self, partition: str) -> int:
