@@ -136,7 +136,7 @@ class AimWriter:
         self.repo = aim_compat.open_repo(Path(repo_path))
         self.manifest = Manifest(manifest_path)
 
-    def upsert(self, partition: str, runs: list[SceneRun], index: bool = True) -> AimResult:
+    def upsert(self, partition: str, runs: list[SceneRun]) -> AimResult:
         known = self.manifest.rows(partition)
         wanted = {r.key: r for r in runs}
         keep = {k for k, (run_hash, content, done) in known.items()
@@ -150,7 +150,7 @@ class AimWriter:
         self.manifest.forget(drop)
         created = [self._write(partition, r) for r in runs if r.key not in keep]
         self.manifest.complete([r.key for r in runs if r.key not in keep])
-        indexed = self._index(created) if index else 0
+        indexed = self._index(created)
         return AimResult(created, len(keep), len(drop), indexed)
 
     def delete_partition(self, partition: str) -> int:

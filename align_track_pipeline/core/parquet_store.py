@@ -51,9 +51,6 @@ class ParquetStore:
     def read(self, table: str, partition_key: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.path(table, partition_key), columns=columns)
 
-    def num_rows(self, table: str, partition_key: str) -> int:
-        return pq.read_metadata(self.path(table, partition_key)).num_rows
-
     def delete(self, table: str, partition_key: str) -> bool:
         path = self.path(table, partition_key)
         existed = path.exists()

@@ -51,7 +51,6 @@ class IngestReport:
     materialized: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
-    run_ids: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"discovered": self.discovered, "materialized": self.materialized,
@@ -128,7 +127,6 @@ def ingest(
                 run_config=run_config,
                 raise_on_error=False,
             )
-            report.run_ids.append(result.run_id)
             found |= _failures(result)
         progress(f"{phase.job}: {len(todo)} partitions in {time.perf_counter() - started:.2f} s")
         after = partition_states(instance, versions, phase.expected)
