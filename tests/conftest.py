@@ -80,8 +80,20 @@ def mlflow_server(tmp_path_factory) -> str:
                 raise RuntimeError((root / "server.log").read_text()[-3000:]) from None
             time.sleep(0.5)
     yield url
+    stop_server(proc)
+
+
+def stop_server(proc, seconds: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited in time (`aim up` may ignore SIGTERM while
+    its background indexer runs)."""
+    import subprocess
+
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=seconds)
 
 
 def aim_runs_seen_by_a_fresh_process(repo: Path, query: str = "") -> list[dict]:

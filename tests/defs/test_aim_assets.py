@@ -15,7 +15,12 @@ from align_track_pipeline.core import aim_compat
 from align_track_pipeline.core.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.aim_assets import aim_reindex_sensor
-from tests.conftest import _free_port, aim_runs_seen_by_a_fresh_process, wait_http
+from tests.conftest import (
+    _free_port,
+    aim_runs_seen_by_a_fresh_process,
+    stop_server,
+    wait_http,
+)
 
 
 def _ingest(capsys, tree: Path, data: Path) -> dict:
@@ -113,8 +118,7 @@ def test_ingest_while_aim_up_serves_the_repo(capsys, sample_tree, data_dir):
         _ingest(capsys, sample_tree, data_dir)
         wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
     finally:
-        up.terminate()
-        up.wait(timeout=60)
+        stop_server(up)
     scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
     seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
     assert len(seen) == scenes.num_rows

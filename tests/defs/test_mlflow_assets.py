@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.cli import main
 from align_track_pipeline.core.discovery import find_run_dirs
-from tests.conftest import _free_port, wait_http
+from tests.conftest import _free_port, stop_server, wait_http
 
 
 def _ingest(capsys, tree: Path, data: Path, *extra: str) -> dict:
@@ -109,5 +109,4 @@ def test_mlflow_ui_serves_the_store_on_loopback(capsys, sample_tree, data_dir):
                          "?experiment_name=align-system", proc)
         assert json.loads(body)["experiment"]["name"] == "align-system"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
