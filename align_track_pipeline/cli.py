@@ -110,13 +110,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     defs = build_defs(str(experiments), str(data), mlflow, aim,
                       loggers={"progress": progress_logger})
     with open_instance(data) as instance:
-        report = ingest(defs, instance, experiments, data, mlflow, progress=_say,
+        report = ingest(defs, instance, experiments, mlflow, progress=_say,
                         run_config=PROGRESS_RUN_CONFIG)
     if args.json:
         print(json.dumps(report.as_json()))
     else:
         print(f"discovered {report.discovered}: {len(report.materialized)} materialized, "
-              f"{len(report.fresh)} fresh, {len(report.failed)} failed")
+              f"{len(report.fresh)} fresh, {len(report.failed)} failed, "
+              f"{len(report.removed)} removed")
         for failure in report.failed:
             print(f"  FAILED {failure['partition']}: {failure['error']}")
         print(f"Parquet tables: {data / 'parquet'}")

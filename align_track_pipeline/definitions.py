@@ -1,4 +1,4 @@
-"""The pipeline on one screen: assets, checks, jobs and resources."""
+"""The pipeline on one screen: the tree, the tables, the trackers, and what keeps them fresh."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import dagster as dg
 
 from .defs.aim_assets import aim_reindex, aim_reindex_sensor, log_aim_runs
 from .defs.assets import parse_run_dirs
+from .defs.automation import automation_sensor
 from .defs.cleanup import cleanup_removed
+from .defs.folders import experiment_folders, observe_job
 from .defs.jobs import aim_job, ingest_job, mlflow_job
 from .defs.mlflow_assets import log_mlflow_runs
 from .defs.resources import (
@@ -19,6 +21,7 @@ from .defs.resources import (
     default_experiments_dir,
     default_mlflow_target,
 )
+from .defs.schedules import nightly_ingestion
 from .defs.sensors import experiment_folder_sensor
 
 
@@ -32,9 +35,10 @@ def build_defs(
     """Definitions bound to a tree and a data dir (defaults: env vars, then embedded)."""
     data_dir = data_dir or default_data_dir()
     return dg.Definitions(
-        assets=[parse_run_dirs, log_mlflow_runs, log_aim_runs],
-        jobs=[ingest_job, mlflow_job, aim_job, aim_reindex, cleanup_removed],
-        sensors=[experiment_folder_sensor, aim_reindex_sensor],
+        assets=[experiment_folders, parse_run_dirs, log_mlflow_runs, log_aim_runs],
+        jobs=[observe_job, ingest_job, mlflow_job, aim_job, aim_reindex, cleanup_removed],
+        sensors=[experiment_folder_sensor, automation_sensor, aim_reindex_sensor],
+        schedules=[nightly_ingestion],
         resources={
             "tree": ExperimentTree(root=experiments_dir or default_experiments_dir()),
             "store": DataStore(data_dir=data_dir),

@@ -27,6 +27,42 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data"
 
 
+SMALL_TREE_DIRS = ("comp_reg_icl_adept/moral_judgement-0.2",
+                   "pipeline_baseline/moral_judgement-0.2", "random/unaligned")
+
+
+@pytest.fixture
+def small_tree(tmp_path: Path) -> Path:
+    """Three real run directories of the sample tree (4 scenes each): fast end-to-end runs."""
+    dest = tmp_path / "small-tree"
+    for rel in SMALL_TREE_DIRS:
+        shutil.copytree(SAMPLE_TREE / rel, dest / rel, symlinks=True)
+    return dest
+
+
+def sensor_tick(defs, instance, cursor: str | None = None):
+    """One evaluation of `experiment_folder_sensor` on a real instance."""
+    import dagster as dg
+
+    from align_track_pipeline.defs.sensors import experiment_folder_sensor
+
+    context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
+    return experiment_folder_sensor(context, tree=defs.resources["tree"],
+                                    store=defs.resources["store"])
+
+
+def apply_partition_requests(instance, result) -> None:
+    """What the daemon does with a sensor result's dynamic-partition requests."""
+    import dagster as dg
+
+    for request in getattr(result, "dynamic_partitions_requests", None) or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
 def item_count(run_dir: Path) -> int:
     """Items of a run dir's input_output.json, read independently of the parser."""
     data = json.loads((run_dir / "input_output.json").read_text())

@@ -142,19 +142,30 @@ class FingerprintCache:
         )
 
     def versions(self, run_dirs: Iterable[RunDir]) -> dict[str, str]:
-        """Partition key -> content version for each run directory."""
-        cached = {k: (s, v) for k, s, v in self._db.execute("SELECT * FROM fingerprints")}
+        """Partition key -> content version for each run directory (hashing only those whose
+        stat data changed, and remembering the new hashes)."""
+        run_dirs = list(run_dirs)
+        peeked = self.peek(run_dirs)
         result, updates = {}, []
+        for run_dir in run_dirs:
+            stat, version = peeked[run_dir.key]
+            if version is None:
+                version = content_hash(run_dir.path)
+                updates.append((run_dir.key, stat, version))
+            result[run_dir.key] = version
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?)", updates)
+        return result
+
+    def peek(self, run_dirs: Iterable[RunDir]) -> dict[str, tuple[str, str | None]]:
+        """Key -> (stat signature, cached version, or None when the stat data changed and the
+        directory must be hashed again). Stat calls only; nothing is written."""
+        cached = {k: (s, v) for k, s, v in self._db.execute("SELECT * FROM fingerprints")}
+        result = {}
         for run_dir in run_dirs:
             stat = stat_signature(run_dir.path)
             old = cached.get(run_dir.key)
-            if old and old[0] == stat:
-                result[run_dir.key] = old[1]
-                continue
-            result[run_dir.key] = content_hash(run_dir.path)
-            updates.append((run_dir.key, stat, result[run_dir.key]))
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?)", updates)
+            result[run_dir.key] = (stat, old[1] if old and old[0] == stat else None)
         return result
 
     def forget(self, keys: list[str]) -> None:

@@ -7,7 +7,8 @@ import dagster as dg
 
 from ..core import aim_compat
 from ..core.aim_writer import AIM_LAYOUT_VERSION, aim_version, plan_scene_runs
-from .batch import materialize_each, read_partition, tracker_asset
+from .automation import tick_seconds
+from .batch import Logged, materialize_each, read_partition, tracker_asset
 from .resources import AimTarget, DataStore
 
 
@@ -31,25 +32,20 @@ def log_aim_runs(
     yield from ()
 
 
-def _upsert(key: str, store: DataStore, aim: AimTarget, writer) -> dg.AssetMaterialization:
+def _upsert(key: str, store: DataStore, aim: AimTarget, writer) -> Logged:
     experiments, scenes = read_partition(store, key)
     result = writer.upsert(key, plan_scene_runs(experiments, scenes))
-    return dg.AssetMaterialization(
-        asset_key="aim_runs",
-        partition=key,
-        tags={"dagster/data_version": aim_version(experiments[0]["source_version"])},
-        metadata={
-            "runs": len(scenes),
-            "created": len(result.created),
-            "unchanged": result.unchanged,
-            "deleted": result.deleted,
-            "indexed": result.indexed,
-            "repo": dg.MetadataValue.path(aim.repo),
-            "open": dg.MetadataValue.md(
-                f"`align-track aim-ui` (or `aim up --repo {aim.repo}`), then filter "
-                f"`run.partition_key == \"{key}\"`"),
-        },
-    )
+    return aim_version(experiments[0]["source_version"]), {
+        "runs": len(scenes),
+        "created": len(result.created),
+        "unchanged": result.unchanged,
+        "deleted": result.deleted,
+        "indexed": result.indexed,
+        "repo": dg.MetadataValue.path(aim.repo),
+        "open": dg.MetadataValue.md(
+            f"`align-track aim-ui` (or `aim up --repo {aim.repo}`), then filter "
+            f"`run.partition_key == \"{key}\"`"),
+    }
 
 
 class ReindexConfig(dg.Config):
@@ -74,7 +70,8 @@ def aim_reindex() -> None:
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey("aim_runs"), job=aim_reindex,
-                 default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+                 default_status=dg.DefaultSensorStatus.RUNNING,
+                 minimum_interval_seconds=tick_seconds())
 def aim_reindex_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     """Several aim_runs materializations between ticks lead to one reindex run."""
     yield dg.RunRequest(run_key=f"aim-reindex-{asset_event.timestamp}")

@@ -9,7 +9,9 @@ import dagster as dg
 
 from ..core.parse import PARSER_VERSION, data_version
 from ..core.partition_writer import PartitionJob, PartitionWrite, write_partition
+from .automation import TABLES_CONDITION
 from .checks import CHECKED_TABLES, TABLE_CHECK_SPECS, check_event
+from .freshness import CODE_VERSION_TAG, DATA_VERSION_TAG, FOLDERS, provenance_tags
 from .metadata import column_schema, partition_metadata
 from .partitions import experiment_partitions
 from .resources import DataStore, ExperimentTree
@@ -28,11 +30,13 @@ PARALLEL_FROM = 8
         dg.AssetSpec(
             table,
             description=_DESCRIPTIONS[table],
+            deps=[FOLDERS],
             partitions_def=experiment_partitions,
             code_version=PARSER_VERSION,
             kinds={"parquet"},
             group_name="tables",
             skippable=True,  # materializations are logged per partition, never implicitly
+            automation_condition=TABLES_CONDITION,
             metadata={"dagster/column_schema": column_schema(table)},
         )
         for table in TABLE_ASSETS
@@ -60,6 +64,7 @@ def parse_run_dirs(
         versions = cache.versions(tree.run_dir(k) for k in keys)
     finally:
         cache.close()
+    provenance = provenance_tags(context.instance, PARSER_VERSION, [FOLDERS], keys)
     jobs = [PartitionJob(k, tree.root, store.data_dir, versions[k], selected) for k in keys]
     failures: dict[str, str] = {}
     scenes = 0
@@ -69,7 +74,7 @@ def parse_run_dirs(
             failures[write.key] = write.error
             context.log.error(f"[{n}/{len(keys)}] {write.key}: {write.error}")
             continue
-        for event in _events(write):
+        for event in _events(write, provenance[write.key]):
             context.log_event(event)
         scenes += write.scenes
         if n % report_every == 0 or n == len(keys):
@@ -97,9 +102,11 @@ def _pooled(jobs: list[PartitionJob]) -> Iterator[PartitionWrite]:
         yield from pool.map(write_partition, jobs, chunksize=4)
 
 
-def _events(write: PartitionWrite) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    tags = {"dagster/data_version": data_version(write.source_version),
-            "dagster/code_version": PARSER_VERSION}
+def _events(
+    write: PartitionWrite, provenance: dict[str, str]
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    tags = provenance | {DATA_VERSION_TAG: data_version(write.source_version),
+                         CODE_VERSION_TAG: PARSER_VERSION}
     for table in write.tables:
         yield dg.AssetMaterialization(
             asset_key=table.table,

@@ -5,8 +5,14 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from .automation import TRACKERS_CONDITION
+from .freshness import DATA_VERSION_TAG, provenance_tags
 from .partitions import experiment_partitions
 from .resources import DataStore
+
+UPSTREAM = ("experiments", "scenes")
+# What one partition's upsert returns: its data version and the metadata shown in the UI.
+Logged = tuple[str, dict]
 
 
 def tracker_asset(key: str, description: str, code_version: str, kind: str):
@@ -17,12 +23,13 @@ def tracker_asset(key: str, description: str, code_version: str, kind: str):
             dg.AssetSpec(
                 key,
                 description=description,
-                deps=["experiments", "scenes"],
+                deps=UPSTREAM,
                 partitions_def=experiment_partitions,
                 code_version=code_version,
                 kinds={kind},
                 group_name="trackers",
                 skippable=True,
+                automation_condition=TRACKERS_CONDITION,
             )
         ],
         partitions_def=experiment_partitions,
@@ -40,22 +47,25 @@ def read_partition(store: DataStore, key: str) -> tuple[list[dict], list[dict]]:
     return experiments, store.parquet.read("scenes", key).to_pylist()
 
 
-def materialize_each(
-    context: dg.AssetExecutionContext,
-    materialize: Callable[[str], dg.AssetMaterialization],
-) -> None:
-    """Call `materialize` for each partition of the run and log its event; a partition that
-    raises fails alone, and the run fails at the end naming every failed partition."""
+def materialize_each(context: dg.AssetExecutionContext, upsert: Callable[[str], Logged]) -> None:
+    """Call `upsert` for each partition of the run and log its materialization, with the
+    provenance Dagster's staleness reads; a partition that raises fails alone, and the run
+    fails at the end naming every failed partition."""
     keys = context.partition_keys
+    asset = context.asset_key
+    code_version = context.assets_def.code_versions_by_key[asset]
+    provenance = provenance_tags(context.instance, code_version, UPSTREAM, keys)
     failures: dict[str, str] = {}
     for n, key in enumerate(keys, 1):
         try:
-            event = materialize(key)
+            version, metadata = upsert(key)
         except Exception as exc:  # one partition's failure must not sink the others
             failures[key] = f"{key}: {type(exc).__name__}: {exc}"
             context.log.error(f"[{n}/{len(keys)}] {failures[key]}")
             continue
-        context.log_event(event)
+        context.log_event(dg.AssetMaterialization(
+            asset_key=asset, partition=key, metadata=metadata,
+            tags=provenance[key] | {DATA_VERSION_TAG: version}))
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} of {len(keys)} partitions failed: "

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from .freshness import DATA_VERSION_TAG, FOLDERS
 from .resources import AimTarget, DataStore, MlflowTarget
 
 TABLES = ("experiments", "scenes")
@@ -33,6 +34,8 @@ def remove_partition_data(
         for key in config.partitions:
             for asset in ASSETS:
                 context.log_event(_tombstone(asset, key))
+            context.log_event(dg.AssetObservation(
+                asset_key=FOLDERS, partition=key, tags={DATA_VERSION_TAG: REMOVED}))
     finally:
         aim_writer.close()
         cache.close()
@@ -43,9 +46,10 @@ def remove_partition_data(
 def _tombstone(asset: str, key: str) -> dg.AssetMaterialization:
     """Records that the partition's data is gone. Dagster keeps a deleted partition's history
     (there is no per-partition wipe on SQLite or Postgres), so without this a folder added back
-    would look fresh and never be ingested again."""
+    would look fresh and never be ingested again. The folder's observation is reset the same way
+    (beside), so a folder put back with the same bytes counts as changed."""
     return dg.AssetMaterialization(
-        asset_key=asset, partition=key, tags={"dagster/data_version": REMOVED},
+        asset_key=asset, partition=key, tags={DATA_VERSION_TAG: REMOVED},
         metadata={"removed": "run directory deleted from the tree; its data was removed"})
 
 

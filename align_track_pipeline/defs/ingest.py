@@ -1,9 +1,11 @@
 """Bring every store up to date with the tree, in-process: what `align-track ingest` does.
 
-Registers new run directories as partitions, then runs each phase (tables, then each tracker)
-over the partitions that are not fresh for it, one run per contiguous partition range (one run
-for a cold tree), never one run per partition. A partition that fails a phase skips the later
-ones and is reported with its error.
+The same mechanism as the daemon: the folders of removed run directories are cleaned up, the
+`experiment_folders` observation registers new run directories and records the versions that
+changed, then each phase (tables, then each tracker) runs over the partitions whose recorded
+version is not the observed one, one run per contiguous partition range (one run for a cold
+tree), never one run per partition. A partition that fails a phase skips the later ones and is
+reported with its error.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import dagster as dg
 from ..core.aim_writer import aim_version
 from ..core.discovery import RunDir, find_run_dirs
 from ..core.run_specs import mlflow_version
-from .freshness import FRESH, TABLE_VERSIONS, Expected, partition_states
+from .cleanup import cleanup_removed
+from .folders import observe_job
+from .freshness import FRESH, TABLE_VERSIONS, Expected, observed_versions, partition_states
 from .partitions import experiment_partitions
 from .resources import DataStore, MlflowTarget
 
@@ -51,10 +55,11 @@ class IngestReport:
     materialized: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"discovered": self.discovered, "materialized": self.materialized,
-                "fresh": self.fresh, "failed": self.failed}
+                "fresh": self.fresh, "failed": self.failed, "removed": self.removed}
 
 
 def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
@@ -65,13 +70,27 @@ def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
         cache.close()
 
 
-def register_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
-    """Add the keys the instance does not know yet; returns them."""
-    known = set(instance.get_dynamic_partitions(PARTITIONS))
-    new = [k for k in keys if k not in known]
-    if new:
-        instance.add_dynamic_partitions(PARTITIONS, new)
-    return new
+def remove_gone(defs: dg.Definitions, instance: dg.DagsterInstance, on_disk: set[str],
+                run_config: dict | None) -> list[str]:
+    """Delete the partitions whose folder is gone and their data in every store (what the
+    sensor requests from the daemon); returns their keys."""
+    gone = sorted(set(instance.get_dynamic_partitions(PARTITIONS)) - on_disk)
+    if gone:
+        config = {"ops": {"remove_partition_data": {"config": {"partitions": gone}}}}
+        defs.resolve_job_def(cleanup_removed.name).execute_in_process(
+            instance=instance, run_config=(run_config or {}) | config)
+        for key in gone:
+            instance.delete_dynamic_partition(PARTITIONS, key)
+    return gone
+
+
+def observe(defs: dg.Definitions, instance: dg.DagsterInstance, run_dirs: list[RunDir],
+            run_config: dict | None) -> dict[str, str]:
+    """Run the `experiment_folders` observation; partition -> observed source version."""
+    defs.resolve_job_def(observe_job.name).execute_in_process(
+        instance=instance, run_config=run_config)
+    observed = observed_versions(instance)
+    return {r.key: observed[r.key] for r in run_dirs if r.key in observed}
 
 
 def contiguous_ranges(keys: list[str], order: list[str]) -> list[tuple[str, str]]:
@@ -94,16 +113,18 @@ def ingest(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     experiments_dir: Path,
-    data_dir: Path,
     mlflow: MlflowTarget,
     progress: Callable[[str], None] = lambda _msg: None,
     run_config: dict | None = None,
 ) -> IngestReport:
     run_dirs = find_run_dirs(experiments_dir)
-    versions = source_versions(run_dirs, data_dir)
     report = IngestReport(discovered=len(run_dirs))
-    new = register_partitions(instance, list(versions))
-    progress(f"discovered {len(run_dirs)} run directories ({len(new)} new)")
+    known = set(instance.get_dynamic_partitions(PARTITIONS))
+    report.removed = remove_gone(defs, instance, {r.key for r in run_dirs}, run_config)
+    versions = observe(defs, instance, run_dirs, run_config)
+    new = [r.key for r in run_dirs if r.key not in known]
+    progress(f"discovered {len(run_dirs)} run directories ({len(new)} new, "
+             f"{len(report.removed)} removed)")
     before = partition_states(instance, versions, all_expected(mlflow))
     report.fresh = [k for k, s in before.items() if s == FRESH]
     # Lets Dagster write a run's planned-materialization events in batches.

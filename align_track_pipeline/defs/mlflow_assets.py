@@ -7,7 +7,7 @@ import dagster as dg
 
 from ..core.discovery import rel_path_of
 from ..core.run_specs import MLFLOW_LAYOUT_VERSION, mlflow_version, plan_runs
-from .batch import materialize_each, read_partition, tracker_asset
+from .batch import Logged, materialize_each, read_partition, tracker_asset
 from .resources import DataStore, ExperimentTree, MlflowTarget
 
 
@@ -31,28 +31,22 @@ def log_mlflow_runs(
     yield from ()
 
 
-def _upsert(key, tree, store, mlflow, writer) -> dg.AssetMaterialization:
+def _upsert(key, tree, store, mlflow, writer) -> Logged:
     experiments, scenes = read_partition(store, key)
     specs = plan_runs(experiments, scenes, tree.root_path / rel_path_of(key), mlflow.mode)
     result = writer.upsert(key, specs)
     parents = [result.run_ids[s.key] for s in specs if s.parent_key is None]
     links = ([writer.run_url(mlflow.ui_url, p) for p in parents] if mlflow.ui_url else parents)
     source_version = experiments[0]["source_version"]
-    return dg.AssetMaterialization(
-        asset_key="mlflow_runs",
-        partition=key,
-        tags={"dagster/data_version": mlflow_version(source_version, mlflow.mode)},
-        metadata={
-            "runs": len(specs),
-            "parent_runs": len(parents),
-            "written": result.written,
-            "replaced_runs": result.deleted,
-            "experiment": mlflow.experiment,
-            "tracking_uri": _without_credentials(mlflow.tracking_uri),
-            "parent_run_links" if mlflow.ui_url else "parent_run_ids": dg.MetadataValue.json(
-                links),
-        },
-    )
+    return mlflow_version(source_version, mlflow.mode), {
+        "runs": len(specs),
+        "parent_runs": len(parents),
+        "written": result.written,
+        "replaced_runs": result.deleted,
+        "experiment": mlflow.experiment,
+        "tracking_uri": _without_credentials(mlflow.tracking_uri),
+        "parent_run_links" if mlflow.ui_url else "parent_run_ids": dg.MetadataValue.json(links),
+    }
 
 
 def _without_credentials(uri: str) -> str:

@@ -1,34 +1,51 @@
-"""Discovery: keep the dynamic partitions in step with the tree (stat calls only)."""
+"""Discovery: keep the dynamic partitions in step with the tree and ask for an observation of
+what may have changed (stat calls only; the hashing happens in the observation run)."""
 
 import hashlib
 
 import dagster as dg
 
+from .automation import tick_seconds
 from .cleanup import cleanup_removed
+from .folders import folders_to_observe, observe_job
 from .partitions import experiment_partitions
-from .resources import ExperimentTree
+from .resources import DataStore, ExperimentTree
 
 
-@dg.sensor(job=cleanup_removed, default_status=dg.DefaultSensorStatus.RUNNING,
-           minimum_interval_seconds=30)
+def run_key(prefix: str, state: list[str]) -> str:
+    """The same state gives the same key, so Dagster launches its run once."""
+    return f"{prefix}-{hashlib.blake2b(chr(10).join(state).encode(), digest_size=8).hexdigest()}"
+
+
+@dg.sensor(jobs=[observe_job, cleanup_removed], default_status=dg.DefaultSensorStatus.RUNNING,
+           minimum_interval_seconds=tick_seconds())
 def experiment_folder_sensor(
-    context: dg.SensorEvaluationContext, tree: ExperimentTree
-) -> dg.SensorResult:
-    """Adds a partition per new run directory and deletes the partitions whose folder is gone,
-    requesting the cleanup of their data. State lives in the instance, not in a cursor."""
-    on_disk = {r.key for r in tree.run_dirs()}
+    context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore
+) -> dg.SensorResult | dg.SkipReason:
+    """Adds a partition per new run directory, deletes the partitions whose folder is gone
+    (requesting the cleanup of their data), and requests an observation of the folders whose
+    stat data changed. State lives in the instance and the fingerprint cache, not a cursor."""
+    run_dirs = tree.run_dirs()
+    on_disk = {r.key for r in run_dirs}
     known = set(context.instance.get_dynamic_partitions(experiment_partitions.name))
     new, gone = sorted(on_disk - known), sorted(known - on_disk)
-    requests = []
-    if gone:
-        digest = hashlib.blake2b("\n".join(gone).encode(), digest_size=8).hexdigest()
-        requests.append(dg.RunRequest(
-            run_key=f"cleanup-{digest}",
-            run_config={"ops": {"remove_partition_data": {"config": {"partitions": gone}}}},
-        ))
-    partition_requests = []
+    suspects = folders_to_observe(context.instance, run_dirs, store)
+    if not (new or gone or suspects):
+        return dg.SkipReason(f"{len(on_disk)} folders, none new, changed or removed")
+    requests, partition_requests = [], []
     if new:
         partition_requests.append(experiment_partitions.build_add_request(new))
     if gone:
         partition_requests.append(experiment_partitions.build_delete_request(gone))
+        requests.append(dg.RunRequest(
+            job_name=cleanup_removed.name,
+            run_key=run_key("cleanup", gone),
+            run_config={"ops": {"remove_partition_data": {"config": {"partitions": gone}}}},
+        ))
+    if suspects:
+        requests.append(dg.RunRequest(
+            job_name=observe_job.name,
+            run_key=run_key("observe", [f"{k}:{s}" for k, s in sorted(suspects.items())]),
+            tags={"align_track/folders": str(len(suspects))},
+        ))
     return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)

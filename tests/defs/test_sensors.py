@@ -1,6 +1,8 @@
-"""Discovery sensor and the cleanup of removed folders, on a real instance and real stores."""
+"""Discovery sensor, nightly schedule and the cleanup of removed folders, on a real instance and
+real stores."""
 
 import json
+import os
 import shutil
 
 import dagster as dg
@@ -8,45 +10,109 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.cli import main
 from align_track_pipeline.core.discovery import find_run_dirs
+from align_track_pipeline.core.parquet_store import ParquetStore
 from align_track_pipeline.definitions import build_defs
+from align_track_pipeline.defs.freshness import observed_versions
 from align_track_pipeline.defs.instance import open_instance
-from align_track_pipeline.defs.sensors import experiment_folder_sensor
-from tests.conftest import SAMPLE_TREE, aim_runs_seen_by_a_fresh_process, item_count
+from align_track_pipeline.defs.schedules import nightly_ingestion
+from tests.conftest import (
+    SAMPLE_TREE,
+    aim_runs_seen_by_a_fresh_process,
+    apply_partition_requests,
+    item_count,
+    sensor_tick,
+)
 
 
-def _tick(defs, instance) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, definitions=defs)
-    return experiment_folder_sensor(context, tree=defs.resources["tree"])
+def _jobs(result) -> list[str]:
+    return [r.job_name for r in getattr(result, "run_requests", None) or []]
 
 
-def _apply(instance, result: dg.SensorResult) -> None:
-    for request in result.dynamic_partitions_requests:
-        if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-        else:
-            for key in request.partition_keys:
-                instance.delete_dynamic_partition(request.partitions_def_name, key)
+def _observe(defs, instance) -> None:
+    assert defs.resolve_job_def("observe_experiment_folders").execute_in_process(
+        instance=instance).success
+
+
+def _observations(instance) -> int:
+    return len(instance.fetch_observations(dg.AssetKey("experiment_folders"), limit=10_000).records)
 
 
 def test_sensor_adds_new_folders_and_deletes_gone_ones(tmp_path, sample_tree, data_dir):
     defs = build_defs(str(sample_tree), str(data_dir))
     keys = sorted(r.key for r in find_run_dirs(sample_tree))
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        first = _tick(defs, instance)
+        first = sensor_tick(defs, instance)
         assert first.dynamic_partitions_requests[0].partition_keys == keys
-        assert first.run_requests == []
-        _apply(instance, first)
-        assert _tick(defs, instance).dynamic_partitions_requests == []  # nothing changed
+        assert _jobs(first) == ["observe_experiment_folders"]  # the new folders get versions
+        apply_partition_requests(instance, first)
+        _observe(defs, instance)
+        assert set(observed_versions(instance)) == set(keys)
+        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)  # nothing changed
 
         gone = find_run_dirs(sample_tree)[0]
         shutil.rmtree(gone.path)
-        result = _tick(defs, instance)
+        result = sensor_tick(defs, instance)
         (delete,) = result.dynamic_partitions_requests
         assert isinstance(delete, dg.DeleteDynamicPartitionsRequest)
         assert delete.partition_keys == [gone.key]
         (request,) = result.run_requests
+        assert request.job_name == "cleanup_removed"
         config = request.run_config["ops"]["remove_partition_data"]["config"]
         assert config == {"partitions": [gone.key]}
+
+
+def test_sensor_requests_an_observation_only_when_stat_data_changed(tmp_path, small_tree,
+                                                                   data_dir):
+    defs = build_defs(str(small_tree), str(data_dir))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        apply_partition_requests(instance, sensor_tick(defs, instance))
+        _observe(defs, instance)
+        run = find_run_dirs(small_tree)[0]
+        os.utime(run.path / "input_output.json")  # touched: stat changed, content did not
+        touched = sensor_tick(defs, instance)
+        (request,) = touched.run_requests
+        assert request.job_name == "observe_experiment_folders"
+        assert sensor_tick(defs, instance).run_requests[0].run_key == request.run_key  # once
+        before = _observations(instance)
+        _observe(defs, instance)
+        assert _observations(instance) == before  # same bytes: no new version recorded
+        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+
+
+def test_nightly_schedule_observes_only_when_something_changed(tmp_path, small_tree, data_dir):
+    defs = build_defs(str(small_tree), str(data_dir))
+    schedule = defs.resolve_schedule_def("nightly_ingestion")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+
+        def tick():
+            context = dg.build_schedule_context(instance=instance)
+            return nightly_ingestion(context, tree=defs.resources["tree"],
+                                     store=defs.resources["store"])
+
+        first = tick()  # sensor off: the schedule finds the new folders itself
+        assert isinstance(first, dg.RunRequest)
+        _observe(defs, instance)  # what the requested run does: registers and observes
+        assert sorted(instance.get_dynamic_partitions("experiments")) == sorted(
+            r.key for r in find_run_dirs(small_tree))
+        events = instance.event_log_storage.get_maximum_record_id()
+        assert isinstance(tick(), dg.SkipReason)  # nothing changed: nothing launched
+        assert instance.event_log_storage.get_maximum_record_id() == events  # no event written
+        io = small_tree / "random" / "unaligned" / "input_output.json"
+        io.write_text(io.read_text().replace("Random choice", "Other choice", 1))
+        assert isinstance(tick(), dg.RunRequest)
+
+
+def test_schedule_timezone_is_configurable(monkeypatch):
+    import importlib
+
+    from align_track_pipeline.defs import schedules
+
+    monkeypatch.setenv("ALIGN_TRACK_TIMEZONE", "Europe/Berlin")
+    assert importlib.reload(schedules).nightly_ingestion.execution_timezone == "Europe/Berlin"
+    monkeypatch.delenv("ALIGN_TRACK_TIMEZONE")
+    assert importlib.reload(schedules).nightly_ingestion.execution_timezone == "UTC"
 
 
 def test_cleanup_removes_a_folders_data_from_every_store(capsys, sample_tree, data_dir):
@@ -57,8 +123,8 @@ def test_cleanup_removes_a_folders_data_from_every_store(capsys, sample_tree, da
     shutil.rmtree(gone.path)
     defs = build_defs(str(sample_tree), str(data_dir))
     with open_instance(data_dir) as instance:
-        result = _tick(defs, instance)
-        _apply(instance, result)
+        result = sensor_tick(defs, instance)
+        apply_partition_requests(instance, result)
         (request,) = result.run_requests
         job = defs.resolve_job_def("cleanup_removed")
         assert job.execute_in_process(instance=instance, run_config=request.run_config).success
@@ -79,3 +145,18 @@ def test_cleanup_removes_a_folders_data_from_every_store(capsys, sample_tree, da
     assert json.loads(capsys.readouterr().out)["materialized"] == [gone.key]
     seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
     assert sum(r["params"]["partition_key"] == gone.key for r in seen) == item_count(gone.path)
+
+
+def test_ingest_cleans_up_a_removed_folder_itself(capsys, small_tree, data_dir):
+    """Without the daemon, `align-track ingest` removes what the sensor would have removed."""
+    args = ["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir), "--json"]
+    assert main(args) == 0
+    capsys.readouterr()
+    gone = find_run_dirs(small_tree)[0]
+    shutil.rmtree(gone.path)
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["removed"] == [gone.key] and report["materialized"] == []
+    store = ParquetStore(data_dir)
+    assert not any(store.path(t, gone.key).exists() for t in ("experiments", "scenes"))
+    assert store.path("scenes", find_run_dirs(small_tree)[0].key).exists()

@@ -1,0 +1,56 @@
+"""When the daemon materializes what: declarative automation conditions and their sensor.
+
+A partition is requested when it has never been materialized (and its last attempt did not
+fail), when its folder got a new observed version, or when the asset's code version changed (a
+parser or layout bump: every partition). A re-observation that found no change records nothing,
+so a touched file never causes a re-ingest.
+
+Why not plain `eager()`: it requests only partitions that become missing *after* the condition
+was first evaluated, so a daemon started on an existing tree would never ingest it. Here a
+missing partition is requested until it is in progress, and not again once it failed (a bad
+folder is retried when it changes, not on every tick).
+"""
+
+import os
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+
+
+def tick_seconds() -> int:
+    """Minimum interval of the sensors (`ALIGN_TRACK_SENSOR_INTERVAL_SECONDS`, default 30)."""
+    return int(os.environ.get("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS") or 30)
+
+
+_NOT_BUSY = ~AC.any_deps_in_progress() & ~AC.in_progress()
+_NEVER_BUILT = (AC.missing() & ~AC.execution_failed()).with_label("missing_not_failed")
+
+# The tables: new or missing partitions, new folder versions, a parser code-version bump.
+TABLES_CONDITION = (
+    (_NEVER_BUILT | (AC.any_deps_updated() | AC.code_version_changed()).since_last_handled())
+    & ~AC.any_deps_missing()
+    & _NOT_BUSY
+).with_label("missing_changed_or_new_code")
+
+# The trackers wait until the tables of the partition have *landed*. The tables log their
+# partitions one by one, so a tracker step in the same run as the tables would be skipped, and
+# `eager()` would then ignore the tables' update (it came from a run that also planned the
+# tracker). Requiring the deps to be neither missing nor about to be requested keeps the
+# trackers in a run of their own, started on the tick after the tables' run.
+_TABLES_LANDED = AC.any_deps_match(AC.newly_updated()).with_label("tables_landed")
+TRACKERS_CONDITION = (
+    (_NEVER_BUILT | (_TABLES_LANDED | AC.code_version_changed()).since_last_handled())
+    & ~AC.any_deps_match(AC.missing() | AC.will_be_requested()).with_label(
+        "tables_missing_or_requested")
+    & _NOT_BUSY
+).with_label("after_tables_landed")
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=tick_seconds(),
+    description="Materializes missing and changed partitions: tables after a folder changed, "
+    "trackers after the tables landed, every partition after a code version bump.",
+)

@@ -1,0 +1,73 @@
+"""The experiment folders as an observable source asset: each partition's data version is the
+content fingerprint of its run directory, recorded only when it changed."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from ..core.discovery import RunDir
+from .freshness import FOLDERS, changed_folders, observed_versions
+from .partitions import experiment_partitions
+from .resources import DataStore, ExperimentTree
+
+
+def register_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
+    """Add the keys the instance does not know yet; returns them."""
+    known = set(instance.get_dynamic_partitions(experiment_partitions.name))
+    new = [k for k in keys if k not in known]
+    if new:
+        instance.add_dynamic_partitions(experiment_partitions.name, new)
+    return new
+
+
+def folders_to_observe(
+    instance: dg.DagsterInstance, run_dirs: list[RunDir], store: DataStore
+) -> dict[str, str]:
+    """Key -> stat signature of each folder whose version may differ from the one observed:
+    its stat data changed since it was last hashed, or its known hash was never observed.
+    Stat calls and two reads, no hashing: cheap enough for every sensor tick."""
+    cache = store.fingerprints()
+    try:
+        peeked = cache.peek(run_dirs)
+    finally:
+        cache.close()
+    observed = observed_versions(instance)
+    return {key: stat for key, (stat, version) in peeked.items()
+            if version is None or observed.get(key) != version}
+
+
+def observe_folders(
+    context: dg.AssetExecutionContext, tree: ExperimentTree, store: DataStore
+) -> dg.DataVersionsByPartition:
+    """Registers new run directories as partitions, then records the source version of each
+    folder whose version changed (new folders included) and of no other, so an unchanged tree
+    writes no event."""
+    run_dirs = tree.run_dirs()
+    new = register_partitions(context.instance, [r.key for r in run_dirs])
+    cache = store.fingerprints()
+    try:
+        current = cache.versions(run_dirs)
+    finally:
+        cache.close()
+    changed = changed_folders(current, observed_versions(context.instance))
+    context.log.info(f"{len(run_dirs)} folders, {len(new)} new partitions, "
+                     f"{len(changed)} new versions")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.DataVersionsByPartition(changed)
+
+
+with warnings.catch_warnings():  # observable source assets are "beta" in Dagster 1.13
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    experiment_folders = dg.observable_source_asset(
+        name=FOLDERS,
+        partitions_def=experiment_partitions,
+        group_name="tree",
+        description="One run directory of the experiment-data tree per partition. Its data "
+        "version is a hash of the input files; a new version marks the partition's tables stale.",
+    )(observe_folders)
+
+# Observing is a run of its own: `materialize()` of an observable source records nothing.
+observe_job = dg.define_asset_job("observe_experiment_folders", selection=[FOLDERS])

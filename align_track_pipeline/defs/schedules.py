@@ -1,0 +1,33 @@
+"""The nightly pass: observe the whole tree, so changes are caught even with the sensor off."""
+
+import os
+
+import dagster as dg
+
+from .folders import folders_to_observe, observe_job
+from .resources import DataStore, ExperimentTree
+from .sensors import run_key
+
+NIGHTLY_CRON = "0 2 * * *"
+
+
+def nightly_timezone() -> str:
+    """`ALIGN_TRACK_TIMEZONE` (an IANA name such as Europe/Berlin), default UTC."""
+    return os.environ.get("ALIGN_TRACK_TIMEZONE") or "UTC"
+
+
+@dg.schedule(job=observe_job, cron_schedule=NIGHTLY_CRON, execution_timezone=nightly_timezone(),
+             default_status=dg.DefaultScheduleStatus.RUNNING, name="nightly_ingestion")
+def nightly_ingestion(
+    context: dg.ScheduleEvaluationContext, tree: ExperimentTree, store: DataStore
+) -> dg.RunRequest | dg.SkipReason:
+    """Launches an observation of the tree when any folder is new or may have changed (the
+    observation registers new folders; automation then ingests what changed). With nothing
+    changed, the tick launches nothing and writes no event."""
+    suspects = folders_to_observe(context.instance, tree.run_dirs(), store)
+    if not suspects:
+        return dg.SkipReason("no folder is new or changed since the last observation")
+    return dg.RunRequest(
+        run_key=run_key("nightly", [f"{k}:{s}" for k, s in sorted(suspects.items())]),
+        tags={"align_track/folders": str(len(suspects))},
+    )
