@@ -1,0 +1,78 @@
+"""End to end with the real daemon: a run directory dropped into the tree reaches Parquet,
+MLflow and Aim with no other action (discovery sensor -> observation -> automation)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from mlflow import MlflowClient
+
+from align_track_pipeline.core.discovery import find_run_dirs
+from align_track_pipeline.core.parquet_store import ParquetStore
+from tests.conftest import (
+    REPO,
+    SAMPLE_TREE,
+    aim_runs_seen_by_a_fresh_process,
+    item_count,
+    stop_server,
+)
+
+BOUND_SECONDS = 300  # sensors tick every 5 s here; a cycle takes well under a minute
+
+
+def _ingested(data: Path, key: str, scenes: int) -> bool:
+    """The partition's scenes are in all three stores, counted independently of the writers."""
+    path = ParquetStore(data).path("scenes", key)
+    if not path.exists() or pq.read_metadata(path).num_rows != scenes:
+        return False
+    client = MlflowClient(f"sqlite:///{data}/mlflow.db")
+    experiment = client.get_experiment_by_name("align-system")
+    if experiment is None:
+        return False
+    children = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.partition_key = '{key}' and tags.run_type = 'scene'", max_results=1000)
+    if len(children) != scenes or any(r.info.status != "FINISHED" for r in children):
+        return False
+    aim = aim_runs_seen_by_a_fresh_process(data / "aim", f'run.partition_key == "{key}"')
+    return len(aim) == scenes
+
+
+def _wait(what: str, done, daemon: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + BOUND_SECONDS
+    while not done():
+        assert daemon.poll() is None, f"daemon exited:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"{what}: not done in {BOUND_SECONDS} s:\n" + (
+            log.read_text()[-4000:])
+        time.sleep(3)
+
+
+def test_the_daemon_ingests_a_new_folder_with_no_other_action(tmp_path, small_tree):
+    home, data, log = tmp_path / "dagster-home", tmp_path / "data", tmp_path / "daemon.log"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ALIGN_TRACK_", "MLFLOW_", "DAGSTER_"))}
+    env |= {"DAGSTER_HOME": str(home), "ALIGN_TRACK_EXPERIMENTS_DIR": str(small_tree),
+            "ALIGN_TRACK_DATA_DIR": str(data), "ALIGN_TRACK_SENSOR_INTERVAL_SECONDS": "5"}
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Started on an existing tree, the daemon ingests it (plain eager() would not).
+        for run in find_run_dirs(small_tree):
+            _wait(run.key, lambda r=run: _ingested(data, r.key, item_count(r.path)), daemon, log)
+
+        late = small_tree / "late" / "run"
+        shutil.copytree(SAMPLE_TREE / "wrapper_2026_04" / "random", late)
+        started = time.monotonic()
+        _wait("late/run", lambda: _ingested(data, "late/run", item_count(late)), daemon, log)
+        print(f"new folder in all stores after {time.monotonic() - started:.1f} s")
+    finally:
+        os.killpg(daemon.pid, 15)
+        stop_server(daemon)
