@@ -171,7 +171,7 @@ def _serve(what: str, cmd: list[str], port: int, store: str) -> int:
 def cmd_aim_reindex(args: argparse.Namespace) -> int:
     """Run the `aim_reindex` job in-process, recorded in the Dagster instance."""
     from .definitions import build_defs
-    from .defs.instance import open_instance
+    from .defs.instance import cli_run_tags, open_instance
     from .defs.progress import PROGRESS_RUN_CONFIG, progress_logger
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
@@ -180,7 +180,7 @@ def cmd_aim_reindex(args: argparse.Namespace) -> int:
     config = PROGRESS_RUN_CONFIG | {"ops": {"reindex_aim": {"config": {"full": args.full}}}}
     with open_instance(data) as instance:
         result = defs.resolve_job_def("aim_reindex").execute_in_process(
-            instance=instance, run_config=config, raise_on_error=False)
+            instance=instance, run_config=config, tags=cli_run_tags(), raise_on_error=False)
     return 0 if result.success else 1
 
 

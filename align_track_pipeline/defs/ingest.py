@@ -24,6 +24,7 @@ from ..core.run_specs import mlflow_version
 from .cleanup import cleanup_removed
 from .folders import observe_job
 from .freshness import FRESH, TABLE_VERSIONS, Expected, observed_versions, partition_states
+from .instance import cli_run_tags, fail_abandoned_runs
 from .partitions import experiment_partitions
 from .resources import DataStore, MlflowTarget
 
@@ -70,26 +71,38 @@ def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
         cache.close()
 
 
-def remove_gone(defs: dg.Definitions, instance: dg.DagsterInstance, on_disk: set[str],
-                run_config: dict | None) -> list[str]:
+@dataclass(frozen=True)
+class InProcess:
+    """Runs jobs of `defs` in this process, tagged with who runs them (so a killed run can be
+    told from a running one), with the caller's run config (e.g. its logger)."""
+
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    run_config: dict = field(default_factory=dict)
+
+    def run(self, job: str, config: dict | None = None, tags: dict | None = None,
+            raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, run_config=self.run_config | (config or {}),
+            tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error)
+
+
+def remove_gone(runner: InProcess, on_disk: set[str]) -> list[str]:
     """Delete the partitions whose folder is gone and their data in every store (what the
     sensor requests from the daemon); returns their keys."""
-    gone = sorted(set(instance.get_dynamic_partitions(PARTITIONS)) - on_disk)
+    gone = sorted(set(runner.instance.get_dynamic_partitions(PARTITIONS)) - on_disk)
     if gone:
-        config = {"ops": {"remove_partition_data": {"config": {"partitions": gone}}}}
-        defs.resolve_job_def(cleanup_removed.name).execute_in_process(
-            instance=instance, run_config=(run_config or {}) | config)
+        runner.run(cleanup_removed.name,
+                   {"ops": {"remove_partition_data": {"config": {"partitions": gone}}}})
         for key in gone:
-            instance.delete_dynamic_partition(PARTITIONS, key)
+            runner.instance.delete_dynamic_partition(PARTITIONS, key)
     return gone
 
 
-def observe(defs: dg.Definitions, instance: dg.DagsterInstance, run_dirs: list[RunDir],
-            run_config: dict | None) -> dict[str, str]:
+def observe(runner: InProcess, run_dirs: list[RunDir]) -> dict[str, str]:
     """Run the `experiment_folders` observation; partition -> observed source version."""
-    defs.resolve_job_def(observe_job.name).execute_in_process(
-        instance=instance, run_config=run_config)
-    observed = observed_versions(instance)
+    runner.run(observe_job.name)
+    observed = observed_versions(runner.instance)
     return {r.key: observed[r.key] for r in run_dirs if r.key in observed}
 
 
@@ -117,11 +130,15 @@ def ingest(
     progress: Callable[[str], None] = lambda _msg: None,
     run_config: dict | None = None,
 ) -> IngestReport:
+    runner = InProcess(defs, instance, run_config or {})
+    abandoned = fail_abandoned_runs(instance)
+    if abandoned:
+        progress(f"marked {len(abandoned)} runs of killed align-track processes failed")
     run_dirs = find_run_dirs(experiments_dir)
     report = IngestReport(discovered=len(run_dirs))
     known = set(instance.get_dynamic_partitions(PARTITIONS))
-    report.removed = remove_gone(defs, instance, {r.key for r in run_dirs}, run_config)
-    versions = observe(defs, instance, run_dirs, run_config)
+    report.removed = remove_gone(runner, {r.key for r in run_dirs})
+    versions = observe(runner, run_dirs)
     new = [r.key for r in run_dirs if r.key not in known]
     progress(f"discovered {len(run_dirs)} run directories ({len(new)} new, "
              f"{len(report.removed)} removed)")
@@ -135,19 +152,14 @@ def ingest(
         todo = [k for k, s in states.items() if s != FRESH and k not in errors]
         if not todo:
             continue
-        job = defs.resolve_job_def(phase.job)
         ranges = contiguous_ranges(todo, instance.get_dynamic_partitions(PARTITIONS))
         found: dict[str, str] = {}
         started = time.perf_counter()
         for n, (first, last) in enumerate(ranges, 1):
             progress(f"{phase.job} run {n}/{len(ranges)}: partitions {first} .. {last}")
-            result = job.execute_in_process(
-                instance=instance,
-                tags={"dagster/asset_partition_range_start": first,
-                      "dagster/asset_partition_range_end": last},
-                run_config=run_config,
-                raise_on_error=False,
-            )
+            result = runner.run(phase.job, raise_on_error=False,
+                                tags={"dagster/asset_partition_range_start": first,
+                                      "dagster/asset_partition_range_end": last})
             found |= _failures(result)
         progress(f"{phase.job}: {len(todo)} partitions in {time.perf_counter() - started:.2f} s")
         after = partition_states(instance, versions, phase.expected)
