@@ -38,6 +38,16 @@ def lean_run(repo: Repo, experiment: str) -> Run:
                capture_terminal_logs=False, log_system_params=False)
 
 
+def set_archived(repo: Repo, run_hash: str) -> None:
+    """Set Aim's own `archived` flag on an existing run (reopened for writing, no tracking)."""
+    run = Run(run_hash=run_hash, repo=repo, system_tracking_interval=None,
+              capture_terminal_logs=False, log_system_params=False)
+    try:
+        run.archived = True
+    finally:
+        run.close()
+
+
 def run_exists(repo: Repo, run_hash: str) -> bool:
     return (Path(repo.path) / "meta" / "chunks" / run_hash).is_dir()
 

@@ -159,6 +159,18 @@ class AimWriter:
         self.manifest.forget(list(known))
         return len(known)
 
+    def archive_partition(self, partition: str) -> int:
+        """Mark the partition's runs archived (Aim's own flag: hidden from the default views,
+        kept, restorable in the UI) and forget them, so a folder put back gets new runs."""
+        known = self.manifest.rows(partition)
+        hashes = [h for h, _, _ in known.values()
+                  if not h.startswith(CREATING) and aim_compat.run_exists(self.repo, h)]
+        for run_hash in hashes:
+            aim_compat.set_archived(self.repo, run_hash)
+        self._index(hashes)
+        self.manifest.forget(list(known))
+        return len(hashes)
+
     def close(self) -> None:
         self.manifest.close()
         self.repo.container_pool.clear()

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import sqlite3
+import stat as statmod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,50 +67,67 @@ def _skipped(name: str) -> bool:
 def find_run_dirs(root: Path) -> list[RunDir]:
     """Every run directory under `root` (root included), sorted by relative path."""
     root = Path(root)
-    real_root = root.resolve()
-    found = [
-        RunDir(path, path.relative_to(root).as_posix() or ".")
-        for path in _walk(root, real_root, set())
-        if (path / INPUT_OUTPUT).exists() or (path / INPUT_OUTPUT).is_symlink()
-    ]
+    real_root = os.path.realpath(root)
+    found = [RunDir(root / rel if rel != "." else root, rel)
+             for rel in _walk(str(root), ".", real_root, real_root, set())]
     return sorted(found, key=lambda r: r.rel_path)
 
 
-def _walk(directory: Path, real_root: Path, seen: set[str]) -> Iterator[Path]:
-    real = os.path.realpath(directory)
-    if real in seen or not _inside(real, real_root):
+def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str]) -> Iterator[str]:
+    """Relative paths of the run directories at and below `path` (whose real path is `real`).
+
+    Works on strings and directory entries: a real path is resolved only through symlinks,
+    and a directory's entries tell whether it holds input_output.json without a stat call,
+    so a pass over a large tree costs little more than its `scandir` calls.
+    """
+    if real in seen or not (real == real_root or real.startswith(real_root + os.sep)):
         return
     seen.add(real)
-    yield directory
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
     except OSError:
         return
+    if any(e.name == INPUT_OUTPUT for e in entries):
+        yield rel
     for entry in entries:
-        if not _skipped(entry.name) and entry.is_dir(follow_symlinks=True):
-            yield from _walk(Path(entry.path), real_root, seen)
+        if _skipped(entry.name) or not entry.is_dir(follow_symlinks=True):
+            continue
+        child = entry.name if rel == "." else f"{rel}/{entry.name}"
+        child_real = (os.path.realpath(entry.path) if entry.is_symlink()
+                      else os.path.join(real, entry.name))
+        yield from _walk(entry.path, child, child_real, real_root, seen)
 
 
-def _inside(real: str, real_root: Path) -> bool:
-    return real == str(real_root) or real.startswith(str(real_root) + os.sep)
+def _source_stats(run_dir: Path) -> list[tuple[str, os.stat_result]]:
+    """(relative name, stat) of each source file present in a run directory."""
+    base = os.fspath(run_dir)
+    found = []
+    for name in SOURCE_FILES:
+        try:
+            st = os.stat(os.path.join(base, name))
+        except OSError:
+            continue
+        if statmod.S_ISREG(st.st_mode):
+            found.append((name, st))
+    try:
+        targets = sorted(os.scandir(os.path.join(base, TARGETS_DIR)), key=lambda e: e.name)
+    except OSError:  # no targets/ folder (the common case)
+        return found
+    for entry in targets:
+        if entry.name.endswith(".json") and entry.is_file():
+            found.append((f"{TARGETS_DIR}/{entry.name}", entry.stat()))
+    return found
 
 
 def source_paths(run_dir: Path) -> list[str]:
     """Relative names of the source files present in a run directory."""
-    present = [name for name in SOURCE_FILES if (run_dir / name).is_file()]
-    targets = run_dir / TARGETS_DIR
-    if targets.is_dir():
-        present += sorted(f"{TARGETS_DIR}/{p.name}" for p in targets.glob("*.json"))
-    return present
+    return [name for name, _ in _source_stats(run_dir)]
 
 
 def stat_signature(run_dir: Path) -> str:
-    """Cheap change detector: names, sizes and mtimes of the source files."""
-    parts = []
-    for name in source_paths(run_dir):
-        st = (run_dir / name).stat()
-        parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
-    return "|".join(parts)
+    """Cheap change detector: names, sizes, mtimes and inodes of the source files."""
+    return "|".join(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+                    for name, st in _source_stats(run_dir))
 
 
 def content_hash(run_dir: Path) -> str:

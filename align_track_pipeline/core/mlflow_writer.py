@@ -74,6 +74,14 @@ class MlflowWriter:
         self._backend.replace([e.run_id for e in existing], [])
         return len(existing)
 
+    def archive_partition(self, partition: str) -> int:
+        """Move the partition's runs to MLflow's `deleted` lifecycle stage: hidden from the
+        default views and from later upserts, kept with their data, restorable (`mlflow runs
+        restore`, or the UI's deleted-runs view)."""
+        existing = self._backend.find(partition)
+        self._backend.archive([e.run_id for e in existing])
+        return len(existing)
+
     def run_url(self, ui_url: str, run_id: str) -> str:
         return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
@@ -88,6 +96,8 @@ class _Backend:
     def find(self, partition: str) -> list[Existing]: ...
 
     def replace(self, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]: ...
+
+    def archive(self, run_ids: list[str]) -> None: ...
 
 
 class _SqlBackend(_Backend):
@@ -155,6 +165,13 @@ class _SqlBackend(_Backend):
             shutil.rmtree(self._artifact_dir(run_id).parent, ignore_errors=True)
         return run_ids
 
+    def archive(self, run_ids: list[str]) -> None:
+        mc = self._mc
+        with self._store.ManagedSessionMaker() as session:
+            session.query(mc.SqlRun).filter(mc.SqlRun.run_uuid.in_(run_ids)).update(
+                {"lifecycle_stage": "deleted", "deleted_time": int(time.time() * 1000)},
+                synchronize_session=False)
+
     def _run_row(self, run_id: str, spec: RunSpec, now: int) -> dict:
         return {
             "run_uuid": run_id, "name": spec.name, "source_type": "LOCAL", "source_name": "",
@@ -209,11 +226,14 @@ class _ApiBackend(_Backend):
             if not token:
                 return out
 
+    def archive(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:  # the public API's delete is this soft delete
+            self._client.delete_run(run_id)
+
     def replace(self, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]:
         from mlflow.entities import Metric, Param, RunTag
 
-        for run_id in old_run_ids:
-            self._client.delete_run(run_id)
+        self.archive(old_run_ids)
         run_ids: dict[str, str] = {}
         for spec in specs:  # parents come first, so a child's parent id is known
             tags = _with_parent(spec, run_ids)

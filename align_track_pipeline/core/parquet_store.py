@@ -56,3 +56,14 @@ class ParquetStore:
         existed = path.exists()
         path.unlink(missing_ok=True)
         return existed
+
+    def archive(self, table: str, partition_key: str, batch: str) -> bool:
+        """Move the partition's file to `<data dir>/archive/<batch>/<table>/`, out of the
+        table's dataset (readers no longer see it) but kept; returns whether it existed."""
+        path = self.path(table, partition_key)
+        if not path.exists():
+            return False
+        target = self.root.parent / "archive" / batch / table / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        return True

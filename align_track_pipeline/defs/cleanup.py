@@ -1,4 +1,8 @@
-"""Removed run directories: their partitions go, and so does their data in every store."""
+"""Removed run directories: their partitions go, and their data in every store is deleted or,
+with `ALIGN_TRACK_ON_REMOVED=archive`, archived (kept, out of every default view)."""
+
+import os
+import time
 
 import dagster as dg
 
@@ -8,13 +12,28 @@ from .resources import AimTarget, DataStore, MlflowTarget
 TABLES = ("experiments", "scenes")
 ASSETS = (*TABLES, "mlflow_runs", "aim_runs")
 REMOVED = "removed"
+DELETE, ARCHIVE = "delete", "archive"
+
+
+def removal_mode(configured: str = "") -> str:
+    """The configured mode, else `ALIGN_TRACK_ON_REMOVED`, else `delete`."""
+    mode = configured or os.environ.get("ALIGN_TRACK_ON_REMOVED") or DELETE
+    if mode not in (DELETE, ARCHIVE):
+        raise ValueError(f"removal mode must be {DELETE!r} or {ARCHIVE!r} "
+                         f"(ALIGN_TRACK_ON_REMOVED or the op config), not {mode!r}")
+    return mode
 
 
 class CleanupConfig(dg.Config):
     partitions: list[str]
+    # `delete`, `archive`, or empty for ALIGN_TRACK_ON_REMOVED (default delete). Archived data
+    # is kept: Parquet files under <data dir>/archive/, MLflow runs in the `deleted` lifecycle
+    # stage (restorable), Aim runs with Aim's `archived` flag.
+    mode: str = ""
 
 
-@dg.op(description="Delete the Parquet files, MLflow runs and Aim runs of removed partitions.")
+@dg.op(description="Delete (or archive) the Parquet files, MLflow runs and Aim runs of removed "
+       "partitions.")
 def remove_partition_data(
     context: dg.OpExecutionContext,
     config: CleanupConfig,
@@ -22,35 +41,43 @@ def remove_partition_data(
     mlflow: MlflowTarget,
     aim: AimTarget,
 ) -> None:
+    mode = removal_mode(config.mode)
+    batch = time.strftime("%Y%m%dT%H%M%S") + f"-{context.run_id[:8]}"
     mlflow_writer, aim_writer = mlflow.writer(), aim.writer()
     cache = store.fingerprints()
     counts = {"parquet_files": 0, "mlflow_runs": 0, "aim_runs": 0}
     try:
         for key in config.partitions:
-            counts["parquet_files"] += sum(store.parquet.delete(t, key) for t in TABLES)
-            counts["mlflow_runs"] += mlflow_writer.delete_partition(key)
-            counts["aim_runs"] += aim_writer.delete_partition(key)
+            if mode == ARCHIVE:
+                counts["parquet_files"] += sum(store.parquet.archive(t, key, batch) for t in TABLES)
+                counts["mlflow_runs"] += mlflow_writer.archive_partition(key)
+                counts["aim_runs"] += aim_writer.archive_partition(key)
+            else:
+                counts["parquet_files"] += sum(store.parquet.delete(t, key) for t in TABLES)
+                counts["mlflow_runs"] += mlflow_writer.delete_partition(key)
+                counts["aim_runs"] += aim_writer.delete_partition(key)
         cache.forget(config.partitions)
         for key in config.partitions:
             for asset in ASSETS:
-                context.log_event(_tombstone(asset, key))
+                context.log_event(_tombstone(asset, key, mode))
             context.log_event(dg.AssetObservation(
                 asset_key=FOLDERS, partition=key, tags={DATA_VERSION_TAG: REMOVED}))
     finally:
         aim_writer.close()
         cache.close()
-    context.log.info(f"removed {counts} for {len(config.partitions)} partitions")
-    context.add_output_metadata(counts | {"partitions": dg.MetadataValue.json(config.partitions)})
+    context.log.info(f"{mode}d {counts} for {len(config.partitions)} partitions")
+    context.add_output_metadata(
+        counts | {"mode": mode, "partitions": dg.MetadataValue.json(config.partitions)})
 
 
-def _tombstone(asset: str, key: str) -> dg.AssetMaterialization:
+def _tombstone(asset: str, key: str, mode: str) -> dg.AssetMaterialization:
     """Records that the partition's data is gone. Dagster keeps a deleted partition's history
     (there is no per-partition wipe on SQLite or Postgres), so without this a folder added back
     would look fresh and never be ingested again. The folder's observation is reset the same way
     (beside), so a folder put back with the same bytes counts as changed."""
     return dg.AssetMaterialization(
         asset_key=asset, partition=key, tags={DATA_VERSION_TAG: REMOVED},
-        metadata={"removed": "run directory deleted from the tree; its data was removed"})
+        metadata={"removed": f"run directory deleted from the tree; its data was {mode}d"})
 
 
 @dg.job(description="Clean up after run directories that disappeared from the tree.")

@@ -160,3 +160,52 @@ def test_ingest_cleans_up_a_removed_folder_itself(capsys, small_tree, data_dir):
     store = ParquetStore(data_dir)
     assert not any(store.path(t, gone.key).exists() for t in ("experiments", "scenes"))
     assert store.path("scenes", find_run_dirs(small_tree)[0].key).exists()
+
+
+def test_archive_mode_keeps_a_removed_folders_data_out_of_sight(capsys, monkeypatch, small_tree,
+                                                                data_dir):
+    import pyarrow.dataset as ds
+    from mlflow.entities import ViewType
+
+    monkeypatch.setenv("ALIGN_TRACK_ON_REMOVED", "archive")
+    args = ["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir), "--json"]
+    assert main(args) == 0
+    gone = find_run_dirs(small_tree)[0]
+    scenes = item_count(gone.path)
+    shutil.rmtree(gone.path)
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["removed"] == [gone.key]
+
+    archived = list((data_dir / "archive").rglob("*.parquet"))
+    assert len(archived) == 2  # experiments and scenes, kept
+    table = ds.dataset(data_dir / "parquet" / "scenes").to_table()
+    assert gone.key not in set(table.column("partition_key").to_pylist())
+    client = MlflowClient(f"sqlite:///{data_dir}/mlflow.db")
+    exp = client.get_experiment_by_name("align-system")
+    query = f"tags.partition_key = '{gone.key}'"
+    assert client.search_runs([exp.experiment_id], query) == []
+    kept = client.search_runs([exp.experiment_id], query, run_view_type=ViewType.DELETED_ONLY)
+    assert len(kept) == scenes + 1  # the parent and its scenes, restorable
+    aim = data_dir / "aim"
+    assert aim_runs_seen_by_a_fresh_process(aim, f'run.partition_key == "{gone.key}"') == []
+    hidden = aim_runs_seen_by_a_fresh_process(
+        aim, f'run.partition_key == "{gone.key}" and run.archived == True')
+    assert len(hidden) == scenes
+
+    shutil.copytree(SAMPLE_TREE / gone.rel_path, gone.path)  # back: ingested anew
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["materialized"] == [gone.key]
+    assert len(client.search_runs([exp.experiment_id], query)) == scenes + 1
+    assert len(aim_runs_seen_by_a_fresh_process(aim, f'run.partition_key == "{gone.key}"')) == (
+        scenes)
+
+
+def test_an_unknown_removal_mode_is_refused(monkeypatch):
+    import pytest
+
+    from align_track_pipeline.defs.cleanup import removal_mode
+
+    assert removal_mode() == "delete" and removal_mode("archive") == "archive"
+    monkeypatch.setenv("ALIGN_TRACK_ON_REMOVED", "purge")
+    with pytest.raises(ValueError, match="ALIGN_TRACK_ON_REMOVED"):
+        removal_mode()
