@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .core.run_specs import mlflow_code_version
 from .defs.aim_assets import aim_reindex, aim_reindex_sensor, log_aim_runs
 from .defs.assets import parse_run_dirs
 from .defs.automation import automation_sensor
@@ -34,15 +35,18 @@ def build_defs(
 ) -> dg.Definitions:
     """Definitions bound to a tree and a data dir (defaults: env vars, then embedded)."""
     data_dir = data_dir or default_data_dir()
+    mlflow = mlflow or default_mlflow_target(data_dir)
+    mlflow_runs = log_mlflow_runs.map_asset_specs(
+        lambda spec: spec.replace_attributes(code_version=mlflow_code_version(mlflow.mode)))
     return dg.Definitions(
-        assets=[experiment_folders, parse_run_dirs, log_mlflow_runs, log_aim_runs],
+        assets=[experiment_folders, parse_run_dirs, mlflow_runs, log_aim_runs],
         jobs=[observe_job, ingest_job, mlflow_job, aim_job, aim_reindex, cleanup_removed],
         sensors=[experiment_folder_sensor, automation_sensor, aim_reindex_sensor],
         schedules=[nightly_ingestion],
         resources={
             "tree": ExperimentTree(root=experiments_dir or default_experiments_dir()),
             "store": DataStore(data_dir=data_dir),
-            "mlflow": mlflow or default_mlflow_target(data_dir),
+            "mlflow": mlflow,
             "aim": aim or default_aim_target(data_dir),
         },
         loggers=loggers,

@@ -19,6 +19,12 @@ MAX_PARAM_CHARS, MAX_TAG_CHARS = 6000, 8000  # MLflow's limits; longer values go
 
 
 
+def mlflow_code_version(mode: str) -> str:
+    """The `mlflow_runs` code version: the layout and the mode, so switching `--flat` (or
+    ALIGN_TRACK_MLFLOW_FLAT for the daemon) re-logs every partition like a layout bump."""
+    return f"{MLFLOW_LAYOUT_VERSION}-{mode}"
+
+
 def mlflow_version(source_version: str, mode: str) -> str:
     """The data version an up-to-date `mlflow_runs` partition records."""
     from .parse import data_version

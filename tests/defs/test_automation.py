@@ -187,3 +187,13 @@ def test_the_ui_shows_a_changed_folder_stale_with_the_reason(ingested):
     bumped = _with_code_version(defs, "parse_run_dirs", "999")
     assert _staleness(bumped, instance, "scenes", same.key) == (
         "STALE", ["has a new code version"])
+
+
+def test_switching_mlflow_to_flat_requests_every_mlflow_partition(ingested):
+    from align_track_pipeline.defs.resources import default_mlflow_target
+
+    tree, defs, instance, automation = ingested
+    data_dir = defs.resources["store"].data_dir
+    flat = build_defs(str(tree), data_dir, default_mlflow_target(data_dir, flat=True))
+    keys = {r.key for r in find_run_dirs(tree)}
+    assert _requested(automation.tick(flat)) == {"mlflow_runs": keys}
