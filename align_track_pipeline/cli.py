@@ -177,7 +177,7 @@ def cmd_aim_reindex(args: argparse.Namespace) -> int:
     data = (args.data_dir or Path(default_data_dir())).resolve()
     aim = default_aim_target(str(data), args.aim_repo)
     defs = build_defs(data_dir=str(data), aim=aim, loggers={"progress": progress_logger})
-    config = PROGRESS_RUN_CONFIG | {"ops": {"reindex_aim": {"config": {"full": args.full}}}}
+    config = PROGRESS_RUN_CONFIG | {"ops": {"aim_index": {"config": {"full": args.full}}}}
     with open_instance(data) as instance:
         result = defs.resolve_job_def("aim_reindex").execute_in_process(
             instance=instance, run_config=config, tags=cli_run_tags(), raise_on_error=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .core.run_specs import mlflow_code_version
-from .defs.aim_assets import aim_reindex, aim_reindex_sensor, log_aim_runs
+from .defs.aim_assets import aim_index, aim_reindex, aim_reindex_sensor, log_aim_runs
 from .defs.assets import parse_run_dirs
 from .defs.automation import automation_sensor
 from .defs.cleanup import cleanup_removed
@@ -39,7 +39,7 @@ def build_defs(
     mlflow_runs = log_mlflow_runs.map_asset_specs(
         lambda spec: spec.replace_attributes(code_version=mlflow_code_version(mlflow.mode)))
     return dg.Definitions(
-        assets=[experiment_folders, parse_run_dirs, mlflow_runs, log_aim_runs],
+        assets=[experiment_folders, parse_run_dirs, mlflow_runs, log_aim_runs, aim_index],
         jobs=[observe_job, ingest_job, mlflow_job, aim_job, aim_reindex, cleanup_removed],
         sensors=[experiment_folder_sensor, automation_sensor, aim_reindex_sensor],
         schedules=[nightly_ingestion],

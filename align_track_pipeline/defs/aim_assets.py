@@ -1,4 +1,4 @@
-"""`aim_runs` (one flat run per scene) and the `aim_reindex` job that keeps the index current."""
+"""`aim_runs` (one flat run per scene) and `aim_index`, the repo index kept current after them."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,21 +52,30 @@ class ReindexConfig(dg.Config):
     full: bool = False  # rebuild the whole index (slow); default: only outdated runs
 
 
-@dg.op(description="Bring the Aim repo index up to date: index runs whose index entry is "
-       "missing or outdated, or rebuild it all with full=True.")
-def reindex_aim(context: dg.OpExecutionContext, config: ReindexConfig, aim: AimTarget) -> None:
+@dg.asset(
+    deps=["aim_runs"],
+    group_name="trackers",
+    kinds={"aim"},
+    pool="aim",  # the index is one writer's at a time, like the runs
+    description="The Aim repo index (what the runs table and queries read): brought up to "
+    "date after aim_runs materializations, or rebuilt with full=True.",
+)
+def aim_index(context: dg.AssetExecutionContext, config: ReindexConfig,
+              aim: AimTarget) -> dg.MaterializeResult:
+    """Index the runs whose index entry is missing or outdated (e.g. written while `aim up`
+    held the index), or rebuild it all."""
     repo = aim_compat.open_repo(Path(aim.repo))
     if config.full:
         count = aim_compat.rebuild_index(repo)
     else:
         count = aim_compat.index_runs(repo, aim_compat.outdated_runs(repo))
     context.log.info(f"indexed {count} runs ({'full rebuild' if config.full else 'incremental'})")
-    context.add_output_metadata({"indexed_runs": count, "full": config.full})
+    return dg.MaterializeResult(metadata={"indexed_runs": count, "full": config.full,
+                                          "repo": dg.MetadataValue.path(aim.repo)})
 
 
-@dg.job(description="Aim index upkeep: after aim_runs materializations, or by hand.")
-def aim_reindex() -> None:
-    reindex_aim()
+# Aim index upkeep: launched by the sensor below after aim_runs materializations, or by hand.
+aim_reindex = dg.define_asset_job("aim_reindex", selection=["aim_index"])
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey("aim_runs"), job=aim_reindex,

@@ -15,6 +15,7 @@ from align_track_pipeline.core import aim_compat
 from align_track_pipeline.core.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.aim_assets import aim_reindex_sensor
+from align_track_pipeline.defs.instance import open_instance
 from tests.conftest import (
     _free_port,
     aim_runs_seen_by_a_fresh_process,
@@ -77,6 +78,22 @@ def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, dat
                                           cursor=context.cursor)
         again = list(aim_reindex_sensor(context))
         assert not any(isinstance(r, dg.RunRequest) for r in again)
+
+
+def test_aim_reindex_command_indexes_what_is_outdated(small_tree, data_dir, capsys):
+    _ingest(capsys, small_tree, data_dir)
+    repo = aim_compat.open_repo(data_dir / "aim")
+    unindexed = aim_compat.lean_run(repo, "by hand")
+    unindexed.close()
+    assert aim_compat.outdated_runs(aim_compat.open_repo(data_dir / "aim")) == [unindexed.hash]
+    assert main(["aim-reindex", "--data-dir", str(data_dir)]) == 0
+    assert aim_compat.outdated_runs(aim_compat.open_repo(data_dir / "aim")) == []
+    assert main(["aim-reindex", "--data-dir", str(data_dir), "--full"]) == 0
+    with open_instance(data_dir) as instance:
+        record = instance.fetch_materializations(dg.AssetKey("aim_index"), limit=1).records[0]
+    meta = record.asset_materialization.metadata
+    assert meta["full"].value is True and meta["indexed_runs"].value == len(
+        aim_compat.all_run_hashes(repo))
 
 
 def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir):

@@ -86,7 +86,17 @@ def test_materialization_metadata_has_what_the_ui_shows(sample_tree, data_dir, i
     assert "timing_seconds" in columns and "item_json" in columns
 
 
-def test_definitions_load():
+def test_definitions_load_and_the_graph_reads_tree_to_index():
     defs = build_defs()
     dg.Definitions.validate_loadable(defs)
-    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {"experiments", "scenes"}
+    graph = defs.resolve_asset_graph()
+
+    def parents(key: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(key)).parent_keys}
+
+    assert parents("experiments") == parents("scenes") == {"experiment_folders"}
+    assert parents("mlflow_runs") == parents("aim_runs") == {"experiments", "scenes"}
+    assert parents("aim_index") == {"aim_runs"}
+    assert {s.name for s in defs.sensors} == {
+        "experiment_folder_sensor", "automation", "aim_reindex_sensor"}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
