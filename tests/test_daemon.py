@@ -42,6 +42,14 @@ def _ingested(data: Path, key: str, scenes: int) -> bool:
     return len(aim) == scenes
 
 
+def _runs_that_wrote(home: Path, asset: str) -> set[str]:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+    return {r.run_id for r in records}
+
+
 def _wait(what: str, done, daemon: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + BOUND_SECONDS
     while not done():
@@ -64,9 +72,12 @@ def test_the_daemon_ingests_a_new_folder_with_no_other_action(tmp_path, small_tr
             [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        # Started on an existing tree, the daemon ingests it (plain eager() would not).
-        for run in find_run_dirs(small_tree):
+        # Started on an existing tree, the daemon ingests it (plain eager() would not), the
+        # partitions batched in one run (a single-run backfill), not one run per partition.
+        existing = find_run_dirs(small_tree)
+        for run in existing:
             _wait(run.key, lambda r=run: _ingested(data, r.key, item_count(r.path)), daemon, log)
+        assert len(_runs_that_wrote(home, "scenes")) == 1
 
         late = small_tree / "late" / "run"
         shutil.copytree(SAMPLE_TREE / "wrapper_2026_04" / "random", late)
