@@ -32,7 +32,13 @@ class ExperimentTree(dg.ConfigurableResource):
         return Path(self.root)
 
     def run_dirs(self) -> list[RunDir]:
-        return find_run_dirs(self.root_path)
+        """The tree's run directories. Raises if the root is not a readable directory: an
+        unmounted or mistyped tree must never read as an empty one (whose partitions would
+        all be cleaned up as removed)."""
+        root = self.root_path
+        if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
+            raise FileNotFoundError(f"experiment-data tree not found or not readable: {root}")
+        return find_run_dirs(root)
 
     def run_dir(self, partition_key: str) -> RunDir:
         rel = rel_path_of(partition_key)

@@ -24,7 +24,11 @@ def nightly_ingestion(
     """Launches an observation of the tree when any folder is new or may have changed (the
     observation registers new folders; automation then ingests what changed). With nothing
     changed, the tick launches nothing and writes no event."""
-    suspects = folders_to_observe(context.instance, tree.run_dirs(), store)
+    try:
+        run_dirs = tree.run_dirs()
+    except FileNotFoundError as exc:
+        return dg.SkipReason(str(exc))
+    suspects = folders_to_observe(context.instance, run_dirs, store)
     if not suspects:
         return dg.SkipReason("no folder is new or changed since the last observation")
     return dg.RunRequest(

@@ -25,7 +25,10 @@ def experiment_folder_sensor(
     """Adds a partition per new run directory, deletes the partitions whose folder is gone
     (requesting the cleanup of their data), and requests an observation of the folders whose
     stat data changed. State lives in the instance and the fingerprint cache, not a cursor."""
-    run_dirs = tree.run_dirs()
+    try:
+        run_dirs = tree.run_dirs()
+    except FileNotFoundError as exc:  # e.g. an unmounted share: remove nothing, wait
+        return dg.SkipReason(str(exc))
     on_disk = {r.key for r in run_dirs}
     known = set(context.instance.get_dynamic_partitions(experiment_partitions.name))
     new, gone = sorted(on_disk - known), sorted(known - on_disk)

@@ -209,3 +209,21 @@ def test_an_unknown_removal_mode_is_refused(monkeypatch):
     monkeypatch.setenv("ALIGN_TRACK_ON_REMOVED", "purge")
     with pytest.raises(ValueError, match="ALIGN_TRACK_ON_REMOVED"):
         removal_mode()
+
+
+def test_a_missing_tree_root_removes_nothing(tmp_path, small_tree, data_dir):
+    """An unmounted share must not read as an empty tree whose partitions all went away."""
+    defs = build_defs(str(small_tree), str(data_dir))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        apply_partition_requests(instance, sensor_tick(defs, instance))
+        keys = set(instance.get_dynamic_partitions("experiments"))
+        small_tree.rename(small_tree.with_name("unmounted"))
+        result = sensor_tick(defs, instance)
+        assert isinstance(result, dg.SkipReason) and "not found" in result.skip_message
+        assert set(instance.get_dynamic_partitions("experiments")) == keys
+        context = dg.build_schedule_context(instance=instance)
+        skipped = nightly_ingestion(context, tree=defs.resources["tree"],
+                                    store=defs.resources["store"])
+        assert isinstance(skipped, dg.SkipReason)
+        observe = defs.resolve_job_def("observe_experiment_folders")
+        assert not observe.execute_in_process(instance=instance, raise_on_error=False).success
