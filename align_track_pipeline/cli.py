@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .core.discovery import find_run_dirs
@@ -21,7 +22,11 @@ from .defs.resources import (
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return args.func(args)
+    with warnings.catch_warnings():
+        # Binding resources to sensors, Dagster 1.13 warns about its own beta `owners`
+        # argument: noise on a user's terminal, nothing they can act on.
+        warnings.filterwarnings("ignore", message="Parameter `owners`")
+        return args.func(args)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -138,12 +138,12 @@ def ingest(
     report = IngestReport(discovered=len(run_dirs))
     known = set(instance.get_dynamic_partitions(PARTITIONS))
     report.removed = remove_gone(runner, {r.key for r in run_dirs})
-    started = time.perf_counter()
-    versions = observe(runner, run_dirs)
-    progress(f"observe: {len(run_dirs)} partitions in {time.perf_counter() - started:.2f} s")
     new = [r.key for r in run_dirs if r.key not in known]
     progress(f"discovered {len(run_dirs)} run directories ({len(new)} new, "
              f"{len(report.removed)} removed)")
+    started = time.perf_counter()
+    versions = observe(runner, run_dirs)
+    progress(f"observe: {len(run_dirs)} partitions in {time.perf_counter() - started:.2f} s")
     before = partition_states(instance, versions, all_expected(mlflow))
     report.fresh = [k for k, s in before.items() if s == FRESH]
     # Lets Dagster write a run's planned-materialization events in batches.
