@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -57,6 +59,27 @@ def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
     """Free every concurrency-pool slot a run holds (an event-log storage method that Dagster
     does not re-export; a test pins it)."""
     instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
+
+# Dagster reads this variable on every run it starts (an undocumented switch; a test pins it).
+_SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+@contextmanager
+def one_planned_event_per_asset() -> Iterator[None]:
+    """Runs started inside store one "materialization planned" event per asset for their whole
+    partition range instead of one per partition (the in-progress display is the same). The
+    price: Dagster does not mark a partition failed when such a run fails, so callers run the
+    partitions that failed again outside."""
+    old = os.environ.get(_SUBSET_PLANNED_EVENTS)
+    os.environ[_SUBSET_PLANNED_EVENTS] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(_SUBSET_PLANNED_EVENTS, None)
+        else:
+            os.environ[_SUBSET_PLANNED_EVENTS] = old
 
 
 def _alive(pid: int) -> bool:
