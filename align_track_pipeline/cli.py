@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         # Binding resources to sensors, Dagster 1.13 warns about its own beta `owners`
         # argument: noise on a user's terminal, nothing they can act on.
         warnings.filterwarnings("ignore", message="Parameter `owners`")
-        return args.func(args)
+        try:
+            return args.func(args)
+        except KeyboardInterrupt as exc:
+            print(f"align-track: interrupted ({exc or 'between runs'})", file=sys.stderr)
+            return 130
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import dagster as dg
 
 from .automation import TRACKERS_CONDITION
 from .freshness import DATA_VERSION_TAG, provenance_tags
+from .interrupts import remembered_interrupts
 from .partitions import experiment_partitions
 from .resources import DataStore
 
@@ -56,16 +57,18 @@ def materialize_each(context: dg.AssetExecutionContext, upsert: Callable[[str], 
     code_version = context.assets_def.code_versions_by_key[asset]
     provenance = provenance_tags(context.instance, code_version, UPSTREAM, keys)
     failures: dict[str, str] = {}
-    for n, key in enumerate(keys, 1):
-        try:
-            version, metadata = upsert(key)
-        except Exception as exc:  # one partition's failure must not sink the others
-            failures[key] = f"{key}: {type(exc).__name__}: {exc}"
-            context.log.error(f"[{n}/{len(keys)}] {failures[key]}")
-            continue
-        context.log_event(dg.AssetMaterialization(
-            asset_key=asset, partition=key, metadata=metadata,
-            tags=provenance[key] | {DATA_VERSION_TAG: version}))
+    with remembered_interrupts() as check_interrupt:
+        for n, key in enumerate(keys, 1):
+            check_interrupt()
+            try:
+                version, metadata = upsert(key)
+            except Exception as exc:  # one partition's failure must not sink the others
+                failures[key] = f"{key}: {type(exc).__name__}: {exc}"
+                context.log.error(f"[{n}/{len(keys)}] {failures[key]}")
+                continue
+            context.log_event(dg.AssetMaterialization(
+                asset_key=asset, partition=key, metadata=metadata,
+                tags=provenance[key] | {DATA_VERSION_TAG: version}))
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} of {len(keys)} partitions failed: "

@@ -177,6 +177,9 @@ def ingest(
     return report
 
 
+_INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
 def _run_ranges(runner: InProcess, job: str, keys: list[str], order: list[str],
                 progress: Callable[[str], None]) -> dict[str, str]:
     """Run `job` over `keys`, one run per contiguous range; partition -> error."""
@@ -192,9 +195,13 @@ def _run_ranges(runner: InProcess, job: str, keys: list[str], order: list[str],
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
-    """Partition -> error, from the `failures` metadata the assets attach to their Failure."""
+    """Partition -> error, from the `failures` metadata the assets attach to their Failure.
+    Raises KeyboardInterrupt if a step was interrupted (Ctrl-C, SIGTERM): stop, do not retry."""
     out: dict[str, str] = {}
     for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        if error and error.cls_name in _INTERRUPTS:
+            raise KeyboardInterrupt(f"{result.job_def.name} run {result.run_id}")
         data = event.step_failure_data.user_failure_data
         failures = data.metadata.get("failures") if data else None
         if failures is not None:
