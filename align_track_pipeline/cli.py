@@ -180,16 +180,17 @@ def _serve(what: str, cmd: list[str], port: int, store: str) -> int:
 def cmd_aim_reindex(args: argparse.Namespace) -> int:
     """Run the `aim_reindex` job in-process, recorded in the Dagster instance."""
     from .definitions import build_defs
-    from .defs.instance import cli_run_tags, open_instance
+    from .defs.ingest import InProcess
+    from .defs.instance import open_instance
     from .defs.progress import PROGRESS_RUN_CONFIG, progress_logger
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
     aim = default_aim_target(str(data), args.aim_repo)
     defs = build_defs(data_dir=str(data), aim=aim, loggers={"progress": progress_logger})
-    config = PROGRESS_RUN_CONFIG | {"ops": {"aim_index": {"config": {"full": args.full}}}}
     with open_instance(data) as instance:
-        result = defs.resolve_job_def("aim_reindex").execute_in_process(
-            instance=instance, run_config=config, tags=cli_run_tags(), raise_on_error=False)
+        result = InProcess(defs, instance, PROGRESS_RUN_CONFIG).run(
+            "aim_reindex", {"ops": {"aim_index": {"config": {"full": args.full}}}},
+            raise_on_error=False)
     return 0 if result.success else 1
 
 

@@ -32,6 +32,11 @@ class CleanupConfig(dg.Config):
     mode: str = ""
 
 
+def cleanup_config(partitions: list[str]) -> dict:
+    """Run config of `cleanup_removed` for these partitions (mode from the environment)."""
+    return {"ops": {"remove_partition_data": {"config": {"partitions": partitions}}}}
+
+
 @dg.op(description="Delete (or archive) the Parquet files, MLflow runs and Aim runs of removed "
        "partitions.")
 def remove_partition_data(

@@ -3,6 +3,7 @@ content fingerprint of its run directory, recorded only when it changed."""
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import dagster as dg
@@ -11,6 +12,8 @@ from ..core.discovery import RunDir
 from .freshness import FOLDERS, changed_folders, observed_versions
 from .partitions import experiment_partitions
 from .resources import DataStore, ExperimentTree
+
+OBSERVE_JOB = "observe_experiment_folders"
 
 
 def register_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
@@ -36,6 +39,21 @@ def folders_to_observe(
     observed = observed_versions(instance)
     return {key: stat for key, (stat, version) in peeked.items()
             if version is None or observed.get(key) != version}
+
+
+def run_key(prefix: str, state: list[str]) -> str:
+    """The same state gives the same key, so Dagster launches its run once."""
+    return f"{prefix}-{hashlib.blake2b(chr(10).join(state).encode(), digest_size=8).hexdigest()}"
+
+
+def observation_request(prefix: str, suspects: dict[str, str]) -> dg.RunRequest:
+    """A run of the observation job for these folders (key -> stat signature); the same
+    folders in the same state give the same run key, so a repeated tick launches nothing."""
+    return dg.RunRequest(
+        job_name=OBSERVE_JOB,
+        run_key=run_key(prefix, [f"{k}:{s}" for k, s in sorted(suspects.items())]),
+        tags={"align_track/folders": str(len(suspects))},
+    )
 
 
 def observe_folders(
@@ -70,4 +88,4 @@ with warnings.catch_warnings():  # observable source assets are "beta" in Dagste
     )(observe_folders)
 
 # Observing is a run of its own: `materialize()` of an observable source records nothing.
-observe_job = dg.define_asset_job("observe_experiment_folders", selection=[FOLDERS])
+observe_job = dg.define_asset_job(OBSERVE_JOB, selection=[FOLDERS])

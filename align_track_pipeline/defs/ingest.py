@@ -25,7 +25,7 @@ import dagster as dg
 from ..core.aim_writer import aim_version
 from ..core.discovery import RunDir, find_run_dirs
 from ..core.run_specs import mlflow_version
-from .cleanup import cleanup_removed
+from .cleanup import cleanup_config, cleanup_removed
 from .folders import observe_job
 from .freshness import FRESH, TABLE_VERSIONS, Expected, observed_versions, partition_states
 from .instance import cli_run_tags, fail_abandoned_runs, one_planned_event_per_asset
@@ -96,8 +96,7 @@ def remove_gone(runner: InProcess, on_disk: set[str]) -> list[str]:
     sensor requests from the daemon); returns their keys."""
     gone = sorted(set(runner.instance.get_dynamic_partitions(PARTITIONS)) - on_disk)
     if gone:
-        runner.run(cleanup_removed.name,
-                   {"ops": {"remove_partition_data": {"config": {"partitions": gone}}}})
+        runner.run(cleanup_removed.name, cleanup_config(gone))
         for key in gone:
             runner.instance.delete_dynamic_partition(PARTITIONS, key)
     return gone

@@ -4,9 +4,8 @@ import os
 
 import dagster as dg
 
-from .folders import folders_to_observe, observe_job
+from .folders import folders_to_observe, observation_request, observe_job
 from .resources import DataStore, ExperimentTree
-from .sensors import run_key
 
 NIGHTLY_CRON = "0 2 * * *"
 
@@ -31,7 +30,4 @@ def nightly_ingestion(
     suspects = folders_to_observe(context.instance, run_dirs, store)
     if not suspects:
         return dg.SkipReason("no folder is new or changed since the last observation")
-    return dg.RunRequest(
-        run_key=run_key("nightly", [f"{k}:{s}" for k, s in sorted(suspects.items())]),
-        tags={"align_track/folders": str(len(suspects))},
-    )
+    return observation_request("nightly", suspects)

@@ -1,20 +1,13 @@
 """Discovery: keep the dynamic partitions in step with the tree and ask for an observation of
 what may have changed (stat calls only; the hashing happens in the observation run)."""
 
-import hashlib
-
 import dagster as dg
 
 from .automation import tick_seconds
-from .cleanup import cleanup_removed
-from .folders import folders_to_observe, observe_job
+from .cleanup import cleanup_config, cleanup_removed
+from .folders import folders_to_observe, observation_request, observe_job, run_key
 from .partitions import experiment_partitions
 from .resources import DataStore, ExperimentTree
-
-
-def run_key(prefix: str, state: list[str]) -> str:
-    """The same state gives the same key, so Dagster launches its run once."""
-    return f"{prefix}-{hashlib.blake2b(chr(10).join(state).encode(), digest_size=8).hexdigest()}"
 
 
 @dg.sensor(jobs=[observe_job, cleanup_removed], default_status=dg.DefaultSensorStatus.RUNNING,
@@ -43,12 +36,8 @@ def experiment_folder_sensor(
         requests.append(dg.RunRequest(
             job_name=cleanup_removed.name,
             run_key=run_key("cleanup", gone),
-            run_config={"ops": {"remove_partition_data": {"config": {"partitions": gone}}}},
+            run_config=cleanup_config(gone),
         ))
     if suspects:
-        requests.append(dg.RunRequest(
-            job_name=observe_job.name,
-            run_key=run_key("observe", [f"{k}:{s}" for k, s in sorted(suspects.items())]),
-            tags={"align_track/folders": str(len(suspects))},
-        ))
+        requests.append(observation_request("observe", suspects))
     return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
