@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .core.run_specs import mlflow_code_version
-from .defs.aim_assets import aim_index, aim_reindex, aim_reindex_sensor, log_aim_runs
-from .defs.assets import parse_run_dirs
-from .defs.automation import automation_sensor
-from .defs.cleanup import cleanup_removed
-from .defs.folders import experiment_folders, observe_job
-from .defs.jobs import aim_job, ingest_job, mlflow_job
-from .defs.mlflow_assets import log_mlflow_runs
-from .defs.resources import (
+from align_track_pipeline.core.trackers.mlflow.plan import mlflow_code_version
+from align_track_pipeline.defs.aim_assets import (
+    aim_index,
+    aim_reindex,
+    aim_reindex_sensor,
+    log_aim_runs,
+)
+from align_track_pipeline.defs.automation import automation_sensor
+from align_track_pipeline.defs.cleanup import cleanup_removed
+from align_track_pipeline.defs.folders import experiment_folders, observe_job
+from align_track_pipeline.defs.jobs import aim_job, ingest_job, mlflow_job
+from align_track_pipeline.defs.mlflow_assets import log_mlflow_runs
+from align_track_pipeline.defs.resources import (
     AimTarget,
     DataStore,
     ExperimentTree,
@@ -22,8 +26,9 @@ from .defs.resources import (
     default_experiments_dir,
     default_mlflow_target,
 )
-from .defs.schedules import nightly_ingestion
-from .defs.sensors import experiment_folder_sensor
+from align_track_pipeline.defs.schedules import nightly_ingestion
+from align_track_pipeline.defs.sensors import experiment_folder_sensor
+from align_track_pipeline.defs.tables import parse_run_dirs
 
 
 def build_defs(

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.freshness import FOLDERS
-from align_track_pipeline.defs.instance import open_instance
 from align_track_pipeline.defs.sensors import experiment_folder_sensor
 from benchmarks.make_tree import build
 

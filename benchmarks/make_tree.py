@@ -15,7 +15,7 @@ import random
 import shutil
 from pathlib import Path
 
-from align_track_pipeline.core.discovery import find_run_dirs
+from align_track_pipeline.core.source.discovery import find_run_dirs
 
 SAMPLE_TREE = Path(__file__).resolve().parents[1] / "examples" / "experiment-data"
 KDMA_LEVELS = ["affiliation-0.0", "affiliation-0.5", "affiliation-1.0", "merit-0.0", "merit-1.0"]

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from align_track_pipeline.core.discovery import FingerprintCache, find_run_dirs
-from align_track_pipeline.core.partition_writer import PartitionJob, write_partition
+from align_track_pipeline.core.source.discovery import FingerprintCache, find_run_dirs
+from align_track_pipeline.core.tables.writer import PartitionJob, write_partition
 from benchmarks.make_tree import build
 
 
@@ -43,8 +43,8 @@ def _aim_numbers(data: Path, work: Path, full_reindex: bool) -> list[str]:
     reindex` on the same repo."""
     import pyarrow.dataset as ds
 
-    from align_track_pipeline.core import aim_compat
-    from align_track_pipeline.core.aim_writer import plan_scene_runs
+    from align_track_pipeline.core.trackers.aim import compat as aim_compat
+    from align_track_pipeline.core.trackers.aim.writer import plan_scene_runs
 
     repo = aim_compat.open_repo(data / "aim")
     hashes = aim_compat.all_run_hashes(repo)

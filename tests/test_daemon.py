@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
 
-from align_track_pipeline.core.discovery import find_run_dirs
-from align_track_pipeline.core.parquet_store import ParquetStore
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.store import ParquetStore
 from tests.conftest import (
     REPO,
     SAMPLE_TREE,

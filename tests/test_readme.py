@@ -1,9 +1,9 @@
-from align_track_pipeline.core.tables import schema_markdown
+from align_track_pipeline.core.tables.schema import schema_markdown
 from tests.conftest import REPO
 
 
 def test_readme_schema_section_matches_the_schema_module():
-    """Regenerate with `./dev python -m align_track_pipeline.core.tables`."""
+    """Regenerate with `./dev python -m align_track_pipeline.core.tables.schema`."""
     assert schema_markdown() in (REPO / "README.md").read_text()
 
 

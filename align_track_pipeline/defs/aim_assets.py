@@ -5,11 +5,20 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core import aim_compat
-from ..core.aim_writer import AIM_LAYOUT_VERSION, aim_version, plan_scene_runs
-from .automation import tick_seconds
-from .batch import Logged, materialize_each, read_partition, tracker_asset
-from .resources import AimTarget, DataStore
+from align_track_pipeline.core.trackers.aim import compat as aim_compat
+from align_track_pipeline.core.trackers.aim.writer import (
+    AIM_LAYOUT_VERSION,
+    aim_version,
+    plan_scene_runs,
+)
+from align_track_pipeline.defs.automation import tick_seconds
+from align_track_pipeline.defs.resources import AimTarget, DataStore
+from align_track_pipeline.defs.trackers import (
+    Logged,
+    materialize_each,
+    read_partition,
+    tracker_asset,
+)
 
 
 @tracker_asset(

@@ -4,8 +4,8 @@ import warnings
 
 import dagster as dg
 
-from ..core.partition_writer import TableWrite
-from ..core.table_checks import CONTRACT
+from align_track_pipeline.core.tables.checks import CONTRACT
+from align_track_pipeline.core.tables.writer import TableWrite
 
 _DESCRIPTION = (
     "Row contract of the partition: no two rows share the table's key, no nulls in columns "
@@ -14,7 +14,7 @@ _DESCRIPTION = (
 
 with warnings.catch_warnings():  # partitioned check specs are "preview" in Dagster 1.13
     warnings.simplefilter("ignore", dg.PreviewWarning)
-    from .partitions import experiment_partitions
+    from align_track_pipeline.defs.partitions import experiment_partitions
 
     # On `scenes` only: each check result is a stored event (~10 ms on SQLite storage), and
     # the experiments rows are derived from the same checked scenes.

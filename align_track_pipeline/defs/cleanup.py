@@ -6,8 +6,8 @@ import time
 
 import dagster as dg
 
-from .freshness import DATA_VERSION_TAG, FOLDERS
-from .resources import AimTarget, DataStore, MlflowTarget
+from align_track_pipeline.defs.freshness import DATA_VERSION_TAG, FOLDERS
+from align_track_pipeline.defs.resources import AimTarget, DataStore, MlflowTarget
 
 TABLES = ("experiments", "scenes")
 ASSETS = (*TABLES, "mlflow_runs", "aim_runs")

@@ -8,10 +8,10 @@ import warnings
 
 import dagster as dg
 
-from ..core.discovery import RunDir
-from .freshness import FOLDERS, changed_folders, observed_versions
-from .partitions import experiment_partitions
-from .resources import DataStore, ExperimentTree
+from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.defs.freshness import FOLDERS, changed_folders, observed_versions
+from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 OBSERVE_JOB = "observe_experiment_folders"
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
-from ..core.parse import data_version
+from align_track_pipeline.core.source.parse import data_version
 
 FOLDERS = "experiment_folders"
 DATA_VERSION_TAG = "dagster/data_version"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..core.partition_writer import TableWrite
-from ..core.tables import PREVIEW_COLUMNS, TABLES
+from align_track_pipeline.core.tables.schema import PREVIEW_COLUMNS, TABLES
+from align_track_pipeline.core.tables.writer import TableWrite
 
 
 def column_schema(table: str) -> dg.TableSchema:

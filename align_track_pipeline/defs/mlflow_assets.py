@@ -5,10 +5,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 
-from ..core.discovery import rel_path_of
-from ..core.run_specs import MLFLOW_LAYOUT_VERSION, mlflow_version, plan_runs
-from .batch import Logged, materialize_each, read_partition, tracker_asset
-from .resources import DataStore, ExperimentTree, MlflowTarget
+from align_track_pipeline.core.source.discovery import rel_path_of
+from align_track_pipeline.core.trackers.mlflow.plan import (
+    MLFLOW_LAYOUT_VERSION,
+    mlflow_version,
+    plan_runs,
+)
+from align_track_pipeline.defs.resources import DataStore, ExperimentTree, MlflowTarget
+from align_track_pipeline.defs.trackers import (
+    Logged,
+    materialize_each,
+    read_partition,
+    tracker_asset,
+)
 
 
 @tracker_asset(

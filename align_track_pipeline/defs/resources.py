@@ -7,8 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.discovery import FingerprintCache, RunDir, find_run_dirs, rel_path_of
-from ..core.parquet_store import ParquetStore
+from align_track_pipeline.core.source.discovery import (
+    FingerprintCache,
+    RunDir,
+    find_run_dirs,
+    rel_path_of,
+)
+from align_track_pipeline.core.tables.store import ParquetStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_TREE = REPO_ROOT / "examples" / "experiment-data"
@@ -69,12 +74,12 @@ class MlflowTarget(dg.ConfigurableResource):
 
     @property
     def mode(self) -> str:
-        from ..core.run_specs import FLAT, HIERARCHICAL
+        from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL
 
         return FLAT if self.flat else HIERARCHICAL
 
     def writer(self):
-        from ..core.mlflow_writer import MlflowWriter
+        from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 
         return MlflowWriter(self.tracking_uri, self.experiment, self.artifact_root)
 
@@ -100,7 +105,7 @@ class AimTarget(dg.ConfigurableResource):
     manifest: str
 
     def writer(self):
-        from ..core.aim_writer import AimWriter
+        from align_track_pipeline.core.trackers.aim.writer import AimWriter
 
         return AimWriter(Path(self.repo), Path(self.manifest))
 

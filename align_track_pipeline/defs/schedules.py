@@ -4,8 +4,8 @@ import os
 
 import dagster as dg
 
-from .folders import folders_to_observe, observation_request, observe_job
-from .resources import DataStore, ExperimentTree
+from align_track_pipeline.defs.folders import folders_to_observe, observation_request, observe_job
+from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 NIGHTLY_CRON = "0 2 * * *"
 

@@ -3,11 +3,16 @@ what may have changed (stat calls only; the hashing happens in the observation r
 
 import dagster as dg
 
-from .automation import tick_seconds
-from .cleanup import cleanup_config, cleanup_removed
-from .folders import folders_to_observe, observation_request, observe_job, run_key
-from .partitions import experiment_partitions
-from .resources import DataStore, ExperimentTree
+from align_track_pipeline.defs.automation import tick_seconds
+from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
+from align_track_pipeline.defs.folders import (
+    folders_to_observe,
+    observation_request,
+    observe_job,
+    run_key,
+)
+from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 
 @dg.sensor(jobs=[observe_job, cleanup_removed], default_status=dg.DefaultSensorStatus.RUNNING,

@@ -3,7 +3,7 @@
 import threading
 from importlib.metadata import version
 
-from align_track_pipeline.core import aim_compat
+from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from tests.conftest import aim_runs_seen_by_a_fresh_process
 
 

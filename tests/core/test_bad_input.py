@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from align_track_pipeline.core.discovery import RunDir
-from align_track_pipeline.core.parse import parse_run_dir
-from align_track_pipeline.core.sources import ParseError
+from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.core.source.files import ParseError
+from align_track_pipeline.core.source.parse import parse_run_dir
 from tests.conftest import make_run_dir
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from align_track_pipeline.core.discovery import (
+from align_track_pipeline.core.source.discovery import (
     FingerprintCache,
     find_run_dirs,
     partition_key,

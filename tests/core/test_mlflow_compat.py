@@ -4,7 +4,7 @@ import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
-from align_track_pipeline.core import mlflow_compat as mc
+from align_track_pipeline.core.trackers.mlflow import compat as mc
 
 
 def test_mlflow_is_the_pinned_major_minor():

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from align_track_pipeline.core.discovery import RunDir, find_run_dirs
-from align_track_pipeline.core.mlflow_writer import MlflowWriter
-from align_track_pipeline.core.parse import parse_run_dir
-from align_track_pipeline.core.run_specs import TAG_KEY, plan_runs
+from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
+from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, plan_runs
+from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 from tests.conftest import SAMPLE_TREE
 
 RELS = ["phase2_june_eval_live/baseline/2025-06-12__14-03-55", "random/unaligned",
@@ -126,7 +126,7 @@ def test_half_written_partition_is_repaired(mlflow_server):
 
 
 def test_sqlite_write_is_atomic(tmp_path, monkeypatch):
-    from align_track_pipeline.core import mlflow_writer
+    from align_track_pipeline.core.trackers.mlflow import writer as mlflow_writer
 
     writer = _sqlite(tmp_path)
     rel = RELS[1]

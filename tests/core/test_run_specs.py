@@ -1,8 +1,8 @@
 """Run planning from Parquet rows: structure, limits, hashing."""
 
-from align_track_pipeline.core.discovery import RunDir
-from align_track_pipeline.core.parse import parse_run_dir
-from align_track_pipeline.core.run_specs import (
+from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.trackers.mlflow.plan import (
     FLAT,
     MAX_PARAM_CHARS,
     TAG_HASH,

@@ -1,8 +1,8 @@
 import pyarrow as pa
 
-from align_track_pipeline.core.discovery import find_run_dirs
-from align_track_pipeline.core.parse import parse_run_dir
-from align_track_pipeline.core.table_checks import row_contract
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.tables.checks import row_contract
 from tests.conftest import SAMPLE_TREE
 
 

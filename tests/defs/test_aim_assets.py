@@ -10,12 +10,12 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.dataset as ds
 
-from align_track_pipeline.cli import main
-from align_track_pipeline.core import aim_compat
-from align_track_pipeline.core.discovery import find_run_dirs
+from align_track_pipeline.cli.instance import open_instance
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.aim_assets import aim_reindex_sensor
-from align_track_pipeline.defs.instance import open_instance
 from tests.conftest import (
     _free_port,
     aim_runs_seen_by_a_fresh_process,

@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow.dataset as ds
 import pytest
 
-from align_track_pipeline.core.discovery import find_run_dirs
+from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.freshness import latest_data_versions
 from tests.conftest import item_count

@@ -7,10 +7,10 @@ import os
 import dagster as dg
 import pytest
 
-from align_track_pipeline.cli import main
-from align_track_pipeline.core.discovery import find_run_dirs
+from align_track_pipeline.cli.instance import open_instance
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
-from align_track_pipeline.defs.instance import open_instance
 from tests.conftest import SAMPLE_TREE, apply_partition_requests, make_run_dir, sensor_tick
 
 TABLES = ("experiments", "scenes")

@@ -12,14 +12,14 @@ import pyarrow.dataset as ds
 from dagster._core.storage.dagster_run import DagsterRun
 from mlflow import MlflowClient
 
-from align_track_pipeline.cli import main
-from align_track_pipeline.defs.instance import (
+from align_track_pipeline.cli.instance import (
     HOST_TAG,
     PID_TAG,
     fail_abandoned_runs,
     open_instance,
     release_pool_slots,
 )
+from align_track_pipeline.cli.main import main
 from tests.conftest import aim_runs_seen_by_a_fresh_process
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from align_track_pipeline.defs.instance import one_planned_event_per_asset
+from align_track_pipeline.cli.instance import one_planned_event_per_asset
 
 PARTS = dg.DynamicPartitionsDefinition(name="parts")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 from mlflow import MlflowClient
 
-from align_track_pipeline.cli import main
-from align_track_pipeline.core.discovery import find_run_dirs
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.source.discovery import find_run_dirs
 from tests.conftest import _free_port, stop_server, wait_http
 
 

@@ -8,12 +8,12 @@ import shutil
 import dagster as dg
 from mlflow import MlflowClient
 
-from align_track_pipeline.cli import main
-from align_track_pipeline.core.discovery import find_run_dirs
-from align_track_pipeline.core.parquet_store import ParquetStore
+from align_track_pipeline.cli.instance import open_instance
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.freshness import observed_versions
-from align_track_pipeline.defs.instance import open_instance
 from align_track_pipeline.defs.schedules import nightly_ingestion
 from tests.conftest import (
     SAMPLE_TREE,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import aim_compat
+from align_track_pipeline.core.trackers.aim import compat as aim_compat
 
 AIM_LAYOUT_VERSION = "1"
 CREATING = "creating:"  # placeholder run hash: "creating:<unix time>"
@@ -29,7 +29,7 @@ TEXT_PARAMS = ("probe_text", "choices_text", "decision_text", "justification")
 
 def aim_version(source_version: str) -> str:
     """The data version an up-to-date `aim_runs` partition records."""
-    from .parse import data_version
+    from align_track_pipeline.core.source.parse import data_version
 
     return f"{data_version(source_version)}-a{AIM_LAYOUT_VERSION}"
 

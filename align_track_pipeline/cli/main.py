@@ -9,10 +9,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from .core.discovery import find_run_dirs
-from .core.parse import parse_run_dir
-from .core.sources import ParseError
-from .defs.resources import (
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.source.files import ParseError
+from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.defs.resources import (
     default_aim_target,
     default_data_dir,
     default_experiments_dir,
@@ -90,7 +90,7 @@ def _mlflow_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def _mlflow(args: argparse.Namespace, data: Path):
-    from .defs.resources import default_mlflow_target
+    from align_track_pipeline.defs.resources import default_mlflow_target
 
     return default_mlflow_target(str(data), args.mlflow_uri, args.mlflow_experiment, args.flat)
 
@@ -108,10 +108,10 @@ def _say(msg: str) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .definitions import build_defs
-    from .defs.ingest import ingest
-    from .defs.instance import open_instance
-    from .defs.progress import PROGRESS_RUN_CONFIG, progress_logger
+    from align_track_pipeline.cli.ingest import ingest
+    from align_track_pipeline.cli.instance import open_instance
+    from align_track_pipeline.cli.progress import PROGRESS_RUN_CONFIG, progress_logger
+    from align_track_pipeline.definitions import build_defs
 
     experiments, data = _dirs(args)
     mlflow = _mlflow(args, data)
@@ -137,9 +137,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .defs.freshness import partition_states
-    from .defs.ingest import all_expected, source_versions
-    from .defs.instance import open_instance
+    from align_track_pipeline.cli.ingest import all_expected, source_versions
+    from align_track_pipeline.cli.instance import open_instance
+    from align_track_pipeline.defs.freshness import partition_states
 
     experiments, data = _dirs(args)
     run_dirs = find_run_dirs(experiments)
@@ -179,10 +179,10 @@ def _serve(what: str, cmd: list[str], port: int, store: str) -> int:
 
 def cmd_aim_reindex(args: argparse.Namespace) -> int:
     """Run the `aim_reindex` job in-process, recorded in the Dagster instance."""
-    from .definitions import build_defs
-    from .defs.ingest import InProcess
-    from .defs.instance import open_instance
-    from .defs.progress import PROGRESS_RUN_CONFIG, progress_logger
+    from align_track_pipeline.cli.ingest import InProcess
+    from align_track_pipeline.cli.instance import open_instance
+    from align_track_pipeline.cli.progress import PROGRESS_RUN_CONFIG, progress_logger
+    from align_track_pipeline.definitions import build_defs
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
     aim = default_aim_target(str(data), args.aim_repo)

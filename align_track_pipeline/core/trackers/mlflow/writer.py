@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .run_specs import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
+from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 
 FINISHED = "FINISHED"
 
@@ -106,7 +106,7 @@ class _SqlBackend(_Backend):
     def __init__(self, uri: str, experiment: str, artifact_root: str | None):
         from sqlalchemy import event
 
-        from . import mlflow_compat as mc
+        from align_track_pipeline.core.trackers.mlflow import compat as mc
 
         self._mc = mc
         self._store = mc.open_sql_store(uri, artifact_root or "./mlartifacts")

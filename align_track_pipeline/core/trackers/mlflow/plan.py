@@ -27,7 +27,7 @@ def mlflow_code_version(mode: str) -> str:
 
 def mlflow_version(source_version: str, mode: str) -> str:
     """The data version an up-to-date `mlflow_runs` partition records."""
-    from .parse import data_version
+    from align_track_pipeline.core.source.parse import data_version
 
     return f"{data_version(source_version)}-m{MLFLOW_LAYOUT_VERSION}-{mode}"
 

@@ -15,11 +15,22 @@ from typing import Any
 
 import pyarrow as pa
 
-from .config import UNALIGNED, RunConfig, kdma_values, read_run_config
-from .discovery import INPUT_OUTPUT, TARGETS_DIR, RunDir, content_hash, source_paths
-from .results import Scores, Timing, parse_scores, parse_timing
-from .sources import ParseError, dig, number, read_json, read_yaml
-from .tables import EXPERIMENTS, SCENES
+from align_track_pipeline.core.source.config import (
+    UNALIGNED,
+    RunConfig,
+    kdma_values,
+    read_run_config,
+)
+from align_track_pipeline.core.source.discovery import (
+    INPUT_OUTPUT,
+    TARGETS_DIR,
+    RunDir,
+    content_hash,
+    source_paths,
+)
+from align_track_pipeline.core.source.files import ParseError, dig, number, read_json, read_yaml
+from align_track_pipeline.core.source.results import Scores, Timing, parse_scores, parse_timing
+from align_track_pipeline.core.tables.schema import EXPERIMENTS, SCENES
 
 _ID_SUFFIX = re.compile(r"-(?P<kdma>[A-Za-z][\w ]*?)-(?P<value>\d+(?:\.\d+)?)$")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .sources import SAFE_DUMPER, dig, number
+from align_track_pipeline.core.source.files import SAFE_DUMPER, dig, number
 
 REDACTED = "***REDACTED***"
 UNALIGNED = "unaligned"

@@ -7,14 +7,19 @@ from concurrent.futures import ProcessPoolExecutor
 
 import dagster as dg
 
-from ..core.parse import PARSER_VERSION, data_version
-from ..core.partition_writer import PartitionJob, PartitionWrite, write_partition
-from .automation import TABLES_CONDITION
-from .checks import CHECKED_TABLES, TABLE_CHECK_SPECS, check_event
-from .freshness import CODE_VERSION_TAG, DATA_VERSION_TAG, FOLDERS, provenance_tags
-from .metadata import column_schema, partition_metadata
-from .partitions import experiment_partitions
-from .resources import DataStore, ExperimentTree
+from align_track_pipeline.core.source.parse import PARSER_VERSION, data_version
+from align_track_pipeline.core.tables.writer import PartitionJob, PartitionWrite, write_partition
+from align_track_pipeline.defs.automation import TABLES_CONDITION
+from align_track_pipeline.defs.checks import CHECKED_TABLES, TABLE_CHECK_SPECS, check_event
+from align_track_pipeline.defs.freshness import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    FOLDERS,
+    provenance_tags,
+)
+from align_track_pipeline.defs.metadata import column_schema, partition_metadata
+from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 TABLE_ASSETS = ("experiments", "scenes")
 _DESCRIPTIONS = {

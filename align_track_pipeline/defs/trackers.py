@@ -5,11 +5,11 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from .automation import TRACKERS_CONDITION
-from .freshness import DATA_VERSION_TAG, provenance_tags
-from .interrupts import remembered_interrupts
-from .partitions import experiment_partitions
-from .resources import DataStore
+from align_track_pipeline.defs.automation import TRACKERS_CONDITION
+from align_track_pipeline.defs.freshness import DATA_VERSION_TAG, provenance_tags
+from align_track_pipeline.defs.interrupts import remembered_interrupts
+from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.resources import DataStore
 
 UPSTREAM = ("experiments", "scenes")
 # What one partition's upsert returns: its data version and the metadata shown in the UI.

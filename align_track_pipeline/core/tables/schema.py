@@ -104,7 +104,7 @@ def describe(schema: pa.Schema) -> list[dict[str, str]]:
 
 
 def schema_markdown() -> str:
-    """The README's schema section: `python -m align_track_pipeline.core.tables` prints it."""
+    """The README's schema section (`python -m align_track_pipeline.core.tables.schema`)."""
     out = []
     for name, schema in TABLES.items():
         out += [f"### `{name}`", "", "| column | type | nullable | unit | meaning |",

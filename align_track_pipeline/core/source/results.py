@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .sources import ParseError, dig, number
+from align_track_pipeline.core.source.files import ParseError, dig, number
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .resources import REPO_ROOT
+from align_track_pipeline.defs.resources import REPO_ROOT
 
 HOST_TAG, PID_TAG = "align_track/host", "align_track/pid"
 _UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]

@@ -22,15 +22,25 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.aim_writer import aim_version
-from ..core.discovery import RunDir, find_run_dirs
-from ..core.run_specs import mlflow_version
-from .cleanup import cleanup_config, cleanup_removed
-from .folders import observe_job
-from .freshness import FRESH, TABLE_VERSIONS, Expected, observed_versions, partition_states
-from .instance import cli_run_tags, fail_abandoned_runs, one_planned_event_per_asset
-from .partitions import experiment_partitions
-from .resources import DataStore, MlflowTarget
+from align_track_pipeline.cli.instance import (
+    cli_run_tags,
+    fail_abandoned_runs,
+    one_planned_event_per_asset,
+)
+from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
+from align_track_pipeline.core.trackers.aim.writer import aim_version
+from align_track_pipeline.core.trackers.mlflow.plan import mlflow_version
+from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
+from align_track_pipeline.defs.folders import observe_job
+from align_track_pipeline.defs.freshness import (
+    FRESH,
+    TABLE_VERSIONS,
+    Expected,
+    observed_versions,
+    partition_states,
+)
+from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.resources import DataStore, MlflowTarget
 
 PARTITIONS = experiment_partitions.name
 
