@@ -2,60 +2,57 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
-from align_track_pipeline.core.trackers.mlflow.plan import mlflow_code_version
-from align_track_pipeline.defs.aim_assets import (
-    aim_index,
-    aim_reindex,
-    aim_reindex_sensor,
-    log_aim_runs,
-)
+from align_track_pipeline.core.trackers.registry import Settings, create_all
+from align_track_pipeline.defs.aim_index import aim_index_defs
 from align_track_pipeline.defs.automation import automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
-from align_track_pipeline.defs.jobs import aim_job, ingest_job, mlflow_job
-from align_track_pipeline.defs.mlflow_assets import log_mlflow_runs
+from align_track_pipeline.defs.jobs import tables_job, tracker_job
 from align_track_pipeline.defs.resources import (
-    AimTarget,
     DataStore,
     ExperimentTree,
-    MlflowTarget,
-    default_aim_target,
+    Trackers,
     default_data_dir,
     default_experiments_dir,
-    default_mlflow_target,
+    env_or,
 )
-from align_track_pipeline.defs.schedules import nightly_ingestion
+from align_track_pipeline.defs.schedules import nightly_observation
 from align_track_pipeline.defs.sensors import experiment_folder_sensor
 from align_track_pipeline.defs.tables import parse_run_dirs
+from align_track_pipeline.defs.trackers import tracker_asset
 
 
 def build_defs(
     experiments_dir: str | None = None,
     data_dir: str | None = None,
-    mlflow: MlflowTarget | None = None,
-    aim: AimTarget | None = None,
+    options: dict[str, str] | None = None,
     loggers: dict[str, dg.LoggerDefinition] | None = None,
 ) -> dg.Definitions:
-    """Definitions bound to a tree and a data dir (defaults: env vars, then embedded)."""
-    data_dir = data_dir or default_data_dir()
-    mlflow = mlflow or default_mlflow_target(data_dir)
-    mlflow_runs = log_mlflow_runs.map_asset_specs(
-        lambda spec: spec.replace_attributes(code_version=mlflow_code_version(mlflow.mode)))
-    return dg.Definitions(
-        assets=[experiment_folders, parse_run_dirs, mlflow_runs, log_aim_runs, aim_index],
-        jobs=[observe_job, ingest_job, mlflow_job, aim_job, aim_reindex, cleanup_removed],
-        sensors=[experiment_folder_sensor, automation_sensor, aim_reindex_sensor],
-        schedules=[nightly_ingestion],
+    """Definitions bound to a tree and a data dir (defaults: env vars, then embedded), with one
+    asset and one job per registered tracker; `options` are a user's explicit tracker choices
+    (command-line flags), which win over the environment."""
+    data = data_dir or default_data_dir()
+    trackers = create_all(Settings(Path(data), options or {}))
+    pipeline = dg.Definitions(
+        assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers)],
+        jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed],
+        sensors=[experiment_folder_sensor, automation_sensor],
+        schedules=[nightly_observation],
         resources={
-            "tree": ExperimentTree(root=experiments_dir or default_experiments_dir()),
-            "store": DataStore(data_dir=data_dir),
-            "mlflow": mlflow,
-            "aim": aim or default_aim_target(data_dir),
+            "tree": ExperimentTree(root=experiments_dir or env_or(
+                "ALIGN_TRACK_EXPERIMENTS_DIR", default_experiments_dir())),
+            "store": DataStore(data_dir=data_dir or env_or("ALIGN_TRACK_DATA_DIR", data)),
+            "trackers": Trackers(data_dir=data_dir or env_or("ALIGN_TRACK_DATA_DIR", data),
+                                 options=options or {}),
         },
         loggers=loggers,
     )
+    with_aim = any(t.name == "aim" for t in trackers)  # the Aim index is upkeep of its own
+    return dg.Definitions.merge(pipeline, aim_index_defs) if with_aim else pipeline
 
 
 defs = build_defs()

@@ -44,7 +44,7 @@ def _aim_numbers(data: Path, work: Path, full_reindex: bool) -> list[str]:
     import pyarrow.dataset as ds
 
     from align_track_pipeline.core.trackers.aim import compat as aim_compat
-    from align_track_pipeline.core.trackers.aim.writer import plan_scene_runs
+    from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
 
     repo = aim_compat.open_repo(data / "aim")
     hashes = aim_compat.all_run_hashes(repo)

@@ -28,8 +28,7 @@ from align_track_pipeline.cli.instance import (
     one_planned_event_per_asset,
 )
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
-from align_track_pipeline.core.trackers.aim.writer import aim_version
-from align_track_pipeline.core.trackers.mlflow.plan import mlflow_version
+from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
 from align_track_pipeline.defs.folders import observe_job
 from align_track_pipeline.defs.freshness import (
@@ -39,8 +38,9 @@ from align_track_pipeline.defs.freshness import (
     observed_versions,
     partition_states,
 )
+from align_track_pipeline.defs.jobs import TABLES_JOB
 from align_track_pipeline.defs.partitions import experiment_partitions
-from align_track_pipeline.defs.resources import DataStore, MlflowTarget
+from align_track_pipeline.defs.resources import DataStore
 
 PARTITIONS = experiment_partitions.name
 
@@ -51,17 +51,15 @@ class Phase:
     expected: Expected
 
 
-def phases(mlflow: MlflowTarget) -> list[Phase]:
-    """The order stores are brought up to date; each phase reads what the previous wrote."""
-    return [
-        Phase("ingest", TABLE_VERSIONS),
-        Phase("mlflow", {"mlflow_runs": lambda v: mlflow_version(v, mlflow.mode)}),
-        Phase("aim", {"aim_runs": aim_version}),
-    ]
+def phases(trackers: list[Tracker]) -> list[Phase]:
+    """The order stores are brought up to date: the tables, then each tracker (fed from the
+    tables) in the order of the registry."""
+    return [Phase(TABLES_JOB, TABLE_VERSIONS),
+            *(Phase(t.name, {t.asset: t.data_version}) for t in trackers)]
 
 
-def all_expected(mlflow: MlflowTarget) -> Expected:
-    return {asset: want for phase in phases(mlflow) for asset, want in phase.expected.items()}
+def all_expected(trackers: list[Tracker]) -> Expected:
+    return {asset: want for phase in phases(trackers) for asset, want in phase.expected.items()}
 
 
 @dataclass
@@ -139,7 +137,7 @@ def ingest(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     experiments_dir: Path,
-    mlflow: MlflowTarget,
+    trackers: list[Tracker],
     progress: Callable[[str], None] = lambda _msg: None,
     run_config: dict | None = None,
 ) -> IngestReport:
@@ -157,10 +155,10 @@ def ingest(
     started = time.perf_counter()
     versions = observe(runner, run_dirs)
     progress(f"observe: {len(run_dirs)} partitions in {time.perf_counter() - started:.2f} s")
-    before = partition_states(instance, versions, all_expected(mlflow))
+    before = partition_states(instance, versions, all_expected(trackers))
     report.fresh = [k for k, s in before.items() if s == FRESH]
     errors: dict[str, str] = {}
-    for phase in phases(mlflow):
+    for phase in phases(trackers):
         states = partition_states(instance, versions, phase.expected)
         todo = [k for k, s in states.items() if s != FRESH and k not in errors]
         if not todo:
@@ -180,7 +178,7 @@ def ingest(
                 errors[key] = found.get(key) or found.get("*") or f"{phase.job}: {after[key]}"
     if report.fresh == list(versions):
         progress("all partitions are fresh: nothing to materialize")
-    final = partition_states(instance, versions, all_expected(mlflow))
+    final = partition_states(instance, versions, all_expected(trackers))
     report.materialized = [k for k, s in final.items() if s == FRESH and before[k] != FRESH]
     report.failed = [{"partition": k, "error": e} for k, e in errors.items()]
     return report

@@ -12,12 +12,8 @@ from pathlib import Path
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
-from align_track_pipeline.defs.resources import (
-    default_aim_target,
-    default_data_dir,
-    default_experiments_dir,
-    default_mlflow_target,
-)
+from align_track_pipeline.core.trackers.registry import Settings, create, create_all
+from align_track_pipeline.defs.resources import default_data_dir, default_experiments_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,10 +85,17 @@ def _mlflow_options(cmd: argparse.ArgumentParser) -> None:
                      help="Aim repo (env ALIGN_TRACK_AIM_REPO; default <data dir>/aim)")
 
 
-def _mlflow(args: argparse.Namespace, data: Path):
-    from align_track_pipeline.defs.resources import default_mlflow_target
+def _options(args: argparse.Namespace) -> dict[str, str]:
+    """The tracker options given on the command line (they win over the environment)."""
+    given = {"mlflow_uri": getattr(args, "mlflow_uri", None),
+             "mlflow_experiment": getattr(args, "mlflow_experiment", None),
+             "flat": "1" if getattr(args, "flat", None) else None,
+             "aim_repo": getattr(args, "aim_repo", None)}
+    return {k: v for k, v in given.items() if v}
 
-    return default_mlflow_target(str(data), args.mlflow_uri, args.mlflow_experiment, args.flat)
+
+def _settings(args: argparse.Namespace, data: Path) -> Settings:
+    return Settings(data, _options(args))
 
 
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -114,12 +117,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from align_track_pipeline.definitions import build_defs
 
     experiments, data = _dirs(args)
-    mlflow = _mlflow(args, data)
-    aim = default_aim_target(str(data), args.aim_repo)
-    defs = build_defs(str(experiments), str(data), mlflow, aim,
+    trackers = create_all(_settings(args, data))
+    defs = build_defs(str(experiments), str(data), _options(args),
                       loggers={"progress": progress_logger})
     with open_instance(data) as instance:
-        report = ingest(defs, instance, experiments, mlflow, progress=_say,
+        report = ingest(defs, instance, experiments, trackers, progress=_say,
                         run_config=PROGRESS_RUN_CONFIG)
     if args.json:
         print(json.dumps(report.as_json()))
@@ -130,9 +132,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for failure in report.failed:
             print(f"  FAILED {failure['partition']}: {failure['error']}")
         print(f"Parquet tables: {data / 'parquet'}")
-        print(f"MLflow: {mlflow.tracking_uri} (experiment {mlflow.experiment}; "
-              "open with `align-track mlflow-ui`)")
-        print(f"Aim: {aim.repo} (open with `align-track aim-ui`)")
+        for tracker in trackers:
+            print(f"{tracker.name}: {tracker.ui_hint()}")
     return 1 if report.failed else 0
 
 
@@ -143,7 +144,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     experiments, data = _dirs(args)
     run_dirs = find_run_dirs(experiments)
-    expected = all_expected(_mlflow(args, data))
+    expected = all_expected(create_all(_settings(args, data)))
     with open_instance(data) as instance:
         states = partition_states(instance, source_versions(run_dirs, data), expected)
     rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]} for r in run_dirs]
@@ -158,14 +159,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     """`mlflow ui` bound to loopback, on the same store `ingest` writes."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
-    uri = default_mlflow_target(str(data), args.mlflow_uri).tracking_uri
+    uri = create("mlflow", _settings(args, data)).tracking_uri
     return _serve("MLflow", ["mlflow", "ui", "--backend-store-uri", uri], args.port, uri)
 
 
 def cmd_aim_ui(args: argparse.Namespace) -> int:
     """`aim up` bound to loopback, on the repo `ingest` writes."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
-    repo = default_aim_target(str(data), args.aim_repo).repo
+    repo = create("aim", _settings(args, data)).repo
     return _serve("Aim", ["aim", "up", "--repo", repo], args.port, repo)
 
 
@@ -185,8 +186,8 @@ def cmd_aim_reindex(args: argparse.Namespace) -> int:
     from align_track_pipeline.definitions import build_defs
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
-    aim = default_aim_target(str(data), args.aim_repo)
-    defs = build_defs(data_dir=str(data), aim=aim, loggers={"progress": progress_logger})
+    defs = build_defs(data_dir=str(data), options=_options(args),
+                      loggers={"progress": progress_logger})
     with open_instance(data) as instance:
         result = InProcess(defs, instance, PROGRESS_RUN_CONFIG).run(
             "aim_reindex", {"ops": {"aim_index": {"config": {"full": args.full}}}},

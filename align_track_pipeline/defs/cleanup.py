@@ -3,14 +3,14 @@ with `ALIGN_TRACK_ON_REMOVED=archive`, archived (kept, out of every default view
 
 import os
 import time
+from contextlib import closing
 
 import dagster as dg
 
 from align_track_pipeline.defs.freshness import DATA_VERSION_TAG, FOLDERS
-from align_track_pipeline.defs.resources import AimTarget, DataStore, MlflowTarget
+from align_track_pipeline.defs.resources import DataStore, Trackers
+from align_track_pipeline.defs.tables import TABLE_ASSETS
 
-TABLES = ("experiments", "scenes")
-ASSETS = (*TABLES, "mlflow_runs", "aim_runs")
 REMOVED = "removed"
 DELETE, ARCHIVE = "delete", "archive"
 
@@ -37,39 +37,35 @@ def cleanup_config(partitions: list[str]) -> dict:
     return {"ops": {"remove_partition_data": {"config": {"partitions": partitions}}}}
 
 
-@dg.op(description="Delete (or archive) the Parquet files, MLflow runs and Aim runs of removed "
+@dg.op(description="Delete (or archive) the Parquet files and every tracker's runs of removed "
        "partitions.")
 def remove_partition_data(
-    context: dg.OpExecutionContext,
-    config: CleanupConfig,
-    store: DataStore,
-    mlflow: MlflowTarget,
-    aim: AimTarget,
+    context: dg.OpExecutionContext, config: CleanupConfig, store: DataStore, trackers: Trackers
 ) -> None:
     mode = removal_mode(config.mode)
     batch = time.strftime("%Y%m%dT%H%M%S") + f"-{context.run_id[:8]}"
-    mlflow_writer, aim_writer = mlflow.writer(), aim.writer()
+    counts = {"parquet_files": 0}
+    for key in config.partitions:
+        if mode == ARCHIVE:
+            counts["parquet_files"] += sum(store.parquet.archive(t, key, batch)
+                                           for t in TABLE_ASSETS)
+        else:
+            counts["parquet_files"] += sum(store.parquet.delete(t, key) for t in TABLE_ASSETS)
+    current = trackers.all()
+    for tracker in current:
+        with closing(tracker.open()) as writer:
+            counts[tracker.asset] = sum(writer.remove(key, mode == ARCHIVE)
+                                        for key in config.partitions)
     cache = store.fingerprints()
-    counts = {"parquet_files": 0, "mlflow_runs": 0, "aim_runs": 0}
     try:
-        for key in config.partitions:
-            if mode == ARCHIVE:
-                counts["parquet_files"] += sum(store.parquet.archive(t, key, batch) for t in TABLES)
-                counts["mlflow_runs"] += mlflow_writer.archive_partition(key)
-                counts["aim_runs"] += aim_writer.archive_partition(key)
-            else:
-                counts["parquet_files"] += sum(store.parquet.delete(t, key) for t in TABLES)
-                counts["mlflow_runs"] += mlflow_writer.delete_partition(key)
-                counts["aim_runs"] += aim_writer.delete_partition(key)
         cache.forget(config.partitions)
-        for key in config.partitions:
-            for asset in ASSETS:
-                context.log_event(_tombstone(asset, key, mode))
-            context.log_event(dg.AssetObservation(
-                asset_key=FOLDERS, partition=key, tags={DATA_VERSION_TAG: REMOVED}))
     finally:
-        aim_writer.close()
         cache.close()
+    for key in config.partitions:
+        for asset in (*TABLE_ASSETS, *(t.asset for t in current)):
+            context.log_event(_tombstone(asset, key, mode))
+        context.log_event(dg.AssetObservation(
+            asset_key=FOLDERS, partition=key, tags={DATA_VERSION_TAG: REMOVED}))
     context.log.info(f"{mode}d {counts} for {len(config.partitions)} partitions")
     context.add_output_metadata(
         counts | {"mode": mode, "partitions": dg.MetadataValue.json(config.partitions)})

@@ -7,8 +7,8 @@ is the one definition of "this folder changed", used by the sensor, the nightly 
 daemon's automation and `align-track ingest` alike.
 
 Every downstream asset records, as the data version of each partition's materialization, the
-version it was built from: `core.parse.data_version` (source version + parser version) for the
-tables, extended with the tracker's layout for MLflow and Aim. A partition is fresh for an asset
+version it was built from (`core.versions`): source version + parser version for the tables,
+extended with the tracker's code version for each tracker. A partition is fresh for an asset
 when the recorded version equals the one its folder has now (`partition_states`).
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
-from align_track_pipeline.core.source.parse import data_version
+from align_track_pipeline.core.versions import table_version
 
 FOLDERS = "experiment_folders"
 DATA_VERSION_TAG = "dagster/data_version"
@@ -30,7 +30,7 @@ OBSERVATION = DagsterEventType.ASSET_OBSERVATION
 
 # asset -> the data version a partition must have recorded, given its source version
 Expected = Mapping[str, Callable[[str], str]]
-TABLE_VERSIONS: Expected = {"experiments": data_version, "scenes": data_version}
+TABLE_VERSIONS: Expected = {"experiments": table_version, "scenes": table_version}
 
 
 def latest_data_versions(

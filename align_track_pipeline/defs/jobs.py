@@ -1,13 +1,20 @@
+"""The jobs a person or the CLI launches by name: one per stage, in the order of the flow."""
+
+from __future__ import annotations
+
 import dagster as dg
 
+from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.defs.tables import TABLE_ASSETS
+
+TABLES_JOB = "tables"
+
 # Parse run directories into the Parquet tables; one run covers a whole partition range.
-ingest_job = dg.define_asset_job(
-    "ingest", selection=dg.AssetSelection.assets("experiments", "scenes")
-)
+tables_job = dg.define_asset_job(TABLES_JOB, selection=dg.AssetSelection.assets(*TABLE_ASSETS))
 
-# Feed MLflow from the Parquet partitions (a separate run: the tables log their partitions
-# one by one, so a downstream step in the same run would see no upstream output).
-mlflow_job = dg.define_asset_job("mlflow", selection=dg.AssetSelection.assets("mlflow_runs"))
 
-# Feed Aim from the Parquet partitions, also in its own run.
-aim_job = dg.define_asset_job("aim", selection=dg.AssetSelection.assets("aim_runs"))
+def tracker_job(tracker: Tracker) -> dg.JobDefinition:
+    """Feed one tracker from the Parquet partitions, named after it. A run of its own: the
+    tables log their partitions one by one, so a tracker step in the tables' run would see no
+    upstream output."""
+    return dg.define_asset_job(tracker.name, selection=dg.AssetSelection.assets(tracker.asset))

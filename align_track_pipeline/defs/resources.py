@@ -14,6 +14,8 @@ from align_track_pipeline.core.source.discovery import (
     rel_path_of,
 )
 from align_track_pipeline.core.tables.store import ParquetStore
+from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.core.trackers.registry import Settings, create, create_all
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_TREE = REPO_ROOT / "examples" / "experiment-data"
@@ -63,56 +65,28 @@ class DataStore(dg.ConfigurableResource):
         return FingerprintCache(Path(self.data_dir) / "state" / "fingerprints.sqlite")
 
 
-class MlflowTarget(dg.ConfigurableResource):
-    """Where MLflow runs go. Default: SQLite in the data dir, artifacts beside it."""
+class Trackers(dg.ConfigurableResource):
+    """The registered trackers (`core.trackers.registry`), configured for the data dir.
 
-    tracking_uri: str
-    experiment: str = "align-system"
-    flat: bool = False
-    artifact_root: str | None = None
-    ui_url: str | None = None  # e.g. http://127.0.0.1:5000, for links in the Dagster UI
+    Where each store is comes from the environment when a run starts (e.g.
+    MLFLOW_TRACKING_URI), so a URI with credentials never lands in resource or run config.
+    `options` holds only what a user chose explicitly on the command line.
+    """
 
-    @property
-    def mode(self) -> str:
-        from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL
+    data_dir: str
+    options: dict[str, str] = {}
 
-        return FLAT if self.flat else HIERARCHICAL
+    def settings(self) -> Settings:
+        return Settings(Path(self.data_dir), dict(self.options))
 
-    def writer(self):
-        from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
+    def get(self, name: str) -> Tracker:
+        return create(name, self.settings())
 
-        return MlflowWriter(self.tracking_uri, self.experiment, self.artifact_root)
-
-
-def default_mlflow_target(data_dir: str, tracking_uri: str | None = None,
-                          experiment: str | None = None, flat: bool | None = None) -> MlflowTarget:
-    """Arguments, then MLFLOW_TRACKING_URI / ALIGN_TRACK_MLFLOW_* variables, then SQLite."""
-    data = Path(data_dir).resolve()
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data}/mlflow.db"
-    return MlflowTarget(
-        tracking_uri=uri,
-        experiment=experiment or os.environ.get("ALIGN_TRACK_MLFLOW_EXPERIMENT", "align-system"),
-        flat=flat if flat is not None else os.environ.get("ALIGN_TRACK_MLFLOW_FLAT") == "1",
-        artifact_root=str(data / "mlflow-artifacts"),
-        ui_url=os.environ.get("ALIGN_TRACK_MLFLOW_UI_URL"),
-    )
+    def all(self) -> list[Tracker]:
+        return create_all(self.settings())
 
 
-class AimTarget(dg.ConfigurableResource):
-    """The Aim repo scene runs go to, and the manifest of which run holds which scene."""
-
-    repo: str
-    manifest: str
-
-    def writer(self):
-        from align_track_pipeline.core.trackers.aim.writer import AimWriter
-
-        return AimWriter(Path(self.repo), Path(self.manifest))
-
-
-def default_aim_target(data_dir: str, repo: str | None = None) -> AimTarget:
-    """Argument, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`."""
-    data = Path(data_dir).resolve()
-    repo = repo or os.environ.get("ALIGN_TRACK_AIM_REPO") or str(data / "aim")
-    return AimTarget(repo=str(Path(repo).resolve()),
-                     manifest=str(data / "state" / "aim_manifest.sqlite"))
+def env_or(name: str, default: str) -> str | dg.EnvVar:
+    """`dg.EnvVar(name)` when the variable is set (the UI then shows its name, not its value),
+    else the embedded default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default

@@ -16,8 +16,8 @@ def nightly_timezone() -> str:
 
 
 @dg.schedule(job=observe_job, cron_schedule=NIGHTLY_CRON, execution_timezone=nightly_timezone(),
-             default_status=dg.DefaultScheduleStatus.RUNNING, name="nightly_ingestion")
-def nightly_ingestion(
+             default_status=dg.DefaultScheduleStatus.RUNNING, name="nightly_observation")
+def nightly_observation(
     context: dg.ScheduleEvaluationContext, tree: ExperimentTree, store: DataStore
 ) -> dg.RunRequest | dg.SkipReason:
     """Launches an observation of the tree when any folder is new or may have changed (the

@@ -7,8 +7,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import dagster as dg
 
-from align_track_pipeline.core.source.parse import PARSER_VERSION, data_version
 from align_track_pipeline.core.tables.writer import PartitionJob, PartitionWrite, write_partition
+from align_track_pipeline.core.versions import PARSER_VERSION, table_version
 from align_track_pipeline.defs.automation import TABLES_CONDITION
 from align_track_pipeline.defs.checks import CHECKED_TABLES, TABLE_CHECK_SPECS, check_event
 from align_track_pipeline.defs.freshness import (
@@ -110,7 +110,7 @@ def _pooled(jobs: list[PartitionJob]) -> Iterator[PartitionWrite]:
 def _events(
     write: PartitionWrite, provenance: dict[str, str]
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    tags = provenance | {DATA_VERSION_TAG: data_version(write.source_version),
+    tags = provenance | {DATA_VERSION_TAG: table_version(write.source_version),
                          CODE_VERSION_TAG: PARSER_VERSION}
     for table in write.tables:
         yield dg.AssetMaterialization(

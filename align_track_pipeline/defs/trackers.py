@@ -1,73 +1,99 @@
-"""The shape every tracker asset shares: batch runs, one event per partition, failures
-isolated, fed from the Parquet partition."""
+"""One asset per registered tracker (`<name>_runs`), all of one shape: batch runs over a range
+of partitions, fed from the Parquet partition, one materialization per partition, failures
+isolated."""
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import closing
 
 import dagster as dg
 
+from align_track_pipeline.core.source.discovery import rel_path_of
+from align_track_pipeline.core.trackers.base import Partition, Tracker, TrackerWriter, WriteReport
 from align_track_pipeline.defs.automation import TRACKERS_CONDITION
 from align_track_pipeline.defs.freshness import DATA_VERSION_TAG, provenance_tags
 from align_track_pipeline.defs.interrupts import remembered_interrupts
 from align_track_pipeline.defs.partitions import experiment_partitions
-from align_track_pipeline.defs.resources import DataStore
-
-UPSTREAM = ("experiments", "scenes")
-# What one partition's upsert returns: its data version and the metadata shown in the UI.
-Logged = tuple[str, dict]
+from align_track_pipeline.defs.resources import DataStore, ExperimentTree, Trackers
+from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 
-def tracker_asset(key: str, description: str, code_version: str, kind: str):
-    """A partitioned tracker asset downstream of the tables: one run covers a range of
-    partitions, each logged by the body (never implicitly)."""
-    return dg.multi_asset(
-        specs=[
-            dg.AssetSpec(
-                key,
-                description=description,
-                deps=UPSTREAM,
-                partitions_def=experiment_partitions,
-                code_version=code_version,
-                kinds={kind},
-                group_name="trackers",
-                skippable=True,
-                automation_condition=TRACKERS_CONDITION,
-            )
-        ],
+def tracker_asset(tracker: Tracker) -> dg.AssetsDefinition:
+    """The partitioned asset of one tracker, downstream of the tables; its pool (the tracker's
+    name) keeps one writer per store at a time."""
+
+    @dg.multi_asset(
+        specs=[dg.AssetSpec(
+            tracker.asset,
+            description=tracker.description,
+            deps=TABLE_ASSETS,
+            partitions_def=experiment_partitions,
+            code_version=tracker.code_version(),
+            kinds={tracker.name},
+            group_name="trackers",
+            skippable=True,  # materializations are logged per partition, never implicitly
+            automation_condition=TRACKERS_CONDITION,
+        )],
         partitions_def=experiment_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=kind,  # one writer per store at a time: no duplicates, no "database is locked"
-        name=f"log_{key}",
+        pool=tracker.name,
+        name=f"log_{tracker.asset}",
     )
+    def log_runs(context: dg.AssetExecutionContext, tree: ExperimentTree, store: DataStore,
+                 trackers: Trackers) -> Iterator[dg.Output]:
+        """Upsert each partition's runs: unchanged ones are kept, changed ones replaced,
+        half-written ones repaired."""
+        current = trackers.get(tracker.name)
+        with closing(current.open()) as writer:
+            materialize_each(context, current, writer, tree, store)
+        yield from ()
+
+    return log_runs
 
 
-def read_partition(store: DataStore, key: str) -> tuple[list[dict], list[dict]]:
-    """The experiments and scenes rows of one partition."""
+def read_partition(tree: ExperimentTree, store: DataStore, key: str) -> Partition:
+    """One partition's rows from the Parquet tables."""
     experiments = store.parquet.read("experiments", key).to_pylist()
     if not experiments:
         raise ValueError("no experiments rows in the Parquet partition")
-    return experiments, store.parquet.read("scenes", key).to_pylist()
+    scenes = store.parquet.read("scenes", key).to_pylist()
+    return Partition(key, tree.root_path / rel_path_of(key), experiments, scenes)
 
 
-def materialize_each(context: dg.AssetExecutionContext, upsert: Callable[[str], Logged]) -> None:
-    """Call `upsert` for each partition of the run and log its materialization, with the
+def report_metadata(report: WriteReport) -> dict[str, object]:
+    """What a person wants to see about a partition's runs in the UI."""
+    metadata: dict[str, object] = {
+        "runs": report.runs, "written": report.written, "unchanged": report.unchanged,
+        "deleted": report.deleted}
+    for name, value in report.details.items():
+        metadata[name] = (dg.MetadataValue.json(value) if isinstance(value, list | dict)
+                          else value)
+    for label, url in report.links.items():
+        metadata[f"open {label}"] = dg.MetadataValue.url(url)
+    return metadata
+
+
+def materialize_each(context: dg.AssetExecutionContext, tracker: Tracker, writer: TrackerWriter,
+                     tree: ExperimentTree, store: DataStore) -> None:
+    """Upsert each partition of the run and log its materialization, with the
     provenance Dagster's staleness reads; a partition that raises fails alone, and the run
     fails at the end naming every failed partition."""
     keys = context.partition_keys
     asset = context.asset_key
-    code_version = context.assets_def.code_versions_by_key[asset]
-    provenance = provenance_tags(context.instance, code_version, UPSTREAM, keys)
+    provenance = provenance_tags(context.instance, tracker.code_version(), TABLE_ASSETS, keys)
     failures: dict[str, str] = {}
     with remembered_interrupts() as check_interrupt:
         for n, key in enumerate(keys, 1):
             check_interrupt()
             try:
-                version, metadata = upsert(key)
+                partition = read_partition(tree, store, key)
+                report = writer.upsert(partition)
             except Exception as exc:  # one partition's failure must not sink the others
                 failures[key] = f"{key}: {type(exc).__name__}: {exc}"
                 context.log.error(f"[{n}/{len(keys)}] {failures[key]}")
                 continue
+            version = tracker.data_version(partition.source_version)
             context.log_event(dg.AssetMaterialization(
-                asset_key=asset, partition=key, metadata=metadata,
+                asset_key=asset, partition=key, metadata=report_metadata(report),
                 tags=provenance[key] | {DATA_VERSION_TAG: version}))
     if failures:
         raise dg.Failure(

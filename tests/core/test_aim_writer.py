@@ -7,7 +7,8 @@ import pytest
 from align_track_pipeline.core.source.discovery import RunDir
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
-from align_track_pipeline.core.trackers.aim.writer import AimWriter, plan_scene_runs
+from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
+from align_track_pipeline.core.trackers.aim.writer import AimWriter
 from tests.conftest import aim_runs_seen_by_a_fresh_process
 
 REL = "random/unaligned"

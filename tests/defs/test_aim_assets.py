@@ -15,7 +15,7 @@ from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.definitions import build_defs
-from align_track_pipeline.defs.aim_assets import aim_reindex_sensor
+from align_track_pipeline.defs.aim_index import aim_reindex_sensor
 from tests.conftest import (
     _free_port,
     aim_runs_seen_by_a_fresh_process,
@@ -62,7 +62,7 @@ def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, dat
         instance.add_dynamic_partitions("experiments", keys)
         tags = {"dagster/asset_partition_range_start": keys[0],
                 "dagster/asset_partition_range_end": keys[-1]}
-        for job in ("ingest", "aim"):
+        for job in ("tables", "aim"):
             assert defs.resolve_job_def(job).execute_in_process(instance=instance,
                                                                 tags=tags).success
         repo = aim_compat.open_repo(data_dir / "aim")

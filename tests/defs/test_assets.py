@@ -13,7 +13,7 @@ from tests.conftest import item_count
 
 
 def _run_range(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str]):
-    return defs.resolve_job_def("ingest").execute_in_process(
+    return defs.resolve_job_def("tables").execute_in_process(
         instance=instance,
         tags={"dagster/asset_partition_range_start": keys[0],
               "dagster/asset_partition_range_end": keys[-1]},

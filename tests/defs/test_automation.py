@@ -86,7 +86,7 @@ def test_a_new_folder_runs_tables_then_trackers(ingested, data_dir):
     _sense_and_observe(defs, instance)
     # The trackers wait: in the same run they would be skipped (the tables log per partition).
     assert _requested(automation.tick()) == {t: {key} for t in TABLES}
-    ingest = defs.resolve_job_def("ingest")
+    ingest = defs.resolve_job_def("tables")
     assert ingest.execute_in_process(instance=instance, partition_key=key).success
     assert _requested(automation.tick()) == {t: {key} for t in TRACKERS}
     for job in ("mlflow", "aim"):
@@ -143,7 +143,7 @@ def test_a_failed_partition_is_not_requested_again_until_it_changes(tmp_path, sm
         requested = automation.tick()["scenes"]
         assert bad.key in requested
         for key in requested:  # what the launched runs do
-            result = defs.resolve_job_def("ingest").execute_in_process(
+            result = defs.resolve_job_def("tables").execute_in_process(
                 instance=instance, partition_key=key, raise_on_error=False)
             assert result.success == (key != bad.key)
         assert _requested(automation.tick(), TABLES) == {}  # no retry loop on bad input
@@ -177,7 +177,7 @@ def test_the_ui_shows_a_changed_folder_stale_with_the_reason(ingested):
         assert _staleness(defs, instance, asset, changed.key) == (
             "STALE", ["has a new data version"])
         assert _staleness(defs, instance, asset, same.key) == ("FRESH", [])
-    ingest = defs.resolve_job_def("ingest")
+    ingest = defs.resolve_job_def("tables")
     assert ingest.execute_in_process(instance=instance, partition_key=changed.key).success
     assert _staleness(defs, instance, "scenes", changed.key) == ("FRESH", [])
     for asset in TRACKERS:  # Dagster marks a partition stale by its direct inputs only
@@ -190,10 +190,7 @@ def test_the_ui_shows_a_changed_folder_stale_with_the_reason(ingested):
 
 
 def test_switching_mlflow_to_flat_requests_every_mlflow_partition(ingested):
-    from align_track_pipeline.defs.resources import default_mlflow_target
-
     tree, defs, instance, automation = ingested
-    data_dir = defs.resources["store"].data_dir
-    flat = build_defs(str(tree), data_dir, default_mlflow_target(data_dir, flat=True))
+    flat = build_defs(str(tree), defs.resources["store"].data_dir, {"flat": "1"})
     keys = {r.key for r in find_run_dirs(tree)}
     assert _requested(automation.tick(flat)) == {"mlflow_runs": keys}

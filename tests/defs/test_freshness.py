@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
 
-from align_track_pipeline.core.source.parse import data_version
+from align_track_pipeline.core.versions import table_version as data_version
 from align_track_pipeline.defs.freshness import (
     FRESH,
     MISSING,
@@ -51,10 +51,10 @@ def test_states(instance):
 
 
 def test_parser_version_is_part_of_freshness(monkeypatch, instance):
-    from align_track_pipeline.core.source import parse
+    from align_track_pipeline.core import versions
 
     for asset in ("experiments", "scenes"):
         _record(instance, asset, "a", data_version("src-a"))
-    monkeypatch.setattr(parse, "PARSER_VERSION", "999")
+    monkeypatch.setattr(versions, "PARSER_VERSION", "999")
     assert partition_states(instance, {"a": "src-a"}) == {"a": STALE}
 

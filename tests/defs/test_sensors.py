@@ -14,7 +14,7 @@ from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.freshness import observed_versions
-from align_track_pipeline.defs.schedules import nightly_ingestion
+from align_track_pipeline.defs.schedules import nightly_observation
 from tests.conftest import (
     SAMPLE_TREE,
     aim_runs_seen_by_a_fresh_process,
@@ -81,14 +81,14 @@ def test_sensor_requests_an_observation_only_when_stat_data_changed(tmp_path, sm
 
 def test_nightly_schedule_observes_only_when_something_changed(tmp_path, small_tree, data_dir):
     defs = build_defs(str(small_tree), str(data_dir))
-    schedule = defs.resolve_schedule_def("nightly_ingestion")
+    schedule = defs.resolve_schedule_def("nightly_observation")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
 
         def tick():
             context = dg.build_schedule_context(instance=instance)
-            return nightly_ingestion(context, tree=defs.resources["tree"],
+            return nightly_observation(context, tree=defs.resources["tree"],
                                      store=defs.resources["store"])
 
         first = tick()  # sensor off: the schedule finds the new folders itself
@@ -110,9 +110,9 @@ def test_schedule_timezone_is_configurable(monkeypatch):
     from align_track_pipeline.defs import schedules
 
     monkeypatch.setenv("ALIGN_TRACK_TIMEZONE", "Europe/Berlin")
-    assert importlib.reload(schedules).nightly_ingestion.execution_timezone == "Europe/Berlin"
+    assert importlib.reload(schedules).nightly_observation.execution_timezone == "Europe/Berlin"
     monkeypatch.delenv("ALIGN_TRACK_TIMEZONE")
-    assert importlib.reload(schedules).nightly_ingestion.execution_timezone == "UTC"
+    assert importlib.reload(schedules).nightly_observation.execution_timezone == "UTC"
 
 
 def test_cleanup_removes_a_folders_data_from_every_store(capsys, sample_tree, data_dir):
@@ -222,7 +222,7 @@ def test_a_missing_tree_root_removes_nothing(tmp_path, small_tree, data_dir):
         assert isinstance(result, dg.SkipReason) and "not found" in result.skip_message
         assert set(instance.get_dynamic_partitions("experiments")) == keys
         context = dg.build_schedule_context(instance=instance)
-        skipped = nightly_ingestion(context, tree=defs.resources["tree"],
+        skipped = nightly_observation(context, tree=defs.resources["tree"],
                                     store=defs.resources["store"])
         assert isinstance(skipped, dg.SkipReason)
         observe = defs.resolve_job_def("observe_experiment_folders")

@@ -34,16 +34,6 @@ from align_track_pipeline.core.tables.schema import EXPERIMENTS, SCENES
 
 _ID_SUFFIX = re.compile(r"-(?P<kdma>[A-Za-z][\w ]*?)-(?P<value>\d+(?:\.\d+)?)$")
 
-# Bump when parsing changes what lands in the tables: every partition becomes stale.
-PARSER_VERSION = "1"
-
-
-def data_version(source_version: str) -> str:
-    """What an up-to-date partition's tables record: its input's content and the parser's
-    version. The one definition of "changed": a partition is stale when this differs."""
-    return f"{source_version}-p{PARSER_VERSION}"
-
-
 @dataclass(frozen=True)
 class ParsedRun:
     experiments: pa.Table

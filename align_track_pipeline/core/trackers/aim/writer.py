@@ -12,72 +12,15 @@ next upsert deletes the unknown runs created after it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
+from align_track_pipeline.core.trackers.aim.plan import SceneRun
 
-AIM_LAYOUT_VERSION = "1"
 CREATING = "creating:"  # placeholder run hash: "creating:<unix time>"
-TEXT_PARAMS = ("probe_text", "choices_text", "decision_text", "justification")
-
-
-def aim_version(source_version: str) -> str:
-    """The data version an up-to-date `aim_runs` partition records."""
-    from align_track_pipeline.core.source.parse import data_version
-
-    return f"{data_version(source_version)}-a{AIM_LAYOUT_VERSION}"
-
-
-@dataclass(frozen=True)
-class SceneRun:
-    key: str
-    name: str
-    experiment: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-
-    @property
-    def content_hash(self) -> str:
-        body = {"v": AIM_LAYOUT_VERSION, "name": self.name, "experiment": self.experiment,
-                "params": self.params, "metrics": self.metrics}
-        return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(),
-                               digest_size=16).hexdigest()
-
-
-def plan_scene_runs(experiments: list[dict], scenes: list[dict]) -> list[SceneRun]:
-    kdmas = {e["alignment_target_id"]: dict(e["kdma_values"]) for e in experiments}
-    return [_scene_run(s, kdmas.get(s["alignment_target_id"], {})) for s in scenes]
-
-
-def _scene_run(scene: dict, kdmas: dict[str, float]) -> SceneRun:
-    params = {
-        "adm": scene["adm"],
-        "llm_backbone": scene["llm_backbone"],
-        "alignment_target_id": scene["alignment_target_id"],
-        "kdma": kdmas,
-        "run_variant": scene["run_variant"],
-        "scenario_id": scene["scenario_id"],
-        "scene_id": scene["scene_id"],
-        "scene_index": scene["scene_index"],
-        "experiment_path": scene["experiment_path"],
-        "partition_key": scene["partition_key"],
-        **{name: scene[name] for name in TEXT_PARAMS},
-    }
-    metrics = {"timing_seconds": scene["timing_seconds"],
-               **{f"score.{k}": v for k, v in scene["scenario_scores"]}}
-    return SceneRun(
-        key=f"{scene['partition_key']}::{scene['scene_index']}",
-        name=f"{scene['scenario_id']}_idx{scene['scene_index']}",
-        experiment=scene["experiment_path"],
-        params={k: v for k, v in params.items() if v is not None},
-        metrics={k: v for k, v in metrics.items() if v is not None},
-    )
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
+
 HIERARCHICAL, FLAT = "hierarchical", "flat"
-# Bump when what is logged for a row changes: every partition's runs are then replaced.
-MLFLOW_LAYOUT_VERSION = "1"
 MAX_PARAM_CHARS, MAX_TAG_CHARS = 6000, 8000  # MLflow's limits; longer values go to artifacts
-
-
-
-def mlflow_code_version(mode: str) -> str:
-    """The `mlflow_runs` code version: the layout and the mode, so switching `--flat` (or
-    ALIGN_TRACK_MLFLOW_FLAT for the daemon) re-logs every partition like a layout bump."""
-    return f"{MLFLOW_LAYOUT_VERSION}-{mode}"
-
-
-def mlflow_version(source_version: str, mode: str) -> str:
-    """The data version an up-to-date `mlflow_runs` partition records."""
-    from align_track_pipeline.core.source.parse import data_version
-
-    return f"{data_version(source_version)}-m{MLFLOW_LAYOUT_VERSION}-{mode}"
-
 
 TAG_KEY = "align_track.key"
 TAG_PARTITION = "align_track.partition"
@@ -98,7 +83,7 @@ def _parent(exp: dict, run_dir: Path | None, mode: str) -> RunSpec:
     for name in exp["source_files"]:
         if run_dir is not None and not name.startswith(".hydra/"):  # raw configs hold secrets
             artifacts[f"source/{name}"] = run_dir / name
-    key = f"{exp['partition_key']}::{exp['alignment_target_id']}"
+    key = experiment_key(exp["partition_key"], exp["alignment_target_id"])
     name = f"{exp['experiment_path']} [{exp['alignment_target_id']}]"
     return _spec(key, name, None, params, metrics, tags, artifacts, exp["partition_key"], mode)
 
@@ -113,7 +98,7 @@ def _child(parent: RunSpec, scene: dict) -> RunSpec:
     tags = {**inherited, "run_type": "scene", "scene_id": scene["scene_id"] or "",
             "scene_index": str(index)}
     artifacts = {f"scene_{index}/scene_data.json": scene["item_json"].encode()}
-    key = f"{scene['partition_key']}::{index}"
+    key = scene_key(scene["partition_key"], index)
     name = f"{scene['scenario_id']}_idx{index}"
     return _spec(key, name, parent.key, params, metrics, tags, artifacts,
                  scene["partition_key"], HIERARCHICAL)

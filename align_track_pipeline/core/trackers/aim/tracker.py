@@ -1,0 +1,83 @@
+"""Aim as a tracker: one flat run per scene, named `<scenario_id>_idx<scene_index>`, with its
+texts inline, indexed as written so the Aim UI shows it at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
+from align_track_pipeline.core.trackers.base import Partition, Tracker, WriteReport
+from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION
+
+if TYPE_CHECKING:
+    from align_track_pipeline.core.trackers.aim.writer import AimWriter
+    from align_track_pipeline.core.trackers.registry import Settings
+
+
+@dataclass(frozen=True)
+class AimTracker(Tracker):
+    repo: str
+    manifest: str  # the scene key -> run hash map (Aim cannot create a run under a given hash)
+
+    name = "aim"
+    version_tag = "a"
+    description = ("One flat Aim run per scene, named <scenario_id>_idx<scene_index>, with its "
+                   "texts inline; indexed as written, so the Aim UI shows it at once.")
+
+    def code_version(self) -> str:
+        return AIM_LAYOUT_VERSION
+
+    def target_id(self) -> str:
+        return self.repo
+
+    def ui_hint(self) -> str:
+        return f"{self.repo}; open with `align-track aim-ui`"
+
+    def open(self) -> _AimSession:
+        from align_track_pipeline.core.trackers.aim.writer import AimWriter
+
+        return _AimSession(self, AimWriter(Path(self.repo), Path(self.manifest)))
+
+    def reindex(self, full: bool = False) -> int:
+        """Index the runs whose index entry is missing or outdated (e.g. written while `aim up`
+        held the index), or with `full` rebuild the whole index (slow); returns how many."""
+        from align_track_pipeline.core.trackers.aim import compat
+
+        repo = compat.open_repo(Path(self.repo))
+        return compat.rebuild_index(repo) if full else compat.index_runs(
+            repo, compat.outdated_runs(repo))
+
+
+@dataclass(frozen=True)
+class _AimSession:
+    tracker: AimTracker
+    writer: AimWriter
+
+    def upsert(self, partition: Partition) -> WriteReport:
+        result = self.writer.upsert(partition.key,
+                                    plan_scene_runs(partition.experiments, partition.scenes))
+        repo = self.tracker.repo
+        return WriteReport(
+            runs=len(partition.scenes), written=len(result.created),
+            unchanged=result.unchanged, deleted=result.deleted,
+            details={"indexed": result.indexed, "repo": repo,
+                     "open": f"`align-track aim-ui` (or `aim up --repo {repo}`), then filter "
+                             f"`run.partition_key == \"{partition.key}\"`"})
+
+    def remove(self, partition: str, archive: bool) -> int:
+        if archive:
+            return self.writer.archive_partition(partition)
+        return self.writer.delete_partition(partition)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def aim_tracker(settings: Settings) -> AimTracker:
+    """`--aim-repo`, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`."""
+    data = Path(settings.data_dir).resolve()
+    repo = settings.get("aim_repo", "ALIGN_TRACK_AIM_REPO", str(data / "aim"))
+    return AimTracker(repo=str(Path(repo).resolve()),
+                      manifest=str(data / "state" / "aim_manifest.sqlite"))

@@ -1,0 +1,95 @@
+"""What a tracker is: a store that receives each partition's rows as runs.
+
+The pipeline knows trackers only through this class and the registry beside it: the Dagster
+assets, the cleanup of removed folders, freshness, `align-track ingest`/`status` and the
+benchmarks iterate the registered trackers. Adding a store means one module that subclasses
+`Tracker` and one `register` call.
+
+A tracker object is cheap and holds only where its store is; `open()` connects and returns a
+`TrackerWriter`, closed after the batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from align_track_pipeline.core import versions
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition's rows as the tables hold them (JSON is never parsed again), and its
+    run directory for trackers that copy source files."""
+
+    key: str
+    run_dir: Path | None
+    experiments: list[dict]
+    scenes: list[dict]
+
+    @property
+    def source_version(self) -> str:
+        return self.experiments[0]["source_version"]
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """What one upsert did, shown with the partition's materialization."""
+
+    runs: int  # runs the partition has in the store now
+    written: int  # runs created (new, changed or repaired)
+    unchanged: int  # runs kept as they were
+    deleted: int  # old runs removed
+    details: Mapping[str, object] = field(default_factory=dict)  # plain values for the UI
+    links: Mapping[str, str] = field(default_factory=dict)  # label -> URL in the tracker's UI
+
+
+class TrackerWriter(Protocol):
+    """An open connection to a tracker's store. Every method is idempotent at the store."""
+
+    def upsert(self, partition: Partition) -> WriteReport:
+        """Make the store hold exactly this partition's runs: unchanged ones are kept,
+        changed ones replaced, leftovers of an interrupted write repaired."""
+        ...
+
+    def remove(self, partition: str, archive: bool) -> int:
+        """Delete the partition's runs, or with `archive` keep them out of every default
+        view (restorable); returns how many runs."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Tracker(ABC):
+    """A store of runs fed from the tables. Subclasses set the three class attributes."""
+
+    name: str  # "mlflow": the asset `<name>_runs`, its pool, job and CLI phase
+    version_tag: str  # one letter in data versions: "m" for MLflow, "a" for Aim
+    description: str  # the asset's description in the Dagster UI
+
+    @property
+    def asset(self) -> str:
+        return f"{self.name}_runs"
+
+    @abstractmethod
+    def code_version(self) -> str:
+        """The layout (and mode) of what is logged; a change re-writes every partition."""
+
+    @abstractmethod
+    def target_id(self) -> str:
+        """Which store this is, without secrets (shown to users, part of reports)."""
+
+    @abstractmethod
+    def open(self) -> TrackerWriter:
+        """Connect to the store (creating it if needed)."""
+
+    def data_version(self, source_version: str) -> str:
+        """The data version an up-to-date partition of this tracker records."""
+        return versions.tracker_version(source_version, self.version_tag, self.code_version())
+
+    def ui_hint(self) -> str:
+        """One line telling a user where the runs are and how to look at them."""
+        return self.target_id()

@@ -1,0 +1,86 @@
+"""The registered trackers, in the order their phases run.
+
+MLflow and Aim are built in. Another store registers a factory, from code (`register`) or from
+an installed package's entry point in the group `align_track.trackers` (name = tracker name,
+value = `module:factory`). A factory takes the `Settings` and returns a `Tracker`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from align_track_pipeline.core.trackers.aim.tracker import aim_tracker
+from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.core.trackers.mlflow.tracker import mlflow_tracker
+
+ENTRY_POINT_GROUP = "align_track.trackers"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a factory builds its tracker from: the data dir, the options a user gave
+    explicitly (command-line flags; absent = not given) and the environment."""
+
+    data_dir: Path
+    options: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def get(self, option: str, env_var: str | None = None, default: str = "") -> str:
+        """The option if given, else the environment variable if set, else `default`."""
+        return self.options.get(option) or (env_var and self.env.get(env_var)) or default
+
+
+TrackerFactory = Callable[[Settings], Tracker]
+
+_BUILT_IN: dict[str, TrackerFactory] = {"mlflow": mlflow_tracker, "aim": aim_tracker}
+_REGISTERED: dict[str, TrackerFactory] = {}
+
+
+def register(name: str, factory: TrackerFactory) -> None:
+    """Add a tracker; it runs after the ones registered before it."""
+    if name in factories():
+        raise ValueError(f"a tracker named {name!r} is already registered")
+    _REGISTERED[name] = factory
+
+
+def unregister(name: str) -> None:
+    _REGISTERED.pop(name, None)
+
+
+@contextmanager
+def registered(name: str, factory: TrackerFactory) -> Iterator[None]:
+    """A tracker registered for the duration of a block (tests, one-off scripts)."""
+    register(name, factory)
+    try:
+        yield
+    finally:
+        unregister(name)
+
+
+def factories() -> dict[str, TrackerFactory]:
+    """Name -> factory: built-ins, then installed entry points, then `register` calls."""
+    plugins = {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**_BUILT_IN, **plugins, **_REGISTERED}
+
+
+def create_all(settings: Settings) -> list[Tracker]:
+    """Every registered tracker, configured for `settings`."""
+    return [_checked(name, factory(settings)) for name, factory in factories().items()]
+
+
+def create(name: str, settings: Settings) -> Tracker:
+    known = factories()
+    if name not in known:
+        raise KeyError(f"no tracker named {name!r}; registered: {', '.join(known)}")
+    return _checked(name, known[name](settings))
+
+
+def _checked(name: str, tracker: Tracker) -> Tracker:
+    if tracker.name != name:
+        raise ValueError(f"tracker registered as {name!r} calls itself {tracker.name!r}")
+    return tracker

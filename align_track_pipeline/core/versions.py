@@ -1,0 +1,49 @@
+"""Every version and key format of the pipeline, in one place.
+
+- A run directory's *source version* is the content hash of its input files
+  (`source.discovery.content_hash`).
+- A table partition's *data version* is the source version plus the parser version: bump
+  `PARSER_VERSION` and every partition is stale.
+- A tracker partition's data version is the table version plus the tracker's code version (its
+  layout and mode): bump a layout and only that tracker re-writes.
+- Keys: a scene is (partition, item index), an experiment row is (partition, alignment target).
+  Stores use these keys to upsert, so a second write of the same content changes nothing.
+"""
+
+from __future__ import annotations
+
+# Bump when parsing changes what lands in the tables: every partition becomes stale.
+PARSER_VERSION = "1"
+# Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
+MLFLOW_LAYOUT_VERSION = "1"
+AIM_LAYOUT_VERSION = "1"
+
+KEY_SEPARATOR = "::"
+
+
+def table_version(source_version: str) -> str:
+    """What an up-to-date partition's tables record: its input's content and the parser's
+    version. The one definition of "changed": a partition is stale when this differs."""
+    return f"{source_version}-p{PARSER_VERSION}"
+
+
+def tracker_version(source_version: str, tag: str, code_version: str) -> str:
+    """What an up-to-date tracker partition records: the table version it was fed from and the
+    tracker's code version, after the tracker's one-letter `tag` (`m` MLflow, `a` Aim)."""
+    return f"{table_version(source_version)}-{tag}{code_version}"
+
+
+def scene_key(partition: str, scene_index: int) -> str:
+    """A scene's identity in every store: `<partition>::<item index>`."""
+    return f"{partition}{KEY_SEPARATOR}{scene_index}"
+
+
+def experiment_key(partition: str, alignment_target: str) -> str:
+    """An experiment row's identity: `<partition>::<alignment target>` (a live run dir holds
+    several targets)."""
+    return f"{partition}{KEY_SEPARATOR}{alignment_target}"
+
+
+def partition_of(key: str) -> str:
+    """The partition a scene or experiment key belongs to."""
+    return key.rsplit(KEY_SEPARATOR, 1)[0]
