@@ -31,6 +31,7 @@ import dagster as dg
 
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.definitions import build_defs
+from align_track_pipeline.defs.dagster_compat import last_event_id
 from align_track_pipeline.defs.freshness import FOLDERS
 from align_track_pipeline.defs.sensors import experiment_folder_sensor
 from benchmarks.make_tree import build
@@ -71,11 +72,11 @@ def no_change_tick(work: Path, dirs: int) -> None:
               f"{time.perf_counter() - started:.2f} s, "
               f"{_asset_events_since(instance, 0)} observations")
 
-        before_records = instance.event_log_storage.get_maximum_record_id()
+        before_records = last_event_id(instance)
         started = time.perf_counter()
         result = tick()
         tick_s = time.perf_counter() - started
-        tick_records = instance.event_log_storage.get_maximum_record_id() - before_records
+        tick_records = last_event_id(instance) - before_records
         print(f"no-change sensor tick: {tick_s:.2f} s, launches "
               f"{'nothing' if isinstance(result, dg.SkipReason) else result.run_requests}, "
               f"{tick_records} event-log rows written")

@@ -8,9 +8,9 @@ tree), never one run per partition. A partition that fails a phase skips the lat
 reported with its error.
 
 A run over N partitions stores N "planned" events per asset before it starts (about 10 ms each
-on SQLite). The batch runs here store one per asset instead; the partitions that fail are run
-again the usual way, so Dagster still marks each of them failed (in the UI, `status` and the
-automation).
+on SQLite). The batch runs here store one per asset instead, and record a planned event only for
+each partition that failed, so Dagster still marks exactly those failed (in the UI, `status`
+and the automation) and no partition is run twice.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ import dagster as dg
 from align_track_pipeline.cli.instance import (
     cli_run_tags,
     fail_abandoned_runs,
-    one_planned_event_per_asset,
 )
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
+from align_track_pipeline.defs.dagster_compat import (
+    one_planned_event_per_asset,
+    record_failed_attempts,
+)
 from align_track_pipeline.defs.folders import observe_job
 from align_track_pipeline.defs.freshness import (
     FRESH,
@@ -169,13 +172,10 @@ def ingest(
             found = _run_ranges(runner, phase.job, todo, order, progress)
         progress(f"{phase.job}: {len(todo)} partitions in {time.perf_counter() - started:.2f} s")
         after = partition_states(instance, versions, phase.expected)
-        unfinished = [k for k in todo if after[k] != FRESH]
-        if unfinished:  # again, planned one by one, so Dagster marks each of them failed
-            found |= _run_ranges(runner, phase.job, unfinished, order, progress)
-            after = partition_states(instance, versions, phase.expected)
+        _mark_crashed(runner, found, [k for k in todo if after[k] != FRESH])
         for key in todo:
             if after[key] != FRESH:
-                errors[key] = found.get(key) or found.get("*") or f"{phase.job}: {after[key]}"
+                errors[key] = found.get(key) or f"{phase.job}: {after[key]}"
     if report.fresh == list(versions):
         progress("all partitions are fresh: nothing to materialize")
     final = partition_states(instance, versions, all_expected(trackers))
@@ -187,18 +187,46 @@ def ingest(
 _INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
+@dataclass
+class Found:
+    """What a phase's runs reported: partition -> error, and the runs whose step failed as a
+    whole (run result -> the partitions of its range)."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    crashed: list[tuple[dg.ExecuteInProcessResult, list[str]]] = field(default_factory=list)
+
+    def get(self, key: str) -> str | None:
+        return self.errors.get(key) or self.errors.get("*")
+
+
 def _run_ranges(runner: InProcess, job: str, keys: list[str], order: list[str],
-                progress: Callable[[str], None]) -> dict[str, str]:
-    """Run `job` over `keys`, one run per contiguous range; partition -> error."""
-    ranges = contiguous_ranges(keys, order)
-    found: dict[str, str] = {}
-    for n, (first, last) in enumerate(ranges, 1):
+                progress: Callable[[str], None]) -> Found:
+    """Run `job` over `keys`, one run per contiguous range."""
+    found = Found()
+    wanted = set(keys)
+    for n, (first, last) in enumerate(ranges := contiguous_ranges(keys, order), 1):
         progress(f"{job} run {n}/{len(ranges)}: partitions {first} .. {last}")
         result = runner.run(job, raise_on_error=False,
                             tags={"dagster/asset_partition_range_start": first,
                                   "dagster/asset_partition_range_end": last})
-        found |= _failures(result)
+        errors = _failures(result)
+        if "*" in errors:
+            span = order[order.index(first):order.index(last) + 1]
+            found.crashed.append((result, [k for k in span if k in wanted]))
+        found.errors |= errors
     return found
+
+
+def _mark_crashed(runner: InProcess, found: Found, unfinished: list[str]) -> None:
+    """Mark failed the unfinished partitions of runs whose step failed as a whole (the assets
+    mark the partitions that fail one by one themselves)."""
+    left = set(unfinished)
+    for result, keys in found.crashed:
+        failed = [k for k in keys if k in left]
+        for step in result.get_step_failure_events():
+            for asset in result.job_def.asset_layer.executable_asset_keys:
+                record_failed_attempts(runner.instance, result.run_id, result.job_def.name,
+                                       step.step_key, asset, failed)
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:

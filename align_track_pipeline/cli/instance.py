@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.defs.dagster_compat import release_pool_slots
 from align_track_pipeline.defs.resources import REPO_ROOT
 
 HOST_TAG, PID_TAG = "align_track/host", "align_track/pid"
@@ -53,33 +52,6 @@ def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
         instance.report_run_failed(run, "the align-track process running it is gone (killed)")
         release_pool_slots(instance, run.run_id)
     return [run.run_id for run in abandoned]
-
-
-def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
-    """Free every concurrency-pool slot a run holds (an event-log storage method that Dagster
-    does not re-export; a test pins it)."""
-    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
-
-
-# Dagster reads this variable on every run it starts (an undocumented switch; a test pins it).
-_SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-
-
-@contextmanager
-def one_planned_event_per_asset() -> Iterator[None]:
-    """Runs started inside store one "materialization planned" event per asset for their whole
-    partition range instead of one per partition (the in-progress display is the same). The
-    price: Dagster does not mark a partition failed when such a run fails, so callers run the
-    partitions that failed again outside."""
-    old = os.environ.get(_SUBSET_PLANNED_EVENTS)
-    os.environ[_SUBSET_PLANNED_EVENTS] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(_SUBSET_PLANNED_EVENTS, None)
-        else:
-            os.environ[_SUBSET_PLANNED_EVENTS] = old
 
 
 def _alive(pid: int) -> bool:

@@ -6,22 +6,21 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
+from align_track_pipeline.defs.dagster_compat import quiet_about
 from align_track_pipeline.defs.resources import default_data_dir, default_experiments_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    with warnings.catch_warnings():
-        # Binding resources to sensors, Dagster 1.13 warns about its own beta `owners`
-        # argument: noise on a user's terminal, nothing they can act on.
-        warnings.filterwarnings("ignore", message="Parameter `owners`")
+    # Binding resources to sensors, Dagster 1.13 warns about its own beta `owners` argument:
+    # noise on a user's terminal, nothing they can act on.
+    with quiet_about(Warning, message="Parameter `owners`"):
         try:
             return args.func(args)
         except KeyboardInterrupt as exc:

@@ -1,21 +1,18 @@
 """Partitioned asset checks, evaluated on each partition as it is written."""
 
-import warnings
-
 import dagster as dg
 
 from align_track_pipeline.core.tables.checks import CONTRACT
 from align_track_pipeline.core.tables.writer import TableWrite
+from align_track_pipeline.defs.dagster_compat import quiet_about
+from align_track_pipeline.defs.partitions import experiment_partitions
 
 _DESCRIPTION = (
     "Row contract of the partition: no two rows share the table's key, no nulls in columns "
     "the schema marks required, and exactly one scene per item of input_output.json."
 )
 
-with warnings.catch_warnings():  # partitioned check specs are "preview" in Dagster 1.13
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-    from align_track_pipeline.defs.partitions import experiment_partitions
-
+with quiet_about(dg.PreviewWarning):  # partitioned check specs are "preview" in Dagster 1.13
     # On `scenes` only: each check result is a stored event (~10 ms on SQLite storage), and
     # the experiments rows are derived from the same checked scenes.
     CHECKED_TABLES = ("scenes",)

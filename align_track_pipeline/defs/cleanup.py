@@ -7,7 +7,8 @@ from contextlib import closing
 
 import dagster as dg
 
-from align_track_pipeline.defs.freshness import DATA_VERSION_TAG, FOLDERS
+from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG
+from align_track_pipeline.defs.freshness import FOLDERS
 from align_track_pipeline.defs.resources import DataStore, Trackers
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 

@@ -4,11 +4,11 @@ content fingerprint of its run directory, recorded only when it changed."""
 from __future__ import annotations
 
 import hashlib
-import warnings
 
 import dagster as dg
 
 from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.defs.dagster_compat import quiet_about
 from align_track_pipeline.defs.freshness import FOLDERS, changed_folders, observed_versions
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
@@ -72,13 +72,11 @@ def observe_folders(
     changed = changed_folders(current, observed_versions(context.instance))
     context.log.info(f"{len(run_dirs)} folders, {len(new)} new partitions, "
                      f"{len(changed)} new versions")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
+    with quiet_about(dg.BetaWarning):
         return dg.DataVersionsByPartition(changed)
 
 
-with warnings.catch_warnings():  # observable source assets are "beta" in Dagster 1.13
-    warnings.simplefilter("ignore", dg.BetaWarning)
+with quiet_about(dg.BetaWarning):  # observable source assets are "beta" in Dagster 1.13
     experiment_folders = dg.observable_source_asset(
         name=FOLDERS,
         partitions_def=experiment_partitions,

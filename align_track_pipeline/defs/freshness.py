@@ -17,16 +17,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 from align_track_pipeline.core.versions import table_version
+from align_track_pipeline.defs.dagster_compat import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    MATERIALIZATION,
+    OBSERVATION,
+    failed_partitions,
+    input_tags,
+    latest_storage_ids,
+    latest_tag_by_partition,
+)
 
 FOLDERS = "experiment_folders"
-DATA_VERSION_TAG = "dagster/data_version"
-CODE_VERSION_TAG = "dagster/code_version"
 FRESH, STALE, MISSING, FAILED = "fresh", "stale", "missing", "failed"
-MATERIALIZATION = DagsterEventType.ASSET_MATERIALIZATION
-OBSERVATION = DagsterEventType.ASSET_OBSERVATION
 
 # asset -> the data version a partition must have recorded, given its source version
 Expected = Mapping[str, Callable[[str], str]]
@@ -34,25 +39,10 @@ TABLE_VERSIONS: Expected = {"experiments": table_version, "scenes": table_versio
 
 
 def latest_data_versions(
-    instance: dg.DagsterInstance, asset: str, event: DagsterEventType = MATERIALIZATION
+    instance: dg.DagsterInstance, asset: str, event: dg.DagsterEventType = MATERIALIZATION
 ) -> dict[str, str]:
-    """Partition -> data version of its latest materialization (or observation), one query.
-
-    Uses the event-log storage's per-partition tag index (the one Dagster's own staleness
-    reads); it is not re-exported by `dagster`, so tests pin its behaviour.
-    """
-    tags = instance.event_log_storage.get_latest_tags_by_partition(
-        dg.AssetKey(asset), event, [DATA_VERSION_TAG]
-    )
-    return {key: t[DATA_VERSION_TAG] for key, t in tags.items() if DATA_VERSION_TAG in t}
-
-
-def latest_storage_ids(
-    instance: dg.DagsterInstance, asset: str, event: DagsterEventType = MATERIALIZATION
-) -> dict[str, int]:
-    """Partition -> storage id of its latest materialization (or observation), one query."""
-    return dict(instance.event_log_storage.get_latest_storage_id_by_partition(
-        dg.AssetKey(asset), event))
+    """Partition -> data version of its latest materialization (or observation), one query."""
+    return latest_tag_by_partition(instance, asset, event, DATA_VERSION_TAG)
 
 
 def observed_versions(instance: dg.DagsterInstance) -> dict[str, str]:
@@ -79,18 +69,8 @@ def provenance_tags(
         ids = latest_storage_ids(instance, asset, event)
         for key, partition_tags in tags.items():
             if key in versions and key in ids:
-                partition_tags[f"dagster/input_data_version/{asset}"] = versions[key]
-                partition_tags[f"dagster/input_event_pointer/{asset}"] = str(ids[key])
+                partition_tags |= input_tags(asset, versions[key], ids[key])
     return tags
-
-
-def failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:
-    """Partitions whose latest attempt did not produce a materialization."""
-    storage = instance.event_log_storage
-    attempts = storage.get_latest_asset_partition_materialization_attempts_without_materializations(
-        dg.AssetKey(asset)
-    )
-    return set(attempts)
 
 
 def partition_states(

@@ -11,12 +11,12 @@ from align_track_pipeline.core.tables.writer import PartitionJob, PartitionWrite
 from align_track_pipeline.core.versions import PARSER_VERSION, table_version
 from align_track_pipeline.defs.automation import TABLES_CONDITION
 from align_track_pipeline.defs.checks import CHECKED_TABLES, TABLE_CHECK_SPECS, check_event
-from align_track_pipeline.defs.freshness import (
+from align_track_pipeline.defs.dagster_compat import (
     CODE_VERSION_TAG,
     DATA_VERSION_TAG,
-    FOLDERS,
-    provenance_tags,
+    record_failed_attempt,
 )
+from align_track_pipeline.defs.freshness import FOLDERS, provenance_tags
 from align_track_pipeline.defs.metadata import column_schema, partition_metadata
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
@@ -78,6 +78,8 @@ def parse_run_dirs(
         if write.error:
             failures[write.key] = write.error
             context.log.error(f"[{n}/{len(keys)}] {write.key}: {write.error}")
+            for table in selected:  # marked failed when the run fails, without a re-run
+                record_failed_attempt(context, dg.AssetKey(table), write.key)
             continue
         for event in _events(write, provenance[write.key]):
             context.log_event(event)

@@ -10,7 +10,8 @@ import dagster as dg
 from align_track_pipeline.core.source.discovery import rel_path_of
 from align_track_pipeline.core.trackers.base import Partition, Tracker, TrackerWriter, WriteReport
 from align_track_pipeline.defs.automation import TRACKERS_CONDITION
-from align_track_pipeline.defs.freshness import DATA_VERSION_TAG, provenance_tags
+from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG, record_failed_attempt
+from align_track_pipeline.defs.freshness import provenance_tags
 from align_track_pipeline.defs.interrupts import remembered_interrupts
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree, Trackers
@@ -90,6 +91,7 @@ def materialize_each(context: dg.AssetExecutionContext, tracker: Tracker, writer
             except Exception as exc:  # one partition's failure must not sink the others
                 failures[key] = f"{key}: {type(exc).__name__}: {exc}"
                 context.log.error(f"[{n}/{len(keys)}] {failures[key]}")
+                record_failed_attempt(context, asset, key)  # failed when the run fails
                 continue
             version = tracker.data_version(partition.source_version)
             context.log_event(dg.AssetMaterialization(

@@ -11,6 +11,7 @@ from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
+from align_track_pipeline.defs.dagster_compat import stale_status
 from tests.conftest import SAMPLE_TREE, apply_partition_requests, make_run_dir, sensor_tick
 
 TABLES = ("experiments", "scenes")
@@ -154,15 +155,8 @@ def test_a_failed_partition_is_not_requested_again_until_it_changes(tmp_path, sm
 
 
 def _staleness(defs: dg.Definitions, instance, asset: str, key: str):
-    """What the UI shows for a partition: Dagster's own stale status and its root causes.
-    (Dagster internals: if they move, this test fails and the UI story must be re-checked.)"""
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-    from dagster._core.loader import LoadingContextForTest
-
-    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(),
-                                          LoadingContextForTest(instance))
-    causes = resolver.get_stale_root_causes(dg.AssetKey(asset), key)
-    return resolver.get_status(dg.AssetKey(asset), key).value, sorted(c.reason for c in causes)
+    """What the UI shows for a partition: Dagster's own stale status and its root causes."""
+    return stale_status(defs, instance, asset, key)
 
 
 def test_the_ui_shows_a_changed_folder_stale_with_the_reason(ingested):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.dataset as ds
-from dagster._core.storage.dagster_run import DagsterRun
 from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import (
@@ -17,9 +16,9 @@ from align_track_pipeline.cli.instance import (
     PID_TAG,
     fail_abandoned_runs,
     open_instance,
-    release_pool_slots,
 )
 from align_track_pipeline.cli.main import main
+from align_track_pipeline.defs.dagster_compat import active_pool_slots, claim_pool_slot
 from tests.conftest import aim_runs_seen_by_a_fresh_process
 
 
@@ -32,25 +31,10 @@ def _dead_pid() -> int:
 def _run_holding_a_slot(instance, pool: str, tags: dict[str, str]) -> str:
     """A STARTED run that claimed a pool slot, as a killed in-process run leaves behind."""
     run_id = str(uuid.uuid4())
-    instance.add_run(DagsterRun(job_name="mlflow", run_id=run_id,
-                                status=dg.DagsterRunStatus.STARTED, tags=tags))
-    instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
-    claim = instance.event_log_storage.claim_concurrency_slot(pool, run_id, "log_mlflow_runs")
-    assert claim.is_claimed
+    instance.add_run(dg.DagsterRun(job_name="mlflow", run_id=run_id,
+                                   status=dg.DagsterRunStatus.STARTED, tags=tags))
+    assert claim_pool_slot(instance, pool, run_id, "log_mlflow_runs")
     return run_id
-
-
-def _active_slots(instance, pool: str) -> int:
-    return instance.event_log_storage.get_concurrency_info(pool).active_slot_count
-
-
-def test_release_pool_slots_frees_a_runs_claims(data_dir):
-    """Pins the event-log storage method the CLI relies on."""
-    with open_instance(data_dir) as instance:
-        run_id = _run_holding_a_slot(instance, "mlflow", {})
-        assert _active_slots(instance, "mlflow") == 1
-        release_pool_slots(instance, run_id)
-        assert _active_slots(instance, "mlflow") == 0
 
 
 def test_only_runs_of_dead_processes_are_failed(data_dir):
@@ -67,7 +51,8 @@ def test_only_runs_of_dead_processes_are_failed(data_dir):
         assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(alive).status == dg.DagsterRunStatus.STARTED
         assert instance.get_run_by_id(other_host).status == dg.DagsterRunStatus.STARTED
-        assert _active_slots(instance, "mlflow") == 0 and _active_slots(instance, "aim") == 1
+        assert active_pool_slots(instance, "mlflow") == 0
+        assert active_pool_slots(instance, "aim") == 1
 
 
 def test_a_killed_ingest_does_not_block_the_next_one(capsys, small_tree, data_dir):

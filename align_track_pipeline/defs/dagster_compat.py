@@ -1,0 +1,143 @@
+"""Every Dagster internal the pipeline relies on, each in one small function.
+
+Dagster is pinned (1.13, uv.lock). Nothing else in the repository imports `dagster._*` or calls
+event-log storage methods: they go through here, and tests/defs/test_dagster_compat.py pins
+each one, so a Dagster upgrade that moves one fails there, loudly, by name.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+from dagster._core.definitions.data_version import CachingStaleStatusResolver
+from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+from dagster._core.loader import LoadingContextForTest
+
+# Tags Dagster writes on a materialization it makes itself. The assets here log their
+# partitions one by one, so they write them, and Dagster's staleness reads them as its own.
+DATA_VERSION_TAG = "dagster/data_version"
+CODE_VERSION_TAG = "dagster/code_version"
+MATERIALIZATION = dg.DagsterEventType.ASSET_MATERIALIZATION
+OBSERVATION = dg.DagsterEventType.ASSET_OBSERVATION
+PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+
+
+def input_tags(asset: str, data_version: str, storage_id: int) -> dict[str, str]:
+    """The provenance tags of one upstream input (its data version and event pointer)."""
+    return {f"dagster/input_data_version/{asset}": data_version,
+            f"dagster/input_event_pointer/{asset}": str(storage_id)}
+
+
+def latest_tag_by_partition(instance: dg.DagsterInstance, asset: str,
+                            event: dg.DagsterEventType, tag: str) -> dict[str, str]:
+    """Partition -> `tag` of its latest event of this type, in one query (the per-partition
+    tag index Dagster's own staleness reads)."""
+    tags = instance.event_log_storage.get_latest_tags_by_partition(
+        dg.AssetKey(asset), event, [tag])
+    return {key: t[tag] for key, t in tags.items() if tag in t}
+
+
+def latest_storage_ids(instance: dg.DagsterInstance, asset: str,
+                       event: dg.DagsterEventType) -> dict[str, int]:
+    """Partition -> storage id of its latest event of this type, in one query."""
+    return dict(instance.event_log_storage.get_latest_storage_id_by_partition(
+        dg.AssetKey(asset), event))
+
+
+def failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:
+    """Partitions whose latest planned materialization never happened (the attempt failed or
+    is in progress): what Dagster's partition status marks failed once the run ended."""
+    storage = instance.event_log_storage
+    return set(storage.get_latest_asset_partition_materialization_attempts_without_materializations(
+        dg.AssetKey(asset)))
+
+
+def record_failed_attempt(context: dg.AssetExecutionContext, asset: dg.AssetKey,
+                          partition: str) -> None:
+    """Record, in this run, a planned materialization of the partition that will not happen.
+
+    A batch run started under `one_planned_event_per_asset` stores one planned event for its
+    whole range, so Dagster cannot tell which partitions of a failed run failed. With this
+    event for each partition that failed, Dagster marks exactly those failed (in the UI, for
+    the automation and `status`) when the run fails; no partition is run twice to get there.
+    """
+    record_failed_attempts(context.instance, context.run_id, context.job_name,
+                           str(context.op_execution_context.node_handle), asset,
+                           [partition])
+
+
+def record_failed_attempts(instance: dg.DagsterInstance, run_id: str, job_name: str,
+                           step_key: str, asset: dg.AssetKey, partitions: list[str]) -> None:
+    """The same for partitions of a run whose step failed as a whole (e.g. its store was
+    unreachable), recorded from outside the run."""
+    for partition in partitions:
+        event = DagsterEvent.build_asset_materialization_planned_event(
+            job_name, step_key, AssetMaterializationPlannedData(asset, partition=partition))
+        instance.report_dagster_event(event, run_id=run_id)
+
+
+# Dagster reads this variable on every run it starts (undocumented; pinned by a test).
+_SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+@contextmanager
+def one_planned_event_per_asset() -> Iterator[None]:
+    """Runs started inside store one "materialization planned" event per asset for their whole
+    partition range instead of one per partition (about 10 ms each on SQLite). The assets then
+    mark their failed partitions themselves (`record_failed_attempt`). Used only around the
+    CLI's own in-process runs, never by definitions the daemon loads."""
+    old = os.environ.get(_SUBSET_PLANNED_EVENTS)
+    os.environ[_SUBSET_PLANNED_EVENTS] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(_SUBSET_PLANNED_EVENTS, None)
+        else:
+            os.environ[_SUBSET_PLANNED_EVENTS] = old
+
+
+def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Free every concurrency-pool slot a run holds."""
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
+
+def active_pool_slots(instance: dg.DagsterInstance, pool: str) -> int:
+    return instance.event_log_storage.get_concurrency_info(pool).active_slot_count
+
+
+def claim_pool_slot(instance: dg.DagsterInstance, pool: str, run_id: str, step: str) -> bool:
+    """Claim a slot of `pool` for a run's step, as a run worker does before the step starts."""
+    storage = instance.event_log_storage
+    storage.initialize_concurrency_limit_to_default(pool)
+    return storage.claim_concurrency_slot(pool, run_id, step).is_claimed
+
+
+def last_event_id(instance: dg.DagsterInstance) -> int:
+    """The id of the newest stored event: unchanged means nothing was written."""
+    return instance.event_log_storage.get_maximum_record_id() or 0
+
+
+def stale_status(defs: dg.Definitions, instance: dg.DagsterInstance, asset: str,
+                 partition: str) -> tuple[str, list[str]]:
+    """What the UI shows for a partition: Dagster's stale status and its root causes."""
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(),
+                                          LoadingContextForTest(instance))
+    key = dg.AssetKey(asset)
+    causes = resolver.get_stale_root_causes(key, partition)
+    return resolver.get_status(key, partition).value, sorted(c.reason for c in causes)
+
+
+@contextmanager
+def quiet_about(*categories: type[Warning], message: str = "") -> Iterator[None]:
+    """Silence Dagster's beta/preview warnings for APIs we use on purpose (noise a user cannot
+    act on), in one block."""
+    with warnings.catch_warnings():
+        for category in categories:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+

@@ -1,0 +1,117 @@
+"""Pins every Dagster internal the pipeline uses (`defs/dagster_compat.py`): if a Dagster upgrade
+moves one, the test named after it fails here."""
+
+import uuid
+import warnings
+
+import dagster as dg
+import pytest
+
+from align_track_pipeline.defs import dagster_compat as compat
+
+PARTS = dg.DynamicPartitionsDefinition(name="parts")
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
+        inst.add_dynamic_partitions("parts", ["a", "b", "bad", "c"])
+        yield inst
+
+
+def _record(instance, partition: str, version: str) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="thing", partition=partition, tags={compat.DATA_VERSION_TAG: version}))
+
+
+def test_latest_tag_and_storage_id_by_partition(instance):
+    _record(instance, "a", "v1")
+    _record(instance, "a", "v2")
+    _record(instance, "b", "v1")
+    assert compat.latest_tag_by_partition(instance, "thing", compat.MATERIALIZATION,
+                                          compat.DATA_VERSION_TAG) == {"a": "v2", "b": "v1"}
+    ids = compat.latest_storage_ids(instance, "thing", compat.MATERIALIZATION)
+    assert set(ids) == {"a", "b"} and ids["b"] > ids["a"]
+    assert compat.last_event_id(instance) == max(ids.values())
+
+
+@dg.asset(partitions_def=PARTS, backfill_policy=dg.BackfillPolicy.single_run())
+def thing(context: dg.AssetExecutionContext) -> None:
+    """Materializes every partition but `bad`, which it marks as a failed attempt."""
+    for key in context.partition_keys:
+        if key == "bad":
+            compat.record_failed_attempt(context, context.asset_key, key)
+        else:
+            context.log_event(dg.AssetMaterialization(asset_key="thing", partition=key))
+    raise dg.Failure("bad failed")
+
+
+def _run(instance) -> dg.ExecuteInProcessResult:
+    job = dg.Definitions(assets=[thing]).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(instance=instance, raise_on_error=False, tags={
+        "dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"})
+
+
+def _planned(instance, result) -> int:
+    return len(instance.all_logs(result.run_id, of_type=compat.PLANNED))
+
+
+@pytest.mark.parametrize("one_event", [True, False])
+def test_failed_partitions_are_marked_with_or_without_one_planned_event(instance, one_event):
+    if one_event:
+        with compat.one_planned_event_per_asset():
+            result = _run(instance)
+        assert _planned(instance, result) == 2  # the range's, and the failed partition's
+    else:
+        result = _run(instance)
+        assert _planned(instance, result) == 5  # one per partition, and the failed one again
+    assert compat.failed_partitions(instance, "thing") == {"bad"}
+    assert compat._SUBSET_PLANNED_EVENTS not in __import__("os").environ
+
+
+def test_failed_attempts_recorded_from_outside_a_crashed_run(instance):
+    with compat.one_planned_event_per_asset():
+        result = _run(instance)
+    step = result.get_step_failure_events()[0].step_key
+    compat.record_failed_attempts(instance, result.run_id, result.job_def.name, step,
+                                  dg.AssetKey("thing"), ["c"])
+    assert compat.failed_partitions(instance, "thing") == {"bad", "c"}
+
+
+def test_pool_slots_claimed_counted_and_released(tmp_path):
+    pools = {"concurrency": {"pools": {"default_limit": 1}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
+        run_id = str(uuid.uuid4())
+        instance.add_run(dg.DagsterRun(job_name="j", run_id=run_id,
+                                       status=dg.DagsterRunStatus.STARTED))
+        assert compat.claim_pool_slot(instance, "mlflow", run_id, "log_mlflow_runs")
+        assert compat.active_pool_slots(instance, "mlflow") == 1
+        assert not compat.claim_pool_slot(instance, "mlflow", str(uuid.uuid4()), "other")
+        compat.release_pool_slots(instance, run_id)
+        assert compat.active_pool_slots(instance, "mlflow") == 0
+
+
+@dg.asset(code_version="1")
+def upstream() -> None: ...
+
+
+@dg.asset(deps=[upstream], code_version="1")
+def downstream() -> None: ...
+
+
+def test_stale_status_and_its_reasons(instance):
+    defs = dg.Definitions(assets=[upstream, downstream])
+    assert dg.materialize([upstream, downstream], instance=instance).success
+    assert compat.stale_status(defs, instance, "downstream", None) == ("FRESH", [])
+    bumped = downstream.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
+    assert compat.stale_status(dg.Definitions(assets=[upstream, bumped]), instance,
+                               "downstream", None) == ("STALE", ["has a new code version"])
+
+
+def test_quiet_about_silences_only_what_it_names():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with compat.quiet_about(dg.BetaWarning):
+            warnings.warn("beta", dg.BetaWarning, stacklevel=1)
+            warnings.warn("other", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["other"]
