@@ -43,7 +43,3 @@ def experiment_key(partition: str, alignment_target: str) -> str:
     several targets)."""
     return f"{partition}{KEY_SEPARATOR}{alignment_target}"
 
-
-def partition_of(key: str) -> str:
-    """The partition a scene or experiment key belongs to."""
-    return key.rsplit(KEY_SEPARATOR, 1)[0]
