@@ -52,7 +52,7 @@ def build_defs(
         loggers=loggers,
     )
     with_aim = any(t.name == "aim" for t in trackers)  # the Aim index is upkeep of its own
-    return dg.Definitions.merge(pipeline, aim_index_defs) if with_aim else pipeline
+    return dg.Definitions.merge(pipeline, aim_index_defs()) if with_aim else pipeline
 
 
 defs = build_defs()

@@ -6,14 +6,20 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.trackers.base import TargetError
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
 from align_track_pipeline.defs.dagster_compat import quiet_about
 from align_track_pipeline.defs.resources import default_data_dir, default_experiments_dir
+
+# What a command returns: its exit code, and with --json the one object to print on stdout.
+Result = tuple[int, dict | None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,10 +28,37 @@ def main(argv: list[str] | None = None) -> int:
     # noise on a user's terminal, nothing they can act on.
     with quiet_about(Warning, message="Parameter `owners`"):
         try:
-            return args.func(args)
+            with _stdout_to_stderr(getattr(args, "json", False)):
+                code, result = args.func(args)
+        except TargetError as exc:
+            print(f"align-track: {exc}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt as exc:
             print(f"align-track: interrupted ({exc or 'between runs'})", file=sys.stderr)
             return 130
+    if result is not None:
+        print(json.dumps(result), flush=True)
+    return code
+
+
+@contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With `--json`, stdout carries the one result object and nothing else: whatever runs
+    meanwhile prints (MLflow's "View run" lines, a worker process's output) goes to stderr,
+    at the Python level and at the file-descriptor level (child processes)."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,34 +142,34 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.ingest import ingest
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import PROGRESS_RUN_CONFIG, progress_logger
     from align_track_pipeline.definitions import build_defs
 
     experiments, data = _dirs(args)
-    trackers = create_all(_settings(args, data))
+    trackers = create_all(_settings(args, data))  # refuses a bad target before any write
     defs = build_defs(str(experiments), str(data), _options(args),
                       loggers={"progress": progress_logger})
     with open_instance(data) as instance:
         report = ingest(defs, instance, experiments, trackers, progress=_say,
                         run_config=PROGRESS_RUN_CONFIG)
+    code = 1 if report.failed else 0
     if args.json:
-        print(json.dumps(report.as_json()))
-    else:
-        print(f"discovered {report.discovered}: {len(report.materialized)} materialized, "
-              f"{len(report.fresh)} fresh, {len(report.failed)} failed, "
-              f"{len(report.removed)} removed")
-        for failure in report.failed:
-            print(f"  FAILED {failure['partition']}: {failure['error']}")
-        print(f"Parquet tables: {data / 'parquet'}")
-        for tracker in trackers:
-            print(f"{tracker.name}: {tracker.ui_hint()}")
-    return 1 if report.failed else 0
+        return code, report.as_json()
+    print(f"discovered {report.discovered}: {len(report.materialized)} materialized, "
+          f"{len(report.fresh)} fresh, {len(report.failed)} failed, "
+          f"{len(report.removed)} removed")
+    for failure in report.failed:
+        print(f"  FAILED {failure['partition']}: {failure['error']}")
+    print(f"Parquet tables: {data / 'parquet'}")
+    for tracker in trackers:
+        print(f"{tracker.name}: {tracker.ui_hint()}")
+    return code, None
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.ingest import all_expected, source_versions
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.defs.freshness import partition_states
@@ -149,35 +182,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]} for r in run_dirs]
     if args.json:
         counts = {s: sum(r["state"] == s for r in rows) for s in sorted(set(states.values()))}
-        print(json.dumps({"partitions": rows, "counts": counts}))
-    else:
-        _table(["state", "partition"], [[r["state"], r["partition"]] for r in rows])
-    return 0
+        return 0, {"partitions": rows, "counts": counts}
+    _table(["state", "partition"], [[r["state"], r["partition"]] for r in rows])
+    return 0, None
 
 
-def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
     """`mlflow ui` bound to loopback, on the same store `ingest` writes."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
     uri = create("mlflow", _settings(args, data)).tracking_uri
     return _serve("MLflow", ["mlflow", "ui", "--backend-store-uri", uri], args.port, uri)
 
 
-def cmd_aim_ui(args: argparse.Namespace) -> int:
+def cmd_aim_ui(args: argparse.Namespace) -> Result:
     """`aim up` bound to loopback, on the repo `ingest` writes."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
     repo = create("aim", _settings(args, data)).repo
     return _serve("Aim", ["aim", "up", "--repo", repo], args.port, repo)
 
 
-def _serve(what: str, cmd: list[str], port: int, store: str) -> int:
+def _serve(what: str, cmd: list[str], port: int, store: str) -> Result:
     """Become the UI server (so signals reach it directly), on 127.0.0.1 only."""
     argv = [str(Path(sys.executable).parent / cmd[0]), *cmd[1:], "--host", "127.0.0.1",
             "--port", str(port)]
     print(f"{what} UI on http://127.0.0.1:{port} ({store})", file=sys.stderr)
     os.execv(argv[0], argv)
+    return 0, None  # not reached: execv replaced the process
 
 
-def cmd_aim_reindex(args: argparse.Namespace) -> int:
+def cmd_aim_reindex(args: argparse.Namespace) -> Result:
     """Run the `aim_reindex` job in-process, recorded in the Dagster instance."""
     from align_track_pipeline.cli.ingest import InProcess
     from align_track_pipeline.cli.instance import open_instance
@@ -191,10 +224,10 @@ def cmd_aim_reindex(args: argparse.Namespace) -> int:
         result = InProcess(defs, instance, PROGRESS_RUN_CONFIG).run(
             "aim_reindex", {"ops": {"aim_index": {"config": {"full": args.full}}}},
             raise_on_error=False)
-    return 0 if result.success else 1
+    return (0 if result.success else 1), None
 
 
-def cmd_list_runs(args: argparse.Namespace) -> int:
+def cmd_list_runs(args: argparse.Namespace) -> Result:
     root = args.dir.resolve()
     rows = []
     for run_dir in find_run_dirs(root):
@@ -207,7 +240,7 @@ def cmd_list_runs(args: argparse.Namespace) -> int:
             rows.append([run_dir.rel_path, exp["adm"], exp["alignment_target_id"],
                          str(exp["num_scenarios"])])
     _table(["run path", "ADM", "alignment", "scenarios"], rows)
-    return 0
+    return 0, None
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:

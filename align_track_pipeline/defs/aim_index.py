@@ -46,5 +46,7 @@ def aim_reindex_sensor(context: dg.SensorEvaluationContext, asset_event: dg.Even
     yield dg.RunRequest(run_key=f"aim-reindex-{asset_event.timestamp}")
 
 
-aim_index_defs = dg.Definitions(assets=[aim_index], jobs=[aim_reindex],
-                                sensors=[aim_reindex_sensor])
+def aim_index_defs() -> dg.Definitions:
+    """The index asset, its job and its sensor (merged into the pipeline when Aim is a
+    registered tracker)."""
+    return dg.Definitions(assets=[aim_index], jobs=[aim_reindex], sensors=[aim_reindex_sensor])

@@ -100,3 +100,20 @@ def test_definitions_load_and_the_graph_reads_tree_to_index():
     assert {s.name for s in defs.sensors} == {
         "experiment_folder_sensor", "automation", "aim_reindex_sensor"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
+
+
+def test_the_workspace_loads_as_the_daemon_and_the_ui_load_it(tmp_path):
+    """Module-scope rules (e.g. one Definitions object) only show when Dagster's own loader
+    imports the module, as `dagster dev` and the daemon do."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
+         "workspace.yaml"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env={**__import__("os").environ, "DAGSTER_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "passed validation" in done.stdout + done.stderr

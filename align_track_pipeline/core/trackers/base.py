@@ -20,6 +20,11 @@ from typing import Protocol
 from align_track_pipeline.core import versions
 
 
+class TargetError(ValueError):
+    """A tracker target that is malformed or not supported: refused before anything is
+    written (the CLI exits 2 with this message)."""
+
+
 @dataclass(frozen=True)
 class Partition:
     """One partition's rows as the tables hold them (JSON is never parsed again), and its
@@ -81,6 +86,11 @@ class Tracker(ABC):
     @abstractmethod
     def target_id(self) -> str:
         """Which store this is, without secrets (shown to users, part of reports)."""
+
+    def check(self) -> None:
+        """Raise `TargetError` if the target is malformed or unsupported (called whenever a
+        tracker is created, so nothing is ever written to a place that was not asked for)."""
+        return None
 
     @abstractmethod
     def open(self) -> TrackerWriter:

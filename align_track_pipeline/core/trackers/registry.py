@@ -83,4 +83,5 @@ def create(name: str, settings: Settings) -> Tracker:
 def _checked(name: str, tracker: Tracker) -> Tracker:
     if tracker.name != name:
         raise ValueError(f"tracker registered as {name!r} calls itself {tracker.name!r}")
+    tracker.check()
     return tracker

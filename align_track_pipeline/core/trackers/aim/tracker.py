@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
-from align_track_pipeline.core.trackers.base import Partition, Tracker, WriteReport
+from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION
 
 if TYPE_CHECKING:
@@ -50,6 +51,19 @@ class AimTracker(Tracker):
             repo, compat.outdated_runs(repo))
 
 
+def check_repo(repo: str) -> None:
+    """Refuse anything but a local path: `aim://HOST:PORT` would otherwise be read as a folder
+    named `aim:` in the working directory. A remote repo cannot be upserted (the writer checks
+    the repo's files) nor indexed from here (`aim server` does not index)."""
+    scheme = urlsplit(repo).scheme
+    if len(scheme) > 1:
+        raise TargetError(
+            f"Aim repo {repo!r}: remote repos ({scheme}://) are not supported. Give the local "
+            "path of the repo (the folder `aim server` or `aim up` serves, on this host).")
+    if not repo.strip():
+        raise TargetError("the Aim repo path is empty")
+
+
 @dataclass(frozen=True)
 class _AimSession:
     tracker: AimTracker
@@ -76,8 +90,9 @@ class _AimSession:
 
 
 def aim_tracker(settings: Settings) -> AimTracker:
-    """`--aim-repo`, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`."""
+    """`--aim-repo`, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`: a local directory."""
     data = Path(settings.data_dir).resolve()
     repo = settings.get("aim_repo", "ALIGN_TRACK_AIM_REPO", str(data / "aim"))
+    check_repo(repo)
     return AimTracker(repo=str(Path(repo).resolve()),
                       manifest=str(data / "state" / "aim_manifest.sqlite"))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from align_track_pipeline.core.trackers.base import Partition, Tracker, WriteReport
+from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL, plan_runs
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION
 
@@ -43,6 +43,11 @@ class MlflowTracker(Tracker):
 
     def target_id(self) -> str:
         return f"{without_credentials(self.tracking_uri)} (experiment {self.experiment})"
+
+    def check(self) -> None:
+        check_tracking_uri(self.tracking_uri)
+        if not self.experiment.strip():
+            raise TargetError("the MLflow experiment name is empty")
 
     def ui_hint(self) -> str:
         return f"{self.target_id()}; open with `align-track mlflow-ui`"
@@ -82,6 +87,32 @@ class _MlflowSession:
 
     def close(self) -> None:
         pass
+
+
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+SUPPORTED = ("sqlite:///PATH, postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB, "
+             "mysql+pymysql://..., or http(s)://HOST:PORT (an `mlflow server`)")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse what MLflow would misread: a bare path or `file:` (MLflow's deprecated file
+    store, a folder written wherever the process runs), a typo'd scheme, a server URI without
+    a host, a SQLite URI without its three slashes."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0].lower()
+    shown = without_credentials(uri)
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise TargetError(f"MLflow tracking URI {shown!r} has no host; use {SUPPORTED}")
+    elif scheme == "sqlite":
+        if not uri.split(":", 1)[1].startswith("///") or len(uri.split("///", 1)[1]) == 0:
+            raise TargetError(f"MLflow tracking URI {shown!r}: write sqlite:///RELATIVE or "
+                              "sqlite:////ABSOLUTE/path.db")
+    elif scheme in SQL_SCHEMES:
+        if not parts.hostname and not parts.path.strip("/"):
+            raise TargetError(f"MLflow tracking URI {shown!r} names no database server")
+    else:
+        raise TargetError(f"unsupported MLflow tracking URI {shown!r}: use {SUPPORTED}")
 
 
 def without_credentials(uri: str) -> str:

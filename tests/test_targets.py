@@ -1,0 +1,73 @@
+"""Every tracker target is explicit and checked: what cannot be honoured is refused with exit 2
+before anything is written, and `--json` stays one object on stdout whatever the stores."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from align_track_pipeline.cli import main
+from align_track_pipeline.core.trackers.base import TargetError
+from align_track_pipeline.core.trackers.mlflow.tracker import check_tracking_uri
+
+ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
+
+
+@pytest.mark.parametrize("repo", ["aim://127.0.0.1:53800", "http://127.0.0.1:43800/repo"])
+def test_a_remote_aim_repo_is_refused_before_anything_is_written(capsys, monkeypatch, tmp_path,
+                                                                 small_tree, repo):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    code = main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data),
+                 "--aim-repo", repo, "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert "not supported" in captured.err and "local path" in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small-tree"]  # no data, no aim:/
+
+
+@pytest.mark.parametrize("uri", [
+    "127.0.0.1:5000",            # no scheme: MLflow would make a local folder of it
+    "mlruns",                    # a bare path: the deprecated file store
+    "file:///tmp/mlruns",
+    "sqlite:/x.db",              # one slash: not a SQLite URI
+    "http://",                   # no host
+    "htp://127.0.0.1:5000",      # a typo
+])
+def test_a_malformed_mlflow_uri_is_refused(capsys, tmp_path, small_tree, uri):
+    data = tmp_path / "data"
+    code = main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data),
+                 "--mlflow-uri", uri])
+    assert code == 2
+    assert "MLflow tracking URI" in capsys.readouterr().err
+    assert not data.exists()
+
+
+@pytest.mark.parametrize("uri", [
+    "sqlite:///relative.db", "sqlite:////abs/path.db", "http://127.0.0.1:5000",
+    "https://mlflow.example.org", "postgresql+psycopg2://u:p@127.0.0.1:5432/db"])
+def test_supported_mlflow_uris_pass(uri):
+    check_tracking_uri(uri)
+
+
+def test_a_refusal_never_shows_credentials():
+    with pytest.raises(TargetError) as refused:
+        check_tracking_uri("htp://alice:s3cret@host:5000")
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.slow
+def test_json_is_one_object_on_stdout_against_a_server(small_tree, tmp_path, mlflow_server):
+    """MLflow prints a "View run ... at" line per run it creates through a server."""
+    cmd = [ALIGN_TRACK, "ingest", "--json", "--experiments-dir", str(small_tree),
+           "--data-dir", str(tmp_path / "data"), "--mlflow-uri", mlflow_server,
+           "--mlflow-experiment", "json-purity"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)  # the whole of stdout is the one object
+    assert done.stdout.count("\n") == 1 and len(report["materialized"]) == 3
+    assert "View run" in done.stderr  # what used to corrupt stdout went to stderr
