@@ -156,3 +156,51 @@ def wait_http(url: str, proc, seconds: float = 120) -> bytes:
             assert proc.poll() is None, "server exited"
             assert time.monotonic() < deadline, f"no answer from {url}"
             time.sleep(0.5)
+
+
+def _postgres_bin() -> Path:
+    """Debian's Postgres server binaries, installed (apt-get) when missing."""
+    import subprocess
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], check=True,
+                       capture_output=True, env=env)
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A throwaway Postgres on 127.0.0.1 (trust auth, fsync off); yields a function that
+    creates a fresh database and returns its SQLAlchemy URL (psycopg2 driver)."""
+    import itertools
+    import shutil
+    import subprocess
+
+    bin_dir = _postgres_bin()
+    root = tmp_path_factory.mktemp("postgres")
+    shutil.chown(root, "postgres", "postgres")
+    port = _free_port()
+
+    def as_postgres(*cmd: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
+                       capture_output=True, timeout=120)
+
+    as_postgres(str(bin_dir / "initdb"), "-D", f"{root}/data", "-U", "postgres", "-A", "trust",
+                "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
+    as_postgres(str(bin_dir / "pg_ctl"), "-D", f"{root}/data", "-l", f"{root}/pg.log", "-o",
+                f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off "
+                "-c full_page_writes=off", "-w", "start")
+    names = (f"db{n}" for n in itertools.count())
+
+    def database() -> str:
+        name = next(names)
+        as_postgres(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                    "postgres", name)
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}"
+
+    yield database
+    as_postgres(str(bin_dir / "pg_ctl"), "-D", f"{root}/data", "-m", "fast", "-w", "stop")

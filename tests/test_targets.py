@@ -71,3 +71,46 @@ def test_json_is_one_object_on_stdout_against_a_server(small_tree, tmp_path, mlf
     report = json.loads(done.stdout)  # the whole of stdout is the one object
     assert done.stdout.count("\n") == 1 and len(report["materialized"]) == 3
     assert "View run" in done.stderr  # what used to corrupt stdout went to stderr
+
+
+def _ingest(capsys, tree: Path, data: Path, *extra: str) -> dict:
+    code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json",
+                 *extra])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report["failed"]
+    return report
+
+
+def _mlflow_runs(data: Path, experiment: str) -> dict[str, str]:
+    """Run key -> run id of an experiment of the data dir's SQLite store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=5000) if found else []
+    keys = [r.data.tags["align_track.key"] for r in runs]
+    assert len(set(keys)) == len(keys)  # one run per key
+    return {r.data.tags["align_track.key"]: r.info.run_id for r in runs}
+
+
+@pytest.mark.slow
+def test_the_target_is_part_of_freshness(capsys, small_tree, data_dir, tmp_path):
+    """Pointing the same data dir at another store writes everything there; coming back finds
+    and keeps what the first store already has."""
+    from tests.conftest import aim_runs_seen_by_a_fresh_process
+
+    keys = sorted(_ingest(capsys, small_tree, data_dir)["materialized"])
+    first = _mlflow_runs(data_dir, "align-system")
+    other_aim = tmp_path / "other-aim"
+
+    report = _ingest(capsys, small_tree, data_dir, "--mlflow-experiment", "other",
+                     "--aim-repo", str(other_aim))
+    assert sorted(report["materialized"]) == keys  # before: "all partitions are fresh"
+    assert _mlflow_runs(data_dir, "other").keys() == first.keys()
+    scenes = len(aim_runs_seen_by_a_fresh_process(data_dir / "aim"))
+    assert len(aim_runs_seen_by_a_fresh_process(other_aim)) == scenes
+
+    assert sorted(_ingest(capsys, small_tree, data_dir)["materialized"]) == keys  # re-checked
+    assert _mlflow_runs(data_dir, "align-system") == first  # the same runs, none added
+    assert len(aim_runs_seen_by_a_fresh_process(data_dir / "aim")) == scenes
+    assert _ingest(capsys, small_tree, data_dir)["materialized"] == []

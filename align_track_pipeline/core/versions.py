@@ -4,13 +4,17 @@
   (`source.discovery.content_hash`).
 - A table partition's *data version* is the source version plus the parser version: bump
   `PARSER_VERSION` and every partition is stale.
-- A tracker partition's data version is the table version plus the tracker's code version (its
-  layout and mode): bump a layout and only that tracker re-writes.
+- A tracker's code version is its layout (and mode) plus a short hash of its target (which
+  store, without secrets): bump a layout, or point the tracker at another store, and only that
+  tracker re-writes. A tracker partition's data version is the table version plus that code
+  version, so a partition is fresh only for the store it was written to.
 - Keys: a scene is (partition, item index), an experiment row is (partition, alignment target).
   Stores use these keys to upsert, so a second write of the same content changes nothing.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 # Bump when parsing changes what lands in the tables: every partition becomes stale.
 PARSER_VERSION = "1"
@@ -25,6 +29,11 @@ def table_version(source_version: str) -> str:
     """What an up-to-date partition's tables record: its input's content and the parser's
     version. The one definition of "changed": a partition is stale when this differs."""
     return f"{source_version}-p{PARSER_VERSION}"
+
+
+def tracker_code_version(layout: str, target_id: str) -> str:
+    """`<layout>@<8 hex of the target>`: the asset's code version."""
+    return f"{layout}@{hashlib.blake2b(target_id.encode(), digest_size=4).hexdigest()}"
 
 
 def tracker_version(source_version: str, tag: str, code_version: str) -> str:

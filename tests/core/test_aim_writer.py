@@ -21,7 +21,7 @@ def _plan(root: Path, rel: str = REL):
 
 @pytest.fixture
 def writer(tmp_path):
-    w = AimWriter(tmp_path / "aim", tmp_path / "manifest.sqlite")
+    w = AimWriter(tmp_path / "aim")
     yield w
     w.close()
 

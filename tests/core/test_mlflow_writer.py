@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, plan_runs
-from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
+from align_track_pipeline.core.trackers.mlflow.writer import TAG_BATCH, MlflowWriter
 from tests.conftest import SAMPLE_TREE
 
 RELS = ["phase2_june_eval_live/baseline/2025-06-12__14-03-55", "random/unaligned",
@@ -36,6 +36,7 @@ def read_back(uri: str, experiment_id: str) -> dict[str, dict]:
     for r in runs:
         tags = {k: v for k, v in r.data.tags.items()
                 if not k.startswith("mlflow.") or k == "mlflow.runName"}
+        tags[TAG_BATCH] = bool(tags.get(TAG_BATCH))  # one random id per write: present?
         parent = r.data.tags.get("mlflow.parentRunId")
         out[key_of[r.info.run_id]] = {
             "name": r.info.run_name, "status": r.info.status, "params": r.data.params,
@@ -65,7 +66,7 @@ def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path):
         run = runs[spec.key]
         assert run["status"] == "FINISHED" and run["name"] == spec.name
         assert run["params"] == spec.params and run["metrics"] == spec.metrics
-        assert run["tags"] == spec.tags
+        assert run["tags"] == spec.tags | {TAG_BATCH: True}
         assert run["parent"] == spec.parent_key
         assert run["artifacts"] == sorted(spec.artifacts)
     child = next(s for s in planned if s.parent_key)
@@ -114,7 +115,7 @@ def test_half_written_partition_is_repaired(mlflow_server):
     writer = MlflowWriter(mlflow_server, f"crash-{uuid.uuid4().hex[:8]}")
     rel = RELS[0]
     key, specs = RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel)
-    writer._backend.replace([], specs[:5])  # as if killed after five runs
+    writer._backend._create(specs[:5], "partial")  # as if killed after five runs
     client = MlflowClient(mlflow_server)
     stray = client.create_run(writer.experiment_id, tags={"align_track.partition": key})
     result = writer.upsert(key, specs)  # the stray RUNNING run and the partial set are replaced
@@ -123,6 +124,23 @@ def test_half_written_partition_is_repaired(mlflow_server):
     assert sorted(runs) == sorted(s.key for s in specs)
     assert {r["status"] for r in runs.values()} == {"FINISHED"}
     assert client.get_run(stray.info.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_two_complete_batches_settle_on_the_same_one(mlflow_server):
+    """Two writers that raced both wrote the partition: whichever settles keeps the same
+    batch (the smallest id) and deletes the other, parents and children together."""
+    writer = MlflowWriter(mlflow_server, f"race-{uuid.uuid4().hex[:8]}")
+    rel = RELS[0]
+    key, specs = RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel)
+    writer._backend._create(specs, "bbbb")
+    first = writer._backend._create(specs, "aaaa")
+    result = writer._backend._settle(key, specs, "bbbb")
+    assert not result.written and result.deleted == len(specs)
+    assert result.run_ids == first
+    runs = read_back(mlflow_server, writer.experiment_id)
+    assert sorted(runs) == sorted(s.key for s in specs)  # one run per key
+    assert all(r["parent"] in (None, *runs) for r in runs.values())
+    assert writer.upsert(key, specs).run_ids == first  # converged: nothing written
 
 
 def test_sqlite_write_is_atomic(tmp_path, monkeypatch):
@@ -145,8 +163,9 @@ def test_sqlite_write_is_atomic(tmp_path, monkeypatch):
         return original(self, *args)
 
     monkeypatch.setattr(mlflow_writer._Rows, "add", dies_midway)
-    with pytest.raises(Killed):
+    with pytest.raises(Exception) as killed:  # MLflow's session wraps what it rolls back
         writer.upsert(key, specs)
+    assert isinstance(killed.value, Killed) or isinstance(killed.value.__cause__, Killed)
     monkeypatch.setattr(mlflow_writer._Rows, "add", original)
     assert read_back(writer.tracking_uri, writer.experiment_id) == {}
     assert writer.upsert(key, specs).written

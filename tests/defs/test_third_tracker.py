@@ -34,7 +34,7 @@ class JsonLinesTracker(Tracker):
     version_tag = "j"
     description = "One JSON line per scene (key and decision), one file per partition."
 
-    def code_version(self) -> str:
+    def layout_version(self) -> str:
         return self.layout
 
     def target_id(self) -> str:
@@ -102,7 +102,9 @@ def test_a_registered_tracker_gets_asset_freshness_status_and_cleanup(
     with registry.registered("jsonl", jsonl_tracker):
         defs = build_defs(str(small_tree), str(data_dir))
         asset = defs.resolve_assets_def("jsonl_runs")
-        assert asset.code_versions_by_key[dg.AssetKey("jsonl_runs")] == "1"
+        code_version = asset.code_versions_by_key[dg.AssetKey("jsonl_runs")]
+        assert code_version.startswith("1@") and code_version == jsonl_tracker(
+            registry.Settings(data_dir)).code_version()
         assert set(asset.dependency_keys) == {dg.AssetKey("experiments"), dg.AssetKey("scenes")}
         assert defs.resolve_job_def("jsonl").asset_layer.executable_asset_keys == {
             dg.AssetKey("jsonl_runs")}

@@ -80,7 +80,7 @@ class Tracker(ABC):
         return f"{self.name}_runs"
 
     @abstractmethod
-    def code_version(self) -> str:
+    def layout_version(self) -> str:
         """The layout (and mode) of what is logged; a change re-writes every partition."""
 
     @abstractmethod
@@ -95,6 +95,10 @@ class Tracker(ABC):
     @abstractmethod
     def open(self) -> TrackerWriter:
         """Connect to the store (creating it if needed)."""
+
+    def code_version(self) -> str:
+        """The asset's code version: the layout and which store (a hash of `target_id`)."""
+        return versions.tracker_code_version(self.layout_version(), self.target_id())
 
     def data_version(self, source_version: str) -> str:
         """The data version an up-to-date partition of this tracker records."""

@@ -20,14 +20,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class AimTracker(Tracker):
     repo: str
-    manifest: str  # the scene key -> run hash map (Aim cannot create a run under a given hash)
+    legacy_manifest: str | None = None  # where earlier versions kept the manifest (adopted once)
 
     name = "aim"
     version_tag = "a"
     description = ("One flat Aim run per scene, named <scenario_id>_idx<scene_index>, with its "
                    "texts inline; indexed as written, so the Aim UI shows it at once.")
 
-    def code_version(self) -> str:
+    def layout_version(self) -> str:
         return AIM_LAYOUT_VERSION
 
     def target_id(self) -> str:
@@ -39,7 +39,8 @@ class AimTracker(Tracker):
     def open(self) -> _AimSession:
         from align_track_pipeline.core.trackers.aim.writer import AimWriter
 
-        return _AimSession(self, AimWriter(Path(self.repo), Path(self.manifest)))
+        legacy = Path(self.legacy_manifest) if self.legacy_manifest else None
+        return _AimSession(self, AimWriter(Path(self.repo), legacy))
 
     def reindex(self, full: bool = False) -> int:
         """Index the runs whose index entry is missing or outdated (e.g. written while `aim up`
@@ -95,4 +96,4 @@ def aim_tracker(settings: Settings) -> AimTracker:
     repo = settings.get("aim_repo", "ALIGN_TRACK_AIM_REPO", str(data / "aim"))
     check_repo(repo)
     return AimTracker(repo=str(Path(repo).resolve()),
-                      manifest=str(data / "state" / "aim_manifest.sqlite"))
+                      legacy_manifest=str(data / "state" / "aim_manifest.sqlite"))

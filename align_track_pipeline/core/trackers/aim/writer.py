@@ -1,19 +1,24 @@
 """Idempotent upsert of one flat Aim run per scene, with a key -> run-hash manifest.
 
-Aim 3.29 cannot create a run under a chosen hash, so a small SQLite manifest maps each scene key
-(`<partition>::<scene index>`) to its run hash and content hash, and is read once per
-partition. Unchanged scenes are skipped, changed ones replaced, removed ones deleted. A run is
-entered in the manifest as pending right after Aim creates it and marked complete only after it
-is closed, so a kill mid-way leaves pending rows that the next upsert deletes and redoes.
-Before Aim creates a run, a placeholder row records the time: a kill in the instant between
-Aim creating the run's folder and the manifest learning its hash leaves a placeholder, and the
-next upsert deletes the unknown runs created after it.
+Aim 3.29 cannot create a run under a chosen hash, so a small SQLite manifest beside the repo
+maps each scene key (`<partition>::<scene index>`) to its run hash and content hash, and is read
+once per partition; a lock file beside it keeps one writer at a time. Unchanged scenes are
+skipped, changed ones replaced, removed ones deleted. A run is entered in the manifest as
+pending right after Aim creates it and marked complete only after it is closed, so a kill
+mid-way leaves pending rows that the next upsert deletes and redoes. Before Aim creates a run,
+a placeholder row records the time: a kill in the instant between Aim creating the run's folder
+and the manifest learning its hash leaves a placeholder, and the next upsert deletes the
+unknown runs created after it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +79,43 @@ class Manifest:
         self._db.close()
 
 
+MANIFEST = "align-track-manifest.sqlite"  # beside the repo's .aim folder
+LOCK = "align-track.lock"
+
+
+def manifest_path(repo_path: Path) -> Path:
+    """The manifest lives with the repo it describes: every writer of the repo, whatever its
+    data dir or host, sees the same one."""
+    return Path(repo_path) / MANIFEST
+
+
+@contextmanager
+def repo_lock(repo_path: Path) -> Iterator[None]:
+    """One writer of the repo at a time, across processes (an exclusive `flock` on a file
+    beside the repo): a second writer of the same partition then finds it done. Keep the repo
+    on a local disk, as Aim itself requires."""
+    with open(Path(repo_path) / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class AimWriter:
-    def __init__(self, repo_path: Path, manifest_path: Path):
-        self.repo = aim_compat.open_repo(Path(repo_path))
-        self.manifest = Manifest(manifest_path)
+    def __init__(self, repo_path: Path, legacy_manifest: Path | None = None):
+        self.path = Path(repo_path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        with repo_lock(self.path):  # a repo created by two writers at once comes out broken
+            self.repo = aim_compat.open_repo(self.path)
+            _adopt(legacy_manifest, manifest_path(self.path))
+            self.manifest = Manifest(manifest_path(self.path))
 
     def upsert(self, partition: str, runs: list[SceneRun]) -> AimResult:
+        with repo_lock(self.path):
+            return self._upsert(partition, runs)
+
+    def _upsert(self, partition: str, runs: list[SceneRun]) -> AimResult:
         known = self.manifest.rows(partition)
         wanted = {r.key: r for r in runs}
         keep = {k for k, (run_hash, content, done) in known.items()
@@ -97,22 +133,24 @@ class AimWriter:
         return AimResult(created, len(keep), len(drop), indexed)
 
     def delete_partition(self, partition: str) -> int:
-        known = self.manifest.rows(partition)
-        self._delete([h for h, _, _ in known.values()])
-        self.manifest.forget(list(known))
-        return len(known)
+        with repo_lock(self.path):
+            known = self.manifest.rows(partition)
+            self._delete([h for h, _, _ in known.values()])
+            self.manifest.forget(list(known))
+            return len(known)
 
     def archive_partition(self, partition: str) -> int:
         """Mark the partition's runs archived (Aim's own flag: hidden from the default views,
         kept, restorable in the UI) and forget them, so a folder put back gets new runs."""
-        known = self.manifest.rows(partition)
-        hashes = [h for h, _, _ in known.values()
-                  if not h.startswith(CREATING) and aim_compat.run_exists(self.repo, h)]
-        for run_hash in hashes:
-            aim_compat.set_archived(self.repo, run_hash)
-        self._index(hashes)
-        self.manifest.forget(list(known))
-        return len(hashes)
+        with repo_lock(self.path):
+            known = self.manifest.rows(partition)
+            hashes = [h for h, _, _ in known.values()
+                      if not h.startswith(CREATING) and aim_compat.run_exists(self.repo, h)]
+            for run_hash in hashes:
+                aim_compat.set_archived(self.repo, run_hash)
+            self._index(hashes)
+            self.manifest.forget(list(known))
+            return len(hashes)
 
     def close(self) -> None:
         self.manifest.close()
@@ -151,3 +189,11 @@ class AimWriter:
             return aim_compat.index_runs(self.repo, run_hashes)
         except aim_compat.IndexBusy:
             return 0  # `aim up` holds the index: its own indexer picks the runs up
+
+
+def _adopt(legacy: Path | None, manifest: Path) -> None:
+    """Earlier versions kept the manifest in the data dir: take it over once, so the runs it
+    lists are found (not written again). Rows naming runs this repo does not hold are
+    harmless: those scenes are rewritten and the rows dropped."""
+    if legacy is not None and legacy.exists() and not manifest.exists():
+        shutil.copyfile(legacy, manifest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.tracking.dbmodels.models import (
+    SqlExperiment,
     SqlLatestMetric,
     SqlMetric,
     SqlParam,
@@ -21,8 +22,8 @@ from mlflow.utils.validation import _validate_batch_log_data, _validate_batch_lo
 # Child tables of a run, deleted with it (what MLflow's own hard delete removes).
 RUN_CHILD_MODELS = (SqlMetric, SqlLatestMetric, SqlParam, SqlTag)
 
-__all__ = ["RUN_CHILD_MODELS", "SqlAlchemyStore", "SqlLatestMetric", "SqlMetric", "SqlParam",
-           "SqlRun", "SqlTag", "open_sql_store", "validate_run_data"]
+__all__ = ["RUN_CHILD_MODELS", "SqlAlchemyStore", "SqlExperiment", "SqlLatestMetric",
+           "SqlMetric", "SqlParam", "SqlRun", "SqlTag", "open_sql_store", "validate_run_data"]
 
 
 def open_sql_store(db_uri: str, artifact_root: str) -> SqlAlchemyStore:

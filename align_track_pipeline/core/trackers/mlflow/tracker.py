@@ -36,7 +36,7 @@ class MlflowTracker(Tracker):
     def mode(self) -> str:
         return FLAT if self.flat else HIERARCHICAL
 
-    def code_version(self) -> str:
+    def layout_version(self) -> str:
         """The layout and the mode: switching `--flat` (ALIGN_TRACK_MLFLOW_FLAT for the
         daemon) re-logs every partition like a layout bump."""
         return f"{MLFLOW_LAYOUT_VERSION}-{self.mode}"

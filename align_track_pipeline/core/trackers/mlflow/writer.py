@@ -5,25 +5,39 @@ planned runs exactly (same keys, same content hashes, one each, all FINISHED) no
 written; otherwise the partition's runs are replaced. A write cut short by a crash leaves a
 mismatch, which the next upsert repairs.
 
-Two backends share that logic: on a SQLite (or other SQL) store, rows are inserted with
-MLflow's own SQLAlchemy models in one transaction per partition (the pattern of MLflow's
-`migrate-filestore`), artifacts written straight into the runs' local artifact folders; on any
-other tracking URI (an `http://` server), the public batched API.
+Two backends share that logic, each idempotent at the store, whatever process or Dagster
+instance writes:
+- a SQL store (SQLite, Postgres): the lookup and the replacement happen in one transaction that
+  first takes a lock (Postgres: an advisory lock on the experiment and partition; SQLite: the
+  database's write lock), rows inserted with MLflow's own SQLAlchemy models (the pattern of
+  MLflow's `migrate-filestore`), artifacts written straight into the runs' artifact folders.
+  A second writer of the partition waits, then finds it converged.
+- any other URI (an `http://` server, no transactions): the public batched API, and a check
+  after the write. Each write is a batch (tag `align_track.batch`); after writing, the
+  partition's runs are read back and exactly one complete batch is kept, the same one whichever
+  writer looks (the smallest batch id), the rest deleted.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mlflow.exceptions import MlflowException
+
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 
 FINISHED = "FINISHED"
+TAG_BATCH = "align_track.batch"
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class Existing:
     key: str | None
     content_hash: str | None
     status: str
+    batch: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,24 +78,16 @@ class MlflowWriter:
         return self._backend.experiment_id
 
     def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
-        existing = self._backend.find(partition)
-        if converged(existing, specs):
-            return UpsertResult({e.key: e.run_id for e in existing}, False, 0)
-        run_ids = self._backend.replace([e.run_id for e in existing], specs)
-        return UpsertResult(run_ids, True, len(existing))
+        return self._backend.upsert(partition, specs)
 
     def delete_partition(self, partition: str) -> int:
-        existing = self._backend.find(partition)
-        self._backend.replace([e.run_id for e in existing], [])
-        return len(existing)
+        return self._backend.upsert(partition, []).deleted
 
     def archive_partition(self, partition: str) -> int:
         """Move the partition's runs to MLflow's `deleted` lifecycle stage: hidden from the
         default views and from later upserts, kept with their data, restorable (`mlflow runs
         restore`, or the UI's deleted-runs view)."""
-        existing = self._backend.find(partition)
-        self._backend.archive([e.run_id for e in existing])
-        return len(existing)
+        return self._backend.archive_partition(partition)
 
     def run_url(self, ui_url: str, run_id: str) -> str:
         return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
@@ -93,11 +100,9 @@ def _is_sql(uri: str) -> bool:
 class _Backend:
     experiment_id: str
 
-    def find(self, partition: str) -> list[Existing]: ...
+    def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult: ...
 
-    def replace(self, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]: ...
-
-    def archive(self, run_ids: list[str]) -> None: ...
+    def archive_partition(self, partition: str) -> int: ...
 
 
 class _SqlBackend(_Backend):
@@ -109,68 +114,100 @@ class _SqlBackend(_Backend):
         from align_track_pipeline.core.trackers.mlflow import compat as mc
 
         self._mc = mc
-        self._store = mc.open_sql_store(uri, artifact_root or "./mlartifacts")
-        if uri.startswith("sqlite"):
-            event.listen(self._store.engine, "connect", _sqlite_pragmas)
-            with self._store.engine.connect() as conn:  # WAL persists in the database file
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        found = self._store.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self._store.create_experiment(
-            experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
+        with _creation_lock(uri):  # several writers may find a brand-new store at once
+            self._store = mc.open_sql_store(uri, artifact_root or "./mlartifacts")
+            if uri.startswith("sqlite"):
+                event.listen(self._store.engine, "connect", _sqlite_pragmas)
+                with self._store.engine.connect() as conn:  # WAL persists in the database file
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            found = self._store.get_experiment_by_name(experiment)
+            self.experiment_id = found.experiment_id if found else self._store.create_experiment(
+                experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
         self._artifact_location = self._store.get_experiment(self.experiment_id).artifact_location
 
-    def find(self, partition: str) -> list[Existing]:
+    def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
+        """Look up and replace in one transaction, under the partition's lock."""
+        with self._store.ManagedSessionMaker() as session:
+            self._lock(session, partition)
+            existing = self._find(session, partition)
+            if converged(existing, specs):
+                return UpsertResult({e.key: e.run_id for e in existing}, False, 0)
+            old = [e.run_id for e in existing]
+            run_ids = self._replace(session, old, specs)
+        for run_id in old:  # after the commit: the old rows are gone for good
+            shutil.rmtree(self._artifact_dir(run_id).parent, ignore_errors=True)
+        return UpsertResult(run_ids, True, len(old))
+
+    def archive_partition(self, partition: str) -> int:
         mc = self._mc
         with self._store.ManagedSessionMaker() as session:
-            runs = (session.query(mc.SqlRun.run_uuid, mc.SqlRun.status)
-                    .join(mc.SqlTag, mc.SqlTag.run_uuid == mc.SqlRun.run_uuid)
-                    .filter(mc.SqlTag.key == TAG_PARTITION, mc.SqlTag.value == partition,
-                            mc.SqlRun.experiment_id == int(self.experiment_id),
-                            mc.SqlRun.lifecycle_stage == "active").all())
-            ids = [r.run_uuid for r in runs]
-            tags = (session.query(mc.SqlTag.run_uuid, mc.SqlTag.key, mc.SqlTag.value)
-                    .filter(mc.SqlTag.run_uuid.in_(ids), mc.SqlTag.key.in_([TAG_KEY, TAG_HASH]))
-                    .all()) if ids else []
+            self._lock(session, partition)
+            run_ids = [e.run_id for e in self._find(session, partition)]
+            session.query(mc.SqlRun).filter(mc.SqlRun.run_uuid.in_(run_ids)).update(
+                {"lifecycle_stage": "deleted", "deleted_time": int(time.time() * 1000)},
+                synchronize_session=False)
+        return len(run_ids)
+
+    def _lock(self, session, partition: str) -> None:
+        """Held until the transaction ends. Postgres: an advisory lock on (experiment,
+        partition), so writers of other partitions go on in parallel. Other SQL stores: a
+        write to the experiment's row first, which takes the database's (SQLite) or the row's
+        write lock before any read, so two writers queue instead of deadlocking."""
+        from sqlalchemy import func, select, update
+
+        mc = self._mc
+        if self._store.engine.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.blake2b(
+                f"{self.experiment_id}/{partition}".encode(), digest_size=8).digest(),
+                "big", signed=True)
+            session.execute(select(func.pg_advisory_xact_lock(key)))
+        else:
+            session.execute(update(mc.SqlExperiment)
+                            .where(mc.SqlExperiment.experiment_id == int(self.experiment_id))
+                            .values(last_update_time=mc.SqlExperiment.last_update_time))
+
+    def _find(self, session, partition: str) -> list[Existing]:
+        mc = self._mc
+        runs = (session.query(mc.SqlRun.run_uuid, mc.SqlRun.status)
+                .join(mc.SqlTag, mc.SqlTag.run_uuid == mc.SqlRun.run_uuid)
+                .filter(mc.SqlTag.key == TAG_PARTITION, mc.SqlTag.value == partition,
+                        mc.SqlRun.experiment_id == int(self.experiment_id),
+                        mc.SqlRun.lifecycle_stage == "active").all())
+        ids = [r.run_uuid for r in runs]
+        tags = (session.query(mc.SqlTag.run_uuid, mc.SqlTag.key, mc.SqlTag.value)
+                .filter(mc.SqlTag.run_uuid.in_(ids), mc.SqlTag.key.in_([TAG_KEY, TAG_HASH]))
+                .all()) if ids else []
         by_run: dict[str, dict[str, str]] = {}
         for run_id, key, value in tags:
             by_run.setdefault(run_id, {})[key] = value
         return [Existing(r.run_uuid, by_run.get(r.run_uuid, {}).get(TAG_KEY),
                          by_run.get(r.run_uuid, {}).get(TAG_HASH), r.status) for r in runs]
 
-    def replace(self, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]:
+    def _replace(self, session, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]:
         from sqlalchemy import insert
 
         mc = self._mc
         now = int(time.time() * 1000)
         run_ids = {s.key: uuid.uuid4().hex for s in specs}
+        batch = uuid.uuid4().hex
         rows = _Rows()
         for spec in specs:
-            tags = _with_parent(spec, run_ids)
+            tags = _with_parent(spec, run_ids) | {TAG_BATCH: batch}
             mc.validate_run_data(spec.params, spec.metrics, tags, now)
             rows.add(run_ids[spec.key], spec, tags, now)
         for spec in specs:  # files first: a crash before commit leaves no run behind
             _write_artifacts(self._artifact_dir(run_ids[spec.key]), spec.artifacts)
-        with self._store.ManagedSessionMaker() as session:
-            if old_run_ids:
-                for model in (*mc.RUN_CHILD_MODELS, mc.SqlRun):
-                    session.query(model).filter(model.run_uuid.in_(old_run_ids)).delete(
-                        synchronize_session=False)
-            runs = [self._run_row(run_ids[s.key], s, now) for s in specs]
-            for model, data in ((mc.SqlRun, runs), (mc.SqlTag, rows.tags),
-                                (mc.SqlParam, rows.params), (mc.SqlMetric, rows.metrics),
-                                (mc.SqlLatestMetric, rows.metrics)):
-                if data:
-                    session.execute(insert(model), data)
-        for run_id in old_run_ids:
-            shutil.rmtree(self._artifact_dir(run_id).parent, ignore_errors=True)
+        if old_run_ids:
+            for model in (*mc.RUN_CHILD_MODELS, mc.SqlRun):
+                session.query(model).filter(model.run_uuid.in_(old_run_ids)).delete(
+                    synchronize_session=False)
+        runs = [self._run_row(run_ids[s.key], s, now) for s in specs]
+        for model, data in ((mc.SqlRun, runs), (mc.SqlTag, rows.tags),
+                            (mc.SqlParam, rows.params), (mc.SqlMetric, rows.metrics),
+                            (mc.SqlLatestMetric, rows.metrics)):
+            if data:
+                session.execute(insert(model), data)
         return run_ids
-
-    def archive(self, run_ids: list[str]) -> None:
-        mc = self._mc
-        with self._store.ManagedSessionMaker() as session:
-            session.query(mc.SqlRun).filter(mc.SqlRun.run_uuid.in_(run_ids)).update(
-                {"lifecycle_stage": "deleted", "deleted_time": int(time.time() * 1000)},
-                synchronize_session=False)
 
     def _run_row(self, run_id: str, spec: RunSpec, now: int) -> dict:
         return {
@@ -211,38 +248,72 @@ class _ApiBackend(_Backend):
 
         self._client = MlflowClient(tracking_uri=uri)
         found = self._client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self._client.create_experiment(
-            experiment)
+        if found is None:
+            with suppress(MlflowException):  # another writer created it meanwhile
+                self._client.create_experiment(experiment)
+            found = self._client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id
 
-    def find(self, partition: str) -> list[Existing]:
+    def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
+        existing = self._find(partition)
+        if converged(existing, specs):
+            return UpsertResult({e.key: e.run_id for e in existing}, False, 0)
+        batch = uuid.uuid4().hex
+        with suppress(MlflowException):  # another writer deleted this batch's runs
+            self._create(specs, batch)
+        return self._settle(partition, specs, batch)
+
+    def _settle(self, partition: str, specs: list[RunSpec], batch: str) -> UpsertResult:
+        """Check after write: keep exactly one complete batch of the partition's runs, the
+        same one whichever writer settles (the smallest batch id; runs from before batches
+        count as batch ""), and delete every other run of the partition."""
+        existing = self._find(partition)
+        batches: dict[str, list[Existing]] = {}
+        for run in existing:
+            batches.setdefault(run.batch, []).append(run)
+        complete = sorted(b for b, runs in batches.items() if converged(runs, specs))
+        if not complete:
+            raise RuntimeError(f"no complete set of runs for partition {partition} after "
+                               "writing it (another writer interfered); the next run repairs it")
+        losers = [e.run_id for e in existing if e.batch != complete[0]]
+        self._delete(losers)
+        kept = {e.key: e.run_id for e in batches[complete[0]]}
+        return UpsertResult(kept, complete[0] == batch, len(losers))
+
+    def archive_partition(self, partition: str) -> int:
+        run_ids = [e.run_id for e in self._find(partition)]
+        self._delete(run_ids)
+        return len(run_ids)
+
+    def _find(self, partition: str) -> list[Existing]:
         out, token = [], None
         while True:
             page = self._client.search_runs(
                 [self.experiment_id], f"tags.`{TAG_PARTITION}` = '{_quote(partition)}'",
                 max_results=1000, page_token=token)
             out += [Existing(r.info.run_id, r.data.tags.get(TAG_KEY), r.data.tags.get(TAG_HASH),
-                             r.info.status) for r in page]
+                             r.info.status, r.data.tags.get(TAG_BATCH, "")) for r in page]
             token = page.token
             if not token:
                 return out
 
-    def archive(self, run_ids: list[str]) -> None:
-        for run_id in run_ids:  # the public API's delete is this soft delete
-            self._client.delete_run(run_id)
+    def _delete(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:  # the public API's delete is a soft delete (restorable)
+            with suppress(MlflowException):  # already deleted by another writer's settle
+                self._client.delete_run(run_id)
 
-    def replace(self, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]:
+    def _create(self, specs: list[RunSpec], batch: str) -> dict[str, str]:
         from mlflow.entities import Metric, Param, RunTag
 
-        self.archive(old_run_ids)
         run_ids: dict[str, str] = {}
         for spec in specs:  # parents come first, so a child's parent id is known
-            tags = _with_parent(spec, run_ids)
+            tags = _with_parent(spec, run_ids) | {TAG_BATCH: batch}
             del tags["mlflow.runName"]  # given as run_name
-            # The partition tag first: a run cut short before its key is logged is still
-            # found, and replaced, by the next upsert.
+            # The partition and batch tags first: a run cut short before its key is logged is
+            # still found, and replaced, by the next upsert.
             run = self._client.create_run(
                 self.experiment_id, run_name=spec.name,
-                tags={TAG_PARTITION: tags.pop(TAG_PARTITION)})
+                tags={TAG_PARTITION: tags.pop(TAG_PARTITION), TAG_BATCH: tags.pop(TAG_BATCH)})
             run_ids[spec.key] = run.info.run_id
             now = int(time.time() * 1000)
             params = [Param(k, v) for k, v in spec.params.items()]
@@ -282,6 +353,36 @@ def _experiment_artifacts(artifact_root: str | None, experiment: str) -> str | N
     if artifact_root is None:
         return None
     return f"{artifact_root.rstrip('/')}/{experiment}"
+
+
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Serialize creating or migrating the schema and the experiment across processes: a lock
+    file beside a SQLite database, a session advisory lock on Postgres."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    if url.get_backend_name() == "sqlite" and url.database:
+        lock = Path(url.database).with_suffix(".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        return
+    if url.get_backend_name() != "postgresql":
+        yield
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(7150734)"))  # any fixed key
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(7150734)"))
+    finally:
+        engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

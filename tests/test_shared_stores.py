@@ -1,0 +1,80 @@
+"""Many writers, one store: processes with different Dagster instances (separate data dirs)
+writing the same partitions into one MLflow store or one Aim repo end with exactly one run per
+key, no orphans, every process exiting 0."""
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import aim_runs_seen_by_a_fresh_process
+
+pytestmark = pytest.mark.slow
+ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
+
+
+def _ingest_at_once(tree: Path, data_dirs: list[Path], *extra: str) -> None:
+    """`align-track ingest` in each data dir (each its own Dagster instance), all at once."""
+    procs = [subprocess.Popen([ALIGN_TRACK, "ingest", "--json", "--experiments-dir", str(tree),
+                               "--data-dir", str(data), *extra],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for data in data_dirs]
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+        assert json.loads(out)["failed"] == []
+
+
+def assert_one_run_per_key(uri: str, experiment: str, data: Path) -> None:
+    """Exactly one parent per experiment row and one child per scene, every child's parent
+    among the parents, all FINISHED."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=10000)
+    keys = [r.data.tags["align_track.key"] for r in runs]
+    assert len(keys) == len(set(keys)), "duplicate keys"
+    parents = {r.info.run_id for r in runs if r.data.tags["run_type"] == "parent"}
+    children = [r for r in runs if r.data.tags["run_type"] == "scene"]
+    assert len(parents) == ds.dataset(data / "parquet" / "experiments").count_rows()
+    assert len(children) == ds.dataset(data / "parquet" / "scenes").count_rows()
+    assert all(c.data.tags["mlflow.parentRunId"] in parents for c in children), "orphans"
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def assert_one_aim_run_per_scene(repo: Path, data: Path) -> None:
+    seen = aim_runs_seen_by_a_fresh_process(repo)
+    keys = {(r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen}
+    assert len(seen) == len(keys) == ds.dataset(data / "parquet" / "scenes").count_rows()
+
+
+def test_two_instances_share_one_sqlite_store_and_one_aim_repo(sample_tree, tmp_path):
+    shared = tmp_path / "shared"
+    uri = f"sqlite:///{shared}/mlflow.db"
+    data_dirs = [tmp_path / "a", tmp_path / "b"]
+    _ingest_at_once(sample_tree, data_dirs, "--mlflow-uri", uri, "--aim-repo",
+                    str(shared / "aim"))
+    assert_one_run_per_key(uri, "align-system", data_dirs[0])
+    assert_one_aim_run_per_scene(shared / "aim", data_dirs[0])
+    assert not list(tmp_path.glob("*/state/aim_manifest.sqlite"))  # the manifest is shared
+    assert (shared / "aim" / "align-track-manifest.sqlite").exists()
+
+
+def test_two_instances_share_one_mlflow_server(small_tree, tmp_path, mlflow_server):
+    experiment = f"shared-{uuid.uuid4().hex[:8]}"
+    data_dirs = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    _ingest_at_once(small_tree, data_dirs, "--mlflow-uri", mlflow_server,
+                    "--mlflow-experiment", experiment)
+    assert_one_run_per_key(mlflow_server, experiment, data_dirs[0])
+
+
+@pytest.mark.postgres
+def test_two_instances_share_one_postgres_store(sample_tree, tmp_path, postgres):
+    uri = postgres()
+    data_dirs = [tmp_path / "a", tmp_path / "b"]
+    _ingest_at_once(sample_tree, data_dirs, "--mlflow-uri", uri)
+    assert_one_run_per_key(uri, "align-system", data_dirs[0])
