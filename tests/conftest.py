@@ -173,15 +173,17 @@ def _postgres_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """A throwaway Postgres on 127.0.0.1 (trust auth, fsync off); yields a function that
     creates a fresh database and returns its SQLAlchemy URL (psycopg2 driver)."""
     import itertools
     import shutil
     import subprocess
+    import tempfile
 
     bin_dir = _postgres_bin()
-    root = tmp_path_factory.mktemp("postgres")
+    # Not under pytest's tmp dir: the postgres user cannot enter root's 0700 folders.
+    root = Path(tempfile.mkdtemp(prefix="align-track-pg-"))
     shutil.chown(root, "postgres", "postgres")
     port = _free_port()
 
@@ -204,3 +206,4 @@ def postgres(tmp_path_factory):
 
     yield database
     as_postgres(str(bin_dir / "pg_ctl"), "-D", f"{root}/data", "-m", "fast", "-w", "stop")
+    shutil.rmtree(root, ignore_errors=True)

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from align_track_pipeline.cli.instance import (
+from align_track_pipeline.cli.liveness import (
     cli_run_tags,
     fail_abandoned_runs,
+    heartbeat,
+    wait_for_pool,
 )
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.trackers.base import Tracker
@@ -144,7 +146,14 @@ def ingest(
     progress: Callable[[str], None] = lambda _msg: None,
     run_config: dict | None = None,
 ) -> IngestReport:
-    runner = InProcess(defs, instance, run_config or {})
+    with heartbeat(instance):
+        return _ingest(InProcess(defs, instance, run_config or {}), experiments_dir, trackers,
+                       progress)
+
+
+def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
+            progress: Callable[[str], None]) -> IngestReport:
+    instance = runner.instance
     abandoned = fail_abandoned_runs(instance)
     if abandoned:
         progress(f"marked {len(abandoned)} runs of killed align-track processes failed")
@@ -167,6 +176,7 @@ def ingest(
         if not todo:
             continue
         order = instance.get_dynamic_partitions(PARTITIONS)
+        wait_for_pool(instance, phase.job, progress)  # a tracker's pool is named after it
         started = time.perf_counter()
         with one_planned_event_per_asset():
             found = _run_ranges(runner, phase.job, todo, order, progress)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
+from align_track_pipeline.cli.liveness import PoolTimeout
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         except TargetError as exc:
             print(f"align-track: {exc}", file=sys.stderr)
             return 2
+        except PoolTimeout as exc:
+            print(f"align-track: {exc}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt as exc:
             print(f"align-track: interrupted ({exc or 'between runs'})", file=sys.stderr)
             return 130

@@ -110,6 +110,12 @@ def active_pool_slots(instance: dg.DagsterInstance, pool: str) -> int:
     return instance.event_log_storage.get_concurrency_info(pool).active_slot_count
 
 
+def pool_holders(instance: dg.DagsterInstance, pool: str) -> tuple[int | None, list[str]]:
+    """The pool's limit (None: unlimited) and the run ids holding its slots now."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    return info.limit, sorted(info.active_run_ids)
+
+
 def claim_pool_slot(instance: dg.DagsterInstance, pool: str, run_id: str, step: str) -> bool:
     """Claim a slot of `pool` for a run's step, as a run worker does before the step starts."""
     storage = instance.event_log_storage

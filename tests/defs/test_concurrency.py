@@ -2,8 +2,11 @@
 killed `align-track` leaves nothing that blocks the next one."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -11,11 +14,12 @@ import dagster as dg
 import pyarrow.dataset as ds
 from mlflow import MlflowClient
 
-from align_track_pipeline.cli.instance import (
+from align_track_pipeline.cli.instance import open_instance
+from align_track_pipeline.cli.liveness import (
+    HEARTBEAT_TAG,
     HOST_TAG,
     PID_TAG,
     fail_abandoned_runs,
-    open_instance,
 )
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.defs.dagster_compat import active_pool_slots, claim_pool_slot
@@ -45,8 +49,8 @@ def test_only_runs_of_dead_processes_are_failed(data_dir):
     with open_instance(data_dir) as instance:
         dead = _run_holding_a_slot(instance, "mlflow", {HOST_TAG: host, PID_TAG: str(_dead_pid())})
         alive = _run_holding_a_slot(instance, "aim", {HOST_TAG: host, PID_TAG: str(os.getpid())})
-        other_host = _run_holding_a_slot(instance, "other", {HOST_TAG: "elsewhere",
-                                                             PID_TAG: str(_dead_pid())})
+        other_host = _run_holding_a_slot(instance, "other", {
+            HOST_TAG: "elsewhere", PID_TAG: str(_dead_pid()), HEARTBEAT_TAG: str(time.time())})
         assert fail_abandoned_runs(instance) == [dead]
         assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(alive).status == dg.DagsterRunStatus.STARTED
@@ -96,3 +100,50 @@ def test_two_ingests_at_once_write_everything_once(small_tree, data_dir):
     seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
     keys = {(r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen}
     assert len(seen) == len(keys) == scenes.num_rows
+
+
+def test_a_dead_writer_on_another_host_is_freed_once_its_heartbeat_is_old(
+        capsys, monkeypatch, small_tree, data_dir):
+    monkeypatch.setenv("ALIGN_TRACK_DEAD_WRITER_SECONDS", "60")
+    with open_instance(data_dir) as instance:
+        stale = _run_holding_a_slot(instance, "mlflow", {
+            HOST_TAG: "pod-7f9c", PID_TAG: "1", HEARTBEAT_TAG: str(time.time() - 600)})
+    assert main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failed"] == []
+    with open_instance(data_dir) as instance:
+        assert instance.get_run_by_id(stale).status == dg.DagsterRunStatus.FAILURE
+        assert active_pool_slots(instance, "mlflow") == 0
+
+
+def _live_holder_elsewhere(data_dir) -> str:
+    with open_instance(data_dir) as instance:
+        return _run_holding_a_slot(instance, "mlflow", {
+            HOST_TAG: "pod-live", PID_TAG: "1", HEARTBEAT_TAG: str(time.time() + 3600)})
+
+
+def test_a_live_writer_elsewhere_is_waited_for_then_given_up_on(small_tree, data_dir):
+    holder = _live_holder_elsewhere(data_dir)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
+         "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "ALIGN_TRACK_POOL_WAIT_SECONDS": "4"})
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"waiting for pool 'mlflow', held by run {holder[:8]} (host pod-live" in done.stderr
+    assert "gave up after" in done.stderr and "ALIGN_TRACK_POOL_WAIT_SECONDS=4" in done.stderr
+
+
+def test_ctrl_c_stops_a_wait_for_a_pool_at_once(small_tree, data_dir):
+    _live_holder_elsewhere(data_dir)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "align-track"), "ingest", "--experiments-dir",
+         str(small_tree), "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("waiting for pool"):
+            break
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - started < 10
