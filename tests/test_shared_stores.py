@@ -78,3 +78,42 @@ def test_two_instances_share_one_postgres_store(sample_tree, tmp_path, postgres)
     data_dirs = [tmp_path / "a", tmp_path / "b"]
     _ingest_at_once(sample_tree, data_dirs, "--mlflow-uri", uri)
     assert_one_run_per_key(uri, "align-system", data_dirs[0])
+
+
+def test_a_writer_killed_on_another_host_never_blocks(small_tree, data_dir):
+    """Host A (its own UTS namespace, so its own hostname) is SIGKILLed while it holds the
+    `mlflow` pool of the shared instance; an ingest here frees the slot once A's heartbeat is
+    older than the bound, and finishes the job."""
+    import os
+    import signal
+    import time
+
+    from align_track_pipeline.cli.instance import open_instance
+    from align_track_pipeline.defs.dagster_compat import pool_holders
+
+    args = ["ingest", "--json", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]
+    host_a = subprocess.Popen(["unshare", "--uts", "sh", "-c",
+                               'hostname host-a && exec "$0" "$@"', ALIGN_TRACK, *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while True:  # until A holds the pool: then it is mid-way through its MLflow phase
+        assert host_a.poll() is None and time.monotonic() < deadline
+        if (data_dir / "dagster" / "history").exists():
+            with open_instance(data_dir) as instance:
+                if pool_holders(instance, "mlflow")[1]:
+                    held = pool_holders(instance, "mlflow")[1][0]
+                    break
+        time.sleep(0.2)
+    host_a.send_signal(signal.SIGKILL)
+    host_a.wait()
+
+    started = time.monotonic()
+    here = subprocess.run([ALIGN_TRACK, *args], capture_output=True, text=True, timeout=600,
+                          check=False, env={**os.environ, "ALIGN_TRACK_DEAD_WRITER_SECONDS": "5"})
+    assert here.returncode == 0, here.stderr[-3000:]
+    assert f"held by run {held[:8]} (host host-a" in here.stderr
+    assert time.monotonic() - started < 120
+    assert json.loads(here.stdout)["failed"] == []
+    with open_instance(data_dir) as instance:
+        assert instance.get_run_by_id(held).status.value == "FAILURE"
+    assert_one_run_per_key(f"sqlite:///{data_dir}/mlflow.db", "align-system", data_dir)
