@@ -127,20 +127,34 @@ def test_half_written_partition_is_repaired(mlflow_server):
 
 
 def test_two_complete_batches_settle_on_the_same_one(mlflow_server):
-    """Two writers that raced both wrote the partition: whichever settles keeps the same
-    batch (the smallest id) and deletes the other, parents and children together."""
+    """Two writers that raced both wrote the partition: whichever looks keeps the same batch
+    (the smallest id) and deletes the other, parents and children together."""
     writer = MlflowWriter(mlflow_server, f"race-{uuid.uuid4().hex[:8]}")
     rel = RELS[0]
     key, specs = RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel)
     writer._backend._create(specs, "bbbb")
     first = writer._backend._create(specs, "aaaa")
-    result = writer._backend._settle(key, specs, "bbbb")
+    result = writer.upsert(key, specs)
     assert not result.written and result.deleted == len(specs)
     assert result.run_ids == first
     runs = read_back(mlflow_server, writer.experiment_id)
     assert sorted(runs) == sorted(s.key for s in specs)  # one run per key
     assert all(r["parent"] in (None, *runs) for r in runs.values())
     assert writer.upsert(key, specs).run_ids == first  # converged: nothing written
+
+
+def test_a_batch_deleted_by_another_writer_is_written_again(mlflow_server):
+    """The race that loses runs without a check after deleting: each writer deleted the
+    other's batch. The next look finds nothing complete and writes the partition again."""
+    writer = MlflowWriter(mlflow_server, f"lost-{uuid.uuid4().hex[:8]}")
+    rel = RELS[1]
+    key, specs = RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel)
+    partial = writer._backend._create(specs[:2], "aaaa")  # what the other writer left
+    result = writer.upsert(key, specs)
+    assert result.written and result.deleted == 2
+    runs = read_back(mlflow_server, writer.experiment_id)
+    assert sorted(runs) == sorted(s.key for s in specs)
+    assert not set(partial.values()) & set(result.run_ids.values())
 
 
 def test_sqlite_write_is_atomic(tmp_path, monkeypatch):

@@ -240,6 +240,19 @@ class _Rows:
                           "step": 0, "is_nan": False} for k, v in spec.metrics.items()]
 
 
+_SETTLE_ATTEMPTS = 6
+
+
+def _smallest_complete_batch(existing: list[Existing], specs: list[RunSpec]) -> str | None:
+    """The batch every writer agrees to keep: the smallest id among the complete ones (runs
+    from before batches count as batch "")."""
+    batches: dict[str, list[Existing]] = {}
+    for run in existing:
+        batches.setdefault(run.batch, []).append(run)
+    complete = sorted(b for b, runs in batches.items() if converged(runs, specs))
+    return complete[0] if complete else None
+
+
 class _ApiBackend(_Backend):
     """The public batched API: one create, a few log_batch calls and one terminate per run."""
 
@@ -255,30 +268,25 @@ class _ApiBackend(_Backend):
         self.experiment_id = found.experiment_id
 
     def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
-        existing = self._find(partition)
-        if converged(existing, specs):
-            return UpsertResult({e.key: e.run_id for e in existing}, False, 0)
-        batch = uuid.uuid4().hex
-        with suppress(MlflowException):  # another writer deleted this batch's runs
-            self._create(specs, batch)
-        return self._settle(partition, specs, batch)
-
-    def _settle(self, partition: str, specs: list[RunSpec], batch: str) -> UpsertResult:
-        """Check after write: keep exactly one complete batch of the partition's runs, the
-        same one whichever writer settles (the smallest batch id; runs from before batches
-        count as batch ""), and delete every other run of the partition."""
-        existing = self._find(partition)
-        batches: dict[str, list[Existing]] = {}
-        for run in existing:
-            batches.setdefault(run.batch, []).append(run)
-        complete = sorted(b for b, runs in batches.items() if converged(runs, specs))
-        if not complete:
-            raise RuntimeError(f"no complete set of runs for partition {partition} after "
-                               "writing it (another writer interfered); the next run repairs it")
-        losers = [e.run_id for e in existing if e.batch != complete[0]]
-        self._delete(losers)
-        kept = {e.key: e.run_id for e in batches[complete[0]]}
-        return UpsertResult(kept, complete[0] == batch, len(losers))
+        """Write, then check, until the partition holds exactly one complete batch. Every
+        writer keeps the same batch (the smallest complete id) and returns only once it saw
+        the partition converged, so the last writer to return leaves it converged."""
+        written, deleted = False, 0
+        for _ in range(_SETTLE_ATTEMPTS):
+            existing = self._find(partition)
+            if converged(existing, specs):
+                return UpsertResult({e.key: e.run_id for e in existing}, written, deleted)
+            winner = _smallest_complete_batch(existing, specs)
+            if winner is None:
+                with suppress(MlflowException):  # another writer deleted this batch's runs
+                    self._create(specs, uuid.uuid4().hex)
+                written = True
+                continue
+            losers = [e.run_id for e in existing if e.batch != winner]
+            self._delete(losers)
+            deleted += len(losers)
+        raise RuntimeError(f"partition {partition}: other writers kept changing its runs; "
+                           "the next run repairs it")
 
     def archive_partition(self, partition: str) -> int:
         run_ids = [e.run_id for e in self._find(partition)]
