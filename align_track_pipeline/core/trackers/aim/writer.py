@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
 
 AIM_LAYOUT_VERSION = "1"
@@ -151,6 +152,7 @@ class AimWriter:
         created = [self._write(partition, r) for r in runs if r.key not in keep]
         self.manifest.complete([r.key for r in runs if r.key not in keep])
         indexed = self._index(created)
+        fault_point("aim.partition_written")
         return AimResult(created, len(keep), len(drop), indexed)
 
     def delete_partition(self, partition: str) -> int:
@@ -185,6 +187,7 @@ class AimWriter:
         self.manifest.placeholder(partition, spec.key, spec.content_hash)
         run = aim_compat.lean_run(self.repo, spec.experiment)
         try:
+            fault_point("aim.run_created")
             self.manifest.pending(partition, spec.key, run.hash, spec.content_hash)
             run.name = spec.name
             for key, value in spec.params.items():

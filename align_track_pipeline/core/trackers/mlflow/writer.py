@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 
 FINISHED = "FINISHED"
@@ -67,6 +68,7 @@ class MlflowWriter:
         if converged(existing, specs):
             return UpsertResult({e.key: e.run_id for e in existing}, False, 0)
         run_ids = self._backend.replace([e.run_id for e in existing], specs)
+        fault_point("mlflow.partition_written")
         return UpsertResult(run_ids, True, len(existing))
 
     def delete_partition(self, partition: str) -> int:
@@ -244,6 +246,7 @@ class _ApiBackend(_Backend):
                 self.experiment_id, run_name=spec.name,
                 tags={TAG_PARTITION: tags.pop(TAG_PARTITION)})
             run_ids[spec.key] = run.info.run_id
+            fault_point("mlflow.run_created")
             now = int(time.time() * 1000)
             params = [Param(k, v) for k, v in spec.params.items()]
             for i in range(0, max(len(params), len(tags), 1), 100):
