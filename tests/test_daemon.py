@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.core.source.discovery import find_run_dirs
@@ -59,6 +60,7 @@ def _wait(what: str, done, daemon: subprocess.Popen, log: Path) -> None:
         time.sleep(3)
 
 
+@pytest.mark.slow
 def test_the_daemon_ingests_a_new_folder_with_no_other_action(tmp_path, small_tree):
     home, data, log = tmp_path / "dagster-home", tmp_path / "data", tmp_path / "daemon.log"
     home.mkdir()

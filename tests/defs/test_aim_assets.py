@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.dataset as ds
+import pytest
 
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
@@ -33,6 +34,7 @@ def _ingest(capsys, tree: Path, data: Path) -> dict:
     return report
 
 
+@pytest.mark.slow
 def test_ingest_makes_every_scene_visible_in_aim(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir)
     scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table().to_pylist()
@@ -82,6 +84,7 @@ def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, dat
         assert not any(isinstance(r, dg.RunRequest) for r in again)
 
 
+@pytest.mark.slow
 def test_aim_reindex_command_indexes_what_is_outdated(small_tree, data_dir, capsys):
     _ingest(capsys, small_tree, data_dir)
     repo = aim_compat.open_repo(data_dir / "aim")
@@ -115,6 +118,7 @@ def _written_before(data: Path, runs: int) -> list[str]:
     return order[:len(done)]
 
 
+@pytest.mark.slow
 def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir):
     """SIGKILLed as Aim created its 40th run, before the manifest learned its hash (in the
     middle of the third partition): complete partitions are kept, the rest is redone."""
@@ -142,6 +146,7 @@ def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir):
         complete)
 
 
+@pytest.mark.slow
 def test_ingest_while_aim_up_serves_the_repo(capsys, sample_tree, data_dir):
     """The safe order is any order: Aim's index is opened, written and released per batch,
     with retries while `aim up` holds it; the UI keeps serving and sees every run."""

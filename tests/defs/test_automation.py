@@ -60,6 +60,7 @@ def ingested(capsys, small_tree, data_dir):
         yield small_tree, defs, instance, automation
 
 
+@pytest.mark.slow
 def test_no_change_and_touch_request_nothing(ingested):
     tree, defs, instance, automation = ingested
     _sense_and_observe(defs, instance)
@@ -70,6 +71,7 @@ def test_no_change_and_touch_request_nothing(ingested):
     assert _requested(automation.tick()) == {}
 
 
+@pytest.mark.slow
 def test_a_content_change_requests_exactly_that_partition(ingested):
     tree, defs, instance, automation = ingested
     changed = find_run_dirs(tree)[1]
@@ -79,6 +81,7 @@ def test_a_content_change_requests_exactly_that_partition(ingested):
     assert _requested(automation.tick()) == {t: {changed.key} for t in TABLES}
 
 
+@pytest.mark.slow
 def test_a_new_folder_runs_tables_then_trackers(ingested, data_dir):
     tree, defs, instance, automation = ingested
     make_run_dir(tree, "late/run", SAMPLE_TREE / "random" / "unaligned" / "input_output.json")
@@ -106,6 +109,7 @@ def _with_code_version(defs: dg.Definitions, op_name: str, version: str) -> dg.D
     return dg.Definitions(assets=[bump(a) for a in defs.assets], resources=defs.resources)
 
 
+@pytest.mark.slow
 def test_a_parser_code_version_bump_requests_every_partition(ingested):
     tree, defs, instance, automation = ingested
     keys = {r.key for r in find_run_dirs(tree)}
@@ -114,6 +118,7 @@ def test_a_parser_code_version_bump_requests_every_partition(ingested):
     assert _requested(automation.tick(bumped)) == {}  # requested once, not on every tick
 
 
+@pytest.mark.slow
 def test_a_tracker_layout_bump_requests_only_that_tracker(ingested):
     tree, defs, instance, automation = ingested
     keys = {r.key for r in find_run_dirs(tree)}
@@ -165,6 +170,7 @@ def _staleness(defs: dg.Definitions, instance, asset: str, key: str):
     return resolver.get_status(dg.AssetKey(asset), key).value, sorted(c.reason for c in causes)
 
 
+@pytest.mark.slow
 def test_the_ui_shows_a_changed_folder_stale_with_the_reason(ingested):
     tree, defs, instance, automation = ingested
     changed, same = find_run_dirs(tree)[:2]
@@ -189,6 +195,7 @@ def test_the_ui_shows_a_changed_folder_stale_with_the_reason(ingested):
         "STALE", ["has a new code version"])
 
 
+@pytest.mark.slow
 def test_switching_mlflow_to_flat_requests_every_mlflow_partition(ingested):
     from align_track_pipeline.defs.resources import default_mlflow_target
 

@@ -39,6 +39,7 @@ def test_a_dropped_interrupt_is_raised_at_the_next_check(signum):
         signal.signal(signum, old)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_aim_phase_stops_the_ingest(sample_tree, data_dir):
     """SIGINT as Aim creates its 5th run, the first of the second partition."""
     cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
@@ -36,6 +37,7 @@ def _table(data: Path, name: str):
     return ds.dataset(data / "parquet" / name).to_table()
 
 
+@pytest.mark.slow
 def test_ingest_feeds_mlflow_and_converges(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir)
     uri = f"sqlite:///{data_dir}/mlflow.db"
@@ -65,6 +67,7 @@ def test_ingest_feeds_mlflow_and_converges(capsys, sample_tree, data_dir):
     assert len(after) == len(runs)
 
 
+@pytest.mark.slow
 def test_flat_mode(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir, "--flat", "--mlflow-experiment", "flat-runs")
     runs = _runs(f"sqlite:///{data_dir}/mlflow.db", "flat-runs")
@@ -107,6 +110,7 @@ def _rerun_converges(cmd: list[str], data: Path, server: str, experiment: str) -
     return runs
 
 
+@pytest.mark.slow
 def test_kill_after_a_partition_then_rerun_against_a_server(sample_tree, data_dir,
                                                             mlflow_server):
     cmd, experiment = _killed_at("mlflow.partition_written:3", sample_tree, data_dir,
@@ -122,6 +126,7 @@ def test_kill_after_a_partition_then_rerun_against_a_server(sample_tree, data_di
     assert {r.info.run_id for r in partial} <= {r.info.run_id for r in runs}  # kept as written
 
 
+@pytest.mark.slow
 def test_kill_mid_partition_then_rerun_against_a_server(small_tree, data_dir, mlflow_server):
     """Killed just after creating the second run of the second partition: that run is
     RUNNING with only its partition tag, and the whole partition is written again."""
@@ -143,6 +148,7 @@ def test_kill_mid_partition_then_rerun_against_a_server(small_tree, data_dir, ml
     assert not ids & {r.info.run_id for r in partial} - first  # the cut one was replaced
 
 
+@pytest.mark.slow
 def test_mlflow_ui_serves_the_store_on_loopback(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir)
     port = _free_port()

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import dagster as dg
+import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
@@ -115,6 +116,7 @@ def test_schedule_timezone_is_configurable(monkeypatch):
     assert importlib.reload(schedules).nightly_ingestion.execution_timezone == "UTC"
 
 
+@pytest.mark.slow
 def test_cleanup_removes_a_folders_data_from_every_store(capsys, sample_tree, data_dir):
     assert main(["ingest", "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir),
                  "--json"]) == 0
@@ -147,6 +149,7 @@ def test_cleanup_removes_a_folders_data_from_every_store(capsys, sample_tree, da
     assert sum(r["params"]["partition_key"] == gone.key for r in seen) == item_count(gone.path)
 
 
+@pytest.mark.slow
 def test_ingest_cleans_up_a_removed_folder_itself(capsys, small_tree, data_dir):
     """Without the daemon, `align-track ingest` removes what the sensor would have removed."""
     args = ["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir), "--json"]
@@ -162,6 +165,7 @@ def test_ingest_cleans_up_a_removed_folder_itself(capsys, small_tree, data_dir):
     assert store.path("scenes", find_run_dirs(small_tree)[0].key).exists()
 
 
+@pytest.mark.slow
 def test_archive_mode_keeps_a_removed_folders_data_out_of_sight(capsys, monkeypatch, small_tree,
                                                                 data_dir):
     import pyarrow.dataset as ds
