@@ -40,6 +40,27 @@ def test_ingest_twice_then_change_one_file(capsys, sample_tree, data_dir):
     assert scenes.num_rows == sum(item_count(r.path) for r in find_run_dirs(sample_tree))
 
 
+def test_a_tree_whose_only_run_dir_is_bad_exits_1_and_status_says_failed(capsys, tmp_path,
+                                                                        data_dir):
+    """The CLI's whole path in seconds: the observation registers the partition, the tables
+    fail it with an error naming the file, the trackers skip it; `status` reports it failed."""
+    bad = tmp_path / "tree" / "broken" / "run"
+    bad.mkdir(parents=True)
+    (bad / "input_output.json").write_text("")
+    code, report = _ingest(capsys, tmp_path / "tree", data_dir)
+    assert code == 1
+    assert report == {"discovered": 1, "materialized": [], "fresh": [], "removed": [], "failed": [{
+        "partition": "broken/run",
+        "error": f"{bad / 'input_output.json'}: empty file "
+                 "(the run may have crashed or still be writing it)"}]}
+    assert not (data_dir / "mlflow.db").exists() and not (data_dir / "aim").exists()
+    main(["status", "--experiments-dir", str(tmp_path / "tree"), "--data-dir", str(data_dir),
+          "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert [(p["partition"], p["state"]) for p in status["partitions"]] == [
+        ("broken/run", "failed")]
+
+
 @pytest.mark.slow
 def test_bad_dir_fails_alone_with_exit_1(capsys, sample_tree, data_dir):
     bad = sample_tree / "pipeline_broken" / "affiliation-0.5"

@@ -1,4 +1,5 @@
-"""`mlflow_runs` through `align-track ingest`: structure, idempotency, a kill mid-way."""
+"""`mlflow_runs` on a real instance and through `align-track ingest`: structure, idempotency,
+a kill mid-way."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.dataset as ds
 import pytest
 from mlflow import MlflowClient
@@ -16,6 +18,7 @@ from mlflow import MlflowClient
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.definitions import build_defs
 from tests.conftest import _free_port, stop_server, wait_http
 
 
@@ -35,6 +38,32 @@ def _runs(uri: str, experiment: str = "align-system") -> list:
 
 def _table(data: Path, name: str):
     return ds.dataset(data / "parquet" / name).to_table()
+
+
+def test_the_asset_writes_one_partition_and_converges(tmp_path, small_tree, data_dir):
+    """The asset on one partition of a real instance: a parent per experiments row, a child
+    per scene under it, the metadata the UI shows; materialized again, it writes nothing."""
+    defs = build_defs(str(small_tree), str(data_dir))
+    key = find_run_dirs(small_tree)[-1].key
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("experiments", [key])
+        for job in ("ingest", "mlflow", "mlflow"):
+            assert defs.resolve_job_def(job).execute_in_process(
+                instance=instance, partition_key=key).success
+        records = instance.fetch_materializations(dg.AssetKey("mlflow_runs"), limit=10).records
+    first, again = (r.asset_materialization.metadata
+                    for r in sorted(records, key=lambda r: r.storage_id))
+    runs = _runs(f"sqlite:///{data_dir}/mlflow.db")
+    (parent,) = [r for r in runs if r.data.tags["run_type"] == "parent"]
+    children = [r for r in runs if r.data.tags["run_type"] == "scene"]
+    assert len(children) == _table(data_dir, "scenes").num_rows == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {r.data.tags["partition_key"] for r in runs} == {key}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert first["written"].value is True and first["runs"].value == len(runs) == 5
+    assert first["parent_run_ids"].value == [parent.info.run_id]
+    assert again["written"].value is False and again["parent_run_ids"].value == [
+        parent.info.run_id]
 
 
 @pytest.mark.slow
