@@ -137,6 +137,7 @@ def test_a_daemon_started_on_an_existing_tree_ingests_it(tmp_path, small_tree, d
         assert _requested(automation.tick()) == {t: keys for t in TABLES}
 
 
+@pytest.mark.slow
 def test_a_failed_partition_is_not_requested_again_until_it_changes(tmp_path, small_tree,
                                                                     data_dir):
     defs = build_defs(str(small_tree), str(data_dir))
