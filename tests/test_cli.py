@@ -19,6 +19,7 @@ def _ingest(capsys, tree: Path, data: Path) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_ingest_twice_then_change_one_file(capsys, sample_tree, data_dir):
     keys = sorted(r.key for r in find_run_dirs(sample_tree))
     code, first = _ingest(capsys, sample_tree, data_dir)
@@ -39,6 +40,28 @@ def test_ingest_twice_then_change_one_file(capsys, sample_tree, data_dir):
     assert scenes.num_rows == sum(item_count(r.path) for r in find_run_dirs(sample_tree))
 
 
+def test_a_tree_whose_only_run_dir_is_bad_exits_1_and_status_says_failed(capsys, tmp_path,
+                                                                        data_dir):
+    """The CLI's whole path in seconds: the observation registers the partition, the tables
+    fail it with an error naming the file, the trackers skip it; `status` reports it failed."""
+    bad = tmp_path / "tree" / "broken" / "run"
+    bad.mkdir(parents=True)
+    (bad / "input_output.json").write_text("")
+    code, report = _ingest(capsys, tmp_path / "tree", data_dir)
+    assert code == 1
+    assert report == {"discovered": 1, "materialized": [], "fresh": [], "removed": [], "failed": [{
+        "partition": "broken/run",
+        "error": f"{bad / 'input_output.json'}: empty file "
+                 "(the run may have crashed or still be writing it)"}]}
+    assert not (data_dir / "mlflow.db").exists() and not (data_dir / "aim").exists()
+    main(["status", "--experiments-dir", str(tmp_path / "tree"), "--data-dir", str(data_dir),
+          "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert [(p["partition"], p["state"]) for p in status["partitions"]] == [
+        ("broken/run", "failed")]
+
+
+@pytest.mark.slow
 def test_bad_dir_fails_alone_with_exit_1(capsys, sample_tree, data_dir):
     bad = sample_tree / "pipeline_broken" / "affiliation-0.5"
     bad.mkdir(parents=True)
@@ -59,6 +82,7 @@ def test_bad_dir_fails_alone_with_exit_1(capsys, sample_tree, data_dir):
     assert set(states.values()) == {"fresh"}
 
 
+@pytest.mark.slow
 def test_status_reports_missing_and_stale(capsys, sample_tree, data_dir):
     def status() -> dict[str, str]:
         main(["status", "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir),
@@ -81,6 +105,7 @@ def test_list_runs_table(capsys, sample_tree):
     assert paths == {r.rel_path for r in find_run_dirs(sample_tree) if " " not in r.rel_path}
 
 
+@pytest.mark.slow
 def test_console_script_json_is_one_object_on_stdout(sample_tree, data_dir):
     bin_dir = Path(sys.executable).parent
     proc = subprocess.run(
@@ -95,6 +120,7 @@ def test_console_script_json_is_one_object_on_stdout(sample_tree, data_dir):
     assert (data_dir / "dagster" / "dagster.yaml").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_var", ["ALIGN_TRACK_EXPERIMENTS_DIR"])
 def test_env_var_selects_the_tree(capsys, monkeypatch, sample_tree, data_dir, env_var):
     monkeypatch.setenv(env_var, str(sample_tree))
@@ -105,6 +131,7 @@ def test_env_var_selects_the_tree(capsys, monkeypatch, sample_tree, data_dir, en
     assert (data_dir / "parquet" / "scenes").is_dir()
 
 
+@pytest.mark.slow
 def test_odd_directory_names_ingest_end_to_end(capsys, sample_tree, data_dir):
     source = sample_tree / "random" / "unaligned" / "input_output.json"
     odd = ["with space/ünïcödé 名前", "dots.../run", "comma,100%/run"]
@@ -118,6 +145,7 @@ def test_odd_directory_names_ingest_end_to_end(capsys, sample_tree, data_dir):
     assert set(odd) <= paths
 
 
+@pytest.mark.slow
 def test_a_bad_input_later_loses_nothing_already_ingested(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir)
     before = ds.dataset(data_dir / "parquet" / "scenes").to_table().num_rows

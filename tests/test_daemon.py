@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.core.source.discovery import find_run_dirs
@@ -59,6 +60,46 @@ def _wait(what: str, done, daemon: subprocess.Popen, log: Path) -> None:
         time.sleep(3)
 
 
+def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
+    """The test above in seconds, without the daemon: workspace.yaml names the project's
+    Definitions, bound to the ALIGN_TRACK_* variables, with every sensor and the schedule on
+    by default; dagster.yaml queues at most 2 runs and gives each pool one slot."""
+    import importlib
+
+    import dagster as dg
+    import yaml
+
+    from align_track_pipeline.defs.automation import tick_seconds
+
+    (location,) = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
+    module = importlib.import_module(location["python_module"]["module_name"])
+    data = tmp_path / "data"
+    with monkeypatch.context() as env:
+        env.setenv("ALIGN_TRACK_EXPERIMENTS_DIR", str(small_tree))
+        env.setenv("ALIGN_TRACK_DATA_DIR", str(data))
+        env.setenv("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS", "5")
+        defs = importlib.reload(module).defs
+        assert tick_seconds() == 5
+    importlib.reload(module)  # back to the environment's own
+    assert defs.resources["tree"].root == str(small_tree)
+    assert defs.resources["store"].data_dir == str(data)
+    assert defs.resources["mlflow"].tracking_uri == f"sqlite:///{data}/mlflow.db"
+    assert {s.name: s.default_status for s in defs.sensors} == {
+        name: dg.DefaultSensorStatus.RUNNING
+        for name in ("experiment_folder_sensor", "automation", "aim_reindex_sensor")}
+    assert [s.default_status for s in defs.schedules] == [dg.DefaultScheduleStatus.RUNNING]
+
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        config = instance.get_concurrency_config()
+        assert config.run_queue_config.max_concurrent_runs == 2
+        assert config.pool_config.default_pool_limit == 1
+        assert instance.run_monitoring_enabled
+
+
+@pytest.mark.slow
 def test_the_daemon_ingests_a_new_folder_with_no_other_action(tmp_path, small_tree):
     home, data, log = tmp_path / "dagster-home", tmp_path / "data", tmp_path / "daemon.log"
     home.mkdir()

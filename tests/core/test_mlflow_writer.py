@@ -79,6 +79,7 @@ def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path):
     assert Path(local).read_bytes() == child.artifacts[artifact]
 
 
+@pytest.mark.slow
 def test_bulk_and_api_paths_write_the_same_runs(tmp_path, mlflow_server):
     bulk = _sqlite(tmp_path)
     api = MlflowWriter(mlflow_server, f"parity-{uuid.uuid4().hex[:8]}")
@@ -89,10 +90,11 @@ def test_bulk_and_api_paths_write_the_same_runs(tmp_path, mlflow_server):
         api.tracking_uri, api.experiment_id)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "server"])
-def test_upsert_converges(tmp_path, mlflow_server, backend, sample_tree):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("server", marks=pytest.mark.slow)])
+def test_upsert_converges(request, tmp_path, backend, sample_tree):
     writer = (_sqlite(tmp_path) if backend == "sqlite"
-              else MlflowWriter(mlflow_server, f"conv-{uuid.uuid4().hex[:8]}"))
+              else MlflowWriter(request.getfixturevalue("mlflow_server"),
+                                f"conv-{uuid.uuid4().hex[:8]}"))
     keys = {rel: RunDir(sample_tree / rel, rel).key for rel in RELS[:2]}
     first = {rel: writer.upsert(keys[rel], _specs(sample_tree, rel)) for rel in keys}
     assert all(r.written for r in first.values())
@@ -111,6 +113,7 @@ def test_upsert_converges(tmp_path, mlflow_server, backend, sample_tree):
     assert len(runs) == sum(len(_specs(sample_tree, rel)) for rel in keys)
 
 
+@pytest.mark.slow
 def test_half_written_partition_is_repaired(mlflow_server):
     writer = MlflowWriter(mlflow_server, f"crash-{uuid.uuid4().hex[:8]}")
     rel = RELS[0]

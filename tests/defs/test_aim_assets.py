@@ -1,14 +1,17 @@
 """`aim_runs` and `aim_reindex` through `align-track` and a real Dagster instance."""
 
+import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.dataset as ds
+import pytest
 
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
@@ -31,6 +34,7 @@ def _ingest(capsys, tree: Path, data: Path) -> dict:
     return report
 
 
+@pytest.mark.slow
 def test_ingest_makes_every_scene_visible_in_aim(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir)
     scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table().to_pylist()
@@ -80,6 +84,7 @@ def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, dat
         assert not any(isinstance(r, dg.RunRequest) for r in again)
 
 
+@pytest.mark.slow
 def test_aim_reindex_command_indexes_what_is_outdated(small_tree, data_dir, capsys):
     _ingest(capsys, small_tree, data_dir)
     repo = aim_compat.open_repo(data_dir / "aim")
@@ -96,26 +101,52 @@ def test_aim_reindex_command_indexes_what_is_outdated(small_tree, data_dir, caps
         aim_compat.all_run_hashes(repo))
 
 
+def _aim_run_folders(data: Path) -> set[str]:
+    """The hashes of every Aim run in the repo, complete or not (one folder per run)."""
+    return set(aim_compat.all_run_hashes(aim_compat.open_repo(data / "aim")))
+
+
+def _written_before(data: Path, runs: int) -> list[str]:
+    """The partitions whose Aim runs are all among the first `runs` the Aim phase creates
+    (partitions in the order the phase writes them, one run per scene)."""
+    with open_instance(data) as instance:
+        order = instance.get_dynamic_partitions("experiments")
+    sizes = Counter(ds.dataset(data / "parquet" / "scenes").to_table()
+                    .column("partition_key").to_pylist())
+    done = list(itertools.takewhile(
+        lambda n: n <= runs, itertools.accumulate(sizes[key] for key in order)))
+    return order[:len(done)]
+
+
+@pytest.mark.slow
 def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir):
+    """SIGKILLed as Aim created its 40th run, before the manifest learned its hash (in the
+    middle of the third partition): complete partitions are kept, the rest is redone."""
     cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
            "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    chunks = data_dir / "aim" / ".aim" / "meta" / "chunks"  # one folder per Aim run
-    deadline = time.monotonic() + 300
-    while not (chunks.is_dir() and len(list(chunks.iterdir())) >= 40):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
+                            env={**os.environ, "ALIGN_TRACK_FAULT": "aim.run_created:40"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    before = _aim_run_folders(data_dir)
+    assert len(before) == 40
+    complete = _written_before(data_dir, 39)
+    scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
+    kept = sum(scenes.column("partition_key").to_pylist().count(key) for key in complete)
+    assert 0 < kept < 39  # the 40th run is in the middle of a partition
+
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
     seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
-    assert len(seen) == scenes.num_rows == len(list(chunks.iterdir()))
+    assert len(seen) == scenes.num_rows == len(_aim_run_folders(data_dir))
     keys = {(r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen}
     assert len(keys) == scenes.num_rows  # one run per scene, none duplicated
+    survivors = {r["hash"] for r in seen} & before
+    assert len(survivors) == kept  # the complete partitions' runs, and no other
+    assert {r["params"]["partition_key"] for r in seen if r["hash"] in survivors} == set(
+        complete)
 
 
+@pytest.mark.slow
 def test_ingest_while_aim_up_serves_the_repo(capsys, sample_tree, data_dir):
     """The safe order is any order: Aim's index is opened, written and released per batch,
     with retries while `aim up` holds it; the UI keeps serving and sees every run."""

@@ -61,6 +61,7 @@ def ingested(capsys, small_tree, data_dir):
         yield small_tree, defs, instance, automation
 
 
+@pytest.mark.slow
 def test_no_change_and_touch_request_nothing(ingested):
     tree, defs, instance, automation = ingested
     _sense_and_observe(defs, instance)
@@ -71,6 +72,7 @@ def test_no_change_and_touch_request_nothing(ingested):
     assert _requested(automation.tick()) == {}
 
 
+@pytest.mark.slow
 def test_a_content_change_requests_exactly_that_partition(ingested):
     tree, defs, instance, automation = ingested
     changed = find_run_dirs(tree)[1]
@@ -80,6 +82,7 @@ def test_a_content_change_requests_exactly_that_partition(ingested):
     assert _requested(automation.tick()) == {t: {changed.key} for t in TABLES}
 
 
+@pytest.mark.slow
 def test_a_new_folder_runs_tables_then_trackers(ingested, data_dir):
     tree, defs, instance, automation = ingested
     make_run_dir(tree, "late/run", SAMPLE_TREE / "random" / "unaligned" / "input_output.json")
@@ -107,6 +110,7 @@ def _with_code_version(defs: dg.Definitions, op_name: str, version: str) -> dg.D
     return dg.Definitions(assets=[bump(a) for a in defs.assets], resources=defs.resources)
 
 
+@pytest.mark.slow
 def test_a_parser_code_version_bump_requests_every_partition(ingested):
     tree, defs, instance, automation = ingested
     keys = {r.key for r in find_run_dirs(tree)}
@@ -115,6 +119,7 @@ def test_a_parser_code_version_bump_requests_every_partition(ingested):
     assert _requested(automation.tick(bumped)) == {}  # requested once, not on every tick
 
 
+@pytest.mark.slow
 def test_a_tracker_layout_bump_requests_only_that_tracker(ingested):
     tree, defs, instance, automation = ingested
     keys = {r.key for r in find_run_dirs(tree)}
@@ -133,6 +138,7 @@ def test_a_daemon_started_on_an_existing_tree_ingests_it(tmp_path, small_tree, d
         assert _requested(automation.tick()) == {t: keys for t in TABLES}
 
 
+@pytest.mark.slow
 def test_a_failed_partition_is_not_requested_again_until_it_changes(tmp_path, small_tree,
                                                                     data_dir):
     defs = build_defs(str(small_tree), str(data_dir))
@@ -159,6 +165,7 @@ def _staleness(defs: dg.Definitions, instance, asset: str, key: str):
     return stale_status(defs, instance, asset, key)
 
 
+@pytest.mark.slow
 def test_the_ui_shows_a_changed_folder_stale_with_the_reason(ingested):
     tree, defs, instance, automation = ingested
     changed, same = find_run_dirs(tree)[:2]
@@ -183,6 +190,7 @@ def test_the_ui_shows_a_changed_folder_stale_with_the_reason(ingested):
         "STALE", ["has a new code version"])
 
 
+@pytest.mark.slow
 def test_switching_mlflow_to_flat_requests_every_mlflow_partition(ingested):
     tree, defs, instance, automation = ingested
     flat = build_defs(str(tree), defs.resources["store"].data_dir, {"flat": "1"})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.dataset as ds
+import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
@@ -59,6 +60,7 @@ def test_only_runs_of_dead_processes_are_failed(data_dir):
         assert active_pool_slots(instance, "aim") == 1
 
 
+@pytest.mark.slow
 def test_a_killed_ingest_does_not_block_the_next_one(capsys, small_tree, data_dir):
     import socket
 
@@ -73,6 +75,7 @@ def test_a_killed_ingest_does_not_block_the_next_one(capsys, small_tree, data_di
         assert instance.get_run_by_id(stale).status == dg.DagsterRunStatus.FAILURE
 
 
+@pytest.mark.slow
 def test_two_ingests_at_once_write_everything_once(small_tree, data_dir):
     cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
            "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]

@@ -2,14 +2,17 @@
 where it landed (Aim closes storage in finalizers, which swallow exceptions)."""
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 
+from align_track_pipeline.cli.instance import open_instance
+from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.defs.interrupts import remembered_interrupts
 from tests.conftest import aim_runs_seen_by_a_fresh_process
 
@@ -36,20 +39,27 @@ def test_a_dropped_interrupt_is_raised_at_the_next_check(signum):
         signal.signal(signum, old)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_aim_phase_stops_the_ingest(sample_tree, data_dir):
+    """SIGINT as Aim creates its 5th run, the first of the second partition."""
     cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
            "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if line.startswith("aim run"):
-            break
-    time.sleep(1)  # a few partitions in
-    proc.send_signal(signal.SIGINT)
-    started = time.monotonic()
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    assert time.monotonic() - started < 10  # the Aim phase alone takes longer
-    runs = len(aim_runs_seen_by_a_fresh_process(data_dir / "aim"))
+    stopped = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                             env={**os.environ, "ALIGN_TRACK_FAULT": "aim.run_created:5:sigint"})
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "align-track: interrupted" in stopped.stderr
+    with open_instance(data_dir) as instance:
+        first = instance.get_dynamic_partitions("experiments")[0]
+    scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
+    assert scenes.column("partition_key").to_pylist().count(first) == 4
+    before = set(aim_compat.all_run_hashes(aim_compat.open_repo(data_dir / "aim")))
+    assert len(before) == 5  # stopped at once: not one more run created
+
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert runs < len(aim_runs_seen_by_a_fresh_process(data_dir / "aim"))
+    seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
+    assert len(seen) == scenes.num_rows
+    assert len({(r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen}) == (
+        scenes.num_rows)  # one run per scene
+    kept = [r for r in seen if r["hash"] in before]
+    assert {r["params"]["partition_key"] for r in kept} == {first} and len(kept) == 4

@@ -1,18 +1,24 @@
-"""`mlflow_runs` through `align-track ingest`: structure, idempotency, a kill mid-way."""
+"""`mlflow_runs` on a real instance and through `align-track ingest`: structure, idempotency,
+a kill mid-way."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.dataset as ds
+import pytest
 from mlflow import MlflowClient
 
+from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.definitions import build_defs
 from tests.conftest import _free_port, stop_server, wait_http
 
 
@@ -34,6 +40,34 @@ def _table(data: Path, name: str):
     return ds.dataset(data / "parquet" / name).to_table()
 
 
+def test_the_asset_writes_one_partition_and_converges(tmp_path, small_tree, data_dir):
+    """The asset on one partition of a real instance: a parent per experiments row, a child
+    per scene under it, the metadata the UI shows; materialized again, it writes nothing."""
+    defs = build_defs(str(small_tree), str(data_dir))
+    key = find_run_dirs(small_tree)[-1].key
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("experiments", [key])
+        for job in ("tables", "mlflow", "mlflow"):
+            assert defs.resolve_job_def(job).execute_in_process(
+                instance=instance, partition_key=key).success
+        records = instance.fetch_materializations(dg.AssetKey("mlflow_runs"), limit=10).records
+    first, again = (r.asset_materialization.metadata
+                    for r in sorted(records, key=lambda r: r.storage_id))
+    runs = _runs(f"sqlite:///{data_dir}/mlflow.db")
+    (parent,) = [r for r in runs if r.data.tags["run_type"] == "parent"]
+    children = [r for r in runs if r.data.tags["run_type"] == "scene"]
+    assert len(children) == _table(data_dir, "scenes").num_rows == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {r.data.tags["partition_key"] for r in runs} == {key}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert first["written"].value == first["runs"].value == len(runs) == 5
+    assert first["parent_run_ids"].value == [parent.info.run_id]
+    assert again["written"].value == 0 and again["unchanged"].value == 5
+    assert again["parent_run_ids"].value == [
+        parent.info.run_id]
+
+
+@pytest.mark.slow
 def test_ingest_feeds_mlflow_and_converges(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir)
     uri = f"sqlite:///{data_dir}/mlflow.db"
@@ -63,6 +97,7 @@ def test_ingest_feeds_mlflow_and_converges(capsys, sample_tree, data_dir):
     assert len(after) == len(runs)
 
 
+@pytest.mark.slow
 def test_flat_mode(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir, "--flat", "--mlflow-experiment", "flat-runs")
     runs = _runs(f"sqlite:///{data_dir}/mlflow.db", "flat-runs")
@@ -70,34 +105,80 @@ def test_flat_mode(capsys, sample_tree, data_dir):
     assert {r.data.tags["run_type"] for r in runs} == {"experiment"}
 
 
-def test_kill_mid_way_then_rerun_against_a_server(tmp_path, sample_tree, data_dir, mlflow_server):
+def _killed_at(fault: str, tree: Path, data: Path, server: str) -> tuple[list[str], str]:
+    """Run `align-track ingest` against the server until it is SIGKILLed at the fault point;
+    returns its command (to rerun it) and its MLflow experiment."""
     experiment = f"kill-{uuid.uuid4().hex[:8]}"
     cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
-           "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir),
-           "--mlflow-uri", mlflow_server, "--mlflow-experiment", experiment]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    client = MlflowClient(mlflow_server)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # wait until MLflow runs are being written
-        exp = client.get_experiment_by_name(experiment)
-        if exp and len(client.search_runs([exp.experiment_id], max_results=50)) >= 30:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = len(_runs(mlflow_server, experiment))
+           "--experiments-dir", str(tree), "--data-dir", str(data),
+           "--mlflow-uri", server, "--mlflow-experiment", experiment]
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
+                            env={**os.environ, "ALIGN_TRACK_FAULT": fault})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    return cmd, experiment
+
+
+def _planned_runs(data: Path) -> tuple[list[str], Counter]:
+    """Partitions in the order the MLflow phase writes them, and the runs each one gets (a
+    parent per experiments row, a child per scene)."""
+    with open_instance(data) as instance:
+        order = instance.get_dynamic_partitions("experiments")
+    return order, Counter(_table(data, "experiments").column("partition_key").to_pylist()
+                          + _table(data, "scenes").column("partition_key").to_pylist())
+
+
+def _rerun_converges(cmd: list[str], data: Path, server: str, experiment: str) -> list:
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    runs = _runs(mlflow_server, experiment)
-    assert 30 <= partial < len(runs)
+    runs = _runs(server, experiment)
     parents = [r for r in runs if r.data.tags["run_type"] == "parent"]
     children = [r for r in runs if r.data.tags["run_type"] == "scene"]
-    assert len(parents) == _table(data_dir, "experiments").num_rows
-    assert len(children) == _table(data_dir, "scenes").num_rows
+    assert len(parents) == _table(data, "experiments").num_rows
+    assert len(children) == _table(data, "scenes").num_rows
     assert len({r.data.tags["align_track.key"] for r in runs}) == len(runs)
     assert {r.info.status for r in runs} == {"FINISHED"}
+    return runs
 
 
+@pytest.mark.slow
+def test_kill_after_a_partition_then_rerun_against_a_server(sample_tree, data_dir,
+                                                            mlflow_server):
+    cmd, experiment = _killed_at("mlflow.partition_written:3", sample_tree, data_dir,
+                                 mlflow_server)
+    order, planned = _planned_runs(data_dir)
+    partial = _runs(mlflow_server, experiment)  # exactly the first three partitions' runs
+    assert Counter(r.data.tags["align_track.partition"] for r in partial) == {
+        key: planned[key] for key in order[:3]}
+    assert len({r.data.tags["align_track.key"] for r in partial}) == len(partial)
+    assert {r.info.status for r in partial} == {"FINISHED"}
+
+    runs = _rerun_converges(cmd, data_dir, mlflow_server, experiment)
+    assert {r.info.run_id for r in partial} <= {r.info.run_id for r in runs}  # kept as written
+
+
+@pytest.mark.slow
+def test_kill_mid_partition_then_rerun_against_a_server(small_tree, data_dir, mlflow_server):
+    """Killed just after creating the second run of the second partition: that run is
+    RUNNING with only its partition tag, and the whole partition is written again."""
+    cmd, experiment = _killed_at("mlflow.run_created:7", small_tree, data_dir, mlflow_server)
+    order, planned = _planned_runs(data_dir)
+    assert planned[order[0]] == 5  # a parent and four scenes: run 7 is the second partition's
+    partial = _runs(mlflow_server, experiment)
+    assert len(partial) == 7
+    assert Counter(r.data.tags["align_track.partition"] for r in partial) == {
+        order[0]: 5, order[1]: 2}
+    assert sorted(r.info.status for r in partial) == ["FINISHED"] * 6 + ["RUNNING"]
+    cut = next(r for r in partial if r.info.status == "RUNNING")
+    assert "align_track.key" not in cut.data.tags
+
+    runs = _rerun_converges(cmd, data_dir, mlflow_server, experiment)
+    ids = {r.info.run_id for r in runs}
+    first = {r.info.run_id for r in partial if r.data.tags["align_track.partition"] == order[0]}
+    assert first <= ids  # the complete partition was kept
+    assert not ids & {r.info.run_id for r in partial} - first  # the cut one was replaced
+
+
+@pytest.mark.slow
 def test_mlflow_ui_serves_the_store_on_loopback(capsys, sample_tree, data_dir):
     _ingest(capsys, sample_tree, data_dir)
     port = _free_port()

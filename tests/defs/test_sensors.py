@@ -6,6 +6,7 @@ import os
 import shutil
 
 import dagster as dg
+import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
@@ -13,8 +14,9 @@ from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.definitions import build_defs
+from align_track_pipeline.defs.cleanup import REMOVED, cleanup_config
 from align_track_pipeline.defs.dagster_compat import last_event_id
-from align_track_pipeline.defs.freshness import observed_versions
+from align_track_pipeline.defs.freshness import latest_data_versions, observed_versions
 from align_track_pipeline.defs.schedules import nightly_observation
 from tests.conftest import (
     SAMPLE_TREE,
@@ -116,6 +118,34 @@ def test_schedule_timezone_is_configurable(monkeypatch):
     assert importlib.reload(schedules).nightly_observation.execution_timezone == "UTC"
 
 
+def test_the_cleanup_job_deletes_a_partitions_tables_and_marks_it_removed(tmp_path, small_tree,
+                                                                         data_dir):
+    """`cleanup_removed` as the sensor requests it, on the tables alone: the partition's
+    Parquet files go, the others stay, and its versions read `removed` (so a folder put back
+    is ingested again). The test below does it with every store filled."""
+    defs = build_defs(str(small_tree), str(data_dir))
+    keys = [r.key for r in find_run_dirs(small_tree)]
+    gone, kept = keys[0], keys[1:]
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("experiments", keys)
+        assert defs.resolve_job_def("tables").execute_in_process(instance=instance, tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1]}).success
+        result = defs.resolve_job_def("cleanup_removed").execute_in_process(
+            instance=instance, run_config=cleanup_config([gone]))
+        assert result.success
+        versions = {asset: latest_data_versions(instance, asset)
+                    for asset in ("experiments", "scenes", "mlflow_runs", "aim_runs")}
+        folders = observed_versions(instance)
+    store = ParquetStore(data_dir)
+    assert not any(store.path(t, gone).exists() for t in ("experiments", "scenes"))
+    assert all(store.path(t, k).exists() for t in ("experiments", "scenes") for k in kept)
+    assert {asset: v[gone] for asset, v in versions.items()} == dict.fromkeys(versions, REMOVED)
+    assert folders[gone] == REMOVED
+    assert versions["scenes"][kept[0]] != REMOVED
+
+
+@pytest.mark.slow
 def test_cleanup_removes_a_folders_data_from_every_store(capsys, sample_tree, data_dir):
     assert main(["ingest", "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir),
                  "--json"]) == 0
@@ -148,6 +178,7 @@ def test_cleanup_removes_a_folders_data_from_every_store(capsys, sample_tree, da
     assert sum(r["params"]["partition_key"] == gone.key for r in seen) == item_count(gone.path)
 
 
+@pytest.mark.slow
 def test_ingest_cleans_up_a_removed_folder_itself(capsys, small_tree, data_dir):
     """Without the daemon, `align-track ingest` removes what the sensor would have removed."""
     args = ["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir), "--json"]
@@ -163,6 +194,7 @@ def test_ingest_cleans_up_a_removed_folder_itself(capsys, small_tree, data_dir):
     assert store.path("scenes", find_run_dirs(small_tree)[0].key).exists()
 
 
+@pytest.mark.slow
 def test_archive_mode_keeps_a_removed_folders_data_out_of_sight(capsys, monkeypatch, small_tree,
                                                                 data_dir):
     import pyarrow.dataset as ds

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.core.trackers.aim.plan import SceneRun
 
@@ -130,6 +131,7 @@ class AimWriter:
         created = [self._write(partition, r) for r in runs if r.key not in keep]
         self.manifest.complete([r.key for r in runs if r.key not in keep])
         indexed = self._index(created)
+        fault_point("aim.partition_written")
         return AimResult(created, len(keep), len(drop), indexed)
 
     def delete_partition(self, partition: str) -> int:
@@ -166,6 +168,7 @@ class AimWriter:
         self.manifest.placeholder(partition, spec.key, spec.content_hash)
         run = aim_compat.lean_run(self.repo, spec.experiment)
         try:
+            fault_point("aim.run_created")
             self.manifest.pending(partition, spec.key, run.hash, spec.content_hash)
             run.name = spec.name
             for key, value in spec.params.items():

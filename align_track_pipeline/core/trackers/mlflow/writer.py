@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 
 from mlflow.exceptions import MlflowException
 
+from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 
 FINISHED = "FINISHED"
@@ -78,7 +79,10 @@ class MlflowWriter:
         return self._backend.experiment_id
 
     def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
-        return self._backend.upsert(partition, specs)
+        result = self._backend.upsert(partition, specs)
+        if result.written:
+            fault_point("mlflow.partition_written")
+        return result
 
     def delete_partition(self, partition: str) -> int:
         return self._backend.upsert(partition, []).deleted
@@ -323,6 +327,7 @@ class _ApiBackend(_Backend):
                 self.experiment_id, run_name=spec.name,
                 tags={TAG_PARTITION: tags.pop(TAG_PARTITION), TAG_BATCH: tags.pop(TAG_BATCH)})
             run_ids[spec.key] = run.info.run_id
+            fault_point("mlflow.run_created")
             now = int(time.time() * 1000)
             params = [Param(k, v) for k, v in spec.params.items()]
             for i in range(0, max(len(params), len(tags), 1), 100):
