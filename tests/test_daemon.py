@@ -69,6 +69,7 @@ def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
     import dagster as dg
     import yaml
 
+    from align_track_pipeline.core.trackers import registry
     from align_track_pipeline.defs.automation import tick_seconds
 
     (location,) = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
@@ -80,10 +81,12 @@ def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
         env.setenv("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS", "5")
         defs = importlib.reload(module).defs
         assert tick_seconds() == 5
+        mlflow = registry.create("mlflow", registry.Settings(data))
     importlib.reload(module)  # back to the environment's own
-    assert defs.resources["tree"].root == str(small_tree)
-    assert defs.resources["store"].data_dir == str(data)
-    assert defs.resources["mlflow"].tracking_uri == f"sqlite:///{data}/mlflow.db"
+    # Bound to the variables by name (the UI shows the name, the run reads the value).
+    assert defs.resources["tree"].root == dg.EnvVar("ALIGN_TRACK_EXPERIMENTS_DIR")
+    assert defs.resources["store"].data_dir == dg.EnvVar("ALIGN_TRACK_DATA_DIR")
+    assert mlflow.tracking_uri == f"sqlite:///{data}/mlflow.db"
     assert {s.name: s.default_status for s in defs.sensors} == {
         name: dg.DefaultSensorStatus.RUNNING
         for name in ("experiment_folder_sensor", "automation", "aim_reindex_sensor")}

@@ -105,6 +105,7 @@ def test_two_ingests_at_once_write_everything_once(small_tree, data_dir):
     assert len(seen) == len(keys) == scenes.num_rows
 
 
+@pytest.mark.slow
 def test_a_dead_writer_on_another_host_is_freed_once_its_heartbeat_is_old(
         capsys, monkeypatch, small_tree, data_dir):
     monkeypatch.setenv("ALIGN_TRACK_DEAD_WRITER_SECONDS", "60")
@@ -125,6 +126,7 @@ def _live_holder_elsewhere(data_dir) -> str:
             HOST_TAG: "pod-live", PID_TAG: "1", HEARTBEAT_TAG: str(time.time() + 3600)})
 
 
+@pytest.mark.slow
 def test_a_live_writer_elsewhere_is_waited_for_then_given_up_on(small_tree, data_dir):
     holder = _live_holder_elsewhere(data_dir)
     done = subprocess.run(
@@ -137,6 +139,7 @@ def test_a_live_writer_elsewhere_is_waited_for_then_given_up_on(small_tree, data
     assert "gave up after" in done.stderr and "ALIGN_TRACK_POOL_WAIT_SECONDS=4" in done.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_wait_for_a_pool_at_once(small_tree, data_dir):
     _live_holder_elsewhere(data_dir)
     proc = subprocess.Popen(

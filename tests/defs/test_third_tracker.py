@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.dataset as ds
+import pytest
 
 from align_track_pipeline.cli import main
 from align_track_pipeline.cli.instance import open_instance
@@ -96,6 +97,7 @@ def _materializations(data: Path, asset: str) -> int:
         return len(instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records)
 
 
+@pytest.mark.slow
 def test_a_registered_tracker_gets_asset_freshness_status_and_cleanup(
         capsys, monkeypatch, small_tree, data_dir):
     monkeypatch.setitem(LAYOUT, "version", "1")
@@ -138,8 +140,6 @@ def test_a_registered_tracker_gets_asset_freshness_status_and_cleanup(
 
 
 def test_a_tracker_must_be_registered_under_its_own_name(data_dir):
-    import pytest
-
     with registry.registered("other", jsonl_tracker), pytest.raises(ValueError, match="jsonl"):
         registry.create_all(registry.Settings(data_dir))
     assert "other" not in registry.factories()
