@@ -129,6 +129,7 @@ def test_half_written_partition_is_repaired(mlflow_server):
     assert client.get_run(stray.info.run_id).info.lifecycle_stage == "deleted"
 
 
+@pytest.mark.slow
 def test_two_complete_batches_settle_on_the_same_one(mlflow_server):
     """Two writers that raced both wrote the partition: whichever looks keeps the same batch
     (the smallest id) and deletes the other, parents and children together."""
@@ -146,6 +147,7 @@ def test_two_complete_batches_settle_on_the_same_one(mlflow_server):
     assert writer.upsert(key, specs).run_ids == first  # converged: nothing written
 
 
+@pytest.mark.slow
 def test_a_batch_deleted_by_another_writer_is_written_again(mlflow_server):
     """The race that loses runs without a check after deleting: each writer deleted the
     other's batch. The next look finds nothing complete and writes the partition again."""
