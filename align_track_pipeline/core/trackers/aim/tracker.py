@@ -3,13 +3,15 @@ texts inline, indexed as written so the Aim UI shows it at once."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes
 from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
 from align_track_pipeline.core.trackers.base import Partition, Tracker, WriteReport
-from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION
+from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
 if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.aim.writer import AimWriter
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 class AimTracker(Tracker):
     repo: str
     manifest: str  # the scene key -> run hash map (Aim cannot create a run under a given hash)
+    ui_url: str | None = None  # e.g. http://127.0.0.1:43800, for links to the runs
 
     name = "aim"
     version_tag = "a"
@@ -34,6 +37,15 @@ class AimTracker(Tracker):
 
     def ui_hint(self) -> str:
         return f"{self.repo}; open with `align-track aim-ui`"
+
+    def links(self, table: str, rows: Sequence[Mapping]) -> dict[str, str]:
+        """Scenes rows only: Aim holds one run per scene and none per experiment row."""
+        if not self.ui_url or table != "scenes":
+            return {}
+        keys = [scene_key(r["partition_key"], r["scene_index"]) for r in rows]
+        hashes = complete_run_hashes(Path(self.manifest), keys)
+        return {key: f"{self.ui_url.rstrip('/')}/runs/{run_hash}"
+                for key, run_hash in hashes.items()}
 
     def open(self) -> _AimSession:
         from align_track_pipeline.core.trackers.aim.writer import AimWriter
@@ -76,8 +88,10 @@ class _AimSession:
 
 
 def aim_tracker(settings: Settings) -> AimTracker:
-    """`--aim-repo`, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`."""
+    """`--aim-repo`, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`; the UI's address from
+    ALIGN_TRACK_AIM_UI_URL."""
     data = Path(settings.data_dir).resolve()
     repo = settings.get("aim_repo", "ALIGN_TRACK_AIM_REPO", str(data / "aim"))
     return AimTracker(repo=str(Path(repo).resolve()),
-                      manifest=str(data / "state" / "aim_manifest.sqlite"))
+                      manifest=str(data / "state" / "aim_manifest.sqlite"),
+                      ui_url=settings.get("aim_ui_url", "ALIGN_TRACK_AIM_UI_URL") or None)
