@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.trackers.registry import Settings, create_all
 from align_track_pipeline.defs.aim_index import aim_index_defs
 from align_track_pipeline.defs.automation import automation_sensor
@@ -16,8 +17,6 @@ from align_track_pipeline.defs.resources import (
     DataStore,
     ExperimentTree,
     Trackers,
-    default_data_dir,
-    default_experiments_dir,
     env_or,
 )
 from align_track_pipeline.defs.schedules import nightly_observation

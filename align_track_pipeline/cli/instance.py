@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.core.locations import REPO_ROOT
 from align_track_pipeline.defs.dagster_compat import release_pool_slots
-from align_track_pipeline.defs.resources import REPO_ROOT
 
 HOST_TAG, PID_TAG = "align_track/host", "align_track/pid"
 _UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
