@@ -9,6 +9,7 @@ import dagster as dg
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.trackers.registry import Settings, create_all
 from align_track_pipeline.defs.aim_index import aim_index_defs
+from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.automation import automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
@@ -37,7 +38,8 @@ def build_defs(
     data = data_dir or default_data_dir()
     trackers = create_all(Settings(Path(data), options or {}))
     pipeline = dg.Definitions(
-        assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers)],
+        assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers),
+                scene_comparison],
         jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed],
         sensors=[experiment_folder_sensor, automation_sensor],
         schedules=[nightly_observation],
