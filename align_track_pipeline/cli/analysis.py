@@ -124,7 +124,8 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 def cmd_search(args: argparse.Namespace) -> int:
     data = _data_dir(args)
-    found = search(open_tables(data), args.table, _filters(args), args.limit or None)
+    found = search(open_tables(data, [args.table]), args.table, _filters(args),
+                   args.limit or None)
     links = run_links(create_all(Settings(data)), args.table, found.rows)
     if args.json:
         rows = [row | ({"links": link} if link else {})
@@ -149,8 +150,7 @@ def _count_line(count: int, more: bool, table: str) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    data = _data_dir(args)
-    rows = compare(open_tables(data), data, args.scenario, args.scene)
+    rows = compare(_data_dir(args), args.scenario, args.scene)
     if args.html:
         args.html.parent.mkdir(parents=True, exist_ok=True)
         args.html.write_text(_compare_page(args.scenario, rows), encoding="utf-8")
@@ -185,7 +185,7 @@ def _compare_page(scenario: str, rows: list[dict]) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     spec = PivotSpec(args.table, args.rows, args.cols, args.values, args.agg)
-    result = pivot(open_tables(_data_dir(args)), spec)
+    result = pivot(open_tables(_data_dir(args), [spec.table]), spec)
     write_table(args.output, spec.title, result.header, result.rows)
     print(f"wrote {args.output}: {spec.title}, {len(result.rows)} rows x "
           f"{len(result.header) - 1} columns")

@@ -9,11 +9,11 @@ import dagster as dg
 
 from align_track_pipeline.core.analysis.compare import write_comparison
 from align_track_pipeline.core.analysis.render import markdown_table, side_by_side
+from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
 from align_track_pipeline.defs.automation import WHOLE_TABLE_CONDITION
 from align_track_pipeline.defs.resources import DataStore
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
-COMPARISON_FILE = Path("analysis") / "scene_comparison.parquet"  # under the data dir
 PREVIEW_RUNS = 6  # columns of the side-by-side preview
 
 

@@ -12,9 +12,11 @@ import pytest
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.analysis.columns import map_columns
+from align_track_pipeline.core.analysis.compare import COMPARE_COLUMNS
+from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
-from align_track_pipeline.defs.analysis import COMPARISON_FILE, scene_comparison
+from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.resources import DataStore
 from tests.core.analysis.expected import comparison_rows
 
@@ -29,7 +31,8 @@ def test_the_file_and_metadata_match_the_tables(tables_dir, tmp_path):
     metadata = result.asset_materializations_for_node("scene_comparison")[0].metadata
     expected = comparison_rows(tmp_path)
     maps = {*map_columns("scenes"), "kdma_values"}
-    written = [{k: dict(v) if k in maps and v is not None else v for k, v in r.items()}
+    written = [{k: dict(r[k]) if k in maps and r[k] is not None else r[k]
+                for k in COMPARE_COLUMNS}
                for r in pq.read_table(tmp_path / COMPARISON_FILE).to_pylist()]
     assert written == expected
     assert metadata["dagster/row_count"].value == len(expected)

@@ -1,5 +1,11 @@
 """`compare`: what each run directory and alignment target decided on one scenario, and why;
-and the same rows for every scenario, written as one Parquet file (`scene_comparison`)."""
+and the same rows for every scenario, written as one Parquet file (`scene_comparison`).
+
+Reading one scenario from the tables opens every partition file (about half a millisecond
+each: seconds at thousands of partitions). The comparison file holds the same rows sorted by
+scenario (and every other scenes column), so DuckDB reads one row group of it; `compare`
+uses it while it is current (`snapshot`), and reads the tables otherwise: the same rows.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,17 @@ from pathlib import Path
 
 import duckdb
 
+from align_track_pipeline.core.analysis.columns import columns_of
 from align_track_pipeline.core.analysis.connection import open_tables, sql_literal
+from align_track_pipeline.core.analysis.snapshot import (
+    COMPARISON_FILE,
+    FINGERPRINT_KEY,
+    comparison_is_current,
+    tables_fingerprint,
+)
 from align_track_pipeline.core.tables.store import ParquetStore
+
+ROW_GROUP_ROWS = 16_384  # small row groups: one scenario's rows are read, little else
 
 # One row per scene of a run: the scenes columns a comparison reads, with the target's KDMA
 # values (`kdma_values`, from experiments) beside them.
@@ -23,20 +38,34 @@ COMPARE_COLUMNS = ["scenario_id", "scene_id", "scene_index", "partition_key", "e
 ORDER = ["scenario_id", "scene_id", "adm", "llm_backbone", "alignment_target_id",
          "experiment_path", "scene_index"]
 _SCENE_COLUMNS = [c for c in COMPARE_COLUMNS if c != "kdma_values"]
+# The comparison file: compare's columns, then the rest of the scenes table, so that queries
+# on scenes can read it instead of the partition files.
+FILE_COLUMNS = COMPARE_COLUMNS + [c for c in columns_of("scenes") if c not in COMPARE_COLUMNS]
 
 
-def compare(con: duckdb.DuckDBPyConnection, data_dir: Path, scenario: str,
-            scene: str | None = None) -> list[dict]:
+def compare(data_dir: Path, scenario: str, scene: str | None = None) -> list[dict]:
     """The rows of one scenario (and scene id), sorted by scene, ADM, LLM and target."""
-    matches = duckdb.ColumnExpression("scenario_id") == duckdb.ConstantExpression(scenario)
-    if scene is not None:
-        matches = matches & (duckdb.ColumnExpression("scene_id")
-                             == duckdb.ConstantExpression(scene))
-    rel = con.table("scenes").filter(matches).select(*_SCENE_COLUMNS).order(", ".join(ORDER))
-    rows = [dict(zip(_SCENE_COLUMNS, values, strict=True)) for values in rel.fetchall()]
+    data_dir = Path(data_dir).resolve()
+    comparison = data_dir / COMPARISON_FILE
+    current = comparison_is_current(data_dir)
+    con = open_tables(data_dir, views=[] if current else ["scenes"], files=[comparison])
+    where = "scenario_id = ?" + ("" if scene is None else " AND scene_id = ?")
+    params = [scenario] if scene is None else [scenario, scene]
+    order = ", ".join(ORDER)
+    if current:
+        return _dicts(COMPARE_COLUMNS, con.execute(
+            f"SELECT {', '.join(COMPARE_COLUMNS)} FROM read_parquet(?) WHERE {where} "
+            f"ORDER BY {order}", [str(comparison), *params]).fetchall())
+    rows = _dicts(_SCENE_COLUMNS, con.execute(
+        f"SELECT {', '.join(_SCENE_COLUMNS)} FROM scenes WHERE {where} ORDER BY {order}",
+        params).fetchall())
     targets = _target_kdmas(con, data_dir, {r["partition_key"] for r in rows})
     return [{c: targets.get((r["partition_key"], r["alignment_target_id"])) if c == "kdma_values"
              else r[c] for c in COMPARE_COLUMNS} for r in rows]
+
+
+def _dicts(columns: list[str], values: list[tuple]) -> list[dict]:
+    return [dict(zip(columns, v, strict=True)) for v in values]
 
 
 def _target_kdmas(con: duckdb.DuckDBPyConnection, data_dir: Path,
@@ -63,19 +92,24 @@ class Comparison:
 
 
 def write_comparison(data_dir: Path, path: Path) -> Comparison:
-    """Write every scenario's comparison rows to `path` (atomically), sorted like `compare`."""
+    """Write every scenario's comparison rows to `path` (atomically), sorted like `compare`,
+    with the fingerprint of the tables taken before they are read (a table changed meanwhile
+    makes the file stale, never wrongly current)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
     try:
-        con = open_tables(data_dir, output=tmp)
+        con = open_tables(data_dir, files=[tmp], from_comparison=False)
+        fingerprint = tables_fingerprint(Path(data_dir).resolve())
         select = ", ".join("e.kdma_values" if c == "kdma_values" else f"s.{c}"
-                           for c in COMPARE_COLUMNS)
+                           for c in FILE_COLUMNS)
         con.execute(
             f"COPY (SELECT {select} FROM scenes s LEFT JOIN experiments e "
             "ON s.partition_key = e.partition_key "
             "AND s.alignment_target_id = e.alignment_target_id "
             f"ORDER BY {', '.join(f's.{c}' for c in ORDER)}) "
-            f"TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+            f"TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
+            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+            f"KV_METADATA {{{sql_literal(FINGERPRINT_KEY)}: {sql_literal(fingerprint)}}})")
         summary = _summary(con, tmp)
         con.close()
         os.replace(tmp, path)
@@ -97,5 +131,5 @@ def _summary(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[int, int, int,
         cur = con.execute("SELECT * FROM comparison WHERE scenario_id = ? AND "
                           "scene_id IS NOT DISTINCT FROM ?", list(top))
         names = [d[0] for d in cur.description]
-        preview = [dict(zip(names, v, strict=True)) for v in cur.fetchall()]
+        preview = _dicts(names, cur.fetchall())
     return rows, runs, scenarios, preview

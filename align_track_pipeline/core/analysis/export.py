@@ -29,7 +29,7 @@ def export(data_dir: Path, table: str, filters: Filters, path: Path, fmt: str) -
     """Write the rows; returns how many."""
     path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = open_tables(data_dir, output=path)
+    con = open_tables(data_dir, [table], files=[path])
     with user_sql(table):
         rel = apply(con, table, filters)
         if fmt in ("csv", "tsv"):

@@ -28,8 +28,9 @@ class Found:
 
 def search(con: duckdb.DuckDBPyConnection, table: str, filters: Filters,
            limit: int | None) -> Found:
-    """Matching rows, every column, at most `limit` (None: all). No sort: rows come in file
-    order, so a small limit stops reading early."""
+    """Matching rows, every column, at most `limit` (None: all). No sort: rows come in the
+    order they are stored (partition files, or the comparison file sorted by scenario), so a
+    small limit stops reading early."""
     with user_sql(table):
         rel = apply(con, table, filters)
         if limit is not None:
