@@ -13,7 +13,7 @@ from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.automation import automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
-from align_track_pipeline.defs.jobs import tables_job, tracker_job
+from align_track_pipeline.defs.jobs import comparison_job, tables_job, tracker_job
 from align_track_pipeline.defs.resources import (
     DataStore,
     ExperimentTree,
@@ -40,7 +40,8 @@ def build_defs(
     pipeline = dg.Definitions(
         assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers),
                 scene_comparison],
-        jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed],
+        jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed,
+              comparison_job],
         sensors=[experiment_folder_sensor, automation_sensor],
         schedules=[nightly_observation],
         resources={

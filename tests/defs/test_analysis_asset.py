@@ -13,11 +13,12 @@ from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.analysis.columns import map_columns
 from align_track_pipeline.core.analysis.compare import COMPARE_COLUMNS
-from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
+from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.resources import DataStore
+from tests.conftest import apply_partition_requests, sensor_tick
 from tests.core.analysis.expected import comparison_rows
 
 ASSET = dg.AssetKey("scene_comparison")
@@ -50,28 +51,46 @@ def _requested(defs, instance, cursor):
 
 
 @pytest.mark.slow
-def test_the_automation_rebuilds_it_after_a_table_partition_changed(capsys, small_tree,
-                                                                    data_dir):
+def test_ingest_builds_it_and_the_automation_rebuilds_it_after_a_change(capsys, small_tree,
+                                                                        data_dir):
     defs = build_defs(str(small_tree), str(data_dir))
     with open_instance(data_dir) as instance:
         requested, cursor = _requested(defs, instance, None)
         assert not requested  # no table partition yet: nothing to compare
     assert main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
                  "--json"]) == 0
-    capsys.readouterr()
+    assert "compare_scenes: rebuilt" in capsys.readouterr().err
+    assert comparison_is_current(data_dir)  # ingest keeps it current, as the daemon does
     with open_instance(data_dir) as instance:
         requested, cursor = _requested(defs, instance, cursor)
-        assert requested  # missing: built once
-        job = dg.define_asset_job("compare", selection=[ASSET]).resolve(
-            asset_graph=defs.resolve_asset_graph())
-        assert job.execute_in_process(instance=instance,
-                                      resources=defs.resources).success
-        requested, cursor = _requested(defs, instance, cursor)
-        assert not requested  # nothing changed since
+        assert not requested  # nothing left for the daemon
         key = find_run_dirs(small_tree)[0].key
         tables = defs.resolve_job_def("tables")
         assert tables.execute_in_process(instance=instance, partition_key=key).success
+        assert not comparison_is_current(data_dir)
         requested, cursor = _requested(defs, instance, cursor)
         assert requested
         requested, cursor = _requested(defs, instance, cursor)
         assert not requested  # requested once, not on every tick
+        assert defs.resolve_job_def("compare_scenes").execute_in_process(
+            instance=instance).success
+        assert comparison_is_current(data_dir)
+    capsys.readouterr()
+    assert main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
+                 "--json"]) == 0
+    assert "compare_scenes" not in capsys.readouterr().err  # nothing changed: no rebuild
+
+
+@pytest.mark.slow
+def test_the_automation_builds_it_once_tables_exist(tmp_path, small_tree, data_dir):
+    defs = build_defs(str(small_tree), str(data_dir))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = sensor_tick(defs, instance)
+        apply_partition_requests(instance, result)
+        assert defs.resolve_job_def("observe_experiment_folders").execute_in_process(
+            instance=instance).success
+        key = find_run_dirs(small_tree)[0].key
+        assert defs.resolve_job_def("tables").execute_in_process(
+            instance=instance, partition_key=key).success
+        requested, _ = _requested(defs, instance, None)
+        assert requested  # missing, and a table partition exists

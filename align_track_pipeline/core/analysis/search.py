@@ -21,8 +21,7 @@ SHOWN_COLUMNS = {
 
 @dataclass(frozen=True)
 class Found:
-    columns: list[str]
-    rows: list[dict]
+    rows: list[dict]  # every column of the table, by name
     more: bool  # more rows matched than the limit let through
 
 
@@ -38,4 +37,4 @@ def search(con: duckdb.DuckDBPyConnection, table: str, filters: Filters,
         columns = rel.columns
         rows = [dict(zip(columns, values, strict=True)) for values in rel.fetchall()]
     more = limit is not None and len(rows) > limit
-    return Found(columns, rows[:limit] if more else rows, more)
+    return Found(rows[:limit] if more else rows, more)

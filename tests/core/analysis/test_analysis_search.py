@@ -24,7 +24,7 @@ def test_two_filters_give_exactly_the_matching_rows(tables_dir):
     expected = [r for r in table_rows(tables_dir, "scenes")
                 if r["adm"] == "pipeline_comparative_regression"
                 and r["alignment_target_id"] == target]
-    assert expected and found.columns == TABLES["scenes"].names and not found.more
+    assert expected and list(found.rows[0]) == TABLES["scenes"].names and not found.more
     assert by_key(found.rows) == by_key(expected)  # every column, full texts
 
 
