@@ -13,7 +13,6 @@ unknown runs created after it.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import sqlite3
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from align_track_pipeline.core.faults import fault_point
+from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.core.trackers.aim.plan import SceneRun
 
@@ -95,12 +95,8 @@ def repo_lock(repo_path: Path) -> Iterator[None]:
     """One writer of the repo at a time, across processes (an exclusive `flock` on a file
     beside the repo): a second writer of the same partition then finds it done. Keep the repo
     on a local disk, as Aim itself requires."""
-    with open(Path(repo_path) / LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(Path(repo_path) / LOCK):
+        yield
 
 
 class AimWriter:

@@ -20,7 +20,6 @@ instance writes:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import shutil
 import tempfile
@@ -35,6 +34,7 @@ from urllib.parse import urlparse
 from mlflow.exceptions import MlflowException
 
 from align_track_pipeline.core.faults import fault_point
+from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 
 FINISHED = "FINISHED"
@@ -377,10 +377,7 @@ def _creation_lock(uri: str) -> Iterator[None]:
 
     url = make_url(uri)
     if url.get_backend_name() == "sqlite" and url.database:
-        lock = Path(url.database).with_suffix(".lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with file_lock(Path(url.database).with_suffix(".lock")):
             yield
         return
     if url.get_backend_name() != "postgresql":
