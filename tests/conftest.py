@@ -12,6 +12,16 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TREE = REPO / "examples" / "experiment-data"
 
 
+@pytest.fixture(autouse=True)
+def _dagster_state_storage_isolated():
+    """No Dagster defs-state storage leaks from one test into the next (see
+    `dagster_compat.no_defs_state_storage`)."""
+    from align_track_pipeline.defs.dagster_compat import no_defs_state_storage
+
+    with no_defs_state_storage():
+        yield
+
+
 @pytest.fixture
 def sample_tree(tmp_path: Path) -> Path:
     """A writable copy of examples/experiment-data."""

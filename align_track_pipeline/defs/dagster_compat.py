@@ -16,6 +16,7 @@ import dagster as dg
 from dagster._core.definitions.data_version import CachingStaleStatusResolver
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
 from dagster._core.loader import LoadingContextForTest
+from dagster._core.storage.defs_state.base import DefsStateStorage, set_defs_state_storage
 
 # Tags Dagster writes on a materialization it makes itself. The assets here log their
 # partitions one by one, so they write them, and Dagster's staleness reads them as its own.
@@ -146,4 +147,21 @@ def quiet_about(*categories: type[Warning], message: str = "") -> Iterator[None]
         for category in categories:
             warnings.filterwarnings("ignore", message=message, category=category)
         yield
+
+
+@contextmanager
+def no_defs_state_storage() -> Iterator[None]:
+    """A block that starts with no current defs-state storage and leaves none behind.
+
+    Dagster keeps the current one in a context variable that `with instance:` sets; some flows
+    leave it set to an instance that is gone (after tests/defs/test_sensors.py it points at a
+    disposed instance), and the next Definitions load in the same thread then fails with
+    "Attempted to resolve undefined DagsterInstance weakref". Tests run each in such a block.
+    """
+    with set_defs_state_storage(None):
+        yield
+
+
+def current_defs_state_storage() -> DefsStateStorage | None:
+    return DefsStateStorage.get()
 

@@ -115,3 +115,13 @@ def test_quiet_about_silences_only_what_it_names():
             warnings.warn("beta", dg.BetaWarning, stacklevel=1)
             warnings.warn("other", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["other"]
+
+
+def test_no_defs_state_storage_resets_what_an_instance_left_behind(instance):
+    before = compat.current_defs_state_storage()  # the fixture's instance is entered
+    with compat.no_defs_state_storage():
+        assert compat.current_defs_state_storage() is None
+        instance.__enter__()  # entered again, never exited: its storage stays set
+        assert compat.current_defs_state_storage() is instance.defs_state_storage
+    assert compat.current_defs_state_storage() is before
+
