@@ -6,18 +6,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.trackers.registry import Settings, create_all
 from align_track_pipeline.defs.aim_index import aim_index_defs
+from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.automation import automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
-from align_track_pipeline.defs.jobs import tables_job, tracker_job
+from align_track_pipeline.defs.jobs import comparison_job, tables_job, tracker_job
 from align_track_pipeline.defs.resources import (
     DataStore,
     ExperimentTree,
     Trackers,
-    default_data_dir,
-    default_experiments_dir,
     env_or,
 )
 from align_track_pipeline.defs.schedules import nightly_observation
@@ -38,8 +38,10 @@ def build_defs(
     data = data_dir or default_data_dir()
     trackers = create_all(Settings(Path(data), options or {}))
     pipeline = dg.Definitions(
-        assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers)],
-        jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed],
+        assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers),
+                scene_comparison],
+        jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed,
+              comparison_job],
         sensors=[experiment_folder_sensor, automation_sensor],
         schedules=[nightly_observation],
         resources={

@@ -50,6 +50,25 @@ def small_tree(tmp_path: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def tables_dir(tmp_path_factory) -> Path:
+    """A data dir holding both Parquet tables of the whole sample tree, written by the
+    project's own parser and writer (no Dagster): fast tests of what reads the tables."""
+    from align_track_pipeline.core.source.discovery import FingerprintCache, find_run_dirs
+    from align_track_pipeline.core.tables.writer import PartitionJob, write_partition
+
+    data = tmp_path_factory.mktemp("tables")
+    run_dirs = find_run_dirs(SAMPLE_TREE)
+    cache = FingerprintCache(data / "state" / "fingerprints.sqlite")
+    versions = cache.versions(run_dirs)
+    cache.close()
+    for run_dir in run_dirs:
+        write = write_partition(PartitionJob(run_dir.key, str(SAMPLE_TREE), str(data),
+                                             versions[run_dir.key]))
+        assert write.error is None, write.error
+    return data
+
+
 def sensor_tick(defs, instance, cursor: str | None = None):
     """One evaluation of `experiment_folder_sensor` on a real instance."""
     import dagster as dg

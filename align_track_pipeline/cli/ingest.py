@@ -5,7 +5,8 @@ The same mechanism as the daemon: the folders of removed run directories are cle
 changed, then each phase (tables, then each tracker) runs over the partitions whose recorded
 version is not the observed one, one run per contiguous partition range (one run for a cold
 tree), never one run per partition. A partition that fails a phase skips the later ones and is
-reported with its error.
+reported with its error. After the tables changed, `scene_comparison` is rebuilt in one run,
+as the automation does.
 
 A run over N partitions stores N "planned" events per asset before it starts (about 10 ms each
 on SQLite). The batch runs here store one per asset instead, and record a planned event only for
@@ -30,6 +31,7 @@ from align_track_pipeline.cli.liveness import (
 )
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
 from align_track_pipeline.defs.dagster_compat import (
     one_planned_event_per_asset,
@@ -43,7 +45,7 @@ from align_track_pipeline.defs.freshness import (
     observed_versions,
     partition_states,
 )
-from align_track_pipeline.defs.jobs import TABLES_JOB
+from align_track_pipeline.defs.jobs import COMPARISON_JOB, TABLES_JOB
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore
 
@@ -170,11 +172,13 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     before = partition_states(instance, versions, all_expected(trackers))
     report.fresh = [k for k, s in before.items() if s == FRESH]
     errors: dict[str, str] = {}
+    tables_changed = False
     for phase in phases(trackers):
         states = partition_states(instance, versions, phase.expected)
         todo = [k for k, s in states.items() if s != FRESH and k not in errors]
         if not todo:
             continue
+        tables_changed |= phase.job == TABLES_JOB
         order = instance.get_dynamic_partitions(PARTITIONS)
         wait_for_pool(instance, phase.job, progress)  # a tracker's pool is named after it
         started = time.perf_counter()
@@ -186,12 +190,28 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
         for key in todo:
             if after[key] != FRESH:
                 errors[key] = found.get(key) or f"{phase.job}: {after[key]}"
+    if tables_changed or report.removed or (versions and not _compared(instance)):
+        refresh_comparison(runner, progress)
     if report.fresh == list(versions):
         progress("all partitions are fresh: nothing to materialize")
     final = partition_states(instance, versions, all_expected(trackers))
     report.materialized = [k for k, s in final.items() if s == FRESH and before[k] != FRESH]
     report.failed = [{"partition": k, "error": e} for k, e in errors.items()]
     return report
+
+
+def _compared(instance: dg.DagsterInstance) -> bool:
+    return instance.get_latest_materialization_event(scene_comparison.key) is not None
+
+
+def refresh_comparison(runner: InProcess, progress: Callable[[str], None]) -> None:
+    """Rebuild `scene_comparison` after the tables changed, as the automation does, so the
+    commands that read it answer fast without the daemon too."""
+    started = time.perf_counter()
+    result = runner.run(COMPARISON_JOB, raise_on_error=False)
+    failed = _failures(result)  # raises KeyboardInterrupt when interrupted
+    outcome = f"FAILED: {failed.get('*')}" if failed else "rebuilt"
+    progress(f"{COMPARISON_JOB}: {outcome} in {time.perf_counter() - started:.2f} s")
 
 
 _INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from align_track_pipeline.defs.resources import REPO_ROOT
+from align_track_pipeline.core.locations import REPO_ROOT
 
 
 def dagster_home(data_dir: Path) -> Path:

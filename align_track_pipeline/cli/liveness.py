@@ -22,14 +22,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.cli.exits import PoolTimeout
 from align_track_pipeline.defs.dagster_compat import pool_holders, release_pool_slots
 
 HOST_TAG, PID_TAG, HEARTBEAT_TAG = "align_track/host", "align_track/pid", "align_track/heartbeat"
 _UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
-
-class PoolTimeout(RuntimeError):
-    """A pool stayed held by a live writer for longer than the configured wait."""
 
 
 def _seconds(name: str, default: float) -> float:

@@ -1,4 +1,5 @@
-"""`align-track`: ingest a tree, show partition status, list runs. Same assets as the UI."""
+"""`align-track`: ingest a tree, show partition status, list runs, and answer questions from
+the tables (search, compare, report, export). Same assets as the UI."""
 
 from __future__ import annotations
 
@@ -7,27 +8,22 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
-from align_track_pipeline.cli.liveness import PoolTimeout
+from align_track_pipeline.cli.analysis import add_commands
+from align_track_pipeline.cli.exits import PoolTimeout, Result
+from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.base import TargetError
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
-from align_track_pipeline.defs.dagster_compat import quiet_about
-from align_track_pipeline.defs.resources import default_data_dir, default_experiments_dir
-
-# What a command returns: its exit code, and with --json the one object to print on stdout.
-Result = tuple[int, dict | None]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # Binding resources to sensors, Dagster 1.13 warns about its own beta `owners` argument:
-    # noise on a user's terminal, nothing they can act on.
-    with quiet_about(Warning, message="Parameter `owners`"):
+    with _quiet_dagster() if args.loads_dagster else nullcontext():
         try:
             with _stdout_to_stderr(getattr(args, "json", False)):
                 code, result = args.func(args)
@@ -41,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"align-track: interrupted ({exc or 'between runs'})", file=sys.stderr)
             return 130
     if result is not None:
-        print(json.dumps(result), flush=True)
+        print(json.dumps(result, default=str), flush=True)
     return code
 
 
@@ -65,8 +61,18 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
         os.close(saved)
 
 
+def _quiet_dagster() -> AbstractContextManager:
+    """Binding resources to sensors, Dagster 1.13 warns about its own beta `owners` argument:
+    noise on a user's terminal, nothing they can act on. Imported here: the commands that
+    only read the tables never load Dagster."""
+    from align_track_pipeline.defs.dagster_compat import quiet_about
+
+    return quiet_about(Warning, message="Parameter `owners`")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align-track", description=__doc__)
+    parser.set_defaults(loads_dagster=True)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     ingest = sub.add_parser("ingest", help="materialize new and changed run directories")
@@ -90,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     list_runs = sub.add_parser("list-runs", help="run path, ADM, alignment, scenario count")
     list_runs.add_argument("dir", type=Path)
     list_runs.set_defaults(func=cmd_list_runs)
+    add_commands(sub)
     return parser
 
 

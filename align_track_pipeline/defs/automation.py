@@ -46,11 +46,22 @@ TRACKERS_CONDITION = (
     & _NOT_BUSY
 ).with_label("after_tables_landed")
 
+# An unpartitioned asset over every table partition (`scene_comparison`): rebuilt after any
+# partition of its deps was updated, once no run of theirs is in progress (a backfill of many
+# partitions gives one rebuild at its end, not one per partition); built once when missing,
+# as soon as any table partition exists.
+WHOLE_TABLE_CONDITION = (
+    (_NEVER_BUILT | (AC.any_deps_updated() | AC.code_version_changed()).since_last_handled())
+    & AC.any_deps_match(~AC.missing()).with_label("any_table_partition_built")
+    & _NOT_BUSY
+).with_label("after_any_table_partition_changed")
+
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=tick_seconds(),
     description="Materializes missing and changed partitions: tables after a folder changed, "
-    "trackers after the tables landed, every partition after a code version bump.",
+    "trackers after the tables landed, every partition after a code version bump; the scene "
+    "comparison after any table partition changed.",
 )

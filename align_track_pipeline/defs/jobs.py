@@ -5,9 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 TABLES_JOB = "tables"
+COMPARISON_JOB = "compare_scenes"
 
 # Parse run directories into the Parquet tables; one run covers a whole partition range.
 tables_job = dg.define_asset_job(TABLES_JOB, selection=dg.AssetSelection.assets(*TABLE_ASSETS))
@@ -18,3 +20,8 @@ def tracker_job(tracker: Tracker) -> dg.JobDefinition:
     tables log their partitions one by one, so a tracker step in the tables' run would see no
     upstream output."""
     return dg.define_asset_job(tracker.name, selection=dg.AssetSelection.assets(tracker.asset))
+
+
+# Rebuild the scene comparison (what the automation does after table partitions changed).
+comparison_job = dg.define_asset_job(COMPARISON_JOB,
+                                     selection=dg.AssetSelection.assets(scene_comparison))

@@ -17,17 +17,6 @@ from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_TREE = REPO_ROOT / "examples" / "experiment-data"
-
-
-def default_experiments_dir() -> str:
-    return os.environ.get("ALIGN_TRACK_EXPERIMENTS_DIR") or str(BUNDLED_TREE)
-
-
-def default_data_dir() -> str:
-    return os.environ.get("ALIGN_TRACK_DATA_DIR") or str(Path.cwd() / "align-track-data")
-
 
 class ExperimentTree(dg.ConfigurableResource):
     """The experiment-data tree written by align-system."""

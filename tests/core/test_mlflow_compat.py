@@ -25,6 +25,15 @@ def test_models_have_the_columns_we_insert():
     assert run_tables == {"metrics", "latest_metrics", "params", "tags"}
 
 
+def test_the_tables_the_run_lookup_reads():
+    """`mlflow/lookup.py` reads MLflow's tables with plain SQL (no MLflow import)."""
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment
+
+    assert (mc.SqlTag.__tablename__, mc.SqlRun.__tablename__,
+            SqlExperiment.__tablename__) == ("tags", "runs", "experiments")
+    assert {c.name for c in SqlExperiment.__table__.columns} >= {"experiment_id", "name"}
+
+
 def test_validation_rejects_what_mlflow_rejects():
     mc.validate_run_data({"a": "1"}, {"m": 1.0}, {"t": "x"}, 0)
     with pytest.raises(ValueError, match="would truncate 'a'"):

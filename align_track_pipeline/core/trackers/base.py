@@ -12,7 +12,7 @@ A tracker object is cheap and holds only where its store is; `open()` connects a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -107,3 +107,10 @@ class Tracker(ABC):
     def ui_hint(self) -> str:
         """One line telling a user where the runs are and how to look at them."""
         return self.target_id()
+
+    def links(self, table: str, rows: Sequence[Mapping]) -> dict[str, str]:
+        """Row key (`versions.scene_key` / `experiment_key`) -> the address of the row's run
+        in this tracker's UI, for table rows (`experiments` or `scenes`) that have a run, in
+        one lookup for all of them. Empty when the UI's address is not known (the default):
+        links are never guessed."""
+        return {}

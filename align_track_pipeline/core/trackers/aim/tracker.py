@@ -3,14 +3,16 @@ texts inline, indexed as written so the Aim UI shows it at once."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
 from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
 from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
-from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION
+from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
 if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.aim.writer import AimWriter
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 class AimTracker(Tracker):
     repo: str
     legacy_manifest: str | None = None  # where earlier versions kept the manifest (adopted once)
+    ui_url: str | None = None  # e.g. http://127.0.0.1:43800, for links to the runs
 
     name = "aim"
     version_tag = "a"
@@ -35,6 +38,15 @@ class AimTracker(Tracker):
 
     def ui_hint(self) -> str:
         return f"{self.repo}; open with `align-track aim-ui`"
+
+    def links(self, table: str, rows: Sequence[Mapping]) -> dict[str, str]:
+        """Scenes rows only: Aim holds one run per scene and none per experiment row."""
+        if not self.ui_url or table != "scenes":
+            return {}
+        keys = [scene_key(r["partition_key"], r["scene_index"]) for r in rows]
+        hashes = complete_run_hashes(manifest_path(Path(self.repo)), keys)
+        return {key: f"{self.ui_url.rstrip('/')}/runs/{run_hash}"
+                for key, run_hash in hashes.items()}
 
     def open(self) -> _AimSession:
         from align_track_pipeline.core.trackers.aim.writer import AimWriter
@@ -91,9 +103,11 @@ class _AimSession:
 
 
 def aim_tracker(settings: Settings) -> AimTracker:
-    """`--aim-repo`, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`: a local directory."""
+    """`--aim-repo`, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`: a local directory. The
+    UI's address, for links to runs, from ALIGN_TRACK_AIM_UI_URL."""
     data = Path(settings.data_dir).resolve()
     repo = settings.get("aim_repo", "ALIGN_TRACK_AIM_REPO", str(data / "aim"))
     check_repo(repo)
     return AimTracker(repo=str(Path(repo).resolve()),
-                      legacy_manifest=str(data / "state" / "aim_manifest.sqlite"))
+                      legacy_manifest=str(data / "state" / "aim_manifest.sqlite"),
+                      ui_url=settings.get("aim_ui_url", "ALIGN_TRACK_AIM_UI_URL") or None)

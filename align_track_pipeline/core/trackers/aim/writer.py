@@ -14,8 +14,6 @@ unknown runs created after it.
 from __future__ import annotations
 
 import shutil
-import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +22,8 @@ from pathlib import Path
 from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
+from align_track_pipeline.core.trackers.aim.manifest import CREATING, Manifest, manifest_path
 from align_track_pipeline.core.trackers.aim.plan import SceneRun
-
-CREATING = "creating:"  # placeholder run hash: "creating:<unix time>"
 
 
 @dataclass(frozen=True)
@@ -37,57 +34,7 @@ class AimResult:
     indexed: int
 
 
-class Manifest:
-    """scene key -> (run hash, content hash, complete), in `<data dir>/state`."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS runs (partition TEXT NOT NULL, key TEXT PRIMARY KEY,"
-            " run_hash TEXT NOT NULL, content_hash TEXT NOT NULL, complete INTEGER NOT NULL)")
-        self._db.execute("CREATE INDEX IF NOT EXISTS runs_partition ON runs (partition)")
-
-    def rows(self, partition: str) -> dict[str, tuple[str, str, bool]]:
-        cur = self._db.execute(
-            "SELECT key, run_hash, content_hash, complete FROM runs WHERE partition = ?",
-            (partition,))
-        return {k: (h, c, bool(done)) for k, h, c, done in cur}
-
-    def pending(self, partition: str, key: str, run_hash: str, content_hash: str) -> None:
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, 0)",
-                             (partition, key, run_hash, content_hash))
-
-    def placeholder(self, partition: str, key: str, content_hash: str) -> None:
-        self.pending(partition, key, f"{CREATING}{time.time()}", content_hash)
-
-    def all_hashes(self) -> set[str]:
-        return {h for (h,) in self._db.execute("SELECT run_hash FROM runs")}
-
-    def complete(self, keys: list[str]) -> None:
-        with self._db:
-            self._db.executemany("UPDATE runs SET complete = 1 WHERE key = ?",
-                                 [(k,) for k in keys])
-
-    def forget(self, keys: list[str]) -> None:
-        with self._db:
-            self._db.executemany("DELETE FROM runs WHERE key = ?", [(k,) for k in keys])
-
-    def close(self) -> None:
-        self._db.close()
-
-
-MANIFEST = "align-track-manifest.sqlite"  # beside the repo's .aim folder
 LOCK = "align-track.lock"
-
-
-def manifest_path(repo_path: Path) -> Path:
-    """The manifest lives with the repo it describes: every writer of the repo, whatever its
-    data dir or host, sees the same one."""
-    return Path(repo_path) / MANIFEST
 
 
 @contextmanager

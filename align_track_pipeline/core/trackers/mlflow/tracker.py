@@ -3,6 +3,7 @@ or one flat run per experiment row."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL, plan_runs
-from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION
+from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
 if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
@@ -52,6 +53,21 @@ class MlflowTracker(Tracker):
     def ui_hint(self) -> str:
         return f"{self.target_id()}; open with `align-track mlflow-ui`"
 
+    def links(self, table: str, rows: Sequence[Mapping]) -> dict[str, str]:
+        """Parents for experiments rows, scene runs for scenes rows (none in flat mode)."""
+        if not self.ui_url or (table == "scenes" and self.flat):
+            return {}
+        from align_track_pipeline.core.trackers.mlflow.lookup import find_runs
+
+        if table == "scenes":
+            keys = {scene_key(r["partition_key"], r["scene_index"]): r["partition_key"]
+                    for r in rows}
+        else:
+            keys = {experiment_key(r["partition_key"], r["alignment_target_id"]):
+                    r["partition_key"] for r in rows}
+        runs = find_runs(self.tracking_uri, self.experiment, keys)
+        return {key: run_url(self.ui_url, *ids) for key, ids in runs.items()}
+
     def open(self) -> _MlflowSession:
         from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 
@@ -70,8 +86,8 @@ class _MlflowSession:
         result = self.writer.upsert(partition.key, specs)
         parents = {s.name: result.run_ids[s.key] for s in specs if s.parent_key is None}
         ui_url = self.tracker.ui_url
-        links = ({name: self.writer.run_url(ui_url, run_id) for name, run_id in parents.items()}
-                 if ui_url else {})
+        links = ({name: run_url(ui_url, self.writer.experiment_id, run_id)
+                  for name, run_id in parents.items()} if ui_url else {})
         written = len(specs) if result.written else 0
         return WriteReport(
             runs=len(specs), written=written, unchanged=len(specs) - written,
@@ -113,6 +129,11 @@ def check_tracking_uri(uri: str) -> None:
             raise TargetError(f"MLflow tracking URI {shown!r} names no database server")
     else:
         raise TargetError(f"unsupported MLflow tracking URI {shown!r}: use {SUPPORTED}")
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def without_credentials(uri: str) -> str:

@@ -69,7 +69,7 @@ class MlflowWriter:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
-        if _is_sql(tracking_uri):
+        if is_sql(tracking_uri):
             self._backend: _Backend = _SqlBackend(tracking_uri, experiment, artifact_root)
         else:
             self._backend = _ApiBackend(tracking_uri, experiment)
@@ -93,11 +93,9 @@ class MlflowWriter:
         restore`, or the UI's deleted-runs view)."""
         return self._backend.archive_partition(partition)
 
-    def run_url(self, ui_url: str, run_id: str) -> str:
-        return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
-
-def _is_sql(uri: str) -> bool:
+def is_sql(uri: str) -> bool:
+    """A database URI (MLflow's SQL store), not a tracking server."""
     return urlparse(uri).scheme.split("+")[0] in {"sqlite", "postgresql", "mysql", "mssql"}
 
 
@@ -301,7 +299,7 @@ class _ApiBackend(_Backend):
         out, token = [], None
         while True:
             page = self._client.search_runs(
-                [self.experiment_id], f"tags.`{TAG_PARTITION}` = '{_quote(partition)}'",
+                [self.experiment_id], f"tags.`{TAG_PARTITION}` = '{quote(partition)}'",
                 max_results=1000, page_token=token)
             out += [Existing(r.info.run_id, r.data.tags.get(TAG_KEY), r.data.tags.get(TAG_HASH),
                              r.info.status, r.data.tags.get(TAG_BATCH, "")) for r in page]
@@ -399,5 +397,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.execute("PRAGMA busy_timeout=30000")
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
+    """A value for a single-quoted string in an MLflow search filter."""
     return value.replace("\\", "\\\\").replace("'", "\\'")

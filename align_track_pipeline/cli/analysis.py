@@ -1,0 +1,196 @@
+"""`search`, `compare`, `report` and `export`: answers from the Parquet tables, without a UI.
+
+Exit 0 with the answer (an empty one when nothing matches); 2 when the request cannot be
+answered as asked (the message says what is valid) or when there are no tables yet. These
+commands read the tables only and never load Dagster, so they answer in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+from pathlib import Path
+
+from align_track_pipeline.cli.exits import Result
+from align_track_pipeline.core.analysis.compare import compare
+from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables
+from align_track_pipeline.core.analysis.export import FORMATS, export, export_format
+from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
+from align_track_pipeline.core.analysis.links import run_links
+from align_track_pipeline.core.analysis.output import write_table
+from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, pivot
+from align_track_pipeline.core.analysis.render import (
+    by_scene,
+    html_page,
+    html_table,
+    shorten,
+    side_by_side,
+    text_table,
+)
+from align_track_pipeline.core.analysis.search import SHOWN_COLUMNS, search
+from align_track_pipeline.core.locations import default_data_dir
+from align_track_pipeline.core.tables.schema import TABLES
+from align_track_pipeline.core.trackers.registry import Settings, create_all
+
+# The columns of a compare table in the terminal, one row per run.
+_COMPARE_SHOWN = ["adm", "llm_backbone", "alignment_target_id", "kdma_values", "scene_index",
+                  "choice_index", "decision_text", "justification", "decision_kdma",
+                  "timing_seconds", "scenario_scores", "experiment_path"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the four commands on the `align-track` parser."""
+    cmd = _command(sub, "search", "rows of a table matching filters, with links to their runs",
+                   cmd_search)
+    _filter_options(cmd, default_table="scenes")
+    cmd.add_argument("--limit", type=int, default=20, help="at most N rows (0: all; default 20)")
+    cmd.add_argument("--json", action="store_true",
+                     help='print {"count": N, "rows": [...]}: every column, full texts')
+
+    cmd = _command(sub, "compare", "what each run decided on one scenario, side by side",
+                   cmd_compare)
+    cmd.add_argument("scenario", help="a scenario_id, e.g. DryRunEval.MJ1")
+    cmd.add_argument("--scene", help="only this scene_id, e.g. P1")
+    cmd.add_argument("--json", action="store_true",
+                     help='print {"scenario_id": S, "count": N, "rows": [...]}')
+    cmd.add_argument("--html", type=Path, metavar="FILE",
+                     help="also write a self-contained page (no network) to FILE")
+
+    spec = PivotSpec()
+    cmd = _command(sub, "report", "a pivot table to .xlsx, .csv, .md or .html", cmd_report)
+    cmd.add_argument("--table", choices=list(TABLES), default=spec.table)
+    cmd.add_argument("--rows", default=spec.rows, help=f"row labels (default {spec.rows})")
+    cmd.add_argument("--cols", default=spec.cols, help=f"column labels (default {spec.cols})")
+    cmd.add_argument("--values", default=spec.values,
+                     help=f"the value: a numeric column or MAP.KEY, e.g. scores.score "
+                          f"(default {spec.values})")
+    cmd.add_argument("--agg", choices=list(AGGREGATES), default=spec.agg)
+    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                     help="the format follows the extension: .xlsx .csv .md .html")
+
+    cmd = _command(sub, "export", "the rows of a table matching filters, to a file", cmd_export)
+    _filter_options(cmd, default_table="scenes")
+    cmd.add_argument("--format", choices=list(FORMATS),
+                     help="default: from the file's extension")
+    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+
+
+def _command(sub: argparse._SubParsersAction, name: str, help_: str,
+             func) -> argparse.ArgumentParser:
+    cmd = sub.add_parser(name, help=help_)
+    cmd.add_argument("--data-dir", type=Path, default=None,
+                     help="where ingest wrote the tables (env ALIGN_TRACK_DATA_DIR; default "
+                          "./align-track-data)")
+    cmd.set_defaults(func=_answering(name, func), loads_dagster=False)
+    return cmd
+
+
+def _filter_options(cmd: argparse.ArgumentParser, default_table: str) -> None:
+    cmd.add_argument("--table", choices=list(TABLES), default=default_table)
+    cmd.add_argument("--adm", help="ADM name (exact; * is a wildcard)")
+    cmd.add_argument("--llm", help="LLM backbone (exact; * is a wildcard)")
+    cmd.add_argument("--target", help="alignment target id (exact; * is a wildcard)")
+    cmd.add_argument("--scenario", help="scenario id (scenes; exact; * is a wildcard)")
+    cmd.add_argument("--scene", help="scene id (scenes; exact; * is a wildcard)")
+    cmd.add_argument("--min-score", action="append", default=[], metavar="NAME=VALUE",
+                     help="a score at least VALUE (experiments: scores, scenes: "
+                          "scenario_scores); repeatable")
+    cmd.add_argument("--where", metavar="SQL",
+                     help="one SQL condition over the table's columns, e.g. "
+                          "\"timing_seconds > 30\"")
+
+
+def _answering(name: str, func):
+    """Run a command; a request that cannot be answered prints why and exits 2."""
+    def run(args: argparse.Namespace) -> tuple[int, dict | None]:
+        try:
+            return func(args)
+        except AnalysisError as exc:
+            print(f"align-track {name}: {exc}", file=sys.stderr)
+            return 2, None
+    return run
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return (args.data_dir or Path(default_data_dir())).resolve()
+
+
+def _filters(args: argparse.Namespace) -> Filters:
+    return Filters(adm=args.adm, llm=args.llm, target=args.target, scenario=args.scenario,
+                   scene=args.scene, min_scores=tuple(map(parse_min_score, args.min_score)),
+                   where=args.where)
+
+
+def cmd_search(args: argparse.Namespace) -> Result:
+    data = _data_dir(args)
+    found = search(open_tables(data, [args.table]), args.table, _filters(args),
+                   args.limit or None)
+    links = run_links(create_all(Settings(data)), args.table, found.rows)
+    if args.json:
+        rows = [row | ({"links": link} if link else {})
+                for row, link in zip(found.rows, links, strict=True)]
+        return 0, {"count": len(rows), "rows": rows}
+    trackers = sorted({name for link in links for name in link})
+    header = [*SHOWN_COLUMNS[args.table], *(f"{t} link" for t in trackers)]
+    rows = [[row[c] for c in SHOWN_COLUMNS[args.table]] + [link.get(t) for t in trackers]
+            for row, link in zip(found.rows, links, strict=True)]
+    if rows:
+        print(text_table(header, rows, keep={f"{t} link" for t in trackers}))
+    print(_count_line(len(rows), found.more, args.table))
+    return 0, None
+
+
+def _count_line(count: int, more: bool, table: str) -> str:
+    if not count:
+        return f"no {table} rows match"
+    shown = f"{count} {table} row{'s' * (count != 1)}"
+    return f"{shown} (more match: --limit N or --limit 0 for all)" if more else shown
+
+
+def cmd_compare(args: argparse.Namespace) -> Result:
+    rows = compare(_data_dir(args), args.scenario, args.scene)
+    if args.html:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(_compare_page(args.scenario, rows), encoding="utf-8")
+    if args.json:
+        return 0, {"scenario_id": args.scenario, "count": len(rows), "rows": rows}
+    if not rows:
+        print(f"no scenes of scenario {args.scenario!r}"
+              + (f" with scene id {args.scene!r}" if args.scene else ""))
+    for (_, scene), group in by_scene(rows).items():
+        print(f"\n== {args.scenario} / scene {scene or '(no id)'}: {len(group)} runs ==")
+        print(f"probe: {shorten(group[0]['probe_text'] or '', 200)}")
+        print(text_table(_COMPARE_SHOWN, [[r[c] for c in _COMPARE_SHOWN] for r in group],
+                         width=36))
+    if args.html:
+        print(f"\nwrote {args.html}")
+    return 0, None
+
+
+def _compare_page(scenario: str, rows: list[dict]) -> str:
+    """Per scene: the probe and choices once, then the runs side by side."""
+    parts = [] if rows else ["<p>No scenes match.</p>"]
+    for (_, scene), group in by_scene(rows).items():
+        first = group[0]
+        parts += [f"<h2>Scene {html.escape(scene or '(no id)')}</h2>",
+                  f"<h3>Probe</h3><pre>{html.escape(first['probe_text'] or '')}</pre>",
+                  f"<h3>Choices</h3><pre>{html.escape(first['choices_text'] or '')}</pre>",
+                  html_table(*side_by_side(group))]
+    return html_page(f"Scenario {scenario}: {len(rows)} decisions", "\n".join(parts))
+
+
+def cmd_report(args: argparse.Namespace) -> Result:
+    spec = PivotSpec(args.table, args.rows, args.cols, args.values, args.agg)
+    result = pivot(open_tables(_data_dir(args), [spec.table]), spec)
+    write_table(args.output, spec.title, result.header, result.rows)
+    print(f"wrote {args.output}: {spec.title}, {len(result.rows)} rows x "
+          f"{len(result.header) - 1} columns")
+    return 0, None
+
+
+def cmd_export(args: argparse.Namespace) -> Result:
+    fmt = export_format(args.output, args.format)
+    count = export(_data_dir(args), args.table, _filters(args), args.output, fmt)
+    print(f"wrote {count} {args.table} rows to {args.output} ({fmt})")
+    return 0, None

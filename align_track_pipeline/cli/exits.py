@@ -1,0 +1,9 @@
+"""What a command returns, and the error the command maps to its own exit code. No Dagster
+import: the commands that only read the tables use them without loading it."""
+
+# A command's exit code, and with --json the one object to print on stdout.
+Result = tuple[int, dict | None]
+
+
+class PoolTimeout(RuntimeError):
+    """A pool stayed held by a live writer for longer than the configured wait."""

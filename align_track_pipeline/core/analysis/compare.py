@@ -1,0 +1,135 @@
+"""`compare`: what each run directory and alignment target decided on one scenario, and why;
+and the same rows for every scenario, written as one Parquet file (`scene_comparison`).
+
+Reading one scenario from the tables opens every partition file (about half a millisecond
+each: seconds at thousands of partitions). The comparison file holds the same rows sorted by
+scenario (and every other scenes column), so DuckDB reads one row group of it; `compare`
+uses it while it is current (`snapshot`), and reads the tables otherwise: the same rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from align_track_pipeline.core.analysis.columns import columns_of
+from align_track_pipeline.core.analysis.connection import open_tables, sql_literal
+from align_track_pipeline.core.analysis.snapshot import (
+    COMPARISON_FILE,
+    FINGERPRINT_KEY,
+    comparison_is_current,
+    tables_fingerprint,
+)
+from align_track_pipeline.core.tables.store import ParquetStore
+
+ROW_GROUP_ROWS = 16_384  # small row groups: one scenario's rows are read, little else
+
+# One row per scene of a run: the scenes columns a comparison reads, with the target's KDMA
+# values (`kdma_values`, from experiments) beside them.
+COMPARE_COLUMNS = ["scenario_id", "scene_id", "scene_index", "partition_key", "experiment_path",
+                   "adm", "llm_backbone", "alignment_target_id", "kdma_values", "choice_index",
+                   "action_id", "action_type", "decision_text", "justification",
+                   "decision_kdma", "timing_seconds", "scenario_scores", "probe_text",
+                   "choices_text"]
+ORDER = ["scenario_id", "scene_id", "adm", "llm_backbone", "alignment_target_id",
+         "experiment_path", "scene_index"]
+_SCENE_COLUMNS = [c for c in COMPARE_COLUMNS if c != "kdma_values"]
+# The comparison file: compare's columns, then the rest of the scenes table, so that queries
+# on scenes can read it instead of the partition files.
+FILE_COLUMNS = COMPARE_COLUMNS + [c for c in columns_of("scenes") if c not in COMPARE_COLUMNS]
+
+
+def compare(data_dir: Path, scenario: str, scene: str | None = None) -> list[dict]:
+    """The rows of one scenario (and scene id), sorted by scene, ADM, LLM and target."""
+    data_dir = Path(data_dir).resolve()
+    comparison = data_dir / COMPARISON_FILE
+    current = comparison_is_current(data_dir)
+    con = open_tables(data_dir, views=[] if current else ["scenes"], files=[comparison])
+    where = "scenario_id = ?" + ("" if scene is None else " AND scene_id = ?")
+    params = [scenario] if scene is None else [scenario, scene]
+    order = ", ".join(ORDER)
+    if current:
+        return _dicts(COMPARE_COLUMNS, con.execute(
+            f"SELECT {', '.join(COMPARE_COLUMNS)} FROM read_parquet(?) WHERE {where} "
+            f"ORDER BY {order}", [str(comparison), *params]).fetchall())
+    rows = _dicts(_SCENE_COLUMNS, con.execute(
+        f"SELECT {', '.join(_SCENE_COLUMNS)} FROM scenes WHERE {where} ORDER BY {order}",
+        params).fetchall())
+    targets = _target_kdmas(con, data_dir, {r["partition_key"] for r in rows})
+    return [{c: targets.get((r["partition_key"], r["alignment_target_id"])) if c == "kdma_values"
+             else r[c] for c in COMPARE_COLUMNS} for r in rows]
+
+
+def _dicts(columns: list[str], values: list[tuple]) -> list[dict]:
+    return [dict(zip(columns, v, strict=True)) for v in values]
+
+
+def _target_kdmas(con: duckdb.DuckDBPyConnection, data_dir: Path,
+                  partitions: set[str]) -> dict[tuple[str, str], dict]:
+    """(partition, target) -> KDMA values, read from those partitions' files only (a join
+    with the whole experiments view would open every partition's file)."""
+    store = ParquetStore(Path(data_dir).resolve())
+    files = [str(p) for p in map(lambda k: store.path("experiments", k), sorted(partitions))
+             if p.exists()]
+    if not files:
+        return {}
+    found = con.execute("SELECT partition_key, alignment_target_id, kdma_values "
+                        "FROM read_parquet(?)", [files]).fetchall()
+    return {(p, t): kdma for p, t, kdma in found}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    path: Path
+    rows: int
+    runs: int  # (run directory, alignment target) pairs
+    scenarios: int
+    preview: list[dict]  # the rows of one scene of the scenario most runs have
+
+
+def write_comparison(data_dir: Path, path: Path) -> Comparison:
+    """Write every scenario's comparison rows to `path` (atomically), sorted like `compare`,
+    with the fingerprint of the tables taken before they are read (a table changed meanwhile
+    makes the file stale, never wrongly current)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
+    try:
+        con = open_tables(data_dir, files=[tmp], from_comparison=False)
+        fingerprint = tables_fingerprint(Path(data_dir).resolve())
+        select = ", ".join("e.kdma_values" if c == "kdma_values" else f"s.{c}"
+                           for c in FILE_COLUMNS)
+        con.execute(
+            f"COPY (SELECT {select} FROM scenes s LEFT JOIN experiments e "
+            "ON s.partition_key = e.partition_key "
+            "AND s.alignment_target_id = e.alignment_target_id "
+            f"ORDER BY {', '.join(f's.{c}' for c in ORDER)}) "
+            f"TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
+            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+            f"KV_METADATA {{{sql_literal(FINGERPRINT_KEY)}: {sql_literal(fingerprint)}}})")
+        summary = _summary(con, tmp)
+        con.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Comparison(path, *summary)
+
+
+def _summary(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[int, int, int, list[dict]]:
+    con.execute(f"CREATE VIEW comparison AS SELECT * FROM read_parquet({sql_literal(str(file))})")
+    rows, runs, scenarios = con.execute(
+        "SELECT count(*), count(DISTINCT (partition_key, alignment_target_id)), "
+        "count(DISTINCT scenario_id) FROM comparison").fetchone()
+    top = con.execute("SELECT scenario_id, min(scene_id) FROM comparison GROUP BY scenario_id "
+                  "ORDER BY count(DISTINCT (partition_key, alignment_target_id)) DESC, "
+                  "scenario_id LIMIT 1").fetchone()
+    preview = []
+    if top:
+        cur = con.execute("SELECT * FROM comparison WHERE scenario_id = ? AND "
+                          "scene_id IS NOT DISTINCT FROM ?", list(top))
+        names = [d[0] for d in cur.description]
+        preview = _dicts(names, cur.fetchall())
+    return rows, runs, scenarios, preview

@@ -1,0 +1,88 @@
+"""The two tables as DuckDB views on one locked connection.
+
+DuckDB reads the Parquet files where they are: it scans only the columns a query names, skips
+row groups by their statistics and runs on every core, with no copy of the data and no server.
+User SQL (`--where`) runs on this connection only, and only after it is locked: file access is
+limited to the two table directories (and the one output file of an export), extensions are
+neither installed nor loaded, and the configuration cannot be changed back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+
+from align_track_pipeline.core.analysis.columns import columns_of
+from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
+from align_track_pipeline.core.tables.schema import TABLES
+from align_track_pipeline.core.tables.store import ParquetStore
+
+MEMORY_LIMIT = "4GB"
+
+
+class AnalysisError(Exception):
+    """A request the tables cannot answer as asked; the message says what is valid."""
+
+
+def sql_literal(text: str) -> str:
+    """`text` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def table_files(data_dir: Path, table: str) -> str:
+    """The glob of a table's partition files (the layout `ParquetStore` writes)."""
+    return str(ParquetStore(data_dir).table_dir(table) / "*.parquet")
+
+
+def open_tables(data_dir: Path, views: Sequence[str] = tuple(TABLES), files: Sequence[Path] = (),
+                from_comparison: bool = True) -> duckdb.DuckDBPyConnection:
+    """A connection with a view per table in `views` (each costs a listing of its partition
+    files), locked for user SQL; `files` are the only other files it may read or write (an
+    export's output). The `scenes` view reads the comparison file instead of the partition
+    files while that file is current (`snapshot`), unless `from_comparison` is false.
+    Raises AnalysisError when there are no tables."""
+    data_dir = Path(data_dir).resolve()  # the views and the allowed directories agree
+    store = ParquetStore(data_dir)
+    missing = [t for t in TABLES if not any(store.table_dir(t).glob("*.parquet"))]
+    if missing:
+        raise AnalysisError(f"no {' or '.join(missing)} table in {store.root} yet: run "
+                            "`align-track ingest` first (or pass the --data-dir it wrote)")
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")  # no bar on a terminal or in run logs
+    # Bounded memory: beyond it, the comparison's sort of every scene spills to disk, under
+    # the analysis folder it is written to (the commands' small sorts never spill).
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    spill = data_dir / COMPARISON_FILE.parent / ".duckdb-tmp"
+    con.execute(f"SET temp_directory = {sql_literal(str(spill))}")
+    comparison = data_dir / COMPARISON_FILE
+    snapshot = from_comparison and "scenes" in views and comparison_is_current(data_dir)
+    for table in views:
+        # Every file is written with the one schema (ParquetStore casts), so the first file's
+        # schema is the table's: `union_by_name` would read every footer first (seconds at
+        # thousands of partitions).
+        source = str(comparison) if snapshot and table == "scenes" else table_files(
+            data_dir, table)
+        columns = ", ".join(f'"{c}"' for c in columns_of(table))
+        con.execute(f"CREATE VIEW {table} AS SELECT {columns} FROM "
+                    f"read_parquet({sql_literal(source)})")
+    _lock(con, [store.table_dir(t) for t in TABLES], [*files, *([comparison] * snapshot)])
+    return con
+
+
+def map_keys(con: duckdb.DuckDBPyConnection, table: str, column: str) -> list[str]:
+    """The keys a map column (scores, KDMA values) holds anywhere in the table."""
+    return sorted(k for (k,) in con.sql(
+        f'SELECT DISTINCT unnest(map_keys("{column}")) FROM {table}').fetchall())
+
+
+def _lock(con: duckdb.DuckDBPyConnection, dirs: list[Path], files: Sequence[Path]) -> None:
+    con.execute(f"SET allowed_directories = [{', '.join(sql_literal(f'{d}/') for d in dirs)}]")
+    if files:
+        paths = ", ".join(sql_literal(str(Path(f).resolve())) for f in files)
+        con.execute(f"SET allowed_paths = [{paths}]")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")

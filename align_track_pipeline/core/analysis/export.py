@@ -1,0 +1,43 @@
+"""`export`: the filtered rows of a table, every column, to one file. DuckDB writes the file
+itself (streaming, any size): the locked connection may write that one path only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from align_track_pipeline.core.analysis.columns import nested_columns
+from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables, sql_literal
+from align_track_pipeline.core.analysis.filters import Filters, apply, user_sql
+
+# --format -> DuckDB COPY options. CSV and TSV hold maps and lists as JSON text.
+FORMATS = {"csv": "FORMAT csv, HEADER", "tsv": "FORMAT csv, HEADER, DELIMITER '\t'",
+           "json": "FORMAT json, ARRAY true", "jsonl": "FORMAT json",
+           "parquet": "FORMAT parquet, COMPRESSION zstd"}
+
+
+def export_format(path: Path, given: str | None) -> str:
+    """`--format`, else the file's extension."""
+    fmt = given or path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise AnalysisError(f"unknown export format {fmt!r} (from "
+                            f"{'--format' if given else repr(path.name)}); valid: "
+                            f"{', '.join(FORMATS)}")
+    return fmt
+
+
+def export(data_dir: Path, table: str, filters: Filters, path: Path, fmt: str) -> int:
+    """Write the rows; returns how many."""
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = open_tables(data_dir, [table], files=[path])
+    with user_sql(table):
+        rel = apply(con, table, filters)
+        if fmt in ("csv", "tsv"):
+            nested = nested_columns(table)
+            rel = rel.project(", ".join(
+                f'to_json("{c}")::VARCHAR AS "{c}"' if c in nested else f'"{c}"'
+                for c in rel.columns))
+        rel.create_view("export_rows")
+        (count,) = con.execute(f"COPY export_rows TO {sql_literal(str(path))} "
+                               f"({FORMATS[fmt]})").fetchone()
+    return count

@@ -1,0 +1,92 @@
+"""How results look: terminal tables with shortened texts, Markdown and self-contained HTML,
+and the side-by-side view of one scene (one column per run)."""
+
+from __future__ import annotations
+
+import html
+import math
+
+# The fields of a comparison row, top to bottom, in the side-by-side view.
+SIDE_BY_SIDE_FIELDS = [("ADM", "adm"), ("LLM", "llm_backbone"),
+                       ("target", "alignment_target_id"), ("target KDMA", "kdma_values"),
+                       ("scene", "scene_id"), ("scene index", "scene_index"),
+                       ("choice", "choice_index"), ("action", "action_type"),
+                       ("decision", "decision_text"), ("justification", "justification"),
+                       ("decision KDMA", "decision_kdma"), ("time (s)", "timing_seconds"),
+                       ("scores", "scenario_scores")]
+
+
+def cell(value: object) -> str:
+    """A value as text: maps as `k=v`, lists joined, floats to 4 significant digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(cell, value))
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def shorten(text: str, width: int) -> str:
+    """One line of at most `width` characters (display only: data is never cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def text_table(header: list[str], rows: list[list[object]], width: int = 40,
+               keep: frozenset[str] | set[str] = frozenset()) -> str:
+    """Aligned columns for a terminal; each cell shortened to `width`, except in the `keep`
+    columns (links must stay whole)."""
+    cells = [[cell(v) if name in keep else shorten(cell(v), width)
+              for name, v in zip(header, row, strict=True)] for row in rows]
+    widths = [max(map(len, col)) for col in zip(header, *cells, strict=True)]
+    lines = [header, ["-" * w for w in widths], *cells]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
+
+
+def markdown_table(header: list[str], rows: list[list[object]], width: int | None = None) -> str:
+    def md(value: object) -> str:
+        text = cell(value) if width is None else shorten(cell(value), width)
+        return text.replace("|", "\\|").replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(map(md, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(md, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(header: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(cell(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.35em .6em;
+vertical-align:top;text-align:left;white-space:pre-wrap;max-width:32em}th{background:#f3f3f3}
+pre{white-space:pre-wrap;background:#f8f8f8;padding:.6em;border:1px solid #eee}"""
+
+
+def html_page(title: str, body: str) -> str:
+    """A page with no script and no external resource: it opens anywhere, offline."""
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+
+
+def side_by_side(rows: list[dict]) -> tuple[list[str], list[list[object]]]:
+    """One scene's comparison rows turned sideways: a column per run (headed by its run
+    directory), a row per field."""
+    header = ["", *(r["experiment_path"] for r in rows)]
+    return header, [[label, *(r[key] for r in rows)] for label, key in SIDE_BY_SIDE_FIELDS]
+
+
+def by_scene(rows: list[dict]) -> dict[tuple[str | None, str | None], list[dict]]:
+    """Comparison rows grouped by (scenario, scene id), in their order."""
+    groups: dict[tuple[str | None, str | None], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["scenario_id"], row["scene_id"]), []).append(row)
+    return groups

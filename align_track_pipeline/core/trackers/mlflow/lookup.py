@@ -1,0 +1,80 @@
+"""Find the runs of a page of rows by their keys (tag `align_track.key`), in one lookup.
+
+MLflow's search filter has no `IN` for tags. On a SQL store (the SQLite default, Postgres,
+MySQL) one query over MLflow's tables finds every key of the page; through a tracking server,
+one search per run directory on the page (tag `align_track.partition`), never one per row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, TAG_PARTITION
+from align_track_pipeline.core.trackers.mlflow.writer import is_sql, quote
+
+RunIds = dict[str, tuple[str, str]]  # run key -> (experiment id, run id)
+
+
+def find_runs(tracking_uri: str, experiment: str, keys: dict[str, str]) -> RunIds:
+    """The active runs of `keys` (run key -> its partition) in the experiment; nothing when
+    the store was never written."""
+    if not keys or _missing_sqlite(tracking_uri):
+        return {}
+    if is_sql(tracking_uri):
+        return _by_sql(tracking_uri, experiment, list(keys))
+    return _by_api(tracking_uri, experiment, keys)
+
+
+# MLflow's own tables (pinned by tests/core/test_mlflow_compat.py); plain SQL, so a lookup
+# does not import MLflow (seconds).
+_FIND_KEYS = """
+SELECT t.value, r.experiment_id, r.run_uuid FROM tags t
+JOIN runs r ON r.run_uuid = t.run_uuid
+JOIN experiments e ON e.experiment_id = r.experiment_id
+WHERE t.key = :tag AND t.value IN :keys AND e.name = :experiment
+  AND r.lifecycle_stage = 'active'
+"""
+
+
+def _by_sql(uri: str, experiment: str, keys: list[str]) -> RunIds:
+    from sqlalchemy import bindparam, create_engine, text
+
+    query = text(_FIND_KEYS).bindparams(bindparam("keys", expanding=True))
+    engine = create_engine(uri)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(query, {"tag": TAG_KEY, "keys": keys,
+                                         "experiment": experiment}).all()
+    finally:
+        engine.dispose()
+    return {key: (str(experiment_id), run_id) for key, experiment_id, run_id in found}
+
+
+def _by_api(uri: str, experiment: str, keys: dict[str, str]) -> RunIds:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    out: RunIds = {}
+    for partition in sorted(set(keys.values())):
+        token = None
+        while True:
+            page = client.search_runs([found.experiment_id],
+                                      f"tags.`{TAG_PARTITION}` = '{quote(partition)}'",
+                                      max_results=1000, page_token=token)
+            out |= {run.data.tags[TAG_KEY]: (run.info.experiment_id, run.info.run_id)
+                    for run in page if run.data.tags.get(TAG_KEY) in keys}
+            token = page.token
+            if not token:
+                break
+    return out
+
+
+def _missing_sqlite(uri: str) -> bool:
+    """A SQLite store that was never written: opening it would create it. The database path
+    is what follows `sqlite:///` (absolute when it starts with another `/`)."""
+    parts = urlparse(uri)
+    return parts.scheme == "sqlite" and not Path(parts.path[1:]).exists()

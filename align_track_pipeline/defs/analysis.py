@@ -1,0 +1,49 @@
+"""`scene_comparison`: every scenario's decisions side by side, as one Parquet file that
+notebooks, spreadsheets and the UI read without touching the partitioned tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from align_track_pipeline.core.analysis.compare import write_comparison
+from align_track_pipeline.core.analysis.render import markdown_table, side_by_side
+from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
+from align_track_pipeline.defs.automation import WHOLE_TABLE_CONDITION
+from align_track_pipeline.defs.resources import DataStore
+from align_track_pipeline.defs.tables import TABLE_ASSETS
+
+PREVIEW_RUNS = 6  # columns of the side-by-side preview
+
+
+@dg.asset(
+    deps=list(TABLE_ASSETS),
+    kinds={"parquet", "duckdb"},
+    group_name="analysis",
+    automation_condition=WHOLE_TABLE_CONDITION,
+    description="One row per scene of each run directory and alignment target, with the "
+    "decision, justification, KDMA values, timing and scores, sorted by scenario and scene: "
+    "what `align-track compare` shows, for every scenario at once.",
+)
+def scene_comparison(store: DataStore) -> dg.MaterializeResult:
+    """Rebuilt whole from the tables (DuckDB: a streaming join and sort, no row in Python)."""
+    result = write_comparison(Path(store.data_dir), Path(store.data_dir) / COMPARISON_FILE)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": result.rows,
+        "path": dg.MetadataValue.path(str(result.path)),
+        "runs": dg.MetadataValue.int(result.runs),
+        "scenarios": dg.MetadataValue.int(result.scenarios),
+        "preview": dg.MetadataValue.md(_preview(result.preview)),
+    })
+
+
+def _preview(rows: list[dict]) -> str:
+    """The scene that most runs share, its first runs side by side."""
+    if not rows:
+        return "No scenes yet."
+    shown = rows[:PREVIEW_RUNS]
+    title = (f"**{rows[0]['scenario_id']}**, scene {rows[0]['scene_id'] or '(no id)'}: "
+             f"{len(rows)} runs, the first {len(shown)} side by side "
+             f"(all: `align-track compare '{rows[0]['scenario_id']}'`)")
+    return f"{title}\n\n{markdown_table(*side_by_side(shown), width=80)}"

@@ -1,0 +1,174 @@
+"""`align-track search|compare|report|export` on real tables: answers equal the Parquet rows
+read independently, bad requests exit 2 with what is valid, no match is an empty answer."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.analysis.search import SHOWN_COLUMNS
+from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
+from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY
+from align_track_pipeline.core.versions import scene_key
+from tests.core.analysis.expected import by_key, comparison_rows, table_rows
+
+UI_VARIABLES = ("ALIGN_TRACK_MLFLOW_UI_URL", "ALIGN_TRACK_AIM_UI_URL")
+
+
+@pytest.fixture(autouse=True)
+def _no_ui_addresses(monkeypatch):
+    for name in UI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_search_json_is_every_column_of_the_matching_rows(capsys, tables_dir):
+    code, out, _ = run(capsys, "search", "--data-dir", str(tables_dir), "--adm", "random",
+                       "--target", "unaligned", "--json")
+    found = json.loads(out)
+    expected = [r for r in table_rows(tables_dir, "scenes")
+                if (r["adm"], r["alignment_target_id"]) == ("random", "unaligned")]
+    assert code == 0 and found["count"] == len(expected) == len(found["rows"])
+    assert by_key(found["rows"]) == by_key(expected)  # full texts, no links without UI URLs
+
+
+def test_search_table_shortens_texts_and_counts(capsys, tables_dir):
+    code, out, _ = run(capsys, "search", "--data-dir", str(tables_dir), "--scenario",
+                       "June2025-AF-train", "--limit", "3")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == SHOWN_COLUMNS["scenes"]
+    assert len(lines) == 2 + 3 + 1 and "..." in out
+    assert lines[-1] == "3 scenes rows (more match: --limit N or --limit 0 for all)"
+
+
+def test_no_match_is_an_empty_answer(capsys, tables_dir):
+    code, out, _ = run(capsys, "search", "--data-dir", str(tables_dir), "--adm", "nobody")
+    assert (code, out) == (0, "no scenes rows match\n")
+    code, out, _ = run(capsys, "search", "--data-dir", str(tables_dir), "--adm", "nobody",
+                       "--json")
+    assert (code, json.loads(out)) == (0, {"count": 0, "rows": []})
+    code, out, _ = run(capsys, "compare", "nothing", "--data-dir", str(tables_dir), "--json")
+    assert (code, json.loads(out)) == (0, {"scenario_id": "nothing", "count": 0, "rows": []})
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["search", "--where", "1=1; COPY scenes TO '/tmp/leak.csv'"], "without ';'"),
+    (["search", "--where", "(SELECT count(*) FROM read_csv('/etc/passwd')) > 0"],
+     "may read the tables only"),
+    (["search", "--where", "(SELECT count(*) FROM read_parquet('/etc/x.parquet')) > 0"],
+     "may read the tables only"),
+    (["export", "-o", "{tmp}/x.csv", "--where",
+      "(SELECT count(*) FROM read_text('/etc/hostname')) > 0"], "may read the tables only"),
+    (["search", "--where", "nosuch = 1"], "valid columns of scenes: partition_key"),
+    (["search", "--table", "experiments", "--scene", "P1"], "try --table scenes"),
+    (["search", "--min-score", "score"], "NAME=VALUE"),
+    (["report", "-o", "{tmp}/r.txt"], r"must end in \.xlsx, \.csv, \.md, \.html"),
+    (["report", "--rows", "nosuch", "-o", "{tmp}/r.csv"], "valid: partition_key"),
+    (["export", "-o", "{tmp}/x.xml"], "valid: csv, tsv, json, jsonl, parquet"),
+])
+def test_bad_requests_exit_2_saying_what_is_valid(capsys, tables_dir, tmp_path, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, out, err = run(capsys, *argv, "--data-dir", str(tables_dir))
+    assert code == 2 and out == "" and err.startswith(f"align-track {argv[0]}: ")
+    assert re.search(message, err), err
+    assert not Path("/tmp/leak.csv").exists() and not list(tmp_path.iterdir())
+
+
+def test_no_tables_yet_says_to_ingest(capsys, tmp_path):
+    for argv in (["search"], ["compare", "S"], ["report", "-o", str(tmp_path / "r.md")],
+                 ["export", "-o", str(tmp_path / "x.csv")]):
+        code, _, err = run(capsys, *argv, "--data-dir", str(tmp_path / "nothing"))
+        assert code == 2 and "run `align-track ingest` first" in err
+
+
+def test_compare_json_and_html(capsys, tables_dir, tmp_path):
+    page = tmp_path / "mj1.html"
+    code, out, _ = run(capsys, "compare", "DryRunEval.MJ1", "--scene", "P1", "--data-dir",
+                       str(tables_dir), "--json", "--html", str(page))
+    found = json.loads(out)
+    expected = comparison_rows(tables_dir, "DryRunEval.MJ1", "P1")
+    assert code == 0 and found["scenario_id"] == "DryRunEval.MJ1"
+    assert found["count"] == len(expected) and found["rows"] == expected
+    html = page.read_text()
+    assert "<script" not in html and "http" not in html  # opens offline, anywhere
+    assert all(r["experiment_path"] in html for r in expected)
+
+
+def test_compare_in_the_terminal_groups_by_scene(capsys, tables_dir):
+    code, out, _ = run(capsys, "compare", "DryRunEval.MJ1", "--data-dir", str(tables_dir))
+    expected = comparison_rows(tables_dir, "DryRunEval.MJ1")
+    scenes = sorted({r["scene_id"] for r in expected})
+    headings = [line for line in out.splitlines() if line.startswith("== ")]
+    assert code == 0 and [h.split()[4].rstrip(":") for h in headings] == scenes
+    assert out.count("probe: ") == len(scenes)
+
+
+def test_report_and_export_write_their_files(capsys, tables_dir, tmp_path):
+    for suffix in (".xlsx", ".csv", ".md", ".html"):
+        code, out, _ = run(capsys, "report", "--data-dir", str(tables_dir), "-o",
+                           str(tmp_path / f"r{suffix}"))
+        assert code == 0 and out.startswith(f"wrote {tmp_path / f'r{suffix}'}: mean of ")
+    target = tmp_path / "slow.parquet"
+    code, out, _ = run(capsys, "export", "--data-dir", str(tables_dir), "--table",
+                       "experiments", "--adm", "pipeline_*", "-o", str(target))
+    rows = ds.dataset(target).to_table().to_pylist()
+    expected = [r for r in table_rows(tables_dir, "experiments")
+                if r["adm"].startswith("pipeline_")]
+    assert code == 0 and out == f"wrote {len(expected)} experiments rows to {target} (parquet)\n"
+    assert {(r["partition_key"], r["alignment_target_id"]) for r in rows} == set(
+        by_key(expected))
+
+
+def test_the_data_dir_comes_from_the_environment(capsys, monkeypatch, tables_dir):
+    monkeypatch.setenv("ALIGN_TRACK_DATA_DIR", str(tables_dir))
+    code, out, _ = run(capsys, "search", "--table", "experiments", "--json", "--limit", "0")
+    assert code == 0 and json.loads(out)["count"] == len(table_rows(tables_dir, "experiments"))
+
+
+def test_table_commands_never_load_dagster(tables_dir):
+    """What keeps them under a second: Dagster alone takes longer to import."""
+    script = ("import sys; from align_track_pipeline.cli.main import main; "
+              f"code = main(['search', '--data-dir', {str(tables_dir)!r}, '--limit', '1']); "
+              "print('dagster' in sys.modules, code)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.splitlines()[-1] == "False 0"
+
+
+@pytest.mark.slow
+def test_after_a_real_ingest_search_links_to_the_runs(capsys, monkeypatch, small_tree,
+                                                      data_dir):
+    assert main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
+                 "--json"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("ALIGN_TRACK_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    monkeypatch.setenv("ALIGN_TRACK_AIM_UI_URL", "http://127.0.0.1:43800")
+    code, out, _ = run(capsys, "search", "--data-dir", str(data_dir), "--json", "--limit", "0")
+    rows = json.loads(out)["rows"]
+    assert code == 0 and by_key(rows).keys() == by_key(table_rows(data_dir, "scenes")).keys()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data_dir}/mlflow.db")
+    experiment = client.get_experiment_by_name("align-system").experiment_id
+    mlflow_ids = {r.data.tags[TAG_KEY]: r.info.run_id
+                  for r in client.search_runs([experiment], max_results=5000)}
+    keys = [scene_key(r["partition_key"], r["scene_index"]) for r in rows]
+    aim_hashes = complete_run_hashes(manifest_path(data_dir / "aim"), keys)
+    assert [r["links"] for r in rows] == [{
+        "mlflow": f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{mlflow_ids[k]}",
+        "aim": f"http://127.0.0.1:43800/runs/{aim_hashes[k]}"} for k in keys]
+    code, out, _ = run(capsys, "search", "--data-dir", str(data_dir), "--limit", "2")
+    assert "mlflow link" in out.splitlines()[0] and "http://127.0.0.1:43800/runs/" in out
