@@ -5,6 +5,7 @@ data dir; and a tracking server's credentials stay in MLflow's own variables."""
 import uuid
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
@@ -45,10 +46,11 @@ def test_a_sql_store_writes_artifacts_into_the_shared_folder(tmp_path):
     assert len(on_disk) == len(listed)
 
 
+@pytest.mark.slow
 def test_a_sql_store_writes_artifacts_through_an_artifact_uri(tmp_path, mlflow_server):
     """A location that is no folder here (the server's proxied artifact store): written
     through MLflow's artifact repository, and read back through it."""
-    root = f"mlflow-artifacts://{mlflow_server.removeprefix('http://')}/shared"
+    root = f"{mlflow_server}/api/2.0/mlflow-artifacts/artifacts/shared"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     writer = MlflowWriter(uri, "align-system", root, shared_artifacts=True)
     writer.upsert(REL, _specs(SAMPLE_TREE, REL))
@@ -59,6 +61,7 @@ def test_a_sql_store_writes_artifacts_through_an_artifact_uri(tmp_path, mlflow_s
                                                                             r.info.run_id)]
 
 
+@pytest.mark.slow
 def test_a_server_creates_the_experiment_at_the_shared_location(tmp_path, mlflow_server):
     shared = tmp_path / "shared-artifacts"
     experiment = f"shared-{uuid.uuid4().hex[:8]}"
