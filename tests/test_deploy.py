@@ -192,15 +192,19 @@ def test_the_team_services_ingest_a_dropped_folder(tmp_path, postgres):
 
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("ALIGN_TRACK_", "MLFLOW_", "DAGSTER_"))}
-    dagster_env = base | {"DAGSTER_HOME": str(home), "ALIGN_TRACK_POSTGRES_URL": dagster_url,
-                          "ALIGN_TRACK_SENSOR_INTERVAL_SECONDS": "5"}
+    dagster_values = {"ALIGN_TRACK_POSTGRES_URL": dagster_url,
+                      "ALIGN_TRACK_COMPUTE_LOGS": str(tmp_path / "compute-logs")}
+    services_env = _compose()["services"]
+    for service in ("dagster-webserver", "dagster-daemon"):
+        assert set(services_env[service]["environment"]) == set(dagster_values), service
+    dagster_env = base | dagster_values | {"DAGSTER_HOME": str(home),
+                                           "ALIGN_TRACK_SENSOR_INTERVAL_SECONDS": "5"}
     local_values = {"ALIGN_TRACK_EXPERIMENTS_DIR": str(tree), "ALIGN_TRACK_DATA_DIR": str(data),
                     "ALIGN_TRACK_AIM_REPO": str(tmp_path / "aim" / "repo"),
                     "ALIGN_TRACK_CACHE_DIR": str(tmp_path / "cache"),
                     "MLFLOW_TRACKING_URI": mlflow_url,
                     "ALIGN_TRACK_MLFLOW_UI_URL": mlflow_url}
-    code_env_keys = set(_compose()["services"]["code-server"]["environment"])
-    assert code_env_keys == {"ALIGN_TRACK_POSTGRES_URL", *local_values}
+    assert set(services_env["code-server"]["environment"]) == {*dagster_values, *local_values}
     workspace_path = str(home / "workspace.yaml")
 
     services = _Services(logs)
@@ -252,6 +256,7 @@ def test_the_team_services_ingest_a_dropped_folder(tmp_path, postgres):
         listed = {r["runId"] for r in _graphql(web, RUNS)["runsOrError"]["results"]}
         assert stored and listed == stored
         assert not list(home.rglob("*.db"))
+        assert list((tmp_path / "compute-logs").rglob("*.err"))  # step logs, where both look
         # The fingerprint cache in the host cache dir, none beside the shared data.
         assert list((tmp_path / "cache").glob("fingerprints-*.sqlite"))
         assert not (data / "state" / "fingerprints.sqlite").exists()
