@@ -211,8 +211,9 @@ def test_the_team_services_ingest_a_dropped_folder(tmp_path, postgres):
     try:
         services.start("mlflow", _local(_command("mlflow"), host="127.0.0.1",
                                         port=str(mlflow_port), workers="1"),
-                       base | {"MLFLOW_BACKEND_STORE_URI": mlflow_db,
-                               "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts")},
+                       base | services_env["mlflow"]["environment"] | {
+                           "MLFLOW_BACKEND_STORE_URI": mlflow_db,
+                           "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts")},
                        tmp_path)
         services.start("code-server", _local(_command("code-server"), h="127.0.0.1",
                                              p=str(code_port)),
