@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     _store_command(sub, "mlflow-ui", "start the MLflow UI on the store (127.0.0.1)",
                    "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=int, default=5000)
 
+    home = sub.add_parser("dagster-home", help="write the Dagster instance home's config "
+                          "(for dagster dev / dagster-daemon) and print the home's path")
+    home.add_argument("--data-dir", type=Path, default=None)
+    home.set_defaults(func=cmd_dagster_home, loads_dagster=False)
+
     list_runs = sub.add_parser("list-runs", help="run path, ADM, alignment, scenario count")
     list_runs.add_argument("dir", type=Path)
     list_runs.set_defaults(func=cmd_list_runs)
@@ -236,6 +241,15 @@ def cmd_aim_reindex(args: argparse.Namespace) -> Result:
             "aim_reindex", {"ops": {"aim_index": {"config": {"full": args.full}}}},
             raise_on_error=False)
     return (0 if result.success else 1), None
+
+
+def cmd_dagster_home(args: argparse.Namespace) -> Result:
+    """`DAGSTER_HOME=$(align-track dagster-home) dagster dev`: the UI and the daemon on the
+    instance `align-track` uses (Postgres when ALIGN_TRACK_POSTGRES_URL is set)."""
+    from align_track_pipeline.cli.instance import prepare_home
+
+    print(prepare_home((args.data_dir or Path(default_data_dir())).resolve()))
+    return 0, None
 
 
 def cmd_list_runs(args: argparse.Namespace) -> Result:

@@ -4,6 +4,7 @@ read the tables start without loading Dagster."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,3 +18,53 @@ def default_experiments_dir() -> str:
 
 def default_data_dir() -> str:
     return os.environ.get("ALIGN_TRACK_DATA_DIR") or str(Path.cwd() / "align-track-data")
+
+
+# Filesystems where SQLite's locking is unreliable (and every stat call a round trip).
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs",
+    "afs", "9p", "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.gcsfuse"})
+
+
+def fingerprint_cache_path(data_dir: Path, env: dict[str, str] | None = None,
+                           mountinfo: str | None = None) -> Path:
+    """Where the fingerprint cache of `data_dir` lives: a per-host cache, never shared.
+
+    It maps each run directory's stat data to its content hash, so only changed folders are
+    re-hashed; losing it costs one re-hash of the tree, nothing else (versions are content
+    hashes, the same on every host). It is SQLite, so it stays off network filesystems:
+    `ALIGN_TRACK_CACHE_DIR` if set; else `<data dir>/state/` when the data dir is on a local
+    disk (the single-user default); else the host's cache dir (`$XDG_CACHE_HOME/align-track`,
+    default `~/.cache/align-track`). Outside the data dir the file is named after a digest of
+    the data dir's path, so one cache dir serves several data dirs.
+    """
+    env = dict(os.environ) if env is None else env
+    data_dir = Path(data_dir).resolve()
+    named = f"fingerprints-{hashlib.blake2b(str(data_dir).encode(), digest_size=6).hexdigest()}"
+    if env.get("ALIGN_TRACK_CACHE_DIR"):
+        return Path(env["ALIGN_TRACK_CACHE_DIR"]) / f"{named}.sqlite"
+    if not on_network_filesystem(data_dir, mountinfo):
+        return data_dir / "state" / "fingerprints.sqlite"
+    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "align-track" / f"{named}.sqlite"
+
+
+def on_network_filesystem(path: Path, mountinfo: str | None = None) -> bool:
+    """Whether `path` (or, if it does not exist yet, its nearest existing parent) is on a
+    network filesystem, by the mount table (`/proc/self/mountinfo`; no table: local)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return False
+    mounts = {}
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) >= 5 and rest:
+            mounts[parts[4].replace("\\040", " ")] = rest.split()[0]
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        if str(candidate) in mounts:
+            return mounts[str(candidate)] in NETWORK_FILESYSTEMS
+    return False

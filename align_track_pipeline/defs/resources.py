@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.core.locations import fingerprint_cache_path
 from align_track_pipeline.core.source.discovery import (
     FingerprintCache,
     RunDir,
@@ -42,7 +43,7 @@ class ExperimentTree(dg.ConfigurableResource):
 
 
 class DataStore(dg.ConfigurableResource):
-    """The data dir: Parquet tables and pipeline state (fingerprint cache)."""
+    """The data dir: Parquet tables; and where this host keeps its fingerprint cache."""
 
     data_dir: str
 
@@ -51,7 +52,7 @@ class DataStore(dg.ConfigurableResource):
         return ParquetStore(Path(self.data_dir))
 
     def fingerprints(self) -> FingerprintCache:
-        return FingerprintCache(Path(self.data_dir) / "state" / "fingerprints.sqlite")
+        return FingerprintCache(fingerprint_cache_path(Path(self.data_dir)))
 
 
 class Trackers(dg.ConfigurableResource):

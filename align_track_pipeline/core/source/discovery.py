@@ -144,7 +144,9 @@ def content_hash(run_dir: Path) -> str:
 
 
 class FingerprintCache:
-    """Content hashes keyed by stat signature, kept in a small SQLite file.
+    """Content hashes keyed by stat signature, kept in a small SQLite file: a per-host cache
+    (see `locations.fingerprint_cache_path`). Losing it only costs re-hashing; it is never
+    shared between hosts (stat data differs per client of a network filesystem).
 
     Only directories whose stat signature changed are re-hashed, so a pass over a large
     unchanged tree costs stat calls only, and a touched-but-identical file keeps its version.

@@ -26,6 +26,9 @@ class MlflowTracker(Tracker):
     experiment: str = DEFAULT_EXPERIMENT
     flat: bool = False
     artifact_root: str | None = None
+    # True when the artifact root was chosen (ALIGN_TRACK_MLFLOW_ARTIFACTS): a tracking server
+    # then puts new experiments there too, instead of its own default.
+    shared_artifacts: bool = False
     ui_url: str | None = None  # e.g. http://127.0.0.1:5000, for links in the Dagster UI
 
     name = "mlflow"
@@ -72,7 +75,7 @@ class MlflowTracker(Tracker):
         from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 
         return _MlflowSession(self, MlflowWriter(self.tracking_uri, self.experiment,
-                                                 self.artifact_root))
+                                                 self.artifact_root, self.shared_artifacts))
 
 
 @dataclass(frozen=True)
@@ -146,14 +149,22 @@ def without_credentials(uri: str) -> str:
 
 def mlflow_tracker(settings: Settings) -> MlflowTracker:
     """Flags, then MLFLOW_TRACKING_URI / ALIGN_TRACK_MLFLOW_* variables, then SQLite in the
-    data dir with artifacts beside it."""
+    data dir with artifacts beside it.
+
+    ALIGN_TRACK_MLFLOW_ARTIFACTS (a shared folder or any artifact URI MLflow accepts) is where
+    experiments this tracker creates keep their artifacts; without it they go to this writer's
+    data dir, which other hosts cannot read. Credentials of a tracking server are never
+    options here: MLflow's client reads MLFLOW_TRACKING_USERNAME / _PASSWORD (or _TOKEN)
+    from the environment itself, and nothing of ours copies them anywhere."""
     data = Path(settings.data_dir).resolve()
+    artifacts = settings.get("mlflow_artifacts", "ALIGN_TRACK_MLFLOW_ARTIFACTS")
     return MlflowTracker(
         tracking_uri=settings.get("mlflow_uri", "MLFLOW_TRACKING_URI",
                                   f"sqlite:///{data}/mlflow.db"),
         experiment=settings.get("mlflow_experiment", "ALIGN_TRACK_MLFLOW_EXPERIMENT",
                                 DEFAULT_EXPERIMENT),
         flat=settings.get("flat", "ALIGN_TRACK_MLFLOW_FLAT") == "1",
-        artifact_root=str(data / "mlflow-artifacts"),
+        artifact_root=artifacts or str(data / "mlflow-artifacts"),
+        shared_artifacts=bool(artifacts),
         ui_url=settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL") or None,
     )

@@ -66,13 +66,15 @@ def converged(existing: list[Existing], specs: list[RunSpec]) -> bool:
 
 
 class MlflowWriter:
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None):
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None,
+                 shared_artifacts: bool = False):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         if is_sql(tracking_uri):
             self._backend: _Backend = _SqlBackend(tracking_uri, experiment, artifact_root)
         else:
-            self._backend = _ApiBackend(tracking_uri, experiment)
+            self._backend = _ApiBackend(tracking_uri, experiment,
+                                        artifact_root if shared_artifacts else None)
 
     @property
     def experiment_id(self) -> str:
@@ -137,7 +139,7 @@ class _SqlBackend(_Backend):
             old = [e.run_id for e in existing]
             run_ids = self._replace(session, old, specs)
         for run_id in old:  # after the commit: the old rows are gone for good
-            shutil.rmtree(self._artifact_dir(run_id).parent, ignore_errors=True)
+            self._drop_artifacts(run_id)
         return UpsertResult(run_ids, True, len(old))
 
     def archive_partition(self, partition: str) -> int:
@@ -198,7 +200,7 @@ class _SqlBackend(_Backend):
             mc.validate_run_data(spec.params, spec.metrics, tags, now)
             rows.add(run_ids[spec.key], spec, tags, now)
         for spec in specs:  # files first: a crash before commit leaves no run behind
-            _write_artifacts(self._artifact_dir(run_ids[spec.key]), spec.artifacts)
+            self._put_artifacts(run_ids[spec.key], spec.artifacts)
         if old_run_ids:
             for model in (*mc.RUN_CHILD_MODELS, mc.SqlRun):
                 session.query(model).filter(model.run_uuid.in_(old_run_ids)).delete(
@@ -217,8 +219,34 @@ class _SqlBackend(_Backend):
             "entry_point_name": "", "user_id": "align-track", "status": FINISHED,
             "start_time": now, "end_time": now, "deleted_time": None, "source_version": "",
             "lifecycle_stage": "active", "experiment_id": int(self.experiment_id),
-            "artifact_uri": f"{self._artifact_location.rstrip('/')}/{run_id}/artifacts",
+            "artifact_uri": self._artifact_uri(run_id),
         }
+
+    def _artifact_uri(self, run_id: str) -> str:
+        return f"{self._artifact_location.rstrip('/')}/{run_id}/artifacts"
+
+    def _local(self) -> bool:
+        return urlparse(self._artifact_location).scheme in ("", "file")
+
+    def _put_artifacts(self, run_id: str, artifacts: dict[str, bytes | Path]) -> None:
+        """A local or shared folder: written in place. Any other location MLflow knows (s3://,
+        mlflow-artifacts://, ...): through MLflow's artifact repository for it."""
+        if not artifacts:
+            return
+        if self._local():
+            _write_artifacts(self._artifact_dir(run_id), artifacts)
+            return
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_artifacts(Path(tmp), artifacts)
+            get_artifact_repository(self._artifact_uri(run_id)).log_artifacts(tmp)
+
+    def _drop_artifacts(self, run_id: str) -> None:
+        """The replaced run's files. Remote ones are left behind (they only take space): an
+        artifact repository has no transaction to tie their deletion to."""
+        if self._local():
+            shutil.rmtree(self._artifact_dir(run_id).parent, ignore_errors=True)
 
     def _artifact_dir(self, run_id: str) -> Path:
         from mlflow.utils.file_utils import local_file_uri_to_path
@@ -258,14 +286,15 @@ def _smallest_complete_batch(existing: list[Existing], specs: list[RunSpec]) -> 
 class _ApiBackend(_Backend):
     """The public batched API: one create, a few log_batch calls and one terminate per run."""
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str, experiment: str, artifact_root: str | None):
         from mlflow import MlflowClient
 
         self._client = MlflowClient(tracking_uri=uri)
         found = self._client.get_experiment_by_name(experiment)
         if found is None:
             with suppress(MlflowException):  # another writer created it meanwhile
-                self._client.create_experiment(experiment)
+                self._client.create_experiment(
+                    experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
             found = self._client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id
 
