@@ -14,6 +14,7 @@ from align_track_pipeline.defs.checks import CHECKED_TABLES, TABLE_CHECK_SPECS, 
 from align_track_pipeline.defs.dagster_compat import (
     CODE_VERSION_TAG,
     DATA_VERSION_TAG,
+    evaluated_check_outputs,
     record_failed_attempt,
 )
 from align_track_pipeline.defs.freshness import FOLDERS, provenance_tags
@@ -92,7 +93,7 @@ def parse_run_dirs(
             + "; ".join(failures.values()),
             metadata={"failures": dg.MetadataValue.json(failures)},
         )
-    yield from ()
+    yield from evaluated_check_outputs(context)
 
 
 def _run(jobs: list[PartitionJob]) -> Iterable[PartitionWrite]:
