@@ -17,7 +17,9 @@ from align_track_pipeline.core.locations import default_data_dir, default_experi
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.trackers.aim.tracker import UI_PORT as AIM_UI_PORT
 from align_track_pipeline.core.trackers.base import TargetError
+from align_track_pipeline.core.trackers.mlflow.tracker import UI_PORT as MLFLOW_UI_PORT
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
 
 
@@ -86,12 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     _store_command(sub, "aim-ui", "start `aim up` on the Aim repo (127.0.0.1)", "--aim-repo",
-                   cmd_aim_ui).add_argument("--port", type=int, default=43800)
+                   cmd_aim_ui).add_argument("--port", type=int, default=AIM_UI_PORT)
     _store_command(sub, "aim-reindex", "bring the Aim repo index up to date", "--aim-repo",
                    cmd_aim_reindex).add_argument("--full", action="store_true",
                                                  help="rebuild the whole index (slow)")
     _store_command(sub, "mlflow-ui", "start the MLflow UI on the store (127.0.0.1)",
-                   "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=int, default=5000)
+                   "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=int,
+                                                                 default=MLFLOW_UI_PORT)
+
+    dagster_ui = sub.add_parser("dagster-ui", help="start the Dagster UI and daemon (127.0.0.1)")
+    dagster_ui.add_argument("--experiments-dir", type=Path, default=None)
+    dagster_ui.add_argument("--data-dir", type=Path, default=None)
+    dagster_ui.add_argument("--port", type=int, default=3000)
+    dagster_ui.set_defaults(func=cmd_dagster_ui)
 
     list_runs = sub.add_parser("list-runs", help="run path, ADM, alignment, scenario count")
     list_runs.add_argument("dir", type=Path)
@@ -196,6 +205,19 @@ def cmd_status(args: argparse.Namespace) -> Result:
         return 0, {"partitions": rows, "counts": counts}
     _table(["state", "partition"], [[r["state"], r["partition"]] for r in rows])
     return 0, None
+
+
+def cmd_dagster_ui(args: argparse.Namespace) -> Result:
+    """`dg dev` (the UI and the daemon) on the instance `ingest` uses, seeded with the project's
+    dagster.yaml first (no welcome modal, no telemetry), over the same tree and data dir."""
+    from align_track_pipeline.cli.instance import seeded_home
+
+    experiments, data = _dirs(args)
+    os.environ["DAGSTER_HOME"] = str(seeded_home(data))
+    os.environ["ALIGN_TRACK_DATA_DIR"] = str(data)
+    os.environ["ALIGN_TRACK_EXPERIMENTS_DIR"] = str(experiments)
+    return _serve("Dagster", ["dg", "dev", "-m", "align_track_pipeline.definitions"], args.port,
+                  os.environ["DAGSTER_HOME"])
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
