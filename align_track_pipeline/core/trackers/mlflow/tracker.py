@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.registry import Settings
 
 DEFAULT_EXPERIMENT = "align-system"
+UI_PORT = 5000  # where `align-track mlflow-ui` serves the store by default
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class MlflowTracker(Tracker):
     experiment: str = DEFAULT_EXPERIMENT
     flat: bool = False
     artifact_root: str | None = None
-    ui_url: str | None = None  # e.g. http://127.0.0.1:5000, for links in the Dagster UI
+    ui_url: str | None = None  # e.g. http://127.0.0.1:5000: links in the Dagster UI and search
 
     name = "mlflow"
     version_tag = "m"
@@ -146,14 +147,22 @@ def without_credentials(uri: str) -> str:
 
 def mlflow_tracker(settings: Settings) -> MlflowTracker:
     """Flags, then MLFLOW_TRACKING_URI / ALIGN_TRACK_MLFLOW_* variables, then SQLite in the
-    data dir with artifacts beside it."""
+    data dir with artifacts beside it; the UI's address for links, then `default_ui_url`."""
     data = Path(settings.data_dir).resolve()
+    uri = settings.get("mlflow_uri", "MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db")
     return MlflowTracker(
-        tracking_uri=settings.get("mlflow_uri", "MLFLOW_TRACKING_URI",
-                                  f"sqlite:///{data}/mlflow.db"),
+        tracking_uri=uri,
         experiment=settings.get("mlflow_experiment", "ALIGN_TRACK_MLFLOW_EXPERIMENT",
                                 DEFAULT_EXPERIMENT),
         flat=settings.get("flat", "ALIGN_TRACK_MLFLOW_FLAT") == "1",
         artifact_root=str(data / "mlflow-artifacts"),
-        ui_url=settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL") or None,
+        ui_url=settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL", default_ui_url(uri)),
     )
+
+
+def default_ui_url(tracking_uri: str) -> str:
+    """Where the runs are seen unless ALIGN_TRACK_MLFLOW_UI_URL says otherwise: an `mlflow
+    server` serves its own UI; any other store is what `align-track mlflow-ui` serves."""
+    if urlsplit(tracking_uri).scheme.lower() in ("http", "https"):
+        return without_credentials(tracking_uri).rstrip("/")
+    return f"http://127.0.0.1:{UI_PORT}"
