@@ -76,8 +76,8 @@ def test_tracker_materializations_link_to_the_runs(small_tree, data_dir, instanc
         f"http://mlflow.example:8080/#/experiments/{experiment}/runs/{parent.info.run_id}")]
 
     aim_meta = _latest(instance, "aim_runs", run_dir.key)
-    hashes = complete_run_hashes(manifest_path(data_dir / "aim"),
-                                 [scene_key(run_dir.key, i) for i in range(item_count(run_dir.path))])
+    scenes = [scene_key(run_dir.key, i) for i in range(item_count(run_dir.path))]
+    hashes = complete_run_hashes(manifest_path(data_dir / "aim"), scenes)
     aim_links = {k: v.value for k, v in aim_meta.items() if isinstance(v, dg.UrlMetadataValue)}
     assert sorted(aim_links.values()) == sorted(
         f"http://127.0.0.1:43800/runs/{h}" for h in hashes.values())
