@@ -20,7 +20,7 @@ import hashlib
 PARSER_VERSION = "2"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
 MLFLOW_LAYOUT_VERSION = "2"
-AIM_LAYOUT_VERSION = "1"
+AIM_LAYOUT_VERSION = "2"
 
 KEY_SEPARATOR = "::"
 
