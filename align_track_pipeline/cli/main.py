@@ -221,17 +221,32 @@ def cmd_dagster_ui(args: argparse.Namespace) -> Result:
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
-    """`mlflow ui` bound to loopback, on the same store `ingest` writes."""
+    """`mlflow server` bound to loopback, on the same store `ingest` writes: one worker and no
+    job runner (they only serve writes this UI never makes), about a sixth of the default's
+    memory. Prints the parents-only view of the experiment when it exists."""
+    from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id
+    from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
+
     data = (args.data_dir or Path(default_data_dir())).resolve()
-    uri = create("mlflow", _settings(args, data)).tracking_uri
-    return _serve("MLflow", ["mlflow", "ui", "--backend-store-uri", uri], args.port, uri)
+    tracker = create("mlflow", _settings(args, data))
+    found = experiment_id(tracker.tracking_uri, tracker.experiment)
+    ui = f"http://127.0.0.1:{args.port}"
+    print(f"Experiments, one row each: {parents_only_url(ui, found)}" if found else
+          f"Experiment {tracker.experiment!r} not written yet: run `align-track ingest`",
+          file=sys.stderr)
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return _serve("MLflow", ["mlflow", "server", "--backend-store-uri", tracker.tracking_uri,
+                             "--workers", "1"], args.port, tracker.tracking_uri)
 
 
 def cmd_aim_ui(args: argparse.Namespace) -> Result:
-    """`aim up` bound to loopback, on the repo `ingest` writes."""
+    """`aim up` bound to loopback, on the repo `ingest` writes: one worker, no telemetry, the
+    project named after this pipeline (Aim hard-codes "My awesome project")."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
     repo = create("aim", _settings(args, data)).repo
-    return _serve("Aim", ["aim", "up", "--repo", repo], args.port, repo)
+    os.environ["AIM_UI_TELEMETRY_ENABLED"] = "0"
+    return _serve("Aim", [sys.executable, "-m", "align_track_pipeline.core.trackers.aim.ui",
+                          "--repo", repo, "--workers", "1", "-y"], args.port, repo)
 
 
 def _serve(what: str, cmd: list[str], port: int, store: str) -> Result:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL, plan_runs
@@ -135,6 +135,17 @@ def check_tracking_uri(uri: str) -> None:
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     """A run's page in the MLflow UI."""
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# Parents (hierarchical) and flat runs: every run that is not a scene.
+PARENTS_FILTER = 'tags.run_type != "scene"'
+
+
+def parents_only_url(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs page filtered to its parent runs: one row per experiment row, so
+    paging counts experiments, not scenes (the UI reads `searchFilter` from the URL)."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?searchFilter={quote(PARENTS_FILTER, safe='')}")
 
 
 def without_credentials(uri: str) -> str:
