@@ -160,6 +160,13 @@ def quiet_about(*categories: type[Warning], message: str = "") -> Iterator[None]
         yield
 
 
+def silence_owners_warning() -> None:
+    """For the whole process: Dagster 1.13 warns about its own beta `owners` parameter whenever
+    it copies a sensor (binding resources), in the UI's code server and the CLI alike; noise a
+    user cannot act on."""
+    warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)
+
+
 @contextmanager
 def no_defs_state_storage() -> Iterator[None]:
     """A block that starts with no current defs-state storage and leaves none behind.

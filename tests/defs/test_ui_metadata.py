@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
+from align_track_pipeline.core.trackers.mlflow.tracker import PARENTS_ONLY_LABEL, parents_only_url
 from align_track_pipeline.core.versions import scene_key
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.metadata import TABLE_ROWS
@@ -72,6 +73,8 @@ def test_tracker_materializations_link_to_the_runs(small_tree, data_dir, instanc
     (parent,) = client.search_runs([experiment], "tags.run_type = 'parent'")
     mlflow_links = {k: v for k, v in _latest(instance, "mlflow_runs", run_dir.key).items()
                     if isinstance(v, dg.UrlMetadataValue)}
+    assert mlflow_links.pop(f"open {PARENTS_ONLY_LABEL}") == dg.MetadataValue.url(
+        parents_only_url("http://mlflow.example:8080", experiment))
     assert list(mlflow_links.values()) == [dg.MetadataValue.url(
         f"http://mlflow.example:8080/#/experiments/{experiment}/runs/{parent.info.run_id}")]
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.registry import Settings
 
 DEFAULT_EXPERIMENT = "align-system"
+PARENTS_ONLY_LABEL = "experiments, one row each"
 UI_PORT = 5000  # where `align-track mlflow-ui` serves the store by default
 
 
@@ -86,9 +87,7 @@ class _MlflowSession:
                           self.tracker.mode)
         result = self.writer.upsert(partition.key, specs)
         parents = {s.name: result.run_ids[s.key] for s in specs if s.parent_key is None}
-        ui_url = self.tracker.ui_url
-        links = ({name: run_url(ui_url, self.writer.experiment_id, run_id)
-                  for name, run_id in parents.items()} if ui_url else {})
+        links = self._links(parents)
         written = len(specs) if result.written else 0
         return WriteReport(
             runs=len(specs), written=written, unchanged=len(specs) - written,
@@ -96,6 +95,17 @@ class _MlflowSession:
             details={"parent_runs": len(parents), "parent_run_ids": list(parents.values()),
                      "experiment": self.tracker.experiment,
                      "tracking_uri": without_credentials(self.tracker.tracking_uri)})
+
+    def _links(self, parents: dict[str, str]) -> dict[str, str]:
+        """Each parent run's page, and the experiment's parents-only view (hierarchical mode:
+        a flat experiment holds nothing else)."""
+        ui_url, experiment = self.tracker.ui_url, self.writer.experiment_id
+        if not ui_url:
+            return {}
+        links = {name: run_url(ui_url, experiment, run_id) for name, run_id in parents.items()}
+        if not self.tracker.flat:
+            links[PARENTS_ONLY_LABEL] = parents_only_url(ui_url, experiment)
+        return links
 
     def remove(self, partition: str, archive: bool) -> int:
         if archive:
