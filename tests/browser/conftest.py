@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import SAMPLE_TREE, _free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
+TIMEOUT_MS = 60_000  # per action and per assertion
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 HERE = Path(__file__).parent
 # Flags that keep Chromium from calling home; no --user-data-dir (Playwright refuses it).
@@ -30,6 +31,13 @@ LOCAL_STORAGE = """
 localStorage.setItem('mlflow.workflowType_v1', '"machine_learning"');
 localStorage.setItem('communityPopupSeen', 'true');
 """
+
+
+def pytest_configure(config):
+    """Assertions wait as long as actions: on 2 busy cores a first page load takes seconds."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
 
 
 def pytest_collection_modifyitems(items):
@@ -182,7 +190,7 @@ def page(browser, stack):
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     context.route("**/*", _local_only)
     context.add_init_script(LOCAL_STORAGE)
-    context.set_default_timeout(60_000)
+    context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     yield page
     context.close()
