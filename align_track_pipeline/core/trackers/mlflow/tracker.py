@@ -94,6 +94,7 @@ class _MlflowSession:
             deleted=result.deleted, links=links,
             details={"parent_runs": len(parents), "parent_run_ids": list(parents.values()),
                      "experiment": self.tracker.experiment,
+                     "experiment_id": self.writer.experiment_id,  # for parents_only_url
                      "tracking_uri": without_credentials(self.tracker.tracking_uri)})
 
     def _links(self, parents: dict[str, str]) -> dict[str, str]:
