@@ -57,13 +57,15 @@ def _serve(tmp_path: Path, args: list[str], ready_path: str):
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.5)
         yield url, body, _session(proc.pid), log.read_text()
+        proc.terminate()  # `kill PID`: the server alone is signalled, its worker must follow
+        proc.wait(timeout=30)
+        while _session(proc.pid) and time.monotonic() < deadline + 60:
+            time.sleep(0.5)
+        assert _session(proc.pid) == [], "a worker outlived the server"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        for pid in _session(proc.pid):  # a worker left behind
+        for pid in _session(proc.pid):
             os.kill(pid, signal.SIGKILL)
 
 
