@@ -12,6 +12,7 @@ from align_track_pipeline.defs.aim_index import aim_index_defs
 from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.automation import automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
+from align_track_pipeline.defs.dagster_compat import silence_owners_warning
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
 from align_track_pipeline.defs.jobs import comparison_job, tables_job, tracker_job
 from align_track_pipeline.defs.resources import (
@@ -57,4 +58,5 @@ def build_defs(
     return dg.Definitions.merge(pipeline, aim_index_defs()) if with_aim else pipeline
 
 
+silence_owners_warning()  # before the code server binds the sensors' resources
 defs = build_defs()

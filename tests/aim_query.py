@@ -4,6 +4,9 @@ import json
 import sys
 
 from aim import Repo
+from aim.storage.context import Context
+
+TEXTS = ("probe_text", "choices_text", "decision_text", "justification")
 
 repo = Repo.from_path(sys.argv[1])
 runs = []
@@ -16,5 +19,7 @@ for item in repo.query_runs(sys.argv[2] if len(sys.argv) > 2 else "", report_mod
             "scene_id", "scene_index", "experiment_path", "partition_key", "probe_text",
             "choices_text", "decision_text", "justification")},
         "metrics": {m.name: m.values.values_list()[-1] for m in run.metrics()},
+        "texts": {name: [t.data for t in seq.values.values_list()]
+                  for name in TEXTS if (seq := run.get_text_sequence(name, Context({})))},
     })
 print(json.dumps(runs))

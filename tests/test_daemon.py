@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
+from align_track_pipeline.cli.instance import INSTANCE_CONFIG
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.tables.store import ParquetStore
 from tests.conftest import (
@@ -63,7 +64,8 @@ def _wait(what: str, done, daemon: subprocess.Popen, log: Path) -> None:
 def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
     """The test above in seconds, without the daemon: workspace.yaml names the project's
     Definitions, bound to the ALIGN_TRACK_* variables, with every sensor and the schedule on
-    by default; dagster.yaml queues at most 2 runs and gives each pool one slot."""
+    by default; dagster.yaml queues at most 2 runs, gives each pool one slot, and turns the
+    UI's welcome modal and telemetry off."""
     import importlib
 
     import dagster as dg
@@ -94,19 +96,21 @@ def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
 
     home = tmp_path / "dagster-home"
     home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         config = instance.get_concurrency_config()
         assert config.run_queue_config.max_concurrent_runs == 2
         assert config.pool_config.default_pool_limit == 1
         assert instance.run_monitoring_enabled
+        # A quiet UI: no welcome modal, nothing sent home.
+        assert not instance.nux_enabled and not instance.telemetry_enabled
 
 
 @pytest.mark.slow
 def test_the_daemon_ingests_a_new_folder_with_no_other_action(tmp_path, small_tree):
     home, data, log = tmp_path / "dagster-home", tmp_path / "data", tmp_path / "daemon.log"
     home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ALIGN_TRACK_", "MLFLOW_", "DAGSTER_"))}
     env |= {"DAGSTER_HOME": str(home), "ALIGN_TRACK_EXPERIMENTS_DIR": str(small_tree),

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from align_track_pipeline.cli import main
-from align_track_pipeline.cli.instance import open_instance, prepare_home
+from align_track_pipeline.cli.instance import INSTANCE_CONFIG, open_instance, prepare_home
 from tests.conftest import REPO
 
 ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
@@ -23,7 +23,7 @@ def test_unset_means_embedded_sqlite_as_before(data_dir, monkeypatch):
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
     config = yaml.safe_load((data_dir / "dagster" / "dagster.yaml").read_text())
     assert "storage" not in config
-    assert config == yaml.safe_load((REPO / "dagster.yaml").read_text())
+    assert config == yaml.safe_load(INSTANCE_CONFIG.read_text())
 
 
 def test_the_generated_config_names_the_variable_never_its_value(data_dir, monkeypatch):
@@ -44,7 +44,7 @@ def test_the_generated_config_names_the_variable_never_its_value(data_dir, monke
 def test_a_copy_seeded_by_an_earlier_version_is_regenerated(data_dir, monkeypatch):
     home = data_dir / "dagster"
     home.mkdir(parents=True)
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     monkeypatch.setenv("ALIGN_TRACK_POSTGRES_URL", "postgresql+psycopg2://u@db.example/d")
     prepare_home(data_dir)
     assert "storage" in yaml.safe_load((home / "dagster.yaml").read_text())

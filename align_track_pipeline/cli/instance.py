@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from align_track_pipeline.core.locations import REPO_ROOT
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.base import TargetError
 
@@ -30,6 +29,9 @@ PROJECT_HEADER = "# Dagster instance settings for align-track-pipeline."
 # dagster-postgres needs psycopg2: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, on
 # which dagster-postgres fails (server-side parameters in its NOTIFY), so the driver is named.
 POSTGRES_SCHEME = "postgresql+psycopg2"
+# The project's instance settings. Kept in the package, not at the repository root, where
+# `dagster dev` would warn that a dagster.yaml in the working directory "will not be used".
+INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
 
 
 def dagster_home(data_dir: Path) -> Path:
@@ -40,7 +42,7 @@ def instance_config(env: Mapping[str, str] | None = None) -> dict:
     """The project's dagster.yaml, plus Postgres storage read from the environment when
     `ALIGN_TRACK_POSTGRES_URL` is set (checked here, so a typo fails with its name)."""
     env = os.environ if env is None else env
-    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text()) or {}
+    config = yaml.safe_load(INSTANCE_CONFIG.read_text()) or {}
     url = env.get(POSTGRES_ENV)
     if url:
         check_postgres_url(url)

@@ -17,7 +17,9 @@ from align_track_pipeline.core.locations import default_data_dir, default_experi
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.trackers.aim.tracker import UI_PORT as AIM_UI_PORT
 from align_track_pipeline.core.trackers.base import TargetError
+from align_track_pipeline.core.trackers.mlflow.tracker import UI_PORT as MLFLOW_UI_PORT
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
 
 
@@ -86,12 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     _store_command(sub, "aim-ui", "start `aim up` on the Aim repo (127.0.0.1)", "--aim-repo",
-                   cmd_aim_ui).add_argument("--port", type=int, default=43800)
+                   cmd_aim_ui).add_argument("--port", type=int, default=AIM_UI_PORT)
     _store_command(sub, "aim-reindex", "bring the Aim repo index up to date", "--aim-repo",
                    cmd_aim_reindex).add_argument("--full", action="store_true",
                                                  help="rebuild the whole index (slow)")
     _store_command(sub, "mlflow-ui", "start the MLflow UI on the store (127.0.0.1)",
-                   "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=int, default=5000)
+                   "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=int,
+                                                                 default=MLFLOW_UI_PORT)
+
+    dagster_ui = sub.add_parser("dagster-ui", help="start the Dagster UI and daemon (127.0.0.1)")
+    dagster_ui.add_argument("--experiments-dir", type=Path, default=None)
+    dagster_ui.add_argument("--data-dir", type=Path, default=None)
+    dagster_ui.add_argument("--port", type=int, default=3000)
+    dagster_ui.set_defaults(func=cmd_dagster_ui)
 
     home = sub.add_parser("dagster-home", help="write the Dagster instance home's config "
                           "(for dagster dev / dagster-daemon) and print the home's path")
@@ -203,18 +212,46 @@ def cmd_status(args: argparse.Namespace) -> Result:
     return 0, None
 
 
+def cmd_dagster_ui(args: argparse.Namespace) -> Result:
+    """`dg dev` (the UI and the daemon) on the instance `ingest` uses, seeded with the project's
+    dagster.yaml first (no welcome modal, no telemetry), over the same tree and data dir."""
+    from align_track_pipeline.cli.instance import prepare_home
+
+    experiments, data = _dirs(args)
+    os.environ["DAGSTER_HOME"] = str(prepare_home(data))
+    os.environ["ALIGN_TRACK_DATA_DIR"] = str(data)
+    os.environ["ALIGN_TRACK_EXPERIMENTS_DIR"] = str(experiments)
+    return _serve("Dagster", ["dg", "dev", "-m", "align_track_pipeline.definitions"], args.port,
+                  os.environ["DAGSTER_HOME"])
+
+
 def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
-    """`mlflow ui` bound to loopback, on the same store `ingest` writes."""
+    """`mlflow server` bound to loopback, on the same store `ingest` writes: one worker and no
+    job runner (they only serve writes this UI never makes), about a sixth of the default's
+    memory. Prints the parents-only view of the experiment when it exists."""
+    from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id
+    from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
+
     data = (args.data_dir or Path(default_data_dir())).resolve()
-    uri = create("mlflow", _settings(args, data)).tracking_uri
-    return _serve("MLflow", ["mlflow", "ui", "--backend-store-uri", uri], args.port, uri)
+    tracker = create("mlflow", _settings(args, data))
+    found = experiment_id(tracker.tracking_uri, tracker.experiment)
+    ui = f"http://127.0.0.1:{args.port}"
+    print(f"Experiments, one row each: {parents_only_url(ui, found)}" if found else
+          f"Experiment {tracker.experiment!r} not written yet: run `align-track ingest`",
+          file=sys.stderr)
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return _serve("MLflow", ["mlflow", "server", "--backend-store-uri", tracker.tracking_uri,
+                             "--workers", "1"], args.port, tracker.tracking_uri)
 
 
 def cmd_aim_ui(args: argparse.Namespace) -> Result:
-    """`aim up` bound to loopback, on the repo `ingest` writes."""
+    """`aim up` bound to loopback, on the repo `ingest` writes: one worker, no telemetry, the
+    project named after this pipeline (Aim hard-codes "My awesome project")."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
     repo = create("aim", _settings(args, data)).repo
-    return _serve("Aim", ["aim", "up", "--repo", repo], args.port, repo)
+    os.environ["AIM_UI_TELEMETRY_ENABLED"] = "0"
+    return _serve("Aim", [sys.executable, "-m", "align_track_pipeline.core.trackers.aim.ui",
+                          "--repo", repo, "--workers", "1", "-y"], args.port, repo)
 
 
 def _serve(what: str, cmd: list[str], port: int, store: str) -> Result:

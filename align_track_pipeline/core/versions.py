@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 
 # Bump when parsing changes what lands in the tables: every partition becomes stale.
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
-MLFLOW_LAYOUT_VERSION = "1"
-AIM_LAYOUT_VERSION = "1"
+MLFLOW_LAYOUT_VERSION = "2"
+AIM_LAYOUT_VERSION = "2"
 
 KEY_SEPARATOR = "::"
 

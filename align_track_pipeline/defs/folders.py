@@ -14,6 +14,14 @@ from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 OBSERVE_JOB = "observe_experiment_folders"
+FOLDERS_DESCRIPTION = (
+    "The experiment-data tree itself, one partition per run directory. It is observed, never "
+    "materialized: an observation records a folder's data version (a hash of its input files), "
+    "and a new version marks that partition's tables stale. Dagster's partition bar counts "
+    "materializations only, so here it always reads \"0% filled\" and every partition "
+    "\"Missing\": that is expected, not a failure. What was ingested shows on `experiments` and "
+    "`scenes`; the observation history of a partition shows when its folder last changed."
+)
 
 
 def register_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
@@ -81,8 +89,7 @@ with quiet_about(dg.BetaWarning):  # observable source assets are "beta" in Dags
         name=FOLDERS,
         partitions_def=experiment_partitions,
         group_name="tree",
-        description="One run directory of the experiment-data tree per partition. Its data "
-        "version is a hash of the input files; a new version marks the partition's tables stale.",
+        description=FOLDERS_DESCRIPTION,
     )(observe_folders)
 
 # Observing is a run of its own: `materialize()` of an observable source records nothing.

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
 from align_track_pipeline.core.tables.schema import PREVIEW_COLUMNS, TABLES
+from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.core.tables.writer import TableWrite
+
+TABLE_ROWS = "rows in table"
+
+
+class TableRows:
+    """The size of each table over all its partitions, kept current as a batch writes: the
+    partition files' footers are read once per batch, then each write replaces its file's
+    count. `dagster/row_count` is the partition's own size; this is the table's."""
+
+    def __init__(self, store: ParquetStore, tables: tuple[str, ...]):
+        self._files = {table: store.row_counts(table) for table in tables}
+        self._totals = {table: sum(files.values()) for table, files in self._files.items()}
+
+    def after(self, write: TableWrite) -> int:
+        """The table's rows once this partition file holds `write.rows`."""
+        files = self._files[write.table]
+        name = Path(write.path).name
+        self._totals[write.table] += write.rows - files.get(name, 0)
+        files[name] = write.rows
+        return self._totals[write.table]
 
 
 def column_schema(table: str) -> dg.TableSchema:
@@ -35,9 +58,10 @@ def _cell(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def partition_metadata(write: TableWrite, source_version: str) -> dict:
+def partition_metadata(write: TableWrite, source_version: str, table_rows: int) -> dict:
     return {
         "dagster/row_count": write.rows,
+        TABLE_ROWS: dg.MetadataValue.int(table_rows),
         "path": dg.MetadataValue.path(write.path),
         "source_version": source_version,
         "preview": preview(write.table, write.preview),

@@ -14,10 +14,11 @@ from align_track_pipeline.defs.checks import CHECKED_TABLES, TABLE_CHECK_SPECS, 
 from align_track_pipeline.defs.dagster_compat import (
     CODE_VERSION_TAG,
     DATA_VERSION_TAG,
+    evaluated_check_outputs,
     record_failed_attempt,
 )
 from align_track_pipeline.defs.freshness import FOLDERS, provenance_tags
-from align_track_pipeline.defs.metadata import column_schema, partition_metadata
+from align_track_pipeline.defs.metadata import TableRows, column_schema, partition_metadata
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
@@ -71,6 +72,7 @@ def parse_run_dirs(
         cache.close()
     provenance = provenance_tags(context.instance, PARSER_VERSION, [FOLDERS], keys)
     jobs = [PartitionJob(k, tree.root, store.data_dir, versions[k], selected) for k in keys]
+    sizes = TableRows(store.parquet, selected)
     failures: dict[str, str] = {}
     scenes = 0
     report_every = max(1, len(keys) // 20)  # log lines are stored events too: ~20 per run
@@ -81,7 +83,7 @@ def parse_run_dirs(
             for table in selected:  # marked failed when the run fails, without a re-run
                 record_failed_attempt(context, dg.AssetKey(table), write.key)
             continue
-        for event in _events(write, provenance[write.key]):
+        for event in _events(write, provenance[write.key], sizes):
             context.log_event(event)
         scenes += write.scenes
         if n % report_every == 0 or n == len(keys):
@@ -92,7 +94,7 @@ def parse_run_dirs(
             + "; ".join(failures.values()),
             metadata={"failures": dg.MetadataValue.json(failures)},
         )
-    yield from ()
+    yield from evaluated_check_outputs(context)
 
 
 def _run(jobs: list[PartitionJob]) -> Iterable[PartitionWrite]:
@@ -110,7 +112,7 @@ def _pooled(jobs: list[PartitionJob]) -> Iterator[PartitionWrite]:
 
 
 def _events(
-    write: PartitionWrite, provenance: dict[str, str]
+    write: PartitionWrite, provenance: dict[str, str], sizes: TableRows
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     tags = provenance | {DATA_VERSION_TAG: table_version(write.source_version),
                          CODE_VERSION_TAG: PARSER_VERSION}
@@ -118,7 +120,7 @@ def _events(
         yield dg.AssetMaterialization(
             asset_key=table.table,
             partition=write.key,
-            metadata=partition_metadata(table, write.source_version),
+            metadata=partition_metadata(table, write.source_version, sizes.after(table)),
             tags=tags,
         )
         if table.table in CHECKED_TABLES:

@@ -57,3 +57,28 @@ def test_deleted_runs_disappear_without_reindex(tmp_path):
     assert repo.delete_runs([gone]) == (True, [])
     assert not aim_compat.run_exists(repo, gone)
     assert [r["hash"] for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")] == [keep]
+
+
+def test_aim_hard_codes_the_project_name_and_name_project_replaces_it(tmp_path, monkeypatch):
+    """Aim 3.29 stores no project name: `Project()` (what /api/projects/ returns) says "My
+    awesome project" until `name_project`, which `align-track aim-ui`'s server calls."""
+    from aim.web.api.projects.project import Project
+    from aim.web.configs import AIM_UI_MOUNTED_REPO_PATH
+
+    aim_compat.open_repo(tmp_path / "aim")
+    monkeypatch.setenv(AIM_UI_MOUNTED_REPO_PATH, str(tmp_path / "aim"))
+    monkeypatch.setattr(Project, "__init__", Project.__init__)  # restored after the test
+    assert Project().name == "My awesome project"
+    aim_compat.name_project("align-track-pipeline")
+    aim_compat.name_project("align-track-pipeline")  # once only, whoever calls it again
+    project = Project()
+    assert project.name == "align-track-pipeline" and project.exists()
+
+
+def test_aim_up_builds_its_server_command_from_an_app_string():
+    """`run_aim_up` swaps the app in the uvicorn command `aim up` runs."""
+    from aim.cli.up import commands
+
+    command = commands.build_uvicorn_command("x.y:app", host="127.0.0.1", port=1, workers=1)
+    assert command[-1] == "x.y:app" and "--workers" in command
+    assert {p.name for p in commands.up.params} >= {"repo", "workers", "host", "port", "yes"}

@@ -33,6 +33,9 @@ def test_plan_has_the_scene_params_and_texts(sample_tree):
     assert run.experiment == "multi_kdma_comp_reg_icl/MJ-high_IO-low"
     assert run.params["kdma"] == {"Moral judgement": 0.8, "Ingroup Bias": 0.2}
     assert {"probe_text", "choices_text", "decision_text", "justification"} <= set(run.params)
+    assert run.texts == {name: run.params[name] for name in (
+        "probe_text", "choices_text", "decision_text", "justification")}
+    assert "\n[1] " in run.texts["choices_text"]  # one choice per line
     assert "timing_seconds" in run.metrics
 
 
@@ -49,6 +52,7 @@ def test_upsert_writes_indexes_and_converges(writer, sample_tree, tmp_path):
         assert got["experiment"] == spec.experiment
         assert {k: got["params"][k] for k in spec.params} == spec.params
         assert got["metrics"] == spec.metrics
+        assert got["texts"] == {name: [text] for name, text in spec.texts.items()}
 
     again = writer.upsert(key, _plan(sample_tree))
     assert again.created == [] and again.unchanged == len(plan)

@@ -3,13 +3,16 @@ MlflowClient."""
 
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, plan_runs
+from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
 from align_track_pipeline.core.trackers.mlflow.writer import TAG_BATCH, MlflowWriter
 from tests.conftest import SAMPLE_TREE
 
@@ -43,6 +46,9 @@ def read_back(uri: str, experiment_id: str) -> dict[str, dict]:
             "metrics": r.data.metrics, "tags": tags,
             "parent": key_of.get(parent) if parent else None,
             "artifacts": _artifacts(client, r.info.run_id),
+            "duration": r.info.end_time - r.info.start_time,
+            # a start from the data is exact; one counted from the write time varies
+            "start": r.info.start_time if tags["start_time_source"] == "run_dir_name" else None,
         }
     return out
 
@@ -69,6 +75,9 @@ def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path):
         assert run["tags"] == spec.tags | {TAG_BATCH: True}
         assert run["parent"] == spec.parent_key
         assert run["artifacts"] == sorted(spec.artifacts)
+        assert run["duration"] == spec.span.end - spec.span.start
+        if spec.base_ms is not None:
+            assert run["start"] == spec.base_ms + spec.span.start
     child = next(s for s in planned if s.parent_key)
     client = MlflowClient(writer.tracking_uri)
     run_id = next(r.info.run_id
@@ -77,6 +86,17 @@ def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path):
     artifact = f"scene_{child.params['scene_index']}/scene_data.json"
     local = client.download_artifacts(run_id, artifact, str(tmp_path / "dl"))
     assert Path(local).read_bytes() == child.artifacts[artifact]
+
+
+def test_children_come_in_scene_order_by_start_time(tmp_path):
+    """The MLflow UI orders runs by start time: a parent's children then read idx0, idx1..."""
+    writer = _sqlite(tmp_path)
+    rel = RELS[2]  # no start time in the data: counted from the write time
+    writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel))
+    runs = MlflowClient(writer.tracking_uri).search_runs(
+        [writer.experiment_id], "tags.run_type = 'scene'", order_by=["attributes.start_time"])
+    assert [int(r.data.params["scene_index"]) for r in runs] == list(range(len(runs)))
+    assert len(runs) >= 4 and all(r.info.end_time > r.info.start_time for r in runs)
 
 
 @pytest.mark.slow
@@ -199,3 +219,22 @@ def test_delete_partition(tmp_path):
     assert writer.delete_partition(gone.key) == len(_specs(SAMPLE_TREE, gone.rel_path))
     left = read_back(writer.tracking_uri, writer.experiment_id)
     assert left and not any(k.startswith(gone.key + "::") for k in left)
+
+
+def test_the_parents_only_url_filters_to_one_run_per_experiment_row(tmp_path):
+    writer = _sqlite(tmp_path)
+    planned = []
+    for rel in RELS:
+        planned += _specs(SAMPLE_TREE, rel)
+        writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel))
+    url = parents_only_url("http://127.0.0.1:5000/", writer.experiment_id)
+    route, query = url.split("?", 1)
+    assert route == f"http://127.0.0.1:5000/#/experiments/{writer.experiment_id}/runs"
+    search_filter = parse_qs(query)["searchFilter"][0]
+    runs = MlflowClient(writer.tracking_uri).search_runs([writer.experiment_id], search_filter)
+    assert sorted(r.data.tags[TAG_KEY] for r in runs) == sorted(
+        s.key for s in planned if s.parent_key is None)
+    assert experiment_id(writer.tracking_uri, "align-system") == writer.experiment_id
+    assert experiment_id(writer.tracking_uri, "never-written") is None
+    assert experiment_id(f"sqlite:///{tmp_path}/absent.db", "align-system") is None
+    assert not (tmp_path / "absent.db").exists()

@@ -1,14 +1,19 @@
 """Run planning from Parquet rows: structure, limits, hashing."""
 
-from align_track_pipeline.core.source.discovery import RunDir
+from datetime import UTC, datetime
+
+from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.mlflow.plan import (
     FLAT,
+    JUSTIFICATION_EXCERPT,
+    MAX_NAME_CHARS,
     MAX_PARAM_CHARS,
     TAG_HASH,
     TAG_KEY,
     plan_runs,
 )
+from align_track_pipeline.core.trackers.mlflow.times import started_at_ms
 from tests.conftest import SAMPLE_TREE
 
 LIVE = "phase2_june_eval_live/baseline/2025-06-12__14-03-55"
@@ -32,7 +37,9 @@ def test_hierarchical_plan_has_a_parent_per_target_and_a_child_per_scene():
         assert {k: child.params[k] for k in parent.params} == parent.params
         assert child.tags["run_type"] == "scene" and parent.tags["run_type"] == "parent"
         index = child.params["scene_index"]
-        assert child.name == f"{child.params['scenario_id']}_idx{index}"
+        assert child.name == (f"{child.params['adm']} | {child.params['alignment_target_id']} | "
+                              f"{child.params['scenario_id']} {child.params['scene_id']} "
+                              f"idx{index} | {LIVE}")
         assert f"scene_{index}/scene_data.json" in child.artifacts
 
 
@@ -77,3 +84,75 @@ def test_hashes_are_stable_and_follow_content():
     scenes[2]["item_json"] = scenes[2]["item_json"].replace("Random", "Changed")
     changed = {s.tags[TAG_KEY]: s.tags[TAG_HASH] for s in plan_runs(exps, scenes, None)}
     assert [k for k in first if first[k] != changed[k]] == [f"{exps[0]['partition_key']}::2"]
+
+
+def test_scene_runs_carry_the_decision():
+    exps, scenes = _rows(LIVE)
+    children = [s for s in plan_runs(exps, scenes, None) if s.parent_key]
+    for child, scene in zip(children, sorted(scenes, key=lambda s: (
+            [e["alignment_target_id"] for e in exps].index(s["alignment_target_id"]),
+            s["scene_index"])), strict=True):
+        assert child.params["scene_index"] == str(scene["scene_index"])
+        assert child.params["choice_index"] == str(scene["choice_index"])
+        assert child.params["action_type"] == scene["action_type"]
+        assert child.params["action_id"] == scene["action_id"]
+        assert child.params["decision"] == scene["decision_text"]
+        assert child.params["justification"] == scene["justification"]
+    assert {c.params["action_type"] for c in children} >= {"TREAT_PATIENT", "END_SCENE"}
+
+
+def test_a_long_justification_is_an_excerpt_with_the_full_text_beside_it():
+    exps, scenes = _rows("random/unaligned")
+    scenes[1]["justification"] = "why " * 400
+    child = [s for s in plan_runs(exps, scenes, None) if s.parent_key][1]
+    assert child.params["justification"].startswith(("why " * 400)[:JUSTIFICATION_EXCERPT])
+    assert "1600 chars; full text in artifact scene_1/justification.txt" in (
+        child.params["justification"])
+    assert child.artifacts["scene_1/justification.txt"] == ("why " * 400).encode()
+
+
+def test_scene_run_names_are_unique_in_the_experiment():
+    names = []
+    for run_dir in find_run_dirs(SAMPLE_TREE):
+        exps, scenes = _rows(run_dir.rel_path)
+        names += [s.name for s in plan_runs(exps, scenes, None)]
+    assert len(names) == len(set(names)) and max(map(len, names)) <= MAX_NAME_CHARS
+
+
+def test_live_runs_start_when_their_directory_says_and_scenes_follow_in_order():
+    exps, scenes = _rows(LIVE)
+    specs = plan_runs(exps, scenes, None)
+    start = int(datetime(2025, 6, 12, 14, 3, 55, tzinfo=UTC).timestamp() * 1000)
+    assert {s.base_ms for s in specs} == {start}
+    assert {s.tags["start_time_source"] for s in specs} == {"run_dir_name"}
+    children = sorted((s for s in specs if s.parent_key), key=lambda s: s.span.start)
+    assert [int(c.params["scene_index"]) for c in children] == list(range(len(scenes)))
+    timing = {s["scene_index"]: s["timing_seconds"] for s in scenes}
+    for child in children:
+        assert child.span.end - child.span.start == round(
+            timing[int(child.params["scene_index"])] * 1000)
+    for parent in (s for s in specs if s.parent_key is None):
+        own = [c for c in children if c.parent_key == parent.key]
+        assert parent.span.start == min(c.span.start for c in own)
+        assert parent.span.end >= max(c.span.end for c in own)
+        total = next(e for e in exps if e["alignment_target_id"] == parent.params[
+            "alignment_target_id"])["timing_total_seconds"]
+        assert parent.span.end - parent.span.start >= round(total * 1000)
+
+
+def test_runs_without_a_start_in_the_data_count_from_the_write_time():
+    exps, scenes = _rows("random/unaligned")
+    for scene in scenes:
+        scene["timing_seconds"] = None  # untimed scenes still keep their order
+    specs = plan_runs(exps, scenes, None)
+    assert {s.base_ms for s in specs} == {None}
+    assert {s.tags["start_time_source"] for s in specs} == {"write_time"}
+    starts = [s.span.start for s in specs if s.parent_key]
+    assert starts == sorted(set(starts))
+
+
+def test_directory_names_with_a_start_time():
+    assert started_at_ms("a/2025-06-12__14-03-55") == 1749737035000
+    assert started_at_ms("outputs/2025-06-12/14-03-55/x") == 1749737035000
+    assert started_at_ms("pipeline_baseline/moral_judgement-0.2") is None
+    assert started_at_ms("a/2025-13-45__99-00-00") is None

@@ -66,6 +66,13 @@ def test_checks_are_evaluated_per_partition(sample_tree, data_dir, instance):
         ("scenes", "row_contract", key) for key in keys
     }
     assert all(e.passed for e in evaluations)
+    # The check's output is yielded: no false "did not yield ... expected outputs" line, and
+    # no extra evaluation or materialization comes with it.
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("scenes so far" in m for m in logged)  # the run's own lines are read here
+    assert not [m for m in logged if "did not yield" in m]
+    assert len(evaluations) == len(keys)
+    assert len(instance.fetch_materializations(dg.AssetKey("scenes"), limit=100).records) == 3
     first = next(e for e in evaluations if e.partition == keys[0])
     items = item_count(find_run_dirs(sample_tree)[0].path)
     assert first.metadata["source_items"].value == first.metadata["scenes"].value == items

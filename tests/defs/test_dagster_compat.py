@@ -125,3 +125,31 @@ def test_no_defs_state_storage_resets_what_an_instance_left_behind(instance):
         assert compat.current_defs_state_storage() is instance.defs_state_storage
     assert compat.current_defs_state_storage() is before
 
+
+
+@dg.multi_asset(specs=[dg.AssetSpec("checked")],
+                check_specs=[dg.AssetCheckSpec("ok", asset="checked")])
+def checked(context: dg.AssetExecutionContext):
+    """Logs its check's evaluation as an event, as the tables do per partition."""
+    context.log_event(dg.AssetMaterialization("checked"))
+    context.log_event(dg.AssetCheckEvaluation(asset_key=dg.AssetKey("checked"), check_name="ok",
+                                              passed=True))
+    yield from compat.evaluated_check_outputs(context)
+
+
+def test_evaluated_check_outputs(instance):
+    result = dg.materialize([checked], instance=instance)
+    assert result.success
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert not [m for m in logged if "did not yield" in m]
+    assert [e.passed for e in result.get_asset_check_evaluations()] == [True]  # no second one
+
+
+def test_silence_owners_warning():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        compat.silence_owners_warning()
+        warnings.warn(dg.BetaWarning("Parameter `owners` of initializer X is currently in beta"),
+                      stacklevel=1)
+        warnings.warn(dg.BetaWarning("something else"), stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else"]

@@ -62,6 +62,7 @@ def test_the_asset_writes_one_partition_and_converges(tmp_path, small_tree, data
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert first["written"].value == first["runs"].value == len(runs) == 5
     assert first["parent_run_ids"].value == [parent.info.run_id]
+    assert first["experiment_id"].value == parent.info.experiment_id
     assert again["written"].value == 0 and again["unchanged"].value == 5
     assert again["parent_run_ids"].value == [
         parent.info.run_id]

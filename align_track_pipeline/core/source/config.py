@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -10,14 +9,9 @@ from typing import Any
 import yaml
 
 from align_track_pipeline.core.source.files import SAFE_DUMPER, dig, number
+from align_track_pipeline.core.source.redaction import redact
 
-REDACTED = "***REDACTED***"
 UNALIGNED = "unaligned"
-_SECRET_KEY = re.compile(
-    r"token|secret|passw|api_?key|credential|username|user_name|^user$|endpoint|private_key"
-    r"|access_key|authorization|cookie",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -30,18 +24,6 @@ class RunConfig:
     target_id: str | None
     target_kdmas: dict[str, float] = field(default_factory=dict)
     redacted_yaml: str | None = None
-
-
-def redact(value: Any) -> Any:
-    """A copy of a config with credential-like keys masked, at any depth."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if _SECRET_KEY.search(str(k)) and v is not None else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 def read_run_config(config: dict | None, hydra: dict | None, rel_path: str) -> RunConfig:

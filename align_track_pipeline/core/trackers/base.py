@@ -111,6 +111,7 @@ class Tracker(ABC):
     def links(self, table: str, rows: Sequence[Mapping]) -> dict[str, str]:
         """Row key (`versions.scene_key` / `experiment_key`) -> the address of the row's run
         in this tracker's UI, for table rows (`experiments` or `scenes`) that have a run, in
-        one lookup for all of them. Empty when the UI's address is not known (the default):
-        links are never guessed."""
+        one lookup for all of them. Empty when the tracker has no UI address (the default for
+        a tracker; MLflow's and Aim's default to what `align-track mlflow-ui`/`aim-ui`
+        serve)."""
         return {}

@@ -115,3 +115,34 @@ def _open_index(repo: Repo, wait_seconds: float):
                     f"the index of Aim repo {repo.path} is held by another process (is `aim up` "
                     "indexing?); its indexer will add the new runs, or re-run aim-reindex") from exc
             time.sleep(0.5)
+
+
+# Aim 3.29 has no stored project name: `Project.__init__` sets "My awesome project", read by
+# the UI from /api/projects/. `aim-ui` names it in its server process instead.
+PROJECT_NAME = "align-track-pipeline"
+
+
+def name_project(name: str) -> None:
+    """Make the UI's project (`aim.web.api.projects.project.Project`) carry `name`."""
+    from aim.web.api.projects.project import Project
+
+    original = Project.__init__
+    if getattr(original, "align_track_name", None) == name:
+        return
+
+    def init(self) -> None:
+        original(self)
+        self.name = name
+
+    init.align_track_name = name  # type: ignore[attr-defined]
+    Project.__init__ = init  # type: ignore[method-assign]
+
+
+def run_aim_up(argv: list[str], app: str) -> None:
+    """`aim up ARGV`, its uvicorn server loading the ASGI app `app` ("module:attr") instead of
+    Aim's own `aim.web.run:app` (Aim starts the server as a subprocess from that string)."""
+    from aim.cli.up import commands
+
+    build = commands.build_uvicorn_command
+    commands.build_uvicorn_command = lambda _app, **options: build(app, **options)
+    commands.up.main(args=argv, prog_name="aim up")

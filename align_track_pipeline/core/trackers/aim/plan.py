@@ -1,6 +1,9 @@
 """What to log in Aim for one partition: one flat run per scene, its texts inline.
 
-Pure data, no Aim import; the content hash lets the writer skip unchanged scenes.
+Pure data, no Aim import; the content hash lets the writer skip unchanged scenes. The texts
+(probe, choices, decision, justification) are params, as the layout names them, and also
+`Text` sequences of the same names: the run's Texts tab shows them with their line breaks,
+where the params view shows one JSON string with literal `\n`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ class SceneRun:
     experiment: str
     params: dict[str, Any]
     metrics: dict[str, float]
+    texts: dict[str, str]
 
     @property
     def content_hash(self) -> str:
         body = {"v": AIM_LAYOUT_VERSION, "name": self.name, "experiment": self.experiment,
-                "params": self.params, "metrics": self.metrics}
+                "params": self.params, "metrics": self.metrics, "texts": self.texts}
         return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(),
                                digest_size=16).hexdigest()
 
@@ -58,4 +62,5 @@ def _scene_run(scene: dict, kdmas: dict[str, float]) -> SceneRun:
         experiment=scene["experiment_path"],
         params={k: v for k, v in params.items() if v is not None},
         metrics={k: v for k, v in metrics.items() if v is not None},
+        texts={name: scene[name] for name in TEXT_PARAMS if scene[name] is not None},
     )

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.aim.writer import AimWriter
     from align_track_pipeline.core.trackers.registry import Settings
 
+UI_PORT = 43800  # where `align-track aim-ui` serves the repo by default
+
 
 @dataclass(frozen=True)
 class AimTracker(Tracker):
@@ -85,13 +87,19 @@ class _AimSession:
     def upsert(self, partition: Partition) -> WriteReport:
         result = self.writer.upsert(partition.key,
                                     plan_scene_runs(partition.experiments, partition.scenes))
-        repo = self.tracker.repo
         return WriteReport(
             runs=len(partition.scenes), written=len(result.created),
             unchanged=result.unchanged, deleted=result.deleted,
-            details={"indexed": result.indexed, "repo": repo,
-                     "open": f"`align-track aim-ui` (or `aim up --repo {repo}`), then filter "
-                             f"`run.partition_key == \"{partition.key}\"`"})
+            details={"indexed": result.indexed, "repo": self.tracker.repo,
+                     "query": f'run.partition_key == "{partition.key}"'},
+            links=self._links(partition.scenes))
+
+    def _links(self, scenes: list[dict]) -> dict[str, str]:
+        """Run name -> the run's page in the Aim UI, for each scene run of the partition."""
+        urls = self.tracker.links("scenes", scenes)
+        return {f"{row['scenario_id']}_idx{row['scene_index']}": urls[key]
+                for row in scenes
+                if (key := scene_key(row["partition_key"], row["scene_index"])) in urls}
 
     def remove(self, partition: str, archive: bool) -> int:
         if archive:
@@ -104,10 +112,12 @@ class _AimSession:
 
 def aim_tracker(settings: Settings) -> AimTracker:
     """`--aim-repo`, then ALIGN_TRACK_AIM_REPO, then `<data dir>/aim`: a local directory. The
-    UI's address, for links to runs, from ALIGN_TRACK_AIM_UI_URL."""
+    UI's address, for links to runs: ALIGN_TRACK_AIM_UI_URL, else what `align-track aim-ui`
+    serves."""
     data = Path(settings.data_dir).resolve()
     repo = settings.get("aim_repo", "ALIGN_TRACK_AIM_REPO", str(data / "aim"))
     check_repo(repo)
     return AimTracker(repo=str(Path(repo).resolve()),
                       legacy_manifest=str(data / "state" / "aim_manifest.sqlite"),
-                      ui_url=settings.get("aim_ui_url", "ALIGN_TRACK_AIM_UI_URL") or None)
+                      ui_url=settings.get("aim_ui_url", "ALIGN_TRACK_AIM_UI_URL",
+                                         f"http://127.0.0.1:{UI_PORT}"))

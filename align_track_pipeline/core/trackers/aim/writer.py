@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from aim import Text
+
 from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
@@ -118,6 +120,8 @@ class AimWriter:
                 run[key] = value
             for name, value in spec.metrics.items():
                 run.track(value, name=name)
+            for name, text in spec.texts.items():
+                run.track(Text(text), name=name)
         finally:
             run.close()  # unclosed runs leak threads and file handles
         return run.hash

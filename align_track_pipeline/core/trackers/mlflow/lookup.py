@@ -73,6 +73,30 @@ def _by_api(uri: str, experiment: str, keys: dict[str, str]) -> RunIds:
     return out
 
 
+def experiment_id(tracking_uri: str, experiment: str) -> str | None:
+    """The experiment's id, or None when the store or the experiment was never written (the
+    lookup creates nothing)."""
+    if _missing_sqlite(tracking_uri):
+        return None
+    if is_sql(tracking_uri):
+        from sqlalchemy import create_engine, exc, text
+
+        engine = create_engine(tracking_uri)
+        try:
+            with engine.connect() as conn:
+                found = conn.execute(text("SELECT experiment_id FROM experiments "
+                                          "WHERE name = :name"), {"name": experiment}).first()
+        except (exc.OperationalError, exc.ProgrammingError):  # no schema: nothing written
+            return None
+        finally:
+            engine.dispose()
+        return str(found[0]) if found else None
+    from mlflow import MlflowClient
+
+    found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    return found.experiment_id if found else None
+
+
 def _missing_sqlite(uri: str) -> bool:
     """A SQLite store that was never written: opening it would create it. The database path
     is what follows `sqlite:///` (absolute when it starts with another `/`)."""

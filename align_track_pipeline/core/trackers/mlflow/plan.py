@@ -3,6 +3,11 @@
 Pure data, no MLflow import: one parent per experiment row and one child per scene
 (hierarchical), or one run per experiment row (flat). Every run has a deterministic key and a
 content hash, so a writer can tell "already there, unchanged" from "must be replaced".
+
+A scene run is named after what it is (`ADM | target | scenario scene idxN | run dir`, unique
+within the experiment) and carries what the ADM decided as params (`choice_index`,
+`action_type`, `action_id`, `decision`, a `justification` excerpt), so scenes compare across
+ADMs in the runs table. Start and end times come from the data (`times.py`).
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from align_track_pipeline.core.trackers.mlflow.times import RunTimes, Span, run_times
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
 HIERARCHICAL, FLAT = "hierarchical", "flat"
 MAX_PARAM_CHARS, MAX_TAG_CHARS = 6000, 8000  # MLflow's limits; longer values go to artifacts
+MAX_NAME_CHARS = 250  # the runs table's name column
+JUSTIFICATION_EXCERPT = 500  # enough to read in the runs table; the full text is an artifact
 
 TAG_KEY = "align_track.key"
 TAG_PARTITION = "align_track.partition"
@@ -31,6 +39,8 @@ class RunSpec:
     metrics: dict[str, float]
     tags: dict[str, str]
     artifacts: dict[str, bytes | Path] = field(default_factory=dict)  # relative path -> data
+    base_ms: int | None = None  # epoch ms the span counts from; None: the write time
+    span: Span = Span(0, 0)  # start and end, ms after base_ms
 
     @property
     def content_hash(self) -> str:
@@ -42,16 +52,18 @@ def plan_runs(
 ) -> list[RunSpec]:
     """Parents first, then their children; `run_dir` supplies the source-file artifacts."""
     specs = []
+    times = run_times(experiments[0]["experiment_path"] if experiments else "", scenes)
     for exp in experiments:
-        parent = _parent(exp, run_dir, mode)
+        own = [s for s in scenes if s["alignment_target_id"] == exp["alignment_target_id"]]
+        parent = _parent(exp, run_dir, mode, times, [s["scene_index"] for s in own])
         specs.append(parent)
         if mode == HIERARCHICAL:
-            specs += [_child(parent, s) for s in scenes
-                      if s["alignment_target_id"] == exp["alignment_target_id"]]
+            specs += [_child(parent, s, times) for s in own]
     return specs
 
 
-def _parent(exp: dict, run_dir: Path | None, mode: str) -> RunSpec:
+def _parent(exp: dict, run_dir: Path | None, mode: str, times: RunTimes,
+            indices: list[int]) -> RunSpec:
     params = {
         "adm": exp["adm"],
         "llm_backbone": exp["llm_backbone"],
@@ -76,6 +88,7 @@ def _parent(exp: dict, run_dir: Path | None, mode: str) -> RunSpec:
         "partition_key": exp["partition_key"],
         "has_hydra_config": str(exp["has_hydra_config"]).lower(),
         "source_version": exp["source_version"],
+        "start_time_source": times.source,
     }
     artifacts: dict[str, bytes | Path] = {}
     if exp["hydra_config"] is not None:
@@ -85,34 +98,61 @@ def _parent(exp: dict, run_dir: Path | None, mode: str) -> RunSpec:
             artifacts[f"source/{name}"] = run_dir / name
     key = experiment_key(exp["partition_key"], exp["alignment_target_id"])
     name = f"{exp['experiment_path']} [{exp['alignment_target_id']}]"
-    return _spec(key, name, None, params, metrics, tags, artifacts, exp["partition_key"], mode)
+    span = times.span(indices, exp["timing_total_seconds"])
+    return _spec(key, name, None, params, metrics, tags, artifacts, exp["partition_key"], mode,
+                 times.base_ms, span)
 
 
-def _child(parent: RunSpec, scene: dict) -> RunSpec:
+def _child(parent: RunSpec, scene: dict, times: RunTimes) -> RunSpec:
     index = scene["scene_index"]
+    artifacts = {f"scene_{index}/scene_data.json": scene["item_json"].encode()}
     params = {**parent.params, "scene_id": scene["scene_id"], "scene_index": index,
-              "scenario_id": scene["scenario_id"]}
+              "scenario_id": scene["scenario_id"], **_decision(scene, artifacts)}
     metrics = {"scene.timing_seconds": scene["timing_seconds"],
                **{f"scene.score.{k}": v for k, v in scene["scenario_scores"]}}
     inherited = {k: v for k, v in parent.tags.items() if not k.startswith("align_track.")}
     tags = {**inherited, "run_type": "scene", "scene_id": scene["scene_id"] or "",
             "scene_index": str(index)}
-    artifacts = {f"scene_{index}/scene_data.json": scene["item_json"].encode()}
     key = scene_key(scene["partition_key"], index)
-    name = f"{scene['scenario_id']}_idx{index}"
-    return _spec(key, name, parent.key, params, metrics, tags, artifacts,
-                 scene["partition_key"], HIERARCHICAL)
+    return _spec(key, scene_run_name(scene), parent.key, params, metrics, tags, artifacts,
+                 scene["partition_key"], HIERARCHICAL, times.base_ms, times.scenes[index])
 
 
-def _spec(key, name, parent_key, params, metrics, tags, artifacts, partition, mode) -> RunSpec:
+def scene_run_name(scene: dict) -> str:
+    """`<adm> | <target> | <scenario> <scene id> idx<i> | <run dir>`: what the scene is, first
+    what differs across ADMs; the run directory makes it unique within the experiment."""
+    name = (f"{scene['adm']} | {scene['alignment_target_id']} | {scene['scenario_id']} "
+            f"{scene['scene_id'] or '-'} idx{scene['scene_index']} | {scene['experiment_path']}")
+    if len(name) <= MAX_NAME_CHARS:
+        return name
+    tail = f"...{hashlib.blake2b(name.encode(), digest_size=4).hexdigest()}"
+    return name[: MAX_NAME_CHARS - len(tail)] + tail
+
+
+def _decision(scene: dict, artifacts: dict[str, bytes | Path]) -> dict:
+    """What the ADM decided; a long justification is cut to an excerpt that says where the
+    full text is."""
+    justification = scene["justification"]
+    if justification is not None and len(justification) > JUSTIFICATION_EXCERPT:
+        path = f"scene_{scene['scene_index']}/justification.txt"
+        artifacts[path] = justification.encode()
+        note = f" ... [{len(justification)} chars; full text in artifact {path}]"
+        justification = justification[:JUSTIFICATION_EXCERPT] + note
+    return {"choice_index": scene["choice_index"], "action_type": scene["action_type"],
+            "action_id": scene["action_id"], "decision": scene["decision_text"],
+            "justification": justification}
+
+
+def _spec(key, name, parent_key, params, metrics, tags, artifacts, partition, mode, base_ms,
+          span) -> RunSpec:
     params = {k: str(v) for k, v in params.items() if v is not None}
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
     tags = {k: str(v) for k, v in tags.items() if v is not None}
     _spill(params, MAX_PARAM_CHARS, "params", artifacts)
     _spill(tags, MAX_TAG_CHARS, "tags", artifacts)
     tags |= {TAG_KEY: key, TAG_PARTITION: partition, "mlflow.runName": name}
-    tags[TAG_HASH] = _hash(params, metrics, tags, artifacts, mode)
-    return RunSpec(key, name, parent_key, params, metrics, tags, artifacts)
+    tags[TAG_HASH] = _hash(params, metrics, tags, artifacts, mode, [base_ms, span.start, span.end])
+    return RunSpec(key, name, parent_key, params, metrics, tags, artifacts, base_ms, span)
 
 
 def _spill(values: dict[str, str], limit: int, kind: str, artifacts: dict) -> None:
@@ -125,10 +165,11 @@ def _spill(values: dict[str, str], limit: int, kind: str, artifacts: dict) -> No
             values[key] = value[: limit - len(note)] + note
 
 
-def _hash(params: dict, metrics: dict, tags: dict, artifacts: dict, mode: str) -> str:
+def _hash(params: dict, metrics: dict, tags: dict, artifacts: dict, mode: str,
+          times: list) -> str:
     digest = hashlib.blake2b(digest_size=16)
     body = {"layout": MLFLOW_LAYOUT_VERSION, "mode": mode, "params": params,
-            "metrics": metrics, "tags": tags, "artifacts": sorted(artifacts)}
+            "metrics": metrics, "tags": tags, "artifacts": sorted(artifacts), "times": times}
     digest.update(json.dumps(body, sort_keys=True).encode())
     for path in sorted(artifacts):
         data = artifacts[path]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL, plan_runs
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.registry import Settings
 
 DEFAULT_EXPERIMENT = "align-system"
+PARENTS_ONLY_LABEL = "experiments, one row each"
+UI_PORT = 5000  # where `align-track mlflow-ui` serves the store by default
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class MlflowTracker(Tracker):
     # True when the artifact root was chosen (ALIGN_TRACK_MLFLOW_ARTIFACTS): a tracking server
     # then puts new experiments there too, instead of its own default.
     shared_artifacts: bool = False
-    ui_url: str | None = None  # e.g. http://127.0.0.1:5000, for links in the Dagster UI
+    ui_url: str | None = None  # e.g. http://127.0.0.1:5000: links in the Dagster UI and search
 
     name = "mlflow"
     version_tag = "m"
@@ -88,16 +90,26 @@ class _MlflowSession:
                           self.tracker.mode)
         result = self.writer.upsert(partition.key, specs)
         parents = {s.name: result.run_ids[s.key] for s in specs if s.parent_key is None}
-        ui_url = self.tracker.ui_url
-        links = ({name: run_url(ui_url, self.writer.experiment_id, run_id)
-                  for name, run_id in parents.items()} if ui_url else {})
+        links = self._links(parents)
         written = len(specs) if result.written else 0
         return WriteReport(
             runs=len(specs), written=written, unchanged=len(specs) - written,
             deleted=result.deleted, links=links,
             details={"parent_runs": len(parents), "parent_run_ids": list(parents.values()),
                      "experiment": self.tracker.experiment,
+                     "experiment_id": self.writer.experiment_id,  # for parents_only_url
                      "tracking_uri": without_credentials(self.tracker.tracking_uri)})
+
+    def _links(self, parents: dict[str, str]) -> dict[str, str]:
+        """Each parent run's page, and the experiment's parents-only view (hierarchical mode:
+        a flat experiment holds nothing else)."""
+        ui_url, experiment = self.tracker.ui_url, self.writer.experiment_id
+        if not ui_url:
+            return {}
+        links = {name: run_url(ui_url, experiment, run_id) for name, run_id in parents.items()}
+        if not self.tracker.flat:
+            links[PARENTS_ONLY_LABEL] = parents_only_url(ui_url, experiment)
+        return links
 
     def remove(self, partition: str, archive: bool) -> int:
         if archive:
@@ -139,6 +151,17 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+# Parents (hierarchical) and flat runs: every run that is not a scene.
+PARENTS_FILTER = 'tags.run_type != "scene"'
+
+
+def parents_only_url(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs page filtered to its parent runs: one row per experiment row, so
+    paging counts experiments, not scenes (the UI reads `searchFilter` from the URL)."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?searchFilter={quote(PARENTS_FILTER, safe='')}")
+
+
 def without_credentials(uri: str) -> str:
     """The URI without a `user:password@` part: safe to show and to record."""
     parts = urlsplit(uri)
@@ -149,7 +172,7 @@ def without_credentials(uri: str) -> str:
 
 def mlflow_tracker(settings: Settings) -> MlflowTracker:
     """Flags, then MLFLOW_TRACKING_URI / ALIGN_TRACK_MLFLOW_* variables, then SQLite in the
-    data dir with artifacts beside it.
+    data dir with artifacts beside it; the UI's address for links, then `default_ui_url`.
 
     ALIGN_TRACK_MLFLOW_ARTIFACTS (a shared folder or any artifact URI MLflow accepts) is where
     experiments this tracker creates keep their artifacts; without it they go to this writer's
@@ -157,14 +180,22 @@ def mlflow_tracker(settings: Settings) -> MlflowTracker:
     options here: MLflow's client reads MLFLOW_TRACKING_USERNAME / _PASSWORD (or _TOKEN)
     from the environment itself, and nothing of ours copies them anywhere."""
     data = Path(settings.data_dir).resolve()
+    uri = settings.get("mlflow_uri", "MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db")
     artifacts = settings.get("mlflow_artifacts", "ALIGN_TRACK_MLFLOW_ARTIFACTS")
     return MlflowTracker(
-        tracking_uri=settings.get("mlflow_uri", "MLFLOW_TRACKING_URI",
-                                  f"sqlite:///{data}/mlflow.db"),
+        tracking_uri=uri,
         experiment=settings.get("mlflow_experiment", "ALIGN_TRACK_MLFLOW_EXPERIMENT",
                                 DEFAULT_EXPERIMENT),
         flat=settings.get("flat", "ALIGN_TRACK_MLFLOW_FLAT") == "1",
         artifact_root=artifacts or str(data / "mlflow-artifacts"),
         shared_artifacts=bool(artifacts),
-        ui_url=settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL") or None,
+        ui_url=settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL", default_ui_url(uri)),
     )
+
+
+def default_ui_url(tracking_uri: str) -> str:
+    """Where the runs are seen unless ALIGN_TRACK_MLFLOW_UI_URL says otherwise: an `mlflow
+    server` serves its own UI; any other store is what `align-track mlflow-ui` serves."""
+    if urlsplit(tracking_uri).scheme.lower() in ("http", "https"):
+        return without_credentials(tracking_uri).rstrip("/")
+    return f"http://127.0.0.1:{UI_PORT}"

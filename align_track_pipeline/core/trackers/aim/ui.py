@@ -1,0 +1,47 @@
+"""`aim up` with the project named after this pipeline: `python -m` this module with `aim up`'s
+options. Its uvicorn server imports `app` from here, which names the project first."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from align_track_pipeline.core.trackers.aim import compat
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: Aim's own ASGI app, imported (in the server process) after the naming."""
+    if name != "app":
+        raise AttributeError(name)
+    compat.name_project(compat.PROJECT_NAME)
+    from aim.web.run import app
+
+    return app
+
+
+def _stop(signum: int, _frame: object) -> None:
+    """`aim up` runs its server as a child and leaves it running when only `aim up` is
+    signalled (`kill PID`): pass the signal on to the children, then exit."""
+    for pid in _children(os.getpid()):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    raise SystemExit(128 + signum)
+
+
+def _children(parent: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                out.append(int(stat.parent.name))
+    return out
+
+
+if __name__ == "__main__":
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _stop)
+    compat.run_aim_up(sys.argv[1:], f"{__spec__.name}:app")

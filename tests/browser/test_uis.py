@@ -1,0 +1,100 @@
+"""What a user sees in the three UIs over the ingested bundled tree, in a real browser."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import pyarrow.dataset as ds
+from playwright.sync_api import expect
+
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
+from align_track_pipeline.core.versions import scene_key
+from tests.conftest import SAMPLE_TREE
+
+ASSETS = ("experiment_folders", "experiments", "scenes", "mlflow_runs", "aim_runs", "aim_index",
+          "scene_comparison")
+PARTITION = "random/unaligned"
+
+
+def _p1_scenes(stack) -> list[dict]:
+    scenes = ds.dataset(stack.data / "parquet" / "scenes").to_table(
+        columns=["partition_key", "scene_index", "scene_id", "justification"]).to_pylist()
+    return [s for s in scenes if s["scene_id"] == "P1"]
+
+
+def test_the_dagster_ui_starts_quietly(stack, page):
+    """No warning from the command that starts it, no welcome modal."""
+    log = (stack.logs / "dagster.log").read_text()
+    assert "will not be used" not in log and "dg dev" not in log
+    assert "Warning" not in log, log
+    assert stack.graphql("{ shouldShowNux }") == {"shouldShowNux": False}
+    page.goto(stack.dagster + "/assets", wait_until="domcontentloaded")
+    expect(page.locator('a[href="/assets/scenes"]').first).to_be_visible()
+    expect(page.get_by_text("Join the Dagster community")).to_have_count(0)
+
+
+def test_the_asset_graph_shows_every_asset(stack, page):
+    page.goto(stack.dagster + "/assets/experiment_folders?view=lineage"
+              "&lineageScope=downstream&lineageDepth=10", wait_until="domcontentloaded")
+    for asset in ASSETS:
+        expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+
+
+def test_every_scenes_partition_is_materialized(stack, page):
+    partitions = len(find_run_dirs(SAMPLE_TREE))
+    stats = stack.graphql(
+        '{ assetNodeOrError(assetKey: {path: ["scenes"]}) { ... on AssetNode {'
+        " partitionStats { numMaterialized numPartitions numFailed } } } }"
+    )["assetNodeOrError"]["partitionStats"]
+    assert stats == {"numMaterialized": partitions, "numPartitions": partitions, "numFailed": 0}
+    page.goto(stack.dagster + "/assets/scenes?view=partitions", wait_until="domcontentloaded")
+    expect(page.get_by_text(f"Materialized ({partitions})")).to_be_visible()
+    expect(page.get_by_text("Missing (0)")).to_be_visible()
+
+
+def test_a_partitions_mlflow_link_opens_its_run(stack, page):
+    page.goto(f"{stack.dagster}/assets/mlflow_runs?view=partitions"
+              f"&partition={quote(PARTITION, safe='')}", wait_until="domcontentloaded")
+    link = page.locator(f'a[href^="{stack.mlflow}/#/experiments/"][href*="/runs/"]').first
+    expect(link).to_be_visible()
+    href = link.get_attribute("href")
+    run_id = href.rsplit("/", 1)[1]
+    page.goto(href, wait_until="domcontentloaded")
+    expect(page.get_by_text(run_id).first).to_be_visible()  # the run page's "Run ID"
+    expect(page.get_by_text(f"{PARTITION} [unaligned]").first).to_be_visible()  # its name
+
+
+def test_mlflow_filter_by_scene_lists_scene_runs_with_their_decision(stack, page):
+    experiment = "1"
+    page.goto(f"{stack.mlflow}/#/experiments/{experiment}/runs?searchFilter="
+              + quote('params.scene_id = "P1"', safe=""), wait_until="domcontentloaded")
+    row = page.locator("[role=row]", has_text=f"{PARTITION} [unaligned]").first
+    row.locator('[col-id="attributes.`Run Name`"] button').first.click()  # expand the parent
+    child = page.get_by_text(re.compile(r"DryRunEval\.MJ1 P1 idx0")).first
+    expect(child).to_be_visible()
+    child.click()
+    for name in ("choice_index", "action_type", "action_id", "decision", "justification"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Random choice").first).to_be_visible()  # random's justification
+
+
+def test_aim_query_by_scene_lists_runs_and_a_run_shows_its_justification(stack, page):
+    p1 = _p1_scenes(stack)
+    page.goto(stack.aim + "/runs", wait_until="domcontentloaded")
+    page.locator(".monaco-editor").first.click()
+    page.keyboard.type('run.scene_id == "P1"')
+    page.get_by_role("button", name="Search").first.click()
+    links = page.locator('a[href^="/runs/"]')
+    expect(links).to_have_count(len(p1))
+    hashes = complete_run_hashes(manifest_path(stack.data / "aim"),
+                                 [scene_key(s["partition_key"], s["scene_index"]) for s in p1])
+    by_hash = {run_hash: key for key, run_hash in hashes.items()}
+    href = links.first.get_attribute("href")
+    key = by_hash[href.rsplit("/", 1)[1]]
+    scene = next(s for s in p1 if scene_key(s["partition_key"], s["scene_index"]) == key)
+    page.goto(stack.aim + href, wait_until="domcontentloaded")
+    expect(page.get_by_text("justification", exact=True).first).to_be_visible()
+    shown = re.split(r'["\\\n]', scene["justification"])[0][:40]  # before any JSON escape
+    expect(page.get_by_text(shown).first).to_be_visible()

@@ -1,0 +1,102 @@
+"""Redaction keeps every research setting of the bundled configs and masks every credential."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.source.redaction import REDACTED, redact
+from tests.conftest import SAMPLE_TREE
+
+CONFIGS = sorted(SAMPLE_TREE.rglob(".hydra/config.yaml"))
+# Everything the bundled configs hold that identifies an account of the evaluation service.
+BUNDLED_SECRETS = {"interface.username", "interface.password", "interface.token",
+                   "interface.api_endpoint"}
+
+
+def _leaves(value, path=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, (*path, str(i)))
+    else:
+        yield ".".join(path), value
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.parent.parent.relative_to(
+    SAMPLE_TREE)))
+def test_bundled_configs_keep_every_setting(config: Path):
+    original = dict(_leaves(yaml.safe_load(config.read_text())))
+    redacted = dict(_leaves(redact(yaml.safe_load(config.read_text()))))
+    assert redacted.keys() == original.keys()
+    for path, value in original.items():
+        if path in BUNDLED_SECRETS and value is not None:
+            assert redacted[path] == REDACTED, path
+        else:
+            assert redacted[path] == value, path
+
+
+def test_the_configs_cover_the_cases():
+    """The bundled configs hold both: the settings that used to be lost and real secrets."""
+    texts = [c.read_text() for c in CONFIGS]
+    assert sum("max_generator_tokens: 8192" in t for t in texts) >= 10
+    assert any("password: FAKE-SECRET-DO-NOT-LOG" in t for t in texts)
+
+
+def test_max_generator_tokens_reaches_the_table():
+    rel = "pipeline_comparative_regression/moral_judgement-0.2"
+    config = (SAMPLE_TREE / rel / ".hydra/config.yaml").read_text()
+    assert "max_generator_tokens: 8192" in config
+    parsed = parse_run_dir(RunDir(SAMPLE_TREE / rel, rel), SAMPLE_TREE)
+    stored = parsed.experiments.to_pylist()[0]["hydra_config"]
+    assert "max_generator_tokens: 8192" in stored and REDACTED not in stored
+
+
+SECRET_KEYS = ["password", "db_passwd", "api_key", "apiKey", "OPENAI_API_KEY", "token",
+               "hf_token", "access_token", "accessToken", "auth_token", "refresh_token",
+               "client_secret", "secret", "aws_secret_access_key", "private_key",
+               "credentials", "Authorization", "cookie", "username", "user", "api_endpoint"]
+SETTINGS = {"max_generator_tokens": 8192, "max_new_tokens": 512, "tokenizer": "gpt2",
+            "tokenizer_kwargs": {"padding_side": "left"}, "num_tokens": 3, "max_tokens": 100,
+            "session_type": "eval", "user_prompt_template": "Q: {q}", "author": "someone",
+            "model_name": "mistralai/Mistral-7B-Instruct-v0.3",
+            "input_output_filepath": "/data/shared/samba/phase2_icl/June2025-AF-train_20250523",
+            "adm_name": "pipeline_fewshot_comparative_regression_loo_20icl_rerun",
+            "target": "ComparativeKDMAScorePredictionPromptNoOutcomes",
+            "alignment_target": "ADEPT-DryRun-Moral judgement-0.2", "seed": 1234567890123,
+            "kdes": "jAZuZXdPYmqUk5RoFIwGS0RUcmVllJOUhZRSlCiMFm51bXB5Ll9jb3JlLm11bHRpYXJyYXmUjAxf\n"
+                    "fZQojAlhbGdvcml0aG2UjARhdXRvlIwJYmFuZHdpZHRolEc/szMzMzMzNIwGa2VybmVslIwIZ2F1\n",
+            "url": "https://example.org/v1/models", "justification": "Because sk-style is fine"}
+SECRET_VALUES = ["sk-proj-4f9a8b7c6d5e4f3a2b1c0d9e", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345",
+                 "ghp_0123456789abcdefABCDEF0123456789ab", "AKIAIOSFODNN7EXAMPLE",
+                 "Bearer abcdef0123456789", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl",
+                 "0123456789abcdef0123456789abcdef", "wJalrXUtnFEMI7K7MDENGbPxRfiCY9EXAMPLEKEY"]
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_credential_keys_are_masked(key: str):
+    config = {"interface": {key: "plain-value", "nested": [{key: 12345}]}}
+    assert redact(config) == {"interface": {key: REDACTED, "nested": [{key: REDACTED}]}}
+
+
+@pytest.mark.parametrize("value", SECRET_VALUES)
+def test_credential_values_are_masked_whatever_the_key(value: str):
+    assert redact({"setting": value, "list": [value]}) == {"setting": REDACTED,
+                                                            "list": [REDACTED]}
+
+
+def test_settings_survive():
+    assert redact(SETTINGS) == SETTINGS
+
+
+def test_a_url_keeps_its_host_and_loses_its_password():
+    config = {"db": "postgresql://alice:s3cret@db.example.org:5432/runs",
+              "plain": "https://example.org/a@b"}
+    out = redact(config)
+    assert out["db"] == f"postgresql://{REDACTED}@db.example.org:5432/runs"
+    assert "s3cret" not in json.dumps(out) and out["plain"] == config["plain"]
