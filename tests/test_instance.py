@@ -11,7 +11,6 @@ import yaml
 
 from align_track_pipeline.cli import main
 from align_track_pipeline.cli.instance import INSTANCE_CONFIG, open_instance, prepare_home
-from tests.conftest import REPO
 
 ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
 
