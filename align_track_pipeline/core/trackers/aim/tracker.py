@@ -58,10 +58,12 @@ class AimTracker(Tracker):
         """Index the runs whose index entry is missing or outdated (e.g. written while `aim up`
         held the index), or with `full` rebuild the whole index (slow); returns how many."""
         from align_track_pipeline.core.trackers.aim import compat
+        from align_track_pipeline.core.trackers.aim.writer import index_lock
 
         repo = compat.open_repo(Path(self.repo))
-        return compat.rebuild_index(repo) if full else compat.index_runs(
-            repo, compat.outdated_runs(repo))
+        with index_lock(Path(self.repo)):  # writers of other partitions may be indexing
+            return compat.rebuild_index(repo) if full else compat.index_runs(
+                repo, compat.outdated_runs(repo))
 
 
 def check_repo(repo: str) -> None:
