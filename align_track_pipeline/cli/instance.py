@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.cli.sizing import seeded_config
 from align_track_pipeline.core.locations import REPO_ROOT
 
 
@@ -16,10 +16,11 @@ def dagster_home(data_dir: Path) -> Path:
 
 
 def open_instance(data_dir: Path) -> dg.DagsterInstance:
-    """Open (creating if needed) the instance, seeded with the project's dagster.yaml."""
+    """Open (creating if needed) the instance, seeded with the project's dagster.yaml (one
+    concurrent run per core)."""
     home = dagster_home(data_dir).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() and (REPO_ROOT / "dagster.yaml").exists():
-        shutil.copyfile(REPO_ROOT / "dagster.yaml", config)
+        config.write_text(seeded_config((REPO_ROOT / "dagster.yaml").read_text()))
     return dg.DagsterInstance.from_config(str(home))

@@ -103,7 +103,8 @@ def _run(jobs: list[PartitionJob]) -> Iterable[PartitionWrite]:
 
 
 def _pooled(jobs: list[PartitionJob]) -> Iterator[PartitionWrite]:
-    workers = min(os.cpu_count() or 1, 4)
+    # A worker of `align-track ingest --workers N` gets its share of the cores.
+    workers = int(os.environ.get("ALIGN_TRACK_PARSE_PROCESSES") or min(os.cpu_count() or 1, 4))
     spawn = multiprocessing.get_context("spawn")  # no fork of a threaded Dagster process
     with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
         yield from pool.map(write_partition, jobs, chunksize=4)

@@ -57,3 +57,16 @@ def test_deleted_runs_disappear_without_reindex(tmp_path):
     assert repo.delete_runs([gone]) == (True, [])
     assert not aim_compat.run_exists(repo, gone)
     assert [r["hash"] for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")] == [keep]
+
+
+def test_close_run_stops_the_status_reporter_in_a_safe_order(tmp_path):
+    """The internals `close_run` relies on are there, and its reporter thread ends."""
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    run = aim_compat.lean_run(repo, "exp")
+    reporter = run._checkins
+    assert {"reporter_lock", "refresh_condition", "stop_signal", "thread", "flush"} <= set(
+        dir(reporter))
+    run["adm"] = "x"
+    aim_compat.close_run(run)
+    assert not reporter.thread.is_alive() and reporter.stop_signal.is_set()
+    assert aim_compat.run_exists(repo, run.hash)

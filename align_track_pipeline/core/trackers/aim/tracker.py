@@ -36,6 +36,11 @@ class AimTracker(Tracker):
     def target_id(self) -> str:
         return self.repo
 
+    def max_writers(self, cores: int) -> int:
+        """Each run is its own chunk and the writer locks per partition, so run creation
+        scales with processes; the shared index is written by one at a time, briefly."""
+        return cores
+
     def ui_hint(self) -> str:
         return f"{self.repo}; open with `align-track aim-ui`"
 

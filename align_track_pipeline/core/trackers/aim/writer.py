@@ -154,7 +154,7 @@ class AimWriter:
             for name, value in spec.metrics.items():
                 run.track(value, name=name)
         finally:
-            run.close()  # unclosed runs leak threads and file handles
+            aim_compat.close_run(run)  # unclosed runs leak threads and file handles
         return run.hash
 
     def _delete(self, run_hashes: list[str]) -> None:

@@ -1,0 +1,37 @@
+"""How much runs in parallel: from the cores and the configured stores, not fixed numbers.
+
+- Pools: each tracker's pool gets the tracker's `max_writers(cores)` (Aim: one per core; MLflow:
+  one on SQLite, one per core on Postgres or a server), set in the instance whenever
+  `align-track ingest` opens it, so the daemon's runs and the CLI's follow the same limits.
+- Runs: the `dagster.yaml` that `align-track` seeds into DAGSTER_HOME allows one concurrent
+  run per core.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import dagster as dg
+
+from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.defs.dagster_compat import set_pool_limit
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+def size_pools(instance: dg.DagsterInstance, trackers: list[Tracker],
+               n_cores: int | None = None) -> dict[str, int]:
+    """Set each tracker's pool limit in the instance; returns pool -> limit."""
+    limits = {t.name: t.max_writers(n_cores or cores()) for t in trackers}
+    for pool, limit in limits.items():
+        set_pool_limit(instance, pool, limit)
+    return limits
+
+
+def seeded_config(text: str, n_cores: int | None = None) -> str:
+    """The project's dagster.yaml as seeded into DAGSTER_HOME: one concurrent run per core."""
+    return re.sub(r"(max_concurrent_runs:\s*)\d+", rf"\g<1>{n_cores or cores()}", text,
+                  count=1)
