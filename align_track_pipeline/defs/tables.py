@@ -18,7 +18,7 @@ from align_track_pipeline.defs.dagster_compat import (
 )
 from align_track_pipeline.defs.freshness import FOLDERS, provenance_tags
 from align_track_pipeline.defs.metadata import column_schema, partition_metadata
-from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.partitions import batch_policy, experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 TABLE_ASSETS = ("experiments", "scenes")
@@ -48,7 +48,7 @@ PARALLEL_FROM = 8
     ],
     check_specs=TABLE_CHECK_SPECS,
     partitions_def=experiment_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=batch_policy(),
     can_subset=True,
     name="parse_run_dirs",
 )
