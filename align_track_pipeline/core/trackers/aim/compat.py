@@ -24,6 +24,10 @@ class IndexBusy(RuntimeError):
     """Another process (typically `aim up`'s indexer) holds the repo index open."""
 
 
+def repo_exists(path: Path) -> bool:
+    return Repo.exists(str(path))
+
+
 def open_repo(path: Path) -> Repo:
     path.mkdir(parents=True, exist_ok=True)
     if not Repo.exists(str(path)):

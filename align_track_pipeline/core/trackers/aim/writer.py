@@ -80,7 +80,9 @@ class AimWriter:
     def __init__(self, repo_path: Path, legacy_manifest: Path | None = None):
         self.path = Path(repo_path)
         self.path.mkdir(parents=True, exist_ok=True)
-        with repo_lock(self.path):  # a repo created by two writers at once comes out broken
+        # A repo created by two writers at once comes out broken: exclusive until it exists.
+        made = aim_compat.repo_exists(self.path) and manifest_path(self.path).exists()
+        with repo_lock(self.path, shared=made):
             self.repo = aim_compat.open_repo(self.path)
             _adopt(legacy_manifest, manifest_path(self.path))
             self.manifest = Manifest(manifest_path(self.path))
