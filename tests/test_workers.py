@@ -69,3 +69,18 @@ def test_two_workers_write_exactly_what_one_writes(sample_tree, tmp_path):
         assert pool_holders(instance, "aim") == (os.cpu_count(), [])
         assert pool_holders(instance, "mlflow") == (1, [])
     assert _ingest(sample_tree, two, 2).count("worker processes") == 0  # all fresh
+
+
+def test_ctrl_c_stops_every_worker_and_the_rerun_converges(sample_tree, tmp_path):
+    """SIGINT as a worker creates its 3rd Aim run: the ingest ends with 130, and the next
+    ingest leaves one Aim run per scene."""
+    data = tmp_path / "data"
+    cmd = [ALIGN_TRACK, "ingest", "--json", "--workers", "2", "--experiments-dir",
+           str(sample_tree), "--data-dir", str(data)]
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    stopped = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
+                             env=env | {"ALIGN_TRACK_FAULT": "aim.run_created:3:sigint"})
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "align-track: interrupted" in stopped.stderr
+    assert _ingest(sample_tree, data, 2)
+    assert_one_aim_run_per_scene(data / "aim", data)

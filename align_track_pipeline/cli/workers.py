@@ -9,8 +9,9 @@ so the imports are paid once. Whether a store takes several writers is the store
 
 Ctrl-C or SIGTERM: the workers sit in their own process group, so a terminal's Ctrl-C reaches
 this process alone, which passes one SIGINT to each worker; each stops after the partition in
-progress, and the ingest ends with the interrupt. A worker that dies (killed) fails its batch;
-its runs are marked failed at once, and the next ingest redoes the partitions.
+progress, and the ingest ends with the interrupt. A worker that dies (killed) takes the pool
+down: the partitions its batches had not written fail, their runs are marked failed at once,
+and the next ingest redoes them (the stores repair what was cut short).
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ def parallel_for(setup: Setup, workers: int | None) -> Parallel | None:
     if workers is None:
         return Parallel(setup, os.cpu_count() or 1, AUTO_MIN_BATCH)
     return Parallel(setup, workers) if workers > 1 else None
-
 
 
 class WorkerPool:
@@ -144,6 +144,7 @@ def _start_worker(setup: Setup, parse_processes: int) -> None:
     passes it on), the tables' parse pool sized to its share of the cores, and the runner."""
     global _runner
     os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle between batches: nothing to stop
     os.environ[PARSE_PROCESSES] = str(parse_processes)
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import progress_logger
@@ -161,8 +162,12 @@ def _run_batch(job: str, batch: list[str], order: list[str]) -> Found:
     from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 
     assert _runner is not None, "worker not started"
-    with heartbeat(_runner.instance), one_planned_event_per_asset():
-        return run_ranges(_runner, job, batch, order, _say)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with heartbeat(_runner.instance), one_planned_event_per_asset():
+            return run_ranges(_runner, job, batch, order, _say)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _say(msg: str) -> None:
