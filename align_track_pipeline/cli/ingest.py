@@ -137,6 +137,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     known = set(instance.get_dynamic_partitions(PARTITIONS))
     report.removed = remove_gone(runner, {r.key for r in run_dirs})
     new = [r.key for r in run_dirs if r.key not in known]
+    if pool:  # new partitions will all be materialized: start the workers meanwhile
+        pool.warm_up(len(new))
     progress(f"discovered {len(run_dirs)} run directories ({len(new)} new, "
              f"{len(report.removed)} removed)")
     started = time.perf_counter()

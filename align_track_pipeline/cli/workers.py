@@ -90,6 +90,14 @@ class WorkerPool:
                 found.merge(self._outcome(instance, future, batch))
         return found
 
+    def warm_up(self, partitions: int) -> None:
+        """Start the workers now, when a phase of `partitions` will want them (a cold tree):
+        their imports then overlap with this process's discovery and observation."""
+        if self.parallel.processes(partitions, None) > 1:
+            executor = self._start()
+            for _ in range(self.parallel.workers):
+                executor.submit(_ready)
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
@@ -155,6 +163,10 @@ def _start_worker(setup: Setup, parse_processes: int) -> None:
         defs = build_defs(setup.experiments_dir, setup.data_dir, setup.options,
                           loggers={"progress": progress_logger})
     _runner = InProcess(defs, open_instance(Path(setup.data_dir)), setup.run_config)
+
+
+def _ready() -> None:
+    """A no-op: submitted once per worker so that it starts (and imports) ahead of its work."""
 
 
 def _run_batch(job: str, batch: list[str], order: list[str]) -> Found:
