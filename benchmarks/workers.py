@@ -11,7 +11,8 @@ Estimates for 4 and 8 cores come from the measured per-run costs: from the times
 workers, each phase's cost per run is split into a part that did not shrink with a second
 worker (serial: the index and structured-DB writes, Dagster's event writes, starting the
 worker) and a part that halved (parallel); with n workers on n free cores a phase then takes
-runs x (serial + parallel / n) (Amdahl's law, fitted on the two measurements). The rest of the
+runs x (serial + parallel / n) (Amdahl's law, fitted on the two measurements, scaled from the
+2-worker time so that a change of load between the two runs does not skew it). The rest of the
 ingest (discovery, observation, the comparison file) and the MLflow phase on SQLite are kept
 as measured. Optimistic for many cores: contention on the shared parts grows with n.
 """
@@ -49,11 +50,13 @@ def _ingest(tree: Path, data: Path, workers: int) -> dict[str, float]:
 
 
 def _estimate(one: dict[str, float], two: dict[str, float], n: int) -> dict[str, float]:
-    """Seconds with n workers, per phase: serial + parallel / n, fitted on 1 and 2 workers."""
+    """Seconds with n workers, per phase: the serial fraction f of a run's cost is fitted on 1
+    and 2 workers (T1 = S + P, T2 = S + P/2), and the 2-worker time scaled from there:
+    T(n) = T2 x (f + (1 - f) / n) / (f + (1 - f) / 2)."""
     out = {}
     for phase in ("tables", "aim"):
-        parallel = max(0.0, 2 * (one[phase] - two[phase]))
-        out[phase] = max(0.0, one[phase] - parallel) + parallel / n
+        serial = min(1.0, max(0.0, (2 * two[phase] - one[phase]) / one[phase]))
+        out[phase] = two[phase] * (serial + (1 - serial) / n) / (serial + (1 - serial) / 2)
     out["mlflow"] = two["mlflow"]  # one writer on SQLite whatever n
     rest = two["ingest"] - sum(two[p] for p in PHASES)
     out["ingest"] = rest + sum(out[p] for p in PHASES)
