@@ -4,7 +4,9 @@ The same mechanism as the daemon: the folders of removed run directories are cle
 `experiment_folders` observation registers new run directories and records the versions that
 changed, then each phase (tables, then each tracker) runs over the partitions whose recorded
 version is not the observed one, one run per contiguous partition range (one run for a cold
-tree), never one run per partition. A partition that fails a phase skips the later ones and is
+tree), never one run per partition; with `--workers N` a phase's partitions are cut into
+contiguous batches run by up to N worker processes at once, as many as the phase's store takes
+(its pool limit, see `sizing`). A partition that fails a phase skips the later ones and is
 reported with its error. After the tables changed, `scene_comparison` is rebuilt in one run,
 as the automation does.
 
@@ -23,20 +25,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from align_track_pipeline.cli.liveness import (
-    cli_run_tags,
-    fail_abandoned_runs,
-    heartbeat,
-    wait_for_pool,
-)
+from align_track_pipeline.cli.batches import Found, InProcess, failures, run_ranges, split
+from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat, wait_for_pool
+from align_track_pipeline.cli.sizing import size_pools
+from align_track_pipeline.cli.workers import Parallel, WorkerPool
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
-from align_track_pipeline.defs.dagster_compat import (
-    one_planned_event_per_asset,
-    record_failed_attempts,
-)
+from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 from align_track_pipeline.defs.folders import observe_job
 from align_track_pipeline.defs.freshness import (
     FRESH,
@@ -90,22 +87,6 @@ def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
         cache.close()
 
 
-@dataclass(frozen=True)
-class InProcess:
-    """Runs jobs of `defs` in this process, tagged with who runs them (so a killed run can be
-    told from a running one), with the caller's run config (e.g. its logger)."""
-
-    defs: dg.Definitions
-    instance: dg.DagsterInstance
-    run_config: dict = field(default_factory=dict)
-
-    def run(self, job: str, config: dict | None = None, tags: dict | None = None,
-            raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-        return self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, run_config=self.run_config | (config or {}),
-            tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error)
-
-
 def remove_gone(runner: InProcess, on_disk: set[str]) -> list[str]:
     """Delete the partitions whose folder is gone and their data in every store (what the
     sensor requests from the daemon); returns their keys."""
@@ -124,22 +105,6 @@ def observe(runner: InProcess, run_dirs: list[RunDir]) -> dict[str, str]:
     return {r.key: observed[r.key] for r in run_dirs if r.key in observed}
 
 
-def contiguous_ranges(keys: list[str], order: list[str]) -> list[tuple[str, str]]:
-    """Group `keys` into (first, last) runs that are contiguous in the partition order."""
-    wanted = set(keys)
-    ranges, start, prev = [], None, None
-    for key in order:
-        if key in wanted:
-            start = start or key
-            prev = key
-        elif start:
-            ranges.append((start, prev))
-            start = None
-    if start:
-        ranges.append((start, prev))
-    return ranges
-
-
 def ingest(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -147,15 +112,23 @@ def ingest(
     trackers: list[Tracker],
     progress: Callable[[str], None] = lambda _msg: None,
     run_config: dict | None = None,
+    parallel: Parallel | None = None,
 ) -> IngestReport:
-    with heartbeat(instance):
-        return _ingest(InProcess(defs, instance, run_config or {}), experiments_dir, trackers,
-                       progress)
+    """`parallel`: spread each phase over worker processes; None: everything in this one."""
+    pool = WorkerPool(parallel) if parallel else None
+    try:
+        with heartbeat(instance):
+            return _ingest(InProcess(defs, instance, run_config or {}), experiments_dir,
+                           trackers, progress, pool)
+    finally:
+        if pool:
+            pool.close()
 
 
 def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
-            progress: Callable[[str], None]) -> IngestReport:
+            progress: Callable[[str], None], pool: WorkerPool | None) -> IngestReport:
     instance = runner.instance
+    limits = size_pools(instance, trackers)  # pool (= tracker phase) -> writers at once
     abandoned = fail_abandoned_runs(instance)
     if abandoned:
         progress(f"marked {len(abandoned)} runs of killed align-track processes failed")
@@ -164,6 +137,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     known = set(instance.get_dynamic_partitions(PARTITIONS))
     report.removed = remove_gone(runner, {r.key for r in run_dirs})
     new = [r.key for r in run_dirs if r.key not in known]
+    if pool:  # new partitions will all be materialized: start the workers meanwhile
+        pool.warm_up(len(new))
     progress(f"discovered {len(run_dirs)} run directories ({len(new)} new, "
              f"{len(report.removed)} removed)")
     started = time.perf_counter()
@@ -182,11 +157,12 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
         order = instance.get_dynamic_partitions(PARTITIONS)
         wait_for_pool(instance, phase.job, progress)  # a tracker's pool is named after it
         started = time.perf_counter()
-        with one_planned_event_per_asset():
-            found = _run_ranges(runner, phase.job, todo, order, progress)
+        found = _run_phase(runner, pool, phase.job, limits.get(phase.job), todo, order,
+                           progress)
         progress(f"{phase.job}: {len(todo)} partitions in {time.perf_counter() - started:.2f} s")
         after = partition_states(instance, versions, phase.expected)
-        _mark_crashed(runner, found, [k for k in todo if after[k] != FRESH])
+        for crashed in found.crashed:  # the assets mark the partitions that fail one by one
+            crashed.mark_failed(instance, {k for k in todo if after[k] != FRESH})
         for key in todo:
             if after[key] != FRESH:
                 errors[key] = found.get(key) or f"{phase.job}: {after[key]}"
@@ -209,68 +185,19 @@ def refresh_comparison(runner: InProcess, progress: Callable[[str], None]) -> No
     commands that read it answer fast without the daemon too."""
     started = time.perf_counter()
     result = runner.run(COMPARISON_JOB, raise_on_error=False)
-    failed = _failures(result)  # raises KeyboardInterrupt when interrupted
+    failed = failures(result)  # raises KeyboardInterrupt when interrupted
     outcome = f"FAILED: {failed.get('*')}" if failed else "rebuilt"
     progress(f"{COMPARISON_JOB}: {outcome} in {time.perf_counter() - started:.2f} s")
 
 
-_INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
-
-
-@dataclass
-class Found:
-    """What a phase's runs reported: partition -> error, and the runs whose step failed as a
-    whole (run result -> the partitions of its range)."""
-
-    errors: dict[str, str] = field(default_factory=dict)
-    crashed: list[tuple[dg.ExecuteInProcessResult, list[str]]] = field(default_factory=list)
-
-    def get(self, key: str) -> str | None:
-        return self.errors.get(key) or self.errors.get("*")
-
-
-def _run_ranges(runner: InProcess, job: str, keys: list[str], order: list[str],
-                progress: Callable[[str], None]) -> Found:
-    """Run `job` over `keys`, one run per contiguous range."""
-    found = Found()
-    wanted = set(keys)
-    for n, (first, last) in enumerate(ranges := contiguous_ranges(keys, order), 1):
-        progress(f"{job} run {n}/{len(ranges)}: partitions {first} .. {last}")
-        result = runner.run(job, raise_on_error=False,
-                            tags={"dagster/asset_partition_range_start": first,
-                                  "dagster/asset_partition_range_end": last})
-        errors = _failures(result)
-        if "*" in errors:
-            span = order[order.index(first):order.index(last) + 1]
-            found.crashed.append((result, [k for k in span if k in wanted]))
-        found.errors |= errors
-    return found
-
-
-def _mark_crashed(runner: InProcess, found: Found, unfinished: list[str]) -> None:
-    """Mark failed the unfinished partitions of runs whose step failed as a whole (the assets
-    mark the partitions that fail one by one themselves)."""
-    left = set(unfinished)
-    for result, keys in found.crashed:
-        failed = [k for k in keys if k in left]
-        for step in result.get_step_failure_events():
-            for asset in result.job_def.asset_layer.executable_asset_keys:
-                record_failed_attempts(runner.instance, result.run_id, result.job_def.name,
-                                       step.step_key, asset, failed)
-
-
-def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
-    """Partition -> error, from the `failures` metadata the assets attach to their Failure.
-    Raises KeyboardInterrupt if a step was interrupted (Ctrl-C, SIGTERM): stop, do not retry."""
-    out: dict[str, str] = {}
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        if error and error.cls_name in _INTERRUPTS:
-            raise KeyboardInterrupt(f"{result.job_def.name} run {result.run_id}")
-        data = event.step_failure_data.user_failure_data
-        failures = data.metadata.get("failures") if data else None
-        if failures is not None:
-            out |= failures.value
-        elif event.step_failure_data.error:  # the step itself crashed: every partition failed
-            out["*"] = event.step_failure_data.error.message
-    return out
+def _run_phase(runner: InProcess, pool: WorkerPool | None, job: str, limit: int | None,
+               todo: list[str], order: list[str], progress: Callable[[str], None]) -> Found:
+    """The phase's partitions in contiguous batches over as many processes as the workers and
+    the phase's store allow (`limit`: its pool's; the tables have none), or in this process,
+    one run per contiguous range."""
+    processes = pool.parallel.processes(len(todo), limit) if pool else 1
+    if processes == 1:
+        with one_planned_event_per_asset():
+            return run_ranges(runner, job, todo, order, progress)
+    progress(f"{job}: {len(todo)} partitions over {processes} worker processes")
+    return pool.run(runner.instance, job, split(todo, order, processes), order, progress)

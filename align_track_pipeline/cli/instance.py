@@ -43,6 +43,9 @@ def instance_config(env: Mapping[str, str] | None = None) -> dict:
     `ALIGN_TRACK_POSTGRES_URL` is set (checked here, so a typo fails with its name)."""
     env = os.environ if env is None else env
     config = yaml.safe_load(INSTANCE_CONFIG.read_text()) or {}
+    # One concurrent run per core: more only contend.
+    config.setdefault("concurrency", {}).setdefault("runs", {})["max_concurrent_runs"] = (
+        os.cpu_count() or 1)
     url = env.get(POSTGRES_ENV)
     if url:
         check_postgres_url(url)

@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="materialize new and changed run directories")
     _common(ingest)
     _mlflow_options(ingest)
+    ingest.add_argument("--workers", type=_positive, default=None, metavar="N",
+                        help="spread each phase's partitions over N processes (default: one "
+                        "per core, for phases of 32 partitions per process or more)")
     ingest.set_defaults(func=cmd_ingest)
 
     status = sub.add_parser("status", help="per partition: fresh / stale / missing / failed")
@@ -121,6 +124,12 @@ def _store_command(sub, name: str, help_: str, store_option: str, func):
     cmd.add_argument(store_option, default=None)
     cmd.set_defaults(func=func)
     return cmd
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 def _common(cmd: argparse.ArgumentParser) -> None:
@@ -171,15 +180,18 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.ingest import ingest
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import PROGRESS_RUN_CONFIG, progress_logger
+    from align_track_pipeline.cli.workers import Setup, parallel_for
     from align_track_pipeline.definitions import build_defs
 
     experiments, data = _dirs(args)
     trackers = create_all(_settings(args, data))  # refuses a bad target before any write
     defs = build_defs(str(experiments), str(data), _options(args),
                       loggers={"progress": progress_logger})
+    setup = Setup(str(experiments), str(data), _options(args), PROGRESS_RUN_CONFIG)
     with open_instance(data) as instance:
         report = ingest(defs, instance, experiments, trackers, progress=_say,
-                        run_config=PROGRESS_RUN_CONFIG)
+                        run_config=PROGRESS_RUN_CONFIG,
+                        parallel=parallel_for(setup, args.workers))
     code = 1 if report.failed else 0
     if args.json:
         return code, report.as_json()
@@ -265,7 +277,7 @@ def _serve(what: str, cmd: list[str], port: int, store: str) -> Result:
 
 def cmd_aim_reindex(args: argparse.Namespace) -> Result:
     """Run the `aim_reindex` job in-process, recorded in the Dagster instance."""
-    from align_track_pipeline.cli.ingest import InProcess
+    from align_track_pipeline.cli.batches import InProcess
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import PROGRESS_RUN_CONFIG, progress_logger
     from align_track_pipeline.definitions import build_defs

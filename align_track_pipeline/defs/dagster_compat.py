@@ -128,10 +128,19 @@ def pool_holders(instance: dg.DagsterInstance, pool: str) -> tuple[int | None, l
     return info.limit, sorted(info.active_run_ids)
 
 
+def set_pool_limit(instance: dg.DagsterInstance, pool: str, limit: int) -> None:
+    """Set a pool's limit in the instance (what `dagster instance concurrency set` does): it
+    wins over dagster.yaml's `default_limit`, for the daemon's runs and the CLI's alike."""
+    instance.event_log_storage.set_concurrency_slots(pool, limit)
+
+
 def claim_pool_slot(instance: dg.DagsterInstance, pool: str, run_id: str, step: str) -> bool:
-    """Claim a slot of `pool` for a run's step, as a run worker does before the step starts."""
+    """Claim a slot of `pool` for a run's step, as a run worker does before the step starts
+    (which sets the default limit only on a pool that has no limit of its own)."""
     storage = instance.event_log_storage
-    storage.initialize_concurrency_limit_to_default(pool)
+    info = storage.get_concurrency_info(pool)
+    if info.using_default_limit or not info.slot_count:
+        storage.initialize_concurrency_limit_to_default(pool)
     return storage.claim_concurrency_slot(pool, run_id, step).is_claimed
 
 

@@ -19,7 +19,7 @@ from align_track_pipeline.defs.dagster_compat import (
 )
 from align_track_pipeline.defs.freshness import FOLDERS, provenance_tags
 from align_track_pipeline.defs.metadata import TableRows, column_schema, partition_metadata
-from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.partitions import batch_policy, experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 TABLE_ASSETS = ("experiments", "scenes")
@@ -49,7 +49,7 @@ PARALLEL_FROM = 8
     ],
     check_specs=TABLE_CHECK_SPECS,
     partitions_def=experiment_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=batch_policy(),
     can_subset=True,
     name="parse_run_dirs",
 )
@@ -105,7 +105,8 @@ def _run(jobs: list[PartitionJob]) -> Iterable[PartitionWrite]:
 
 
 def _pooled(jobs: list[PartitionJob]) -> Iterator[PartitionWrite]:
-    workers = min(os.cpu_count() or 1, 4)
+    # A worker of `align-track ingest --workers N` gets its share of the cores.
+    workers = int(os.environ.get("ALIGN_TRACK_PARSE_PROCESSES") or min(os.cpu_count() or 1, 4))
     spawn = multiprocessing.get_context("spawn")  # no fork of a threaded Dagster process
     with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
         yield from pool.map(write_partition, jobs, chunksize=4)

@@ -13,14 +13,15 @@ from align_track_pipeline.defs.automation import TRACKERS_CONDITION
 from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG, record_failed_attempt
 from align_track_pipeline.defs.freshness import provenance_tags
 from align_track_pipeline.defs.interrupts import remembered_interrupts
-from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.partitions import batch_policy, experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree, Trackers
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 
 def tracker_asset(tracker: Tracker) -> dg.AssetsDefinition:
     """The partitioned asset of one tracker, downstream of the tables; its pool (the tracker's
-    name) keeps one writer per store at a time."""
+    name) keeps the writers of its store to what the store takes (`cli/sizing.py`: one on
+    SQLite, one per core for Aim, Postgres or a server)."""
 
     @dg.multi_asset(
         specs=[dg.AssetSpec(
@@ -35,7 +36,7 @@ def tracker_asset(tracker: Tracker) -> dg.AssetsDefinition:
             automation_condition=TRACKERS_CONDITION,
         )],
         partitions_def=experiment_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=batch_policy(),
         pool=tracker.name,
         name=f"log_{tracker.asset}",
     )

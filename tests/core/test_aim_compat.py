@@ -82,3 +82,16 @@ def test_aim_up_builds_its_server_command_from_an_app_string():
     command = commands.build_uvicorn_command("x.y:app", host="127.0.0.1", port=1, workers=1)
     assert command[-1] == "x.y:app" and "--workers" in command
     assert {p.name for p in commands.up.params} >= {"repo", "workers", "host", "port", "yes"}
+
+
+def test_close_run_stops_the_status_reporter_in_a_safe_order(tmp_path):
+    """The internals `close_run` relies on are there, and its reporter thread ends."""
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    run = aim_compat.lean_run(repo, "exp")
+    reporter = run._checkins
+    assert {"reporter_lock", "refresh_condition", "stop_signal", "thread", "flush"} <= set(
+        dir(reporter))
+    run["adm"] = "x"
+    aim_compat.close_run(run)
+    assert not reporter.thread.is_alive() and reporter.stop_signal.is_set()
+    assert aim_compat.run_exists(repo, run.hash)

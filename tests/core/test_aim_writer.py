@@ -133,3 +133,95 @@ def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree,
     assert len(aim_compat.all_run_hashes(writer.repo)) == 1
     writer.upsert(key, plan)
     assert len(aim_compat.all_run_hashes(writer.repo)) == len(plan)
+
+
+def _in_thread(work) -> tuple:
+    """Run `work(writer)` with a writer of its own in a thread (as another process would have;
+    SQLite connections stay in their thread); returns the thread and its done event."""
+    import threading
+
+    done = threading.Event()
+
+    def run() -> None:
+        own = AimWriter(_in_thread.repo)
+        try:
+            work(own)
+            done.set()
+        finally:
+            own.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done
+
+
+def test_writers_of_other_partitions_run_side_by_side(sample_tree, tmp_path):
+    """A writer of another partition, mid-way (holding its partition's lock and the shared
+    repo lock, as another process would): this partition's writer does not wait for it."""
+    from align_track_pipeline.core.trackers.aim.writer import partition_lock, repo_lock
+
+    key = RunDir(sample_tree / REL, REL).key
+    _in_thread.repo = tmp_path / "aim"
+    AimWriter(tmp_path / "aim").close()  # the first writer created the repo
+    with partition_lock(tmp_path / "aim", "another/partition"), \
+            repo_lock(tmp_path / "aim", shared=True):
+        thread, done = _in_thread(lambda w: w.upsert(key, _plan(sample_tree)))
+        assert done.wait(60), "a writer of another partition was waited for"
+    thread.join()
+
+
+def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree, tmp_path,
+                                                                    monkeypatch):
+    """A kill left a placeholder in partition P. Meanwhile another writer (of Q) has created a
+    run whose hash its manifest row does not hold yet: the repair of P waits for it, and then
+    deletes P's leftover run and never Q's."""
+    import threading
+
+    from align_track_pipeline.core.trackers.aim.writer import repo_lock
+
+    key = RunDir(sample_tree / REL, REL).key
+    plan = _plan(sample_tree)
+    _in_thread.repo = tmp_path / "aim"
+    killed = AimWriter(tmp_path / "aim")
+
+    class Killed(BaseException):
+        pass
+
+    real_lean = aim_compat.lean_run
+
+    def create_then_die(repo, experiment):
+        real_lean(repo, experiment).close()
+        raise Killed
+
+    monkeypatch.setattr(aim_compat, "lean_run", create_then_die)
+    with pytest.raises(Killed):
+        killed.upsert(key, plan)
+    monkeypatch.setattr(aim_compat, "lean_run", real_lean)
+    leftover = set(aim_compat.all_run_hashes(killed.repo))
+    killed.close()
+
+    in_flight, release, q_run = threading.Event(), threading.Event(), {}
+
+    def writer_of_q(w: AimWriter) -> None:  # as `_write` does, held between run and row
+        with repo_lock(tmp_path / "aim", shared=True):
+            w.manifest.placeholder("Q", "Q::0", "c")
+            run = real_lean(w.repo, "q")
+            q_run["hash"] = run.hash
+            in_flight.set()
+            release.wait(60)
+            w.manifest.pending("Q", "Q::0", run.hash, "c")
+            aim_compat.close_run(run)
+            w.manifest.complete(["Q::0"])
+
+    q, _ = _in_thread(writer_of_q)
+    assert in_flight.wait(60)
+    p, done = _in_thread(lambda w: w.upsert(key, plan))
+    assert not done.wait(2), "the repair ran while a writer was between run and row"
+    release.set()
+    q.join()
+    assert done.wait(120)
+    p.join()
+    hashes = set(aim_compat.all_run_hashes(aim_compat.open_repo(tmp_path / "aim")))
+    assert q_run["hash"] in hashes  # the other writer's run survived the repair
+    assert not leftover & hashes  # the killed writer's leftover is gone
+    assert len(hashes) == len(plan) + 1

@@ -91,6 +91,17 @@ def test_pool_slots_claimed_counted_and_released(tmp_path):
         assert compat.active_pool_slots(instance, "mlflow") == 0
 
 
+def test_a_pool_limit_set_in_the_instance_wins_over_the_default(tmp_path):
+    pools = {"concurrency": {"pools": {"default_limit": 1}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
+        compat.set_pool_limit(instance, "aim", 3)
+        runs = [str(uuid.uuid4()) for _ in range(4)]
+        claimed = [compat.claim_pool_slot(instance, "aim", r, "log_aim_runs") for r in runs]
+        assert claimed == [True, True, True, False]
+        assert compat.pool_holders(instance, "aim") == (3, sorted(runs[:3]))
+        assert compat.pool_holders(instance, "mlflow")[0] in (None, 1)  # untouched
+
+
 @dg.asset(code_version="1")
 def upstream() -> None: ...
 

@@ -104,6 +104,12 @@ class Tracker(ABC):
         """The data version an up-to-date partition of this tracker records."""
         return versions.tracker_version(source_version, self.version_tag, self.code_version())
 
+    def max_writers(self, cores: int) -> int:
+        """How many processes may write this store at once, usefully: its pool's limit and
+        the most workers its phase of `align-track ingest` uses. One unless the store says
+        more (a store that serializes writers gains nothing from more)."""
+        return 1
+
     def ui_hint(self) -> str:
         """One line telling a user where the runs are and how to look at them."""
         return self.target_id()

@@ -24,6 +24,10 @@ class IndexBusy(RuntimeError):
     """Another process (typically `aim up`'s indexer) holds the repo index open."""
 
 
+def repo_exists(path: Path) -> bool:
+    return Repo.exists(str(path))
+
+
 def open_repo(path: Path) -> Repo:
     path.mkdir(parents=True, exist_ok=True)
     if not Repo.exists(str(path)):
@@ -38,6 +42,26 @@ def lean_run(repo: Repo, experiment: str) -> Run:
                capture_terminal_logs=False, log_system_params=False)
 
 
+def close_run(run: Run) -> None:
+    """`Run.close()`, without a lost wakeup in Aim 3.29's `RunStatusReporter.stop`: it sets the
+    stop signal before its last blocking flush, so the reporter's thread can see the signal and
+    exit between the two, and the flush then waits for ever (seen with two writer processes on
+    two busy cores). Here the last flush comes first, then the signal, then a wake-up."""
+    reporter = run._checkins
+    if reporter is not None:
+        reporter.stop = lambda: _stop_reporter(reporter)
+    run.close()
+
+
+def _stop_reporter(reporter) -> None:
+    with reporter.reporter_lock:
+        reporter.flush(block=True)  # the thread cannot exit before this flush is done
+        reporter.stop_signal.set()
+        with reporter.refresh_condition:
+            reporter.refresh_condition.notify()
+        reporter.thread.join()
+
+
 def set_archived(repo: Repo, run_hash: str) -> None:
     """Set Aim's own `archived` flag on an existing run (reopened for writing, no tracking)."""
     run = Run(run_hash=run_hash, repo=repo, system_tracking_interval=None,
@@ -45,7 +69,7 @@ def set_archived(repo: Repo, run_hash: str) -> None:
     try:
         run.archived = True
     finally:
-        run.close()
+        close_run(run)
 
 
 def run_exists(repo: Repo, run_hash: str) -> bool:

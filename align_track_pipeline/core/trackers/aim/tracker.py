@@ -38,6 +38,11 @@ class AimTracker(Tracker):
     def target_id(self) -> str:
         return self.repo
 
+    def max_writers(self, cores: int) -> int:
+        """Each run is its own chunk and the writer locks per partition, so run creation
+        scales with processes; the shared index is written by one at a time, briefly."""
+        return cores
+
     def ui_hint(self) -> str:
         return f"{self.repo}; open with `align-track aim-ui`"
 
@@ -60,10 +65,12 @@ class AimTracker(Tracker):
         """Index the runs whose index entry is missing or outdated (e.g. written while `aim up`
         held the index), or with `full` rebuild the whole index (slow); returns how many."""
         from align_track_pipeline.core.trackers.aim import compat
+        from align_track_pipeline.core.trackers.aim.writer import index_lock
 
         repo = compat.open_repo(Path(self.repo))
-        return compat.rebuild_index(repo) if full else compat.index_runs(
-            repo, compat.outdated_runs(repo))
+        with index_lock(Path(self.repo)):  # writers of other partitions may be indexing
+            return compat.rebuild_index(repo) if full else compat.index_runs(
+                repo, compat.outdated_runs(repo))
 
 
 def check_repo(repo: str) -> None:

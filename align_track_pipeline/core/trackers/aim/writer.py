@@ -2,20 +2,31 @@
 
 Aim 3.29 cannot create a run under a chosen hash, so a small SQLite manifest beside the repo
 maps each scene key (`<partition>::<scene index>`) to its run hash and content hash, and is read
-once per partition; a lock file beside it keeps one writer at a time. Unchanged scenes are
-skipped, changed ones replaced, removed ones deleted. A run is entered in the manifest as
-pending right after Aim creates it and marked complete only after it is closed, so a kill
-mid-way leaves pending rows that the next upsert deletes and redoes. Before Aim creates a run,
-a placeholder row records the time: a kill in the instant between Aim creating the run's folder
-and the manifest learning its hash leaves a placeholder, and the next upsert deletes the
-unknown runs created after it.
+once per partition. Unchanged scenes are skipped, changed ones replaced, removed ones deleted. A
+run is entered in the manifest as pending right after Aim creates it and marked complete only
+after it is closed, so a kill mid-way leaves pending rows that the next upsert deletes and
+redoes. Before Aim creates a run, a placeholder row records the time: a kill in the instant
+between Aim creating the run's folder and the manifest learning its hash leaves a placeholder,
+and the next upsert deletes the unknown runs created after it.
+
+Many processes write one repo at once (each run is its own chunk, so creating runs scales with
+processes), with three locks beside the repo, always taken in this order:
+- a lock per partition (one of 64 stripes): one writer of a partition at a time, so a second
+  writer of the same partition finds it converged;
+- the repo lock, shared by every upsert; taken exclusively only to repair a placeholder, so
+  that no live writer is between creating a run and recording its hash while unknown runs are
+  deleted (a gate lock keeps new sharers from starving that exclusive holder);
+- the index lock: Aim's index (a RocksDB that one process at a time may open for writing, also
+  opened by `Repo.delete_runs`) is written by one process at a time, for milliseconds per
+  partition.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,38 +48,64 @@ class AimResult:
 
 
 LOCK = "align-track.lock"
+GATE = "align-track.gate.lock"
+INDEX_LOCK = "align-track.index.lock"
+PARTITION_LOCKS = "align-track-locks"
+STRIPES = 64
 
 
 @contextmanager
-def repo_lock(repo_path: Path) -> Iterator[None]:
-    """One writer of the repo at a time, across processes (an exclusive `flock` on a file
-    beside the repo): a second writer of the same partition then finds it done. Keep the repo
-    on a local disk, as Aim itself requires."""
-    with file_lock(Path(repo_path) / LOCK):
+def repo_lock(repo_path: Path, shared: bool = False) -> Iterator[None]:
+    """The repo lock across processes (a `flock` beside the repo): `shared` for upserts, which
+    run side by side, exclusive for creating the repo and repairing a placeholder. Keep the
+    repo on a local disk, as Aim itself requires."""
+    with ExitStack() as held:
+        with file_lock(Path(repo_path) / GATE):  # queued behind a waiting exclusive holder
+            held.enter_context(file_lock(Path(repo_path) / LOCK, shared))
         yield
+
+
+def partition_lock(repo_path: Path, partition: str) -> AbstractContextManager[None]:
+    """One writer of a partition at a time (a stripe of 64 lock files: bounded, and two
+    partitions sharing a stripe only wait for each other)."""
+    stripe = int.from_bytes(hashlib.blake2b(partition.encode(), digest_size=4).digest())
+    return file_lock(Path(repo_path) / PARTITION_LOCKS / f"{stripe % STRIPES}.lock")
+
+
+def index_lock(repo_path: Path) -> AbstractContextManager[None]:
+    """One writer of Aim's index at a time among align-track's processes (`aim up`'s own
+    indexer is waited for by `index_runs`)."""
+    return file_lock(Path(repo_path) / INDEX_LOCK)
 
 
 class AimWriter:
     def __init__(self, repo_path: Path, legacy_manifest: Path | None = None):
         self.path = Path(repo_path)
         self.path.mkdir(parents=True, exist_ok=True)
-        with repo_lock(self.path):  # a repo created by two writers at once comes out broken
+        # A repo created by two writers at once comes out broken: exclusive until it exists.
+        made = aim_compat.repo_exists(self.path) and manifest_path(self.path).exists()
+        with repo_lock(self.path, shared=made):
             self.repo = aim_compat.open_repo(self.path)
             _adopt(legacy_manifest, manifest_path(self.path))
             self.manifest = Manifest(manifest_path(self.path))
 
     def upsert(self, partition: str, runs: list[SceneRun]) -> AimResult:
-        with repo_lock(self.path):
-            return self._upsert(partition, runs)
+        with partition_lock(self.path, partition):
+            with repo_lock(self.path, shared=True):
+                known = self.manifest.rows(partition)
+                if not _placeholders(known):
+                    return self._upsert(partition, runs, known)
+            with repo_lock(self.path):  # no live writer is between creating a run and its row
+                return self._upsert(partition, runs, self.manifest.rows(partition))
 
-    def _upsert(self, partition: str, runs: list[SceneRun]) -> AimResult:
-        known = self.manifest.rows(partition)
+    def _upsert(self, partition: str, runs: list[SceneRun],
+                known: dict[str, tuple[str, str, bool]]) -> AimResult:
         wanted = {r.key: r for r in runs}
         keep = {k for k, (run_hash, content, done) in known.items()
                 if k in wanted and done and content == wanted[k].content_hash
                 and aim_compat.run_exists(self.repo, run_hash)}
         drop = [k for k in known if k not in keep]
-        since = [float(h[len(CREATING):]) for h, _, _ in known.values() if h.startswith(CREATING)]
+        since = _placeholders(known)
         if since:
             self._delete(self._unknown_runs_since(min(since)))
         self._delete([known[k][0] for k in drop])  # old runs go first: no duplicates, ever
@@ -80,7 +117,7 @@ class AimWriter:
         return AimResult(created, len(keep), len(drop), indexed)
 
     def delete_partition(self, partition: str) -> int:
-        with repo_lock(self.path):
+        with partition_lock(self.path, partition), repo_lock(self.path, shared=True):
             known = self.manifest.rows(partition)
             self._delete([h for h, _, _ in known.values()])
             self.manifest.forget(list(known))
@@ -89,7 +126,7 @@ class AimWriter:
     def archive_partition(self, partition: str) -> int:
         """Mark the partition's runs archived (Aim's own flag: hidden from the default views,
         kept, restorable in the UI) and forget them, so a folder put back gets new runs."""
-        with repo_lock(self.path):
+        with partition_lock(self.path, partition), repo_lock(self.path, shared=True):
             known = self.manifest.rows(partition)
             hashes = [h for h, _, _ in known.values()
                       if not h.startswith(CREATING) and aim_compat.run_exists(self.repo, h)]
@@ -123,22 +160,29 @@ class AimWriter:
             for name, text in spec.texts.items():
                 run.track(Text(text), name=name)
         finally:
-            run.close()  # unclosed runs leak threads and file handles
+            aim_compat.close_run(run)  # unclosed runs leak threads and file handles
         return run.hash
 
     def _delete(self, run_hashes: list[str]) -> None:
         present = [h for h in run_hashes
                    if not h.startswith(CREATING) and aim_compat.run_exists(self.repo, h)]
         if present:
-            ok, remaining = self.repo.delete_runs(present)
+            with index_lock(self.path):  # deleting a run opens the index
+                ok, remaining = self.repo.delete_runs(present)
             if not ok:
                 raise RuntimeError(f"Aim could not delete runs {remaining}")
 
     def _index(self, run_hashes: list[str]) -> int:
         try:
-            return aim_compat.index_runs(self.repo, run_hashes)
+            with index_lock(self.path):
+                return aim_compat.index_runs(self.repo, run_hashes)
         except aim_compat.IndexBusy:
             return 0  # `aim up` holds the index: its own indexer picks the runs up
+
+
+def _placeholders(known: dict[str, tuple[str, str, bool]]) -> list[float]:
+    """When the placeholders among a partition's rows were written (a kill left them)."""
+    return [float(h[len(CREATING):]) for h, _, _ in known.values() if h.startswith(CREATING)]
 
 
 def _adopt(legacy: Path | None, manifest: Path) -> None:

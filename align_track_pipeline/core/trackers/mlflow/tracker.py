@@ -55,6 +55,11 @@ class MlflowTracker(Tracker):
         if not self.experiment.strip():
             raise TargetError("the MLflow experiment name is empty")
 
+    def max_writers(self, cores: int) -> int:
+        """SQLite takes one writer at a time (each partition's transaction holds the database's
+        write lock); Postgres (a lock per partition) and a server take one per core."""
+        return 1 if self.tracking_uri.startswith("sqlite") else cores
+
     def ui_hint(self) -> str:
         return f"{self.target_id()}; open with `align-track mlflow-ui`"
 

@@ -1,0 +1,130 @@
+"""Runs over contiguous partition ranges, in this process: one run per range, never one per
+partition, and what each run reported (partition -> error)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from align_track_pipeline.cli.liveness import cli_run_tags
+from align_track_pipeline.defs.dagster_compat import record_failed_attempts
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """Runs jobs of `defs` in this process, tagged with who runs them (so a killed run can be
+    told from a running one), with the caller's run config (e.g. its logger)."""
+
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    run_config: dict = field(default_factory=dict)
+
+    def run(self, job: str, config: dict | None = None, tags: dict | None = None,
+            raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, run_config=self.run_config | (config or {}),
+            tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error)
+
+
+def contiguous_ranges(keys: list[str], order: list[str]) -> list[tuple[str, str]]:
+    """Group `keys` into (first, last) runs that are contiguous in the partition order."""
+    wanted = set(keys)
+    ranges, start, prev = [], None, None
+    for key in order:
+        if key in wanted:
+            start = start or key
+            prev = key
+        elif start:
+            ranges.append((start, prev))
+            start = None
+    if start:
+        ranges.append((start, prev))
+    return ranges
+
+
+def split(keys: list[str], order: list[str], parts: int) -> list[list[str]]:
+    """`keys` in partition order, cut into at most `parts` contiguous batches of near-equal
+    size (so each batch is as few runs as its gaps allow)."""
+    wanted = set(keys)
+    ordered = [k for k in order if k in wanted]
+    size = max(1, math.ceil(len(ordered) / max(1, parts)))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """A run whose step failed as a whole: what is needed to mark its unfinished partitions
+    failed from outside the run (picklable: it may come from a worker process)."""
+
+    run_id: str
+    job: str
+    steps: list[str]
+    assets: list[dg.AssetKey]
+    keys: list[str]
+
+    def mark_failed(self, instance: dg.DagsterInstance, unfinished: set[str]) -> None:
+        failed = [k for k in self.keys if k in unfinished]
+        for step in self.steps:
+            for asset in self.assets:
+                record_failed_attempts(instance, self.run_id, self.job, step, asset, failed)
+
+
+@dataclass
+class Found:
+    """What a phase's runs reported: partition -> error, and the runs whose step failed as a
+    whole."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    crashed: list[Crashed] = field(default_factory=list)
+
+    def get(self, key: str) -> str | None:
+        return self.errors.get(key) or self.errors.get("*")
+
+    def merge(self, other: Found) -> None:
+        self.errors |= other.errors
+        self.crashed += other.crashed
+
+
+def run_ranges(runner: InProcess, job: str, keys: list[str], order: list[str],
+               progress: Callable[[str], None]) -> Found:
+    """Run `job` over `keys`, one run per contiguous range."""
+    found = Found()
+    wanted = set(keys)
+    for n, (first, last) in enumerate(ranges := contiguous_ranges(keys, order), 1):
+        progress(f"{job} run {n}/{len(ranges)}: partitions {first} .. {last}")
+        result = runner.run(job, raise_on_error=False,
+                            tags={"dagster/asset_partition_range_start": first,
+                                  "dagster/asset_partition_range_end": last})
+        errors = failures(result)
+        if "*" in errors:
+            span = order[order.index(first):order.index(last) + 1]
+            found.crashed.append(Crashed(
+                result.run_id, result.job_def.name,
+                [e.step_key for e in result.get_step_failure_events()],
+                list(result.job_def.asset_layer.executable_asset_keys),
+                [k for k in span if k in wanted]))
+        found.errors |= errors
+    return found
+
+
+_INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
+def failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """Partition -> error, from the `failures` metadata the assets attach to their Failure.
+    Raises KeyboardInterrupt if a step was interrupted (Ctrl-C, SIGTERM): stop, do not retry."""
+    out: dict[str, str] = {}
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        if error and error.cls_name in _INTERRUPTS:
+            raise KeyboardInterrupt(f"{result.job_def.name} run {result.run_id}")
+        data = event.step_failure_data.user_failure_data
+        failures = data.metadata.get("failures") if data else None
+        if failures is not None:
+            out |= failures.value
+        elif event.step_failure_data.error:  # the step itself crashed: every partition failed
+            out["*"] = event.step_failure_data.error.message
+    return out

@@ -1,0 +1,189 @@
+"""Partitions over N processes: `align-track ingest --workers N`.
+
+A phase's partitions are cut into contiguous batches, one per worker process; each worker runs
+its batch as in-process runs over contiguous ranges (one run per range), exactly as a single
+process does, on the same Dagster instance and stores. Workers are started once per ingest
+(spawned: a fresh interpreter, never a fork of this threaded process) and kept for every phase,
+so the imports are paid once. Whether a store takes several writers is the store's business
+(the phase's pool limit, see `sizing`); the stores stay idempotent whoever writes.
+
+Ctrl-C or SIGTERM: the workers sit in their own process group, so a terminal's Ctrl-C reaches
+this process alone, which passes one SIGINT to each worker; each stops after the partition in
+progress, and the ingest ends with the interrupt. A worker that dies (killed) takes the pool
+down: the partitions its batches had not written fail, their runs are marked failed at once,
+and the next ingest redoes them (the stores repair what was cut short).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
+from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
+
+PARSE_PROCESSES = "ALIGN_TRACK_PARSE_PROCESSES"  # read by the tables' parse pool
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a worker needs to build the same runner as this process (picklable)."""
+
+    experiments_dir: str
+    data_dir: str
+    options: dict[str, str] = field(default_factory=dict)
+    run_config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """`workers`: the most processes a phase uses. `min_batch`: the fewest partitions worth a
+    worker (a worker costs seconds of imports): a phase uses `min(workers, pool limit,
+    partitions // min_batch)` processes, one (this process) when that is 1."""
+
+    setup: Setup
+    workers: int
+    min_batch: int = 1
+
+    def processes(self, partitions: int, limit: int | None) -> int:
+        return max(1, min(self.workers, limit or self.workers, partitions // self.min_batch))
+
+
+# Without `--workers`, a worker is started for each 32 partitions of a phase, up to one per
+# core: a worker's imports cost seconds, a partition of an Aim phase about one.
+AUTO_MIN_BATCH = 32
+
+
+def parallel_for(setup: Setup, workers: int | None) -> Parallel | None:
+    """`--workers N` (any phase of N or more partitions is spread), or by default one worker
+    per core for phases large enough to gain from it; None: one process."""
+    if workers is None:
+        return Parallel(setup, os.cpu_count() or 1, AUTO_MIN_BATCH)
+    return Parallel(setup, workers) if workers > 1 else None
+
+
+class WorkerPool:
+    """Worker processes for one ingest, started on first use, kept across phases."""
+
+    def __init__(self, parallel: Parallel):
+        self.parallel = parallel
+        self._executor: ProcessPoolExecutor | None = None
+
+    def run(self, instance, job: str, batches: list[list[str]], order: list[str],
+            progress: Callable[[str], None]) -> Found:
+        """Run `job` over each batch in a worker at once; merge what they report."""
+        executor = self._start()
+        futures = {executor.submit(_run_batch, job, batch, order): batch for batch in batches}
+        for n, batch in enumerate(batches, 1):
+            progress(f"{job} batch {n}/{len(batches)}: {len(batch)} partitions, "
+                     f"{batch[0]} .. {batch[-1]}")
+        found = Found()
+        with _interruptible(executor, futures):
+            for future, batch in futures.items():
+                found.merge(self._outcome(instance, future, batch))
+        return found
+
+    def warm_up(self, partitions: int) -> None:
+        """Start the workers now, when a phase of `partitions` will want them (a cold tree):
+        their imports then overlap with this process's discovery and observation."""
+        if self.parallel.processes(partitions, None) > 1:
+            executor = self._start()
+            for _ in range(self.parallel.workers):
+                executor.submit(_ready)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            parallel = self.parallel
+            cores = os.cpu_count() or 1
+            self._executor = ProcessPoolExecutor(
+                max_workers=parallel.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(parallel.setup, max(1, cores // parallel.workers)))
+        return self._executor
+
+    def _outcome(self, instance, future: Future, batch: list[str]) -> Found:
+        try:
+            return future.result()
+        except BrokenProcessPool:  # a worker was killed: its batch failed, its runs are over
+            self.close()
+            fail_abandoned_runs(instance)
+            error = "its worker process died before the partition was written"
+            return Found(errors={key: error for key in batch})
+
+
+@contextmanager
+def _interruptible(executor: ProcessPoolExecutor, futures: dict[Future, list[str]]
+                   ) -> Iterator[None]:
+    """While waiting for the workers: SIGTERM counts as Ctrl-C, and either is passed on to
+    every worker, whose partition in progress is finished before the interrupt is raised."""
+    def as_interrupt(_signum, _frame) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, as_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        for pid in list(getattr(executor, "_processes", {}) or {}):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+        wait(futures)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_runner: InProcess | None = None
+
+
+def _start_worker(setup: Setup, parse_processes: int) -> None:
+    """In the worker: its own process group (a terminal's Ctrl-C goes to the parent, which
+    passes it on), the tables' parse pool sized to its share of the cores, and the runner."""
+    global _runner
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle between batches: nothing to stop
+    os.environ[PARSE_PROCESSES] = str(parse_processes)
+    from align_track_pipeline.cli.instance import open_instance
+    from align_track_pipeline.cli.progress import progress_logger
+    from align_track_pipeline.definitions import build_defs
+    from align_track_pipeline.defs.dagster_compat import quiet_about
+
+    with quiet_about(Warning, message="Parameter `owners`"):  # as the CLI does (main.py)
+        defs = build_defs(setup.experiments_dir, setup.data_dir, setup.options,
+                          loggers={"progress": progress_logger})
+    _runner = InProcess(defs, open_instance(Path(setup.data_dir)), setup.run_config)
+
+
+def _ready() -> None:
+    """A no-op: submitted once per worker so that it starts (and imports) ahead of its work."""
+
+
+def _run_batch(job: str, batch: list[str], order: list[str]) -> Found:
+    """In the worker: the batch's runs, one per contiguous range, with a heartbeat."""
+    from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
+
+    assert _runner is not None, "worker not started"
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with heartbeat(_runner.instance), one_planned_event_per_asset():
+            return run_ranges(_runner, job, batch, order, _say)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _say(msg: str) -> None:
+    import sys
+
+    print(f"[worker {os.getpid()}] {msg}", file=sys.stderr, flush=True)
+

@@ -1,0 +1,106 @@
+"""Parallel partitions: the cold ingest of the scale tree (default 335 run dirs x 20 scenes =
+6,700 scenes) with `--workers 1` and with `--workers 2`, each into a fresh data dir, in one go.
+Prints each phase's time (tables, mlflow, aim), the speedups, and estimates for more cores.
+
+    ./dev python -m benchmarks.workers [--dirs 335] [--scenes-per-dir 20] [--keep DIR]
+
+Targets on 2 cores: Aim phase at least 1.7x faster with 2 workers, whole ingest at least 1.6x.
+MLflow on its default SQLite store keeps one writer (the phase runs in one process either way).
+
+Estimates for 4 and 8 cores come from the measured per-run costs: from the times with 1 and 2
+workers, each phase's cost per run is split into a part that did not shrink with a second
+worker (serial: the index and structured-DB writes, Dagster's event writes, starting the
+worker) and a part that halved (parallel); with n workers on n free cores a phase then takes
+runs x (serial + parallel / n) (Amdahl's law, fitted on the two measurements, scaled from the
+2-worker time so that a change of load between the two runs does not skew it). The rest of the
+ingest (discovery, observation, the comparison file) and the MLflow phase on SQLite are kept
+as measured. Optimistic for many cores: contention on the shared parts grows with n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.make_tree import build
+from benchmarks.run import _phase_seconds
+
+PHASES = ("tables", "mlflow", "aim")
+TARGETS = {"aim": 1.7, "ingest": 1.6}
+
+
+def _ingest(tree: Path, data: Path, workers: int) -> dict[str, float]:
+    """Wall time of a cold `align-track ingest --workers N` and its phases' times."""
+    cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json", "--workers",
+           str(workers), "--experiments-dir", str(tree), "--data-dir", str(data)]
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0 or json.loads(proc.stdout)["failed"]:
+        sys.exit(f"ingest --workers {workers} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return {"ingest": wall} | _phase_seconds(proc.stderr)
+
+
+def _estimate(one: dict[str, float], two: dict[str, float], n: int) -> dict[str, float]:
+    """Seconds with n workers, per phase: the serial fraction f of a run's cost is fitted on 1
+    and 2 workers (T1 = S + P, T2 = S + P/2), and the 2-worker time scaled from there:
+    T(n) = T2 x (f + (1 - f) / n) / (f + (1 - f) / 2)."""
+    out = {}
+    for phase in ("tables", "aim"):
+        serial = min(1.0, max(0.0, (2 * two[phase] - one[phase]) / one[phase]))
+        out[phase] = two[phase] * (serial + (1 - serial) / n) / (serial + (1 - serial) / 2)
+    out["mlflow"] = two["mlflow"]  # one writer on SQLite whatever n
+    rest = two["ingest"] - sum(two[p] for p in PHASES)
+    out["ingest"] = rest + sum(out[p] for p in PHASES)
+    return out
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + (
+        f" on {os.cpu_count()} cores")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dirs", type=int, default=335)
+    parser.add_argument("--scenes-per-dir", type=int, default=20)
+    parser.add_argument("--keep", type=Path, help="build and keep the tree and data here")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="align-track-workers-"))
+    shutil.rmtree(work, ignore_errors=True)
+    scenes = build(work / "tree", args.dirs, args.scenes_per_dir)
+    print(f"tree: {args.dirs} run dirs, {scenes} scenes; before: {_load()}", flush=True)
+    times = {}
+    for workers in (1, 2):
+        times[workers] = _ingest(work / "tree", work / f"data-{workers}", workers)
+        print(f"--workers {workers}: " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in times[workers].items() if k != "observe")
+            + f"  ({_load()})", flush=True)
+    one, two = times[1], times[2]
+    for phase in (*PHASES, "ingest"):
+        speedup = one[phase] / two[phase]
+        met = "met" if speedup >= TARGETS.get(phase, 0) else "NOT met"
+        target = f" (target >= {TARGETS[phase]}x: {met})" if phase in TARGETS else ""
+        print(f"  {phase:7} {one[phase]:7.1f} s -> {two[phase]:7.1f} s  {speedup:.2f}x{target}")
+    print(f"  Aim per run: {one['aim'] / scenes * 1000:.1f} ms with 1 worker, "
+          f"{two['aim'] / scenes * 1000:.1f} ms of wall time with 2")
+    for n in (4, 8):
+        est = _estimate(one, two, n)
+        print(f"estimate, {n} cores / --workers {n}: aim {est['aim']:.1f} s "
+              f"({one['aim'] / est['aim']:.1f}x), tables {est['tables']:.1f} s, whole ingest "
+              f"{est['ingest']:.1f} s ({one['ingest'] / est['ingest']:.1f}x); MLflow on SQLite "
+              "as measured (one writer)")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
