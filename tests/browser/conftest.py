@@ -41,11 +41,17 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Everything here drives a browser against UI servers: `browser` and `slow`."""
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.browser)
-            item.add_marker(pytest.mark.slow)
+    """Everything here drives a browser against UI servers: `browser` and `slow`, and runs
+    last. Playwright's sync API keeps an event loop running in the main thread while the
+    browser is open, and a test after it that calls `asyncio.run` (Dagster's automation
+    evaluation does) fails with "cannot be called from a running event loop"."""
+    def here(item: pytest.Item) -> bool:
+        return HERE in Path(str(item.fspath)).parents
+
+    for item in filter(here, items):
+        item.add_marker(pytest.mark.browser)
+        item.add_marker(pytest.mark.slow)
+    items.sort(key=here)  # stable: the others keep their order
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -135,7 +141,7 @@ def _wait_location_loaded(stack: Stack, seconds: float = 180) -> None:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Stack:
     """`align-track ingest` of the bundled tree into a fresh data dir, then `align-track
     dagster-ui`, `mlflow-ui` and `aim-ui` on free loopback ports, as the README starts them;
@@ -166,7 +172,7 @@ def stack(tmp_path_factory) -> Stack:
             _stop(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
