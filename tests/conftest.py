@@ -161,6 +161,21 @@ def stop_server(proc, seconds: float = 30) -> None:
         proc.wait(timeout=seconds)
 
 
+def mlflow_scenes_finished(tracking_uri: str, key: str, scenes: int) -> bool:
+    """The partition has exactly `scenes` finished scene runs in the `align-system` experiment,
+    read through MLflow's client (independently of the writer)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("align-system")
+    if experiment is None:
+        return False
+    children = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.partition_key = '{key}' and tags.run_type = 'scene'", max_results=1000)
+    return len(children) == scenes and all(r.info.status == "FINISHED" for r in children)
+
+
 def aim_runs_seen_by_a_fresh_process(repo: Path, query: str = "") -> list[dict]:
     """Runs a new process's `aim.Repo(repo).query_runs(query)` returns, with params."""
     import subprocess

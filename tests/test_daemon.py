@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import INSTANCE_CONFIG
 from align_track_pipeline.core.source.discovery import find_run_dirs
@@ -20,6 +19,7 @@ from tests.conftest import (
     SAMPLE_TREE,
     aim_runs_seen_by_a_fresh_process,
     item_count,
+    mlflow_scenes_finished,
     stop_server,
 )
 
@@ -31,14 +31,7 @@ def _ingested(data: Path, key: str, scenes: int) -> bool:
     path = ParquetStore(data).path("scenes", key)
     if not path.exists() or pq.read_metadata(path).num_rows != scenes:
         return False
-    client = MlflowClient(f"sqlite:///{data}/mlflow.db")
-    experiment = client.get_experiment_by_name("align-system")
-    if experiment is None:
-        return False
-    children = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.partition_key = '{key}' and tags.run_type = 'scene'", max_results=1000)
-    if len(children) != scenes or any(r.info.status != "FINISHED" for r in children):
+    if not mlflow_scenes_finished(f"sqlite:///{data}/mlflow.db", key, scenes):
         return False
     aim = aim_runs_seen_by_a_fresh_process(data / "aim", f'run.partition_key == "{key}"')
     return len(aim) == scenes

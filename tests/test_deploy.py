@@ -29,6 +29,7 @@ from tests.conftest import (
     _free_port,
     aim_runs_seen_by_a_fresh_process,
     item_count,
+    mlflow_scenes_finished,
     stop_server,
     wait_http,
 )
@@ -107,19 +108,6 @@ def test_the_image_commands_exist_and_hold_no_secret():
 def _ingested_parquet(data: Path, key: str, scenes: int) -> bool:
     path = ParquetStore(data).path("scenes", key)
     return path.exists() and pq.read_metadata(path).num_rows == scenes
-
-
-def _ingested_mlflow(server: str, key: str, scenes: int) -> bool:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(server)
-    experiment = client.get_experiment_by_name("align-system")
-    if experiment is None:
-        return False
-    children = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.partition_key = '{key}' and tags.run_type = 'scene'", max_results=1000)
-    return len(children) == scenes and all(r.info.status == "FINISHED" for r in children)
 
 
 def _graphql(url: str, query: str) -> dict:
@@ -242,7 +230,7 @@ def test_the_team_services_ingest_a_dropped_folder(tmp_path, postgres):
         key, scenes, dropped = "team/run", item_count(run_dir), time.monotonic()
         for store, done in (
                 ("Parquet", lambda: _ingested_parquet(data, key, scenes)),
-                ("MLflow", lambda: _ingested_mlflow(mlflow_url, key, scenes)),
+                ("MLflow", lambda: mlflow_scenes_finished(mlflow_url, key, scenes)),
                 ("Aim", lambda: len(aim_runs_seen_by_a_fresh_process(
                     tmp_path / "aim" / "repo", f'run.partition_key == "{key}"')) == scenes)):
             _wait(f"{key} in {store}", done, services)
