@@ -1,7 +1,12 @@
 """The MLflow writer on a real SQLite store and a real `mlflow server`, read back through
 MlflowClient."""
 
+import multiprocessing
+import socket
+import subprocess
+import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -180,6 +185,53 @@ def test_a_batch_deleted_by_another_writer_is_written_again(mlflow_server):
     runs = read_back(mlflow_server, writer.experiment_id)
     assert sorted(runs) == sorted(s.key for s in specs)
     assert not set(partial.values()) & set(result.run_ids.values())
+
+
+@pytest.mark.slow
+def test_a_writer_waits_for_a_batch_another_writer_is_writing(mlflow_server):
+    """A partial batch begun first by a live writer is kept while it is written; once its
+    writer is gone it is replaced."""
+    writer = MlflowWriter(mlflow_server, f"wait-{uuid.uuid4().hex[:8]}")
+    rel = RELS[1]
+    key, specs = RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel)
+    other = subprocess.Popen(["sleep", "60"])
+    partial = writer._backend._create(specs[:2], f"{1:012x}.0123abcd.{other.pid}@"
+                                      f"{socket.gethostname()}")
+    with ThreadPoolExecutor(1) as pool:
+        upsert = pool.submit(writer.upsert, key, specs)
+        time.sleep(3)
+        try:
+            assert not upsert.done()
+            assert set(read_back(mlflow_server, writer.experiment_id)) == set(partial)
+        finally:
+            other.kill()
+            other.wait()
+        result = upsert.result(timeout=60)
+    assert result.written and result.deleted == 2
+    assert sorted(read_back(mlflow_server, writer.experiment_id)) == sorted(s.key for s in specs)
+
+
+def _upsert_in_a_process(server: str, experiment: str, rels: list[str]) -> None:
+    writer = MlflowWriter(server, experiment)
+    for rel in rels:
+        writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel))
+
+
+@pytest.mark.slow
+def test_six_processes_writing_the_same_partitions_converge(mlflow_server):
+    """Six writers, started together, each writing the same partitions (in different
+    orders): all return, and each partition holds one finished run per key."""
+    experiment = f"race4-{uuid.uuid4().hex[:8]}"
+    MlflowWriter(mlflow_server, experiment)
+    orders = [RELS, RELS[::-1], RELS[1:] + RELS[:1]] * 2
+    with ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in [pool.submit(_upsert_in_a_process, mlflow_server, experiment, order)
+                     for order in orders]:
+            done.result(timeout=600)
+    runs = read_back(mlflow_server, experiment_id(mlflow_server, experiment))
+    assert sorted(runs) == sorted(s.key for rel in RELS for s in _specs(SAMPLE_TREE, rel))
+    assert {r["status"] for r in runs.values()} == {"FINISHED"}
+    assert all(r["parent"] in (None, *runs) for r in runs.values())
 
 
 def test_sqlite_write_is_atomic(tmp_path, monkeypatch):

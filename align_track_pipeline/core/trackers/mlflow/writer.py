@@ -14,8 +14,9 @@ instance writes:
   A second writer of the partition waits, then finds it converged.
 - any other URI (an `http://` server, no transactions): the public batched API, and a check
   after the write. Each write is a batch (tag `align_track.batch`); after writing, the
-  partition's runs are read back and exactly one complete batch is kept, the same one whichever
-  writer looks (the smallest batch id), the rest deleted.
+  partition's runs are read back and exactly one batch is kept, the same one whichever writer
+  looks (`batches`), the rest deleted. A writer that finds a batch still being written waits
+  for it rather than writing its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from mlflow.exceptions import MlflowException
 
 from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
+from align_track_pipeline.core.trackers.mlflow import batches
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 
 FINISHED = "FINISHED"
@@ -193,7 +196,7 @@ class _SqlBackend(_Backend):
         mc = self._mc
         now = int(time.time() * 1000)
         run_ids = {s.key: uuid.uuid4().hex for s in specs}
-        batch = uuid.uuid4().hex
+        batch = batches.new_batch_id()
         rows = _Rows()
         for spec in specs:
             tags = _with_parent(spec, run_ids) | {TAG_BATCH: batch}
@@ -271,17 +274,24 @@ class _Rows:
                           "step": 0, "is_nan": False} for k, v in spec.metrics.items()]
 
 
-_SETTLE_ATTEMPTS = 6
+_SETTLE_ATTEMPTS = 10  # rounds that write or delete; waiting for a live writer is free
+_WAIT_SECONDS = 0.5
 
 
-def _smallest_complete_batch(existing: list[Existing], specs: list[RunSpec]) -> str | None:
-    """The batch every writer agrees to keep: the smallest id among the complete ones (runs
-    from before batches count as batch "")."""
-    batches: dict[str, list[Existing]] = {}
+def _batches(existing: list[Existing], specs: list[RunSpec]) -> dict[str, tuple[bool, bool]]:
+    """Each batch: (complete, plausible). Plausible: every run that has its key so far holds
+    a planned key once with the planned content (a batch that may still become complete)."""
+    wanted = {s.key: s.content_hash for s in specs}
+    groups: dict[str, list[Existing]] = {}
     for run in existing:
-        batches.setdefault(run.batch, []).append(run)
-    complete = sorted(b for b, runs in batches.items() if converged(runs, specs))
-    return complete[0] if complete else None
+        groups.setdefault(run.batch, []).append(run)
+    out = {}
+    for batch, runs in groups.items():
+        keyed = [r.key for r in runs if r.key is not None]
+        plausible = (len(keyed) == len(set(keyed))
+                     and all(wanted.get(r.key) == r.content_hash for r in runs if r.key))
+        out[batch] = (converged(runs, specs), plausible)
+    return out
 
 
 class _ApiBackend(_Backend):
@@ -301,22 +311,28 @@ class _ApiBackend(_Backend):
 
     def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
         """Write, then check, until the partition holds exactly one complete batch. Every
-        writer keeps the same batch (the smallest complete id) and returns only once it saw
-        the partition converged, so the last writer to return leaves it converged."""
-        written, deleted = False, 0
-        for _ in range(_SETTLE_ATTEMPTS):
+        writer keeps the same batch (see `batches`) and returns only once it saw the partition
+        converged, so the last writer to return leaves it converged."""
+        written, deleted, actions = False, 0, 0
+        watch = batches.Watch()
+        while actions < _SETTLE_ATTEMPTS:
             existing = self._find(partition)
             if converged(existing, specs):
                 return UpsertResult({e.key: e.run_id for e in existing}, written, deleted)
-            winner = _smallest_complete_batch(existing, specs)
-            if winner is None:
-                with suppress(MlflowException):  # another writer deleted this batch's runs
-                    self._create(specs, uuid.uuid4().hex)
+            sizes = Counter(e.batch for e in existing)
+            kept = batches.keeper(_batches(existing, specs), watch, sizes)
+            losers = [e.run_id for e in existing if e.batch != kept]
+            if losers:
+                self._delete(losers)
+                deleted += len(losers)
+                actions += 1
+            elif kept is None:
+                with batches.writing(batches.new_batch_id()) as batch, suppress(MlflowException):
+                    self._create(specs, batch)  # raises if another writer deleted its runs
                 written = True
-                continue
-            losers = [e.run_id for e in existing if e.batch != winner]
-            self._delete(losers)
-            deleted += len(losers)
+                actions += 1
+            else:  # another live writer is writing the batch everyone keeps
+                time.sleep(_WAIT_SECONDS)
         raise RuntimeError(f"partition {partition}: other writers kept changing its runs; "
                            "the next run repairs it")
 
