@@ -95,3 +95,24 @@ def test_close_run_stops_the_status_reporter_in_a_safe_order(tmp_path):
     aim_compat.close_run(run)
     assert not reporter.thread.is_alive() and reporter.stop_signal.is_set()
     assert aim_compat.run_exists(repo, run.hash)
+
+
+def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path):
+    """Aim names its run table `run_metadata.sqlite` and creates it in rollback mode; the
+    writer switches it to WAL, where Aim and a fresh reader still see every run."""
+    import sqlite3
+
+    from aim import Repo
+
+    def mode(path):
+        with sqlite3.connect(path / ".aim" / aim_compat.STRUCTURED_DB) as conn:
+            return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    Repo.from_path(str(tmp_path / "old"), init=True)
+    assert mode(tmp_path / "old") == "delete"  # Aim's own default
+    for path in (tmp_path / "old", tmp_path / "new"):
+        repo = aim_compat.open_repo(path)
+        assert mode(path) == "wal"
+        run_hash = _run(repo, "a")
+        assert aim_compat.index_runs(repo, [run_hash]) == 1
+        assert [r["hash"] for r in aim_runs_seen_by_a_fresh_process(path)] == [run_hash]

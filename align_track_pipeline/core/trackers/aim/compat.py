@@ -9,8 +9,10 @@ loudly if Aim changes any of this.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable
+from contextlib import closing, suppress
 from pathlib import Path
 
 import aimrocks.errors
@@ -32,7 +34,23 @@ def open_repo(path: Path) -> Repo:
     path.mkdir(parents=True, exist_ok=True)
     if not Repo.exists(str(path)):
         Repo.from_path(str(path), init=True)
-    return Repo.from_path(str(path))
+    repo = Repo.from_path(str(path))
+    use_wal(Path(repo.path) / STRUCTURED_DB)
+    return repo
+
+
+STRUCTURED_DB = "run_metadata.sqlite"  # Aim's run and experiment table (a SQLite file)
+
+
+def use_wal(db: Path) -> bool:
+    """Put Aim's run table in WAL mode (it persists in the file). Aim leaves it in rollback
+    mode, where each run's commits wait for every reader and writer of the file, which is most
+    of what two writer processes wait for (`benchmarks/workers.py`). A repo busy at that
+    moment keeps its mode until a writer opens it again. True when the file is in WAL mode."""
+    with closing(sqlite3.connect(db, timeout=1)) as conn:
+        with suppress(sqlite3.OperationalError):
+            conn.execute("PRAGMA journal_mode=WAL")
+        return conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def lean_run(repo: Repo, experiment: str) -> Run:
