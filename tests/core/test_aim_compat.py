@@ -84,17 +84,35 @@ def test_aim_up_builds_its_server_command_from_an_app_string():
     assert {p.name for p in commands.up.params} >= {"repo", "workers", "host", "port", "yes"}
 
 
-def test_close_run_stops_the_status_reporter_in_a_safe_order(tmp_path):
-    """The internals `close_run` relies on are there, and its reporter thread ends."""
+def test_lean_runs_skip_status_reporting_and_still_finish(tmp_path):
+    """Aim's `Run` builds a status reporter (a thread and check-in files per run, named in
+    `aim.sdk.run`); a lean run has none, and still ends with an end time: not active."""
+    import aim.sdk.run
+    from aim import Run
+
+    assert all(callable(getattr(aim.sdk.run, name)) for name in aim_compat._STATUS_REPORTERS)
     repo = aim_compat.open_repo(tmp_path / "aim")
-    run = aim_compat.lean_run(repo, "exp")
-    reporter = run._checkins
-    assert {"reporter_lock", "refresh_condition", "stop_signal", "thread", "flush"} <= set(
-        dir(reporter))
-    run["adm"] = "x"
-    aim_compat.close_run(run)
-    assert not reporter.thread.is_alive() and reporter.stop_signal.is_set()
-    assert aim_compat.run_exists(repo, run.hash)
+    check_ins = tmp_path / "aim" / ".aim" / "check_ins"
+    plain = Run(repo=repo, system_tracking_interval=None, capture_terminal_logs=False,
+                log_system_params=False)
+    assert plain._checkins is not None
+    plain.close()
+    assert len(list(check_ins.iterdir())) >= 1  # what a plain run leaves, one folder for all
+
+    before = set(check_ins.iterdir())
+    lean = aim_compat.lean_run(repo, "exp")
+    assert lean._checkins is None and lean._heartbeat is None
+    lean["adm"] = "x"
+    lean.close()
+    assert set(check_ins.iterdir()) == before
+    assert aim.sdk.run.RunStatusReporter is not aim_compat._no_reporter  # put back
+    aim_compat.set_archived(repo, lean.hash)
+    assert set(check_ins.iterdir()) == before
+    assert aim_compat.index_runs(repo, [plain.hash, lean.hash]) == 2
+    for run_hash in (plain.hash, lean.hash):
+        reread = Run(run_hash, repo=repo, read_only=True)
+        assert reread.end_time is not None and not reread.active
+    assert Run(lean.hash, repo=repo, read_only=True).archived
 
 
 def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path):

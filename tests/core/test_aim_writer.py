@@ -210,7 +210,7 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
             in_flight.set()
             release.wait(60)
             w.manifest.pending("Q", "Q::0", run.hash, "c")
-            aim_compat.close_run(run)
+            run.close()
             w.manifest.complete(["Q::0"])
 
     q, _ = _in_thread(writer_of_q)

@@ -160,7 +160,7 @@ class AimWriter:
             for name, text in spec.texts.items():
                 run.track(Text(text), name=name)
         finally:
-            aim_compat.close_run(run)  # unclosed runs leak threads and file handles
+            run.close()  # unclosed runs leak file handles
         return run.hash
 
     def _delete(self, run_hashes: list[str]) -> None:
