@@ -46,6 +46,7 @@ def test_ingest_through_a_basic_auth_server(tmp_path, small_tree, monkeypatch):
         assert refused.returncode == 1, refused.stderr[-3000:]  # the MLflow writes refused
         errors = [f["error"] for f in json.loads(refused.stdout)["failed"]]
         assert len(errors) == 3 and all("log_mlflow_runs" in e for e in errors), errors
+        assert all("401" in e and "not authenticated" in e for e in errors), errors  # the cause
         admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
         for name, value in admin.items():
             monkeypatch.setenv(name, value)

@@ -125,6 +125,13 @@ def failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
         failures = data.metadata.get("failures") if data else None
         if failures is not None:
             out |= failures.value
-        elif event.step_failure_data.error:  # the step itself crashed: every partition failed
-            out["*"] = event.step_failure_data.error.message
+        elif error:  # the step itself crashed: every partition failed
+            out["*"] = f"{event.step_key}: {_root_cause(error)}"
     return out
+
+
+def _root_cause(error) -> str:
+    """The innermost error of a chain: Dagster's own wrapper only says that the op failed."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
