@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import dagster as dg
 
 from align_track_pipeline.cli.exits import PoolTimeout
+from align_track_pipeline.core.processes import process_alive
 from align_track_pipeline.defs.dagster_compat import pool_holders, release_pool_slots
 
 HOST_TAG, PID_TAG, HEARTBEAT_TAG = "align_track/host", "align_track/pid", "align_track/heartbeat"
@@ -102,7 +102,7 @@ def _gone(tags: dict[str, str]) -> bool:
     if HOST_TAG not in tags:
         return False  # not an in-process run of ours: the daemon's monitoring watches it
     if tags[HOST_TAG] == socket.gethostname():  # here the process table is the truth
-        return not _alive(int(tags.get(PID_TAG, "0")))
+        return not process_alive(int(tags.get(PID_TAG, "0")))
     return time.time() - float(tags.get(HEARTBEAT_TAG, "0")) > dead_after()
 
 
@@ -110,18 +110,3 @@ def _who(tags: dict[str, str]) -> str:
     beat = float(tags.get(HEARTBEAT_TAG, "0"))
     return (f"host {tags.get(HOST_TAG, '?')}, pid {tags.get(PID_TAG, '?')}, "
             f"last heartbeat {time.time() - beat:.0f} s ago" if beat else "no heartbeat")
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: gone all the same
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True

@@ -21,6 +21,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from align_track_pipeline.core.processes import process_alive
+
 GRACE_SECONDS = 15.0  # a batch that stopped growing this long ago is abandoned
 
 _writing: set[str] = set()  # the batches this process is writing right now
@@ -77,7 +79,7 @@ class Watch:
         if found.host == socket.gethostname():
             if found.pid == os.getpid():
                 return batch in _writing
-            if not _process_exists(found.pid):
+            if not process_alive(found.pid):
                 return False
         now = time.monotonic()
         last_size, since = self._seen.get(batch, (-1, now))
@@ -85,16 +87,6 @@ class Watch:
             since = now
         self._seen[batch] = (size, since)
         return now - since < self.grace_seconds
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def keeper(batches: dict[str, tuple[bool, bool]], watch: Watch,
