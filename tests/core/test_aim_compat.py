@@ -134,3 +134,70 @@ def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path):
         run_hash = _run(repo, "a")
         assert aim_compat.index_runs(repo, [run_hash]) == 1
         assert [r["hash"] for r in aim_runs_seen_by_a_fresh_process(path)] == [run_hash]
+
+
+def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
+    """Aim opens a new run's two writable databases through `Repo.request_container` while
+    `Run()` runs, from `RocksContainer`'s `_db_opts`: a staged run is built under the stage
+    (small MANIFEST preallocation), is nowhere in the repo until published, then reads back
+    like any run."""
+    from aim.sdk.repo import ContainerConfig
+
+    (tmp_path / "shm").mkdir()
+    stage = aim_compat.new_stage(tmp_path / "shm")
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    run = aim_compat.lean_run(repo, "exp", stage)
+    assert "request_container" not in vars(repo)  # Aim's own again for everyone else
+    containers = [repo.container_pool[ContainerConfig(name, run.hash, False)]
+                  for name in ("meta", "seqs")]
+    assert all(c._db_opts["manifest_preallocation_size"] == aim_compat._SMALL_MANIFEST
+               for c in containers)
+    run.name, run["adm"] = "a", "x"
+    run.track(1.5, name="timing_seconds")
+    run.close()
+    for name in ("meta", "seqs"):
+        assert (stage / name / "chunks" / run.hash / "CURRENT").is_file()
+        assert not (tmp_path / "aim" / ".aim" / name / "chunks" / run.hash).exists()
+    assert aim_compat.run_recorded(repo, run.hash) and not aim_compat.run_exists(repo, run.hash)
+
+    aim_compat.publish_run(repo, run.hash, stage)
+    assert not any(list((stage / name / "chunks").iterdir()) for name in ("meta", "seqs"))
+    assert aim_compat.all_run_hashes(repo) == [run.hash]
+    assert aim_compat.index_runs(repo, [run.hash]) == 1
+    [seen] = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    assert (seen["name"], seen["params"]["adm"]) == ("a", "x")
+    assert seen["metrics"] == {"timing_seconds": 1.5}
+
+
+def test_new_stage_removes_only_dead_processes_folders(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"align-track-aim-{gone.pid}-abc"
+    live = tmp_path / f"align-track-aim-{os.getpid()}-def"
+    for folder in (dead, live):
+        (folder / "meta").mkdir(parents=True)
+    fresh = aim_compat.new_stage(tmp_path)
+    assert fresh.is_dir() and fresh.name.startswith(f"align-track-aim-{os.getpid()}-")
+    assert not dead.exists() and live.exists()
+    assert aim_compat.new_stage(tmp_path / "missing") is None  # no memory file system
+
+
+def test_run_creation_takes_an_flock_and_commits_without_a_sync_each(tmp_path):
+    """Aim guards creating a run's row with `Repo._sdb_lock` (a polled lock file); the writer
+    swaps in an `flock` and has its connections commit with `synchronous=NORMAL`."""
+    import inspect
+
+    from aim.sdk.repo import Repo
+
+    assert "self._sdb_lock" in inspect.getsource(Repo.request_props)
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    assert isinstance(repo._sdb_lock, aim_compat._Flock)
+    with repo.structured_db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    assert aim_compat.open_repo(tmp_path / "aim") is repo  # Aim caches repos: set up once
+    _run(repo, "a")
+    assert len(repo.structured_db.runs()) == 1

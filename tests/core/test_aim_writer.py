@@ -19,11 +19,21 @@ def _plan(root: Path, rel: str = REL):
     return plan_scene_runs(parsed.experiments.to_pylist(), parsed.scenes.to_pylist())
 
 
-@pytest.fixture
-def writer(tmp_path):
+@pytest.fixture(params=["staged", "in place"])
+def writer(request, tmp_path, monkeypatch):
+    """Both ways of building runs: on a memory file system and moved in (where there is one),
+    or in the repo itself."""
+    if request.param == "in place":
+        monkeypatch.setattr(aim_compat, "STAGE_ROOT", tmp_path / "no-such-folder")
     w = AimWriter(tmp_path / "aim")
+    assert (w.stage is not None) == (request.param == "staged")
     yield w
     w.close()
+
+
+def _held(repo) -> set[str]:
+    """Every run the repo holds anything of: a folder or a run-table row."""
+    return set(aim_compat.all_run_hashes(repo)) | {r.hash for r in repo.structured_db.runs()}
 
 
 def test_plan_has_the_scene_params_and_texts(sample_tree):
@@ -95,10 +105,11 @@ def test_kill_mid_partition_is_repaired(writer, sample_tree, tmp_path, monkeypat
     with pytest.raises(Killed):
         writer.upsert(key, plan)
     monkeypatch.setattr(writer.manifest, "pending", real_pending)
-    assert len(aim_compat.all_run_hashes(writer.repo)) == 3
+    assert len(_held(writer.repo)) == 3  # staged: the third run is only a run-table row
     result = writer.upsert(key, plan)
     assert result.deleted == 3 and len(result.created) == len(plan)
-    assert len(aim_compat.all_run_hashes(writer.repo)) == len(plan)  # nothing duplicated
+    assert set(aim_compat.all_run_hashes(writer.repo)) == _held(writer.repo)  # no leftovers
+    assert len(_held(writer.repo)) == len(plan)  # nothing duplicated
     seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
 
@@ -121,8 +132,8 @@ def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree,
 
     real_lean = aim_compat.lean_run
 
-    def create_then_die(repo, experiment):
-        run = real_lean(repo, experiment)  # Aim made the run's folder...
+    def create_then_die(repo, experiment, stage=None):
+        run = real_lean(repo, experiment, stage)  # Aim made the run (folder or stage, row)...
         run.close()
         raise Killed  # ...and the process died before the manifest learned its hash
 
@@ -130,9 +141,10 @@ def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree,
     with pytest.raises(Killed):
         writer.upsert(key, plan)
     monkeypatch.setattr(aim_compat, "lean_run", real_lean)
-    assert len(aim_compat.all_run_hashes(writer.repo)) == 1
+    assert len(_held(writer.repo)) == 1
     writer.upsert(key, plan)
-    assert len(aim_compat.all_run_hashes(writer.repo)) == len(plan)
+    assert set(aim_compat.all_run_hashes(writer.repo)) == _held(writer.repo)
+    assert len(_held(writer.repo)) == len(plan)
 
 
 def _in_thread(work) -> tuple:
@@ -189,15 +201,15 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
 
     real_lean = aim_compat.lean_run
 
-    def create_then_die(repo, experiment):
-        real_lean(repo, experiment).close()
+    def create_then_die(repo, experiment, stage=None):
+        real_lean(repo, experiment, stage).close()
         raise Killed
 
     monkeypatch.setattr(aim_compat, "lean_run", create_then_die)
     with pytest.raises(Killed):
         killed.upsert(key, plan)
     monkeypatch.setattr(aim_compat, "lean_run", real_lean)
-    leftover = set(aim_compat.all_run_hashes(killed.repo))
+    leftover = _held(killed.repo)
     killed.close()
 
     in_flight, release, q_run = threading.Event(), threading.Event(), {}
@@ -205,12 +217,14 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     def writer_of_q(w: AimWriter) -> None:  # as `_write` does, held between run and row
         with repo_lock(tmp_path / "aim", shared=True):
             w.manifest.placeholder("Q", "Q::0", "c")
-            run = real_lean(w.repo, "q")
+            run = real_lean(w.repo, "q", w.stage)
             q_run["hash"] = run.hash
             in_flight.set()
             release.wait(60)
             w.manifest.pending("Q", "Q::0", run.hash, "c")
             run.close()
+            if w.stage is not None:
+                aim_compat.publish_run(w.repo, run.hash, w.stage)
             w.manifest.complete(["Q::0"])
 
     q, _ = _in_thread(writer_of_q)
@@ -221,7 +235,9 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     q.join()
     assert done.wait(120)
     p.join()
-    hashes = set(aim_compat.all_run_hashes(aim_compat.open_repo(tmp_path / "aim")))
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    hashes = _held(repo)
     assert q_run["hash"] in hashes  # the other writer's run survived the repair
-    assert not leftover & hashes  # the killed writer's leftover is gone
+    assert leftover and not leftover & hashes  # the killed writer's leftover is gone
+    assert hashes == set(aim_compat.all_run_hashes(repo))
     assert len(hashes) == len(plan) + 1
