@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
 
 
-def _ingest(tree: Path, data: Path, workers: int) -> str:
+def _ingest(tree: Path, data: Path, workers: int, *extra: str) -> str:
     done = subprocess.run([ALIGN_TRACK, "ingest", "--json", "--workers", str(workers),
-                           "--experiments-dir", str(tree), "--data-dir", str(data)],
+                           "--experiments-dir", str(tree), "--data-dir", str(data), *extra],
                           capture_output=True, text=True, timeout=900, check=False,
                           env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -84,3 +84,15 @@ def test_ctrl_c_stops_every_worker_and_the_rerun_converges(sample_tree, tmp_path
     assert "align-track: interrupted" in stopped.stderr
     assert _ingest(sample_tree, data, 2)
     assert_one_aim_run_per_scene(data / "aim", data)
+
+
+@pytest.mark.postgres
+def test_mlflow_on_postgres_takes_two_workers(sample_tree, tmp_path, postgres):
+    """On Postgres each partition's runs are replaced in a transaction under an advisory
+    lock, so the MLflow phase spreads over the workers too, and still one run per key."""
+    uri = postgres()
+    err = _ingest(sample_tree, tmp_path / "data", 2, "--mlflow-uri", uri)
+    assert "mlflow: 20 partitions over 2 worker processes" in err
+    assert_one_run_per_key(uri, "align-system", tmp_path / "data")
+    with open_instance(tmp_path / "data") as instance:
+        assert pool_holders(instance, "mlflow") == (os.cpu_count(), [])
