@@ -201,3 +201,33 @@ def test_run_creation_takes_an_flock_and_commits_without_a_sync_each(tmp_path):
     assert aim_compat.open_repo(tmp_path / "aim") is repo  # Aim caches repos: set up once
     _run(repo, "a")
     assert len(repo.structured_db.runs()) == 1
+
+
+def test_indexing_from_the_records_read_at_publishing_equals_aims_own(tmp_path):
+    """`publish_run` reads a staged run's meta records before closing it; indexing them puts
+    into the index exactly what Aim's `finalize` (reopening the run) puts there."""
+    from aim import Text
+
+    (tmp_path / "shm").mkdir()
+    stage = aim_compat.new_stage(tmp_path / "shm")
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    run = aim_compat.lean_run(repo, "exp", stage)
+    run.name, run["adm"], run["kdma"] = "a", "x", {"merit": 0.5}
+    run.track(1.5, name="timing_seconds")
+    run.track(Text("a long text " * 100), name="probe_text")  # a BLOB, read lazily by Aim
+    run.close()
+    records = aim_compat.publish_run(repo, run.hash, stage)
+    assert records.items
+
+    def indexed() -> list:
+        found = list(repo.request_container("meta", read_only=True).items(records.prefix))
+        repo.container_pool.clear()  # read-only: reopened, so it sees the next write
+        return [(key, bytes(value)) for key, value in found]
+
+    assert aim_compat.index_runs(repo, [run.hash], records={run.hash: records}) == 1
+    ours = indexed()
+    assert aim_compat.index_runs(repo, [run.hash]) == 1  # Aim's way, reopening the run
+    assert ours and ours == indexed()
+    assert aim_compat.outdated_runs(repo) == []
+    [seen] = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    assert (seen["name"], seen["params"]["kdma"]) == ("a", {"merit": 0.5})

@@ -95,6 +95,7 @@ class AimWriter:
             _adopt(legacy_manifest, manifest_path(self.path))
             self.manifest = Manifest(manifest_path(self.path))
         self.stage = aim_compat.new_stage()
+        self._records: dict[str, aim_compat.RunRecords] = {}  # staged runs not indexed yet
 
     def upsert(self, partition: str, runs: list[SceneRun]) -> AimResult:
         with partition_lock(self.path, partition):
@@ -176,7 +177,9 @@ class AimWriter:
         finally:
             run.close()  # unclosed runs leak file handles
         if self.stage is not None:
-            aim_compat.publish_run(self.repo, run.hash, self.stage)
+            records = aim_compat.publish_run(self.repo, run.hash, self.stage)
+            if records is not None:
+                self._records[run.hash] = records
         return run.hash
 
     def _delete(self, run_hashes: list[str]) -> None:
@@ -189,9 +192,10 @@ class AimWriter:
                 raise RuntimeError(f"Aim could not delete runs {remaining}")
 
     def _index(self, run_hashes: list[str]) -> int:
+        records, self._records = self._records, {}
         try:
             with index_lock(self.path):
-                return aim_compat.index_runs(self.repo, run_hashes)
+                return aim_compat.index_runs(self.repo, run_hashes, records=records)
         except aim_compat.IndexBusy:
             return 0  # `aim up` holds the index: its own indexer picks the runs up
 
