@@ -6,9 +6,10 @@ changed, then each phase (tables, then each tracker) runs over the partitions wh
 version is not the observed one, one run per contiguous partition range (one run for a cold
 tree), never one run per partition; with `--workers N` a phase's partitions are cut into
 contiguous batches run by up to N worker processes at once, as many as the phase's store takes
-(its pool limit, see `sizing`). A partition that fails a phase skips the later ones and is
-reported with its error. After the tables changed, `scene_comparison` is rebuilt in one run,
-as the automation does.
+(its pool limit, see `sizing`); the trackers' phases run side by side then, a single-writer
+store's in this process. A partition that fails the tables skips the trackers; one that fails
+a tracker is still written to the others; each is reported with its errors. After the tables
+changed, `scene_comparison` is rebuilt in one run, as the automation does.
 
 A run over N partitions stores N "planned" events per asset before it starts (about 10 ms each
 on SQLite). The batch runs here store one per asset instead, and record a planned event only for
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,25 +149,14 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     before = partition_states(instance, versions, all_expected(trackers))
     report.fresh = [k for k, s in before.items() if s == FRESH]
     errors: dict[str, str] = {}
-    tables_changed = False
-    for phase in phases(trackers):
-        states = partition_states(instance, versions, phase.expected)
-        todo = [k for k, s in states.items() if s != FRESH and k not in errors]
-        if not todo:
-            continue
-        tables_changed |= phase.job == TABLES_JOB
-        order = instance.get_dynamic_partitions(PARTITIONS)
-        wait_for_pool(instance, phase.job, progress)  # a tracker's pool is named after it
-        started = time.perf_counter()
-        found = _run_phase(runner, pool, phase.job, limits.get(phase.job), todo, order,
-                           progress)
-        progress(f"{phase.job}: {len(todo)} partitions in {time.perf_counter() - started:.2f} s")
-        after = partition_states(instance, versions, phase.expected)
-        for crashed in found.crashed:  # the assets mark the partitions that fail one by one
-            crashed.mark_failed(instance, {k for k in todo if after[k] != FRESH})
-        for key in todo:
-            if after[key] != FRESH:
-                errors[key] = found.get(key) or f"{phase.job}: {after[key]}"
+    table_phase, *tracker_phases = phases(trackers)
+    tables_changed = bool(_todo(instance, versions, table_phase, errors))
+    if tables_changed:
+        _run_phases(runner, pool, [table_phase], limits, versions, errors, progress)
+    # The trackers are independent stores fed from the tables: a partition that failed the
+    # tables skips them, one that fails a tracker is still written to the others.
+    skipped = set(errors)
+    _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped)
     if tables_changed or report.removed or (versions and not _compared(instance)):
         refresh_comparison(runner, progress)
     if report.fresh == list(versions):
@@ -174,6 +165,58 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     report.materialized = [k for k, s in final.items() if s == FRESH and before[k] != FRESH]
     report.failed = [{"partition": k, "error": e} for k, e in errors.items()]
     return report
+
+
+def _todo(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,
+          skipped: set[str] | dict[str, str]) -> list[str]:
+    states = partition_states(instance, versions, phase.expected)
+    return [k for k, s in states.items() if s != FRESH and k not in skipped]
+
+
+def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Phase],
+                limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
+                progress: Callable[[str], None], skipped: set[str] = frozenset()) -> None:
+    """Bring `todo_phases` up to date: the ones that spread over worker processes start there
+    first, then the ones that take one writer (e.g. MLflow on SQLite) run in this process
+    meanwhile, so that a single-writer store no longer leaves the other cores idle."""
+    instance = runner.instance
+    order = instance.get_dynamic_partitions(PARTITIONS)
+    planned = []
+    for phase in todo_phases:
+        todo = _todo(instance, versions, phase, skipped)
+        if todo:
+            wait_for_pool(instance, phase.job, progress)  # a tracker's pool is named after it
+            processes = pool.parallel.processes(len(todo), limits.get(phase.job)) if pool else 1
+            planned.append((phase, todo, processes))
+    with pool.interruptible() if pool else nullcontext():
+        spread = []
+        for phase, todo, processes in (p for p in planned if p[2] > 1):
+            progress(f"{phase.job}: {len(todo)} partitions over {processes} worker processes")
+            batches = split(todo, order, processes)
+            spread.append((phase, todo, pool.submit(phase.job, batches, order, progress)))
+        for phase, todo, _processes in (p for p in planned if p[2] == 1):
+            started = time.perf_counter()
+            with one_planned_event_per_asset():
+                found = run_ranges(runner, phase.job, todo, order, progress)
+            _finish(instance, versions, phase, todo, found, errors, progress,
+                    time.perf_counter() - started)
+        for phase, todo, pending in spread:
+            found = pool.collect(instance, pending)
+            _finish(instance, versions, phase, todo, found, errors, progress, pending.seconds)
+
+
+def _finish(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,
+            todo: list[str], found: Found, errors: dict[str, str],
+            progress: Callable[[str], None], seconds: float) -> None:
+    """Report the phase, mark the partitions of crashed runs failed, record the errors."""
+    progress(f"{phase.job}: {len(todo)} partitions in {seconds:.2f} s")
+    after = partition_states(instance, versions, phase.expected)
+    for crashed in found.crashed:  # the assets mark the partitions that fail one by one
+        crashed.mark_failed(instance, {k for k in todo if after[k] != FRESH})
+    for key in todo:
+        if after[key] != FRESH:
+            error = found.get(key) or f"{phase.job}: {after[key]}"
+            errors[key] = f"{errors[key]}; {error}" if key in errors else error
 
 
 def _compared(instance: dg.DagsterInstance) -> bool:
@@ -188,16 +231,3 @@ def refresh_comparison(runner: InProcess, progress: Callable[[str], None]) -> No
     failed = failures(result)  # raises KeyboardInterrupt when interrupted
     outcome = f"FAILED: {failed.get('*')}" if failed else "rebuilt"
     progress(f"{COMPARISON_JOB}: {outcome} in {time.perf_counter() - started:.2f} s")
-
-
-def _run_phase(runner: InProcess, pool: WorkerPool | None, job: str, limit: int | None,
-               todo: list[str], order: list[str], progress: Callable[[str], None]) -> Found:
-    """The phase's partitions in contiguous batches over as many processes as the workers and
-    the phase's store allow (`limit`: its pool's; the tables have none), or in this process,
-    one run per contiguous range."""
-    processes = pool.parallel.processes(len(todo), limit) if pool else 1
-    if processes == 1:
-        with one_planned_event_per_asset():
-            return run_ranges(runner, job, todo, order, progress)
-    progress(f"{job}: {len(todo)} partitions over {processes} worker processes")
-    return pool.run(runner.instance, job, split(todo, order, processes), order, progress)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -69,26 +70,71 @@ def parallel_for(setup: Setup, workers: int | None) -> Parallel | None:
     return Parallel(setup, workers) if workers > 1 else None
 
 
+@dataclass
+class Pending:
+    """A job's batches submitted to the workers, and when the last one finished."""
+
+    started: float
+    futures: dict[Future, list[str]] = field(default_factory=dict)
+    finished: float | None = None
+
+    def done(self, _future: Future) -> None:
+        self.finished = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+
 class WorkerPool:
     """Worker processes for one ingest, started on first use, kept across phases."""
 
     def __init__(self, parallel: Parallel):
         self.parallel = parallel
         self._executor: ProcessPoolExecutor | None = None
+        self._futures: dict[Future, list[str]] = {}  # submitted, not collected yet
 
-    def run(self, instance, job: str, batches: list[list[str]], order: list[str],
-            progress: Callable[[str], None]) -> Found:
-        """Run `job` over each batch in a worker at once; merge what they report."""
+    def submit(self, job: str, batches: list[list[str]], order: list[str],
+               progress: Callable[[str], None]) -> Pending:
+        """Start `job` over each batch in a worker (queued while all workers are busy)."""
         executor = self._start()
-        futures = {executor.submit(_run_batch, job, batch, order): batch for batch in batches}
+        pending = Pending(time.perf_counter())
         for n, batch in enumerate(batches, 1):
+            future = executor.submit(_run_batch, job, batch, order)
+            future.add_done_callback(pending.done)
+            pending.futures[future] = batch
+            self._futures[future] = batch
             progress(f"{job} batch {n}/{len(batches)}: {len(batch)} partitions, "
                      f"{batch[0]} .. {batch[-1]}")
+        return pending
+
+    def collect(self, instance, pending: Pending) -> Found:
+        """Wait for a submitted job's batches; merge what they report."""
         found = Found()
-        with _interruptible(executor, futures):
-            for future, batch in futures.items():
-                found.merge(self._outcome(instance, future, batch))
+        for future, batch in pending.futures.items():
+            found.merge(self._outcome(instance, future, batch))
+            self._futures.pop(future, None)
         return found
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """While the workers write: SIGTERM counts as Ctrl-C, and either is passed on to every
+        worker, whose partition in progress is finished before the interrupt is raised."""
+        def as_interrupt(_signum, _frame) -> None:
+            raise KeyboardInterrupt("SIGTERM")
+
+        previous = signal.signal(signal.SIGTERM, as_interrupt)
+        try:
+            yield
+        except KeyboardInterrupt:
+            executor = self._executor
+            for pid in list(getattr(executor, "_processes", {}) or {}):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGINT)
+            wait(self._futures)
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def warm_up(self, partitions: int) -> None:
         """Start the workers now, when a phase of `partitions` will want them (a cold tree):
@@ -121,27 +167,6 @@ class WorkerPool:
             fail_abandoned_runs(instance)
             error = "its worker process died before the partition was written"
             return Found(errors={key: error for key in batch})
-
-
-@contextmanager
-def _interruptible(executor: ProcessPoolExecutor, futures: dict[Future, list[str]]
-                   ) -> Iterator[None]:
-    """While waiting for the workers: SIGTERM counts as Ctrl-C, and either is passed on to
-    every worker, whose partition in progress is finished before the interrupt is raised."""
-    def as_interrupt(_signum, _frame) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, as_interrupt)
-    try:
-        yield
-    except KeyboardInterrupt:
-        for pid in list(getattr(executor, "_processes", {}) or {}):
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
-        wait(futures)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 _runner: InProcess | None = None

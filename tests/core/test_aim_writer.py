@@ -241,3 +241,47 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     assert leftover and not leftover & hashes  # the killed writer's leftover is gone
     assert hashes == set(aim_compat.all_run_hashes(repo))
     assert len(hashes) == len(plan) + 1
+
+
+_INTERRUPTED = """
+import sys
+from pathlib import Path
+from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.core.source.parse import parse_run_dir
+from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
+from align_track_pipeline.core.trackers.aim.writer import AimWriter
+
+root, rel, repo = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+parsed = parse_run_dir(RunDir(root / rel, rel), root)
+plan = plan_scene_runs(parsed.experiments.to_pylist(), parsed.scenes.to_pylist())
+writer = AimWriter(repo)
+try:
+    writer.upsert(rel, plan)
+except KeyboardInterrupt:
+    print("interrupted", writer.stage is not None)
+writer.close()
+"""
+
+
+def test_a_process_interrupted_mid_run_still_exits(sample_tree, tmp_path):
+    """Ctrl-C inside a staged run: the run's open databases are closed before its stage is
+    removed, so Aim's exit handler (which waits for ever once a close fails) lets the process
+    end; the next upsert converges."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, str(sample_tree), REL, str(tmp_path / "aim")],
+        capture_output=True, text=True, timeout=120, check=False,
+        env=os.environ | {"ALIGN_TRACK_FAULT": "aim.run_created:2:sigint"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["interrupted", str(aim_compat.STAGE_ROOT.is_dir())]
+    assert "Exception in thread" not in done.stderr
+    writer = AimWriter(tmp_path / "aim")
+    try:
+        result = writer.upsert(RunDir(sample_tree / REL, REL).key, _plan(sample_tree))
+    finally:
+        writer.close()
+    assert len(result.created) == len(_plan(sample_tree)) and result.deleted == 2  # 1 and 2
+    assert set(aim_compat.all_run_hashes(writer.repo)) == _held(writer.repo)

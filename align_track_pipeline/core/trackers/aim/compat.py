@@ -17,6 +17,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from contextlib import closing, suppress
 from dataclasses import dataclass
@@ -178,6 +179,25 @@ def publish_run(repo: Repo, run_hash: str, stage: Path) -> RunRecords | None:
     return records
 
 
+def discard_run(repo: Repo, run_hash: str, stage: Path) -> None:
+    """Close and remove a staged run cut short (never moved into the repo)."""
+    for name in ("meta", "seqs"):
+        container = repo.container_pool.pop(ContainerConfig(name, run_hash, False), None)
+        if container is not None:
+            container.close()
+        shutil.rmtree(stage / name / "chunks" / run_hash, ignore_errors=True)
+
+
+def remove_stage(stage: Path) -> None:
+    """Close every database still open in `stage`, then remove it. Aim closes what is left
+    open at exit, and an exception there (the files are gone) makes its exit handler wait
+    for ever: a worker process that never ends."""
+    for container in list(_OPEN_IN_STAGES):
+        if container.path.is_relative_to(stage):
+            container.close()
+    shutil.rmtree(stage, ignore_errors=True)
+
+
 def _records(container: RocksContainer, run_hash: str) -> RunRecords:
     """What `index_runs` gets from reopening the run, as in `_finalize`."""
     view = container.tree().subtree("meta").subtree("chunks").subtree(run_hash)
@@ -201,9 +221,13 @@ def _staged_containers(repo: Repo, stage: Path):
         if container is None:
             container = _StagedContainer(str(stage / name / "chunks" / sub))
             repo.container_pool[config] = container
+            _OPEN_IN_STAGES.add(container)
         return container
 
     return request_container
+
+
+_OPEN_IN_STAGES: weakref.WeakSet = weakref.WeakSet()  # staged databases of this process
 
 
 class _StagedContainer(RocksContainer):

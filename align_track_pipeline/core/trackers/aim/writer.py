@@ -150,7 +150,7 @@ class AimWriter:
         self.manifest.close()
         self.repo.container_pool.clear()
         if self.stage is not None:
-            shutil.rmtree(self.stage, ignore_errors=True)
+            aim_compat.remove_stage(self.stage)
 
     def _unknown_runs_since(self, since: float) -> list[str]:
         """Runs created after a placeholder that the manifest never learned about: their
@@ -174,8 +174,12 @@ class AimWriter:
                 run.track(value, name=name)
             for name, text in spec.texts.items():
                 run.track(Text(text), name=name)
-        finally:
-            run.close()  # unclosed runs leak file handles
+        except BaseException:
+            run.close()
+            if self.stage is not None:  # cut short: the repair deletes its run-table row
+                aim_compat.discard_run(self.repo, run.hash, self.stage)
+            raise
+        run.close()  # unclosed runs leak file handles
         if self.stage is not None:
             records = aim_compat.publish_run(self.repo, run.hash, self.stage)
             if records is not None:
