@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import _free_port, stop_server, wait_http
+from tests.conftest import _free_port, aim_runs_seen_by_a_fresh_process, stop_server, wait_http
 
 BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "adm1n-s3cret-pw"
@@ -47,6 +47,8 @@ def test_ingest_through_a_basic_auth_server(tmp_path, small_tree, monkeypatch):
         errors = [f["error"] for f in json.loads(refused.stdout)["failed"]]
         assert len(errors) == 3 and all("log_mlflow_runs" in e for e in errors), errors
         assert all("401" in e and "not authenticated" in e for e in errors), errors  # the cause
+        # The trackers are independent: the refused MLflow writes did not hold Aim back.
+        assert len(aim_runs_seen_by_a_fresh_process(tmp_path / "anonymous" / "aim")) == 12
         admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
         for name, value in admin.items():
             monkeypatch.setenv(name, value)
