@@ -176,6 +176,15 @@ def mlflow_scenes_finished(tracking_uri: str, key: str, scenes: int) -> bool:
     return len(children) == scenes and all(r.info.status == "FINISHED" for r in children)
 
 
+def aim_runs_held(repo_path: Path) -> set[str]:
+    """Every Aim run the repo holds anything of, complete or not: its folders, and the
+    run-table rows of runs cut short while being built outside the repo."""
+    from align_track_pipeline.core.trackers.aim import compat as aim_compat
+
+    repo = aim_compat.open_repo(repo_path)
+    return set(aim_compat.all_run_hashes(repo)) | {r.hash for r in repo.structured_db.runs()}
+
+
 def aim_runs_seen_by_a_fresh_process(repo: Path, query: str = "") -> list[dict]:
     """Runs a new process's `aim.Repo(repo).query_runs(query)` returns, with params."""
     import subprocess

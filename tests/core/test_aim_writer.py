@@ -9,7 +9,7 @@ from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
 from align_track_pipeline.core.trackers.aim.writer import AimWriter
-from tests.conftest import aim_runs_seen_by_a_fresh_process
+from tests.conftest import aim_runs_held, aim_runs_seen_by_a_fresh_process
 
 REL = "random/unaligned"
 
@@ -32,8 +32,7 @@ def writer(request, tmp_path, monkeypatch):
 
 
 def _held(repo) -> set[str]:
-    """Every run the repo holds anything of: a folder or a run-table row."""
-    return set(aim_compat.all_run_hashes(repo)) | {r.hash for r in repo.structured_db.runs()}
+    return aim_runs_held(Path(repo.path).parent)
 
 
 def test_plan_has_the_scene_params_and_texts(sample_tree):

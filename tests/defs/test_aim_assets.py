@@ -21,6 +21,7 @@ from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.aim_index import aim_reindex_sensor
 from tests.conftest import (
     _free_port,
+    aim_runs_held,
     aim_runs_seen_by_a_fresh_process,
     stop_server,
     wait_http,
@@ -101,11 +102,6 @@ def test_aim_reindex_command_indexes_what_is_outdated(small_tree, data_dir, caps
         aim_compat.all_run_hashes(repo))
 
 
-def _aim_run_folders(data: Path) -> set[str]:
-    """The hashes of every Aim run in the repo, complete or not (one folder per run)."""
-    return set(aim_compat.all_run_hashes(aim_compat.open_repo(data / "aim")))
-
-
 def _written_before(data: Path, runs: int) -> list[str]:
     """The partitions whose Aim runs are all among the first `runs` the Aim phase creates
     (partitions in the order the phase writes them, one run per scene)."""
@@ -127,7 +123,7 @@ def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir):
     killed = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
                             env={**os.environ, "ALIGN_TRACK_FAULT": "aim.run_created:40"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    before = _aim_run_folders(data_dir)
+    before = aim_runs_held(data_dir / "aim")
     assert len(before) == 40
     complete = _written_before(data_dir, 39)
     scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
@@ -137,7 +133,9 @@ def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir):
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
-    assert len(seen) == scenes.num_rows == len(_aim_run_folders(data_dir))
+    assert len(seen) == scenes.num_rows == len(aim_runs_held(data_dir / "aim"))
+    assert aim_runs_held(data_dir / "aim") == set(aim_compat.all_run_hashes(
+        aim_compat.open_repo(data_dir / "aim")))  # nothing left of the killed run
     keys = {(r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen}
     assert len(keys) == scenes.num_rows  # one run per scene, none duplicated
     survivors = {r["hash"] for r in seen} & before

@@ -12,9 +12,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from align_track_pipeline.cli.instance import open_instance
-from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.defs.interrupts import remembered_interrupts
-from tests.conftest import aim_runs_seen_by_a_fresh_process
+from tests.conftest import aim_runs_held, aim_runs_seen_by_a_fresh_process
 
 
 class Stop(BaseException):
@@ -52,7 +51,7 @@ def test_ctrl_c_during_the_aim_phase_stops_the_ingest(sample_tree, data_dir):
         first = instance.get_dynamic_partitions("experiments")[0]
     scenes = ds.dataset(data_dir / "parquet" / "scenes").to_table()
     assert scenes.column("partition_key").to_pylist().count(first) == 4
-    before = set(aim_compat.all_run_hashes(aim_compat.open_repo(data_dir / "aim")))
+    before = aim_runs_held(data_dir / "aim")
     assert len(before) == 5  # stopped at once: not one more run created
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
@@ -61,5 +60,6 @@ def test_ctrl_c_during_the_aim_phase_stops_the_ingest(sample_tree, data_dir):
     assert len(seen) == scenes.num_rows
     assert len({(r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen}) == (
         scenes.num_rows)  # one run per scene
+    assert aim_runs_held(data_dir / "aim") == {r["hash"] for r in seen}  # no leftovers
     kept = [r for r in seen if r["hash"] in before]
     assert {r["params"]["partition_key"] for r in kept} == {first} and len(kept) == 4
