@@ -12,6 +12,18 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TREE = REPO / "examples" / "experiment-data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_child_processes():
+    """A shell runs a background job with SIGINT ignored, and a child process inherits that:
+    the tests that Ctrl-C an `align-track` (or have it interrupt itself) would then see it
+    run on. With a handler here, each child starts with SIGINT at its default again."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _dagster_state_storage_isolated():
     """No Dagster defs-state storage leaks from one test into the next (see
