@@ -150,9 +150,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     report.fresh = [k for k, s in before.items() if s == FRESH]
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
-    tables_changed = bool(_todo(instance, versions, table_phase, errors))
-    if tables_changed:
-        _run_phases(runner, pool, [table_phase], limits, versions, errors, progress)
+    tables_changed = _run_phases(runner, pool, [table_phase], limits, versions, errors,
+                                 progress)
     # The trackers are independent stores fed from the tables: a partition that failed the
     # tables skips them, one that fails a tracker is still written to the others.
     skipped = set(errors)
@@ -168,17 +167,18 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
 
 
 def _todo(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,
-          skipped: set[str] | dict[str, str]) -> list[str]:
+          skipped: set[str]) -> list[str]:
     states = partition_states(instance, versions, phase.expected)
     return [k for k, s in states.items() if s != FRESH and k not in skipped]
 
 
 def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Phase],
                 limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
-                progress: Callable[[str], None], skipped: set[str] = frozenset()) -> None:
+                progress: Callable[[str], None], skipped: set[str] = frozenset()) -> bool:
     """Bring `todo_phases` up to date: the ones that spread over worker processes start there
     first, then the ones that take one writer (e.g. MLflow on SQLite) run in this process
-    meanwhile, so that a single-writer store no longer leaves the other cores idle."""
+    meanwhile, so that a single-writer store no longer leaves the other cores idle. True when
+    any phase had partitions to materialize."""
     instance = runner.instance
     order = instance.get_dynamic_partitions(PARTITIONS)
     planned = []
@@ -203,6 +203,7 @@ def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Ph
         for phase, todo, pending in spread:
             found = pool.collect(instance, pending)
             _finish(instance, versions, phase, todo, found, errors, progress, pending.seconds)
+    return bool(planned)
 
 
 def _finish(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,

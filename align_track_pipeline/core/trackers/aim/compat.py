@@ -9,7 +9,6 @@ loudly if Aim changes any of this.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from contextlib import closing, suppress
+from contextlib import AbstractContextManager, closing, suppress
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -33,6 +32,7 @@ from aim.storage.rockscontainer import RocksContainer
 from aim.storage.utils import BLOB
 from sqlalchemy import event
 
+from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.processes import process_alive
 
 INDEX_BUSY = (aimrocks.errors.RocksIOError,)
@@ -77,22 +77,21 @@ def _synchronous_normal(dbapi_connection, _record) -> None:
 
 
 class _Flock:
-    """A blocking, re-entrant-free `flock` with the context protocol Aim's lock has."""
+    """Aim's lock protocol (one object, entered again for each run) over the project's
+    `file_lock`, which is single-use."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._handle = None
+        self._held: AbstractContextManager[None] | None = None
 
     def __enter__(self) -> _Flock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a")
-        fcntl.flock(self._handle, fcntl.LOCK_EX)
+        self._held = file_lock(self.path)
+        self._held.__enter__()
         return self
 
-    def __exit__(self, *_exc) -> None:
-        fcntl.flock(self._handle, fcntl.LOCK_UN)
-        self._handle.close()
-        self._handle = None
+    def __exit__(self, *exc) -> None:
+        held, self._held = self._held, None
+        held.__exit__(*exc)
 
 
 STRUCTURED_DB = "run_metadata.sqlite"  # Aim's run and experiment table (a SQLite file)
