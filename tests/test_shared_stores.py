@@ -110,7 +110,7 @@ def test_a_writer_killed_on_another_host_never_blocks(small_tree, data_dir):
     started = time.monotonic()
     here = subprocess.run([ALIGN_TRACK, *args], capture_output=True, text=True, timeout=600,
                           check=False, env={**os.environ, "ALIGN_TRACK_DEAD_WRITER_SECONDS": "5"})
-    assert here.returncode == 0, here.stderr[-3000:]
+    assert here.returncode == 0, here.stdout[-3000:] + here.stderr[-3000:]  # stdout: the errors
     assert f"held by run {held[:8]} (host host-a" in here.stderr
     assert time.monotonic() - started < 120
     assert json.loads(here.stdout)["failed"] == []
