@@ -157,6 +157,8 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
     run.close()
     for name in ("meta", "seqs"):
         assert (stage / name / "chunks" / run.hash / "CURRENT").is_file()
+        [options] = (stage / name / "chunks" / run.hash).glob("OPTIONS-*")  # as RocksDB ran
+        assert "max_file_opening_threads=1\n" in options.read_text()
         assert not (tmp_path / "aim" / ".aim" / name / "chunks" / run.hash).exists()
     assert aim_compat.run_recorded(repo, run.hash) and not aim_compat.run_exists(repo, run.hash)
 
@@ -167,6 +169,19 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
     [seen] = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
     assert (seen["name"], seen["params"]["adm"]) == ("a", "x")
     assert seen["metrics"] == {"timing_seconds": 1.5}
+
+
+def test_file_opening_threads_are_set_through_rocksdbs_c_api():
+    """aimrocks has no setting for `max_file_opening_threads`: the native options object is
+    found in the aimrocks object and set through the C API of aimrocks' own librocksdb."""
+    import aimrocks
+
+    options = aimrocks.Options(max_open_files=-1, create_if_missing=True)
+    assert aim_compat.file_opening_threads(options) == 16  # RocksDB's default
+    assert aim_compat.set_file_opening_threads(options, 1)
+    assert aim_compat.file_opening_threads(options) == 1
+    assert options.max_open_files == -1  # the probe leaves what aimrocks set
+    assert aimrocks.Options is not aim_compat._OneOpenerOptions  # swapped only while opening
 
 
 def test_new_stage_removes_only_dead_processes_folders(tmp_path):
