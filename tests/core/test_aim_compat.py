@@ -137,17 +137,21 @@ def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path):
 
 
 def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
-    """Aim opens a new run's two writable databases through `Repo.request_container` while
-    `Run()` runs, from `RocksContainer`'s `_db_opts`: a staged run is built under the stage
-    (small MANIFEST preallocation), is nowhere in the repo until published, then reads back
-    like any run."""
+    """Aim opens a new run's two writable databases through `Repo.request_container` and its
+    lock through `Repo.request_run_lock` while `Run()` runs, from `RocksContainer`'s
+    `_db_opts`: a staged run is built under the stage (small MANIFEST preallocation, one
+    file-opening thread), is nowhere in the repo until published, then reads back like any
+    run."""
     from aim.sdk.repo import ContainerConfig
 
     (tmp_path / "shm").mkdir()
     stage = aim_compat.new_stage(tmp_path / "shm")
     repo = aim_compat.open_repo(tmp_path / "aim")
     run = aim_compat.lean_run(repo, "exp", stage)
-    assert "request_container" not in vars(repo)  # Aim's own again for everyone else
+    assert not {"request_container", "request_run_lock"} & set(vars(repo))  # Aim's own again
+    lock = f"{run.hash}.softlock"  # held while the run is open: in the stage, not the repo
+    assert (stage / "locks" / lock).exists()
+    assert not (tmp_path / "aim" / ".aim" / "locks" / lock).exists()
     containers = [repo.container_pool[ContainerConfig(name, run.hash, False)]
                   for name in ("meta", "seqs")]
     assert all(c._db_opts["manifest_preallocation_size"] == aim_compat._SMALL_MANIFEST
@@ -163,6 +167,7 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
     assert aim_compat.run_recorded(repo, run.hash) and not aim_compat.run_exists(repo, run.hash)
 
     aim_compat.publish_run(repo, run.hash, stage)
+    assert not (stage / "locks" / lock).exists()
     assert not any(list((stage / name / "chunks").iterdir()) for name in ("meta", "seqs"))
     assert aim_compat.all_run_hashes(repo) == [run.hash]
     assert aim_compat.index_runs(repo, [run.hash]) == 1
