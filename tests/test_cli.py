@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,34 @@ def test_a_bad_input_later_loses_nothing_already_ingested(capsys, sample_tree, d
     code, report = _ingest(capsys, sample_tree, data_dir)
     assert code == 1 and [f["partition"] for f in report["failed"]] == [victim.key]
     assert ds.dataset(data_dir / "parquet" / "scenes").to_table().num_rows == before
+
+
+@pytest.mark.slow
+def test_trackers_option_writes_only_the_named_ones_and_the_rest_catch_up_later(
+        capsys, monkeypatch, tmp_path, sample_tree, data_dir):
+    """`--trackers aim`: the tables and Aim, and no MLflow store at all; `status` with the
+    same choice says fresh. A later ingest with every tracker writes only MLflow (the tables
+    and Aim stay as they are)."""
+    tree = tmp_path / "tree"
+    keep = find_run_dirs(sample_tree)[:3]
+    for run_dir in keep:
+        shutil.copytree(run_dir.path, tree / run_dir.key)
+    keys = sorted(r.key for r in keep)
+    argv = ["--experiments-dir", str(tree), "--data-dir", str(data_dir), "--json"]
+    assert main(["ingest", *argv, "--trackers", "aim"]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["materialized"]) == keys
+    assert not (data_dir / "mlflow.db").exists() and (data_dir / "aim").is_dir()
+    monkeypatch.setenv("ALIGN_TRACK_TRACKERS", "aim")
+    main(["status", *argv])
+    assert {p["state"] for p in json.loads(capsys.readouterr().out)["partitions"]} == {"fresh"}
+    monkeypatch.delenv("ALIGN_TRACK_TRACKERS")
+
+    assert main(["ingest", *argv]) == 0
+    out, err = capsys.readouterr()
+    assert sorted(json.loads(out)["materialized"]) == keys and (data_dir / "mlflow.db").exists()
+    assert "mlflow: 3 partitions in" in err
+    assert "aim: " not in err and "tables: " not in err  # fresh: nothing to redo
+
+    assert main(["ingest", *argv, "--trackers", "aim,wandb"]) == 2
+    assert "--trackers names wandb: no such tracker; registered: mlflow, aim" in (
+        capsys.readouterr().err)

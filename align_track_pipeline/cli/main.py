@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="materialize new and changed run directories")
     _common(ingest)
-    _mlflow_options(ingest)
+    _tracker_options(ingest)
     ingest.add_argument("--workers", type=_positive, default=None, metavar="N",
                         help="spread each phase's partitions over N processes (default: one "
                         "per core, for phases of 32 partitions per process or more)")
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="per partition: fresh / stale / missing / failed")
     _common(status)
-    _mlflow_options(status)
+    _tracker_options(status)
     status.set_defaults(func=cmd_status)
 
     _store_command(sub, "aim-ui", "start `aim up` on the Aim repo (127.0.0.1)", "--aim-repo",
@@ -140,7 +140,7 @@ def _common(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def _mlflow_options(cmd: argparse.ArgumentParser) -> None:
+def _tracker_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--mlflow-uri", default=None,
                      help="tracking URI (env MLFLOW_TRACKING_URI; default sqlite in data dir)")
     cmd.add_argument("--mlflow-experiment", default=None,
@@ -149,6 +149,9 @@ def _mlflow_options(cmd: argparse.ArgumentParser) -> None:
                      help="one MLflow run per experiment instead of parent + scene runs")
     cmd.add_argument("--aim-repo", default=None,
                      help="Aim repo (env ALIGN_TRACK_AIM_REPO; default <data dir>/aim)")
+    cmd.add_argument("--trackers", default=None, metavar="NAME,...",
+                     help="write only these trackers, e.g. aim (env ALIGN_TRACK_TRACKERS; "
+                          "default: every registered one)")
 
 
 def _options(args: argparse.Namespace) -> dict[str, str]:
@@ -156,7 +159,8 @@ def _options(args: argparse.Namespace) -> dict[str, str]:
     given = {"mlflow_uri": getattr(args, "mlflow_uri", None),
              "mlflow_experiment": getattr(args, "mlflow_experiment", None),
              "flat": "1" if getattr(args, "flat", None) else None,
-             "aim_repo": getattr(args, "aim_repo", None)}
+             "aim_repo": getattr(args, "aim_repo", None),
+             "trackers": getattr(args, "trackers", None)}
     return {k: v for k, v in given.items() if v}
 
 

@@ -3,6 +3,9 @@
 MLflow and Aim are built in. Another store registers a factory, from code (`register`) or from
 an installed package's entry point in the group `align_track.trackers` (name = tracker name,
 value = `module:factory`). A factory takes the `Settings` and returns a `Tracker`.
+
+`--trackers NAME,...` or ALIGN_TRACK_TRACKERS keeps only the named ones (e.g. `aim` for a team
+that has no MLflow): the others get no asset, no phase and no writes. Unset: all of them.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from align_track_pipeline.core.trackers.aim.tracker import aim_tracker
-from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.core.trackers.base import TargetError, Tracker
 from align_track_pipeline.core.trackers.mlflow.tracker import mlflow_tracker
 
 ENTRY_POINT_GROUP = "align_track.trackers"
+TRACKERS_ENV = "ALIGN_TRACK_TRACKERS"
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,25 @@ def factories() -> dict[str, TrackerFactory]:
 
 
 def create_all(settings: Settings) -> list[Tracker]:
-    """Every registered tracker, configured for `settings`."""
-    return [_checked(name, factory(settings)) for name, factory in factories().items()]
+    """The chosen trackers (every registered one unless `chosen` names some), configured for
+    `settings`, in the order of the registry."""
+    known = factories()
+    names = chosen(settings, list(known))
+    return [_checked(name, known[name](settings)) for name in names]
+
+
+def chosen(settings: Settings, known: list[str]) -> list[str]:
+    """The trackers `--trackers` / ALIGN_TRACK_TRACKERS names (comma-separated), in the
+    order of `known`; all of `known` when neither is set."""
+    given = settings.get("trackers", TRACKERS_ENV)
+    if not given.strip():
+        return known
+    names = {n.strip() for n in given.split(",") if n.strip()}
+    unknown = sorted(names - set(known))
+    if unknown:
+        raise TargetError(f"{TRACKERS_ENV} / --trackers names {', '.join(unknown)}: no such "
+                          f"tracker; registered: {', '.join(known)}")
+    return [name for name in known if name in names]
 
 
 def create(name: str, settings: Settings) -> Tracker:
