@@ -290,3 +290,17 @@ def test_the_parents_only_url_filters_to_one_run_per_experiment_row(tmp_path):
     assert experiment_id(writer.tracking_uri, "never-written") is None
     assert experiment_id(f"sqlite:///{tmp_path}/absent.db", "align-system") is None
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_sqlite_finds_a_partitions_runs_through_an_index_on_tag_values(tmp_path):
+    """The embedded store gets an index on tags (key, value), so finding a partition's runs
+    does not scan every run's partition tag (MLflow's own index is on key, run_uuid)."""
+    import sqlite3
+
+    from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
+
+    MlflowWriter(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT run_uuid FROM tags WHERE key = ? AND "
+                            "value = ?", ("align_track.partition", "a/b")).fetchall()
+    assert "USING INDEX align_track_tags_key_value (key=? AND value=?)" in str(plan)

@@ -104,6 +104,13 @@ def is_sql(uri: str) -> bool:
     return urlparse(uri).scheme.split("+")[0] in {"sqlite", "postgresql", "mysql", "mssql"}
 
 
+# A partition's runs are found by their partition tag. MLflow's own index on tags, (key,
+# run_uuid), makes that a scan of every run's partition tag: 5 ms a partition at 7,000 runs,
+# growing with the store (quadratic over an ingest). The store the pipeline owns, embedded
+# SQLite, gets an index on (key, value); a shared database is left as its operators keep it.
+PARTITION_INDEX = "CREATE INDEX IF NOT EXISTS align_track_tags_key_value ON tags (key, value)"
+
+
 class _Backend:
     experiment_id: str
 
@@ -127,6 +134,8 @@ class _SqlBackend(_Backend):
                 event.listen(self._store.engine, "connect", _sqlite_pragmas)
                 with self._store.engine.connect() as conn:  # WAL persists in the database file
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                with self._store.engine.begin() as conn:
+                    conn.exec_driver_sql(PARTITION_INDEX)
             found = self._store.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self._store.create_experiment(
                 experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
