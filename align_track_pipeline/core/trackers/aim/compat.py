@@ -417,15 +417,18 @@ def index_runs(repo: Repo, run_hashes: Iterable[str], wait_seconds: float = 30.0
     manager = RepoIndexManager.get_index_manager(repo)
     index = _open_index(repo, wait_seconds)
     try:
+        target = index.container
+        batch = target.batch()  # one write for every run with records, not one per record
         for run_hash in hashes:
             found = (records or {}).get(run_hash)
             if found is None:
                 _finalize(repo, run_hash, index)
             else:
-                target = index.container
-                target.delete_range(found.prefix, found.prefix + b"\xff")
+                target.delete_range(found.prefix, found.prefix + b"\xff", store_batch=batch)
                 for key, value in found.items:
-                    target[key] = value
+                    target.set(key, value, store_batch=batch)
+        target.commit(batch)
+        for run_hash in hashes:  # after the runs' records: a kill between leaves them outdated
             index["index_cache", run_hash] = manager._get_run_checksum(run_hash)
     finally:
         repo.container_pool.clear()  # release the index for `aim up`
