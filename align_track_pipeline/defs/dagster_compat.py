@@ -66,7 +66,7 @@ def record_failed_attempt(context: dg.AssetExecutionContext, asset: dg.AssetKey,
     event for each partition that failed, Dagster marks exactly those failed (in the UI, for
     the automation and `status`) when the run fails; no partition is run twice to get there.
     """
-    record_failed_attempts(context.instance, context.run_id, context.job_name,
+    record_failed_attempts(context.instance, context.run.run_id, context.job_name,
                            str(context.op_execution_context.node_handle), asset,
                            [partition])
 
