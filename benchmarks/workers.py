@@ -103,6 +103,9 @@ def main() -> None:
     for phase in (*PHASES, "ingest"):
         note = " (beside MLflow, sharing its cores)" if phase == "aim" else ""
         _speedup(phase + note, one[phase], two[phase], TARGETS.get(phase))
+    # With one worker the trackers run one after the other; with two, side by side.
+    _speedup("trackers (MLflow + Aim)", one["mlflow"] + one["aim"],
+             max(two["mlflow"], two["aim"]), None)
     print("Aim alone (--trackers aim):")
     _speedup("aim", *alone, TARGETS["aim"])
     print(f"  Aim per run: {alone[0] / scenes * 1000:.1f} ms with 1 worker, "
