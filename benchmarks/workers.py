@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from align_track_pipeline.core.cores import usable_cores
 from benchmarks.make_tree import build
 from benchmarks.run import _phase_seconds
 
@@ -76,7 +77,7 @@ def _estimate(one: dict[str, float], two: dict[str, float], alone: tuple[float, 
 
 def _load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + (
-        f" on {os.cpu_count()} cores")
+        f" on {usable_cores()} cores")
 
 
 def main() -> None:

@@ -1,7 +1,6 @@
 """One switch puts the Dagster instance on Postgres: ALIGN_TRACK_POSTGRES_URL, read from the
 environment by `align-track`, `dagster dev` and the daemon alike; unset, embedded SQLite."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import yaml
 
 from align_track_pipeline.cli import main
 from align_track_pipeline.cli.instance import INSTANCE_CONFIG, open_instance, prepare_home
+from align_track_pipeline.core.cores import usable_cores
 
 ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
 
@@ -24,7 +24,7 @@ def test_unset_means_embedded_sqlite_as_before(data_dir, monkeypatch):
     config = yaml.safe_load((data_dir / "dagster" / "dagster.yaml").read_text())
     assert "storage" not in config
     project = yaml.safe_load(INSTANCE_CONFIG.read_text())
-    project["concurrency"]["runs"]["max_concurrent_runs"] = os.cpu_count()  # one run per core
+    project["concurrency"]["runs"]["max_concurrent_runs"] = usable_cores()  # one run per core
     assert config == project
 
 

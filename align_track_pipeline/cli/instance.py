@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.base import TargetError
 
@@ -43,9 +44,9 @@ def instance_config(env: Mapping[str, str] | None = None) -> dict:
     `ALIGN_TRACK_POSTGRES_URL` is set (checked here, so a typo fails with its name)."""
     env = os.environ if env is None else env
     config = yaml.safe_load(INSTANCE_CONFIG.read_text()) or {}
-    # One concurrent run per core: more only contend.
-    config.setdefault("concurrency", {}).setdefault("runs", {})["max_concurrent_runs"] = (
-        os.cpu_count() or 1)
+    # One concurrent run per core this process may use: more only contend.
+    runs = config.setdefault("concurrency", {}).setdefault("runs", {})
+    runs["max_concurrent_runs"] = usable_cores()
     url = env.get(POSTGRES_ENV)
     if url:
         check_postgres_url(url)

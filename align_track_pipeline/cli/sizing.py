@@ -9,22 +9,17 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
+from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.dagster_compat import set_pool_limit
-
-
-def cores() -> int:
-    return os.cpu_count() or 1
 
 
 def size_pools(instance: dg.DagsterInstance, trackers: list[Tracker],
                n_cores: int | None = None) -> dict[str, int]:
     """Set each tracker's pool limit in the instance; returns pool -> limit."""
-    limits = {t.name: t.max_writers(n_cores or cores()) for t in trackers}
+    limits = {t.name: t.max_writers(n_cores or usable_cores()) for t in trackers}
     for pool, limit in limits.items():
         set_pool_limit(instance, pool, limit)
     return limits

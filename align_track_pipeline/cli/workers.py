@@ -29,6 +29,7 @@ from pathlib import Path
 
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
+from align_track_pipeline.core.cores import usable_cores
 
 PARSE_PROCESSES = "ALIGN_TRACK_PARSE_PROCESSES"  # read by the tables' parse pool
 
@@ -66,7 +67,7 @@ def parallel_for(setup: Setup, workers: int | None) -> Parallel | None:
     """`--workers N` (any phase of N or more partitions is spread), or by default one worker
     per core for phases large enough to gain from it; None: one process."""
     if workers is None:
-        return Parallel(setup, os.cpu_count() or 1, AUTO_MIN_BATCH)
+        return Parallel(setup, usable_cores(), AUTO_MIN_BATCH)
     return Parallel(setup, workers) if workers > 1 else None
 
 
@@ -152,7 +153,7 @@ class WorkerPool:
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
             parallel = self.parallel
-            cores = os.cpu_count() or 1
+            cores = usable_cores()
             self._executor = ProcessPoolExecutor(
                 max_workers=parallel.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
