@@ -204,6 +204,16 @@ def test_new_stage_removes_only_dead_processes_folders(tmp_path):
     assert aim_compat.new_stage(tmp_path / "missing") is None  # no memory file system
 
 
+def test_no_stage_on_a_memory_file_system_short_of_space(tmp_path):
+    """Runs are then written in the repo directly instead of failing when it fills."""
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    assert aim_compat.new_stage(tmp_path, min_free=free + 2**30) is None
+    assert not list(tmp_path.iterdir())
+    assert aim_compat.new_stage(tmp_path, min_free=free // 2) is not None
+
+
 def test_run_creation_takes_an_flock_and_commits_without_a_sync_each(tmp_path):
     """Aim guards creating a run's row with `Repo._sdb_lock` (a polled lock file); the writer
     swaps in an `flock` and has its connections commit with `synchronous=NORMAL`."""

@@ -140,9 +140,16 @@ _STAGE_PREFIX = "align-track-aim-"
 _SMALL_MANIFEST = 64 * 1024  # RocksDB preallocates 4 MiB per MANIFEST: memory, on tmpfs
 
 
-def new_stage(root: Path | None = None) -> Path | None:
+# A writer's stage holds the run in progress: 2.4 MiB at most while ingesting the sample tree.
+# Below this much free space (a container's 64 MiB /dev/shm shared with other programs) runs
+# are written in the repo directly rather than fail on a full memory file system.
+STAGE_MIN_FREE = 32 * 1024 * 1024
+
+
+def new_stage(root: Path | None = None, min_free: int = STAGE_MIN_FREE) -> Path | None:
     """A fresh folder for this process's runs under `root` (default `STAGE_ROOT`, a memory
-    file system), or None where there is none; folders of dead processes go on the way."""
+    file system), or None where there is none or it has less than `min_free` bytes free;
+    folders of dead processes go on the way."""
     root = root or STAGE_ROOT
     if not (root.is_dir() and os.access(root, os.W_OK)):
         return None
@@ -150,6 +157,8 @@ def new_stage(root: Path | None = None) -> Path | None:
         found = re.match(rf"{_STAGE_PREFIX}(\d+)-", old.name)
         if found and not process_alive(int(found.group(1))):
             shutil.rmtree(old, ignore_errors=True)
+    if shutil.disk_usage(root).free < min_free:
+        return None
     return Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=root))
 
 
