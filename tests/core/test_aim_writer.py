@@ -73,6 +73,34 @@ def test_upsert_writes_indexes_and_converges(writer, sample_tree, tmp_path):
     assert len(aim_runs_seen_by_a_fresh_process(tmp_path / "aim")) == len(plan)
 
 
+def test_a_stage_short_of_room_is_left_and_runs_are_written_in_place(sample_tree, tmp_path,
+                                                                     monkeypatch):
+    """Closing a run on a full file system makes RocksDB wait for space for ever: once the
+    stage's file system runs short, the writer writes in the repo directly instead."""
+    import shutil
+
+    monkeypatch.setattr(aim_compat, "STAGE_ROOT", tmp_path / "shm")
+    (tmp_path / "shm").mkdir()
+    key = RunDir(sample_tree / REL, REL).key
+    writer = AimWriter(tmp_path / "aim")
+    try:
+        stage = writer.stage
+        assert stage is not None
+        writer.upsert(key, _plan(sample_tree))
+        free = shutil.disk_usage(stage).free
+        monkeypatch.setattr(aim_compat, "STAGE_MIN_FREE", free + 2**30)
+        io = sample_tree / REL / "input_output.json"
+        io.write_text(io.read_text().replace("Random choice", "Changed choice", 1))
+        changed = writer.upsert(key, _plan(sample_tree))
+        assert writer.stage is None and not stage.exists()
+        assert len(changed.created) == 1 and changed.indexed == 1
+        assert (tmp_path / "aim" / ".aim" / "meta" / "chunks" / changed.created[0]).is_dir()
+    finally:
+        writer.close()
+    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    assert sorted(r["name"] for r in seen) == sorted(r.name for r in _plan(sample_tree))
+
+
 def test_removed_scenes_are_deleted(writer, sample_tree, tmp_path):
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)

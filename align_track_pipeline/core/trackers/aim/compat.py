@@ -142,14 +142,15 @@ _SMALL_MANIFEST = 64 * 1024  # RocksDB preallocates 4 MiB per MANIFEST: memory, 
 
 # A writer's stage holds the run in progress: 2.4 MiB at most while ingesting the sample tree.
 # Below this much free space (a container's 64 MiB /dev/shm shared with other programs) runs
-# are written in the repo directly rather than fail on a full memory file system.
+# are written in the repo directly: RocksDB closing a run on a full file system waits for
+# space for ever, a hung partition.
 STAGE_MIN_FREE = 32 * 1024 * 1024
 
 
-def new_stage(root: Path | None = None, min_free: int = STAGE_MIN_FREE) -> Path | None:
+def new_stage(root: Path | None = None, min_free: int | None = None) -> Path | None:
     """A fresh folder for this process's runs under `root` (default `STAGE_ROOT`, a memory
-    file system), or None where there is none or it has less than `min_free` bytes free;
-    folders of dead processes go on the way."""
+    file system), or None where there is none or it lacks room (`stage_has_room`); folders
+    of dead processes go on the way."""
     root = root or STAGE_ROOT
     if not (root.is_dir() and os.access(root, os.W_OK)):
         return None
@@ -157,9 +158,14 @@ def new_stage(root: Path | None = None, min_free: int = STAGE_MIN_FREE) -> Path 
         found = re.match(rf"{_STAGE_PREFIX}(\d+)-", old.name)
         if found and not process_alive(int(found.group(1))):
             shutil.rmtree(old, ignore_errors=True)
-    if shutil.disk_usage(root).free < min_free:
+    if not stage_has_room(root, min_free):
         return None
     return Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=root))
+
+
+def stage_has_room(stage: Path, min_free: int | None = None) -> bool:
+    """At least `min_free` bytes (default `STAGE_MIN_FREE`) free where `stage` lives."""
+    return shutil.disk_usage(stage).free >= (STAGE_MIN_FREE if min_free is None else min_free)
 
 
 @dataclass(frozen=True)

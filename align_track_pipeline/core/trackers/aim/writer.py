@@ -113,6 +113,7 @@ class AimWriter:
                 if k in wanted and done and content == wanted[k].content_hash
                 and aim_compat.run_exists(self.repo, run_hash)}
         drop = [k for k in known if k not in keep]
+        self._check_stage()
         since = _placeholders(known)
         if since:
             self._delete(self._unknown_runs_since(min(since)))
@@ -151,6 +152,13 @@ class AimWriter:
         self.repo.container_pool.clear()
         if self.stage is not None:
             aim_compat.remove_stage(self.stage)
+
+    def _check_stage(self) -> None:
+        """Stop staging once the memory file system runs short (other programs share it):
+        the partition's runs, and the later ones, are written in the repo directly."""
+        if self.stage is not None and not aim_compat.stage_has_room(self.stage):
+            aim_compat.remove_stage(self.stage)
+            self.stage = None
 
     def _unknown_runs_since(self, since: float) -> list[str]:
         """Runs created after a placeholder that the manifest never learned about: their
