@@ -183,6 +183,28 @@ def test_trackers_option_writes_only_the_named_ones_and_the_rest_catch_up_later(
     assert "mlflow: 3 partitions in" in err
     assert "aim: " not in err and "tables: " not in err  # fresh: nothing to redo
 
+    # A folder removed while MLflow is left out: its MLflow runs go all the same.
+    shutil.rmtree(tree / keys[0])
+    assert main(["ingest", *argv, "--trackers", "aim"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == [keys[0]]
+    assert _mlflow_runs(data_dir, keys[0]) == 0 and _mlflow_runs(data_dir, keys[1]) > 0
+    assert main(["ingest", *argv]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["materialized"] == report["removed"] == []
+    assert sorted(report["fresh"]) == keys[1:]
+
     assert main(["ingest", *argv, "--trackers", "aim,wandb"]) == 2
     assert "--trackers names wandb: no such tracker; registered: mlflow, aim" in (
         capsys.readouterr().err)
+    assert main(["ingest", *argv, "--trackers", " , "]) == 2
+    assert "--trackers ' , ' names no tracker" in capsys.readouterr().err
+
+
+def _mlflow_runs(data_dir: Path, partition: str) -> int:
+    """Active MLflow runs (parents and scenes) of a partition in the embedded store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("align-system")
+    return len(client.search_runs([experiment.experiment_id], max_results=10000,
+                                  filter_string=f"tags.`align_track.partition` = '{partition}'"))

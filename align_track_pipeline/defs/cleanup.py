@@ -7,8 +7,9 @@ from contextlib import closing
 
 import dagster as dg
 
+from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG
-from align_track_pipeline.defs.freshness import FOLDERS
+from align_track_pipeline.defs.freshness import FOLDERS, latest_data_versions
 from align_track_pipeline.defs.resources import DataStore, Trackers
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
@@ -52,7 +53,7 @@ def remove_partition_data(
                                            for t in TABLE_ASSETS)
         else:
             counts["parquet_files"] += sum(store.parquet.delete(t, key) for t in TABLE_ASSETS)
-    current = trackers.all()
+    current = _holding(context.instance, trackers, config.partitions)
     for tracker in current:
         with closing(tracker.open()) as writer:
             counts[tracker.asset] = sum(writer.remove(key, mode == ARCHIVE)
@@ -70,6 +71,20 @@ def remove_partition_data(
     context.log.info(f"{mode}d {counts} for {len(config.partitions)} partitions")
     context.add_output_metadata(
         counts | {"mode": mode, "partitions": dg.MetadataValue.json(config.partitions)})
+
+
+def _holding(instance: dg.DagsterInstance, trackers: Trackers,
+             partitions: list[str]) -> list[Tracker]:
+    """The chosen trackers, and those left out (`--trackers`, ALIGN_TRACK_TRACKERS) that hold
+    runs of these partitions: written by an earlier run with other choices, they would
+    otherwise keep a removed folder's runs for good."""
+    chosen = {t.name for t in trackers.all()}
+
+    def holds(tracker: Tracker) -> bool:
+        recorded = latest_data_versions(instance, tracker.asset)
+        return any(recorded.get(key, REMOVED) != REMOVED for key in partitions)
+
+    return [t for t in trackers.every() if t.name in chosen or holds(t)]
 
 
 def _tombstone(asset: str, key: str, mode: str) -> dg.AssetMaterialization:

@@ -16,7 +16,7 @@ from align_track_pipeline.core.source.discovery import (
 )
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.core.trackers.base import Tracker
-from align_track_pipeline.core.trackers.registry import Settings, create, create_all
+from align_track_pipeline.core.trackers.registry import Settings, create, create_all, create_every
 
 
 class ExperimentTree(dg.ConfigurableResource):
@@ -74,6 +74,10 @@ class Trackers(dg.ConfigurableResource):
 
     def all(self) -> list[Tracker]:
         return create_all(self.settings())
+
+    def every(self) -> list[Tracker]:
+        """Every registered tracker, also those `ALIGN_TRACK_TRACKERS` leaves out."""
+        return create_every(self.settings())
 
 
 def env_or(name: str, default: str) -> str | dg.EnvVar:

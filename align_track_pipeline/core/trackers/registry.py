@@ -80,6 +80,12 @@ def create_all(settings: Settings) -> list[Tracker]:
     return [_checked(name, known[name](settings)) for name in names]
 
 
+def create_every(settings: Settings) -> list[Tracker]:
+    """Every registered tracker, chosen or not: for cleaning up after removed folders in the
+    stores that a run with other choices wrote."""
+    return [_checked(name, factory(settings)) for name, factory in factories().items()]
+
+
 def chosen(settings: Settings, known: list[str]) -> list[str]:
     """The trackers `--trackers` / ALIGN_TRACK_TRACKERS names (comma-separated), in the
     order of `known`; all of `known` when neither is set."""
@@ -87,6 +93,9 @@ def chosen(settings: Settings, known: list[str]) -> list[str]:
     if not given.strip():
         return known
     names = {n.strip() for n in given.split(",") if n.strip()}
+    if not names:
+        raise TargetError(f"{TRACKERS_ENV} / --trackers {given!r} names no tracker; "
+                          f"registered: {', '.join(known)}")
     unknown = sorted(names - set(known))
     if unknown:
         raise TargetError(f"{TRACKERS_ENV} / --trackers names {', '.join(unknown)}: no such "
