@@ -187,6 +187,32 @@ def test_file_opening_threads_are_set_through_rocksdbs_c_api():
     assert aimrocks.Options is not aim_compat._OneOpenerOptions  # swapped only while opening
 
 
+def test_without_rocksdbs_library_runs_open_with_the_default_threads(monkeypatch, caplog,
+                                                                     tmp_path):
+    """A missing or changed librocksdb makes runs slower, never fails them; the log says so
+    once."""
+    import aimrocks
+
+    def missing():
+        raise OSError("librocksdb.so: cannot open shared object file")
+
+    monkeypatch.setattr(aim_compat, "_rocksdb", missing)
+    aim_compat._say_once.cache_clear()
+    assert not aim_compat.set_file_opening_threads(aimrocks.Options(), 1)
+    assert not aim_compat.set_file_opening_threads(aimrocks.Options(), 1)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["Aim runs open with RocksDB's default file-opening threads: RocksDB's C "
+                      "API is not usable (librocksdb.so: cannot open shared object file)"]
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    (tmp_path / "shm").mkdir()
+    stage = aim_compat.new_stage(tmp_path / "shm", min_free=0)
+    run = aim_compat.lean_run(repo, "e", stage)
+    run["x"] = 1
+    run.close()
+    assert aim_compat.publish_run(repo, run.hash, stage) is not None
+    aim_compat._say_once.cache_clear()
+
+
 def test_new_stage_removes_only_dead_processes_folders(tmp_path):
     import os
     import subprocess

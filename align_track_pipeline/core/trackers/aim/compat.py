@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import re
 import shutil
@@ -273,6 +274,8 @@ class _StagedContainer(RocksContainer):
 
     @property
     def db(self):
+        if self._db is not None:  # read on every write: swap the options class only to open
+            return self._db
         self._db_opts["manifest_preallocation_size"] = _SMALL_MANIFEST
         with _options_class(_OneOpenerOptions):
             return RocksContainer.db.fget(self)
@@ -304,12 +307,24 @@ def _options_class(cls: type) -> Iterator[None]:
 
 
 def set_file_opening_threads(options: aimrocks.Options, threads: int) -> bool:
-    """Set `max_file_opening_threads` on `options`; False (left as it was) if its native
-    object cannot be found."""
-    address = _native_options(options)
-    if address is not None:
-        _rocksdb().rocksdb_options_set_max_file_opening_threads(address, threads)
-    return address is not None
+    """Set `max_file_opening_threads` on `options`; False (left as it was, said once in the
+    log) if its native object or RocksDB's library cannot be found: slower, never broken."""
+    try:
+        address = _native_options(options)
+    except (OSError, AttributeError) as error:  # no library, or a symbol missing from it
+        _say_once(f"RocksDB's C API is not usable ({error})")
+        return False
+    if address is None:
+        _say_once("the native options of an aimrocks.Options were not found")
+        return False
+    _rocksdb().rocksdb_options_set_max_file_opening_threads(address, threads)
+    return True
+
+
+@functools.cache
+def _say_once(why: str) -> None:
+    logging.getLogger(__name__).warning(
+        "Aim runs open with RocksDB's default file-opening threads: %s", why)
 
 
 def file_opening_threads(options: aimrocks.Options) -> int | None:
@@ -323,7 +338,8 @@ def _native_options(options: aimrocks.Options) -> int | None:
     twice: as `opts`, and as `copts`, its ColumnFamilyOptions base (`opts` plus the size of
     DBOptions). The one such pair among the object's words is taken only once the C API
     reads back values set through aimrocks' own `max_open_files`."""
-    words = (ctypes.c_void_p * (type(options).__basicsize__ // 8)).from_address(id(options))
+    size = type(options).__basicsize__ // ctypes.sizeof(ctypes.c_void_p)
+    words = (ctypes.c_void_p * size).from_address(id(options))
     values = [w for w in words[2:] if w]  # after the reference count and the type
     found = [p for p in values if p > 0xFFFF and any(0 < q - p < 4096 for q in values)]
     if len(found) != 1:
