@@ -31,12 +31,15 @@ def cgroup_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> i
     parents, cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us` / `cpu.cfs_period_us`); None
     where none is set or cgroups cannot be read."""
     try:
-        lines = proc_cgroup.read_text().splitlines()
+        lines = proc_cgroup.read_text(errors="surrogateescape").splitlines()
     except OSError:
         return None
     quotas = []
     for line in lines:
-        _id, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:  # not a cgroup line: never a reason to fail an ingest
+            continue
+        _id, controllers, path = fields
         if controllers == "":  # v2: one unified hierarchy
             quotas += [_v2_quota(d) for d in _dirs(root, path)]
         elif "cpu" in controllers.split(","):
