@@ -101,6 +101,33 @@ def test_a_stage_short_of_room_is_left_and_runs_are_written_in_place(sample_tree
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in _plan(sample_tree))
 
 
+def test_a_stage_that_runs_short_within_a_partition_leaves_no_run_behind(sample_tree,
+                                                                         tmp_path, monkeypatch):
+    """Room is checked before each run: the partition's first runs staged, the rest in
+    place, every one indexed and seen."""
+    monkeypatch.setattr(aim_compat, "STAGE_ROOT", tmp_path / "shm")
+    (tmp_path / "shm").mkdir()
+    checks = []
+    real = aim_compat.stage_has_room
+
+    def room_for_two_runs(stage, min_free=None):
+        checks.append(stage)
+        return len(checks) <= 3 and real(stage, min_free)  # 1: new_stage, 2-3: two runs
+
+    monkeypatch.setattr(aim_compat, "stage_has_room", room_for_two_runs)
+    plan = _plan(sample_tree)
+    writer = AimWriter(tmp_path / "aim")
+    try:
+        result = writer.upsert(RunDir(sample_tree / REL, REL).key, plan)
+        assert writer.stage is None and len(plan) > 2
+        assert len(checks) == 4  # the stage was dropped at the third run, never asked again
+        assert len(result.created) == result.indexed == len(plan)
+    finally:
+        writer.close()
+    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
+
+
 def test_removed_scenes_are_deleted(writer, sample_tree, tmp_path):
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)

@@ -113,14 +113,14 @@ class AimWriter:
                 if k in wanted and done and content == wanted[k].content_hash
                 and aim_compat.run_exists(self.repo, run_hash)}
         drop = [k for k in known if k not in keep]
-        self._check_stage()
         since = _placeholders(known)
         if since:
             self._delete(self._unknown_runs_since(min(since)))
         self._delete([known[k][0] for k in drop])  # old runs go first: no duplicates, ever
         self.manifest.forget(drop)
+        staged = self.stage is not None
         created = [self._write(partition, r) for r in runs if r.key not in keep]
-        if self.stage is not None and created:
+        if staged and created:
             sync_file_system(self.path)  # the moved runs are on disk before they count
         self.manifest.complete([r.key for r in runs if r.key not in keep])
         indexed = self._index(created)
@@ -154,8 +154,9 @@ class AimWriter:
             aim_compat.remove_stage(self.stage)
 
     def _check_stage(self) -> None:
-        """Stop staging once the memory file system runs short (other programs share it):
-        the partition's runs, and the later ones, are written in the repo directly."""
+        """Stop staging once the memory file system runs short (other writers and programs
+        share it; checked before each run, so N writers add at most N runs to it past the
+        check): this run and the later ones are written in the repo directly."""
         if self.stage is not None and not aim_compat.stage_has_room(self.stage):
             aim_compat.remove_stage(self.stage)
             self.stage = None
@@ -171,6 +172,7 @@ class AimWriter:
 
     def _write(self, partition: str, spec: SceneRun) -> str:
         self.manifest.placeholder(partition, spec.key, spec.content_hash)
+        self._check_stage()
         run = aim_compat.lean_run(self.repo, spec.experiment, self.stage)
         try:
             fault_point("aim.run_created")
