@@ -339,3 +339,28 @@ def test_a_process_interrupted_mid_run_still_exits(sample_tree, tmp_path):
         writer.close()
     assert len(result.created) == len(_plan(sample_tree)) and result.deleted == 2  # 1 and 2
     assert set(aim_compat.all_run_hashes(writer.repo)) == _held(writer.repo)
+
+
+def test_a_kill_between_the_index_records_and_their_checksums_leaves_the_runs_outdated(
+        sample_tree, tmp_path):
+    """The index takes a partition's records in one batch, the runs' checksums after it: a
+    kill between leaves every run visible with its records and marked outdated (indexed
+    again by `aim up` or `aim-reindex`), never marked indexed without its records."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, str(sample_tree), REL, str(tmp_path / "aim")],
+        capture_output=True, text=True, timeout=120, check=False,
+        env=os.environ | {"ALIGN_TRACK_FAULT": "aim.index_records_written"})
+    assert done.returncode == -9, done.stderr[-2000:]
+    plan = _plan(sample_tree)
+    repo = aim_compat.open_repo(tmp_path / "aim")
+    hashes = aim_compat.all_run_hashes(repo)
+    assert len(hashes) == len(plan) and sorted(aim_compat.outdated_runs(repo)) == hashes
+    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
+    assert aim_compat.index_runs(repo, hashes) == len(plan)
+    assert aim_compat.outdated_runs(repo) == []
+

@@ -37,6 +37,7 @@ from aim.storage.rockscontainer import RocksContainer
 from aim.storage.utils import BLOB
 from sqlalchemy import event
 
+from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.processes import process_alive
 
@@ -459,6 +460,7 @@ def index_runs(repo: Repo, run_hashes: Iterable[str], wait_seconds: float = 30.0
                 for key, value in found.items:
                     target.set(key, value, store_batch=batch)
         target.commit(batch)
+        fault_point("aim.index_records_written")
         for run_hash in hashes:  # after the runs' records: a kill between leaves them outdated
             index["index_cache", run_hash] = manager._get_run_checksum(run_hash)
     finally:
