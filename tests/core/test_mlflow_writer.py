@@ -297,10 +297,19 @@ def test_sqlite_finds_a_partitions_runs_through_an_index_on_tag_values(tmp_path)
     does not scan every run's partition tag (MLflow's own index is on key, run_uuid)."""
     import sqlite3
 
+    from sqlalchemy import event
+
     from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 
-    MlflowWriter(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    writer = MlflowWriter(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    backend = writer._backend
+    seen = []
+    event.listen(backend._store.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, params, _ctx, _many: seen.append((sql, params)))
+    with backend._store.ManagedSessionMaker() as session:
+        assert backend._find(session, "a/b") == []
+    # the query that finds a partition's runs, as the writer sends it (after the pragmas)
+    ((sql, params),) = [(q, p) for q, p in seen if q.startswith("SELECT")]
     with sqlite3.connect(tmp_path / "mlflow.db") as conn:
-        plan = conn.execute("EXPLAIN QUERY PLAN SELECT run_uuid FROM tags WHERE key = ? AND "
-                            "value = ?", ("align_track.partition", "a/b")).fetchall()
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
     assert "USING INDEX align_track_tags_key_value (key=? AND value=?)" in str(plan)
