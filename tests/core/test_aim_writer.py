@@ -128,6 +128,26 @@ def test_a_stage_that_runs_short_within_a_partition_leaves_no_run_behind(sample_
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
 
 
+def test_the_stage_follows_its_variable(sample_tree, tmp_path, monkeypatch):
+    """ALIGN_TRACK_AIM_STAGE: a folder (created if missing) or `off` (runs in the repo)."""
+    key = RunDir(sample_tree / REL, REL).key
+    for value, repo in ((str(tmp_path / "local" / "stage"), "staged"), ("off", "in-place")):
+        monkeypatch.setenv("ALIGN_TRACK_AIM_STAGE", value)
+        writer = AimWriter(tmp_path / repo)
+        try:
+            if value == "off":
+                assert writer.stage is None
+            else:
+                assert writer.stage.parent == tmp_path / "local" / "stage"
+            assert len(writer.upsert(key, _plan(sample_tree)).created) == len(_plan(sample_tree))
+        finally:
+            writer.close()
+        assert len(aim_runs_seen_by_a_fresh_process(tmp_path / repo)) == len(_plan(sample_tree))
+    monkeypatch.setenv("ALIGN_TRACK_AIM_STAGE", "/proc/no-stage-here")
+    with pytest.raises(OSError, match="ALIGN_TRACK_AIM_STAGE=/proc/no-stage-here: cannot"):
+        AimWriter(tmp_path / "refused")
+
+
 def test_removed_scenes_are_deleted(writer, sample_tree, tmp_path):
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)

@@ -138,6 +138,7 @@ def lean_run(repo: Repo, experiment: str, stage: Path | None = None) -> Run:
 # queued behind each other's syncs. Built on a memory file system and moved in whole, a run
 # costs a few file copies; the writer syncs the file system once per partition instead.
 STAGE_ROOT = Path("/dev/shm")
+STAGE_ENV = "ALIGN_TRACK_AIM_STAGE"
 _STAGE_PREFIX = "align-track-aim-"
 _SMALL_MANIFEST = 64 * 1024  # RocksDB preallocates 4 MiB per MANIFEST: memory, on tmpfs
 
@@ -150,11 +151,11 @@ STAGE_MIN_FREE = 32 * 1024 * 1024
 
 
 def new_stage(root: Path | None = None, min_free: int | None = None) -> Path | None:
-    """A fresh folder for this process's runs under `root` (default `STAGE_ROOT`, a memory
-    file system), or None where there is none or it lacks room (`stage_has_room`); folders
-    of dead processes go on the way."""
-    root = root or STAGE_ROOT
-    if not (root.is_dir() and os.access(root, os.W_OK)):
+    """A fresh folder for this process's runs under `root` (default `stage_root()`), or None
+    where there is none or it lacks room (`stage_has_room`); folders of dead processes go on
+    the way."""
+    root = root or stage_root()
+    if root is None or not (root.is_dir() and os.access(root, os.W_OK)):
         return None
     for old in root.glob(f"{_STAGE_PREFIX}*"):
         found = re.match(rf"{_STAGE_PREFIX}(\d+)-", old.name)
@@ -163,6 +164,23 @@ def new_stage(root: Path | None = None, min_free: int | None = None) -> Path | N
     if not stage_has_room(root, min_free):
         return None
     return Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=root))
+
+
+def stage_root() -> Path | None:
+    """Where new runs are staged: `ALIGN_TRACK_AIM_STAGE` (a folder, created if missing, e.g.
+    a local disk's when /dev/shm is small; `off`: runs are written in the repo directly),
+    else `STAGE_ROOT`."""
+    value = os.environ.get(STAGE_ENV, "").strip()
+    if not value:
+        return STAGE_ROOT
+    if value.lower() == "off":
+        return None
+    root = Path(value)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"{STAGE_ENV}={value}: cannot create the stage folder: {error}") from None
+    return root
 
 
 def stage_has_room(stage: Path, min_free: int | None = None) -> bool:
