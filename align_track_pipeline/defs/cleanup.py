@@ -8,6 +8,7 @@ from contextlib import closing
 import dagster as dg
 
 from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.core.trackers.registry import chosen
 from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG
 from align_track_pipeline.defs.freshness import FOLDERS, latest_data_versions
 from align_track_pipeline.defs.resources import DataStore, Trackers
@@ -78,13 +79,14 @@ def _holding(instance: dg.DagsterInstance, trackers: Trackers,
     """The chosen trackers, and those left out (`--trackers`, ALIGN_TRACK_TRACKERS) that hold
     runs of these partitions: written by an earlier run with other choices, they would
     otherwise keep a removed folder's runs for good."""
-    chosen = {t.name for t in trackers.all()}
+    every = trackers.every()
+    names = set(chosen(trackers.settings(), [t.name for t in every]))
 
     def holds(tracker: Tracker) -> bool:
         recorded = latest_data_versions(instance, tracker.asset)
         return any(recorded.get(key, REMOVED) != REMOVED for key in partitions)
 
-    return [t for t in trackers.every() if t.name in chosen or holds(t)]
+    return [t for t in every if t.name in names or holds(t)]
 
 
 def _tombstone(asset: str, key: str, mode: str) -> dg.AssetMaterialization:
