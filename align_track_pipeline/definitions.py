@@ -47,7 +47,7 @@ def build_defs(
         schedules=[nightly_observation],
         resources={
             "tree": ExperimentTree(root=experiments_dir or env_or(
-                "ALIGN_TRACK_EXPERIMENTS_DIR", default_experiments_dir())),
+                "ALIGN_TRACK_EXPERIMENTS_DIR", default_experiments_dir(Path(data)))),
             "store": DataStore(data_dir=data_dir or env_or("ALIGN_TRACK_DATA_DIR", data)),
             "trackers": Trackers(data_dir=data_dir or env_or("ALIGN_TRACK_DATA_DIR", data),
                                  options=options or {}),

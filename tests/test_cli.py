@@ -50,7 +50,8 @@ def test_a_tree_whose_only_run_dir_is_bad_exits_1_and_status_says_failed(capsys,
     (bad / "input_output.json").write_text("")
     code, report = _ingest(capsys, tmp_path / "tree", data_dir)
     assert code == 1
-    assert report == {"discovered": 1, "materialized": [], "fresh": [], "removed": [], "failed": [{
+    assert report == {"discovered": 1, "materialized": [], "fresh": [], "removed": [],
+                      "changed": [], "failed": [{
         "partition": "broken/run",
         "error": f"{bad / 'input_output.json'}: empty file "
                  "(the run may have crashed or still be writing it)"}]}

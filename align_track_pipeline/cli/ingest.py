@@ -31,7 +31,8 @@ from align_track_pipeline.cli.batches import Found, InProcess, failures, run_ran
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat, wait_for_pool
 from align_track_pipeline.cli.sizing import size_pools
 from align_track_pipeline.cli.workers import Parallel, WorkerPool
-from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
+from align_track_pipeline.core.guard import check_removals, removals
+from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
@@ -39,6 +40,7 @@ from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 from align_track_pipeline.defs.folders import observe_job
 from align_track_pipeline.defs.freshness import (
     FRESH,
+    STALE,
     TABLE_VERSIONS,
     Expected,
     observed_versions,
@@ -75,10 +77,13 @@ class IngestReport:
     fresh: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # Folders that changed while they were read: not failures, ingested again next pass.
+    changed: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"discovered": self.discovered, "materialized": self.materialized,
-                "fresh": self.fresh, "failed": self.failed, "removed": self.removed}
+                "fresh": self.fresh, "failed": self.failed, "removed": self.removed,
+                "changed": self.changed}
 
 
 def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
@@ -89,10 +94,9 @@ def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
         cache.close()
 
 
-def remove_gone(runner: InProcess, on_disk: set[str]) -> list[str]:
-    """Delete the partitions whose folder is gone and their data in every store (what the
+def remove_gone(runner: InProcess, gone: list[str]) -> list[str]:
+    """Delete these partitions, whose folder is gone, and their data in every store (what the
     sensor requests from the daemon); returns their keys."""
-    gone = sorted(set(runner.instance.get_dynamic_partitions(PARTITIONS)) - on_disk)
     if gone:
         runner.run(cleanup_removed.name, cleanup_config(gone))
         for key in gone:
@@ -115,29 +119,38 @@ def ingest(
     progress: Callable[[str], None] = lambda _msg: None,
     run_config: dict | None = None,
     parallel: Parallel | None = None,
+    confirm_removals: bool = False,
 ) -> IngestReport:
-    """`parallel`: spread each phase over worker processes; None: everything in this one."""
+    """`parallel`: spread each phase over worker processes; None: everything in this one.
+    Raises `TreeUnreadable` (the root cannot be listed) or `TooManyRemovals` (the pass would
+    remove more than the bound allows and `confirm_removals` is off) before any write."""
     pool = WorkerPool(parallel) if parallel else None
     try:
         with heartbeat(instance):
             return _ingest(InProcess(defs, instance, run_config or {}), experiments_dir,
-                           trackers, progress, pool)
+                           trackers, progress, pool, confirm_removals)
     finally:
         if pool:
             pool.close()
 
 
 def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
-            progress: Callable[[str], None], pool: WorkerPool | None) -> IngestReport:
+            progress: Callable[[str], None], pool: WorkerPool | None,
+            confirm_removals: bool) -> IngestReport:
     instance = runner.instance
+    scan = scan_tree(experiments_dir)
+    run_dirs = scan.run_dirs
+    known = set(instance.get_dynamic_partitions(PARTITIONS))
+    plan = removals(known, scan)
+    check_removals(experiments_dir, len(known), plan.gone, len(run_dirs), confirm_removals)
     limits = size_pools(instance, trackers)  # pool (= tracker phase) -> writers at once
     abandoned = fail_abandoned_runs(instance)
     if abandoned:
         progress(f"marked {len(abandoned)} runs of killed align-track processes failed")
-    run_dirs = find_run_dirs(experiments_dir)
+    for folder, reason in scan.unreadable.items():
+        progress(f"unreadable, nothing below it is taken as removed: {folder}: {reason}")
     report = IngestReport(discovered=len(run_dirs))
-    known = set(instance.get_dynamic_partitions(PARTITIONS))
-    report.removed = remove_gone(runner, {r.key for r in run_dirs})
+    report.removed = remove_gone(runner, plan.gone)
     new = [r.key for r in run_dirs if r.key not in known]
     if pool:  # new partitions will all be materialized: start the workers meanwhile
         pool.warm_up(len(new))
@@ -152,9 +165,10 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     table_phase, *tracker_phases = phases(trackers)
     tables_changed = _run_phases(runner, pool, [table_phase], limits, versions, errors,
                                  progress)
+    report.changed = _changed_while_read(instance, versions, errors, progress)
     # The trackers are independent stores fed from the tables: a partition that failed the
     # tables skips them, one that fails a tracker is still written to the others.
-    skipped = set(errors)
+    skipped = set(errors) | set(report.changed)
     _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped)
     if tables_changed or report.removed or (versions and not _compared(instance)):
         refresh_comparison(runner, progress)
@@ -162,8 +176,22 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
         progress("all partitions are fresh: nothing to materialize")
     final = partition_states(instance, versions, all_expected(trackers))
     report.materialized = [k for k, s in final.items() if s == FRESH and before[k] != FRESH]
-    report.failed = [{"partition": k, "error": e} for k, e in errors.items()]
+    report.failed = [{"partition": k, "error": e} for k, e in (plan.hidden | errors).items()]
     return report
+
+
+def _changed_while_read(instance: dg.DagsterInstance, versions: dict[str, str],
+                        errors: dict[str, str], progress: Callable[[str], None]) -> list[str]:
+    """The partitions whose tables were written from another version than the one observed:
+    their folder changed after the observation, while this pass read it. Not failures: the
+    next pass observes the new version and brings every store up to it."""
+    states = partition_states(instance, {k: versions[k] for k in errors}, TABLE_VERSIONS)
+    changed = sorted(k for k, s in states.items() if s == STALE)
+    for key in changed:
+        del errors[key]
+        progress(f"{key}: the folder changed while it was read; it is ingested again on the "
+                 "next pass")
+    return changed
 
 
 def _todo(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,

@@ -13,8 +13,21 @@ from pathlib import Path
 
 from align_track_pipeline.cli.analysis import add_commands
 from align_track_pipeline.cli.exits import PoolTimeout, Result
+from align_track_pipeline.core.guard import (
+    CONFIRM_FLAG,
+    NEW_TREE_FLAG,
+    Refusal,
+    check_tree,
+    remember_tree,
+    removals,
+)
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
-from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.source.discovery import (
+    TreeUnreadable,
+    find_run_dirs,
+    rel_path_of,
+    scan_tree,
+)
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.aim.tracker import UI_PORT as AIM_UI_PORT
@@ -29,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with _stdout_to_stderr(getattr(args, "json", False)):
                 code, result = args.func(args)
-        except TargetError as exc:
+        except (TargetError, Refusal, TreeUnreadable) as exc:
             print(f"align-track: {exc}", file=sys.stderr)
+            if getattr(args, "json", False):
+                print(json.dumps({"error": str(exc)}), flush=True)
             return 2
         except PoolTimeout as exc:
             print(f"align-track: {exc}", file=sys.stderr)
@@ -83,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--workers", type=_positive, default=None, metavar="N",
                         help="spread each phase's partitions over N processes (default: one "
                         "per core, for phases of 32 partitions per process or more)")
+    ingest.add_argument(CONFIRM_FLAG, action="store_true",
+                        help="remove the partitions whose folder is gone (and their runs) "
+                        "even when that is more than 20%% of them and more than 5, or all")
     ingest.set_defaults(func=cmd_ingest)
 
     status = sub.add_parser("status", help="per partition: fresh / stale / missing / failed")
@@ -103,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     dagster_ui.add_argument("--experiments-dir", type=Path, default=None)
     dagster_ui.add_argument("--data-dir", type=Path, default=None)
     dagster_ui.add_argument("--port", type=int, default=3000)
+    _new_tree_option(dagster_ui)
     dagster_ui.set_defaults(func=cmd_dagster_ui)
 
     home = sub.add_parser("dagster-home", help="write the Dagster instance home's config "
@@ -134,10 +153,18 @@ def _positive(value: str) -> int:
 
 def _common(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--experiments-dir", type=Path, default=None,
-                     help="tree root (env ALIGN_TRACK_EXPERIMENTS_DIR; default: bundled sample)")
+                     help="tree root (env ALIGN_TRACK_EXPERIMENTS_DIR; default: the tree the "
+                     "data dir was built from, else the bundled sample)")
     cmd.add_argument("--data-dir", type=Path, default=None,
                      help="output dir (env ALIGN_TRACK_DATA_DIR; default ./align-track-data)")
     cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _new_tree_option(cmd)
+
+
+def _new_tree_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(NEW_TREE_FLAG, action="store_true",
+                     help="accept a tree other than the one the data dir was built from, and "
+                     "remember it from now on (without it, another tree is refused)")
 
 
 def _tracker_options(cmd: argparse.ArgumentParser) -> None:
@@ -169,11 +196,16 @@ def _settings(args: argparse.Namespace, data: Path) -> Settings:
 
 
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
-    experiments = (args.experiments_dir or Path(default_experiments_dir())).resolve()
+    """The tree and the data dir; refuses (`Refusal`) a tree the data dir was not built from,
+    unless --new-tree, and a tree that is missing or cannot be read (`TreeUnreadable`)."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
-    if not experiments.is_dir():
-        sys.exit(f"align-track: experiments dir not found: {experiments}")
+    experiments = (args.experiments_dir or Path(default_experiments_dir(data))).resolve()
+    check_tree(data, experiments, getattr(args, "new_tree", False))
+    scan_tree(experiments)  # raises on a missing or unreadable root: never read as empty
     return experiments, data
+
+
+UNREADABLE = "unreadable"  # a partition whose folder, or one above it, cannot be read
 
 
 def _say(msg: str) -> None:
@@ -195,13 +227,18 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
     with open_instance(data) as instance:
         report = ingest(defs, instance, experiments, trackers, progress=_say,
                         run_config=PROGRESS_RUN_CONFIG,
-                        parallel=parallel_for(setup, args.workers))
+                        parallel=parallel_for(setup, args.workers),
+                        confirm_removals=args.confirm_removals)
+    remember_tree(data, experiments)
     code = 1 if report.failed else 0
     if args.json:
         return code, report.as_json()
     print(f"discovered {report.discovered}: {len(report.materialized)} materialized, "
           f"{len(report.fresh)} fresh, {len(report.failed)} failed, "
           f"{len(report.removed)} removed")
+    if report.changed:
+        print(f"  {len(report.changed)} changed while they were read, ingested again on the "
+              f"next pass: {', '.join(report.changed)}")
     for failure in report.failed:
         print(f"  FAILED {failure['partition']}: {failure['error']}")
     print(f"Parquet tables: {data / 'parquet'}")
@@ -211,16 +248,21 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
 
 
 def cmd_status(args: argparse.Namespace) -> Result:
-    from align_track_pipeline.cli.ingest import all_expected, source_versions
+    from align_track_pipeline.cli.ingest import PARTITIONS, all_expected, source_versions
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.defs.freshness import partition_states
 
     experiments, data = _dirs(args)
-    run_dirs = find_run_dirs(experiments)
+    scan = scan_tree(experiments)
     expected = all_expected(create_all(_settings(args, data)))
     with open_instance(data) as instance:
-        states = partition_states(instance, source_versions(run_dirs, data), expected)
-    rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]} for r in run_dirs]
+        states = partition_states(instance, source_versions(scan.run_dirs, data), expected)
+        hidden = removals(instance.get_dynamic_partitions(PARTITIONS), scan).hidden
+    rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]}
+            for r in scan.run_dirs]
+    rows += [{"partition": k, "path": rel_path_of(k), "state": UNREADABLE, "error": reason}
+             for k, reason in hidden.items()]
+    states |= dict.fromkeys(hidden, UNREADABLE)
     if args.json:
         counts = {s: sum(r["state"] == s for r in rows) for s in sorted(set(states.values()))}
         return 0, {"partitions": rows, "counts": counts}
@@ -234,6 +276,7 @@ def cmd_dagster_ui(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.instance import prepare_home
 
     experiments, data = _dirs(args)
+    remember_tree(data, experiments)  # the daemon's sensor holds it to this tree
     os.environ["DAGSTER_HOME"] = str(prepare_home(data))
     os.environ["ALIGN_TRACK_DATA_DIR"] = str(data)
     os.environ["ALIGN_TRACK_EXPERIMENTS_DIR"] = str(experiments)

@@ -8,12 +8,22 @@ import hashlib
 import os
 from pathlib import Path
 
+from align_track_pipeline.core.guard import Refusal, remembered_tree
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_TREE = REPO_ROOT / "examples" / "experiment-data"
 
 
-def default_experiments_dir() -> str:
-    return os.environ.get("ALIGN_TRACK_EXPERIMENTS_DIR") or str(BUNDLED_TREE)
+def default_experiments_dir(data_dir: Path | None = None) -> str:
+    """`ALIGN_TRACK_EXPERIMENTS_DIR`, else the tree `data_dir` was built from (so a forgotten
+    `--experiments-dir` never points an existing data dir at the sample), else the sample."""
+    if os.environ.get("ALIGN_TRACK_EXPERIMENTS_DIR"):
+        return os.environ["ALIGN_TRACK_EXPERIMENTS_DIR"]
+    try:
+        known = remembered_tree(data_dir) if data_dir else None
+    except Refusal:  # an unreadable record: the command's own check reports it
+        known = None
+    return known or str(BUNDLED_TREE)
 
 
 def default_data_dir() -> str:

@@ -11,8 +11,9 @@ from align_track_pipeline.core.locations import fingerprint_cache_path
 from align_track_pipeline.core.source.discovery import (
     FingerprintCache,
     RunDir,
-    find_run_dirs,
+    Scan,
     rel_path_of,
+    scan_tree,
 )
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.core.trackers.base import Tracker
@@ -28,14 +29,14 @@ class ExperimentTree(dg.ConfigurableResource):
     def root_path(self) -> Path:
         return Path(self.root)
 
+    def scan(self) -> Scan:
+        """The tree's run directories and its unreadable folders. Raises `TreeUnreadable` if
+        the root cannot be listed: an unmounted or mistyped tree must never read as an empty
+        one (whose partitions would all be cleaned up as removed)."""
+        return scan_tree(self.root_path)
+
     def run_dirs(self) -> list[RunDir]:
-        """The tree's run directories. Raises if the root is not a readable directory: an
-        unmounted or mistyped tree must never read as an empty one (whose partitions would
-        all be cleaned up as removed)."""
-        root = self.root_path
-        if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
-            raise FileNotFoundError(f"experiment-data tree not found or not readable: {root}")
-        return find_run_dirs(root)
+        return self.scan().run_dirs
 
     def run_dir(self, partition_key: str) -> RunDir:
         rel = rel_path_of(partition_key)

@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from align_track_pipeline.core.source.discovery import TreeUnreadable
 from align_track_pipeline.defs.folders import folders_to_observe, observation_request, observe_job
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
@@ -25,7 +26,7 @@ def nightly_observation(
     changed, the tick launches nothing and writes no event."""
     try:
         run_dirs = tree.run_dirs()
-    except FileNotFoundError as exc:
+    except TreeUnreadable as exc:
         return dg.SkipReason(str(exc))
     suspects = folders_to_observe(context.instance, run_dirs, store)
     if not suspects:

@@ -1,8 +1,18 @@
 """Discovery: keep the dynamic partitions in step with the tree and ask for an observation of
 what may have changed (stat calls only; the hashing happens in the observation run)."""
 
+from pathlib import Path
+
 import dagster as dg
 
+from align_track_pipeline.core.guard import (
+    Refusal,
+    check_tree,
+    remember_tree,
+    removal_refusal,
+    removals,
+)
+from align_track_pipeline.core.source.discovery import TreeUnreadable
 from align_track_pipeline.defs.automation import tick_seconds
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
 from align_track_pipeline.defs.folders import (
@@ -22,17 +32,41 @@ def experiment_folder_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     """Adds a partition per new run directory, deletes the partitions whose folder is gone
     (requesting the cleanup of their data), and requests an observation of the folders whose
-    stat data changed. State lives in the instance and the fingerprint cache, not a cursor."""
+    stat data changed. State lives in the instance and the fingerprint cache, not a cursor.
+
+    The same guards as `align-track ingest`: another tree than the data dir's, or one that
+    cannot be listed, does nothing; partitions below an unreadable folder are kept; removals
+    beyond the bound are logged and skipped (the rest of the tick goes on)."""
+    root, data = Path(tree.root).resolve(), Path(store.data_dir)
     try:
-        run_dirs = tree.run_dirs()
-    except FileNotFoundError as exc:  # e.g. an unmounted share: remove nothing, wait
+        check_tree(data, root)
+        scan = tree.scan()
+    except (Refusal, TreeUnreadable) as exc:  # e.g. an unmounted share: remove nothing, wait
         return dg.SkipReason(str(exc))
+    run_dirs = scan.run_dirs
     on_disk = {r.key for r in run_dirs}
     known = set(context.instance.get_dynamic_partitions(experiment_partitions.name))
-    new, gone = sorted(on_disk - known), sorted(known - on_disk)
+    plan = removals(known, scan)
+    notes = [f"kept {len(plan.hidden)} partitions that cannot be read: "
+             + "; ".join(sorted(set(plan.hidden.values())))] if plan.hidden else []
+    gone = plan.gone
+    refusal = removal_refusal(root, len(known), gone, len(run_dirs))
+    if refusal:
+        notes.append(refusal)
+        gone = []
+    else:
+        remember_tree(data, root)
+    for note in notes:
+        context.log.warning(note)
+    new = sorted(on_disk - known)
     suspects = folders_to_observe(context.instance, run_dirs, store)
     if not (new or gone or suspects):
-        return dg.SkipReason(f"{len(on_disk)} folders, none new, changed or removed")
+        return dg.SkipReason(" ".join(notes) or
+                             f"{len(on_disk)} folders, none new, changed or removed")
+    return _result(new, gone, suspects)
+
+
+def _result(new: list[str], gone: list[str], suspects: dict[str, str]) -> dg.SensorResult:
     requests, partition_requests = [], []
     if new:
         partition_requests.append(experiment_partitions.build_add_request(new))

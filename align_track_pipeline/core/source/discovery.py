@@ -3,10 +3,14 @@
 A run directory holds `input_output.json`. Any path with a component containing `OUTDATED`
 (any case) is skipped. Directory symlinks are followed only while they stay inside the tree,
 and each real directory is visited once, so loops and aliases cannot recurse or duplicate.
+
+A folder that cannot be read (permissions, I/O error, a stale network handle) is never taken
+for an empty one: the scan names it with the reason, so whatever it held is not "removed".
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -64,17 +68,57 @@ def _skipped(name: str) -> bool:
     return name.startswith(".") or "outdated" in name.lower()
 
 
-def find_run_dirs(root: Path) -> list[RunDir]:
-    """Every run directory under `root` (root included), sorted by relative path."""
+# A folder that vanished between its parent's listing and its own is gone; any other error
+# (EACCES, EIO, ESTALE, ...) means it is there and cannot be read.
+_GONE = (errno.ENOENT, errno.ENOTDIR)
+
+
+class TreeUnreadable(OSError):
+    """The tree's root is missing, not a folder, or cannot be listed."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a pass over the tree found: the run directories, and the folders it could not read
+    (relative path -> reason), below which nothing may be taken as removed."""
+
+    run_dirs: list[RunDir]
+    unreadable: dict[str, str]
+
+    def hidden(self, rel_path: str) -> str | None:
+        """Why `rel_path` could not be seen (it is at or below an unreadable folder), or None."""
+        for folder, reason in self.unreadable.items():
+            if folder == "." or rel_path == folder or rel_path.startswith(folder + "/"):
+                return reason
+        return None
+
+
+def scan_tree(root: Path) -> Scan:
+    """Every run directory under `root` (root included), sorted by relative path, and every
+    folder that could not be read. Raises `TreeUnreadable` when the root itself cannot be
+    listed: an unmounted or mistyped tree must never read as an empty one."""
     root = Path(root)
+    try:
+        os.scandir(root).close()
+    except OSError as exc:
+        raise TreeUnreadable(exc.errno, f"experiment-data tree not found or not readable: "
+                             f"{root} ({exc.strerror})") from exc
     real_root = os.path.realpath(root)
+    unreadable: dict[str, str] = {}
     found = [RunDir(root / rel if rel != "." else root, rel)
-             for rel in _walk(str(root), ".", real_root, real_root, set())]
-    return sorted(found, key=lambda r: r.rel_path)
+             for rel in _walk(str(root), ".", real_root, real_root, set(), unreadable)]
+    return Scan(sorted(found, key=lambda r: r.rel_path), unreadable)
 
 
-def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str]) -> Iterator[str]:
-    """Relative paths of the run directories at and below `path` (whose real path is `real`).
+def find_run_dirs(root: Path) -> list[RunDir]:
+    """The run directories of `scan_tree(root)`, for callers that only read the tree."""
+    return scan_tree(root).run_dirs
+
+
+def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str],
+          unreadable: dict[str, str]) -> Iterator[str]:
+    """Relative paths of the run directories at and below `path` (whose real path is `real`);
+    folders that cannot be listed go into `unreadable` with the reason.
 
     Works on strings and directory entries: a real path is resolved only through symlinks,
     and a directory's entries tell whether it holds input_output.json without a stat call,
@@ -85,33 +129,51 @@ def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str]) -> Ite
     seen.add(real)
     try:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in _GONE:
+            unreadable[rel] = f"cannot read folder {path}: {exc.strerror}"
         return
     if any(e.name == INPUT_OUTPUT for e in entries):
         yield rel
     for entry in entries:
-        if _skipped(entry.name) or not entry.is_dir(follow_symlinks=True):
+        if _skipped(entry.name) or not _is_dir(entry, rel, unreadable):
             continue
         child = entry.name if rel == "." else f"{rel}/{entry.name}"
         child_real = (os.path.realpath(entry.path) if entry.is_symlink()
                       else os.path.join(real, entry.name))
-        yield from _walk(entry.path, child, child_real, real_root, seen)
+        yield from _walk(entry.path, child, child_real, real_root, seen, unreadable)
 
 
-def _source_stats(run_dir: Path) -> list[tuple[str, os.stat_result]]:
-    """(relative name, stat) of each source file present in a run directory."""
+def _is_dir(entry: os.DirEntry, rel: str, unreadable: dict[str, str]) -> bool:
+    """Whether the entry is a folder; one whose type cannot be read is recorded as unreadable."""
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError as exc:
+        if exc.errno not in _GONE:
+            child = entry.name if rel == "." else f"{rel}/{entry.name}"
+            unreadable[child] = f"cannot read {entry.path}: {exc.strerror}"
+        return False
+
+
+def _source_stats(run_dir: Path) -> list[tuple[str, os.stat_result | OSError]]:
+    """(relative name, stat) of each source file present in a run directory; a file that
+    cannot be looked at comes with its error instead (it may be there: it is not absent)."""
     base = os.fspath(run_dir)
-    found = []
+    found: list[tuple[str, os.stat_result | OSError]] = []
     for name in SOURCE_FILES:
         try:
             st = os.stat(os.path.join(base, name))
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                found.append((name, exc))
             continue
         if statmod.S_ISREG(st.st_mode):
             found.append((name, st))
     try:
         targets = sorted(os.scandir(os.path.join(base, TARGETS_DIR)), key=lambda e: e.name)
-    except OSError:  # no targets/ folder (the common case)
+    except OSError as exc:  # no targets/ folder (the common case)
+        if exc.errno not in _GONE:
+            found.append((TARGETS_DIR, exc))
         return found
     for entry in targets:
         if entry.name.endswith(".json") and entry.is_file():
@@ -120,13 +182,14 @@ def _source_stats(run_dir: Path) -> list[tuple[str, os.stat_result]]:
 
 
 def source_paths(run_dir: Path) -> list[str]:
-    """Relative names of the source files present in a run directory."""
+    """Relative names of the source files present in a run directory (or unreadable)."""
     return [name for name, _ in _source_stats(run_dir)]
 
 
 def stat_signature(run_dir: Path) -> str:
     """Cheap change detector: names, sizes, mtimes and inodes of the source files."""
-    return "|".join(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    return "|".join(f"{name}:unreadable:{st.errno}" if isinstance(st, OSError)
+                    else f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
                     for name, st in _source_stats(run_dir))
 
 

@@ -7,7 +7,9 @@ legacy configs). Malformed files raise `ParseError` naming the file and the prob
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -86,7 +88,15 @@ def _read_run(run_dir: RunDir, root: Path) -> _Run:
 
 
 def _optional(path: Path, root: Path, reader) -> Any:
-    return reader(path, root) if path.exists() or path.is_symlink() else None
+    """The file read by `reader`, or None when it is absent. A file that cannot even be
+    looked at (its folder unreadable, an I/O error) fails the run dir: it is not absent."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise ParseError(path, f"cannot read file: {exc.strerror}") from exc
+    return reader(path, root)
 
 
 def _items(data: Any, path: Path) -> tuple[list[dict], str | None]:
@@ -110,6 +120,8 @@ def _target_files(path: Path, root: Path) -> dict[str, dict[str, float]]:
     """KDMA values of `targets/<id>.json` files (written with save_alignment_targets)."""
     out = {}
     for name in source_paths(path):
+        if name == TARGETS_DIR:  # listed only when the folder cannot be read
+            raise ParseError(path / name, "cannot read folder")
         if name.startswith(TARGETS_DIR + "/"):
             data = read_json(path / name, root)
             target_id = dig(data, "id") or PurePosixPath(name).stem

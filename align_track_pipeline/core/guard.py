@@ -1,0 +1,129 @@
+"""What keeps an ordinary mistake from wiping the stores: a data dir remembers the tree it was
+built from, and a pass that would remove much of what it holds removes nothing.
+
+An unmounted share reads as an empty folder, a forgotten `--experiments-dir` points at the
+bundled sample, a typo points elsewhere: each would otherwise make every partition look removed,
+and removal deletes Parquet files, MLflow runs and Aim runs. So:
+
+- another tree than the remembered one is refused (`OtherTree`) unless the user says so;
+- a pass that would remove more than `MAX_SHARE` of the partitions and more than `ALWAYS_OK`
+  of them, or every one of them, is refused (`TooManyRemovals`) unless the user confirms;
+- partitions at or below a folder that cannot be read are never taken as removed (`Scan`).
+
+Plain Python: the CLI refuses with exit 2, the daemon's sensor logs and skips the removals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from align_track_pipeline.core.source.discovery import Scan, rel_path_of
+
+TREE_FILE = "tree.json"
+MAX_SHARE = 0.2  # a pass may remove at most this share of the partitions ...
+ALWAYS_OK = 5  # ... unless it removes this many or fewer
+CONFIRM_FLAG = "--confirm-removals"
+NEW_TREE_FLAG = "--new-tree"
+
+
+class Refusal(Exception):
+    """An action the user must confirm; the message says what and how."""
+
+
+class OtherTree(Refusal):
+    pass
+
+
+class TooManyRemovals(Refusal):
+    pass
+
+
+def tree_file(data_dir: Path) -> Path:
+    return Path(data_dir) / TREE_FILE
+
+
+def remembered_tree(data_dir: Path) -> str | None:
+    """The tree root the data dir was built from, or None for a new (or older) data dir."""
+    try:
+        return json.loads(tree_file(data_dir).read_text())["experiments_dir"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Refusal(f"cannot read {tree_file(data_dir)} (the tree this data dir was built "
+                      f"from): {exc}; fix or delete it") from exc
+
+
+def remember_tree(data_dir: Path, root: Path) -> None:
+    """Record `root` as the data dir's tree (written whole, never half), if it is not yet."""
+    if remembered_tree(data_dir) == str(root):
+        return
+    path = tree_file(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}")
+    part.write_text(json.dumps({"experiments_dir": str(root)}) + "\n")
+    os.replace(part, path)
+
+
+def check_tree(data_dir: Path, root: Path, new_tree: bool = False) -> None:
+    """Refuse a tree other than the one the data dir remembers, unless `new_tree`. Nothing is
+    recorded here: `remember_tree` once the pass is known to go ahead, so a refused pass on a
+    data dir that remembers no tree yet leaves it remembering none."""
+    known = remembered_tree(data_dir)
+    if known is not None and known != str(root) and not new_tree:
+        raise OtherTree(
+            f"the data dir {data_dir} was built from the tree {known}, not {root}: nothing "
+            f"was changed. Pass --experiments-dir {known}, or {NEW_TREE_FLAG} to make {root} "
+            "its tree from now on (its partitions missing from the new tree are then removed, "
+            "within the removal bound)")
+
+
+@dataclass(frozen=True)
+class Removals:
+    """Known partitions whose folder is gone, and those that could not be seen (key ->
+    reason): the hidden ones are kept, and fail until their folder can be read again."""
+
+    gone: list[str]
+    hidden: dict[str, str]
+
+
+def removals(known: Iterable[str], scan: Scan) -> Removals:
+    on_disk = {r.key for r in scan.run_dirs}
+    gone, hidden = [], {}
+    for key in sorted(set(known) - on_disk):
+        reason = scan.hidden(rel_path_of(key))
+        if reason:
+            hidden[key] = reason
+        else:
+            gone.append(key)
+    return Removals(gone, hidden)
+
+
+def removal_refusal(root: Path, known: int, gone: list[str], found: int) -> str | None:
+    """Why removing `gone` (of `known` partitions, with `found` run dirs in the tree) needs a
+    confirmation, or None when it is within the bound."""
+    if not gone:
+        return None
+    examples = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
+    if found == 0:
+        why = (f"the tree {root} holds no run directory (an unmounted share looks like "
+               f"this), so all {known} partitions would be removed ({examples})")
+    elif len(gone) > ALWAYS_OK and len(gone) > MAX_SHARE * known:
+        why = (f"{len(gone)} of {known} partitions are no longer in the tree {root} "
+               f"({examples}): more than {MAX_SHARE:.0%} and more than {ALWAYS_OK}")
+    else:
+        return None
+    return (f"{why}. Nothing was removed. If these folders are really gone, run "
+            f"`align-track ingest {CONFIRM_FLAG}` with the same --experiments-dir and "
+            "--data-dir to remove them and their runs")
+
+
+def check_removals(root: Path, known: int, gone: list[str], found: int,
+                   confirmed: bool = False) -> None:
+    """Raise `TooManyRemovals` when removing `gone` needs a confirmation it does not have."""
+    refusal = removal_refusal(root, known, gone, found)
+    if refusal and not confirmed:
+        raise TooManyRemovals(refusal)

@@ -1,0 +1,189 @@
+"""An ordinary mistake never wipes a store: an empty, other, forgotten or unreadable tree, or a
+pass that would remove much of the data dir, removes nothing. The real CLI on real stores
+(Parquet, MLflow on SQLite, Aim), counted before and after."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from mlflow import MlflowClient
+
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.definitions import build_defs
+from tests.conftest import (
+    aim_runs_held,
+    apply_partition_requests,
+    sensor_tick,
+    without_read_override,
+)
+
+
+def _cli(capsys, *args) -> tuple[int, dict]:
+    code = main([*map(str, args), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _stores(data: Path) -> dict[str, list[str]]:
+    """What each store holds: Parquet files, active MLflow runs, Aim runs."""
+    client = MlflowClient(f"sqlite:///{data}/mlflow.db")
+    experiment = client.get_experiment_by_name("align-system")
+    runs = client.search_runs([experiment.experiment_id], max_results=10_000)
+    return {"parquet": sorted(p.relative_to(data).as_posix()
+                              for p in (data / "parquet").rglob("*.parquet")),
+            "mlflow": sorted(r.info.run_id for r in runs),
+            "aim": sorted(aim_runs_held(data / "aim"))}
+
+
+@pytest.fixture
+def ingested(capsys, monkeypatch, small_tree, data_dir):
+    """`small_tree` ingested into `data_dir`, and what the stores hold then."""
+    monkeypatch.delenv("ALIGN_TRACK_EXPERIMENTS_DIR", raising=False)
+    code, report = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", data_dir)
+    assert code == 0 and len(report["materialized"]) == 3
+    stores = _stores(data_dir)
+    assert len(stores["parquet"]) == 6 and stores["mlflow"] and stores["aim"]
+    return stores
+
+
+@pytest.mark.slow
+def test_an_empty_or_other_tree_is_refused_and_a_forgotten_one_is_the_remembered_one(
+        capsys, tmp_path, small_tree, data_dir, ingested):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out = _cli(capsys, "ingest", "--experiments-dir", empty, "--data-dir", data_dir)
+    assert code == 2 and str(small_tree) in out["error"] and str(empty) in out["error"]
+    assert "--new-tree" in out["error"]
+    assert _stores(data_dir) == ingested
+
+    code, out = _cli(capsys, "ingest", "--experiments-dir", empty, "--data-dir", data_dir,
+                     "--new-tree")
+    assert code == 2 and "holds no run directory" in out["error"]
+    assert "--confirm-removals" in out["error"]
+    assert _stores(data_dir) == ingested
+    assert json.loads((data_dir / "tree.json").read_text())["experiments_dir"] == str(small_tree)
+
+    code, out = _cli(capsys, "ingest", "--data-dir", data_dir)  # no --experiments-dir
+    assert code == 0 and out["removed"] == [] and len(out["fresh"]) == 3
+    assert _stores(data_dir) == ingested
+
+    code, out = _cli(capsys, "status", "--experiments-dir", empty, "--data-dir", data_dir)
+    assert code == 2 and str(small_tree) in out["error"]
+
+
+@pytest.mark.slow
+def test_a_tree_emptied_in_place_like_an_unmounted_share_removes_nothing(
+        capsys, tmp_path, small_tree, data_dir, ingested):
+    away = tmp_path / "away"
+    away.mkdir()
+    for child in list(small_tree.iterdir()):
+        child.rename(away / child.name)
+    code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", data_dir)
+    assert code == 2 and "holds no run directory" in out["error"]
+    assert _stores(data_dir) == ingested
+    code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", data_dir,
+                     "--confirm-removals")
+    assert code == 0 and len(out["removed"]) == 3
+    assert _stores(data_dir) == {"parquet": [], "mlflow": [], "aim": []}
+
+
+@pytest.mark.slow
+def test_an_unreadable_folder_fails_its_partitions_and_removes_nothing(
+        small_tree, data_dir, ingested):
+    """As a user without the right to read a folder (EACCES; an EIO or ESTALE is the same
+    path): a whole subtree, and one run dir's `.hydra` folder."""
+    hidden, blind = small_tree / "random", small_tree / "pipeline_baseline/moral_judgement-0.2"
+    hidden.chmod(0)
+    (blind / ".hydra").chmod(0)
+    try:
+        out = subprocess.run(without_read_override([
+            sys.executable, "-m", "align_track_pipeline.cli.main", "ingest", "--experiments-dir",
+            str(small_tree), "--data-dir", str(data_dir), "--json"]),
+            capture_output=True, text=True, timeout=600)
+    finally:
+        hidden.chmod(0o755)
+        (blind / ".hydra").chmod(0o755)
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert report["removed"] == []
+    failed = {f["partition"]: f["error"] for f in report["failed"]}
+    assert set(failed) == {"random/unaligned", "pipeline_baseline/moral_judgement-0.2"}
+    assert failed["random/unaligned"] == f"cannot read folder {hidden}: Permission denied"
+    assert "config.yaml: cannot read file: Permission denied" in \
+        failed["pipeline_baseline/moral_judgement-0.2"]
+    assert _stores(data_dir) == ingested  # the failed partitions keep what they had
+
+
+@pytest.mark.slow
+def test_a_pass_removing_more_than_the_bound_needs_a_confirmation(
+        capsys, monkeypatch, sample_tree, data_dir):
+    monkeypatch.delenv("ALIGN_TRACK_EXPERIMENTS_DIR", raising=False)
+    code, _ = _cli(capsys, "ingest", "--experiments-dir", sample_tree, "--data-dir", data_dir)
+    assert code == 0
+    before = _stores(data_dir)
+    run_dirs = find_run_dirs(sample_tree)
+    gone = run_dirs[:6]
+    for run_dir in gone:
+        shutil.rmtree(run_dir.path)
+    code, out = _cli(capsys, "ingest", "--experiments-dir", sample_tree, "--data-dir", data_dir)
+    assert code == 2 and f"6 of {len(run_dirs)} partitions" in out["error"]
+    assert _stores(data_dir) == before
+
+    code, out = _cli(capsys, "ingest", "--experiments-dir", sample_tree, "--data-dir", data_dir,
+                     "--confirm-removals")
+    assert code == 0 and sorted(out["removed"]) == sorted(r.key for r in gone)
+    after = _stores(data_dir)
+    assert len(after["parquet"]) == len(before["parquet"]) - 12
+    assert set(after["mlflow"]) < set(before["mlflow"]) and set(after["aim"]) < set(before["aim"])
+
+
+def test_the_sensor_skips_removals_beyond_the_bound_and_adds_new_folders(
+        tmp_path, small_tree, data_dir):
+    defs = build_defs(str(small_tree), str(data_dir))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        apply_partition_requests(instance, sensor_tick(defs, instance))
+        keys = set(instance.get_dynamic_partitions("experiments"))
+        assert len(keys) == 3
+        away = tmp_path / "away"
+        shutil.move(small_tree, away)
+        small_tree.mkdir()
+        result = sensor_tick(defs, instance)  # an empty tree: skip, remove nothing
+        assert isinstance(result, dg.SkipReason) and "holds no run directory" in \
+            result.skip_message and "--confirm-removals" in result.skip_message
+        shutil.copytree(away / "random", small_tree / "random")
+        shutil.copytree(away / "random", small_tree / "new")
+        result = sensor_tick(defs, instance)  # 2 of 3 gone: within the bound (at most 5)
+        delete = [r for r in result.dynamic_partitions_requests
+                  if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
+        assert [sorted(r.partition_keys) for r in delete] == [sorted(keys - {"random/unaligned"})]
+
+        other = build_defs(str(away), str(data_dir))
+        result = sensor_tick(other, instance)  # another tree than the data dir's
+        assert isinstance(result, dg.SkipReason)
+        assert str(small_tree) in result.skip_message and str(away) in result.skip_message
+        assert set(instance.get_dynamic_partitions("experiments")) == keys
+
+
+def test_the_sensor_adds_new_folders_but_removes_none_when_too_many_are_gone(
+        tmp_path, sample_tree, data_dir):
+    defs = build_defs(str(sample_tree), str(data_dir))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        apply_partition_requests(instance, sensor_tick(defs, instance))
+        keys = set(instance.get_dynamic_partitions("experiments"))
+        run_dirs = find_run_dirs(sample_tree)
+        for run_dir in run_dirs[:6]:
+            shutil.rmtree(run_dir.path)
+        shutil.copytree(run_dirs[-1].path, sample_tree / "brand-new")
+        result = sensor_tick(defs, instance)
+        assert [type(r) for r in result.dynamic_partitions_requests] == \
+            [dg.AddDynamicPartitionsRequest]
+        assert result.dynamic_partitions_requests[0].partition_keys == ["brand-new"]
+        assert "cleanup_removed" not in [r.job_name for r in result.run_requests]
+        apply_partition_requests(instance, result)
+        assert set(instance.get_dynamic_partitions("experiments")) == keys | {"brand-new"}
