@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from align_track_pipeline.cli.analysis import add_commands
 from align_track_pipeline.cli.exits import PoolTimeout, Result
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
+from align_track_pipeline.core.secrets import mask_text, without_credentials
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as exc:
             print(f"align-track: interrupted ({exc or 'between runs'})", file=sys.stderr)
             return 130
+        except Exception:  # the traceback Python would print, without a URI's credentials
+            print(mask_text(traceback.format_exc()), end="", file=sys.stderr)
+            return 1
     if result is not None:
         print(json.dumps(result, default=str), flush=True)
     return code
@@ -256,8 +261,11 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
           f"Experiment {tracker.experiment!r} not written yet: run `align-track ingest`",
           file=sys.stderr)
     os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    return _serve("MLflow", ["mlflow", "server", "--backend-store-uri", tracker.tracking_uri,
-                             "--workers", "1"], args.port, tracker.tracking_uri)
+    # The store from the environment, not the command line: `ps` shows a command line
+    # (with any password in the URI) to every user of the host.
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = tracker.tracking_uri
+    return _serve("MLflow", ["mlflow", "server", "--workers", "1"], args.port,
+                  without_credentials(tracker.tracking_uri))
 
 
 def cmd_aim_ui(args: argparse.Namespace) -> Result:
