@@ -4,8 +4,10 @@ data dir (Parquet, Dagster's run and event storage, its compute logs)."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,51 @@ def test_a_password_in_the_uri_of_a_server_that_is_down_is_shown_nowhere(small_t
     assert all("127.0.0.1" in e for e in errors), errors  # the cause is still told
     assert PASSWORD not in done.stdout + done.stderr
     assert _files_holding(data, PASSWORD) == []
+
+
+def test_search_with_a_server_that_is_down_answers_from_parquet(tables_dir):
+    """Links come from a tracking server that does not answer: the rows are printed at once,
+    the links marked unavailable, and why on stderr (no password)."""
+    shown = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
+                        "--limit", "3", "--json", MLFLOW_TRACKING_URI=_with_password(shown))
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert seconds < 15, seconds
+    found = json.loads(done.stdout)
+    assert found["count"] == 3
+    assert [r["links"]["mlflow"] for r in found["rows"]] == ["unavailable"] * 3
+    assert done.stderr == (f"align-track search: mlflow links unavailable: {shown} "
+                           "(experiment align-system): ConnectionRefusedError: "
+                           "[Errno 111] Connection refused\n")
+
+
+def test_search_with_a_server_that_is_down_marks_links_in_the_table(tables_dir):
+    uri = _with_password(f"http://127.0.0.1:{_free_port()}")
+    done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
+                        "--limit", "3", "--mlflow-uri", uri)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "mlflow link" in lines[0] and lines[-1] == "3 scenes rows (more match: --limit N " \
+        "or --limit 0 for all)"
+    assert sum("unavailable" in line for line in lines) == 3
+    assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_search_gives_up_on_a_server_that_never_answers(tables_dir):
+    """A server that takes the connection and never answers (hung, or a blackholed proxy):
+    the lookup gives up after LOOKUP_SECONDS, not MLflow's 120 s per request, 8 times."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nothing ever reads or answers
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
+                            "--limit", "3", "--json", "--mlflow-uri", uri)
+        seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert seconds < 15, seconds
+    assert "mlflow links unavailable: http://127.0.0.1:" in done.stderr
+    assert done.stderr.rstrip().endswith("TimeoutError: timed out")
+    assert json.loads(done.stdout)["count"] == 3
