@@ -112,3 +112,15 @@ def test_search_gives_up_on_a_server_that_never_answers(tables_dir):
     assert "mlflow links unavailable: http://127.0.0.1:" in done.stderr
     assert done.stderr.rstrip().endswith("TimeoutError: timed out")
     assert json.loads(done.stdout)["count"] == 3
+
+
+def test_a_traceback_of_the_cli_shows_no_password(tmp_path):
+    """An error nothing of ours expected still prints its traceback, masked: here mlflow-ui
+    pointed at a tracking server that is down."""
+    uri = _with_password(f"http://127.0.0.1:{_free_port()}")
+    done = _align_track("mlflow-ui", "--data-dir", str(tmp_path), "--mlflow-uri", uri,
+                        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    assert done.returncode == 1
+    assert done.stderr.startswith("Traceback (most recent call last):")
+    assert "MlflowException: API request to http://***@127.0.0.1:" in done.stderr
+    assert PASSWORD not in done.stdout + done.stderr

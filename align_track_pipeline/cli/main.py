@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 @contextmanager
 def _stdout_to_stderr(active: bool) -> Iterator[None]:
     """With `--json`, stdout carries the one result object and nothing else: whatever runs
-    meanwhile prints (MLflow's "View run" lines, a worker process's output) goes to stderr,
+    meanwhile prints (a library's messages, a worker process's output) goes to stderr,
     at the Python level and at the file-descriptor level (child processes)."""
     if not active:
         yield
