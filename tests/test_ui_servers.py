@@ -81,6 +81,9 @@ def test_mlflow_ui_is_one_worker_and_prints_the_parents_only_view(tmp_path):
         assert body == b"OK"
         assert 1 <= len(pids) <= MAX_PROCESSES, pids
         assert parents_only_url(url, writer.experiment_id) in log
+        for pid in pids:  # the server and its worker: MLflow's telemetry off, as in the CLI
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"MLFLOW_DISABLE_TELEMETRY=true" in environ, pid
 
 
 @pytest.mark.slow

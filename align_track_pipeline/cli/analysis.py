@@ -17,7 +17,7 @@ from align_track_pipeline.core.analysis.compare import compare
 from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables
 from align_track_pipeline.core.analysis.export import FORMATS, export, export_format
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
-from align_track_pipeline.core.analysis.links import run_links
+from align_track_pipeline.core.analysis.links import UNAVAILABLE, run_links
 from align_track_pipeline.core.analysis.output import write_table
 from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, pivot
 from align_track_pipeline.core.analysis.render import (
@@ -47,6 +47,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--limit", type=int, default=20, help="at most N rows (0: all; default 20)")
     cmd.add_argument("--json", action="store_true",
                      help='print {"count": N, "rows": [...]}: every column, full texts')
+    cmd.add_argument("--mlflow-uri", default=None,
+                     help="the MLflow store to link rows to (env MLFLOW_TRACKING_URI; default "
+                          "sqlite in the data dir)")
+    cmd.add_argument("--mlflow-experiment", default=None,
+                     help="MLflow experiment name (default align-system)")
 
     cmd = _command(sub, "compare", "what each run decided on one scenario, side by side",
                    cmd_compare)
@@ -116,6 +121,12 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return (args.data_dir or Path(default_data_dir())).resolve()
 
 
+def _tracker_options(args: argparse.Namespace) -> dict[str, str]:
+    """The store options given on the command line (they win over the environment)."""
+    given = {"mlflow_uri": args.mlflow_uri, "mlflow_experiment": args.mlflow_experiment}
+    return {k: v for k, v in given.items() if v}
+
+
 def _filters(args: argparse.Namespace) -> Filters:
     return Filters(adm=args.adm, llm=args.llm, target=args.target, scenario=args.scenario,
                    scene=args.scene, min_scores=tuple(map(parse_min_score, args.min_score)),
@@ -126,15 +137,19 @@ def cmd_search(args: argparse.Namespace) -> Result:
     data = _data_dir(args)
     found = search(open_tables(data, [args.table]), args.table, _filters(args),
                    args.limit or None)
-    links = run_links(create_all(Settings(data)), args.table, found.rows)
+    links = run_links(create_all(Settings(data, _tracker_options(args))), args.table,
+                      found.rows)
+    for name, reason in links.unavailable.items():
+        print(f"align-track search: {name} links unavailable: {reason}", file=sys.stderr)
+    per_row = [link | dict.fromkeys(links.unavailable, UNAVAILABLE) for link in links.rows]
     if args.json:
         rows = [row | ({"links": link} if link else {})
-                for row, link in zip(found.rows, links, strict=True)]
+                for row, link in zip(found.rows, per_row, strict=True)]
         return 0, {"count": len(rows), "rows": rows}
-    trackers = sorted({name for link in links for name in link})
+    trackers = sorted({name for link in per_row for name in link})
     header = [*SHOWN_COLUMNS[args.table], *(f"{t} link" for t in trackers)]
     rows = [[row[c] for c in SHOWN_COLUMNS[args.table]] + [link.get(t) for t in trackers]
-            for row, link in zip(found.rows, links, strict=True)]
+            for row, link in zip(found.rows, per_row, strict=True)]
     if rows:
         print(text_table(header, rows, keep={f"{t} link" for t in trackers}))
     print(_count_line(len(rows), found.more, args.table))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from align_track_pipeline.cli.liveness import cli_run_tags
+from align_track_pipeline.core.secrets import MaskedError, mask_text
 from align_track_pipeline.defs.dagster_compat import record_failed_attempts
 
 
@@ -124,14 +125,18 @@ def failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
         data = event.step_failure_data.user_failure_data
         failures = data.metadata.get("failures") if data else None
         if failures is not None:
-            out |= failures.value
+            out |= {key: mask_text(text) for key, text in failures.value.items()}
         elif error:  # the step itself crashed: every partition failed
-            out["*"] = f"{event.step_key}: {_root_cause(error)}"
+            out["*"] = mask_text(f"{event.step_key}: {_root_cause(error)}")
     return out
 
 
 def _root_cause(error) -> str:
-    """The innermost error of a chain: Dagster's own wrapper only says that the op failed."""
+    """The innermost error of a chain: Dagster's own wrapper only says that the op failed.
+    An error re-raised with its credentials masked is told as the original it stands for."""
     while error.cause is not None:
         error = error.cause
-    return error.message.strip()
+    message = error.message.strip()
+    if error.cls_name == MaskedError.__name__:
+        return message.split(": ", 1)[-1]
+    return message

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
@@ -22,6 +23,7 @@ from align_track_pipeline.core.guard import (
     removals,
 )
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
+from align_track_pipeline.core.secrets import mask_text, without_credentials
 from align_track_pipeline.core.source.discovery import (
     TreeUnreadable,
     find_run_dirs,
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as exc:
             print(f"align-track: interrupted ({exc or 'between runs'})", file=sys.stderr)
             return 130
+        except Exception:  # the traceback Python would print, without a URI's credentials
+            print(mask_text(traceback.format_exc()), end="", file=sys.stderr)
+            return 1
     if result is not None:
         print(json.dumps(result, default=str), flush=True)
     return code
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 @contextmanager
 def _stdout_to_stderr(active: bool) -> Iterator[None]:
     """With `--json`, stdout carries the one result object and nothing else: whatever runs
-    meanwhile prints (MLflow's "View run" lines, a worker process's output) goes to stderr,
+    meanwhile prints (a library's messages, a worker process's output) goes to stderr,
     at the Python level and at the file-descriptor level (child processes)."""
     if not active:
         yield
@@ -299,8 +304,11 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
           f"Experiment {tracker.experiment!r} not written yet: run `align-track ingest`",
           file=sys.stderr)
     os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    return _serve("MLflow", ["mlflow", "server", "--backend-store-uri", tracker.tracking_uri,
-                             "--workers", "1"], args.port, tracker.tracking_uri)
+    # The store from the environment, not the command line: `ps` shows a command line
+    # (with any password in the URI) to every user of the host.
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = tracker.tracking_uri
+    return _serve("MLflow", ["mlflow", "server", "--workers", "1"], args.port,
+                  without_credentials(tracker.tracking_uri))
 
 
 def cmd_aim_ui(args: argparse.Namespace) -> Result:

@@ -7,6 +7,7 @@ from contextlib import closing
 
 import dagster as dg
 
+from align_track_pipeline.core.secrets import credentials_masked
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.core.trackers.registry import chosen
 from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG
@@ -56,7 +57,7 @@ def remove_partition_data(
             counts["parquet_files"] += sum(store.parquet.delete(t, key) for t in TABLE_ASSETS)
     current = _holding(context.instance, trackers, config.partitions)
     for tracker in current:
-        with closing(tracker.open()) as writer:
+        with credentials_masked(context.log.error), closing(tracker.open()) as writer:
             counts[tracker.asset] = sum(writer.remove(key, mode == ARCHIVE)
                                         for key in config.partitions)
     cache = store.fingerprints()

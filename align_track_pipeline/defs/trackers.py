@@ -7,6 +7,7 @@ from contextlib import closing
 
 import dagster as dg
 
+from align_track_pipeline.core.secrets import credentials_masked, mask_text
 from align_track_pipeline.core.source.discovery import rel_path_of
 from align_track_pipeline.core.trackers.base import Partition, Tracker, TrackerWriter, WriteReport
 from align_track_pipeline.defs.automation import TRACKERS_CONDITION
@@ -45,7 +46,7 @@ def tracker_asset(tracker: Tracker) -> dg.AssetsDefinition:
         """Upsert each partition's runs: unchanged ones are kept, changed ones replaced,
         half-written ones repaired."""
         current = trackers.get(tracker.name)
-        with closing(current.open()) as writer:
+        with credentials_masked(context.log.error), closing(current.open()) as writer:
             materialize_each(context, current, writer, tree, store)
         yield from ()
 
@@ -90,7 +91,7 @@ def materialize_each(context: dg.AssetExecutionContext, tracker: Tracker, writer
                 partition = read_partition(tree, store, key)
                 report = writer.upsert(partition)
             except Exception as exc:  # one partition's failure must not sink the others
-                failures[key] = f"{key}: {type(exc).__name__}: {exc}"
+                failures[key] = mask_text(f"{key}: {type(exc).__name__}: {exc}")
                 context.log.error(f"[{n}/{len(keys)}] {failures[key]}")
                 record_failed_attempt(context, asset, key)  # failed when the run fails
                 continue

@@ -7,6 +7,11 @@ one search per run directory on the page (tag `align_track.partition`), never on
 
 from __future__ import annotations
 
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -51,20 +56,31 @@ def _by_sql(uri: str, experiment: str, keys: list[str]) -> RunIds:
     return {key: (str(experiment_id), run_id) for key, experiment_id, run_id in found}
 
 
+# A lookup is for a person waiting on a command: MLflow's own HTTP defaults (7 retries with
+# backoff, 120 s per request: about 4 minutes on a server that is down) suit writes, not this.
+LOOKUP_SECONDS = 2
+_RETRIES, _TIMEOUT = "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"
+
+
 def _by_api(uri: str, experiment: str, keys: dict[str, str]) -> RunIds:
+    """Raises TimeoutError, or MLflow's error, when the server does not answer in about
+    LOOKUP_SECONDS all told."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
+    limit = _Deadline(LOOKUP_SECONDS)
+    with limit.request():
+        found = client.get_experiment_by_name(experiment)
     if found is None:
         return {}
     out: RunIds = {}
     for partition in sorted(set(keys.values())):
         token = None
         while True:
-            page = client.search_runs([found.experiment_id],
-                                      f"tags.`{TAG_PARTITION}` = '{quote(partition)}'",
-                                      max_results=1000, page_token=token)
+            with limit.request():
+                page = client.search_runs([found.experiment_id],
+                                          f"tags.`{TAG_PARTITION}` = '{quote(partition)}'",
+                                          max_results=1000, page_token=token)
             out |= {run.data.tags[TAG_KEY]: (run.info.experiment_id, run.info.run_id)
                     for run in page if run.data.tags.get(TAG_KEY) in keys}
             token = page.token
@@ -102,3 +118,29 @@ def _missing_sqlite(uri: str) -> bool:
     is what follows `sqlite:///` (absolute when it starts with another `/`)."""
     parts = urlparse(uri)
     return parts.scheme == "sqlite" and not Path(parts.path[1:]).exists()
+
+
+class _Deadline:
+    """One time budget for every request of a lookup, through MLflow's documented HTTP
+    settings (read at each request): no retries, and each request may take what is left."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the tracking server took more than {self.seconds} s")
+        saved = {name: os.environ.get(name) for name in (_RETRIES, _TIMEOUT)}
+        os.environ[_RETRIES] = "0"
+        os.environ[_TIMEOUT] = str(max(1, math.ceil(left)))  # whole seconds only
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
+from align_track_pipeline.core.secrets import without_credentials
 from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL, plan_runs
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
@@ -165,14 +166,6 @@ def parents_only_url(ui_url: str, experiment_id: str) -> str:
     paging counts experiments, not scenes (the UI reads `searchFilter` from the URL)."""
     return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
             f"?searchFilter={quote(PARENTS_FILTER, safe='')}")
-
-
-def without_credentials(uri: str) -> str:
-    """The URI without a `user:password@` part: safe to show and to record."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def mlflow_tracker(settings: Settings) -> MlflowTracker:

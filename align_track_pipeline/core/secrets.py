@@ -1,0 +1,59 @@
+"""Credentials in URIs kept out of whatever is shown or stored.
+
+A user may write a password into a store's URI (`http://alice:PASSWORD@host:5000`,
+`postgresql+psycopg2://user:PASSWORD@host/db`); the real URI is what connects, and only a
+masked one is ever printed, logged or recorded. Libraries put the URI they were given into
+their error messages ("API request to http://alice:PASSWORD@... failed"), so every error text
+that is reported or stored goes through `mask_text` first.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+
+# `scheme://userinfo@`: the userinfo (`user:password` or a bare token) ends at the first `@`
+# before any `/`, whitespace or quote; a password with `@` or `/` is percent-encoded in a URI.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)[^/@\s'\"<>]+@")
+
+
+def without_credentials(uri: str) -> str:
+    """The URI without its `user:password@` part: safe to show and to record, and the same
+    for every user of one store (part of a partition's freshness)."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def mask_text(text: str) -> str:
+    """Any text (an error message, a traceback, a log line) with the userinfo of every URI in
+    it replaced by `***`: `http://***@host:5000/api/...`."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+
+
+class MaskedError(Exception):
+    """An error whose text held credentials, raised again with them masked. Its message is
+    the original's, `module.Type: message`; the original is dropped (its text holds them)."""
+
+
+@contextmanager
+def credentials_masked(log: Callable[[str], None]) -> Iterator[None]:
+    """Errors raised in the block leave it without credentials: one whose message or
+    traceback holds a URI's userinfo is logged through `log` as a masked traceback and
+    replaced by a `MaskedError`; any other is raised as it is."""
+    try:
+        yield
+    except Exception as exc:
+        text = "".join(traceback.format_exception(exc))
+        masked = mask_text(text)
+        if masked == text:
+            raise
+        log(masked)
+        kind = type(exc)
+        raise MaskedError(mask_text(f"{kind.__module__}.{kind.__qualname__}: {exc}")) from None

@@ -1,0 +1,51 @@
+"""Credentials of URIs are masked in any text, and errors leave `credentials_masked` without
+them."""
+
+import pytest
+
+from align_track_pipeline.core.secrets import (
+    MaskedError,
+    credentials_masked,
+    mask_text,
+    without_credentials,
+)
+
+MLFLOW_ERROR = ("API request to http://alice:SECRETPW@127.0.0.1:5000/api/2.0/mlflow/experiments"
+                "/get-by-name failed with exception HTTPConnectionPool(host='127.0.0.1', "
+                "port=5000): Max retries exceeded")
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    (MLFLOW_ERROR, MLFLOW_ERROR.replace("alice:SECRETPW", "***")),
+    ("postgresql+psycopg2://u:p%40ss@db:5432/x and https://tok3n@h/p",
+     "postgresql+psycopg2://***@db:5432/x and https://***@h/p"),
+    ("'http://a:b@h:1'\n\"http://c:d@h:2\"", "'http://***@h:1'\n\"http://***@h:2\""),
+    ("http://127.0.0.1:5000/#/experiments/1 user@example.org", None),  # nothing to mask
+])
+def test_mask_text(text, masked):
+    assert mask_text(text) == (masked or text)
+
+
+def test_without_credentials():
+    assert without_credentials("http://alice:pw@host:5000/x") == "http://host:5000/x"
+    assert without_credentials("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+
+
+def test_an_error_holding_credentials_is_replaced_and_logged_masked():
+    logged: list[str] = []
+    with pytest.raises(MaskedError) as raised, credentials_masked(logged.append):
+        try:
+            raise OSError("connection refused")
+        except OSError:
+            raise ValueError(MLFLOW_ERROR)  # noqa: B904 - a chain, as MLflow raises it
+    assert str(raised.value) == "builtins.ValueError: " + mask_text(MLFLOW_ERROR)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert len(logged) == 1 and "SECRETPW" not in logged[0]
+    assert "OSError: connection refused" in logged[0] and "http://***@127.0.0.1" in logged[0]
+
+
+def test_an_error_without_credentials_is_raised_as_it_is():
+    error = ValueError("no such experiment")
+    with pytest.raises(ValueError) as raised, credentials_masked(pytest.fail):
+        raise error
+    assert raised.value is error

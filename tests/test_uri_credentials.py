@@ -1,0 +1,126 @@
+"""A password written into the MLflow tracking URI (`http://USER:PASSWORD@HOST:PORT`) is used
+to connect and shown nowhere: not on stdout or stderr, not in `--json`, not in any file of the
+data dir (Parquet, Dagster's run and event storage, its compute logs)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import _free_port
+
+ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
+PASSWORD = "SECRETPW"
+
+
+def _with_password(url: str) -> str:
+    return url.replace("http://", f"http://alice:{PASSWORD}@", 1)
+
+
+def _align_track(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ALIGN_TRACK_"))}
+    return subprocess.run([ALIGN_TRACK, *args], capture_output=True, text=True, timeout=600,
+                          env=clean | env)
+
+
+def _files_holding(root: Path, secret: str) -> list[Path]:
+    """Every file under `root` whose bytes contain `secret` (SQLite databases included)."""
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_password_in_the_uri_reaches_no_output_and_no_file(small_tree, tmp_path, mlflow_server):
+    data = tmp_path / "data"
+    done = _align_track("ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data),
+                        "--mlflow-uri", _with_password(mlflow_server),
+                        "--mlflow-experiment", "credentials")
+    assert done.returncode == 0, done.stderr[-3000:]
+    experiment = MlflowClient(mlflow_server).get_experiment_by_name("credentials")
+    runs = MlflowClient(mlflow_server).search_runs([experiment.experiment_id], max_results=100)
+    assert len(runs) == 3 + 12  # the URI was used to connect
+    assert PASSWORD not in done.stdout + done.stderr
+    assert "View run" not in done.stdout + done.stderr  # one get_run per run, no longer made
+    assert f"mlflow: {mlflow_server} (experiment credentials)" in done.stdout
+    assert (data / "dagster" / "storage").is_dir()  # the compute logs are among the files
+    assert _files_holding(data, PASSWORD) == []
+
+
+@pytest.mark.slow
+def test_a_password_in_the_uri_of_a_server_that_is_down_is_shown_nowhere(small_tree, tmp_path):
+    data = tmp_path / "data"
+    uri = _with_password(f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    done = _align_track("ingest", "--json", "--experiments-dir", str(small_tree), "--data-dir",
+                        str(data), "--mlflow-uri", uri, "--trackers", "mlflow",
+                        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [f["error"] for f in json.loads(done.stdout)["failed"]]
+    assert len(errors) == 3 and all("log_mlflow_runs" in e for e in errors), errors
+    assert all("127.0.0.1" in e for e in errors), errors  # the cause is still told
+    assert PASSWORD not in done.stdout + done.stderr
+    assert _files_holding(data, PASSWORD) == []
+
+
+def test_search_with_a_server_that_is_down_answers_from_parquet(tables_dir):
+    """Links come from a tracking server that does not answer: the rows are printed at once,
+    the links marked unavailable, and why on stderr (no password)."""
+    shown = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
+                        "--limit", "3", "--json", MLFLOW_TRACKING_URI=_with_password(shown))
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert seconds < 15, seconds
+    found = json.loads(done.stdout)
+    assert found["count"] == 3
+    assert [r["links"]["mlflow"] for r in found["rows"]] == ["unavailable"] * 3
+    assert done.stderr == (f"align-track search: mlflow links unavailable: {shown} "
+                           "(experiment align-system): ConnectionRefusedError: "
+                           "[Errno 111] Connection refused\n")
+
+
+def test_search_with_a_server_that_is_down_marks_links_in_the_table(tables_dir):
+    uri = _with_password(f"http://127.0.0.1:{_free_port()}")
+    done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
+                        "--limit", "3", "--mlflow-uri", uri)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "mlflow link" in lines[0] and lines[-1] == "3 scenes rows (more match: --limit N " \
+        "or --limit 0 for all)"
+    assert sum("unavailable" in line for line in lines) == 3
+    assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_search_gives_up_on_a_server_that_never_answers(tables_dir):
+    """A server that takes the connection and never answers (hung, or a blackholed proxy):
+    the lookup gives up after LOOKUP_SECONDS, not MLflow's 120 s per request, 8 times."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nothing ever reads or answers
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
+                            "--limit", "3", "--json", "--mlflow-uri", uri)
+        seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert seconds < 15, seconds
+    assert "mlflow links unavailable: http://127.0.0.1:" in done.stderr
+    assert done.stderr.rstrip().endswith("TimeoutError: timed out")
+    assert json.loads(done.stdout)["count"] == 3
+
+
+def test_a_traceback_of_the_cli_shows_no_password(tmp_path):
+    """An error nothing of ours expected still prints its traceback, masked: here mlflow-ui
+    pointed at a tracking server that is down."""
+    uri = _with_password(f"http://127.0.0.1:{_free_port()}")
+    done = _align_track("mlflow-ui", "--data-dir", str(tmp_path), "--mlflow-uri", uri,
+                        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    assert done.returncode == 1
+    assert done.stderr.startswith("Traceback (most recent call last):")
+    assert "MlflowException: API request to http://***@127.0.0.1:" in done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
