@@ -77,7 +77,9 @@ def test_reading_commands_name_the_broken_file_and_the_repair(capsys, small_tree
     scenario = pq.read_table(path, columns=["scenario_id"])["scenario_id"][0].as_py()
     os.truncate(path, 100)
 
-    for argv in (["search"], ["search", "--adm", "random"], ["compare", scenario],
+    for argv in (["search"], ["search", "--adm", "random"],
+                 ["search", "--where", "timing_seconds >= 0"], ["compare", scenario],
+                 ["export", "-o", str(tmp_path / "e.csv")],
                  ["report", "--table", "scenes", "--values", "timing_seconds", "-o",
                   str(tmp_path / "r.md")]):
         done = _cli(data_dir, *argv)

@@ -30,7 +30,7 @@ def export(data_dir: Path, table: str, filters: Filters, path: Path, fmt: str) -
     path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     con = open_tables(data_dir, [table], files=[path])
-    with user_sql(table):
+    with user_sql(table, filters.where):
         rel = apply(con, table, filters)
         if fmt in ("csv", "tsv"):
             nested = nested_columns(table)

@@ -48,6 +48,18 @@ def footer_error(path: Path) -> str | None:
     return None
 
 
+def unreadable_files(folders: Iterable[Path]) -> list[BrokenFile]:
+    """Every partition file under `folders` whose footer cannot be read (a footer read per
+    file: for error paths, not for every query)."""
+    found = []
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.parquet")):
+            error = None if path.name.startswith(".") else footer_error(path)
+            if error is not None:
+                found.append(BrokenFile(path, f"unreadable ({error})", file_signature(path) or ""))
+    return found
+
+
 class VerifiedFiles:
     """The stat data of each partition file when it was last known good, in a table of the
     fingerprint cache's SQLite file (keyed by the file's path)."""
