@@ -34,6 +34,7 @@ from align_track_pipeline.core.analysis.render import (
     html_table,
     shorten,
     side_by_side,
+    terminal_safe,
     text_table,
 )
 from align_track_pipeline.core.analysis.search import SHOWN_COLUMNS, search
@@ -119,13 +120,13 @@ def _answering(name: str, func):
         except (QueryError, duckdb.Error) as exc:
             broken = broken_files_message(_data_dir(args))
             if broken is None and isinstance(exc, QueryError):
-                print(f"align-track {name}: {exc}", file=sys.stderr)
+                print(f"align-track {name}: {terminal_safe(str(exc))}", file=sys.stderr)
                 return 2, None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            print(f"align-track {name}: {broken or first}", file=sys.stderr)
+            print(f"align-track {name}: {terminal_safe(broken or first)}", file=sys.stderr)
             return 1, None
         except AnalysisError as exc:
-            print(f"align-track {name}: {exc}", file=sys.stderr)
+            print(f"align-track {name}: {terminal_safe(str(exc))}", file=sys.stderr)
             return 2, None
     return run
 
@@ -177,8 +178,9 @@ def cmd_compare(args: argparse.Namespace) -> Result:
         print(f"no scenes of scenario {args.scenario!r}"
               + (f" with scene id {args.scene!r}" if args.scene else ""))
     for (_, scene), group in by_scene(rows).items():
-        print(f"\n== {args.scenario} / scene {scene or '(no id)'}: {len(group)} runs ==")
-        print(f"probe: {shorten(group[0]['probe_text'] or '', 200)}")
+        title = terminal_safe(f"{args.scenario} / scene {scene or '(no id)'}")
+        print(f"\n== {title}: {len(group)} runs ==")
+        print(f"probe: {shorten(terminal_safe(group[0]['probe_text'] or ''), 200)}")
         print(text_table(_COMPARE_SHOWN, [[r[c] for c in _COMPARE_SHOWN] for r in group],
                          width=36))
     if args.html:
