@@ -1,7 +1,8 @@
 """`search`, `compare`, `report` and `export`: answers from the Parquet tables, without a UI.
 
 Exit 0 with the answer (an empty one when nothing matches); 2 when the request cannot be
-answered as asked (the message says what is valid) or when there are no tables yet. These
+answered as asked (the message says what is valid) or when there are no tables yet; 1 when a
+table file cannot be read (the message names it and says to run `align-track ingest`). These
 commands read the tables only and never load Dagster, so they answer in a fraction of a second.
 """
 
@@ -12,9 +13,16 @@ import html
 import sys
 from pathlib import Path
 
+import duckdb
+
 from align_track_pipeline.cli.exits import Result
 from align_track_pipeline.core.analysis.compare import compare
-from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables
+from align_track_pipeline.core.analysis.connection import (
+    AnalysisError,
+    QueryError,
+    broken_files_message,
+    open_tables,
+)
 from align_track_pipeline.core.analysis.export import FORMATS, export, export_format
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
 from align_track_pipeline.core.analysis.links import UNAVAILABLE, run_links
@@ -26,6 +34,7 @@ from align_track_pipeline.core.analysis.render import (
     html_table,
     shorten,
     side_by_side,
+    terminal_safe,
     text_table,
 )
 from align_track_pipeline.core.analysis.search import SHOWN_COLUMNS, search
@@ -107,12 +116,22 @@ def _filter_options(cmd: argparse.ArgumentParser, default_table: str) -> None:
 
 
 def _answering(name: str, func):
-    """Run a command; a request that cannot be answered prints why and exits 2."""
+    """Run a command; a request that cannot be answered prints why and exits 2. When DuckDB
+    fails reading the tables, the unreadable files are named, with the repair, and it exits
+    1; never a traceback."""
     def run(args: argparse.Namespace) -> tuple[int, dict | None]:
         try:
             return func(args)
+        except (QueryError, duckdb.Error) as exc:
+            broken = broken_files_message(_data_dir(args))
+            if broken is None and isinstance(exc, QueryError):
+                print(f"align-track {name}: {terminal_safe(str(exc))}", file=sys.stderr)
+                return 2, None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            print(f"align-track {name}: {terminal_safe(broken or first)}", file=sys.stderr)
+            return 1, None
         except AnalysisError as exc:
-            print(f"align-track {name}: {exc}", file=sys.stderr)
+            print(f"align-track {name}: {terminal_safe(str(exc))}", file=sys.stderr)
             return 2, None
     return run
 
@@ -174,8 +193,9 @@ def cmd_compare(args: argparse.Namespace) -> Result:
         print(f"no scenes of scenario {args.scenario!r}"
               + (f" with scene id {args.scene!r}" if args.scene else ""))
     for (_, scene), group in by_scene(rows).items():
-        print(f"\n== {args.scenario} / scene {scene or '(no id)'}: {len(group)} runs ==")
-        print(f"probe: {shorten(group[0]['probe_text'] or '', 200)}")
+        title = terminal_safe(f"{args.scenario} / scene {scene or '(no id)'}")
+        print(f"\n== {title}: {len(group)} runs ==")
+        print(f"probe: {shorten(terminal_safe(group[0]['probe_text'] or ''), 200)}")
         print(text_table(_COMPARE_SHOWN, [[r[c] for c in _COMPARE_SHOWN] for r in group],
                          width=36))
     if args.html:

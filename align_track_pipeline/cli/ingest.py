@@ -43,6 +43,7 @@ from align_track_pipeline.defs.freshness import (
     STALE,
     TABLE_VERSIONS,
     Expected,
+    broken_table_files,
     observed_versions,
     partition_states,
 )
@@ -160,11 +161,16 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     versions = observe(runner, run_dirs)
     progress(f"observe: {len(run_dirs)} partitions in {time.perf_counter() - started:.2f} s")
     before = partition_states(instance, versions, all_expected(trackers))
+    broken = _broken_files(runner, versions, progress)
+    before |= {key: STALE for key in broken}
     report.fresh = [k for k, s in before.items() if s == FRESH]
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
     tables_changed = _run_phases(runner, pool, [table_phase], limits, versions, errors,
-                                 progress)
+                                 progress, forced=broken)
+    for key, files in broken_table_files(instance, runner.defs.resources["store"],
+                                         broken).items():  # a rewrite that failed
+        errors.setdefault(key, f"tables: {'; '.join(map(str, files))}")
     report.changed = _changed_while_read(instance, versions, errors, progress)
     # The trackers are independent stores fed from the tables: a partition that failed the
     # tables skips them, one that fails a tracker is still written to the others.
@@ -175,7 +181,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     if report.fresh == list(versions):
         progress("all partitions are fresh: nothing to materialize")
     final = partition_states(instance, versions, all_expected(trackers))
-    report.materialized = [k for k, s in final.items() if s == FRESH and before[k] != FRESH]
+    report.materialized = [k for k, s in final.items()
+                           if s == FRESH and before[k] != FRESH and k not in errors]
     report.failed = [{"partition": k, "error": e} for k, e in (plan.hidden | errors).items()]
     return report
 
@@ -194,24 +201,37 @@ def _changed_while_read(instance: dg.DagsterInstance, versions: dict[str, str],
     return changed
 
 
+def _broken_files(runner: InProcess, versions: dict[str, str],
+                  progress: Callable[[str], None]) -> set[str]:
+    """The partitions whose table files are missing or unreadable though their version is
+    fresh: their tables are rewritten (same data version: the trackers stay fresh)."""
+    store = runner.defs.resources["store"]
+    broken = broken_table_files(runner.instance, store, versions)
+    for key, files in broken.items():
+        progress(f"{key}: {'; '.join(map(str, files))}: rewriting its tables")
+    return set(broken)
+
+
 def _todo(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,
-          skipped: set[str]) -> list[str]:
+          skipped: set[str], forced: set[str]) -> list[str]:
     states = partition_states(instance, versions, phase.expected)
-    return [k for k, s in states.items() if s != FRESH and k not in skipped]
+    return [k for k, s in states.items() if (s != FRESH or k in forced) and k not in skipped]
 
 
 def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Phase],
                 limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
-                progress: Callable[[str], None], skipped: set[str] = frozenset()) -> bool:
+                progress: Callable[[str], None], skipped: set[str] = frozenset(),
+                forced: set[str] = frozenset()) -> bool:
     """Bring `todo_phases` up to date: the ones that spread over worker processes start there
     first, then the ones that take one writer (e.g. MLflow on SQLite) run in this process
     meanwhile, so that a single-writer store no longer leaves the other cores idle. True when
-    any phase had partitions to materialize."""
+    any phase had partitions to materialize. `forced`: partitions to materialize even when
+    fresh (their files are broken)."""
     instance = runner.instance
     order = instance.get_dynamic_partitions(PARTITIONS)
     planned = []
     for phase in todo_phases:
-        todo = _todo(instance, versions, phase, skipped)
+        todo = _todo(instance, versions, phase, skipped, forced)
         if todo:
             wait_for_pool(instance, phase.job, progress)  # a tracker's pool is named after it
             processes = pool.parallel.processes(len(todo), limits.get(phase.job)) if pool else 1

@@ -37,8 +37,9 @@ TABLES_CONDITION = (
 # partitions one by one, so a tracker step in the same run as the tables would be skipped, and
 # `eager()` would then ignore the tables' update (it came from a run that also planned the
 # tracker). Requiring the deps to be neither missing nor about to be requested keeps the
-# trackers in a run of their own, started on the tick after the tables' run.
-_TABLES_LANDED = AC.any_deps_match(AC.newly_updated()).with_label("tables_landed")
+# trackers in a run of their own, started on the tick after the tables' run. A rewrite of the
+# tables with the same data version (a broken file repaired) leaves the trackers alone.
+_TABLES_LANDED = AC.any_deps_match(AC.data_version_changed()).with_label("tables_landed")
 TRACKERS_CONDITION = (
     (_NEVER_BUILT | (_TABLES_LANDED | AC.code_version_changed()).since_last_handled())
     & ~AC.any_deps_match(AC.missing() | AC.will_be_requested()).with_label(

@@ -10,6 +10,10 @@ Every downstream asset records, as the data version of each partition's material
 version it was built from (`core.versions`): source version + parser version for the tables,
 extended with the tracker's code version for each tracker. A partition is fresh for an asset
 when the recorded version equals the one its folder has now (`partition_states`).
+
+A fresh version is not enough for the tables: their partition file must still be there and
+readable (`broken_table_files`). A broken one is rewritten with the same data version, so the
+trackers, fed the same content, stay fresh.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import dagster as dg
 
+from align_track_pipeline.core.tables.health import BrokenFile
 from align_track_pipeline.core.versions import table_version
 from align_track_pipeline.defs.dagster_compat import (
     CODE_VERSION_TAG,
@@ -29,6 +34,7 @@ from align_track_pipeline.defs.dagster_compat import (
     latest_storage_ids,
     latest_tag_by_partition,
 )
+from align_track_pipeline.defs.resources import DataStore
 
 FOLDERS = "experiment_folders"
 FRESH, STALE, MISSING, FAILED = "fresh", "stale", "missing", "failed"
@@ -95,3 +101,24 @@ def partition_states(
         else:
             states[key] = STALE
     return states
+
+
+def broken_table_files(instance: dg.DagsterInstance, store: DataStore,
+                       keys: Iterable[str]) -> dict[str, list[BrokenFile]]:
+    """Partition -> its table files that Dagster recorded as written but that are missing or
+    unreadable now. A stat call per file; a footer read only for a file whose stat data
+    changed since it was last known good (`core.tables.health`)."""
+    keys = set(keys)
+    expected = {}
+    for table in TABLE_VERSIONS:
+        for key in keys & latest_data_versions(instance, table).keys():
+            expected[store.parquet.path(table, key)] = key
+    files = store.verified_files()
+    try:
+        found = files.broken(expected)
+    finally:
+        files.close()
+    broken: dict[str, list[BrokenFile]] = {}
+    for bad in found:
+        broken.setdefault(expected[bad.path], []).append(bad)
+    return broken

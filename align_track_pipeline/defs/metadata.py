@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.core.analysis.render import markdown_cell
 from align_track_pipeline.core.tables.schema import PREVIEW_COLUMNS, TABLES
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.core.tables.writer import TableWrite
@@ -54,8 +55,9 @@ def preview(table: str, rows: list[dict]) -> dg.MetadataValue:
 
 
 def _cell(value: object) -> str:
-    text = "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= 60 else text[:57] + "..."
+    """Shortened, then made inert: no raw HTML from the data reaches the UI's Markdown."""
+    text = "" if value is None else str(value).replace("\n", " ")
+    return markdown_cell(text if len(text) <= 60 else text[:57] + "...")
 
 
 def partition_metadata(write: TableWrite, source_version: str, table_rows: int) -> dict:

@@ -15,6 +15,7 @@ from align_track_pipeline.core.source.discovery import (
     rel_path_of,
     scan_tree,
 )
+from align_track_pipeline.core.tables.health import VerifiedFiles
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all, create_every
@@ -54,6 +55,10 @@ class DataStore(dg.ConfigurableResource):
 
     def fingerprints(self) -> FingerprintCache:
         return FingerprintCache(fingerprint_cache_path(Path(self.data_dir)))
+
+    def verified_files(self) -> VerifiedFiles:
+        """The partition files last known good, kept beside the fingerprints."""
+        return VerifiedFiles(fingerprint_cache_path(Path(self.data_dir)))
 
 
 class Trackers(dg.ConfigurableResource):

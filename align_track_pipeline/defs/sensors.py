@@ -1,5 +1,6 @@
 """Discovery: keep the dynamic partitions in step with the tree and ask for an observation of
-what may have changed (stat calls only; the hashing happens in the observation run)."""
+what may have changed (stat calls only; the hashing happens in the observation run); and have
+the tables of a partition rewritten when its Parquet file is missing or unreadable."""
 
 from pathlib import Path
 
@@ -21,18 +22,23 @@ from align_track_pipeline.defs.folders import (
     observe_job,
     run_key,
 )
+from align_track_pipeline.defs.freshness import broken_table_files
+from align_track_pipeline.defs.jobs import TABLES_JOB, tables_job
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 
-@dg.sensor(jobs=[observe_job, cleanup_removed], default_status=dg.DefaultSensorStatus.RUNNING,
-           minimum_interval_seconds=tick_seconds())
+@dg.sensor(jobs=[observe_job, cleanup_removed, tables_job],
+           default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=tick_seconds())
 def experiment_folder_sensor(
     context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore
 ) -> dg.SensorResult | dg.SkipReason:
     """Adds a partition per new run directory, deletes the partitions whose folder is gone
     (requesting the cleanup of their data), and requests an observation of the folders whose
-    stat data changed. State lives in the instance and the fingerprint cache, not a cursor.
+    stat data changed, and a tables run for each partition whose Parquet file is missing or
+    unreadable (an observation would not do: its folder's version did not change, and the
+    automation acts on changed versions only). State lives in the instance and the
+    fingerprint cache, not a cursor.
 
     The same guards as `align-track ingest`: another tree than the data dir's, or one that
     cannot be listed, does nothing; partitions below an unreadable folder are kept; removals
@@ -60,14 +66,16 @@ def experiment_folder_sensor(
         context.log.warning(note)
     new = sorted(on_disk - known)
     suspects = folders_to_observe(context.instance, run_dirs, store)
-    if not (new or gone or suspects):
+    repairs = repair_requests(context, store, sorted(on_disk & known))
+    if not (new or gone or suspects or repairs):
         return dg.SkipReason(" ".join(notes) or
                              f"{len(on_disk)} folders, none new, changed or removed")
-    return _result(new, gone, suspects)
+    return _result(new, gone, suspects, repairs)
 
 
-def _result(new: list[str], gone: list[str], suspects: dict[str, str]) -> dg.SensorResult:
-    requests, partition_requests = [], []
+def _result(new: list[str], gone: list[str], suspects: dict[str, str],
+            repairs: list[dg.RunRequest]) -> dg.SensorResult:
+    requests, partition_requests = list(repairs), []
     if new:
         partition_requests.append(experiment_partitions.build_add_request(new))
     if gone:
@@ -80,3 +88,18 @@ def _result(new: list[str], gone: list[str], suspects: dict[str, str]) -> dg.Sen
     if suspects:
         requests.append(observation_request("observe", suspects))
     return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+
+
+def repair_requests(context: dg.SensorEvaluationContext, store: DataStore,
+                    keys: list[str]) -> list[dg.RunRequest]:
+    """A tables run per partition whose table files are broken; the run key holds the files'
+    state, so each break is repaired once. The rewrite keeps the data version: the trackers
+    stay fresh."""
+    requests = []
+    for key, files in broken_table_files(context.instance, store, keys).items():
+        context.log.warning(f"{key}: {'; '.join(map(str, files))}: requesting a rewrite")
+        state = [key, *(f"{f.path.name}:{f.signature or 'missing'}" for f in files)]
+        requests.append(dg.RunRequest(job_name=TABLES_JOB, partition_key=key,
+                                      run_key=run_key("repair", state),
+                                      tags={"align_track/repair": "broken table file"}))
+    return requests

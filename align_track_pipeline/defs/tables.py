@@ -4,6 +4,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import dagster as dg
 
@@ -75,6 +76,7 @@ def parse_run_dirs(
     jobs = [PartitionJob(k, tree.root, store.data_dir, versions[k], selected) for k in keys]
     sizes = TableRows(store.parquet, selected)
     failures: dict[str, str] = {}
+    written: list[Path] = []
     scenes = 0
     report_every = max(1, len(keys) // 20)  # log lines are stored events too: ~20 per run
     for n, write in enumerate(_run(jobs), 1):
@@ -86,9 +88,11 @@ def parse_run_dirs(
             continue
         for event in _events(write, provenance[write.key], sizes):
             context.log_event(event)
+        written += [Path(table.path) for table in write.tables]
         scenes += write.scenes
         if n % report_every == 0 or n == len(keys):
             context.log.info(f"[{n}/{len(keys)}] {write.key}: {scenes} scenes so far")
+    _remember_good(store, written)
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} of {len(keys)} partitions failed to parse: "
@@ -96,6 +100,16 @@ def parse_run_dirs(
             metadata={"failures": dg.MetadataValue.json(failures)},
         )
     yield from evaluated_check_outputs(context)
+
+
+def _remember_good(store: DataStore, paths: list[Path]) -> None:
+    """The files just written are good: until their stat data change, checking them costs a
+    stat call, not a footer read (`core.tables.health`)."""
+    files = store.verified_files()
+    try:
+        files.record(paths)
+    finally:
+        files.close()
 
 
 def _run(jobs: list[PartitionJob]) -> Iterable[PartitionWrite]:

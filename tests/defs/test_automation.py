@@ -5,14 +5,22 @@ trackers only once the tables have landed."""
 import os
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.dagster_compat import stale_status
-from tests.conftest import SAMPLE_TREE, apply_partition_requests, make_run_dir, sensor_tick
+from tests.conftest import (
+    SAMPLE_TREE,
+    apply_partition_requests,
+    item_count,
+    make_run_dir,
+    sensor_tick,
+)
 
 TABLES = ("experiments", "scenes")
 TRACKERS = ("mlflow_runs", "aim_runs")
@@ -97,6 +105,24 @@ def test_a_new_folder_runs_tables_then_trackers(ingested, data_dir):
         assert defs.resolve_job_def(job).execute_in_process(
             instance=instance, partition_key=key).success
     assert _requested(automation.tick()) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["truncate", "delete"])
+def test_a_broken_table_file_is_rewritten_and_the_trackers_stay_fresh(ingested, data_dir, how):
+    tree, defs, instance, automation = ingested
+    run = find_run_dirs(tree)[1]
+    path = ParquetStore(data_dir).path("scenes", run.key)
+    os.truncate(path, 100) if how == "truncate" else path.unlink()
+    result = sensor_tick(defs, instance)
+    (request,) = result.run_requests
+    assert (request.job_name, request.partition_key) == ("tables", run.key)
+    assert sensor_tick(defs, instance).run_requests[0].run_key == request.run_key  # once
+    assert defs.resolve_job_def("tables").execute_in_process(
+        instance=instance, partition_key=run.key, tags=request.tags).success
+    assert pq.read_table(path).num_rows == item_count(run.path)
+    assert isinstance(sensor_tick(defs, instance), dg.SkipReason)  # repaired
+    assert _requested(automation.tick()) == {}  # same data version: the trackers stay fresh
 
 
 def _with_code_version(defs: dg.Definitions, op_name: str, version: str) -> dg.Definitions:

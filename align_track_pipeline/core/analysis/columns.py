@@ -30,3 +30,8 @@ def numeric_columns(table: str) -> list[str]:
 def map_columns(table: str) -> list[str]:
     """The `name -> number` maps (scores, KDMA values)."""
     return [f.name for f in TABLES[table] if pa.types.is_map(f.type)]
+
+
+def text_columns(table: str) -> list[str]:
+    return [f.name for f in TABLES[table]
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]

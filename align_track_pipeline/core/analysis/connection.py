@@ -16,6 +16,7 @@ import duckdb
 
 from align_track_pipeline.core.analysis.columns import columns_of
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
+from align_track_pipeline.core.tables.health import unreadable_files
 from align_track_pipeline.core.tables.schema import TABLES
 from align_track_pipeline.core.tables.store import ParquetStore
 
@@ -24,6 +25,21 @@ MEMORY_LIMIT = "4GB"
 
 class AnalysisError(Exception):
     """A request the tables cannot answer as asked; the message says what is valid."""
+
+
+class QueryError(AnalysisError):
+    """DuckDB failed on a query with user SQL: the SQL, or a broken table file."""
+
+
+def broken_files_message(data_dir: Path) -> str | None:
+    """What is wrong with the tables' files, naming each unreadable one, and how to repair
+    it; None when every file's footer reads. Reads every footer: for error paths only."""
+    store = ParquetStore(Path(data_dir).resolve())
+    broken = unreadable_files(store.table_dir(t) for t in TABLES)
+    if not broken:
+        return None
+    return ("unreadable table files: " + "; ".join(str(b) for b in broken)
+            + ". Run `align-track ingest` to rewrite them")
 
 
 def sql_literal(text: str) -> str:

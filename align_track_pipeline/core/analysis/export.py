@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from align_track_pipeline.core.analysis.columns import nested_columns
+from align_track_pipeline.core.analysis.columns import nested_columns, text_columns
 from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables, sql_literal
 from align_track_pipeline.core.analysis.filters import Filters, apply, user_sql
+from align_track_pipeline.core.analysis.output import FORMULA_STARTS
 
 # --format -> DuckDB COPY options. CSV and TSV hold maps and lists as JSON text.
 FORMATS = {"csv": "FORMAT csv, HEADER", "tsv": "FORMAT csv, HEADER, DELIMITER '\t'",
@@ -25,18 +26,28 @@ def export_format(path: Path, given: str | None) -> str:
     return fmt
 
 
+def _csv_column(table: str, column: str) -> str:
+    """A column as CSV/TSV holds it: maps and lists as JSON text; a text cell that a
+    spreadsheet would take for a formula prefixed with `'` (as `output.csv_safe` does);
+    numbers as they are."""
+    if column in nested_columns(table):
+        return f'to_json("{column}")::VARCHAR AS "{column}"'
+    if column in text_columns(table):
+        starts = ", ".join(sql_literal(c) for c in FORMULA_STARTS)
+        return (f'CASE WHEN left("{column}", 1) IN ({starts}) THEN \'\'\'\' || "{column}" '
+                f'ELSE "{column}" END AS "{column}"')
+    return f'"{column}"'
+
+
 def export(data_dir: Path, table: str, filters: Filters, path: Path, fmt: str) -> int:
     """Write the rows; returns how many."""
     path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     con = open_tables(data_dir, [table], files=[path])
-    with user_sql(table):
+    with user_sql(table, filters.where):
         rel = apply(con, table, filters)
         if fmt in ("csv", "tsv"):
-            nested = nested_columns(table)
-            rel = rel.project(", ".join(
-                f'to_json("{c}")::VARCHAR AS "{c}"' if c in nested else f'"{c}"'
-                for c in rel.columns))
+            rel = rel.project(", ".join(_csv_column(table, c) for c in rel.columns))
         rel.create_view("export_rows")
         (count,) = con.execute(f"COPY export_rows TO {sql_literal(str(path))} "
                                f"({FORMATS[fmt]})").fetchone()

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 import duckdb
 
 from align_track_pipeline.core.analysis.columns import columns_of, valid_columns
-from align_track_pipeline.core.analysis.connection import AnalysisError, map_keys, sql_literal
+from align_track_pipeline.core.analysis.connection import (
+    AnalysisError,
+    QueryError,
+    map_keys,
+    sql_literal,
+)
 
 # Option -> the column it matches.
 OPTION_COLUMNS = {"adm": "adm", "llm": "llm_backbone", "target": "alignment_target_id",
@@ -90,8 +95,12 @@ def checked_where(where: str) -> duckdb.Expression:
 
 
 @contextmanager
-def user_sql(table: str) -> Iterator[None]:
-    """Turn DuckDB's errors about user SQL into messages that say what is allowed."""
+def user_sql(table: str, where: str | None) -> Iterator[None]:
+    """Turn DuckDB's errors about user SQL into messages that say what is allowed. Without
+    user SQL (`where` None) DuckDB's errors are about the files and pass through."""
+    if where is None:
+        yield
+        return
     try:
         yield
     except duckdb.PermissionException as exc:
@@ -99,8 +108,8 @@ def user_sql(table: str) -> Iterator[None]:
                             f"{_first_line(exc)}") from None
     except duckdb.BinderException as exc:
         raise AnalysisError(f"--where: {_first_line(exc)}; {valid_columns(table)}") from None
-    except duckdb.Error as exc:
-        raise AnalysisError(f"--where is not a valid SQL condition: {_first_line(exc)}") from None
+    except duckdb.Error as exc:  # or a broken file: the command checks the files then
+        raise QueryError(f"--where is not a valid SQL condition: {_first_line(exc)}") from None
 
 
 def _first_line(exc: Exception) -> str:

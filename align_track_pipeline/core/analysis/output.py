@@ -22,11 +22,24 @@ def write_table(path: Path, title: str, header: list[str], rows: list[list[objec
         _xlsx(path, title, header, rows)
     elif suffix == ".csv":
         with path.open("w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([header, *rows])
+            csv.writer(f).writerows([map(csv_safe, line) for line in [header, *rows]])
     elif suffix == ".md":
         path.write_text(f"# {title}\n\n{markdown_table(header, rows)}\n", encoding="utf-8")
     else:
         path.write_text(html_page(title, html_table(header, rows)), encoding="utf-8")
+
+
+# What a spreadsheet may read as the start of a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A text cell that a spreadsheet would take for a formula, prefixed with `'`; numbers
+    (a negative one included) and empty cells as they are."""
+    if value is None or isinstance(value, int | float):
+        return value
+    text = cell(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _xlsx(path: Path, title: str, header: list[str], rows: list[list[object]]) -> None:
@@ -36,8 +49,10 @@ def _xlsx(path: Path, title: str, header: list[str], rows: list[list[object]]) -
     sheet = book.active
     sheet.title = "report"
     book.properties.title = title
-    sheet.append(header)
-    for row in rows:
-        sheet.append([v if isinstance(v, int | float) or v is None else cell(v) for v in row])
+    for line in [header, *rows]:
+        sheet.append([v if isinstance(v, int | float) or v is None else cell(v) for v in line])
+        for written in sheet[sheet.max_row]:
+            if isinstance(written.value, str):
+                written.data_type = "s"  # openpyxl takes a leading "=" for a formula
     sheet.freeze_panes = "B2"
     book.save(path)

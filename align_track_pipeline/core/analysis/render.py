@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 # The fields of a comparison row, top to bottom, in the side-by-side view.
 SIDE_BY_SIDE_FIELDS = [("ADM", "adm"), ("LLM", "llm_backbone"),
@@ -29,6 +30,19 @@ def cell(value: object) -> str:
     return str(value)
 
 
+# Escape sequences (CSI, OSC and the like, up to their terminator) and every other control
+# character but tab and newline: C0, DEL, C1. Data must never drive the terminal (clear it,
+# retitle it, plant a hidden link).
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(\x07|\x1b\\)?|.)?"
+                      r"|\x9b[0-?]*[ -/]*[@-~]?|[\x00-\x08\x0b-\x1f\x7f-\x9f]", re.DOTALL)
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with each escape sequence or control character shown as its code (`\\x1b]8;;`),
+    so it is visible and inert on a terminal."""
+    return _ESCAPES.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def shorten(text: str, width: int) -> str:
     """One line of at most `width` characters (display only: data is never cut)."""
     line = " ".join(text.split())
@@ -38,19 +52,25 @@ def shorten(text: str, width: int) -> str:
 def text_table(header: list[str], rows: list[list[object]], width: int = 40,
                keep: frozenset[str] | set[str] = frozenset()) -> str:
     """Aligned columns for a terminal; each cell shortened to `width`, except in the `keep`
-    columns (links must stay whole)."""
-    cells = [[cell(v) if name in keep else shorten(cell(v), width)
+    columns (links must stay whole), control characters made visible (`terminal_safe`)."""
+    cells = [[terminal_safe(cell(v)) if name in keep else shorten(terminal_safe(cell(v)), width)
               for name, v in zip(header, row, strict=True)] for row in rows]
+    header = [terminal_safe(h) for h in header]
     widths = [max(map(len, col)) for col in zip(header, *cells, strict=True)]
     lines = [header, ["-" * w for w in widths], *cells]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines)
 
 
+def markdown_cell(text: str) -> str:
+    """Text as inert Markdown table-cell content: `& < >` as HTML entities (no raw HTML
+    reaches a renderer), `|` escaped, newlines as `<br>` (the one tag written)."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", "<br>")
+
+
 def markdown_table(header: list[str], rows: list[list[object]], width: int | None = None) -> str:
     def md(value: object) -> str:
-        text = cell(value) if width is None else shorten(cell(value), width)
-        return text.replace("|", "\\|").replace("\n", "<br>")
+        return markdown_cell(cell(value) if width is None else shorten(cell(value), width))
 
     lines = ["| " + " | ".join(map(md, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(md, row)) + " |" for row in rows]

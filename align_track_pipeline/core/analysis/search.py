@@ -30,7 +30,7 @@ def search(con: duckdb.DuckDBPyConnection, table: str, filters: Filters,
     """Matching rows, every column, at most `limit` (None: all). No sort: rows come in the
     order they are stored (partition files, or the comparison file sorted by scenario), so a
     small limit stops reading early."""
-    with user_sql(table):
+    with user_sql(table, filters.where):
         rel = apply(con, table, filters)
         if limit is not None:
             rel = rel.limit(limit + 1)

@@ -14,6 +14,7 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from align_track_pipeline.core.tables.schema import TABLES
@@ -39,11 +40,13 @@ def tables_fingerprint(data_dir: Path) -> str:
 
 def comparison_is_current(data_dir: Path) -> bool:
     """Whether the comparison file was built from the tables as they are now, with every
-    scenes column (a file of an older layout never stands in for the table)."""
+    scenes column (a file of an older layout, or one that cannot be read, never stands in
+    for the table)."""
     comparison = Path(data_dir) / COMPARISON_FILE
-    if not comparison.exists():
+    try:
+        schema = pq.read_schema(comparison)
+    except (OSError, pa.ArrowException):  # none yet, or unreadable: the tables answer
         return False
-    schema = pq.read_schema(comparison)
     recorded = (schema.metadata or {}).get(FINGERPRINT_KEY.encode())
     return ({"kdma_values", *TABLES["scenes"].names} <= set(schema.names)
             and recorded == tables_fingerprint(Path(data_dir)).encode())

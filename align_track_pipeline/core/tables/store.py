@@ -53,11 +53,12 @@ class ParquetStore:
 
     def row_counts(self, table: str) -> dict[str, int]:
         """File name -> rows of each partition file of the table, from the Parquet footers
-        (no data is read: well under a millisecond a file)."""
+        (no data is read: well under a millisecond a file). A file that is unreadable (or
+        gone meanwhile) counts no rows: it is about to be rewritten."""
         folder = self.table_dir(table)
         if not folder.is_dir():
             return {}
-        return {path.name: pq.read_metadata(path).num_rows
+        return {path.name: _rows(path)
                 for path in folder.glob("*.parquet") if not path.name.startswith(".")}
 
     def delete(self, table: str, partition_key: str) -> bool:
@@ -76,3 +77,10 @@ class ParquetStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
         return True
+
+
+def _rows(path: Path) -> int:
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException):
+        return 0

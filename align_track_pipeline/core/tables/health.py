@@ -1,0 +1,103 @@
+"""Whether the partition files a table should hold are there and readable.
+
+Dagster records that a partition was written, not that its file is still intact: a file
+truncated or deleted behind the pipeline's back would look fresh for ever. Checking is kept
+cheap enough for every sensor tick: each expected file is stat'ed, and its Parquet footer is
+read only when its stat data differs from the last time the file was known good (written here,
+or checked). Those stat data live beside the fingerprints, in the same per-host SQLite file;
+losing it costs one footer read per file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass(frozen=True)
+class BrokenFile:
+    path: Path
+    problem: str  # "missing", or "unreadable (<reason>)"
+    signature: str  # the file's stat data now ("" when missing): a new break, a new value
+
+    def __str__(self) -> str:
+        return f"{self.path} is {self.problem}"
+
+
+def file_signature(path: Path) -> str | None:
+    """Size, mtime and inode: a rewrite (a rename into place) or a truncation changes it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def footer_error(path: Path) -> str | None:
+    """Why the file's Parquet footer cannot be read, or None when it can."""
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def unreadable_files(folders: Iterable[Path]) -> list[BrokenFile]:
+    """Every partition file under `folders` whose footer cannot be read (a footer read per
+    file: for error paths, not for every query)."""
+    found = []
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.parquet")):
+            error = None if path.name.startswith(".") else footer_error(path)
+            if error is not None:
+                found.append(BrokenFile(path, f"unreadable ({error})", file_signature(path) or ""))
+    return found
+
+
+class VerifiedFiles:
+    """The stat data of each partition file when it was last known good, in a table of the
+    fingerprint cache's SQLite file (keyed by the file's path)."""
+
+    def __init__(self, db_path: Path):
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(db_path, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS parquet_files"
+                         " (path TEXT PRIMARY KEY, stat TEXT NOT NULL)")
+
+    def record(self, paths: Iterable[Path]) -> None:
+        """Remember these files, just written, as good."""
+        rows = [(str(p), s) for p in paths if (s := file_signature(p)) is not None]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO parquet_files VALUES (?, ?)", rows)
+
+    def broken(self, paths: Iterable[Path]) -> list[BrokenFile]:
+        """The files that are missing or whose footer cannot be read. A footer is read only
+        when the file's stat data changed since it was last known good; a good one is then
+        remembered, so the next pass costs a stat call again."""
+        known = dict(self._db.execute("SELECT path, stat FROM parquet_files"))
+        found, good = [], []
+        for path in paths:
+            signature = file_signature(path)
+            if signature is None:
+                found.append(BrokenFile(path, "missing", ""))
+            elif known.get(str(path)) != signature:
+                error = footer_error(path)
+                if error is None:
+                    good.append((str(path), signature))
+                else:
+                    found.append(BrokenFile(path, f"unreadable ({error})", signature))
+        if good:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO parquet_files VALUES (?, ?)",
+                                     good)
+        return found
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,89 @@
+"""A partition file that was truncated or deleted behind the pipeline's back: `ingest` rewrites
+it (the trackers, fed the same content, keep their runs), and the commands that read the
+tables name the file and say how to repair it, without a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.store import ParquetStore
+from tests.conftest import aim_runs_held, item_count
+
+
+def _ingest(capsys, tree: Path, data: Path) -> dict:
+    code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    return report
+
+
+def _mlflow_run_ids(data: Path) -> set[str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("align-system")
+    return {r.info.run_id for r in client.search_runs([experiment.experiment_id],
+                                                      max_results=10000)}
+
+
+def _break(path: Path, how: str) -> None:
+    if how == "truncate":
+        os.truncate(path, 100)
+    else:
+        path.unlink()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["truncate", "delete"])
+def test_ingest_rewrites_a_broken_scenes_file_and_keeps_the_tracker_runs(
+        capsys, small_tree, data_dir, how):
+    _ingest(capsys, small_tree, data_dir)
+    run_dir = find_run_dirs(small_tree)[1]
+    path = ParquetStore(data_dir).path("scenes", run_dir.key)
+    mlflow_runs, aim_runs = _mlflow_run_ids(data_dir), aim_runs_held(data_dir / "aim")
+    assert mlflow_runs and aim_runs
+
+    _break(path, how)
+    report = _ingest(capsys, small_tree, data_dir)
+
+    assert report["materialized"] == [run_dir.key] and report["failed"] == []
+    assert pq.read_table(path).num_rows == item_count(run_dir.path)
+    assert _mlflow_run_ids(data_dir) == mlflow_runs  # the same runs, none rewritten
+    assert aim_runs_held(data_dir / "aim") == aim_runs
+    assert _ingest(capsys, small_tree, data_dir)["materialized"] == []  # repaired for good
+
+
+def _cli(data: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "align-track"), *argv, "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_reading_commands_name_the_broken_file_and_the_repair(capsys, small_tree, data_dir,
+                                                              tmp_path):
+    _ingest(capsys, small_tree, data_dir)
+    run_dir = find_run_dirs(small_tree)[1]
+    path = ParquetStore(data_dir).path("scenes", run_dir.key)
+    scenario = pq.read_table(path, columns=["scenario_id"])["scenario_id"][0].as_py()
+    os.truncate(path, 100)
+
+    for argv in (["search"], ["search", "--adm", "random"],
+                 ["search", "--where", "timing_seconds >= 0"], ["compare", scenario],
+                 ["export", "-o", str(tmp_path / "e.csv")],
+                 ["report", "--table", "scenes", "--values", "timing_seconds", "-o",
+                  str(tmp_path / "r.md")]):
+        done = _cli(data_dir, *argv)
+        output = done.stdout + done.stderr
+        assert done.returncode != 0, (argv, output)
+        assert str(path) in done.stderr and "align-track ingest" in done.stderr, (argv, output)
+        assert "Traceback" not in output and "--where" not in output, (argv, output)
