@@ -9,6 +9,12 @@ redoes. Before Aim creates a run, a placeholder row records the time: a kill in 
 between Aim creating the run's folder and the manifest learning its hash leaves a placeholder,
 and the next upsert deletes the unknown runs created after it.
 
+The manifest is checked against the repo when a writer opens (a folder listing, no run
+opened): deleted, or disagreeing (complete runs it lists are gone, runs in the repo it does not
+list), it is rebuilt from the runs, each of which carries its scene key and content hash. Runs
+are listed as unindexed from the moment they are complete until the index took them, so a kill
+in between is indexed by the next upsert of their partition.
+
 New runs are built on a memory file system when there is one (`compat.new_stage`) and moved
 into the repo whole, one sync of the file system per partition before the manifest calls them
 complete; a run cut short there leaves at most its run-table row, which the repair deletes.
