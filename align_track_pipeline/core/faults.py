@@ -13,6 +13,7 @@ The points:
   mlflow.partition_written  a partition's runs were replaced (transaction committed, or every
                             API run terminated)
   aim.run_created           Aim created a run; the manifest holds only its placeholder
+  aim.runs_complete         a partition's runs were written and marked complete, not yet indexed
   aim.index_records_written the index holds the new runs' records, not yet their checksums
   aim.partition_written     a partition's runs were written, marked complete and indexed
 """

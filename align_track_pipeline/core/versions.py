@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 
 # Bump when parsing changes what lands in the tables: every partition becomes stale.
-PARSER_VERSION = "2"
+PARSER_VERSION = "3"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
-MLFLOW_LAYOUT_VERSION = "2"
+MLFLOW_LAYOUT_VERSION = "3"
 AIM_LAYOUT_VERSION = "2"
 
 KEY_SEPARATOR = "::"

@@ -384,3 +384,35 @@ def test_a_kill_between_the_index_records_and_their_checksums_leaves_the_runs_ou
     assert aim_compat.index_runs(repo, hashes) == len(plan)
     assert aim_compat.outdated_runs(repo) == []
 
+
+
+def test_a_manifest_that_disagrees_with_the_repo_is_rebuilt_from_the_runs(sample_tree,
+                                                                         tmp_path):
+    """Runs the manifest does not list (here: a scene written twice after its rows were
+    lost) make the next writer rebuild it from the runs: one run per scene, the newest
+    whole one, the other deleted; archived runs stay archived and are not taken back."""
+    other = "random/unaligned"
+    rel = "pipeline_baseline/moral_judgement-0.2"
+    key, archived_key = RunDir(sample_tree / rel, rel).key, RunDir(sample_tree / other, other).key
+    writer = AimWriter(tmp_path / "aim")
+    try:
+        archived = writer.upsert(archived_key, _plan(sample_tree, other)).created
+        assert writer.archive_partition(archived_key) == len(archived)
+        old = writer.upsert(key, _plan(sample_tree, rel)).created
+        writer.manifest.forget(list(writer.manifest.rows(key)))  # the rows are lost
+        new = writer.upsert(key, _plan(sample_tree, rel)).created
+    finally:
+        writer.close()
+    assert len(_held(aim_compat.open_repo(tmp_path / "aim"))) == len(archived) + 2 * len(new)
+
+    rebuilt = AimWriter(tmp_path / "aim")
+    try:
+        assert {h for h, _, done in rebuilt.manifest.rows(key).values() if done} == set(new)
+        assert rebuilt.manifest.rows(archived_key) == {}
+        again = rebuilt.upsert(key, _plan(sample_tree, rel))
+    finally:
+        rebuilt.close()
+    assert again.created == [] and again.unchanged == len(new)
+    assert _held(rebuilt.repo) == set(new) | set(archived) and not set(old) & _held(rebuilt.repo)
+    assert aim_compat.archived_runs(rebuilt.repo) == set(archived)
+    assert aim_compat.outdated_runs(rebuilt.repo) == []

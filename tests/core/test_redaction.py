@@ -8,7 +8,7 @@ import yaml
 
 from align_track_pipeline.core.source.discovery import RunDir
 from align_track_pipeline.core.source.parse import parse_run_dir
-from align_track_pipeline.core.source.redaction import REDACTED, redact
+from align_track_pipeline.core.source.redaction import REDACTED, SETTING_KEYS, redact, redact_file
 from tests.conftest import SAMPLE_TREE
 
 CONFIGS = sorted(SAMPLE_TREE.rglob(".hydra/config.yaml"))
@@ -100,3 +100,24 @@ def test_a_url_keeps_its_host_and_loses_its_password():
     out = redact(config)
     assert out["db"] == f"postgresql://{REDACTED}@db.example.org:5432/runs"
     assert "s3cret" not in json.dumps(out) and out["plain"] == config["plain"]
+
+
+def test_keys_ending_in_key_are_credentials_unless_known_settings():
+    masked = redact({"wandb_key": "abc", "openai_key": "def", "hf-key": "ghi",
+                     **{name: "kept" for name in SETTING_KEYS}, "exclude_keys": []})
+    assert masked == {"wandb_key": REDACTED, "openai_key": REDACTED, "hf-key": REDACTED,
+                      **{name: "kept" for name in SETTING_KEYS}, "exclude_keys": []}
+
+
+def test_copied_files_are_masked_parsed_or_line_by_line():
+    meta = b'{\n  "version": "v1",\n  "api_key": "s3cr3t"\n}\n'
+    assert json.loads(redact_file("meta.json", meta)) == {"version": "v1", "api_key": REDACTED}
+    plain = b'{\n  "version": "v1"\n}\n'
+    assert redact_file("meta.json", plain) is plain  # nothing to mask: the bytes as they were
+    assert yaml.safe_load(redact_file("c.yaml", b"wandb_key: s3cr3t\nsort_key: name\n")) == {
+        "wandb_key": REDACTED, "sort_key": "name"}
+    broken = (b'{"api_key": "s3cr3t", "sort_key": "name",\n'
+              b"wandb_key: s3cr3t # cut short\ntoken=s3cr3t\nurl: https://me:pw@host/x\n")
+    assert redact_file("meta.json", broken).decode() == (
+        f'{{"api_key": "{REDACTED}", "sort_key": "name",\n'
+        f"wandb_key: {REDACTED} # cut short\ntoken={REDACTED}\nurl: https://{REDACTED}@host/x\n")

@@ -438,6 +438,22 @@ def run_created_at(repo: Repo, run_hash: str) -> float:
     return (Path(repo.path) / "meta" / "chunks" / run_hash).stat().st_mtime
 
 
+def read_params(repo: Repo, run_hash: str, names: Iterable[str]) -> dict[str, object]:
+    """Some params of a run as it is stored (None where missing), read the way Aim's own
+    indexer reads a run (its meta database, read-only): about 2 ms a run."""
+    tree = (repo.request_tree("meta", run_hash, read_only=True, skip_read_optimization=True)
+            .subtree("meta").subtree("chunks").subtree(run_hash).subtree("attrs"))
+    try:
+        return {name: tree.get(name) for name in names}
+    finally:
+        repo.container_pool.pop(ContainerConfig("meta", run_hash, True), None)
+
+
+def archived_runs(repo: Repo) -> set[str]:
+    """The runs archived in Aim (the run table's flag, as `Run.archived` reads it)."""
+    return {r.hash for r in repo.structured_db.runs() if r.archived}
+
+
 def all_run_hashes(repo: Repo) -> list[str]:
     chunks = Path(repo.path) / "meta" / "chunks"
     return sorted(p.name for p in chunks.iterdir() if p.is_dir()) if chunks.is_dir() else []

@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
+from align_track_pipeline.core.trackers.aim.manifest import (
+    complete_run_hashes,
+    generation,
+    manifest_path,
+)
 from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
 from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
@@ -37,6 +41,14 @@ class AimTracker(Tracker):
 
     def target_id(self) -> str:
         return self.repo
+
+    def data_version(self, source_version: str) -> str:
+        """Also the manifest's generation: a manifest deleted (or rebuilt because it
+        disagreed with the repo) no longer vouches for the runs, so every partition is stale
+        until an upsert has checked them against the rebuilt one. Two stats when nothing
+        changed."""
+        manifest = generation(manifest_path(Path(self.repo)))
+        return f"{super().data_version(source_version)}-g{manifest}"
 
     def max_writers(self, cores: int) -> int:
         """Each run is its own chunk and the writer locks per partition, so run creation

@@ -9,6 +9,12 @@ redoes. Before Aim creates a run, a placeholder row records the time: a kill in 
 between Aim creating the run's folder and the manifest learning its hash leaves a placeholder,
 and the next upsert deletes the unknown runs created after it.
 
+The manifest is checked against the repo when a writer opens (a folder listing, no run
+opened): deleted, or disagreeing (complete runs it lists are gone, runs in the repo it does not
+list), it is rebuilt from the runs, each of which carries its scene key and content hash. Runs
+are listed as unindexed from the moment they are complete until the index took them, so a kill
+in between is indexed by the next upsert of their partition.
+
 New runs are built on a memory file system when there is one (`compat.new_stage`) and moved
 into the repo whole, one sync of the file system per partition before the manifest calls them
 complete; a run cut short there leaves at most its run-table row, which the repair deletes.
@@ -43,6 +49,7 @@ from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.core.trackers.aim.manifest import CREATING, Manifest, manifest_path
 from align_track_pipeline.core.trackers.aim.plan import SceneRun
+from align_track_pipeline.core.versions import scene_key
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ GATE = "align-track.gate.lock"
 INDEX_LOCK = "align-track.index.lock"
 PARTITION_LOCKS = "align-track-locks"
 STRIPES = 64
+CONTENT_PARAM = "align_track_content_hash"  # on each run: what `_rebuild` reads back
 
 
 @contextmanager
@@ -88,14 +96,20 @@ class AimWriter:
     def __init__(self, repo_path: Path, legacy_manifest: Path | None = None):
         self.path = Path(repo_path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, aim_compat.RunRecords] = {}  # staged runs not indexed yet
         # A repo created by two writers at once comes out broken: exclusive until it exists.
         made = aim_compat.repo_exists(self.path) and manifest_path(self.path).exists()
         with repo_lock(self.path, shared=made):
             self.repo = aim_compat.open_repo(self.path)
             _adopt(legacy_manifest, manifest_path(self.path))
             self.manifest = Manifest(manifest_path(self.path))
+            agrees = made and self._agrees()
+        if not agrees:  # exclusive: no writer is between creating a run and recording it
+            with repo_lock(self.path):
+                if not self._agrees():
+                    self._rebuild()
+        self._index(self.manifest.unindexed_orphans())  # left by a kill: see `_index`
         self.stage = aim_compat.new_stage()
-        self._records: dict[str, aim_compat.RunRecords] = {}  # staged runs not indexed yet
 
     def upsert(self, partition: str, runs: list[SceneRun]) -> AimResult:
         with partition_lock(self.path, partition):
@@ -123,7 +137,9 @@ class AimWriter:
         if staged and created:
             sync_file_system(self.path)  # the moved runs are on disk before they count
         self.manifest.complete([r.key for r in runs if r.key not in keep])
-        indexed = self._index(created)
+        fault_point("aim.runs_complete")
+        unindexed = set(self.manifest.unindexed())  # a kill before the index took them
+        indexed = self._index([*created, *(known[k][0] for k in keep if known[k][0] in unindexed)])
         fault_point("aim.partition_written")
         return AimResult(created, len(keep), len(drop), indexed)
 
@@ -141,9 +157,11 @@ class AimWriter:
             known = self.manifest.rows(partition)
             hashes = [h for h, _, _ in known.values()
                       if not h.startswith(CREATING) and aim_compat.run_exists(self.repo, h)]
+            self.manifest.to_index(hashes)
             for run_hash in hashes:
                 aim_compat.set_archived(self.repo, run_hash)
             self._index(hashes)
+            self.manifest.add_others(hashes)  # kept in the repo, no longer a scene's run
             self.manifest.forget(list(known))
             return len(hashes)
 
@@ -184,6 +202,7 @@ class AimWriter:
                 run.track(value, name=name)
             for name, text in spec.texts.items():
                 run.track(Text(text), name=name)
+            run[CONTENT_PARAM] = spec.content_hash  # last: the run is whole (`_rebuild`)
         except BaseException:
             run.close()
             if self.stage is not None:  # cut short: the repair deletes its run-table row
@@ -206,13 +225,58 @@ class AimWriter:
                 raise RuntimeError(f"Aim could not delete runs {remaining}")
 
     def _index(self, run_hashes: list[str]) -> int:
+        """Index these runs (those still in the repo) and strike them off the manifest's
+        runs to index: a kill before that leaves them there, and the next upsert of their
+        partition (or, for runs no scene holds, the next writer) indexes them."""
         records, self._records = self._records, {}
+        if not run_hashes:
+            return 0
+        present = [h for h in run_hashes if aim_compat.run_exists(self.repo, h)]
         try:
             with index_lock(self.path):
-                return aim_compat.index_runs(self.repo, run_hashes, records=records)
+                count = aim_compat.index_runs(self.repo, present, records=records)
         except aim_compat.IndexBusy:
             return 0  # `aim up` holds the index: its own indexer picks the runs up
+        self.manifest.indexed(run_hashes)
+        return count
 
+    def _agrees(self) -> bool:
+        """Whether the manifest tells the repo's story (a folder listing and two queries,
+        no run opened): every complete run it lists is in the repo, and every run in the
+        repo is listed (bar those a killed writer's placeholder accounts for, which the
+        repair of its partition deletes)."""
+        folders = set(aim_compat.all_run_hashes(self.repo))
+        if not self.manifest.complete_hashes() <= folders:
+            return False
+        known = self.manifest.all_hashes()
+        return any(h.startswith(CREATING) for h in known) or folders <= known
+
+    def _rebuild(self) -> None:
+        """Make the manifest again from the runs themselves (deleted, or disagreeing with the
+        repo): each scene run carries its partition, scene index and, once whole, its
+        content hash. One row per scene (its newest whole run); the scene's other runs are
+        deleted, so a scene never has two; archived runs and runs not ours are noted as
+        others. The new generation makes every partition stale once (`AimTracker`)."""
+        archived = aim_compat.archived_runs(self.repo)
+        scenes: dict[str, list[tuple[tuple[bool, float], tuple]]] = {}
+        others = []
+        for run_hash in aim_compat.all_run_hashes(self.repo):
+            found = None if run_hash in archived else aim_compat.read_params(
+                self.repo, run_hash, ("partition_key", "scene_index", CONTENT_PARAM))
+            if found is None or None in (found["partition_key"], found["scene_index"]):
+                others.append(run_hash)
+                continue
+            partition, content = str(found["partition_key"]), found[CONTENT_PARAM]
+            key = scene_key(partition, int(found["scene_index"]))
+            whole = isinstance(content, str)
+            row = (partition, key, run_hash, content if whole else "", whole)
+            rank = (whole, aim_compat.run_created_at(self.repo, run_hash))
+            scenes.setdefault(key, []).append((rank, row))
+        rows = [max(found)[1] for found in scenes.values()]
+        extra = [row[2] for found in scenes.values() for _, row in sorted(found)[:-1]]
+        self.manifest.replace(rows, others)
+        self._delete(extra)
+        self._index(aim_compat.outdated_runs(self.repo))
 
 def sync_file_system(path: Path) -> None:
     """Write what the file system holding `path` has cached to disk: one `syncfs` (Linux)

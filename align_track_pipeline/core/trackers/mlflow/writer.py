@@ -37,6 +37,7 @@ from mlflow.exceptions import MlflowException
 
 from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
+from align_track_pipeline.core.source.redaction import redact_file
 from align_track_pipeline.core.trackers.mlflow import batches
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 
@@ -414,13 +415,13 @@ def _with_parent(spec: RunSpec, run_ids: dict[str, str]) -> dict[str, str]:
 
 
 def _write_artifacts(root: Path, artifacts: dict[str, bytes | Path]) -> None:
+    """Write a run's artifacts; a file of the run directory is copied with its credentials
+    masked, as the configs are (`redact_file`)."""
     for rel, data in artifacts.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            shutil.copyfile(data, path)
+        path.write_bytes(data if isinstance(data, bytes) else redact_file(data.name,
+                                                                          data.read_bytes()))
 
 
 def _experiment_artifacts(artifact_root: str | None, experiment: str) -> str | None:

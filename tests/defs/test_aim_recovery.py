@@ -1,0 +1,105 @@
+"""Aim through `align-track ingest` after what goes wrong around it: a deleted manifest, a
+writer killed in the middle of the Aim phase. The next ingest leaves one indexed run per
+scene, and the one after is all fresh."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.trackers.aim import compat as aim_compat
+from align_track_pipeline.core.trackers.aim.manifest import MANIFEST
+from tests.conftest import aim_runs_held, aim_runs_seen_by_a_fresh_process
+
+
+def _ingest(capsys, tree: Path, data: Path) -> dict:
+    code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report["failed"]
+    return report
+
+
+def _delete_manifest(repo: Path) -> None:
+    files = list(repo.glob(f"{MANIFEST}*"))
+    assert files
+    for path in files:
+        path.unlink()
+
+
+def _one_run_per_scene(data: Path) -> set[str]:
+    """The hashes of the repo's runs, after checking that it holds exactly one run per scene
+    of the tables, each seen (indexed) by a fresh process."""
+    scenes = ds.dataset(data / "parquet" / "scenes").to_table()
+    wanted = Counter(zip(scenes.column("partition_key").to_pylist(),
+                         scenes.column("scene_index").to_pylist(), strict=True))
+    seen = aim_runs_seen_by_a_fresh_process(data / "aim")
+    got = Counter((r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen)
+    assert got == wanted and set(wanted.values()) == {1}
+    hashes = {r["hash"] for r in seen}
+    assert aim_runs_held(data / "aim") == hashes
+    return hashes
+
+
+def test_a_deleted_manifest_is_rebuilt_and_a_changed_folder_adds_no_duplicate(
+        capsys, small_tree, data_dir):
+    keys = sorted(r.key for r in find_run_dirs(small_tree))
+    _ingest(capsys, small_tree, data_dir)
+    before = _one_run_per_scene(data_dir)
+    _delete_manifest(data_dir / "aim")
+    io = small_tree / "random" / "unaligned" / "input_output.json"
+    io.write_text(io.read_text().replace("Random choice", "Changed choice", 1))
+
+    second = _ingest(capsys, small_tree, data_dir)
+    assert sorted(second["materialized"]) == keys  # Aim's runs re-confirmed for every folder
+    after = _one_run_per_scene(data_dir)
+    assert len(after - before) == 1  # only the changed scene got a new run; 11 were kept
+    assert (data_dir / "aim" / MANIFEST).exists()
+
+    third = _ingest(capsys, small_tree, data_dir)
+    assert third["materialized"] == [] and sorted(third["fresh"]) == keys
+    assert _one_run_per_scene(data_dir) == after
+
+
+def test_a_deleted_manifest_alone_is_rebuilt_keeping_every_run(capsys, small_tree, data_dir):
+    keys = sorted(r.key for r in find_run_dirs(small_tree))
+    _ingest(capsys, small_tree, data_dir)
+    before = _one_run_per_scene(data_dir)
+    _delete_manifest(data_dir / "aim")
+
+    second = _ingest(capsys, small_tree, data_dir)
+    assert sorted(second["materialized"]) == keys and second["fresh"] == []
+    assert (data_dir / "aim" / MANIFEST).exists()
+    assert _one_run_per_scene(data_dir) == before  # rebuilt from the runs: none rewritten
+
+    third = _ingest(capsys, small_tree, data_dir)
+    assert third["materialized"] == [] and sorted(third["fresh"]) == keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["aim.runs_complete", "aim.index_records_written"])
+def test_a_kill_in_the_aim_phase_leaves_nothing_unindexed_after_the_next_ingest(
+        small_tree, data_dir, fault):
+    """Killed after a partition's runs were complete but before the index had them (or had
+    their checksums): the next ingest keeps those runs and indexes them."""
+    cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
+           "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                            env={**os.environ, "ALIGN_TRACK_FAULT": fault})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    repo = aim_compat.open_repo(data_dir / "aim")
+    assert aim_compat.outdated_runs(repo)  # the kill left runs the index lacks
+    written = set(aim_compat.all_run_hashes(repo))
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    hashes = _one_run_per_scene(data_dir)
+    assert written <= hashes  # the killed partition's runs were kept, not rewritten
+    assert aim_compat.outdated_runs(aim_compat.open_repo(data_dir / "aim")) == []
