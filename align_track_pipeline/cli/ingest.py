@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -70,15 +70,19 @@ def all_expected(trackers: list[Tracker]) -> Expected:
 
 @dataclass
 class IngestReport:
-    discovered: int = 0
-    materialized: list[str] = field(default_factory=list)
-    fresh: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
+    """Filled in as the ingest goes; None: not known yet (the ingest stopped before)."""
+
+    discovered: int | None = None
+    materialized: list[str] | None = None
+    fresh: list[str] | None = None
+    failed: list[dict[str, str]] | None = None
+    removed: list[str] | None = None
 
     def as_json(self) -> dict:
-        return {"discovered": self.discovered, "materialized": self.materialized,
-                "fresh": self.fresh, "failed": self.failed, "removed": self.removed}
+        """The known keys, in the order of a complete report."""
+        found = {"discovered": self.discovered, "materialized": self.materialized,
+                 "fresh": self.fresh, "failed": self.failed, "removed": self.removed}
+        return {k: v for k, v in found.items() if v is not None}
 
 
 def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
@@ -115,27 +119,30 @@ def ingest(
     progress: Callable[[str], None] = lambda _msg: None,
     run_config: dict | None = None,
     parallel: Parallel | None = None,
+    report: IngestReport | None = None,
 ) -> IngestReport:
-    """`parallel`: spread each phase over worker processes; None: everything in this one."""
+    """`parallel`: spread each phase over worker processes; None: everything in this one.
+    `report`: filled in as the ingest goes (what is known if it stops), and returned."""
     pool = WorkerPool(parallel) if parallel else None
     try:
         with heartbeat(instance):
             return _ingest(InProcess(defs, instance, run_config or {}), experiments_dir,
-                           trackers, progress, pool)
+                           trackers, progress, pool, report or IngestReport())
     finally:
         if pool:
             pool.close()
 
 
 def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
-            progress: Callable[[str], None], pool: WorkerPool | None) -> IngestReport:
+            progress: Callable[[str], None], pool: WorkerPool | None,
+            report: IngestReport) -> IngestReport:
     instance = runner.instance
     limits = size_pools(instance, trackers)  # pool (= tracker phase) -> writers at once
     abandoned = fail_abandoned_runs(instance)
     if abandoned:
         progress(f"marked {len(abandoned)} runs of killed align-track processes failed")
     run_dirs = find_run_dirs(experiments_dir)
-    report = IngestReport(discovered=len(run_dirs))
+    report.discovered = len(run_dirs)
     known = set(instance.get_dynamic_partitions(PARTITIONS))
     report.removed = remove_gone(runner, {r.key for r in run_dirs})
     new = [r.key for r in run_dirs if r.key not in known]
