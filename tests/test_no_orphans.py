@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
+from align_track_pipeline.core.source.discovery import find_run_dirs
 from benchmarks.make_tree import build
 from tests.test_shared_stores import assert_one_aim_run_per_scene, assert_one_run_per_key
 
@@ -87,8 +88,12 @@ def _ingest_again_exactly_once(tree: Path, data: Path, scenes: int) -> None:
                           env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["failed"] == []
-    assert ds.dataset(data / "parquet" / "scenes").count_rows() == scenes
-    assert ds.dataset(data / "parquet" / "experiments").count_rows() >= 1
+    for table, key, rows in (("experiments", "alignment_target_id", None),
+                             ("scenes", "scene_index", scenes)):
+        found = ds.dataset(data / "parquet" / table).to_table(["partition_key", key])
+        keys = list(zip(*found.to_pydict().values(), strict=True))
+        assert len(keys) == len(set(keys)) == (rows or len(keys)), table
+        assert {k[0] for k in keys} == {r.key for r in find_run_dirs(tree)}, table
     assert_one_run_per_key(f"sqlite:///{data}/mlflow.db", "align-system", data)
     assert_one_aim_run_per_scene(data / "aim", data)
 
