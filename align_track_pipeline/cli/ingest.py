@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -73,18 +73,22 @@ def all_expected(trackers: list[Tracker]) -> Expected:
 
 @dataclass
 class IngestReport:
-    discovered: int = 0
-    materialized: list[str] = field(default_factory=list)
-    fresh: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
+    """Filled in as the ingest goes; None: not known yet (the ingest stopped before)."""
+
+    discovered: int | None = None
+    materialized: list[str] | None = None
+    fresh: list[str] | None = None
+    failed: list[dict[str, str]] | None = None
+    removed: list[str] | None = None
     # Folders that changed while they were read: not failures, ingested again next pass.
-    changed: list[str] = field(default_factory=list)
+    changed: list[str] | None = None
 
     def as_json(self) -> dict:
-        return {"discovered": self.discovered, "materialized": self.materialized,
-                "fresh": self.fresh, "failed": self.failed, "removed": self.removed,
-                "changed": self.changed}
+        """The known keys, in the order of a complete report."""
+        found = {"discovered": self.discovered, "materialized": self.materialized,
+                 "fresh": self.fresh, "failed": self.failed, "removed": self.removed,
+                 "changed": self.changed}
+        return {k: v for k, v in found.items() if v is not None}
 
 
 def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
@@ -121,15 +125,18 @@ def ingest(
     run_config: dict | None = None,
     parallel: Parallel | None = None,
     confirm_removals: bool = False,
+    report: IngestReport | None = None,
 ) -> IngestReport:
     """`parallel`: spread each phase over worker processes; None: everything in this one.
+    `report`: filled in as the ingest goes (what is known if it stops), and returned.
     Raises `TreeUnreadable` (the root cannot be listed) or `TooManyRemovals` (the pass would
     remove more than the bound allows and `confirm_removals` is off) before any write."""
     pool = WorkerPool(parallel) if parallel else None
     try:
         with heartbeat(instance):
             return _ingest(InProcess(defs, instance, run_config or {}), experiments_dir,
-                           trackers, progress, pool, confirm_removals)
+                           trackers, progress, pool, confirm_removals,
+                           report or IngestReport())
     finally:
         if pool:
             pool.close()
@@ -137,7 +144,7 @@ def ingest(
 
 def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
             progress: Callable[[str], None], pool: WorkerPool | None,
-            confirm_removals: bool) -> IngestReport:
+            confirm_removals: bool, report: IngestReport) -> IngestReport:
     instance = runner.instance
     scan = scan_tree(experiments_dir)
     run_dirs = scan.run_dirs
@@ -150,7 +157,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
         progress(f"marked {len(abandoned)} runs of killed align-track processes failed")
     for folder, reason in scan.unreadable.items():
         progress(f"unreadable, nothing below it is taken as removed: {folder}: {reason}")
-    report = IngestReport(discovered=len(run_dirs))
+    report.discovered = len(run_dirs)
     report.removed = remove_gone(runner, plan.gone)
     new = [r.key for r in run_dirs if r.key not in known]
     if pool:  # new partitions will all be materialized: start the workers meanwhile

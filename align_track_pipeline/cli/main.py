@@ -13,11 +13,12 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, redi
 from pathlib import Path
 
 from align_track_pipeline.cli.analysis import add_commands
-from align_track_pipeline.cli.exits import PoolTimeout, Result
+from align_track_pipeline.cli.exits import Result
+from align_track_pipeline.cli.failures import describe
+from align_track_pipeline.cli.signals import interrupts_recorded
 from align_track_pipeline.core.guard import (
     CONFIRM_FLAG,
     NEW_TREE_FLAG,
-    Refusal,
     check_tree,
     remember_tree,
     removals,
@@ -25,7 +26,6 @@ from align_track_pipeline.core.guard import (
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.secrets import mask_text, without_credentials
 from align_track_pipeline.core.source.discovery import (
-    TreeUnreadable,
     find_run_dirs,
     rel_path_of,
     scan_tree,
@@ -33,34 +33,42 @@ from align_track_pipeline.core.source.discovery import (
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.aim.tracker import UI_PORT as AIM_UI_PORT
-from align_track_pipeline.core.trackers.base import TargetError
 from align_track_pipeline.core.trackers.mlflow.tracker import UI_PORT as MLFLOW_UI_PORT
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    with _quiet_dagster() if args.loads_dagster else nullcontext():
+    """With `--json`, stdout gets exactly one JSON object whatever happens: the result, or
+    `{"error": ...}` with what is known of the result (an interrupt, a full disk, a bug)."""
+    with interrupts_recorded() as received:
+        args = _parser().parse_args(argv)
+        as_json = getattr(args, "json", False)
         try:
-            with _stdout_to_stderr(getattr(args, "json", False)):
+            with (_quiet_dagster() if args.loads_dagster else nullcontext(),
+                  _stdout_to_stderr(as_json)):
                 code, result = args.func(args)
-        except (TargetError, Refusal, TreeUnreadable) as exc:
-            print(f"align-track: {exc}", file=sys.stderr)
-            if getattr(args, "json", False):
-                print(json.dumps({"error": str(exc)}), flush=True)
-            return 2
-        except PoolTimeout as exc:
-            print(f"align-track: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt as exc:
-            print(f"align-track: interrupted ({exc or 'between runs'})", file=sys.stderr)
-            return 130
-        except Exception:  # the traceback Python would print, without a URI's credentials
-            print(mask_text(traceback.format_exc()), end="", file=sys.stderr)
-            return 1
+        except BaseException as exc:  # each kind is told apart in `describe`
+            told = describe(exc, _stores(args), received.first())
+            if told is None or not (told.expected or as_json):
+                raise
+            if not told.expected:  # the traceback Python would print, without credentials
+                print(mask_text(traceback.format_exc()), end="", file=sys.stderr)
+            print(f"align-track: {told.error}", file=sys.stderr, flush=True)
+            code = told.code
+            result = getattr(args, "partial", dict)() | told.as_json() if as_json else None
     if result is not None:
         print(json.dumps(result, default=str), flush=True)
     return code
+
+
+def _stores(args: argparse.Namespace) -> list[Path]:
+    """The local places a command writes: the data dir, then a store given outside it."""
+    data = (getattr(args, "data_dir", None) or Path(default_data_dir())).resolve()
+    options = _options(args)
+    uri = options.get("mlflow_uri", "")
+    outside = [options.get("aim_repo"), uri.removeprefix("sqlite:///")
+               if uri.startswith("sqlite:///") else None]
+    return [data, *(Path(p) for p in outside if p)]
 
 
 @contextmanager
@@ -218,7 +226,7 @@ def _say(msg: str) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> Result:
-    from align_track_pipeline.cli.ingest import ingest
+    from align_track_pipeline.cli.ingest import IngestReport, ingest
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import PROGRESS_RUN_CONFIG, progress_logger
     from align_track_pipeline.cli.workers import Setup, parallel_for
@@ -229,11 +237,12 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
     defs = build_defs(str(experiments), str(data), _options(args),
                       loggers={"progress": progress_logger})
     setup = Setup(str(experiments), str(data), _options(args), PROGRESS_RUN_CONFIG)
+    report = IngestReport()
+    args.partial = report.as_json  # what `--json` prints with the error if the ingest stops
     with open_instance(data) as instance:
-        report = ingest(defs, instance, experiments, trackers, progress=_say,
-                        run_config=PROGRESS_RUN_CONFIG,
-                        parallel=parallel_for(setup, args.workers),
-                        confirm_removals=args.confirm_removals)
+        ingest(defs, instance, experiments, trackers, progress=_say,
+               run_config=PROGRESS_RUN_CONFIG, parallel=parallel_for(setup, args.workers),
+               confirm_removals=args.confirm_removals, report=report)
     remember_tree(data, experiments)
     code = 1 if report.failed else 0
     if args.json:

@@ -11,12 +11,13 @@ Ctrl-C or SIGTERM: the workers sit in their own process group, so a terminal's C
 this process alone, which passes one SIGINT to each worker; each stops after the partition in
 progress, and the ingest ends with the interrupt. A worker that dies (killed) takes the pool
 down: the partitions its batches had not written fail, their runs are marked failed at once,
-and the next ingest redoes them (the stores repair what was cut short).
+and the next ingest redoes them (the stores repair what was cut short). This process killed
+(even by SIGKILL): each worker, and each process a worker started, exits within a second
+(`core.lifeline`), its runs failed and redone likewise by the next ingest.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
 from align_track_pipeline.core.cores import usable_cores
+from align_track_pipeline.core.lifeline import spawn_pool
 
 PARSE_PROCESSES = "ALIGN_TRACK_PARSE_PROCESSES"  # read by the tables' parse pool
 
@@ -154,10 +156,8 @@ class WorkerPool:
         if self._executor is None:
             parallel = self.parallel
             cores = usable_cores()
-            self._executor = ProcessPoolExecutor(
-                max_workers=parallel.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(parallel.setup, max(1, cores // parallel.workers)))
+            self._executor = spawn_pool(parallel.workers, _start_worker,
+                                        (parallel.setup, max(1, cores // parallel.workers)))
         return self._executor
 
     def _outcome(self, instance, future: Future, batch: list[str]) -> Found:

@@ -1,0 +1,83 @@
+"""What a stopped command tells: SIGTERM is an interrupt named as such (also when a shell
+started the process with SIGINT ignored, and after Dagster re-bound the handlers), and a
+"disk I/O error" is called a full disk only when the disk is full."""
+
+import errno
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from align_track_pipeline.cli.failures import describe
+from align_track_pipeline.cli.signals import interrupts_recorded
+
+# Starts with SIGINT ignored (as a shell's background job does), runs the block as `main`
+# does, copies SIGINT's handler to SIGTERM as Dagster does after a run, then sends itself
+# SIGINT (to be ignored) and SIGTERM (to stop it).
+BACKGROUND_JOB = textwrap.dedent("""
+    import os, signal, time
+    from align_track_pipeline.cli.signals import interrupts_recorded
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with interrupts_recorded() as received:
+        try:
+            signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            print("SIGINT ignored", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt as exc:
+            print(exc, received.first().name)
+    print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+""")
+
+
+def test_sigterm_stops_a_background_job_that_ignores_sigint():
+    done = subprocess.run([sys.executable, "-c", BACKGROUND_JOB], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.stdout.split("\n") == ["SIGINT ignored", "SIGTERM SIGTERM", "True", ""]
+
+
+def test_the_signal_that_came_through_another_handler_is_named():
+    """Dagster's handler during a run does not say which signal it got: the wakeup fd does."""
+    with interrupts_recorded() as received:
+        previous = signal.signal(signal.SIGTERM, lambda *_: None)  # as Dagster's
+        signal.raise_signal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, previous)
+        told = describe(KeyboardInterrupt("tables run 1234"), [], received.first())
+    assert (told.error, told.code) == ("interrupted by SIGTERM (tables run 1234)", 143)
+    assert told.as_json()["signal"] == "SIGTERM"
+
+
+def _wrapped(message: str) -> Exception:
+    """As SQLAlchemy raises a SQLite error: its own exception, the driver's as the cause."""
+    try:
+        try:
+            raise sqlite3.OperationalError(message)
+        except sqlite3.OperationalError as exc:
+            raise RuntimeError(f"(sqlite3.OperationalError) {message}") from exc
+    except RuntimeError as outer:
+        return outer
+
+
+def test_disk_io_error_with_room_left_is_not_called_a_full_disk(tmp_path):
+    told = describe(_wrapped("disk I/O error"), [tmp_path])
+    assert told.error == "RuntimeError: (sqlite3.OperationalError) disk I/O error"
+    assert not told.expected
+
+
+@pytest.mark.parametrize("exc", [_wrapped("database or disk is full"),
+                                 OSError(errno.ENOSPC, "No space left on device")])
+def test_a_full_disk_named_by_the_store(exc, tmp_path):
+    told = describe(exc, [tmp_path / "data"])
+    assert (told.error, told.code) == (f"no space left on {tmp_path / 'data'}", 1)
+
+
+def test_a_full_disk_named_by_the_file_python_names(tmp_path):
+    exc = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.parquet"))
+    assert describe(exc, [Path("/elsewhere")]).error == f"no space left on {tmp_path}/x.parquet"
