@@ -49,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                 code, result = args.func(args)
         except BaseException as exc:  # each kind is told apart in `describe`
             told = describe(exc, _stores(args), received.first())
-            if told is None or not (told.expected or as_json):
+            if told is None:  # a SystemExit with its own code
                 raise
             if not told.expected:  # the traceback Python would print, without credentials
                 print(mask_text(traceback.format_exc()), end="", file=sys.stderr)
-            print(f"align-track: {told.error}", file=sys.stderr, flush=True)
+            if told.expected or as_json:
+                print(f"align-track: {told.error}", file=sys.stderr, flush=True)
             code = told.code
             result = getattr(args, "partial", dict)() | told.as_json() if as_json else None
     if result is not None:

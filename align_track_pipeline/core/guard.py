@@ -50,7 +50,7 @@ def remembered_tree(data_dir: Path) -> str | None:
     """The tree root the data dir was built from, or None for a new (or older) data dir."""
     try:
         return json.loads(tree_file(data_dir).read_text())["experiments_dir"]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not yet, or no data dir at all
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise Refusal(f"cannot read {tree_file(data_dir)} (the tree this data dir was built "
