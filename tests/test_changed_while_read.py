@@ -42,3 +42,23 @@ def test_a_folder_written_during_ingest_is_retried_on_the_next_pass(capsys, smal
                                     max_results=1000)
     assert len(scene_runs) == scenes
     assert len(aim_runs_seen_by_a_fresh_process(data_dir / "aim")) == scenes
+
+
+def test_a_stale_partition_that_failed_without_writing_stays_a_failure(small_tree, data_dir):
+    """E.g. a worker process that died before its partitions: their tables hold an older
+    version (stale), but this pass wrote nothing for them, so they are failures."""
+    from align_track_pipeline.cli.batches import InProcess
+    from align_track_pipeline.cli.ingest import _changed_while_read, _tables_written, observe
+
+    victim = find_run_dirs(small_tree)[0]
+    defs = build_defs(str(small_tree), str(data_dir))
+    trackers = create_all(Settings(data_dir, {}))
+    with open_instance(data_dir) as instance:
+        ingest(defs, instance, small_tree, trackers)
+        with open(victim.path / "input_output.json", "a") as f:
+            f.write("\n")
+        versions = observe(InProcess(defs, instance, {}), find_run_dirs(small_tree))
+        before = _tables_written(instance)
+        errors = {victim.key: "tables: the worker process died"}
+        assert _changed_while_read(instance, versions, errors, before, print) == []
+    assert errors == {victim.key: "tables: the worker process died"}

@@ -36,7 +36,11 @@ from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
-from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
+from align_track_pipeline.defs.dagster_compat import (
+    MATERIALIZATION,
+    latest_storage_ids,
+    one_planned_event_per_asset,
+)
 from align_track_pipeline.defs.folders import observe_job
 from align_track_pipeline.defs.freshness import (
     FRESH,
@@ -173,12 +177,13 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     report.fresh = [k for k, s in before.items() if s == FRESH]
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
+    written_before = _tables_written(instance)
     tables_changed = _run_phases(runner, pool, [table_phase], limits, versions, errors,
                                  progress, forced=broken)
     for key, files in broken_table_files(instance, runner.defs.resources["store"],
                                          broken).items():  # a rewrite that failed
         errors.setdefault(key, f"tables: {'; '.join(map(str, files))}")
-    report.changed = _changed_while_read(instance, versions, errors, progress)
+    report.changed = _changed_while_read(instance, versions, errors, written_before, progress)
     # The trackers are independent stores fed from the tables: a partition that failed the
     # tables skips them, one that fails a tracker is still written to the others.
     skipped = set(errors) | set(report.changed)
@@ -194,13 +199,23 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     return report
 
 
+def _tables_written(instance: dg.DagsterInstance) -> dict[str, dict[str, int]]:
+    """Table -> partition -> storage id of its latest materialization."""
+    return {table: latest_storage_ids(instance, table, MATERIALIZATION)
+            for table in TABLE_VERSIONS}
+
+
 def _changed_while_read(instance: dg.DagsterInstance, versions: dict[str, str],
-                        errors: dict[str, str], progress: Callable[[str], None]) -> list[str]:
-    """The partitions whose tables were written from another version than the one observed:
+                        errors: dict[str, str], written_before: dict[str, dict[str, int]],
+                        progress: Callable[[str], None]) -> list[str]:
+    """The partitions whose tables this pass wrote, from another version than the one observed:
     their folder changed after the observation, while this pass read it. Not failures: the
-    next pass observes the new version and brings every store up to it."""
+    next pass observes the new version and brings every store up to it. A partition whose
+    tables were not written this pass (a crashed worker, say) stays a failure."""
+    written = _tables_written(instance)
     states = partition_states(instance, {k: versions[k] for k in errors}, TABLE_VERSIONS)
-    changed = sorted(k for k, s in states.items() if s == STALE)
+    changed = sorted(k for k, s in states.items() if s == STALE and all(
+        written[t].get(k, -1) > written_before[t].get(k, -1) for t in TABLE_VERSIONS))
     for key in changed:
         del errors[key]
         progress(f"{key}: the folder changed while it was read; it is ingested again on the "

@@ -26,6 +26,7 @@ from align_track_pipeline.core.guard import (
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.secrets import mask_text, without_credentials
 from align_track_pipeline.core.source.discovery import (
+    check_root,
     find_run_dirs,
     rel_path_of,
     scan_tree,
@@ -215,7 +216,7 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     data = (args.data_dir or Path(default_data_dir())).resolve()
     experiments = (args.experiments_dir or Path(default_experiments_dir(data))).resolve()
     check_tree(data, experiments, getattr(args, "new_tree", False))
-    scan_tree(experiments)  # raises on a missing or unreadable root: never read as empty
+    check_root(experiments)  # a missing or unreadable root is never read as an empty one
     return experiments, data
 
 

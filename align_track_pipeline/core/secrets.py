@@ -13,28 +13,25 @@ import re
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 
-# `scheme://userinfo@`: the userinfo (`user:password` or a bare token) ends at the first `@`
-# before any `/`, whitespace or quote; a password with `@` or `/` is percent-encoded in a URI.
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)[^/@\s'\"<>]+@")
+# `scheme://userinfo@`: the userinfo (`user:password` or a bare token) runs to the last `@`
+# before any `/`, whitespace or quote, as HTTP clients read it: a password holding an
+# unencoded `@`, `#` or `:` is masked whole.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)(?:[^/\s'\"<>@]*@)+")
 
 
 def without_credentials(uri: str) -> str:
     """The URI without its `user:password@` part: safe to show and to record, and the same
     for every user of one store (part of a partition's freshness)."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return _USERINFO.sub(lambda m: m["scheme"], uri)
 
 
-def mask_text(text: str) -> str:
-    """Any text (an error message, a traceback, a log line) with the userinfo of every URI in
-    it replaced by `***`: `http://***@host:5000/api/...`."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+def mask_text(text: str, mask: str = MASK) -> str:
+    """Any text (an error message, a traceback, a log line, a config value) with the userinfo
+    of every URI in it replaced by `mask`: `http://***@host:5000/api/...`."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{mask}@", text)
 
 
 class MaskedError(Exception):

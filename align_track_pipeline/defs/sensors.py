@@ -16,6 +16,7 @@ from align_track_pipeline.core.guard import (
 from align_track_pipeline.core.source.discovery import TreeUnreadable
 from align_track_pipeline.defs.automation import tick_seconds
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
+from align_track_pipeline.defs.dagster_compat import MATERIALIZATION, latest_storage_ids
 from align_track_pipeline.defs.folders import (
     folders_to_observe,
     observation_request,
@@ -26,6 +27,7 @@ from align_track_pipeline.defs.freshness import broken_table_files
 from align_track_pipeline.defs.jobs import TABLES_JOB, tables_job
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
+from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 
 @dg.sensor(jobs=[observe_job, cleanup_removed, tables_job],
@@ -96,9 +98,15 @@ def repair_requests(context: dg.SensorEvaluationContext, store: DataStore,
     state, so each break is repaired once. The rewrite keeps the data version: the trackers
     stay fresh."""
     requests = []
-    for key, files in broken_table_files(context.instance, store, keys).items():
+    broken = broken_table_files(context.instance, store, keys)
+    # The latest write of the tables is part of the key: a file broken again the same way
+    # after a repair is a new break, repaired again.
+    written = {t: latest_storage_ids(context.instance, t, MATERIALIZATION)
+               for t in TABLE_ASSETS} if broken else {}
+    for key, files in broken.items():
         context.log.warning(f"{key}: {'; '.join(map(str, files))}: requesting a rewrite")
-        state = [key, *(f"{f.path.name}:{f.signature or 'missing'}" for f in files)]
+        state = [key, *(f"{f.path.name}:{f.signature or 'missing'}" for f in files),
+                 *(f"{t}@{ids.get(key)}" for t, ids in written.items())]
         requests.append(dg.RunRequest(job_name=TABLES_JOB, partition_key=key,
                                       run_key=run_key("repair", state),
                                       tags={"align_track/repair": "broken table file"}))

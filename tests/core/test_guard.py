@@ -2,6 +2,7 @@
 the removal bound (plain Python, no Dagster)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -107,3 +108,20 @@ def test_an_unreadable_tree_record_is_reported_not_ignored(tmp_path):
     (tmp_path / "tree.json").write_text("{not json")
     with pytest.raises(Refusal, match="tree.json"):
         check_tree(tmp_path, tmp_path / "t")
+
+
+def test_a_symlink_to_a_missing_folder_hides_what_was_below_it(tmp_path):
+    """A link inside the tree to a folder that is gone now (e.g. a mount point's subfolder,
+    with the share not mounted): its partitions are not taken as removed."""
+    tree = tmp_path / "tree"
+    make_run_dir(tree, "mnt/share/run")
+    make_run_dir(tree, "local/run")
+    (tree / "alias").symlink_to(tree / "mnt" / "share")
+    (tree / "elsewhere").symlink_to(tmp_path / "missing-outside")  # never followed
+    assert [r.rel_path for r in scan_tree(tree).run_dirs] == ["alias/run", "local/run"]
+    shutil.rmtree(tree / "mnt" / "share")
+    scan = scan_tree(tree)
+    assert [r.rel_path for r in scan.run_dirs] == ["local/run"]
+    assert list(scan.unreadable) == ["alias"] and "No such file" in scan.unreadable["alias"]
+    plan = removals(["alias/run", "local/run", "gone/run"], scan)
+    assert plan.gone == ["gone/run"] and list(plan.hidden) == ["alias/run"]

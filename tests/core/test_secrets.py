@@ -49,3 +49,11 @@ def test_an_error_without_credentials_is_raised_as_it_is():
     with pytest.raises(ValueError) as raised, credentials_masked(pytest.fail):
         raise error
     assert raised.value is error
+
+
+def test_a_password_with_unencoded_at_or_hash_is_masked_whole():
+    from align_track_pipeline.core.secrets import mask_text, without_credentials
+
+    assert mask_text("to http://alice:p@ss@host:5000/api") == "to http://***@host:5000/api"
+    assert without_credentials("http://alice:p#ss@host:5000/x") == "http://host:5000/x"
+    assert "tok123" not in mask_text("https://tok123@host/x")

@@ -123,6 +123,9 @@ def test_a_broken_table_file_is_rewritten_and_the_trackers_stay_fresh(ingested, 
     assert pq.read_table(path).num_rows == item_count(run.path)
     assert isinstance(sensor_tick(defs, instance), dg.SkipReason)  # repaired
     assert _requested(automation.tick()) == {}  # same data version: the trackers stay fresh
+    os.truncate(path, 100) if how == "truncate" else path.unlink()  # the same break again
+    (again,) = sensor_tick(defs, instance).run_requests
+    assert again.partition_key == run.key and again.run_key != request.run_key
 
 
 def _with_code_version(defs: dg.Definitions, op_name: str, version: str) -> dg.Definitions:

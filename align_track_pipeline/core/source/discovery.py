@@ -98,16 +98,21 @@ def scan_tree(root: Path) -> Scan:
     folder that could not be read. Raises `TreeUnreadable` when the root itself cannot be
     listed: an unmounted or mistyped tree must never read as an empty one."""
     root = Path(root)
-    try:
-        os.scandir(root).close()
-    except OSError as exc:
-        raise TreeUnreadable(exc.errno, f"experiment-data tree not found or not readable: "
-                             f"{root} ({exc.strerror})") from exc
+    check_root(root)
     real_root = os.path.realpath(root)
     unreadable: dict[str, str] = {}
     found = [RunDir(root / rel if rel != "." else root, rel)
              for rel in _walk(str(root), ".", real_root, real_root, set(), unreadable)]
     return Scan(sorted(found, key=lambda r: r.rel_path), unreadable)
+
+
+def check_root(root: Path) -> None:
+    """Raise `TreeUnreadable` unless the tree's root can be listed."""
+    try:
+        os.scandir(root).close()
+    except OSError as exc:
+        raise TreeUnreadable(exc.errno, f"experiment-data tree not found or not readable: "
+                             f"{root} ({exc.strerror})") from exc
 
 
 def find_run_dirs(root: Path) -> list[RunDir]:
@@ -124,7 +129,7 @@ def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str],
     and a directory's entries tell whether it holds input_output.json without a stat call,
     so a pass over a large tree costs little more than its `scandir` calls.
     """
-    if real in seen or not (real == real_root or real.startswith(real_root + os.sep)):
+    if real in seen or not _inside(real, real_root):
         return
     seen.add(real)
     try:
@@ -136,7 +141,7 @@ def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str],
     if any(e.name == INPUT_OUTPUT for e in entries):
         yield rel
     for entry in entries:
-        if _skipped(entry.name) or not _is_dir(entry, rel, unreadable):
+        if _skipped(entry.name) or not _is_dir(entry, rel, real_root, unreadable):
             continue
         child = entry.name if rel == "." else f"{rel}/{entry.name}"
         child_real = (os.path.realpath(entry.path) if entry.is_symlink()
@@ -144,15 +149,23 @@ def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str],
         yield from _walk(entry.path, child, child_real, real_root, seen, unreadable)
 
 
-def _is_dir(entry: os.DirEntry, rel: str, unreadable: dict[str, str]) -> bool:
-    """Whether the entry is a folder; one whose type cannot be read is recorded as unreadable."""
+def _is_dir(entry: os.DirEntry, rel: str, real_root: str, unreadable: dict[str, str]) -> bool:
+    """Whether the entry is a folder. One whose type cannot be read, or a symlink into the tree
+    whose target is missing or cannot be reached, is recorded as unreadable: what was below it
+    cannot be seen, so it is not gone. (Symlinks out of the tree are never followed.)"""
+    child = entry.name if rel == "." else f"{rel}/{entry.name}"
     try:
-        return entry.is_dir(follow_symlinks=True)
+        if entry.is_dir(follow_symlinks=True):
+            return True
+        if entry.is_symlink() and _inside(os.path.realpath(entry.path), real_root):
+            os.stat(entry.path)  # raises when the target is missing or cannot be reached
     except OSError as exc:
-        if exc.errno not in _GONE:
-            child = entry.name if rel == "." else f"{rel}/{entry.name}"
-            unreadable[child] = f"cannot read {entry.path}: {exc.strerror}"
-        return False
+        unreadable[child] = f"cannot read {entry.path}: {exc.strerror}"
+    return False
+
+
+def _inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root + os.sep)
 
 
 def _source_stats(run_dir: Path) -> list[tuple[str, os.stat_result | OSError]]:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from align_track_pipeline.core.secrets import mask_text
+
 REDACTED = "***REDACTED***"
 # Keys ending in `_key` that name a setting, not a credential: kept. No config of align-system
 # has one (its only `*_key` config key is `api_key`); these are the names its code and this
@@ -41,7 +43,6 @@ _SECRET_VALUE = re.compile(
 )
 _KEY_LIKE = re.compile(r"[A-Za-z0-9+=]{24,}")
 _HEX = re.compile(r"^[0-9a-fA-F]{32,}$")
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)[^/@\s:]+:[^/@\s]+@")
 
 
 def redact(value: Any) -> Any:
@@ -106,7 +107,7 @@ def _redact_line(line: str) -> str:
 
 
 def _redact_text_in_line(line: str) -> str:
-    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", line)
+    return mask_text(line, REDACTED)
 
 
 def looks_like_credential(text: str) -> bool:
@@ -126,4 +127,4 @@ def _mixed(run: str) -> bool:
 def _redact_text(text: str) -> str:
     if looks_like_credential(text):
         return REDACTED
-    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    return mask_text(text, REDACTED)
