@@ -73,6 +73,18 @@ def test_xlsx_cells_are_strings_never_formulas(capsys, hostile_data, tmp_path):
     assert cell.data_type == "s"
 
 
+def test_xlsx_shows_control_characters_as_their_codes(capsys, hostile_data, tmp_path):
+    """xlsx cannot hold control characters: they are written as their codes, never dropped
+    and never a crash."""
+    out = tmp_path / "r.xlsx"
+    _run(capsys, "report", "--data-dir", str(hostile_data), "--table", "scenes", "--rows",
+         "justification", "--values", "timing_seconds", "-o", str(out))
+    texts = [c.value for row in load_workbook(out).active.iter_rows() for c in row
+             if isinstance(c.value, str)]
+    (hostile,) = [t for t in texts if t.startswith("because ")]
+    assert "\x1b" not in hostile and "\\x1b]8;;http://evil\\x07" in hostile
+
+
 def test_csv_and_tsv_text_cells_cannot_start_a_formula(capsys, hostile_data, tmp_path):
     _run(capsys, "report", "--data-dir", str(hostile_data), "-o", str(tmp_path / "r.csv"))
     header = next(csv.reader((tmp_path / "r.csv").open()))

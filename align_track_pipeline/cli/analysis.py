@@ -122,6 +122,8 @@ def _answering(name: str, func):
     def run(args: argparse.Namespace) -> tuple[int, dict | None]:
         try:
             return func(args)
+        except duckdb.InterruptException as exc:  # Ctrl-C during a query: exit 130
+            raise KeyboardInterrupt(str(exc)) from exc
         except (QueryError, duckdb.Error) as exc:
             broken = broken_files_message(_data_dir(args))
             if broken is None and isinstance(exc, QueryError):

@@ -292,7 +292,6 @@ def cmd_dagster_ui(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.instance import prepare_home
 
     experiments, data = _dirs(args)
-    remember_tree(data, experiments)  # the daemon's sensor holds it to this tree
     os.environ["DAGSTER_HOME"] = str(prepare_home(data))
     os.environ["ALIGN_TRACK_DATA_DIR"] = str(data)
     os.environ["ALIGN_TRACK_EXPERIMENTS_DIR"] = str(experiments)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from align_track_pipeline.core.analysis.connection import AnalysisError
@@ -42,15 +43,22 @@ def csv_safe(value: object) -> object:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
+def _code(match: re.Match) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
 def _xlsx(path: Path, title: str, header: list[str], rows: list[list[object]]) -> None:
     from openpyxl import Workbook
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
     book = Workbook()
     sheet = book.active
     sheet.title = "report"
     book.properties.title = title
     for line in [header, *rows]:
-        sheet.append([v if isinstance(v, int | float) or v is None else cell(v) for v in line])
+        # Control characters, which xlsx cannot hold, are written as their codes (`\x1b`).
+        sheet.append([v if isinstance(v, int | float) or v is None
+                      else ILLEGAL_CHARACTERS_RE.sub(_code, cell(v)) for v in line])
         for written in sheet[sheet.max_row]:
             if isinstance(written.value, str):
                 written.data_type = "s"  # openpyxl takes a leading "=" for a formula

@@ -34,8 +34,10 @@ def file_signature(path: Path) -> str | None:
     """Size, mtime and inode: a rewrite (a rename into place) or a truncation changes it."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:  # there, but cannot be looked at: the footer read says why
+        return f"unreadable:{exc.errno}"
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
@@ -58,6 +60,9 @@ def unreadable_files(folders: Iterable[Path]) -> list[BrokenFile]:
             if error is not None:
                 found.append(BrokenFile(path, f"unreadable ({error})", file_signature(path) or ""))
     return found
+
+
+SAVE_EVERY = 1000  # footers verified between two saves
 
 
 class VerifiedFiles:
@@ -89,15 +94,21 @@ class VerifiedFiles:
                 found.append(BrokenFile(path, "missing", ""))
             elif known.get(str(path)) != signature:
                 error = footer_error(path)
-                if error is None:
+                if error is None and not signature.startswith("unreadable:"):
                     good.append((str(path), signature))
+                    if len(good) >= SAVE_EVERY:  # a first pass over a large store that is
+                        self._save(good)  # cut short keeps what it verified
+                        good = []
                 else:
                     found.append(BrokenFile(path, f"unreadable ({error})", signature))
+        self._save(good)
+        return found
+
+    def _save(self, good: list[tuple[str, str]]) -> None:
         if good:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO parquet_files VALUES (?, ?)",
                                      good)
-        return found
 
     def close(self) -> None:
         self._db.close()
