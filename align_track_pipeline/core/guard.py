@@ -7,7 +7,8 @@ and removal deletes Parquet files, MLflow runs and Aim runs. So:
 
 - another tree than the remembered one is refused (`OtherTree`) unless the user says so;
 - a pass that would remove more than `MAX_SHARE` of the partitions and more than `ALWAYS_OK`
-  of them, or every one of them, is refused (`TooManyRemovals`) unless the user confirms;
+  of them, or any pass over a tree with no run directory left, is refused
+  (`TooManyRemovals`) unless the user confirms;
 - partitions at or below a folder that cannot be read are never taken as removed (`Scan`).
 
 Plain Python: the CLI refuses with exit 2, the daemon's sensor logs and skips the removals.

@@ -11,11 +11,10 @@ from align_track_pipeline.core.secrets import credentials_masked
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.core.trackers.registry import chosen
 from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG
-from align_track_pipeline.defs.freshness import FOLDERS, latest_data_versions
+from align_track_pipeline.defs.freshness import FOLDERS, REMOVED, latest_data_versions
 from align_track_pipeline.defs.resources import DataStore, Trackers
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
-REMOVED = "removed"
 DELETE, ARCHIVE = "delete", "archive"
 
 

@@ -38,6 +38,7 @@ from align_track_pipeline.defs.resources import DataStore
 
 FOLDERS = "experiment_folders"
 FRESH, STALE, MISSING, FAILED = "fresh", "stale", "missing", "failed"
+REMOVED = "removed"  # the data version a cleaned-up partition records (`cleanup`)
 
 # asset -> the data version a partition must have recorded, given its source version
 Expected = Mapping[str, Callable[[str], str]]
@@ -111,8 +112,10 @@ def broken_table_files(instance: dg.DagsterInstance, store: DataStore,
     keys = set(keys)
     expected = {}
     for table in TABLE_VERSIONS:
-        for key in keys & latest_data_versions(instance, table).keys():
-            expected[store.parquet.path(table, key)] = key
+        recorded = latest_data_versions(instance, table)
+        for key in keys & recorded.keys():
+            if recorded[key] != REMOVED:  # a tombstone: its files are meant to be gone
+                expected[store.parquet.path(table, key)] = key
     files = store.verified_files()
     try:
         found = files.broken(expected)

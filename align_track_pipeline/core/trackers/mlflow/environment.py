@@ -4,7 +4,8 @@ code location, daemon and run processes (all import the package), and the `mlflo
 that `align-track mlflow-ui` becomes (it inherits the environment).
 
 - `MLFLOW_DISABLE_TELEMETRY`: MLflow 3 otherwise sends usage events to its telemetry host
-  from every client and server; Dagster's and Aim's telemetry are off here as well.
+  from every client and server (Dagster's telemetry is off in the instance's dagster.yaml,
+  Aim's in the servers `aim-ui` starts).
 - `MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`: MLflow otherwise prints "View run ... at: URL"
   and "View experiment at: URL" on stdout each time a run ends through a tracking server,
   after one extra `get_run` request per run, and the URL holds whatever credentials the
