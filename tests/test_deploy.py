@@ -4,7 +4,7 @@ instance through ALIGN_TRACK_POSTGRES_URL, MLflow's database beside it), ingest 
 directory dropped into the tree into Parquet, MLflow (through the server) and Aim.
 
 Docker and Kubernetes are not available here: the image and the Helm chart are not run, only
-their files checked (see README, "Running it for a team")."""
+their files checked (see docs/team.md)."""
 
 from __future__ import annotations
 
