@@ -10,7 +10,8 @@ variable is read once per process; unset, a fault point costs a function call.
 
 The points:
   mlflow.run_created        API backend: a run was created (partition tag only), nothing logged
-  mlflow.partition_written  a partition's runs were replaced (transaction committed, or every
+  mlflow.traces_sent        API backend: a partition's traces were sent, not yet their scores
+  mlflow.partition_written  a partition's runs (or only its traces) were replaced (transaction committed, or every
                             API run terminated)
   aim.run_created           Aim created a run; the manifest holds only its placeholder
   aim.runs_complete         a partition's runs were written and marked complete, not yet indexed

@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit
 from align_track_pipeline.core.secrets import without_credentials
 from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL, plan_runs
+from align_track_pipeline.core.trackers.mlflow.traces import ENV as ENV_TRACES
+from align_track_pipeline.core.trackers.mlflow.traces import plan_traces, traces_enabled
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ class MlflowTracker(Tracker):
     # then puts new experiments there too, instead of its own default.
     shared_artifacts: bool = False
     ui_url: str | None = None  # e.g. http://127.0.0.1:5000: links in the Dagster UI and search
+    traces: bool = True  # a trace per scene (ALIGN_TRACK_MLFLOW_TRACES=off: none)
 
     name = "mlflow"
     version_tag = "m"
@@ -44,9 +47,10 @@ class MlflowTracker(Tracker):
         return FLAT if self.flat else HIERARCHICAL
 
     def layout_version(self) -> str:
-        """The layout and the mode: switching `--flat` (ALIGN_TRACK_MLFLOW_FLAT for the
-        daemon) re-logs every partition like a layout bump."""
-        return f"{MLFLOW_LAYOUT_VERSION}-{self.mode}"
+        """The layout, the mode and whether traces are written: switching `--flat`
+        (ALIGN_TRACK_MLFLOW_FLAT for the daemon) or ALIGN_TRACK_MLFLOW_TRACES re-logs every
+        partition like a layout bump."""
+        return f"{MLFLOW_LAYOUT_VERSION}-{self.mode}" + ("" if self.traces else "-notraces")
 
     def target_id(self) -> str:
         return f"{without_credentials(self.tracking_uri)} (experiment {self.experiment})"
@@ -94,7 +98,9 @@ class _MlflowSession:
     def upsert(self, partition: Partition) -> WriteReport:
         specs = plan_runs(partition.experiments, partition.scenes, partition.run_dir,
                           self.tracker.mode)
-        result = self.writer.upsert(partition.key, specs)
+        traces = (plan_traces(partition.experiments, partition.scenes, self.tracker.mode)
+                  if self.tracker.traces else None)
+        result = self.writer.upsert(partition.key, specs, traces)
         parents = {s.name: result.run_ids[s.key] for s in specs if s.parent_key is None}
         links = self._links(parents)
         written = len(specs) if result.written else 0
@@ -102,6 +108,7 @@ class _MlflowSession:
             runs=len(specs), written=written, unchanged=len(specs) - written,
             deleted=result.deleted, links=links,
             details={"parent_runs": len(parents), "parent_run_ids": list(parents.values()),
+                     "traces": result.traces, "traces_written": result.traces_written,
                      "experiment": self.tracker.experiment,
                      "experiment_id": self.writer.experiment_id,  # for parents_only_url
                      "tracking_uri": without_credentials(self.tracker.tracking_uri)})
@@ -188,6 +195,7 @@ def mlflow_tracker(settings: Settings) -> MlflowTracker:
         artifact_root=artifacts or str(data / "mlflow-artifacts"),
         shared_artifacts=bool(artifacts),
         ui_url=settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL", default_ui_url(uri)),
+        traces=traces_enabled(settings.get("mlflow_traces", ENV_TRACES, "on")),
     )
 
 

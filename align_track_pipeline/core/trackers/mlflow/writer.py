@@ -39,7 +39,9 @@ from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.source.redaction import redact_file
 from align_track_pipeline.core.trackers.mlflow import batches
+from align_track_pipeline.core.trackers.mlflow import traces as tr
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
+from align_track_pipeline.core.trackers.mlflow.traces import TraceSpec
 
 FINISHED = "FINISHED"
 TAG_BATCH = "align_track.batch"
@@ -59,6 +61,15 @@ class UpsertResult:
     run_ids: dict[str, str]  # run key -> run id
     written: bool
     deleted: int
+    traces_written: int = 0
+    traces: int = 0  # the partition's traces, counted back after the write
+
+
+@dataclass(frozen=True)
+class ExistingTrace:
+    trace_id: str
+    key: str | None
+    content_hash: str | None
 
 
 def converged(existing: list[Existing], specs: list[RunSpec]) -> bool:
@@ -67,6 +78,15 @@ def converged(existing: list[Existing], specs: list[RunSpec]) -> bool:
     have = {e.key: e.content_hash for e in existing}
     return (len(existing) == len(specs) and have == wanted
             and all(e.status == FINISHED for e in existing))
+
+
+def traces_converged(existing: list[ExistingTrace], specs: list[TraceSpec] | None) -> bool:
+    """One trace per planned key, with the planned content (None: traces are not written)."""
+    if specs is None:
+        return True
+    wanted = {s.key: s.content_hash for s in specs}
+    return (len(existing) == len(specs)
+            and {e.key: e.content_hash for e in existing} == wanted)
 
 
 class MlflowWriter:
@@ -84,14 +104,17 @@ class MlflowWriter:
     def experiment_id(self) -> str:
         return self._backend.experiment_id
 
-    def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
-        result = self._backend.upsert(partition, specs)
-        if result.written:
+    def upsert(self, partition: str, specs: list[RunSpec],
+               traces: list[TraceSpec] | None = None) -> UpsertResult:
+        """The partition's runs, and its traces unless `traces` is None (then left as they
+        are)."""
+        result = self._backend.upsert(partition, specs, traces)
+        if result.written or result.traces_written:
             fault_point("mlflow.partition_written")
         return result
 
     def delete_partition(self, partition: str) -> int:
-        return self._backend.upsert(partition, []).deleted
+        return self._backend.upsert(partition, [], []).deleted
 
     def archive_partition(self, partition: str) -> int:
         """Move the partition's runs to MLflow's `deleted` lifecycle stage: hidden from the
@@ -113,10 +136,16 @@ def is_sql(uri: str) -> bool:
 PARTITION_INDEX = "CREATE INDEX IF NOT EXISTS align_track_tags_key_value ON tags (key, value)"
 
 
+TRACE_INDEX = ("CREATE INDEX IF NOT EXISTS align_track_trace_tags_key_value "
+               "ON trace_tags (key, value)")
+_VERIFY_ROUNDS = 3  # a write, then a read that finds it converged (or writes what is missing)
+
+
 class _Backend:
     experiment_id: str
 
-    def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult: ...
+    def upsert(self, partition: str, specs: list[RunSpec],
+               traces: list[TraceSpec] | None) -> UpsertResult: ...
 
     def archive_partition(self, partition: str) -> int: ...
 
@@ -138,25 +167,54 @@ class _SqlBackend(_Backend):
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
                 with self._store.engine.begin() as conn:
                     conn.exec_driver_sql(PARTITION_INDEX)
+                    conn.exec_driver_sql(TRACE_INDEX)
             found = self._store.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self._store.create_experiment(
                 experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
         self._artifact_location = self._store.get_experiment(self.experiment_id).artifact_location
 
-    def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
-        """Look up and replace in one transaction, under the partition's lock."""
+    def upsert(self, partition: str, specs: list[RunSpec],
+               traces: list[TraceSpec] | None) -> UpsertResult:
+        """Write, then read back until a round finds the partition converged: every write is
+        counted back, and whatever is missing is written again."""
+        written, deleted, traces_written = False, 0, 0
+        for _ in range(_VERIFY_ROUNDS):
+            result = self._upsert_once(partition, specs, traces)
+            if not (result.written or result.traces_written):
+                return UpsertResult(result.run_ids, written, deleted, traces_written,
+                                    result.traces)
+            written |= result.written
+            deleted += result.deleted
+            traces_written += result.traces_written
+        raise RuntimeError(f"partition {partition}: its runs or traces did not read back as "
+                           "written; the next run repairs it")
+
+    def _upsert_once(self, partition: str, specs: list[RunSpec],
+                     traces: list[TraceSpec] | None) -> UpsertResult:
+        """Look up and replace runs and traces in one transaction, under the partition's
+        lock. Runs replaced: their traces too (they link to the runs' ids)."""
         with self._store.ManagedSessionMaker() as session:
             self._lock(session, partition)
             existing = self._find(session, partition)
-            if converged(existing, specs):
-                return UpsertResult({e.key: e.run_id for e in existing}, False, 0)
-            old = [e.run_id for e in existing]
-            run_ids = self._replace(session, old, specs)
+            have = self._find_traces(session, partition) if traces is not None else []
+            runs_ok = converged(existing, specs)
+            if runs_ok and traces_converged(have, traces):
+                return UpsertResult({e.key: e.run_id for e in existing}, False, 0,
+                                    traces=len(have))
+            old = [] if runs_ok else [e.run_id for e in existing]
+            now = int(time.time() * 1000)  # one base: a trace starts when its scene run does
+            run_ids = ({e.key: e.run_id for e in existing} if runs_ok
+                       else self._replace(session, old, specs, now))
+            if traces is not None:
+                self._replace_traces(session, [t.trace_id for t in have], traces, run_ids, now)
         for run_id in old:  # after the commit: the old rows are gone for good
             self._drop_artifacts(run_id)
-        return UpsertResult(run_ids, True, len(old))
+        return UpsertResult(run_ids, not runs_ok, len(old), len(traces or []),
+                            len(traces or []))
 
     def archive_partition(self, partition: str) -> int:
+        """Runs to the `deleted` stage; their traces stay, tagged `archived=true` and no
+        longer the partition's (`partition_key` becomes `align_track.archived_partition`)."""
         mc = self._mc
         with self._store.ManagedSessionMaker() as session:
             self._lock(session, partition)
@@ -164,7 +222,64 @@ class _SqlBackend(_Backend):
             session.query(mc.SqlRun).filter(mc.SqlRun.run_uuid.in_(run_ids)).update(
                 {"lifecycle_stage": "deleted", "deleted_time": int(time.time() * 1000)},
                 synchronize_session=False)
+            trace_ids = [t.trace_id for t in self._find_traces(session, partition)]
+            if trace_ids:
+                session.query(mc.SqlTraceTag).filter(
+                    mc.SqlTraceTag.request_id.in_(trace_ids),
+                    mc.SqlTraceTag.key == tr.TAG_PARTITION).update(
+                    {"key": tr.TAG_ARCHIVED_PARTITION}, synchronize_session=False)
+                session.execute(_insert(mc.SqlTraceTag), [
+                    {"request_id": t, "key": tr.TAG_ARCHIVED, "value": "true"}
+                    for t in trace_ids])
         return len(run_ids)
+
+    def _find_traces(self, session, partition: str) -> list[ExistingTrace]:
+        mc = self._mc
+        ids = [r[0] for r in session.query(mc.SqlTraceInfo.request_id)
+               .join(mc.SqlTraceTag, mc.SqlTraceTag.request_id == mc.SqlTraceInfo.request_id)
+               .filter(mc.SqlTraceTag.key == tr.TAG_PARTITION,
+                       mc.SqlTraceTag.value == partition,
+                       mc.SqlTraceInfo.experiment_id == int(self.experiment_id)).all()]
+        tags = (session.query(mc.SqlTraceTag.request_id, mc.SqlTraceTag.key,
+                              mc.SqlTraceTag.value)
+                .filter(mc.SqlTraceTag.request_id.in_(ids),
+                        mc.SqlTraceTag.key.in_([tr.TAG_KEY, tr.TAG_HASH])).all()) if ids else []
+        by_trace: dict[str, dict[str, str]] = {}
+        for trace_id, key, value in tags:
+            by_trace.setdefault(trace_id, {})[key] = value
+        return [ExistingTrace(t, by_trace.get(t, {}).get(tr.TAG_KEY),
+                              by_trace.get(t, {}).get(tr.TAG_HASH)) for t in ids]
+
+    def _replace_traces(self, session, old_ids: list[str], specs: list[TraceSpec],
+                        run_ids: dict[str, str], now: int) -> None:
+        """Delete the partition's traces (and any trace, e.g. an archived one, that holds an
+        id about to be written), then insert the planned ones in bulk."""
+        mc = self._mc
+        rows = mc.TraceRows()
+        new_ids = []
+        for spec in specs:
+            run_id = run_ids.get(spec.run_key, "")
+            trace_id = spec.trace_id(self.experiment_id, run_id)
+            new_ids.append(trace_id)
+            start, end = run_times(spec, now)
+            metadata = {"mlflow.sourceRun": run_id} if run_id else {}
+            rows.add(trace_id=trace_id, experiment_id=self.experiment_id,
+                     artifact_location=self._artifact_location, name=spec.name,
+                     inputs=spec.inputs, outputs=spec.outputs, tags=spec.tags,
+                     metadata=metadata, feedback=spec.feedback, source_id=tr.SCORE_SOURCE,
+                     start_ms=start, end_ms=end, request_preview=spec.request_preview,
+                     response_preview=spec.response_preview)
+        gone = list(dict.fromkeys(old_ids + new_ids))
+        for i in range(0, len(gone), 500):  # below every database's bound-parameter limit
+            chunk = gone[i:i + 500]
+            for model in mc.TRACE_CHILD_MODELS:
+                column = model.trace_id if hasattr(model, "trace_id") else model.request_id
+                session.query(model).filter(column.in_(chunk)).delete(synchronize_session=False)
+            session.query(mc.SqlTraceInfo).filter(mc.SqlTraceInfo.request_id.in_(chunk)).delete(
+                synchronize_session=False)
+        for model, data in rows.rows.items():
+            if data:
+                session.execute(_insert(model), data)
 
     def _lock(self, session, partition: str) -> None:
         """Held until the transaction ends. Postgres: an advisory lock on (experiment,
@@ -201,11 +316,11 @@ class _SqlBackend(_Backend):
         return [Existing(r.run_uuid, by_run.get(r.run_uuid, {}).get(TAG_KEY),
                          by_run.get(r.run_uuid, {}).get(TAG_HASH), r.status) for r in runs]
 
-    def _replace(self, session, old_run_ids: list[str], specs: list[RunSpec]) -> dict[str, str]:
+    def _replace(self, session, old_run_ids: list[str], specs: list[RunSpec],
+                 now: int) -> dict[str, str]:
         from sqlalchemy import insert
 
         mc = self._mc
-        now = int(time.time() * 1000)
         run_ids = {s.key: uuid.uuid4().hex for s in specs}
         batch = batches.new_batch_id()
         rows = _Rows()
@@ -285,6 +400,7 @@ class _Rows:
                           "step": 0, "is_nan": False} for k, v in spec.metrics.items()]
 
 
+_HTTP_THREADS = 4
 _SETTLE_ATTEMPTS = 10  # rounds that write or delete; waiting for a live writer is free
 _WAIT_SECONDS = 0.5
 
@@ -311,6 +427,9 @@ class _ApiBackend(_Backend):
     def __init__(self, uri: str, experiment: str, artifact_root: str | None):
         from mlflow import MlflowClient
 
+        from align_track_pipeline.core.trackers.mlflow import compat as mc
+
+        self._mc, self._uri = mc, uri
         self._client = MlflowClient(tracking_uri=uri)
         found = self._client.get_experiment_by_name(experiment)
         if found is None:
@@ -320,7 +439,79 @@ class _ApiBackend(_Backend):
             found = self._client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id
 
-    def upsert(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
+    def upsert(self, partition: str, specs: list[RunSpec],
+               traces: list[TraceSpec] | None) -> UpsertResult:
+        """The runs, then the traces (which link to the runs' ids)."""
+        result = self._upsert_runs(partition, specs)
+        if traces is None:
+            return result
+        written, count = self._settle_traces(partition, traces, result.run_ids)
+        return UpsertResult(result.run_ids, result.written, result.deleted, written, count)
+
+    def _settle_traces(self, partition: str, specs: list[TraceSpec],
+                       run_ids: dict[str, str]) -> tuple[int, int]:
+        """Read back, delete what is not planned, write what is missing, until a read finds
+        exactly the planned traces, each with all its assessments. Trace ids are derived
+        from their content and run: writers of the same plan write the same traces."""
+        planned = {t.trace_id(self.experiment_id, run_ids.get(t.run_key, "")): t
+                   for t in specs}
+        written = 0
+        for _ in range(_SETTLE_ATTEMPTS):
+            found = self._find_traces(partition)
+            complete = {t for t, n in found.items()
+                        if t in planned and n == len(planned[t].feedback)}
+            extra = [t for t in found if t not in complete]
+            missing = [t for t in planned if t not in complete]
+            if not extra and not missing:
+                return written, len(found)
+            for i in range(0, len(extra), 100):
+                with suppress(MlflowException):  # another writer deleted them meanwhile
+                    self._client.delete_traces(self.experiment_id, trace_ids=extra[i:i + 100])
+            if missing:
+                self._write_traces({t: planned[t] for t in missing}, run_ids)
+                written += len(missing)
+        raise RuntimeError(f"partition {partition}: its traces did not read back as written; "
+                           "the next run repairs it")
+
+    def _find_traces(self, partition: str) -> dict[str, int]:
+        """The partition's traces: id -> number of assessments."""
+        out, token = {}, None
+        while True:
+            page = self._client.search_traces(
+                locations=[self.experiment_id], max_results=500, page_token=token,
+                filter_string=f"tag.`{tr.TAG_PARTITION}` = '{quote(partition)}'",
+                include_spans=False)
+            out |= {t.info.trace_id: len(t.info.assessments) for t in page}
+            token = page.token
+            if not token:
+                return out
+
+    def _write_traces(self, traces: dict[str, TraceSpec], run_ids: dict[str, str]) -> None:
+        """OTLP requests of up to 100 traces of one run each, then the scores."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        mc = self._mc
+        now = int(time.time() * 1000)
+        by_run: dict[str, list[dict]] = {}
+        for trace_id, spec in traces.items():
+            start, end = run_times(spec, now)
+            by_run.setdefault(run_ids.get(spec.run_key, ""), []).append(mc.root_span_dict(
+                trace_id, self.experiment_id, spec.name, spec.inputs, spec.outputs,
+                start * 1_000_000, end * 1_000_000, spec.tags))
+        requests = [(run_id, spans[i:i + 100]) for run_id, spans in by_run.items()
+                    for i in range(0, len(spans), 100)]
+        scores = [(t, k, v) for t, spec in traces.items() for k, v in spec.feedback.items()]
+        with ThreadPoolExecutor(_HTTP_THREADS) as pool:  # the server's database is the limit
+            list(pool.map(lambda r: mc.otlp_export(self._uri, self.experiment_id, *r),
+                          requests))
+            fault_point("mlflow.traces_sent")
+            list(pool.map(lambda s: self._feedback(*s), scores))
+
+    def _feedback(self, trace_id: str, name: str, value: float) -> None:
+        with suppress(MlflowException):  # the trace deleted by another writer: next round
+            self._mc.log_feedback(self._uri, trace_id, name, value, tr.SCORE_SOURCE)
+
+    def _upsert_runs(self, partition: str, specs: list[RunSpec]) -> UpsertResult:
         """Write, then check, until the partition holds exactly one complete batch. Every
         writer keeps the same batch (see `batches`) and returns only once it saw the partition
         converged, so the last writer to return leaves it converged."""
@@ -348,8 +539,14 @@ class _ApiBackend(_Backend):
                            "the next run repairs it")
 
     def archive_partition(self, partition: str) -> int:
+        """Runs soft-deleted; traces tagged as on a SQL store."""
         run_ids = [e.run_id for e in self._find(partition)]
         self._delete(run_ids)
+        for trace_id in self._find_traces(partition):
+            with suppress(MlflowException):
+                self._client.set_trace_tag(trace_id, tr.TAG_ARCHIVED, "true")
+                self._client.set_trace_tag(trace_id, tr.TAG_ARCHIVED_PARTITION, partition)
+                self._client.delete_trace_tag(trace_id, tr.TAG_PARTITION)
         return len(run_ids)
 
     def _find(self, partition: str) -> list[Existing]:
@@ -401,7 +598,13 @@ class _ApiBackend(_Backend):
         return run_ids
 
 
-def run_times(spec: RunSpec, now: int) -> tuple[int, int]:
+def _insert(model):
+    from sqlalchemy import insert
+
+    return insert(model)
+
+
+def run_times(spec: RunSpec | TraceSpec, now: int) -> tuple[int, int]:
     """A run's start and end in epoch ms: from the data, or counted from the write time."""
     base = now if spec.base_ms is None else spec.base_ms
     return base + spec.span.start, base + spec.span.end
