@@ -9,7 +9,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import mlflow
 import pyarrow.dataset as ds
 import pytest
 from mlflow import MlflowClient
@@ -185,12 +184,7 @@ def test_a_server_gets_a_trace_per_scene(capsys, small_tree, data_dir, mlflow_se
     for trace in traces:
         key = (trace.info.tags["partition_key"], int(trace.info.tags["scene_index"]))
         assert {a.name: a.value for a in trace.info.assessments} == scored[key]
-        run = client.get_run(
-            mlflow.search_traces(locations=[trace.info.experiment_id], return_type="list",
-                                 filter_string=f"tag.align_track.key = "
-                                               f"'{trace.info.tags['align_track.key']}'")
-            [0].info.trace_metadata.get("mlflow.sourceRun")
-            or _linked_run(client, trace))
+        run = client.get_run(_linked_run(client, trace))
         assert run.data.tags["partition_key"] == key[0]
     ids = {t.info.trace_id for t in traces}
     _ingest(capsys, small_tree, data_dir, "--mlflow-uri", mlflow_server,
