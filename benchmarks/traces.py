@@ -1,0 +1,130 @@
+"""Trace benchmark: what a trace per scene costs on the MLflow writer's two paths.
+
+    ./dev python -m benchmarks.traces [--dirs 335] [--scenes-per-dir 20] [--server-dirs 40]
+                                      [--cold]
+
+Builds the scale tree and its Parquet tables, then writes every partition's MLflow runs to a
+fresh SQLite store without traces and, to another fresh store, with them: the difference is
+the traces' cost (target: 6,700 traces <= 20 s on 2 cores). Then the same through a local
+`mlflow server` for `--server-dirs` partitions (target: >= 80 traces/s). `--cold` also times
+two cold `align-track ingest` runs of the whole tree, traces off and on (target: <= 15 %
+more with traces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.dataset as ds
+
+from align_track_pipeline.core.trackers.mlflow.plan import plan_runs
+from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
+from benchmarks.make_tree import build
+from benchmarks.run import _core_only
+
+
+def _partitions(data: Path) -> list[tuple[str, list, list]]:
+    experiments = ds.dataset(data / "parquet" / "experiments").to_table().to_pylist()
+    scenes = ds.dataset(data / "parquet" / "scenes").to_table().to_pylist()
+    out: dict[str, tuple[list, list]] = {}
+    for row in experiments:
+        out.setdefault(row["partition_key"], ([], []))[0].append(row)
+    for row in scenes:
+        out.setdefault(row["partition_key"], ([], []))[1].append(row)
+    return [(key, exps, scns) for key, (exps, scns) in sorted(out.items())]
+
+
+def _write(uri: str, parts: list, traces: bool) -> tuple[float, int]:
+    """Seconds to upsert every partition (runs, and traces when asked); traces read back."""
+    from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
+
+    writer = MlflowWriter(uri, "bench", artifact_root=None)
+    start, count = time.perf_counter(), 0
+    for key, exps, scenes in parts:
+        specs = plan_runs(exps, scenes, None)
+        planned = plan_traces(exps, scenes, "hierarchical") if traces else None
+        count += writer.upsert(key, specs, planned).traces
+    return time.perf_counter() - start, count
+
+
+def _server(root: Path) -> tuple[subprocess.Popen, str]:
+    port = 5900 + os.getpid() % 500
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--backend-store-uri",
+         f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("mlflow server did not start")
+
+
+def _cold(tree: Path, work: Path, traces: str) -> float:
+    data = work / f"cold-{traces}"
+    start = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "align-track"), "ingest",
+                    "--experiments-dir", str(tree), "--data-dir", str(data)],
+                   check=True, capture_output=True,
+                   env={**os.environ, "ALIGN_TRACK_MLFLOW_TRACES": traces})
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dirs", type=int, default=335)
+    parser.add_argument("--scenes-per-dir", type=int, default=20)
+    parser.add_argument("--server-dirs", type=int, default=40)
+    parser.add_argument("--cold", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        scenes = build(work / "tree", args.dirs, args.scenes_per_dir)
+        (work / "tables").mkdir()
+        _core_only(work / "tree", work / "tables")  # the Parquet tables alone
+        parts = _partitions(work / "tables")
+        runs_only, _ = _write(f"sqlite:///{work}/runs.db", parts, False)
+        both, count = _write(f"sqlite:///{work}/traces.db", parts, True)
+        assert count == scenes, (count, scenes)
+        print(f"SQLite, {len(parts)} partitions, {scenes} scenes: runs {runs_only:.1f} s, "
+              f"runs + traces {both:.1f} s: traces {both - runs_only:.1f} s "
+              f"({count / max(both - runs_only, 1e-9):.0f} traces/s)")
+        proc, url = _server(work / "server")
+        try:
+            few = parts[: args.server_dirs]
+            n = sum(len(p[2]) for p in few)
+            runs_only, _ = _write(url, few, False)
+            from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
+
+            writer = MlflowWriter(url, "bench-traces")
+            start = time.perf_counter()
+            for key, exps, scns in few:
+                writer.upsert(key, plan_runs(exps, scns, None),
+                              plan_traces(exps, scns, "hierarchical"))
+            with_traces = time.perf_counter() - start
+            print(f"server, {len(few)} partitions, {n} scenes: runs {runs_only:.1f} s, "
+                  f"runs + traces {with_traces:.1f} s: traces {with_traces - runs_only:.1f} s "
+                  f"({n / max(with_traces - runs_only, 1e-9):.0f} traces/s)")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        if args.cold:
+            off, on = _cold(work / "tree", work, "off"), _cold(work / "tree", work, "on")
+            print(f"cold ingest: traces off {off:.1f} s, on {on:.1f} s "
+                  f"(+{(on - off) / off * 100:.0f} %)")
+
+
+if __name__ == "__main__":
+    main()
