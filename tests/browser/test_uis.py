@@ -72,7 +72,7 @@ def test_mlflow_filter_by_scene_lists_scene_runs_with_their_decision(stack, page
               + quote('params.scene_id = "P1"', safe=""), wait_until="domcontentloaded")
     row = page.locator("[role=row]", has_text=f"{PARTITION} [unaligned]").first
     row.locator('[col-id="attributes.`Run Name`"] button').first.click()  # expand the parent
-    child = page.get_by_text(re.compile(r"DryRunEval\.MJ1 P1 idx0")).first
+    child = page.get_by_text(re.compile(r"^DryRunEval\.MJ1 P1 \|.*\| idx0 \|")).first
     expect(child).to_be_visible()
     child.click()
     for name in ("choice_index", "action_type", "action_id", "decision", "justification"):

@@ -37,8 +37,8 @@ def test_hierarchical_plan_has_a_parent_per_target_and_a_child_per_scene():
         assert {k: child.params[k] for k in parent.params} == parent.params
         assert child.tags["run_type"] == "scene" and parent.tags["run_type"] == "parent"
         index = child.params["scene_index"]
-        assert child.name == (f"{child.params['adm']} | {child.params['alignment_target_id']} | "
-                              f"{child.params['scenario_id']} {child.params['scene_id']} "
+        assert child.name == (f"{child.params['scenario_id']} {child.params['scene_id']} | "
+                              f"{child.params['adm']} | {child.params['alignment_target_id']} | "
                               f"idx{index} | {LIVE}")
         assert f"scene_{index}/scene_data.json" in child.artifacts
 
@@ -156,3 +156,19 @@ def test_directory_names_with_a_start_time():
     assert started_at_ms("outputs/2025-06-12/14-03-55/x") == 1749737035000
     assert started_at_ms("pipeline_baseline/moral_judgement-0.2") is None
     assert started_at_ms("a/2025-13-45__99-00-00") is None
+
+
+def test_scene_run_names_start_with_what_tells_them_apart_and_carry_probe_and_choices():
+    exps, scenes = _rows("random/unaligned")
+    scenes[0]["probe_text"] = "situation " * 100
+    children = [s for s in plan_runs(exps, scenes, None) if s.parent_key]
+    first, scene = children[0], scenes[0]
+    assert first.name.startswith(
+        f"{scene['scenario_id']} {scene['scene_id'] or '-'} | {scene['adm']} | "
+        f"{scene['alignment_target_id']} | idx0 | ")
+    assert first.params["probe"].startswith(("situation " * 100)[:JUSTIFICATION_EXCERPT])
+    assert "1000 chars; full text in artifact scene_0/probe.txt" in first.params["probe"]
+    assert first.artifacts["scene_0/probe.txt"] == ("situation " * 100).encode()
+    assert children[1].params["choices"] == scenes[1]["choices_text"][:JUSTIFICATION_EXCERPT] + (
+        "" if len(scenes[1]["choices_text"]) <= JUSTIFICATION_EXCERPT else children[1].params[
+            "choices"][JUSTIFICATION_EXCERPT:])

@@ -4,8 +4,9 @@ Pure data, no MLflow import: one parent per experiment row and one child per sce
 (hierarchical), or one run per experiment row (flat). Every run has a deterministic key and a
 content hash, so a writer can tell "already there, unchanged" from "must be replaced".
 
-A scene run is named after what it is (`ADM | target | scenario scene idxN | run dir`, unique
-within the experiment) and carries what the ADM decided as params (`choice_index`,
+A scene run is named after what it is, what differs first (`scenario scene | ADM | target |
+idxN | run dir`, unique within the experiment: the UI cuts long names at the end), and carries
+what the ADM was shown and decided as params (`probe` and `choices` excerpts, `choice_index`,
 `action_type`, `action_id`, `decision`, a `justification` excerpt), so scenes compare across
 ADMs in the runs table. Start and end times come from the data (`times.py`).
 """
@@ -119,10 +120,11 @@ def _child(parent: RunSpec, scene: dict, times: RunTimes) -> RunSpec:
 
 
 def scene_run_name(scene: dict) -> str:
-    """`<adm> | <target> | <scenario> <scene id> idx<i> | <run dir>`: what the scene is, first
-    what differs across ADMs; the run directory makes it unique within the experiment."""
-    name = (f"{scene['adm']} | {scene['alignment_target_id']} | {scene['scenario_id']} "
-            f"{scene['scene_id'] or '-'} idx{scene['scene_index']} | {scene['experiment_path']}")
+    """`<scenario> <scene id> | <adm> | <target> | idx<i> | <run dir>`: what tells the runs
+    of an experiment apart comes first; the run directory makes it unique."""
+    name = (f"{scene['scenario_id']} {scene['scene_id'] or '-'} | {scene['adm']} | "
+            f"{scene['alignment_target_id']} | idx{scene['scene_index']} | "
+            f"{scene['experiment_path']}")
     if len(name) <= MAX_NAME_CHARS:
         return name
     tail = f"...{hashlib.blake2b(name.encode(), digest_size=4).hexdigest()}"
@@ -130,17 +132,23 @@ def scene_run_name(scene: dict) -> str:
 
 
 def _decision(scene: dict, artifacts: dict[str, bytes | Path]) -> dict:
-    """What the ADM decided; a long justification is cut to an excerpt that says where the
-    full text is."""
-    justification = scene["justification"]
-    if justification is not None and len(justification) > JUSTIFICATION_EXCERPT:
-        path = f"scene_{scene['scene_index']}/justification.txt"
-        artifacts[path] = justification.encode()
-        note = f" ... [{len(justification)} chars; full text in artifact {path}]"
-        justification = justification[:JUSTIFICATION_EXCERPT] + note
+    """What the ADM was shown and decided; long texts are cut to an excerpt that says where
+    the full text is."""
+    texts = {"probe": scene["probe_text"], "choices": scene["choices_text"],
+             "justification": scene["justification"]}
+    excerpts = {name: _excerpt(scene["scene_index"], name, text, artifacts)
+                for name, text in texts.items()}
     return {"choice_index": scene["choice_index"], "action_type": scene["action_type"],
-            "action_id": scene["action_id"], "decision": scene["decision_text"],
-            "justification": justification}
+            "action_id": scene["action_id"], "decision": scene["decision_text"], **excerpts}
+
+
+def _excerpt(index: int, name: str, text: str | None,
+             artifacts: dict[str, bytes | Path]) -> str | None:
+    if text is None or len(text) <= JUSTIFICATION_EXCERPT:
+        return text
+    path = f"scene_{index}/{name}.txt"
+    artifacts[path] = text.encode()
+    return text[:JUSTIFICATION_EXCERPT] + f" ... [{len(text)} chars; full text in artifact {path}]"
 
 
 def _spec(key, name, parent_key, params, metrics, tags, artifacts, partition, mode, base_ms,
