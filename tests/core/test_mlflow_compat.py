@@ -42,3 +42,38 @@ def test_validation_rejects_what_mlflow_rejects():
         mc.validate_run_data({}, {}, {"t": "x" * 8001}, 0)
     with pytest.raises(MlflowException):
         mc.validate_run_data({f"p{i}": "1" for i in range(101)}, {}, {}, 0)
+
+
+def test_bulk_trace_rows_read_back_as_mlflow_writes_them(tmp_path):
+    """`TraceRows` stores what `start_trace(TraceInfo)` + `log_spans` store for one root span:
+    MLflow's client reads it back whole (tags, metadata link, span inputs/outputs, times,
+    previews, feedback), and the tables and columns it inserts exist."""
+    from mlflow import MlflowClient
+    from sqlalchemy import insert
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    store = mc.open_sql_store(uri, str(tmp_path / "art"))
+    exp = store.create_experiment("e")
+    run = store.create_run(exp, "u", 0, [], "r")
+    rows, trace_id = mc.TraceRows(), "tr-" + "ab" * 16
+    rows.add(trace_id=trace_id, experiment_id=exp, artifact_location=str(tmp_path / "art"),
+             name="s | a", inputs={"probe": "é"}, outputs={"choice_index": 1},
+             tags={"adm": "a"}, metadata={"mlflow.sourceRun": run.info.run_id},
+             feedback={"score": 0.5}, source_id="x", start_ms=1_700_000_000_000,
+             end_ms=1_700_000_002_000, request_preview="req", response_preview="resp")
+    with store.ManagedSessionMaker() as session:
+        for model, data in rows.rows.items():
+            session.execute(insert(model), data)
+    client = MlflowClient(uri)
+    (trace,) = client.search_traces(locations=[exp], run_id=run.info.run_id)
+    assert trace.info.trace_id == trace_id and trace.info.tags["adm"] == "a"
+    assert (trace.info.request_time, trace.info.execution_duration) == (1_700_000_000_000, 2000)
+    assert (trace.info.request_preview, trace.info.response_preview) == ("req", "resp")
+    assert trace.data.spans[0].inputs == {"probe": "é"}
+    assert trace.data.spans[0].outputs == {"choice_index": 1}
+    (feedback,) = trace.info.assessments
+    assert (feedback.name, feedback.value, feedback.source.source_type) == ("score", 0.5, "CODE")
+    assert {m.__tablename__ for m in mc.TRACE_CHILD_MODELS} == {
+        "trace_tags", "trace_request_metadata", "spans", "assessments", "trace_metrics",
+        "span_metrics"}
+    assert client.delete_traces(exp, trace_ids=[trace_id]) == 1  # MLflow's own delete agrees
