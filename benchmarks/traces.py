@@ -104,7 +104,6 @@ def main() -> None:
         proc, url = _server(work / "server")
         try:
             few = parts[: args.server_dirs]
-            n = sum(len(p[2]) for p in few)
             from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 
             writer = MlflowWriter(url, "bench-traces")
