@@ -36,6 +36,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALIGN_TRACK_MLFLOW_EXPERIMENT", "`align-system`", "MLflow experiment name"),
     Setting("ALIGN_TRACK_MLFLOW_FLAT", "unset",
             "`1`: one MLflow run per experiment row instead of parent + scene runs"),
+    Setting("ALIGN_TRACK_MLFLOW_TRACES", "on",
+            "`off` (or `0`, `false`, `no`): no MLflow trace per scene; switching it rewrites "
+            "every partition's MLflow data once"),
     Setting("ALIGN_TRACK_MLFLOW_UI_URL",
             "`http://127.0.0.1:5000` (`mlflow-ui`), or the tracking server",
             "MLflow UI address, for links to runs in the Dagster UI and `align-track search`"),
