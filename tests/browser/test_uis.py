@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
 from align_track_pipeline.core.versions import scene_key
+from tests.browser.shots import docs_screenshot
 from tests.conftest import SAMPLE_TREE
 
 ASSETS = ("experiment_folders", "experiments", "scenes", "mlflow_runs", "aim_runs", "aim_index",
@@ -40,6 +41,8 @@ def test_the_asset_graph_shows_every_asset(stack, page):
               "&lineageScope=downstream&lineageDepth=10", wait_until="domcontentloaded")
     for asset in ASSETS:
         expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Loading...")).to_have_count(0)  # each node's status shown
+    docs_screenshot(page, "dagster-assets")
 
 
 def test_every_scenes_partition_is_materialized(stack, page):
@@ -74,6 +77,7 @@ def test_mlflow_filter_by_scene_lists_scene_runs_with_their_decision(stack, page
     row.locator('[col-id="attributes.`Run Name`"] button').first.click()  # expand the parent
     child = page.get_by_text(re.compile(r"^DryRunEval\.MJ1 P1 \|.*\| idx0 \|")).first
     expect(child).to_be_visible()
+    docs_screenshot(page, "mlflow-scene-runs")
     child.click()
     for name in ("choice_index", "action_type", "action_id", "decision", "justification"):
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
@@ -88,6 +92,8 @@ def test_aim_query_by_scene_lists_runs_and_a_run_shows_its_justification(stack, 
     page.get_by_role("button", name="Search").first.click()
     links = page.locator('a[href^="/runs/"]')
     expect(links).to_have_count(len(p1))
+    expect(page.get_by_text("Processing...")).to_have_count(0)  # the table, not a progress bar
+    docs_screenshot(page, "aim-scene-runs")
     hashes = complete_run_hashes(manifest_path(stack.data / "aim"),
                                  [scene_key(s["partition_key"], s["scene_index"]) for s in p1])
     by_hash = {run_hash: key for key, run_hash in hashes.items()}
