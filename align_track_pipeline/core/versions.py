@@ -20,7 +20,7 @@ import hashlib
 PARSER_VERSION = "3"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
 MLFLOW_LAYOUT_VERSION = "4"
-AIM_LAYOUT_VERSION = "2"
+AIM_LAYOUT_VERSION = "3"  # 3: run names carry scene, ADM, target
 
 KEY_SEPARATOR = "::"
 

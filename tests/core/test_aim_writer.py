@@ -38,7 +38,8 @@ def _held(repo) -> set[str]:
 def test_plan_has_the_scene_params_and_texts(sample_tree):
     runs = _plan(sample_tree, "multi_kdma_comp_reg_icl/MJ-high_IO-low")
     run = runs[1]
-    assert run.name == f"{run.params['scenario_id']}_idx1"
+    assert run.name == (f"{run.params['scenario_id']} {run.params['scene_id']} | "
+                        f"{run.params['adm']} | {run.params['alignment_target_id']} | idx1")
     assert run.experiment == "multi_kdma_comp_reg_icl/MJ-high_IO-low"
     assert run.params["kdma"] == {"Moral judgement": 0.8, "Ingroup Bias": 0.2}
     assert {"probe_text", "choices_text", "decision_text", "justification"} <= set(run.params)

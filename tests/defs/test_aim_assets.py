@@ -44,7 +44,9 @@ def test_ingest_makes_every_scene_visible_in_aim(capsys, sample_tree, data_dir):
     by_key = {(r["params"]["partition_key"], r["params"]["scene_index"]): r for r in seen}
     for scene in scenes:
         run = by_key[(scene["partition_key"], scene["scene_index"])]
-        assert run["name"] == f"{scene['scenario_id']}_idx{scene['scene_index']}"
+        assert run["name"] == (f"{scene['scenario_id']} {scene['scene_id'] or '-'} | "
+                               f"{scene['adm']} | "
+                               f"{scene['alignment_target_id']} | idx{scene['scene_index']}")
         assert run["experiment"] == scene["experiment_path"]
         for text in ("probe_text", "choices_text", "decision_text", "justification"):
             assert run["params"][text] == scene[text]

@@ -85,7 +85,7 @@ def test_tracker_materializations_link_to_the_runs(small_tree, data_dir, instanc
     assert sorted(aim_links.values()) == sorted(
         f"http://127.0.0.1:43800/runs/{h}" for h in hashes.values())
     assert len(aim_links) == item_count(run_dir.path)
-    assert all(label.startswith("open ") and "_idx" in label for label in aim_links)
+    assert all(label.startswith("open ") and " | idx" in label for label in aim_links)
 
 
 def test_the_folders_asset_says_why_its_partitions_read_missing():

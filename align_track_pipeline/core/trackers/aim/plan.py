@@ -58,9 +58,16 @@ def _scene_run(scene: dict, kdmas: dict[str, float]) -> SceneRun:
                **{f"score.{k}": v for k, v in scene["scenario_scores"]}}
     return SceneRun(
         key=scene_key(scene["partition_key"], scene["scene_index"]),
-        name=f"{scene['scenario_id']}_idx{scene['scene_index']}",
+        name=scene_run_name(scene),
         experiment=scene["experiment_path"],
         params={k: v for k, v in params.items() if v is not None},
         metrics={k: v for k, v in metrics.items() if v is not None},
         texts={name: scene[name] for name in TEXT_PARAMS if scene[name] is not None},
     )
+
+
+def scene_run_name(scene: dict) -> str:
+    """`<scenario> <scene id> | <adm> | <target> | idx<i>`: the runs of one scene differ by ADM
+    and target, so those are in the name (the run directory is the run's `experiment`)."""
+    return (f"{scene['scenario_id']} {scene['scene_id'] or '-'} | {scene['adm']} | "
+            f"{scene['alignment_target_id']} | idx{scene['scene_index']}")

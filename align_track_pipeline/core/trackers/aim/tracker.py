@@ -14,7 +14,7 @@ from align_track_pipeline.core.trackers.aim.manifest import (
     generation,
     manifest_path,
 )
-from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
+from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs, scene_run_name
 from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
@@ -116,7 +116,7 @@ class _AimSession:
     def _links(self, scenes: list[dict]) -> dict[str, str]:
         """Run name -> the run's page in the Aim UI, for each scene run of the partition."""
         urls = self.tracker.links("scenes", scenes)
-        return {f"{row['scenario_id']}_idx{row['scene_index']}": urls[key]
+        return {scene_run_name(row): urls[key]
                 for row in scenes
                 if (key := scene_key(row["partition_key"], row["scene_index"])) in urls}
 
