@@ -124,3 +124,21 @@ def test_a_traceback_of_the_cli_shows_no_password(tmp_path):
     assert done.stderr.startswith("Traceback (most recent call last):")
     assert "MlflowException: API request to http://***@127.0.0.1:" in done.stderr
     assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_search_gives_up_on_a_database_server_that_never_answers(tables_dir):
+    """The same with MLflow on Postgres: the driver's connection gives up after
+    LOOKUP_SECONDS (libpq has no timeout of its own)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        uri = f"postgresql+psycopg2://alice:{PASSWORD}@127.0.0.1:{silent.getsockname()[1]}/db"
+        started = time.monotonic()
+        done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
+                            "--limit", "3", "--json", "--mlflow-uri", uri)
+        seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert seconds < 15, seconds
+    assert "mlflow links unavailable: postgresql+psycopg2://127.0.0.1:" in done.stderr
+    assert json.loads(done.stdout)["count"] == 3
+    assert PASSWORD not in done.stdout + done.stderr

@@ -46,7 +46,7 @@ def _by_sql(uri: str, experiment: str, keys: list[str]) -> RunIds:
     from sqlalchemy import bindparam, create_engine, text
 
     query = text(_FIND_KEYS).bindparams(bindparam("keys", expanding=True))
-    engine = create_engine(uri)
+    engine = create_engine(uri, connect_args=_connect_timeout(uri))
     try:
         with engine.connect() as conn:
             found = conn.execute(query, {"tag": TAG_KEY, "keys": keys,
@@ -54,6 +54,14 @@ def _by_sql(uri: str, experiment: str, keys: list[str]) -> RunIds:
     finally:
         engine.dispose()
     return {key: (str(experiment_id), run_id) for key, experiment_id, run_id in found}
+
+
+def _connect_timeout(uri: str) -> dict[str, int]:
+    """A database server that is down or never answers gives up after LOOKUP_SECONDS, not the
+    driver's default (none for libpq: a blackholed Postgres would hang the command)."""
+    if urlparse(uri).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+        return {"connect_timeout": LOOKUP_SECONDS}
+    return {}
 
 
 # A lookup is for a person waiting on a command: MLflow's own HTTP defaults (7 retries with
