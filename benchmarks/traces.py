@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -28,6 +27,7 @@ from align_track_pipeline.core.trackers.mlflow.plan import plan_runs
 from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
 from benchmarks.make_tree import build
 from benchmarks.run import _core_only
+from benchmarks.shared_stores import _server
 
 
 def _partitions(data: Path) -> list[tuple[str, list, list]]:
@@ -52,24 +52,6 @@ def _write(uri: str, parts: list, traces: bool) -> tuple[float, int]:
         planned = plan_traces(exps, scenes, "hierarchical") if traces else None
         count += writer.upsert(key, specs, planned).traces
     return time.perf_counter() - start, count
-
-
-def _server(root: Path) -> tuple[subprocess.Popen, str]:
-    port = 5900 + os.getpid() % 500
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--backend-store-uri",
-         f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("mlflow server did not start")
 
 
 def _cold(tree: Path, work: Path, traces: str) -> float:

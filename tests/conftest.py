@@ -66,16 +66,21 @@ def small_tree(tmp_path: Path) -> Path:
 def tables_dir(tmp_path_factory) -> Path:
     """A data dir holding both Parquet tables of the whole sample tree, written by the
     project's own parser and writer (no Dagster): fast tests of what reads the tables."""
+    return write_tables(SAMPLE_TREE, tmp_path_factory.mktemp("tables"))
+
+
+def write_tables(tree: Path, data: Path) -> Path:
+    """Both Parquet tables of `tree` written into `data` by the project's own parser and
+    writer (no Dagster); returns `data`."""
     from align_track_pipeline.core.source.discovery import FingerprintCache, find_run_dirs
     from align_track_pipeline.core.tables.writer import PartitionJob, write_partition
 
-    data = tmp_path_factory.mktemp("tables")
-    run_dirs = find_run_dirs(SAMPLE_TREE)
+    run_dirs = find_run_dirs(tree)
     cache = FingerprintCache(data / "state" / "fingerprints.sqlite")
     versions = cache.versions(run_dirs)
     cache.close()
     for run_dir in run_dirs:
-        write = write_partition(PartitionJob(run_dir.key, str(SAMPLE_TREE), str(data),
+        write = write_partition(PartitionJob(run_dir.key, str(tree), str(data),
                                              versions[run_dir.key]))
         assert write.error is None, write.error
     return data

@@ -15,8 +15,7 @@ import yaml
 from openpyxl import load_workbook
 
 from align_track_pipeline.cli.main import main
-from align_track_pipeline.core.source.discovery import FingerprintCache, find_run_dirs
-from align_track_pipeline.core.tables.writer import PartitionJob, write_partition
+from tests.conftest import write_tables
 
 FORMULA = '=HYPERLINK("http://evil.example/","click me")'
 HTML = '<img src=x onerror="alert(1)"> & co'
@@ -48,16 +47,7 @@ def hostile_data(sample_tree: Path, tmp_path: Path) -> Path:
     timing["raw_times_s"][0] = -1.5
     (run / "timing.json").write_text(json.dumps(timing))
 
-    data = tmp_path / "data"
-    run_dirs = find_run_dirs(tree)
-    cache = FingerprintCache(data / "state" / "fingerprints.sqlite")
-    versions = cache.versions(run_dirs)
-    cache.close()
-    for run_dir in run_dirs:
-        write = write_partition(PartitionJob(run_dir.key, str(tree), str(data),
-                                             versions[run_dir.key]))
-        assert write.error is None, write.error
-    return data
+    return write_tables(tree, tmp_path / "data")
 
 
 def _run(capsys, *argv: str) -> str:

@@ -96,17 +96,25 @@ def test_search_with_a_server_that_is_down_marks_links_in_the_table(tables_dir):
     assert PASSWORD not in done.stdout + done.stderr
 
 
-def test_search_gives_up_on_a_server_that_never_answers(tables_dir):
-    """A server that takes the connection and never answers (hung, or a blackholed proxy):
-    the lookup gives up after LOOKUP_SECONDS, not MLflow's 120 s per request, 8 times."""
+def _search_a_silent_server(tables_dir: Path, uri: str) -> tuple[subprocess.CompletedProcess,
+                                                                  float]:
+    """`search` with links from a server at `uri` ({address} filled in) that takes the
+    connection and never answers; what it printed and how long it took."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes the handshake; nothing ever reads or answers
-        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
         done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
-                            "--limit", "3", "--json", "--mlflow-uri", uri)
-        seconds = time.monotonic() - started
+                            "--limit", "3", "--json", "--mlflow-uri",
+                            uri.format(address=address))
+        return done, time.monotonic() - started
+
+
+def test_search_gives_up_on_a_server_that_never_answers(tables_dir):
+    """A server that takes the connection and never answers (hung, or a blackholed proxy):
+    the lookup gives up after LOOKUP_SECONDS, not MLflow's 120 s per request, 8 times."""
+    done, seconds = _search_a_silent_server(tables_dir, "http://{address}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert seconds < 15, seconds
     assert "mlflow links unavailable: http://127.0.0.1:" in done.stderr
@@ -129,14 +137,8 @@ def test_a_traceback_of_the_cli_shows_no_password(tmp_path):
 def test_search_gives_up_on_a_database_server_that_never_answers(tables_dir):
     """The same with MLflow on Postgres: the driver's connection gives up after
     LOOKUP_SECONDS (libpq has no timeout of its own)."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        uri = f"postgresql+psycopg2://alice:{PASSWORD}@127.0.0.1:{silent.getsockname()[1]}/db"
-        started = time.monotonic()
-        done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
-                            "--limit", "3", "--json", "--mlflow-uri", uri)
-        seconds = time.monotonic() - started
+    done, seconds = _search_a_silent_server(
+        tables_dir, f"postgresql+psycopg2://alice:{PASSWORD}@{{address}}/db")
     assert done.returncode == 0, done.stderr[-3000:]
     assert seconds < 15, seconds
     assert "mlflow links unavailable: postgresql+psycopg2://127.0.0.1:" in done.stderr
