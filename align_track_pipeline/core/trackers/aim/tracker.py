@@ -15,12 +15,17 @@ from align_track_pipeline.core.trackers.aim.manifest import (
     manifest_path,
 )
 from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs, scene_run_name
-from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
+from align_track_pipeline.core.trackers.base import (
+    Partition,
+    Settings,
+    TargetError,
+    Tracker,
+    WriteReport,
+)
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
 if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.aim.writer import AimWriter
-    from align_track_pipeline.core.trackers.registry import Settings
 
 UI_PORT = 43800  # where `align-track aim-ui` serves the repo by default
 
