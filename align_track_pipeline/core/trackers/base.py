@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,6 +73,19 @@ class WriteReport:
     links: Mapping[str, str] = field(default_factory=dict)  # label -> URL in the tracker's UI
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """Upkeep a tracker's store needs after runs were written, as an asset of its own (Aim:
+    its repo index): brought up to date after the tracker's materializations by a sensor, or by
+    hand through its job. `run(full)` does it (`full`: from scratch) and returns plain values
+    for the UI."""
+
+    asset: str
+    job: str
+    description: str
+    run: Callable[[bool], Mapping[str, object]]
+
+
 class TrackerWriter(Protocol):
     """An open connection to a tracker's store. Every method is idempotent at the store."""
 
@@ -130,6 +143,11 @@ class Tracker(ABC):
         the most workers its phase of `align-track ingest` uses. One unless the store says
         more (a store that serializes writers gains nothing from more)."""
         return 1
+
+    def follow_up(self) -> FollowUp | None:
+        """The upkeep asset this tracker's store needs after writes, if any (none by
+        default)."""
+        return None
 
     def ui_hint(self) -> str:
         """One line telling a user where the runs are and how to look at them."""
