@@ -8,12 +8,12 @@ import dagster as dg
 
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.trackers.registry import Settings, create_all
-from align_track_pipeline.defs.aim_index import aim_index_defs
 from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.automation import automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
 from align_track_pipeline.defs.dagster_compat import silence_owners_warning
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
+from align_track_pipeline.defs.follow_up import follow_up_defs
 from align_track_pipeline.defs.jobs import comparison_job, tables_job, tracker_job
 from align_track_pipeline.defs.resources import (
     DataStore,
@@ -34,8 +34,9 @@ def build_defs(
     loggers: dict[str, dg.LoggerDefinition] | None = None,
 ) -> dg.Definitions:
     """Definitions bound to a tree and a data dir (defaults: env vars, then embedded), with one
-    asset and one job per registered tracker; `options` are a user's explicit tracker choices
-    (command-line flags), which win over the environment."""
+    asset and one job per registered tracker, plus its follow-up asset if it declares one
+    (Aim's index); `options` are a user's explicit tracker choices (command-line flags), which
+    win over the environment."""
     data = data_dir or default_data_dir()
     trackers = create_all(Settings(Path(data), options or {}))
     pipeline = dg.Definitions(
@@ -54,8 +55,8 @@ def build_defs(
         },
         loggers=loggers,
     )
-    with_aim = any(t.name == "aim" for t in trackers)  # the Aim index is upkeep of its own
-    return dg.Definitions.merge(pipeline, aim_index_defs()) if with_aim else pipeline
+    follow_ups = [d for d in map(follow_up_defs, trackers) if d is not None]
+    return dg.Definitions.merge(pipeline, *follow_ups)
 
 
 silence_owners_warning()  # before the code server binds the sensors' resources

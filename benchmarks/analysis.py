@@ -4,7 +4,7 @@
                                         [--keep DIR]
 
 The tables are written straight to Parquet (the project's `ParquetStore`, with the schemas of
-`core/tables/schema.py`), one file per partition as an ingest writes them: 10 ADMs x 4 LLMs,
+`core/schema.py`), one file per partition as an ingest writes them: 10 ADMs x 4 LLMs,
 12 alignment targets, 2,000 scenarios of 5 scenes each, texts of a few hundred characters and
 an item JSON of about 1.2 KB per scene. The comparison file is built as the `scene_comparison`
 asset builds it. Each command then runs in a fresh process, as a user runs it, and its wall
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from align_track_pipeline.core.analysis.compare import write_comparison
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
-from align_track_pipeline.core.tables.schema import EXPERIMENTS, SCENES
+from align_track_pipeline.core.schema import EXPERIMENTS, SCENES
 from align_track_pipeline.core.tables.store import ParquetStore
 
 ADMS = [f"pipeline_{name}" for name in (

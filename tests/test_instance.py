@@ -10,8 +10,14 @@ import pytest
 import yaml
 
 from align_track_pipeline.cli import main
-from align_track_pipeline.cli.instance import INSTANCE_CONFIG, open_instance, prepare_home
+from align_track_pipeline.cli.instance import (
+    INSTANCE_CONFIG,
+    PROJECT_HEADER,
+    open_instance,
+    prepare_home,
+)
 from align_track_pipeline.core.cores import usable_cores
+from tests.conftest import REPO
 
 ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
 
@@ -117,3 +123,30 @@ def test_processes_creating_one_instance_at_once_all_open_it(tmp_path):
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
     subprocess.run([sys.executable, "-c", OPEN, str(tmp_path)], check=True, timeout=300)
+
+
+def test_the_package_carries_the_repositorys_dagster_yaml_unchanged():
+    """The top-level dagster.yaml is the instance configuration; installed wheels seed their
+    homes from the package's copy, which must not drift from it."""
+    top = REPO / "dagster.yaml"
+    assert INSTANCE_CONFIG.read_text() == top.read_text()
+    assert top.read_text().startswith(PROJECT_HEADER)
+
+
+def _leaves(config: dict, prefix: tuple = ()) -> dict[tuple, object]:
+    out = {}
+    for key, value in config.items():
+        out |= _leaves(value, (*prefix, key)) if isinstance(value, dict) else {
+            (*prefix, key): value}
+    return out
+
+
+def test_the_deployment_extends_the_repositorys_dagster_yaml():
+    """Every setting of the top-level dagster.yaml holds in deploy/dagster.yaml too (which adds
+    Postgres, the queue and shared logs), except the run limit, sized to the host there."""
+    top = _leaves(yaml.safe_load((REPO / "dagster.yaml").read_text()))
+    deploy = _leaves(yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text()))
+    sized = {("concurrency", "runs", "max_concurrent_runs")}
+    assert len(top) >= 5
+    assert {k: v for k, v in top.items() if k not in sized} == {
+        k: deploy.get(k) for k in top if k not in sized}

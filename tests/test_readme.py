@@ -1,4 +1,4 @@
-from align_track_pipeline.core.tables.schema import schema_markdown
+from align_track_pipeline.core.schema import schema_markdown
 from tests.conftest import REPO
 
 

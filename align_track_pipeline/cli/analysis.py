@@ -39,7 +39,7 @@ from align_track_pipeline.core.analysis.render import (
 )
 from align_track_pipeline.core.analysis.search import SHOWN_COLUMNS, search
 from align_track_pipeline.core.locations import default_data_dir
-from align_track_pipeline.core.tables.schema import TABLES
+from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.trackers.registry import Settings, create_all
 
 # The columns of a compare table in the terminal, one row per run.

@@ -23,18 +23,15 @@ import dagster as dg
 
 from align_track_pipeline.cli.exits import PoolTimeout
 from align_track_pipeline.core.processes import process_alive
+from align_track_pipeline.core.settings import current
 from align_track_pipeline.defs.dagster_compat import pool_holders, release_pool_slots
 
 HOST_TAG, PID_TAG, HEARTBEAT_TAG = "align_track/host", "align_track/pid", "align_track/heartbeat"
 _UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name) or default)
-
-
 def dead_after() -> float:
-    return _seconds("ALIGN_TRACK_DEAD_WRITER_SECONDS", 120)
+    return current().get("ALIGN_TRACK_DEAD_WRITER_SECONDS")
 
 
 def cli_run_tags() -> dict[str, str]:
@@ -81,7 +78,7 @@ def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
 def wait_for_pool(instance: dg.DagsterInstance, pool: str,
                   progress: Callable[[str], None]) -> None:
     """Return once `pool` has a free slot; say what holds it meanwhile."""
-    limit = _seconds("ALIGN_TRACK_POOL_WAIT_SECONDS", 600)
+    limit = current().get("ALIGN_TRACK_POOL_WAIT_SECONDS")
     started = time.monotonic()
     while True:
         size, holders = pool_holders(instance, pool)

@@ -25,6 +25,7 @@ from align_track_pipeline.core.guard import (
 )
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.secrets import mask_text, without_credentials
+from align_track_pipeline.core.settings import SettingError, current
 from align_track_pipeline.core.source.discovery import (
     check_root,
     find_run_dirs,
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     with interrupts_recorded() as received:
         args = _parser().parse_args(argv)
         as_json = getattr(args, "json", False)
+        if (refused := _bad_settings(as_json)) is not None:
+            return refused
         try:
             with (_quiet_dagster() if args.loads_dagster else nullcontext(),
                   _stdout_to_stderr(as_json)):
@@ -61,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     if result is not None:
         print(json.dumps(result, default=str), flush=True)
     return code
+
+
+def _bad_settings(as_json: bool) -> int | None:
+    """Exit 2 when a variable holds a value its setting does not accept, naming it and what
+    it accepts: checked before any command starts, so no command fails half-way on it."""
+    try:
+        current()
+    except SettingError as exc:
+        print(f"align-track: {exc}", file=sys.stderr, flush=True)
+        if as_json:
+            print(json.dumps({"error": str(exc)}), flush=True)
+        return 2
+    return None
 
 
 def _stores(args: argparse.Namespace) -> list[Path]:
@@ -143,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
                           "(for dagster dev / dagster-daemon) and print the home's path")
     home.add_argument("--data-dir", type=Path, default=None)
     home.set_defaults(func=cmd_dagster_home, loads_dagster=False)
+
+    config = sub.add_parser("config", help="show every setting's effective value and its "
+                            "source (env, option, derived or default), secrets masked")
+    config.add_argument("--data-dir", type=Path, default=None)
+    config.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    config.set_defaults(func=cmd_config, loads_dagster=False)
 
     list_runs = sub.add_parser("list-runs", help="run path, ADM, alignment, scenario count")
     list_runs.add_argument("dir", type=Path)
@@ -292,11 +314,12 @@ def cmd_dagster_ui(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.instance import prepare_home
 
     experiments, data = _dirs(args)
-    os.environ["DAGSTER_HOME"] = str(prepare_home(data))
+    home = str(prepare_home(data))
+    os.environ["DAGSTER_HOME"] = home
     os.environ["ALIGN_TRACK_DATA_DIR"] = str(data)
     os.environ["ALIGN_TRACK_EXPERIMENTS_DIR"] = str(experiments)
     return _serve("Dagster", ["dg", "dev", "-m", "align_track_pipeline.definitions"], args.port,
-                  os.environ["DAGSTER_HOME"])
+                  home)
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
@@ -363,6 +386,18 @@ def cmd_dagster_home(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.instance import prepare_home
 
     print(prepare_home((args.data_dir or Path(default_data_dir())).resolve()))
+    return 0, None
+
+
+def cmd_config(args: argparse.Namespace) -> Result:
+    from align_track_pipeline.cli.config import effective
+
+    data = (args.data_dir or Path(default_data_dir())).resolve()
+    settings = effective(data, args.data_dir is not None)
+    if args.json:
+        return 0, {"settings": settings}
+    _table(["variable", "value", "source"],
+           [[name, s["value"], s["source"]] for name, s in settings.items()])
     return 0, None
 
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from align_track_pipeline.core.schema import schema_markdown
 from align_track_pipeline.core.settings import settings_markdown
-from align_track_pipeline.core.tables.schema import schema_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 USAGE_WIDTH = 100

@@ -25,6 +25,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from align_track_pipeline.core.settings import current
+
 ENV = "ALIGN_TRACK_FAULT"
 ACTIONS = {"kill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
 
@@ -58,7 +60,7 @@ def fault_point(name: str) -> None:
     """Act here if ALIGN_TRACK_FAULT names this point and this is the chosen hit."""
     global _fault, _hits
     if _fault is _UNREAD:
-        _fault = parse(os.environ.get(ENV))
+        _fault = parse(current().get(ENV))
     if _fault is None or _fault.point != name:
         return
     _hits += 1

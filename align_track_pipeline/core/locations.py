@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from align_track_pipeline.core.guard import Refusal, remembered_tree
+from align_track_pipeline.core.settings import current, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_TREE = REPO_ROOT / "examples" / "experiment-data"
@@ -17,8 +18,8 @@ BUNDLED_TREE = REPO_ROOT / "examples" / "experiment-data"
 def default_experiments_dir(data_dir: Path | None = None) -> str:
     """`ALIGN_TRACK_EXPERIMENTS_DIR`, else the tree `data_dir` was built from (so a forgotten
     `--experiments-dir` never points an existing data dir at the sample), else the sample."""
-    if os.environ.get("ALIGN_TRACK_EXPERIMENTS_DIR"):
-        return os.environ["ALIGN_TRACK_EXPERIMENTS_DIR"]
+    if current().is_set("ALIGN_TRACK_EXPERIMENTS_DIR"):
+        return current().get("ALIGN_TRACK_EXPERIMENTS_DIR")
     try:
         known = remembered_tree(data_dir) if data_dir else None
     except Refusal:  # an unreadable record: the command's own check reports it
@@ -27,7 +28,7 @@ def default_experiments_dir(data_dir: Path | None = None) -> str:
 
 
 def default_data_dir() -> str:
-    return os.environ.get("ALIGN_TRACK_DATA_DIR") or str(Path.cwd() / "align-track-data")
+    return current().get("ALIGN_TRACK_DATA_DIR") or str(Path.cwd() / "align-track-data")
 
 
 # Filesystems where SQLite's locking is unreliable (and every stat call a round trip).
@@ -51,8 +52,8 @@ def fingerprint_cache_path(data_dir: Path, env: dict[str, str] | None = None,
     env = dict(os.environ) if env is None else env
     data_dir = Path(data_dir).resolve()
     named = f"fingerprints-{hashlib.blake2b(str(data_dir).encode(), digest_size=6).hexdigest()}"
-    if env.get("ALIGN_TRACK_CACHE_DIR"):
-        return Path(env["ALIGN_TRACK_CACHE_DIR"]) / f"{named}.sqlite"
+    if cache_dir := load_settings(env).get("ALIGN_TRACK_CACHE_DIR"):
+        return Path(cache_dir) / f"{named}.sqlite"
     if not on_network_filesystem(data_dir, mountinfo):
         return data_dir / "state" / "fingerprints.sqlite"
     cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")

@@ -11,16 +11,16 @@ missing partition is requested until it is in progress, and not again once it fa
 folder is retried when it changes, not on every tick).
 """
 
-import os
-
 import dagster as dg
+
+from align_track_pipeline.core.settings import current
 
 AC = dg.AutomationCondition
 
 
 def tick_seconds() -> int:
     """Minimum interval of the sensors (`ALIGN_TRACK_SENSOR_INTERVAL_SECONDS`, default 30)."""
-    return int(os.environ.get("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS") or 30)
+    return current().get("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS")
 
 
 _NOT_BUSY = ~AC.any_deps_in_progress() & ~AC.in_progress()

@@ -1,13 +1,13 @@
 """Removed run directories: their partitions go, and their data in every store is deleted or,
 with `ALIGN_TRACK_ON_REMOVED=archive`, archived (kept, out of every default view)."""
 
-import os
 import time
 from contextlib import closing
 
 import dagster as dg
 
 from align_track_pipeline.core.secrets import credentials_masked
+from align_track_pipeline.core.settings import current
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.core.trackers.registry import chosen
 from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG
@@ -20,7 +20,7 @@ DELETE, ARCHIVE = "delete", "archive"
 
 def removal_mode(configured: str = "") -> str:
     """The configured mode, else `ALIGN_TRACK_ON_REMOVED`, else `delete`."""
-    mode = configured or os.environ.get("ALIGN_TRACK_ON_REMOVED") or DELETE
+    mode = configured or current().get("ALIGN_TRACK_ON_REMOVED")
     if mode not in (DELETE, ARCHIVE):
         raise ValueError(f"removal mode must be {DELETE!r} or {ARCHIVE!r} "
                          f"(ALIGN_TRACK_ON_REMOVED or the op config), not {mode!r}")

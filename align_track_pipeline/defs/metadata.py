@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from align_track_pipeline.core.analysis.render import markdown_cell
-from align_track_pipeline.core.tables.schema import PREVIEW_COLUMNS, TABLES
+from align_track_pipeline.core.schema import PREVIEW_COLUMNS, TABLES
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.core.tables.writer import TableWrite
 

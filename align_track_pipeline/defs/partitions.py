@@ -1,6 +1,6 @@
-import os
-
 import dagster as dg
+
+from align_track_pipeline.core.settings import current
 
 # One partition per run directory; keys come from core.discovery.partition_key.
 experiment_partitions = dg.DynamicPartitionsDefinition(name="experiments")
@@ -14,4 +14,4 @@ def batch_policy() -> dg.BackfillPolicy:
     partition, and several runs for a large backfill so they go in parallel (as many at once as
     `max_concurrent_runs`, one per core, and the trackers' pools allow). A run costs seconds to
     start; 50 partitions of the Aim phase are about a minute of work."""
-    return dg.BackfillPolicy.multi_run(int(os.environ.get(PARTITIONS_PER_RUN) or 50))
+    return dg.BackfillPolicy.multi_run(current().get(PARTITIONS_PER_RUN))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
 from align_track_pipeline.core.locations import fingerprint_cache_path
+from align_track_pipeline.core.settings import current
 from align_track_pipeline.core.source.discovery import (
     FingerprintCache,
     RunDir,
@@ -89,4 +89,4 @@ class Trackers(dg.ConfigurableResource):
 def env_or(name: str, default: str) -> str | dg.EnvVar:
     """`dg.EnvVar(name)` when the variable is set (the UI then shows its name, not its value),
     else the embedded default."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+    return dg.EnvVar(name) if current().is_set(name) else default

@@ -1,9 +1,8 @@
 """The nightly pass: observe the whole tree, so changes are caught even with the sensor off."""
 
-import os
-
 import dagster as dg
 
+from align_track_pipeline.core.settings import current
 from align_track_pipeline.core.source.discovery import TreeUnreadable
 from align_track_pipeline.defs.folders import folders_to_observe, observation_request, observe_job
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
@@ -13,7 +12,7 @@ NIGHTLY_CRON = "0 2 * * *"
 
 def nightly_timezone() -> str:
     """`ALIGN_TRACK_TIMEZONE` (an IANA name such as Europe/Berlin), default UTC."""
-    return os.environ.get("ALIGN_TRACK_TIMEZONE") or "UTC"
+    return current().get("ALIGN_TRACK_TIMEZONE")
 
 
 @dg.schedule(job=observe_job, cron_schedule=NIGHTLY_CRON, execution_timezone=nightly_timezone(),

@@ -1,6 +1,5 @@
 """The Parquet tables: one parse of a run directory feeds both `experiments` and `scenes`."""
 
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import dagster as dg
 
 from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import spawn_pool
+from align_track_pipeline.core.settings import current
 from align_track_pipeline.core.tables.writer import PartitionJob, PartitionWrite, write_partition
 from align_track_pipeline.core.versions import PARSER_VERSION, table_version
 from align_track_pipeline.defs.automation import TABLES_CONDITION
@@ -120,7 +120,7 @@ def _run(jobs: list[PartitionJob]) -> Iterable[PartitionWrite]:
 
 def _pooled(jobs: list[PartitionJob]) -> Iterator[PartitionWrite]:
     # A worker of `align-track ingest --workers N` gets its share of the cores.
-    workers = int(os.environ.get("ALIGN_TRACK_PARSE_PROCESSES") or min(usable_cores(), 4))
+    workers = current().get("ALIGN_TRACK_PARSE_PROCESSES") or min(usable_cores(), 4)
     with spawn_pool(workers) as pool:  # never outlives this process, even killed
         yield from pool.map(write_partition, jobs, chunksize=4)
 

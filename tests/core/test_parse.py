@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from align_track_pipeline.core.schema import EXPERIMENTS, SCENES
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.source.parse import parse_run_dir
-from align_track_pipeline.core.tables.schema import EXPERIMENTS, SCENES
 from tests.conftest import SAMPLE_TREE, item_count
 
 FAKE_SECRET = "FAKE-SECRET-DO-NOT-LOG"

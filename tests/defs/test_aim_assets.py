@@ -18,7 +18,6 @@ from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.trackers.aim import compat as aim_compat
 from align_track_pipeline.definitions import build_defs
-from align_track_pipeline.defs.aim_index import aim_reindex_sensor
 from tests.conftest import (
     _free_port,
     aim_runs_held,
@@ -64,6 +63,7 @@ def test_ingest_makes_every_scene_visible_in_aim(capsys, sample_tree, data_dir):
 
 def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, data_dir):
     defs = build_defs(str(sample_tree), str(data_dir))
+    aim_reindex_sensor = defs.resolve_sensor_def("aim_reindex_sensor")  # Aim's follow-up
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         keys = [r.key for r in find_run_dirs(sample_tree)][:2]
         instance.add_dynamic_partitions("experiments", keys)

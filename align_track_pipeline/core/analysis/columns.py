@@ -1,10 +1,10 @@
-"""The tables' columns by kind, from the one schema (`core/tables/schema.py`)."""
+"""The tables' columns by kind, from the one schema (`core/schema.py`)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from align_track_pipeline.core.tables.schema import TABLES
+from align_track_pipeline.core.schema import TABLES
 
 
 def columns_of(table: str) -> list[str]:

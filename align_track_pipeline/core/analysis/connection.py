@@ -16,8 +16,8 @@ import duckdb
 
 from align_track_pipeline.core.analysis.columns import columns_of
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
+from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.tables.health import unreadable_files
-from align_track_pipeline.core.tables.schema import TABLES
 from align_track_pipeline.core.tables.store import ParquetStore
 
 MEMORY_LIMIT = "4GB"

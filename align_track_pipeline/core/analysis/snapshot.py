@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from align_track_pipeline.core.tables.schema import TABLES
+from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.tables.store import ParquetStore
 
 COMPARISON_FILE = Path("analysis") / "scene_comparison.parquet"  # under the data dir

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from align_track_pipeline.core.schema import EXPERIMENTS, SCENES
 from align_track_pipeline.core.source.config import (
     UNALIGNED,
     RunConfig,
@@ -32,7 +33,6 @@ from align_track_pipeline.core.source.discovery import (
 )
 from align_track_pipeline.core.source.files import ParseError, dig, number, read_json, read_yaml
 from align_track_pipeline.core.source.results import Scores, Timing, parse_scores, parse_timing
-from align_track_pipeline.core.tables.schema import EXPERIMENTS, SCENES
 
 _ID_SUFFIX = re.compile(r"-(?P<kdma>[A-Za-z][\w ]*?)-(?P<value>\d+(?:\.\d+)?)$")
 

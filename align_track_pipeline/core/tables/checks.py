@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from align_track_pipeline.core.tables.schema import ROW_KEYS, TABLES, non_null_columns
+from align_track_pipeline.core.schema import ROW_KEYS, TABLES, non_null_columns
 
 CONTRACT = "row_contract"
 

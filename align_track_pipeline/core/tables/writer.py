@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from align_track_pipeline.core.schema import PREVIEW_COLUMNS
 from align_track_pipeline.core.source.discovery import RunDir, rel_path_of
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.tables.checks import CheckOutcome, row_contract
-from align_track_pipeline.core.tables.schema import PREVIEW_COLUMNS
 from align_track_pipeline.core.tables.store import ParquetStore
 
 PREVIEW_ROWS = 5

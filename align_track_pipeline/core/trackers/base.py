@@ -11,18 +11,39 @@ A tracker object is cheap and holds only where its store is; `open()` connects a
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from align_track_pipeline.core import versions
+from align_track_pipeline.core.settings import load_settings
 
 
 class TargetError(ValueError):
     """A tracker target that is malformed or not supported: refused before anything is
     written (the CLI exits 2 with this message)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a factory builds its tracker from: the data dir, the options a user gave
+    explicitly (command-line flags; absent = not given) and the environment, whose variables
+    are read through the validated registry (`core/settings.py`)."""
+
+    data_dir: Path
+    options: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def get(self, option: str, env_var: str | None = None, default: Any = "") -> Any:
+        """The option if given, else the variable's value if set (typed: a switch is a
+        bool), else `default`."""
+        if self.options.get(option):
+            return self.options[option]
+        values = load_settings(self.env)
+        return values.get(env_var) if env_var and values.is_set(env_var) else default
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,19 @@ class WriteReport:
     deleted: int  # old runs removed
     details: Mapping[str, object] = field(default_factory=dict)  # plain values for the UI
     links: Mapping[str, str] = field(default_factory=dict)  # label -> URL in the tracker's UI
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """Upkeep a tracker's store needs after runs were written, as an asset of its own (Aim:
+    its repo index): brought up to date after the tracker's materializations by a sensor, or by
+    hand through its job. `run(full)` does it (`full`: from scratch) and returns plain values
+    for the UI."""
+
+    asset: str
+    job: str
+    description: str
+    run: Callable[[bool], Mapping[str, object]]
 
 
 class TrackerWriter(Protocol):
@@ -109,6 +143,11 @@ class Tracker(ABC):
         the most workers its phase of `align-track ingest` uses. One unless the store says
         more (a store that serializes writers gains nothing from more)."""
         return 1
+
+    def follow_up(self) -> FollowUp | None:
+        """The upkeep asset this tracker's store needs after writes, if any (none by
+        default)."""
+        return None
 
     def ui_hint(self) -> str:
         """One line telling a user where the runs are and how to look at them."""

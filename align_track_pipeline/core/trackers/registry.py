@@ -10,34 +10,19 @@ that has no MLflow): the others get no asset, no phase and no writes. Unset: all
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from pathlib import Path
 
 from align_track_pipeline.core.trackers.aim.tracker import aim_tracker
-from align_track_pipeline.core.trackers.base import TargetError, Tracker
+from align_track_pipeline.core.trackers.base import Settings, TargetError, Tracker
 from align_track_pipeline.core.trackers.mlflow.tracker import mlflow_tracker
 
 ENTRY_POINT_GROUP = "align_track.trackers"
 TRACKERS_ENV = "ALIGN_TRACK_TRACKERS"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What a factory builds its tracker from: the data dir, the options a user gave
-    explicitly (command-line flags; absent = not given) and the environment."""
-
-    data_dir: Path
-    options: Mapping[str, str] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-
-    def get(self, option: str, env_var: str | None = None, default: str = "") -> str:
-        """The option if given, else the environment variable if set, else `default`."""
-        return self.options.get(option) or (env_var and self.env.get(env_var)) or default
-
+__all__ = ["Settings", "TrackerFactory", "register", "create", "create_all", "create_every"]
 
 TrackerFactory = Callable[[Settings], Tracker]
 

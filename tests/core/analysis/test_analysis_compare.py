@@ -20,7 +20,7 @@ from align_track_pipeline.core.analysis.filters import Filters
 from align_track_pipeline.core.analysis.render import by_scene, side_by_side
 from align_track_pipeline.core.analysis.search import search
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
-from align_track_pipeline.core.tables.schema import TABLES
+from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.tables.store import ParquetStore
 from tests.core.analysis.expected import by_key, comparison_rows, table_rows
 

@@ -10,7 +10,7 @@ import pytest
 from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
 from align_track_pipeline.core.analysis.search import SHOWN_COLUMNS, search
-from align_track_pipeline.core.tables.schema import TABLES
+from align_track_pipeline.core.schema import TABLES
 from tests.core.analysis.expected import by_key, table_rows
 
 

@@ -40,6 +40,7 @@ from sqlalchemy import event
 from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.processes import process_alive
+from align_track_pipeline.core.settings import current
 
 INDEX_BUSY = (aimrocks.errors.RocksIOError,)
 
@@ -170,7 +171,7 @@ def stage_root() -> Path | None:
     """Where new runs are staged: `ALIGN_TRACK_AIM_STAGE` (a folder, created if missing, e.g.
     a local disk's when /dev/shm is small; `off`: runs are written in the repo directly),
     else `STAGE_ROOT`."""
-    value = os.environ.get(STAGE_ENV, "").strip()
+    value = current().get(STAGE_ENV) or ""
     if not value:
         return STAGE_ROOT
     if value.lower() == "off":

@@ -15,12 +15,18 @@ from align_track_pipeline.core.trackers.aim.manifest import (
     manifest_path,
 )
 from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs, scene_run_name
-from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
+from align_track_pipeline.core.trackers.base import (
+    FollowUp,
+    Partition,
+    Settings,
+    TargetError,
+    Tracker,
+    WriteReport,
+)
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
 if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.aim.writer import AimWriter
-    from align_track_pipeline.core.trackers.registry import Settings
 
 UI_PORT = 43800  # where `align-track aim-ui` serves the repo by default
 
@@ -72,6 +78,16 @@ class AimTracker(Tracker):
 
         legacy = Path(self.legacy_manifest) if self.legacy_manifest else None
         return _AimSession(self, AimWriter(Path(self.repo), legacy))
+
+    def follow_up(self) -> FollowUp:
+        """`aim_index`: the repo index (what Aim's runs table and queries read)."""
+        return FollowUp("aim_index", "aim_reindex",
+                        "The Aim repo index (what the runs table and queries read): brought up "
+                        "to date after aim_runs materializations, or rebuilt with full=True.",
+                        self._reindexed)
+
+    def _reindexed(self, full: bool) -> dict[str, object]:
+        return {"indexed_runs": self.reindex(full), "full": full, "repo": self.repo}
 
     def reindex(self, full: bool = False) -> int:
         """Index the runs whose index entry is missing or outdated (e.g. written while `aim up`

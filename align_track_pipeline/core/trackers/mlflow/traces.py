@@ -58,11 +58,6 @@ class TraceSpec:
         return f"tr-{digest}"
 
 
-def traces_enabled(value: str) -> bool:
-    """On unless ALIGN_TRACK_MLFLOW_TRACES says off (also: 0, false, no)."""
-    return value.strip().lower() not in ("off", "0", "false", "no")
-
-
 def plan_traces(experiments: list[dict], scenes: list[dict], mode: str) -> list[TraceSpec]:
     """One trace per scene, in scene order."""
     times = run_times(experiments[0]["experiment_path"] if experiments else "", scenes)

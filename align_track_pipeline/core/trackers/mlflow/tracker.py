@@ -10,15 +10,20 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from align_track_pipeline.core.secrets import without_credentials
-from align_track_pipeline.core.trackers.base import Partition, TargetError, Tracker, WriteReport
+from align_track_pipeline.core.trackers.base import (
+    Partition,
+    Settings,
+    TargetError,
+    Tracker,
+    WriteReport,
+)
 from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL, plan_runs
 from align_track_pipeline.core.trackers.mlflow.traces import ENV as ENV_TRACES
-from align_track_pipeline.core.trackers.mlflow.traces import plan_traces, traces_enabled
+from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
 if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
-    from align_track_pipeline.core.trackers.registry import Settings
 
 DEFAULT_EXPERIMENT = "align-system"
 PARENTS_ONLY_LABEL = "experiments, one row each"
@@ -191,11 +196,11 @@ def mlflow_tracker(settings: Settings) -> MlflowTracker:
         tracking_uri=uri,
         experiment=settings.get("mlflow_experiment", "ALIGN_TRACK_MLFLOW_EXPERIMENT",
                                 DEFAULT_EXPERIMENT),
-        flat=settings.get("flat", "ALIGN_TRACK_MLFLOW_FLAT") == "1",
+        flat=settings.get("flat", "ALIGN_TRACK_MLFLOW_FLAT", False) in (True, "1"),
         artifact_root=artifacts or str(data / "mlflow-artifacts"),
         shared_artifacts=bool(artifacts),
         ui_url=settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL", default_ui_url(uri)),
-        traces=traces_enabled(settings.get("mlflow_traces", ENV_TRACES, "on")),
+        traces=settings.get("mlflow_traces", ENV_TRACES, True) in (True, "1"),
     )
 
 
