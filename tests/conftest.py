@@ -287,3 +287,8 @@ def without_read_override(argv: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return argv
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *argv]
+
+
+def status_counts(**counts: int) -> dict[str, int]:
+    """`status --json`'s counts: every state, zero where no partition is in it."""
+    return dict.fromkeys(("fresh", "stale", "missing", "failed", "unreadable"), 0) | counts

@@ -12,7 +12,7 @@ import pytest
 
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
-from tests.conftest import item_count
+from tests.conftest import item_count, status_counts
 
 
 def _ingest(capsys, tree: Path, data: Path) -> tuple[int, dict]:
@@ -59,8 +59,14 @@ def test_a_tree_whose_only_run_dir_is_bad_exits_1_and_status_says_failed(capsys,
     main(["status", "--experiments-dir", str(tmp_path / "tree"), "--data-dir", str(data_dir),
           "--json"])
     status = json.loads(capsys.readouterr().out)
-    assert [(p["partition"], p["state"]) for p in status["partitions"]] == [
-        ("broken/run", "failed")]
+    error = report["failed"][0]["error"]  # the reason is the one the ingest reported
+    assert status["partitions"] == [{"partition": "broken/run", "path": "broken/run",
+                                     "state": "failed", "error": error}]
+    assert status["counts"] == status_counts(failed=1) and status["total"] == 1
+    main(["status", "--experiments-dir", str(tmp_path / "tree"), "--data-dir", str(data_dir)])
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  FAILED broken/run: {error}" in lines
+    assert lines[-1] == "1 partitions: 0 fresh, 0 stale, 0 missing, 1 failed, 0 unreadable"
 
 
 @pytest.mark.slow
@@ -209,3 +215,31 @@ def _mlflow_runs(data_dir: Path, partition: str) -> int:
     experiment = client.get_experiment_by_name("align-system")
     return len(client.search_runs([experiment.experiment_id], max_results=10000,
                                   filter_string=f"tags.`align_track.partition` = '{partition}'"))
+
+
+@pytest.mark.slow
+def test_every_phase_shows_progress_and_the_hints_repeat_the_dirs(capsys, small_tree,
+                                                                  data_dir):
+    """Each phase prints `[n/N] key: ... (rate)`; the closing hints name the tree and data
+    dir given, so pasting them opens the same stores; a pass that writes no table leaves
+    `scene_comparison` alone and says nothing about rebuilding it."""
+    dirs = ["--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]
+    assert main(["ingest", *dirs]) == 0
+    out, err = capsys.readouterr()
+    keys = [r.key for r in find_run_dirs(small_tree)]
+    for phase in ("scenes so far", "runs,"):  # the tables, then each tracker
+        done = [line for line in err.splitlines() if line.startswith("[3/3] ") and phase in line]
+        assert done and all(line.endswith(" partitions/s)") for line in done), err
+    assert sum(line.startswith("[3/3] ") and "runs," in line for line in err.splitlines()) == 2
+    assert "compare_scenes: rebuilt" in err
+    assert f"open with `align-track mlflow-ui --data-dir {data_dir}`" in out
+    assert f"open with `align-track aim-ui --data-dir {data_dir}`" in out
+    assert f"`align-track status --experiments-dir {small_tree} --data-dir {data_dir}`" in out
+
+    bad = small_tree / "pipeline_broken" / "run"
+    bad.mkdir(parents=True)
+    (bad / "input_output.json").write_text("")
+    assert main(["ingest", *dirs]) == 1
+    err = capsys.readouterr().err
+    assert "pipeline_broken/run" in err and "compare_scenes" not in err  # no table written
+    assert len(keys) == 3

@@ -117,14 +117,17 @@ def test_kill_9_takes_the_workers_and_their_parse_pools(busy_tree, tmp_path):
     err = tmp_path / "ingest.err"
     proc = _start(tree, tmp_path / "data", 2, err)
 
-    def grandchild() -> bool:
+    def parse_pool_in_a_worker() -> bool:
+        """A worker writes its batch (its progress is relayed) with its own parse pool: a
+        spawned interpreter under a worker (not multiprocessing's resource tracker, nor a
+        short-lived command an import runs)."""
         procs = session(proc.pid)
         workers = {pid for pid, ppid in procs.items() if ppid == proc.pid}
-        return any(ppid in workers and "resource_tracker" not in _cmdline(pid)
-                   for pid, ppid in procs.items())
+        return "[worker " in err.read_text() and any(
+            ppid in workers and "spawn_main" in (cmd := _cmdline(pid))
+            and "resource_tracker" not in cmd for pid, ppid in procs.items())
 
-    _wait_for("parse pool in a worker", grandchild, proc, err)
-    assert "[worker " in err.read_text()  # a worker is writing its batch
+    _wait_for("parse pool in a worker", parse_pool_in_a_worker, proc, err)
     assert _kill_and_count_survivors(proc) == {}
     _ingest_again_exactly_once(tree, tmp_path / "data", scenes)
 

@@ -117,11 +117,19 @@ _INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 def failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     """Partition -> error, from the `failures` metadata the assets attach to their Failure.
     Raises KeyboardInterrupt if a step was interrupted (Ctrl-C, SIGTERM): stop, do not retry."""
+    events = result.get_step_failure_events()
+    if any((e := ev.step_failure_data.error) and e.cls_name in _INTERRUPTS for ev in events):
+        raise KeyboardInterrupt(f"{result.job_def.name} run {result.run_id}")
+    return step_errors(events)
+
+
+def step_errors(events: list[dg.DagsterEvent]) -> dict[str, str]:
+    """Partition -> error of these step failures; "*" for a step that failed as a whole.
+    What `ingest` reports of its own runs and `status` of the runs that left a partition
+    failed."""
     out: dict[str, str] = {}
-    for event in result.get_step_failure_events():
+    for event in events:
         error = event.step_failure_data.error
-        if error and error.cls_name in _INTERRUPTS:
-            raise KeyboardInterrupt(f"{result.job_def.name} run {result.run_id}")
         data = event.step_failure_data.user_failure_data
         failures = data.metadata.get("failures") if data else None
         if failures is not None:

@@ -178,8 +178,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
     written_before = _tables_written(instance)
-    tables_changed = _run_phases(runner, pool, [table_phase], limits, versions, errors,
-                                 progress, forced=broken)
+    _run_phases(runner, pool, [table_phase], limits, versions, errors, progress, forced=broken)
+    tables_changed = _tables_written(instance) != written_before  # a partition was written
     for key, files in broken_table_files(instance, runner.defs.resources["store"],
                                          broken).items():  # a rewrite that failed
         errors.setdefault(key, f"tables: {'; '.join(map(str, files))}")
@@ -243,12 +243,11 @@ def _todo(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,
 def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Phase],
                 limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
                 progress: Callable[[str], None], skipped: set[str] = frozenset(),
-                forced: set[str] = frozenset()) -> bool:
+                forced: set[str] = frozenset()) -> None:
     """Bring `todo_phases` up to date: the ones that spread over worker processes start there
     first, then the ones that take one writer (e.g. MLflow on SQLite) run in this process
-    meanwhile, so that a single-writer store no longer leaves the other cores idle. True when
-    any phase had partitions to materialize. `forced`: partitions to materialize even when
-    fresh (their files are broken)."""
+    meanwhile, so that a single-writer store no longer leaves the other cores idle. `forced`:
+    partitions to materialize even when fresh (their files are broken)."""
     instance = runner.instance
     order = instance.get_dynamic_partitions(PARTITIONS)
     planned = []
@@ -273,7 +272,6 @@ def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Ph
         for phase, todo, pending in spread:
             found = pool.collect(instance, pending)
             _finish(instance, versions, phase, todo, found, errors, progress, pending.seconds)
-    return bool(planned)
 
 
 def _finish(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,

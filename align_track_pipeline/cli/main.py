@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Iterator
@@ -281,14 +282,39 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
         print(f"  FAILED {failure['partition']}: {failure['error']}")
     print(f"Parquet tables: {data / 'parquet'}")
     for tracker in trackers:
-        print(f"{tracker.name}: {tracker.ui_hint()}")
+        options = _given(args, "data_dir", _STORE.get(tracker.name))
+        print(f"{tracker.name}: {tracker.ui_hint(options)}")
+    if args.experiments_dir or args.data_dir:
+        print(f"each partition's state: `align-track status"
+              f"{_given(args, 'experiments_dir', 'data_dir')}`")
     return code, None
+
+
+# The option that names each tracker's store, for the hints that repeat it.
+_STORE = {"mlflow": "mlflow_uri", "aim": "aim_repo"}
+
+
+def _given(args: argparse.Namespace, *dests: str | None) -> str:
+    """These options as given on the command line (credentials masked, quoted for a shell),
+    for a hint the user can paste: the command it names then reads the same tree and stores."""
+    parts = []
+    for dest in filter(None, dests):
+        if (value := getattr(args, dest, None)) is not None:
+            parts += [f"--{dest.replace('_', '-')}", shlex.quote(mask_text(str(value)))]
+    return "".join(f" {p}" for p in parts)
 
 
 def cmd_status(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.ingest import PARTITIONS, all_expected, source_versions
     from align_track_pipeline.cli.instance import open_instance
-    from align_track_pipeline.defs.freshness import partition_states
+    from align_track_pipeline.cli.reasons import failure_reasons
+    from align_track_pipeline.defs.freshness import (
+        FAILED,
+        FRESH,
+        MISSING,
+        STALE,
+        partition_states,
+    )
 
     experiments, data = _dirs(args)
     scan = scan_tree(experiments)
@@ -296,15 +322,22 @@ def cmd_status(args: argparse.Namespace) -> Result:
     with open_instance(data) as instance:
         states = partition_states(instance, source_versions(scan.run_dirs, data), expected)
         hidden = removals(instance.get_dynamic_partitions(PARTITIONS), scan).hidden
+        failed = {k for k, s in states.items() if s == FAILED}
+        reasons = failure_reasons(instance, expected, failed) if failed else {}
     rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]}
+            | ({"error": reasons.get(r.key, "no error recorded")} if r.key in failed else {})
             for r in scan.run_dirs]
     rows += [{"partition": k, "path": rel_path_of(k), "state": UNREADABLE, "error": reason}
              for k, reason in hidden.items()]
-    states |= dict.fromkeys(hidden, UNREADABLE)
+    order = (FRESH, STALE, MISSING, FAILED, UNREADABLE)
+    counts = {s: sum(r["state"] == s for r in rows) for s in order}
     if args.json:
-        counts = {s: sum(r["state"] == s for r in rows) for s in sorted(set(states.values()))}
-        return 0, {"partitions": rows, "counts": counts}
+        return 0, {"partitions": rows, "counts": counts, "total": len(rows)}
     _table(["state", "partition"], [[r["state"], r["partition"]] for r in rows])
+    for row in rows:
+        if "error" in row:
+            print(f"  {row['state'].upper()} {row['partition']}: {row['error']}")
+    print(f"{len(rows)} partitions: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0, None
 
 

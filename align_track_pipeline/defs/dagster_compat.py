@@ -52,9 +52,15 @@ def latest_storage_ids(instance: dg.DagsterInstance, asset: str,
 def failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:
     """Partitions whose latest planned materialization never happened (the attempt failed or
     is in progress): what Dagster's partition status marks failed once the run ended."""
+    return set(failed_attempt_runs(instance, asset))
+
+
+def failed_attempt_runs(instance: dg.DagsterInstance, asset: str) -> dict[str, str]:
+    """The same partitions -> the run id of that attempt (where its error is told)."""
     storage = instance.event_log_storage
-    return set(storage.get_latest_asset_partition_materialization_attempts_without_materializations(
-        dg.AssetKey(asset)))
+    attempts = storage.get_latest_asset_partition_materialization_attempts_without_materializations(
+        dg.AssetKey(asset))
+    return {key: run_id for key, (run_id, _storage_id) in attempts.items()}
 
 
 def record_failed_attempt(context: dg.AssetExecutionContext, asset: dg.AssetKey,

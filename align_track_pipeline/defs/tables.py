@@ -21,6 +21,7 @@ from align_track_pipeline.defs.dagster_compat import (
 from align_track_pipeline.defs.freshness import FOLDERS, provenance_tags
 from align_track_pipeline.defs.metadata import TableRows, column_schema, partition_metadata
 from align_track_pipeline.defs.partitions import batch_policy, experiment_partitions
+from align_track_pipeline.defs.progress import Progress
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
 TABLE_ASSETS = ("experiments", "scenes")
@@ -77,7 +78,7 @@ def parse_run_dirs(
     failures: dict[str, str] = {}
     written: list[Path] = []
     scenes = 0
-    report_every = max(1, len(keys) // 20)  # log lines are stored events too: ~20 per run
+    progress = Progress(context.log, len(keys))
     for n, write in enumerate(_run(jobs), 1):
         if write.error:
             failures[write.key] = write.error
@@ -89,8 +90,7 @@ def parse_run_dirs(
             context.log_event(event)
         written += [Path(table.path) for table in write.tables]
         scenes += write.scenes
-        if n % report_every == 0 or n == len(keys):
-            context.log.info(f"[{n}/{len(keys)}] {write.key}: {scenes} scenes so far")
+        progress.done(n, write.key, f"{scenes} scenes so far")
     _remember_good(store, written)
     if failures:
         raise dg.Failure(

@@ -15,6 +15,7 @@ from align_track_pipeline.defs.dagster_compat import DATA_VERSION_TAG, record_fa
 from align_track_pipeline.defs.freshness import provenance_tags
 from align_track_pipeline.defs.interrupts import remembered_interrupts
 from align_track_pipeline.defs.partitions import batch_policy, experiment_partitions
+from align_track_pipeline.defs.progress import Progress
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree, Trackers
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
@@ -84,6 +85,7 @@ def materialize_each(context: dg.AssetExecutionContext, tracker: Tracker, writer
     asset = context.asset_key
     provenance = provenance_tags(context.instance, tracker.code_version(), TABLE_ASSETS, keys)
     failures: dict[str, str] = {}
+    progress = Progress(context.log, len(keys))
     with remembered_interrupts() as check_interrupt:
         for n, key in enumerate(keys, 1):
             check_interrupt()
@@ -99,6 +101,7 @@ def materialize_each(context: dg.AssetExecutionContext, tracker: Tracker, writer
             context.log_event(dg.AssetMaterialization(
                 asset_key=asset, partition=key, metadata=report_metadata(report),
                 tags=provenance[key] | {DATA_VERSION_TAG: version}))
+            progress.done(n, key, f"{report.runs} runs, {report.written} written")
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} of {len(keys)} partitions failed: "

@@ -149,8 +149,9 @@ class Tracker(ABC):
         default)."""
         return None
 
-    def ui_hint(self) -> str:
-        """One line telling a user where the runs are and how to look at them."""
+    def ui_hint(self, options: str = "") -> str:
+        """One line telling a user where the runs are and how to look at them; `options`:
+        the command-line options (` --data-dir D`) that command needs to open the same store."""
         return self.target_id()
 
     def links(self, table: str, rows: Sequence[Mapping]) -> dict[str, str]:

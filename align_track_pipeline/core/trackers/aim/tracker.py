@@ -61,8 +61,8 @@ class AimTracker(Tracker):
         scales with processes; the shared index is written by one at a time, briefly."""
         return cores
 
-    def ui_hint(self) -> str:
-        return f"{self.repo}; open with `align-track aim-ui`"
+    def ui_hint(self, options: str = "") -> str:
+        return f"{self.repo}; open with `align-track aim-ui{options}`"
 
     def links(self, table: str, rows: Sequence[Mapping]) -> dict[str, str]:
         """Scenes rows only: Aim holds one run per scene and none per experiment row."""

@@ -70,8 +70,8 @@ class MlflowTracker(Tracker):
         write lock); Postgres (a lock per partition) and a server take one per core."""
         return 1 if self.tracking_uri.startswith("sqlite") else cores
 
-    def ui_hint(self) -> str:
-        return f"{self.target_id()}; open with `align-track mlflow-ui`"
+    def ui_hint(self, options: str = "") -> str:
+        return f"{self.target_id()}; open with `align-track mlflow-ui{options}`"
 
     def links(self, table: str, rows: Sequence[Mapping]) -> dict[str, str]:
         """Parents for experiments rows, scene runs for scenes rows (none in flat mode)."""
