@@ -53,6 +53,12 @@ def test_ingest_rewrites_a_broken_scenes_file_and_keeps_the_tracker_runs(
     assert mlflow_runs and aim_runs
 
     _break(path, how)
+    main(["status", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
+          "--json"])
+    status = {p["partition"]: p for p in json.loads(capsys.readouterr().out)["partitions"]}
+    assert status[run_dir.key]["state"] == "stale"  # not fresh: a file is gone
+    assert status[run_dir.key]["error"].startswith(f"{path} is ")
+    assert all(p["state"] == "fresh" for k, p in status.items() if k != run_dir.key)
     report = _ingest(capsys, small_tree, data_dir)
 
     assert report["materialized"] == [run_dir.key] and report["failed"] == []

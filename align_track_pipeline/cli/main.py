@@ -307,14 +307,9 @@ def _given(args: argparse.Namespace, *dests: str | None) -> str:
 def cmd_status(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.ingest import PARTITIONS, all_expected, source_versions
     from align_track_pipeline.cli.instance import open_instance
-    from align_track_pipeline.cli.reasons import failure_reasons
-    from align_track_pipeline.defs.freshness import (
-        FAILED,
-        FRESH,
-        MISSING,
-        STALE,
-        partition_states,
-    )
+    from align_track_pipeline.cli.reasons import problems
+    from align_track_pipeline.defs.freshness import FAILED, FRESH, MISSING, STALE, partition_states
+    from align_track_pipeline.defs.resources import DataStore
 
     experiments, data = _dirs(args)
     scan = scan_tree(experiments)
@@ -322,11 +317,11 @@ def cmd_status(args: argparse.Namespace) -> Result:
     with open_instance(data) as instance:
         states = partition_states(instance, source_versions(scan.run_dirs, data), expected)
         hidden = removals(instance.get_dynamic_partitions(PARTITIONS), scan).hidden
-        failed = {k for k, s in states.items() if s == FAILED}
-        reasons = failure_reasons(instance, expected, failed) if failed else {}
-    rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]}
-            | ({"error": reasons.get(r.key, "no error recorded")} if r.key in failed else {})
-            for r in scan.run_dirs]
+        told = problems(instance, DataStore(data_dir=str(data)), states, expected)
+    rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]} for r in scan.run_dirs]
+    for row in rows:
+        if row["partition"] in told:
+            row["state"], row["error"] = told[row["partition"]]
     rows += [{"partition": k, "path": rel_path_of(k), "state": UNREADABLE, "error": reason}
              for k, reason in hidden.items()]
     order = (FRESH, STALE, MISSING, FAILED, UNREADABLE)
