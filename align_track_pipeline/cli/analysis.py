@@ -1,4 +1,5 @@
-"""`search`, `compare`, `report` and `export`: answers from the Parquet tables, without a UI.
+"""`search`, `compare`, `report`, `dashboard` and `export`: answers from the Parquet tables,
+without a UI.
 
 Exit 0 with the answer (an empty one when nothing matches); 2 when the request cannot be
 answered as asked (the message says what is valid) or when there are no tables yet; 1 when a
@@ -23,6 +24,7 @@ from align_track_pipeline.core.analysis.connection import (
     broken_files_message,
     open_tables,
 )
+from align_track_pipeline.core.analysis.dashboard import write_dashboard
 from align_track_pipeline.core.analysis.export import FORMATS, export, export_format
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
 from align_track_pipeline.core.analysis.links import UNAVAILABLE, run_links
@@ -49,7 +51,7 @@ _COMPARE_SHOWN = ["adm", "llm_backbone", "alignment_target_id", "kdma_values", "
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the four commands on the `align-track` parser."""
+    """Register the five commands on the `align-track` parser."""
     cmd = _command(sub, "search", "rows of a table matching filters, with links to their runs",
                    cmd_search)
     _filter_options(cmd, default_table="scenes")
@@ -89,6 +91,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                           ".png (a chart: grouped bars, or a heat map when both axes have "
                           "many values), .html (the chart above the table); without it, the "
                           "table is printed")
+
+    cmd = _command(sub, "dashboard", "one self-contained page: scores by ADM and target, "
+                   "decision time by ADM and LLM, ADM agreement by scenario", cmd_dashboard)
+    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html",
+                     help="the page to write (no script, no network: opens anywhere)")
 
     cmd = _command(sub, "export", "the rows of a table matching filters, to a file", cmd_export)
     _filter_options(cmd, default_table="scenes")
@@ -235,6 +242,16 @@ def cmd_report(args: argparse.Namespace) -> Result:
         return 0, None
     write_report(args.output, spec.title, result, f"{spec.agg} of {spec.values}")
     print(f"wrote {args.output}: {spec.title}, {size}")
+    return 0, None
+
+
+def cmd_dashboard(args: argparse.Namespace) -> Result:
+    if args.output.suffix.lower() not in (".html", ".htm"):
+        raise AnalysisError(f"cannot write {args.output.name!r}: the dashboard is a page, "
+                            "the file name must end in .html")
+    written = write_dashboard(_data_dir(args), args.output)
+    print(f"wrote {written.path}: {written.sections} charts, {written.scenarios} scenarios "
+          "compared")
     return 0, None
 
 

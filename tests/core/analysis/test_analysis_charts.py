@@ -30,7 +30,9 @@ def _label(key) -> str:
 
 def _expected(tables_dir, spec: PivotSpec) -> dict[tuple[str, str], float]:
     rows = table_rows(tables_dir, spec.table)
-    found = _pandas(rows, list(spec.rows), list(spec.cols), spec.values, spec.agg)
+    column, _, key = spec.values.partition(".")
+    values = (lambda r: r[column].get(key)) if key else spec.values  # noqa: E731
+    found = _pandas(rows, list(spec.rows), list(spec.cols), values, spec.agg)
     return {(_label(r), _label(c)): v for (r, c), v in found.items()}
 
 
