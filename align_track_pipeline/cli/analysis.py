@@ -238,7 +238,8 @@ def cmd_report(args: argparse.Namespace) -> Result:
     size = f"{len(result.rows)} rows x {len(result.col_labels)} columns"
     if args.output is None:
         print(f"{terminal_safe(spec.title)}, {size}\n")
-        print(text_table(result.header, result.rows, keep=set(result.header)))
+        print(text_table(result.header, result.rows, keep=set(result.header),
+                         numbers_right=True))
         return 0, None
     write_report(args.output, spec.title, result, f"{spec.agg} of {spec.values}")
     print(f"wrote {args.output}: {spec.title}, {size}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from align_track_pipeline.core.analysis.pivot import LABEL_JOIN
-from align_track_pipeline.core.analysis.render import cell, shorten
+from align_track_pipeline.core.analysis.render import figure_cell, shorten
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -92,7 +92,7 @@ def _bars(fig: Figure, ax, grid: Grid) -> None:
                              color=f"C{j % 10}",
                              label=None if j in labelled else short(grid.cols[j]))
             bars[0].set_gid(f"cell-{index}")
-            ax.bar_label(bars, [cell(float(value))], padding=2, fontsize=6)
+            ax.bar_label(bars, [figure_cell(float(value))], padding=2, fontsize=6)
             labelled.add(j)
             index += 1
     ax.set_yticks(range(len(grid.rows)), [short(r) for r in grid.rows],
@@ -118,7 +118,7 @@ def _heat_map(fig: Figure, ax, grid: Grid) -> None:
             if not _drawn(value):
                 continue
             light = high == low or (value - low) / (high - low) < 0.6  # dark cell, light text
-            text = ax.text(j, i, cell(float(value)), ha="center", va="center", fontsize=6,
+            text = ax.text(j, i, figure_cell(float(value)), ha="center", va="center", fontsize=6,
                            color="white" if light else "black")
             text.set_gid(f"cell-{index}")
             index += 1
@@ -141,7 +141,7 @@ def chart_svg(grid: Grid) -> str:
         row, col, value = cells[int(match[1])]
         attrs = (f'data-row="{html.escape(row)}" data-col="{html.escape(col)}" '
                  f'data-value="{value!r}"')
-        tip = html.escape(f"{row}, {col}: {cell(float(value))}", quote=False)
+        tip = html.escape(f"{row}, {col}: {figure_cell(float(value))}", quote=False)
         return f'<g id="cell-{match[1]}" {attrs}>\n<title>{tip}</title>'
 
     return re.sub(r'<g id="cell-(\d+)">', annotate, out.getvalue())

@@ -98,7 +98,7 @@ def page(parts: list[Section]) -> str:
             "<p>Nothing to compare yet.</p>")
         body.append(f'<section id="{html.escape(part.anchor)}"><h2>{html.escape(part.title)}'
                     f"</h2><p>{html.escape(part.note)}</p>{chart}"
-                    f"{html_table(part.header, part.rows)}</section>")
+                    f"{html_table(part.header, part.rows, numbers_right=True)}</section>")
     return html_page(TITLE, "\n".join(body))
 
 

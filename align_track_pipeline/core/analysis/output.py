@@ -37,14 +37,16 @@ def write_report(path: Path, title: str, pivot: Pivot, value_name: str) -> None:
         write_chart(path, grid)
     elif suffix == ".html" and grid.cells():
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = f"<figure>{inline_svg(grid)}</figure>\n{html_table(pivot.header, pivot.rows)}"
+        table = html_table(pivot.header, pivot.rows, numbers_right=True)
+        body = f"<figure>{inline_svg(grid)}</figure>\n{table}"
         path.write_text(html_page(title, body), encoding="utf-8")
     else:
         write_table(path, title, pivot.header, pivot.rows)
 
 
 def write_table(path: Path, title: str, header: list[str], rows: list[list[object]]) -> None:
-    """`.xlsx` (numbers stay numbers), `.csv`, `.md` or `.html` (a self-contained page)."""
+    """`.xlsx` (numbers stay numbers), `.csv`, `.md` or `.html` (a self-contained page);
+    numbers right-aligned."""
     suffix = path.suffix.lower()
     if suffix not in TABLE_FORMATS:
         raise AnalysisError(f"cannot write {path.name!r}: the file name must end in "
@@ -56,9 +58,11 @@ def write_table(path: Path, title: str, header: list[str], rows: list[list[objec
         with path.open("w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows([map(csv_safe, line) for line in [header, *rows]])
     elif suffix == ".md":
-        path.write_text(f"# {title}\n\n{markdown_table(header, rows)}\n", encoding="utf-8")
+        table = markdown_table(header, rows, numbers_right=True)
+        path.write_text(f"# {title}\n\n{table}\n", encoding="utf-8")
     else:
-        path.write_text(html_page(title, html_table(header, rows)), encoding="utf-8")
+        table = html_table(header, rows, numbers_right=True)
+        path.write_text(html_page(title, table), encoding="utf-8")
 
 
 # What a spreadsheet may read as the start of a formula (OWASP, "CSV Injection").

@@ -158,7 +158,7 @@ def test_numbers_are_right_aligned_and_rounded(tables_dir, tmp_path):
     assert formats[round(min(values), 9)] == "0.000000"
     assert formats[round(max(values), 9)] == "0.00"
 
-    table = text_table(result.header, result.rows).splitlines()
+    table = text_table(result.header, result.rows, numbers_right=True).splitlines()
     widths = [len(c) for c in table[1].split("  ")]
     for line in table[2:]:  # each number ends where its column ends
         for value in (v for v in line.split() if re.fullmatch(r"[0-9.]+", v)):
