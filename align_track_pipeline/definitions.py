@@ -8,7 +8,7 @@ import dagster as dg
 
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.trackers.registry import Settings, create_all
-from align_track_pipeline.defs.analysis import scene_comparison
+from align_track_pipeline.defs.analysis import dashboard, scene_comparison
 from align_track_pipeline.defs.automation import automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
 from align_track_pipeline.defs.dagster_compat import silence_owners_warning
@@ -41,7 +41,7 @@ def build_defs(
     trackers = create_all(Settings(Path(data), options or {}))
     pipeline = dg.Definitions(
         assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers),
-                scene_comparison],
+                scene_comparison, dashboard],
         jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed,
               comparison_job],
         sensors=[experiment_folder_sensor, automation_sensor],

@@ -3,6 +3,7 @@ read independently, bad requests exit 2 with what is valid, no match is an empty
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -129,6 +130,22 @@ def test_report_and_export_write_their_files(capsys, tables_dir, tmp_path):
     assert code == 0 and out == f"wrote {len(expected)} experiments rows to {target} (parquet)\n"
     assert {(r["partition_key"], r["alignment_target_id"]) for r in rows} == set(
         by_key(expected))
+
+
+def test_report_takes_several_columns_and_prints_without_a_file(capsys, tables_dir, tmp_path):
+    code, out, err = run(capsys, "report", "--data-dir", str(tables_dir), "--rows",
+                         "adm,llm_backbone", "--cols", "alignment_target_id", "--values",
+                         "scores.score", "-o", str(tmp_path / "r.csv"))
+    assert code == 0, err
+    with (tmp_path / "r.csv").open() as f:
+        header = next(csv.reader(f))
+    targets = {r["alignment_target_id"] for r in table_rows(tables_dir, "experiments")}
+    assert header[:2] == ["adm", "llm_backbone"] and set(header[2:]) == targets
+    code, out, _ = run(capsys, "report", "--data-dir", str(tables_dir), "--rows", "adm",
+                       "--cols", "llm_backbone")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].endswith("9 rows x 4 columns") and len(lines) == 2 + 2 + 9
+    assert "0.002477" in out and lines[-1].split()[0] == "single_kdma_baseline"
 
 
 def test_the_data_dir_comes_from_the_environment(capsys, monkeypatch, tables_dir):

@@ -1,4 +1,5 @@
-"""`search`, `compare`, `report` and `export`: answers from the Parquet tables, without a UI.
+"""`search`, `compare`, `report`, `dashboard` and `export`: answers from the Parquet tables,
+without a UI.
 
 Exit 0 with the answer (an empty one when nothing matches); 2 when the request cannot be
 answered as asked (the message says what is valid) or when there are no tables yet; 1 when a
@@ -23,11 +24,12 @@ from align_track_pipeline.core.analysis.connection import (
     broken_files_message,
     open_tables,
 )
+from align_track_pipeline.core.analysis.dashboard import write_dashboard
 from align_track_pipeline.core.analysis.export import FORMATS, export, export_format
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
 from align_track_pipeline.core.analysis.links import UNAVAILABLE, run_links
-from align_track_pipeline.core.analysis.output import write_table
-from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, pivot
+from align_track_pipeline.core.analysis.output import write_report
+from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, parse_columns, pivot
 from align_track_pipeline.core.analysis.render import (
     by_scene,
     html_page,
@@ -49,7 +51,7 @@ _COMPARE_SHOWN = ["adm", "llm_backbone", "alignment_target_id", "kdma_values", "
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the four commands on the `align-track` parser."""
+    """Register the five commands on the `align-track` parser."""
     cmd = _command(sub, "search", "rows of a table matching filters, with links to their runs",
                    cmd_search)
     _filter_options(cmd, default_table="scenes")
@@ -72,16 +74,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      help="also write a self-contained page (no network) to FILE")
 
     spec = PivotSpec()
-    cmd = _command(sub, "report", "a pivot table to .xlsx, .csv, .md or .html", cmd_report)
+    cmd = _command(sub, "report", "a pivot table or chart to .xlsx, .csv, .md, .html, .svg or "
+                   ".png", cmd_report)
     cmd.add_argument("--table", choices=list(TABLES), default=spec.table)
-    cmd.add_argument("--rows", default=spec.rows, help=f"row labels (default {spec.rows})")
-    cmd.add_argument("--cols", default=spec.cols, help=f"column labels (default {spec.cols})")
+    cmd.add_argument("--rows", default=",".join(spec.rows), metavar="COL[,COL...]",
+                     help=f"row labels, one column or several (default {','.join(spec.rows)})")
+    cmd.add_argument("--cols", default=",".join(spec.cols), metavar="COL[,COL...]",
+                     help=f"column labels, one column or several (default "
+                          f"{','.join(spec.cols)}: an ADM on two LLMs is two columns)")
     cmd.add_argument("--values", default=spec.values,
                      help=f"the value: a numeric column or MAP.KEY, e.g. scores.score "
                           f"(default {spec.values})")
     cmd.add_argument("--agg", choices=list(AGGREGATES), default=spec.agg)
-    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
-                     help="the format follows the extension: .xlsx .csv .md .html")
+    cmd.add_argument("-o", "--output", type=Path, metavar="FILE",
+                     help="the format follows the extension: .xlsx .csv .md (tables), .svg "
+                          ".png (a chart: grouped bars, or a heat map when both axes have "
+                          "many values), .html (the chart above the table); without it, the "
+                          "table is printed")
+
+    cmd = _command(sub, "dashboard", "one self-contained page: scores by ADM and target, "
+                   "decision time by ADM and LLM, ADM agreement by scenario", cmd_dashboard)
+    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html",
+                     help="the page to write (no script, no network: opens anywhere)")
 
     cmd = _command(sub, "export", "the rows of a table matching filters, to a file", cmd_export)
     _filter_options(cmd, default_table="scenes")
@@ -218,11 +232,27 @@ def _compare_page(scenario: str, rows: list[dict]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> Result:
-    spec = PivotSpec(args.table, args.rows, args.cols, args.values, args.agg)
+    spec = PivotSpec(args.table, parse_columns(args.rows), parse_columns(args.cols),
+                     args.values, args.agg)
     result = pivot(open_tables(_data_dir(args), [spec.table]), spec)
-    write_table(args.output, spec.title, result.header, result.rows)
-    print(f"wrote {args.output}: {spec.title}, {len(result.rows)} rows x "
-          f"{len(result.header) - 1} columns")
+    size = f"{len(result.rows)} rows x {len(result.col_labels)} columns"
+    if args.output is None:
+        print(f"{terminal_safe(spec.title)}, {size}\n")
+        print(text_table(result.header, result.rows, keep=set(result.header),
+                         numbers_right=True))
+        return 0, None
+    write_report(args.output, spec.title, result, f"{spec.agg} of {spec.values}")
+    print(f"wrote {args.output}: {spec.title}, {size}")
+    return 0, None
+
+
+def cmd_dashboard(args: argparse.Namespace) -> Result:
+    if args.output.suffix.lower() not in (".html", ".htm"):
+        raise AnalysisError(f"cannot write {args.output.name!r}: the dashboard is a page, "
+                            "the file name must end in .html")
+    written = write_dashboard(_data_dir(args), args.output)
+    print(f"wrote {written.path}: {written.sections} charts, {written.scenarios} scenarios "
+          "compared")
     return 0, None
 
 

@@ -1,5 +1,6 @@
 """`scene_comparison`: every scenario's decisions side by side, as one Parquet file that
-notebooks, spreadsheets and the UI read without touching the partitioned tables."""
+notebooks, spreadsheets and the UI read without touching the partitioned tables; `dashboard`:
+the research numbers as one self-contained page."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from align_track_pipeline.core.analysis.compare import write_comparison
+from align_track_pipeline.core.analysis.dashboard import write_dashboard
 from align_track_pipeline.core.analysis.render import markdown_table, side_by_side
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
 from align_track_pipeline.defs.automation import WHOLE_TABLE_CONDITION
@@ -15,6 +17,7 @@ from align_track_pipeline.defs.resources import DataStore
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 PREVIEW_RUNS = 6  # columns of the side-by-side preview
+DASHBOARD_FILE = Path("analysis") / "dashboard.html"  # under the data dir
 
 
 @dg.asset(
@@ -47,3 +50,23 @@ def _preview(rows: list[dict]) -> str:
              f"{len(rows)} runs, the first {len(shown)} side by side "
              f"(all: `align-track compare '{rows[0]['scenario_id']}'`)")
     return f"{title}\n\n{markdown_table(*side_by_side(shown), width=80)}"
+
+
+@dg.asset(
+    deps=list(TABLE_ASSETS),
+    kinds={"html", "duckdb"},
+    group_name="analysis",
+    automation_condition=WHOLE_TABLE_CONDITION,
+    description="One self-contained page (no script, no network): scores by ADM and target, "
+    "decision time by ADM and LLM, and per scenario the share of scenes where all ADMs chose "
+    "the same action; what `align-track dashboard` writes.",
+)
+def dashboard(store: DataStore) -> dg.MaterializeResult:
+    """Rebuilt whole from the tables after any partition changed, like `scene_comparison`."""
+    written = write_dashboard(Path(store.data_dir), Path(store.data_dir) / DASHBOARD_FILE)
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(written.path)),
+        "open": dg.MetadataValue.url(written.path.resolve().as_uri()),
+        "charts": dg.MetadataValue.int(written.sections),
+        "scenarios compared": dg.MetadataValue.int(written.scenarios),
+    })

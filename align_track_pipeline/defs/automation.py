@@ -47,10 +47,10 @@ TRACKERS_CONDITION = (
     & _NOT_BUSY
 ).with_label("after_tables_landed")
 
-# An unpartitioned asset over every table partition (`scene_comparison`): rebuilt after any
-# partition of its deps was updated, once no run of theirs is in progress (a backfill of many
-# partitions gives one rebuild at its end, not one per partition); built once when missing,
-# as soon as any table partition exists.
+# An unpartitioned asset over every table partition (`scene_comparison`, `dashboard`):
+# rebuilt after any partition of its deps was updated, once no run of theirs is in progress (a
+# backfill of many partitions gives one rebuild at its end, not one per partition); built once
+# when missing, as soon as any table partition exists.
 WHOLE_TABLE_CONDITION = (
     (_NEVER_BUILT | (AC.any_deps_updated() | AC.code_version_changed()).since_last_handled())
     & AC.any_deps_match(~AC.missing()).with_label("any_table_partition_built")
@@ -64,5 +64,5 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=tick_seconds(),
     description="Materializes missing and changed partitions: tables after a folder changed, "
     "trackers after the tables landed, every partition after a code version bump; the scene "
-    "comparison after any table partition changed.",
+    "comparison and the dashboard after any table partition changed.",
 )

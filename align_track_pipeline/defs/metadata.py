@@ -60,10 +60,15 @@ def _cell(value: object) -> str:
     return markdown_cell(text if len(text) <= 60 else text[:57] + "...")
 
 
-def partition_metadata(write: TableWrite, source_version: str, table_rows: int) -> dict:
+def partition_metadata(write: TableWrite, source_version: str, table_rows: int,
+                       numbers: dict[str, float]) -> dict:
+    """The partition's research numbers (`core.tables.numbers`) as floats, which the asset's
+    Plots tab draws per partition; the whole table's size as text, which it does not (a
+    running total says nothing about one experiment)."""
     return {
         "dagster/row_count": write.rows,
-        TABLE_ROWS: dg.MetadataValue.int(table_rows),
+        TABLE_ROWS: dg.MetadataValue.text(str(table_rows)),
+        **{name: dg.MetadataValue.float(value) for name, value in numbers.items()},
         "path": dg.MetadataValue.path(write.path),
         "source_version": source_version,
         "preview": preview(write.table, write.preview),

@@ -134,7 +134,8 @@ def _events(
         yield dg.AssetMaterialization(
             asset_key=table.table,
             partition=write.key,
-            metadata=partition_metadata(table, write.source_version, sizes.after(table)),
+            metadata=partition_metadata(table, write.source_version, sizes.after(table),
+                                        write.numbers),
             tags=tags,
         )
         if table.table in CHECKED_TABLES:

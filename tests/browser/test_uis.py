@@ -15,7 +15,7 @@ from tests.browser.shots import docs_screenshot
 from tests.conftest import SAMPLE_TREE
 
 ASSETS = ("experiment_folders", "experiments", "scenes", "mlflow_runs", "aim_runs", "aim_index",
-          "scene_comparison")
+          "scene_comparison", "dashboard")
 PARTITION = "random/unaligned"
 
 

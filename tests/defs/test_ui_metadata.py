@@ -4,16 +4,19 @@ asset that explains its partition bar."""
 
 import dagster as dg
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
 from align_track_pipeline.core.trackers.mlflow.tracker import PARENTS_ONLY_LABEL, parents_only_url
 from align_track_pipeline.core.versions import scene_key
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.metadata import TABLE_ROWS
 from tests.conftest import item_count
+from tests.core.test_research_numbers import expected_numbers
 
 UI_VARIABLES = ("ALIGN_TRACK_MLFLOW_UI_URL", "ALIGN_TRACK_AIM_UI_URL", "MLFLOW_TRACKING_URI")
 
@@ -42,7 +45,7 @@ def _run(defs, instance, job: str, keys: list[str]) -> None:
 
 def test_each_partition_shows_the_size_of_the_whole_table(small_tree, data_dir, instance):
     """`dagster/row_count` is the partition's rows; "rows in table" is every partition's,
-    counted once even when a partition is written again."""
+    counted once even when a partition is written again, as text: not plotted."""
     run_dirs = find_run_dirs(small_tree)
     keys = [r.key for r in run_dirs]
     instance.add_dynamic_partitions("experiments", keys)
@@ -52,10 +55,30 @@ def test_each_partition_shows_the_size_of_the_whole_table(small_tree, data_dir, 
     for table in ("experiments", "scenes"):
         total = ds.dataset(data_dir / "parquet" / table).count_rows()
         last = _latest(instance, table, keys[-1])
-        assert last[TABLE_ROWS].value == total
+        assert last[TABLE_ROWS] == dg.MetadataValue.text(str(total))
         assert last["dagster/row_count"].value < total
     assert _latest(instance, "scenes", keys[0])["dagster/row_count"].value == item_count(
         run_dirs[0].path)
+
+
+def test_each_partition_carries_its_research_numbers(small_tree, data_dir, instance):
+    """What the Plots tab draws: the numbers of the rows written, on both tables, as floats."""
+    run_dirs = find_run_dirs(small_tree)
+    keys = [r.key for r in run_dirs]
+    instance.add_dynamic_partitions("experiments", keys)
+    _run(build_defs(str(small_tree), str(data_dir)), instance, "tables", keys)
+    store = ParquetStore(data_dir)
+    for key in keys:
+        tables = {t: pq.read_table(store.path(t, key)).to_pylist()
+                  for t in ("experiments", "scenes")}
+        expected = expected_numbers(tables["experiments"], tables["scenes"])
+        for table in tables:
+            plotted = {k: v.value for k, v in _latest(instance, table, key).items()
+                       if isinstance(v, dg.FloatMetadataValue)}
+            assert plotted.keys() == expected.keys()
+            assert all(abs(plotted[k] - v) <= 1e-12 * max(1, abs(v)) for k, v in expected.items())
+    scored = _latest(instance, "experiments", keys[0])  # comp_reg_icl_adept: scored
+    assert {"scores.score mean", "scores.score max", "scenes", "decided share"} <= scored.keys()
 
 
 def test_tracker_materializations_link_to_the_runs(small_tree, data_dir, instance, monkeypatch):

@@ -1,8 +1,8 @@
-"""`report`: one value aggregated over a table, rows by one column and columns by another."""
+"""`report`: one value aggregated over a table, rows by some columns and columns by others."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 
@@ -21,23 +21,52 @@ AGGREGATES = {"mean": "avg", "median": "median", "min": "min", "max": "max", "su
 
 @dataclass(frozen=True)
 class PivotSpec:
-    """The defaults are align-track's: mean ADM time per action, targets by ADMs."""
+    """The defaults are align-track's: mean ADM time per action, targets by ADM and LLM (an
+    ADM run on two LLMs is two experiments, never averaged into one cell)."""
 
     table: str = "experiments"
-    rows: str = "alignment_target_id"
-    cols: str = "adm"
+    rows: tuple[str, ...] = ("alignment_target_id",)
+    cols: tuple[str, ...] = ("adm", "llm_backbone")
     values: str = "timing_avg_seconds"
     agg: str = "mean"
 
     @property
     def title(self) -> str:
-        return f"{self.agg} of {self.values} by {self.rows} and {self.cols} ({self.table})"
+        return (f"{self.agg} of {self.values} by {', '.join(self.rows)} and "
+                f"{', '.join(self.cols)} ({self.table})")
+
+
+# Between the values of several --cols columns in one column label.
+LABEL_JOIN = " | "
+NONE_LABEL = "(none)"
 
 
 @dataclass(frozen=True)
 class Pivot:
-    header: list[str]  # the rows column's name, then one value of the cols column each
-    rows: list[list[object]]  # a rows value, then the aggregate per column (None: no rows)
+    header: list[str]  # the rows columns' names, then one label per column (values joined)
+    rows: list[list[object]]  # the rows columns' values, then the aggregate per column
+    labels: int = 1  # how many leading columns are row labels (the rows columns)
+    col_keys: list[tuple] = field(default_factory=list)  # each column's cols values
+
+    @property
+    def col_labels(self) -> list[str]:
+        return self.header[self.labels:]
+
+    def values(self) -> list[list[float | None]]:
+        """The aggregates alone, one list per row (None: no rows in that cell)."""
+        return [row[self.labels:] for row in self.rows]
+
+    def row_labels(self) -> list[str]:
+        return [LABEL_JOIN.join(label(v) for v in row[:self.labels]) for row in self.rows]
+
+
+def label(value: object) -> str:
+    return NONE_LABEL if value is None else str(value)
+
+
+def parse_columns(text: str) -> tuple[str, ...]:
+    """`--rows adm,llm_backbone` -> ("adm", "llm_backbone")."""
+    return tuple(c.strip() for c in text.split(",") if c.strip())
 
 
 def grouping_columns(table: str) -> list[str]:
@@ -53,15 +82,28 @@ def value_columns(table: str) -> list[str]:
 def pivot(con: duckdb.DuckDBPyConnection, spec: PivotSpec) -> Pivot:
     if spec.agg not in AGGREGATES:
         raise AnalysisError(f"unknown --agg {spec.agg!r}; valid: {', '.join(AGGREGATES)}")
-    groups = grouping_columns(spec.table)
-    for option, column in (("--rows", spec.rows), ("--cols", spec.cols)):
-        if column not in groups:
-            raise AnalysisError(f"{option}: no column {column!r} to group by in {spec.table}; "
-                                f"valid: {', '.join(groups)}")
+    _check_groups(spec)
     value = _value_sql(con, spec)
-    found = con.sql(f'SELECT "{spec.rows}", "{spec.cols}", {AGGREGATES[spec.agg]}({value}) '
+    names = ", ".join(f'"{c}"' for c in (*spec.rows, *spec.cols))
+    found = con.sql(f"SELECT {names}, {AGGREGATES[spec.agg]}({value}) "
                     f"FROM {spec.table} GROUP BY ALL").fetchall()
-    return _spread(spec.rows, found)
+    n = len(spec.rows)
+    return _spread(list(spec.rows), [(r[:n], r[n:-1], r[-1]) for r in found])
+
+
+def _check_groups(spec: PivotSpec) -> None:
+    groups = grouping_columns(spec.table)
+    for option, columns in (("--rows", spec.rows), ("--cols", spec.cols)):
+        if not columns:
+            raise AnalysisError(f"{option}: name at least one column; valid: {', '.join(groups)}")
+        for column in columns:
+            if column not in groups:
+                raise AnalysisError(f"{option}: no column {column!r} to group by in "
+                                    f"{spec.table}; valid: {', '.join(groups)}")
+    both = [c for c in spec.rows if c in spec.cols]
+    if both or len(set(spec.rows)) < len(spec.rows) or len(set(spec.cols)) < len(spec.cols):
+        raise AnalysisError(f"--rows and --cols: each column at most once "
+                            f"(repeated: {', '.join(both) or 'within one option'})")
 
 
 def _value_sql(con: duckdb.DuckDBPyConnection, spec: PivotSpec) -> str:
@@ -81,13 +123,15 @@ def _value_sql(con: duckdb.DuckDBPyConnection, spec: PivotSpec) -> str:
                         + ("" if spec.agg == "count" else " (any column with --agg count)"))
 
 
-def _spread(rows_name: str, found: list[tuple]) -> Pivot:
-    """Long (row, col, value) triples -> a wide table, both axes sorted (nulls last)."""
-    def order(value: object) -> tuple[bool, str]:
-        return value is None, str(value)
+def _spread(rows_names: list[str], found: list[tuple[tuple, tuple, object]]) -> Pivot:
+    """Long (row key, col key, value) triples -> a wide table, both axes sorted (nulls last
+    within each column)."""
+    def order(key: tuple) -> list[tuple[bool, str]]:
+        return [(v is None, str(v)) for v in key]
 
     cols = sorted({c for _, c, _ in found}, key=order)
     cells = {(r, c): v for r, c, v in found}
-    body = [[r, *(cells.get((r, c)) for c in cols)]
+    body = [[*r, *(cells.get((r, c)) for c in cols)]
             for r in sorted({r for r, _, _ in found}, key=order)]
-    return Pivot([rows_name, *("(none)" if c is None else str(c) for c in cols)], body)
+    header = [*rows_names, *(LABEL_JOIN.join(map(label, c)) for c in cols)]
+    return Pivot(header, body, len(rows_names), cols)

@@ -18,7 +18,7 @@ SIDE_BY_SIDE_FIELDS = [("ADM", "adm"), ("LLM", "llm_backbone"),
 
 
 def cell(value: object) -> str:
-    """A value as text: maps as `k=v`, lists joined, floats to 4 significant digits."""
+    """A value as text: maps as `k=v`, lists joined, floats to 4 significant digits (`.4g`)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, dict):
@@ -28,6 +28,34 @@ def cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def figure_cell(value: object) -> str:
+    """A number of a results table (`report`, charts): 4 significant digits written out, so
+    that right-aligned numbers line up (46.80, 0.002477, 12346); other values as `cell`."""
+    if isinstance(value, float) and 1e-4 <= abs(value) < 1e15:
+        return f"{value:.{decimals(value)}f}"
+    return cell(value)
+
+
+def decimals(value: float, significant: int = 4) -> int:
+    """Decimal places that show `value` to `significant` digits, without an exponent: 53.31,
+    0.9387, 0.002198, 12346 (1e-4 <= |value|; smaller numbers keep an exponent)."""
+    if value == 0 or not math.isfinite(value):
+        return 0
+    return max(0, significant - 1 - math.floor(math.log10(abs(value))))
+
+
+def is_number(value: object) -> bool:
+    """Shown right-aligned: ints and floats (not booleans)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def numeric_columns_of(rows: list[list[object]], width: int) -> list[bool]:
+    """Per column: every non-empty cell is a number (an empty column aligns either way)."""
+    columns = [[v for v in col if v is not None] for col in zip(*rows, strict=True)] \
+        if rows else [[] for _ in range(width)]
+    return [all(map(is_number, col)) for col in columns]
 
 
 # Escape sequences (CSI, OSC and the like, up to their terminator) and every other control
@@ -50,15 +78,19 @@ def shorten(text: str, width: int) -> str:
 
 
 def text_table(header: list[str], rows: list[list[object]], width: int = 40,
-               keep: frozenset[str] | set[str] = frozenset()) -> str:
+               keep: frozenset[str] | set[str] = frozenset(), numbers_right: bool = False) -> str:
     """Aligned columns for a terminal; each cell shortened to `width`, except in the `keep`
-    columns (links must stay whole), control characters made visible (`terminal_safe`)."""
-    cells = [[terminal_safe(cell(v)) if name in keep else shorten(terminal_safe(cell(v)), width)
+    columns (links must stay whole), control characters made visible (`terminal_safe`);
+    columns of numbers right-aligned with `numbers_right`."""
+    show = figure_cell if numbers_right else cell
+    cells = [[terminal_safe(show(v)) if name in keep else shorten(terminal_safe(show(v)), width)
               for name, v in zip(header, row, strict=True)] for row in rows]
+    right = numeric_columns_of(rows, len(header)) if numbers_right else [False] * len(header)
     header = [terminal_safe(h) for h in header]
     widths = [max(map(len, col)) for col in zip(header, *cells, strict=True)]
     lines = [header, ["-" * w for w in widths], *cells]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+    return "\n".join("  ".join(c.rjust(w) if r else c.ljust(w)
+                               for c, w, r in zip(line, widths, right, strict=True)).rstrip()
                      for line in lines)
 
 
@@ -68,25 +100,35 @@ def markdown_cell(text: str) -> str:
     return html.escape(text, quote=False).replace("|", "\\|").replace("\n", "<br>")
 
 
-def markdown_table(header: list[str], rows: list[list[object]], width: int | None = None) -> str:
-    def md(value: object) -> str:
-        return markdown_cell(cell(value) if width is None else shorten(cell(value), width))
+def markdown_table(header: list[str], rows: list[list[object]], width: int | None = None,
+                   numbers_right: bool = False) -> str:
+    show = figure_cell if numbers_right else cell
 
-    lines = ["| " + " | ".join(map(md, header)) + " |", "|" + "---|" * len(header)]
+    def md(value: object) -> str:
+        return markdown_cell(show(value) if width is None else shorten(show(value), width))
+
+    right = numeric_columns_of(rows, len(header)) if numbers_right else [False] * len(header)
+    rules = ["---:|" if r else "---|" for r in right]
+    lines = ["| " + " | ".join(map(md, header)) + " |", "|" + "".join(rules)]
     lines += ["| " + " | ".join(map(md, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def html_table(header: list[str], rows: list[list[object]]) -> str:
+def html_table(header: list[str], rows: list[list[object]], numbers_right: bool = False) -> str:
+    def td(value: object) -> str:
+        if numbers_right and is_number(value):
+            return f'<td class="n">{html.escape(figure_cell(value))}</td>'
+        return f"<td>{html.escape(cell(value))}</td>"
+
     head = "".join(f"<th>{html.escape(cell(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(map(td, row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.35em .6em;
 vertical-align:top;text-align:left;white-space:pre-wrap;max-width:32em}th{background:#f3f3f3}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
 pre{white-space:pre-wrap;background:#f8f8f8;padding:.6em;border:1px solid #eee}"""
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align_track_pipeline.core.schema import PREVIEW_COLUMNS
+from align_track_pipeline.core.schema import PREVIEW_COLUMNS, TABLES
 from align_track_pipeline.core.source.discovery import RunDir, rel_path_of
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.tables.checks import CheckOutcome, row_contract
+from align_track_pipeline.core.tables.numbers import research_numbers
 from align_track_pipeline.core.tables.store import ParquetStore
 
 PREVIEW_ROWS = 5
@@ -44,6 +45,7 @@ class PartitionWrite:
     scenes: int = 0
     tables: list[TableWrite] = field(default_factory=list)
     error: str | None = None
+    numbers: dict[str, float] = field(default_factory=dict)  # `core.tables.numbers`
 
 
 def write_partition(job: PartitionJob) -> PartitionWrite:
@@ -64,4 +66,7 @@ def write_partition(job: PartitionJob) -> PartitionWrite:
         preview = data.slice(0, PREVIEW_ROWS).select(PREVIEW_COLUMNS[table]).to_pylist()
         check = row_contract(table, data, parsed.item_count)
         writes.append(TableWrite(table, str(path), data.num_rows, preview, check))
-    return PartitionWrite(job.key, job.source_version, parsed.scenes.num_rows, writes)
+    numbers = research_numbers(parsed.experiments.cast(TABLES["experiments"]),
+                               parsed.scenes.cast(TABLES["scenes"]))
+    return PartitionWrite(job.key, job.source_version, parsed.scenes.num_rows, writes,
+                          numbers=numbers)

@@ -1,0 +1,119 @@
+"""One self-contained page of the research numbers: scores by ADM and target, decision time by
+ADM and LLM, and how often ADMs agree on a scene, each a chart above its table.
+
+The page has no script and names no address (charts are inline SVG), so it opens anywhere,
+offline, and can be mailed or attached as it is.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from align_track_pipeline.core.analysis.charts import Grid, inline_svg
+from align_track_pipeline.core.analysis.connection import map_keys, open_tables
+from align_track_pipeline.core.analysis.output import pivot_grid
+from align_track_pipeline.core.analysis.pivot import Pivot, PivotSpec, pivot
+from align_track_pipeline.core.analysis.render import html_page, html_table
+
+TITLE = "align-track dashboard"
+TIME = PivotSpec("experiments", ("adm",), ("llm_backbone",), "timing_avg_seconds", "mean")
+
+# One unit of agreement: a scene of a scenario under one alignment target (ADMs aligned to
+# different targets are meant to differ). It counts when at least two ADMs decided it; they
+# agree when every run of every ADM chose the same action.
+AGREEMENT_SQL = """
+WITH decisions AS (
+    SELECT scenario_id, alignment_target_id, adm,
+           coalesce(scene_id, '#' || scene_index) AS scene,
+           coalesce(action_id, 'choice ' || choice_index) AS action
+    FROM scenes WHERE action_id IS NOT NULL OR choice_index IS NOT NULL
+), units AS (
+    SELECT scenario_id, count(DISTINCT action) = 1 AS agreed
+    FROM decisions GROUP BY scenario_id, alignment_target_id, scene
+    HAVING count(DISTINCT adm) >= 2
+)
+SELECT scenario_id, count(*) AS compared, count(*) FILTER (agreed) AS agreed,
+       count(*) FILTER (agreed) / count(*) AS share
+FROM units GROUP BY scenario_id ORDER BY scenario_id
+"""
+AGREEMENT_HEADER = ["scenario_id", "scenes compared", "all ADMs agree", "agreement share"]
+
+
+@dataclass(frozen=True)
+class Section:
+    anchor: str  # the section's id on the page
+    title: str
+    note: str
+    grid: Grid
+    header: list[str]
+    rows: list[list[object]]
+
+
+def score_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The scores worth a chart: the measures, not the counts (`num_probes`, `num_scored`)."""
+    return [k for k in map_keys(con, "experiments", "scores") if not k.startswith("num_")]
+
+
+def sections(con: duckdb.DuckDBPyConnection) -> list[Section]:
+    scores = [_pivot_section(con, f"scores-{name}", f"Score {name} by ADM and target",
+                             "Mean over the runs of each ADM, LLM and alignment target.",
+                             PivotSpec("experiments", ("adm", "llm_backbone"),
+                                       ("alignment_target_id",), f"scores.{name}", "mean"))
+              for name in score_names(con)]
+    time = _pivot_section(con, "decision-time", "Decision time by ADM and LLM",
+                          "Mean seconds per action over each ADM's runs on each LLM.", TIME)
+    return [*scores, time, agreement_section(con)]
+
+
+def _pivot_section(con: duckdb.DuckDBPyConnection, anchor: str, title: str, note: str,
+                   spec: PivotSpec) -> Section:
+    result: Pivot = pivot(con, spec)
+    return Section(anchor, title, note, pivot_grid(result, spec.title, f"mean of {spec.values}"),
+                   result.header, result.rows)
+
+
+def agreement_rows(con: duckdb.DuckDBPyConnection) -> list[list[object]]:
+    """Per scenario: scenes compared, scenes where all ADMs agree, and the share."""
+    return [list(row) for row in con.sql(AGREEMENT_SQL).fetchall()]
+
+
+def agreement_section(con: duckdb.DuckDBPyConnection) -> Section:
+    rows = agreement_rows(con)
+    grid = Grid("share of scenes where all ADMs chose the same action", "agreement share",
+                [r[0] for r in rows], ["agreement share"], [[r[3]] for r in rows])
+    note = ("A scene of a scenario under one alignment target counts when at least two ADMs "
+            "decided it; the ADMs agree when every run of every ADM chose the same action.")
+    return Section("agreement", "How often ADMs agree, by scenario", note, grid,
+                   AGREEMENT_HEADER, rows)
+
+
+def page(parts: list[Section]) -> str:
+    body = []
+    for part in parts:
+        chart = f"<figure>{inline_svg(part.grid)}</figure>" if part.grid.cells() else (
+            "<p>Nothing to compare yet.</p>")
+        body.append(f'<section id="{html.escape(part.anchor)}"><h2>{html.escape(part.title)}'
+                    f"</h2><p>{html.escape(part.note)}</p>{chart}"
+                    f"{html_table(part.header, part.rows, numbers_right=True)}</section>")
+    return html_page(TITLE, "\n".join(body))
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    sections: int
+    scenarios: int
+
+
+def write_dashboard(data_dir: Path, path: Path) -> Written:
+    """The page from the tables in `data_dir`, written atomically to `path`."""
+    parts = sections(open_tables(data_dir, ["experiments", "scenes"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page(parts), encoding="utf-8")
+    tmp.replace(path)
+    return Written(path, len(parts), len(parts[-1].rows))

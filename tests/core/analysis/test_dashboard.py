@@ -1,0 +1,74 @@
+"""`align-track dashboard`: one page that fetches nothing, whose charts hold the numbers
+computed independently from the pyarrow rows (pandas and plain Python)."""
+
+from __future__ import annotations
+
+import re
+
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.analysis.pivot import PivotSpec
+from tests.core.analysis.expected import table_rows
+from tests.core.analysis.test_analysis_charts import _expected, _same, _svg_cells
+
+SVG_NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
+
+
+def _sections(page: str) -> dict[str, str]:
+    parts = re.findall(r'<section id="([^"]+)">(.*?)</section>', page, re.DOTALL)
+    return dict(parts)
+
+
+def _chart(section: str) -> dict[tuple[str, str], float]:
+    svg = section[section.index("<svg"):section.index("</svg>") + 6]
+    return _svg_cells(svg.replace("<svg", f"<svg {SVG_NS}", 1))
+
+
+def expected_agreement(data) -> dict[str, tuple[int, int]]:
+    """Scenario -> (scenes compared, scenes where all ADMs agree), in plain Python."""
+    units: dict[tuple, list[tuple[str, str]]] = {}
+    for s in table_rows(data, "scenes"):
+        if s["action_id"] is None and s["choice_index"] is None:
+            continue
+        scene = s["scene_id"] if s["scene_id"] is not None else f"#{s['scene_index']}"
+        action = s["action_id"] if s["action_id"] is not None else f"choice {s['choice_index']}"
+        units.setdefault((s["scenario_id"], s["alignment_target_id"], scene), []).append(
+            (s["adm"], action))
+    counts: dict[str, tuple[int, int]] = {}
+    for (scenario, _, _), decisions in units.items():
+        if len({adm for adm, _ in decisions}) < 2:
+            continue
+        compared, agreed = counts.get(scenario, (0, 0))
+        counts[scenario] = (compared + 1, agreed + (len({a for _, a in decisions}) == 1))
+    return counts
+
+
+def test_the_page_holds_the_numbers_and_fetches_nothing(capsys, tables_dir, tmp_path):
+    target = tmp_path / "out" / "dash.html"
+    assert main(["dashboard", "--data-dir", str(tables_dir), "-o", str(target)]) == 0
+    agreement = expected_agreement(tables_dir)
+    assert capsys.readouterr().out == (f"wrote {target}: 4 charts, {len(agreement)} scenarios "
+                                       "compared\n")
+    page = target.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+    assert "http" not in page and "<script" not in page and "@import" not in page
+    sections = _sections(page)
+    assert list(sections) == ["scores-accuracy", "scores-score", "decision-time", "agreement"]
+    for name in ("accuracy", "score"):
+        spec = PivotSpec("experiments", ("adm", "llm_backbone"), ("alignment_target_id",),
+                         f"scores.{name}", "mean")
+        assert _same(_chart(sections[f"scores-{name}"]), _expected(tables_dir, spec))
+    time = PivotSpec("experiments", ("adm",), ("llm_backbone",), "timing_avg_seconds", "mean")
+    assert _same(_chart(sections["decision-time"]), _expected(tables_dir, time))
+    shares = {(s, "agreement share"): agreed / compared
+              for s, (compared, agreed) in agreement.items()}
+    assert _same(_chart(sections["agreement"]), shares)
+    assert agreement["DryRunEval.MJ1"][0] >= 4  # the sample compares several ADMs there
+    for scenario, (compared, agreed) in agreement.items():
+        assert f"<td>{scenario}</td><td class=\"n\">{compared}</td><td class=\"n\">{agreed}" \
+               f"</td>" in sections["agreement"]
+
+
+def test_the_dashboard_is_a_page(capsys, tables_dir, tmp_path):
+    code = main(["dashboard", "--data-dir", str(tables_dir), "-o", str(tmp_path / "d.png")])
+    assert code == 2 and "must end in .html" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

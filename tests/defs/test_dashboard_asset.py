@@ -1,0 +1,71 @@
+"""The `dashboard` asset: materialized in a real instance, its metadata links to the page the
+CLI writes, and the automation builds it once table partitions exist, then after a change."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.definitions import build_defs
+from align_track_pipeline.defs.analysis import DASHBOARD_FILE, dashboard
+from align_track_pipeline.defs.resources import DataStore
+from tests.conftest import apply_partition_requests, sensor_tick
+from tests.core.analysis.test_analysis_charts import _same
+from tests.core.analysis.test_dashboard import _chart, _sections, expected_agreement
+
+ASSET = dg.AssetKey("dashboard")
+
+
+def test_it_materializes_and_links_to_the_page(capsys, tables_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tables_dir / "parquet", data / "parquet")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize([dashboard], instance=instance,
+                                resources={"store": DataStore(data_dir=str(data))})
+        assert result.success
+        event = instance.get_latest_materialization_event(ASSET)
+    metadata = event.asset_materialization.metadata
+    page = data / DASHBOARD_FILE
+    assert metadata["path"] == dg.MetadataValue.path(str(page))
+    assert metadata["open"] == dg.MetadataValue.url(page.resolve().as_uri())
+    assert metadata["charts"].value == 4
+    assert metadata["scenarios compared"].value == len(expected_agreement(tables_dir))
+    assert main(["dashboard", "--data-dir", str(tables_dir), "-o", str(tmp_path / "cli.html")]) == 0
+    built, cli = (_sections(p.read_text()) for p in (page, tmp_path / "cli.html"))
+    assert built.keys() == cli.keys()  # the same page (sums in any order: last digits vary)
+    assert all(_same(_chart(built[k]), _chart(cli[k])) for k in built)
+    assert not list(page.parent.glob(".*.tmp"))
+
+
+def _requested(defs, instance, cursor):
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    return bool(result.get_requested_partitions(ASSET)), result.cursor
+
+
+def test_the_automation_builds_it_once_tables_exist_and_after_a_change(tmp_path, small_tree,
+                                                                        data_dir):
+    defs = build_defs(str(small_tree), str(data_dir))
+    assert ASSET in defs.resolve_asset_graph().get_all_asset_keys()
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        requested, cursor = _requested(defs, instance, None)
+        assert not requested  # no table yet: nothing to show
+        apply_partition_requests(instance, sensor_tick(defs, instance))
+        assert defs.resolve_job_def("observe_experiment_folders").execute_in_process(
+            instance=instance).success
+        key = find_run_dirs(small_tree)[0].key
+        tables = defs.resolve_job_def("tables")
+        assert tables.execute_in_process(instance=instance, partition_key=key).success
+        requested, cursor = _requested(defs, instance, cursor)
+        assert requested
+        assert dg.materialize([dashboard], instance=instance,
+                              resources={"store": defs.resources["store"]}).success
+        assert Path(data_dir / DASHBOARD_FILE).is_file()
+        requested, cursor = _requested(defs, instance, cursor)
+        assert not requested  # built: not again on the next tick
+        assert tables.execute_in_process(instance=instance, partition_key=key).success
+        requested, cursor = _requested(defs, instance, cursor)
+        assert requested  # a table partition changed
