@@ -1,5 +1,5 @@
-"""How results look: terminal tables with shortened texts, Markdown and self-contained HTML,
-and the side-by-side view of one scene (one column per run)."""
+"""How results look: cells as text, Markdown and self-contained HTML, and the side-by-side view
+of one scene (one column per run); terminal tables are in `terminal`."""
 
 from __future__ import annotations
 
@@ -47,19 +47,6 @@ def shorten(text: str, width: int) -> str:
     """One line of at most `width` characters (display only: data is never cut)."""
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 3] + "..."
-
-
-def text_table(header: list[str], rows: list[list[object]], width: int = 40,
-               keep: frozenset[str] | set[str] = frozenset()) -> str:
-    """Aligned columns for a terminal; each cell shortened to `width`, except in the `keep`
-    columns (links must stay whole), control characters made visible (`terminal_safe`)."""
-    cells = [[terminal_safe(cell(v)) if name in keep else shorten(terminal_safe(cell(v)), width)
-              for name, v in zip(header, row, strict=True)] for row in rows]
-    header = [terminal_safe(h) for h in header]
-    widths = [max(map(len, col)) for col in zip(header, *cells, strict=True)]
-    lines = [header, ["-" * w for w in widths], *cells]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
 
 
 def markdown_cell(text: str) -> str:
@@ -110,3 +97,13 @@ def by_scene(rows: list[dict]) -> dict[tuple[str | None, str | None], list[dict]
     for row in rows:
         groups.setdefault((row["scenario_id"], row["scene_id"]), []).append(row)
     return groups
+
+
+def by_probe(rows: list[dict]) -> list[list[dict]]:
+    """One scene id's rows grouped by what the runs were shown (probe and choices), in order
+    of first appearance: runs of other versions of a scenario can share a scene id and yet
+    have seen another probe or another choice list."""
+    groups: dict[tuple[str | None, str | None], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["probe_text"], row["choices_text"]), []).append(row)
+    return list(groups.values())
