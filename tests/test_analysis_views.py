@@ -186,6 +186,23 @@ def test_sort_and_columns(capsys, tables_dir):
         float(f"{t:.4g}") for t in slowest]
 
 
+def test_sort_ties_follow_the_rows_keys(capsys, tables_dir):
+    """The same sorted answer every time: DuckDB's parallel sort keeps no order of its own
+    among equal values."""
+    code, out, _ = _search(capsys, tables_dir, "--limit", "0", "--json", "--sort", "adm:desc",
+                           "--columns", "adm,partition_key,scene_index")
+    rows = [tuple(r.values()) for r in json.loads(out)["rows"]]
+    expected = sorted(((r["adm"], r["partition_key"], r["scene_index"])
+                       for r in table_rows(tables_dir, "scenes")),
+                      key=lambda r: (_Desc(r[0]), r[1], r[2]))
+    assert code == 0 and rows == expected
+
+
+class _Desc(str):
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--columns", "adm,nosuch"], "--columns: no column 'nosuch' in scenes; valid: "
                                   + ", ".join(columns_of("scenes"))),

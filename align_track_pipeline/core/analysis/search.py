@@ -21,6 +21,12 @@ SHOWN_COLUMNS = {
 }
 
 
+# A row's identity: what breaks the ties of a sort, so that a sorted answer is the same each
+# time (DuckDB's parallel sort keeps no order among equal keys).
+KEY_COLUMNS = {"scenes": ["partition_key", "scene_index"],
+               "experiments": ["partition_key", "alignment_target_id"]}
+
+
 @dataclass(frozen=True)
 class Found:
     rows: list[dict]  # every column of the table, by name
@@ -56,14 +62,15 @@ def parse_columns(text: str | list[str] | tuple[str, ...], table: str) -> list[s
 def search(con: duckdb.DuckDBPyConnection, table: str, filters: Filters,
            limit: int | None, order: tuple[tuple[str, bool], ...] = ()) -> Found:
     """Matching rows, every column, at most `limit` (None: all), sorted by `order`
-    ((column, descending) pairs from `parse_sort`; nulls last). Without it, rows come in the
-    order they are stored (partition files, or the comparison file sorted by scenario), so a
-    small limit stops reading early."""
+    ((column, descending) pairs from `parse_sort`; nulls last; ties in the order of the
+    rows' keys). Without it, rows come in the order they are stored (partition files, or the
+    comparison file sorted by scenario), so a small limit stops reading early."""
     with user_sql(table, filters.where):
         rel = apply(con, table, filters)
         if order:
+            ties = [(c, False) for c in KEY_COLUMNS[table] if c not in dict(order)]
             rel = rel.order(", ".join(f'"{c}" {"DESC" if desc else "ASC"} NULLS LAST'
-                                      for c, desc in order))
+                                      for c, desc in [*order, *ties]))
         if limit is not None:
             rel = rel.limit(limit + 1)
         columns = rel.columns
