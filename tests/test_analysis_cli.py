@@ -45,7 +45,8 @@ def test_search_json_is_every_column_of_the_matching_rows(capsys, tables_dir):
     assert by_key(found["rows"]) == by_key(expected)  # full texts, no links without UI URLs
 
 
-def test_search_table_shortens_texts_and_counts(capsys, tables_dir):
+def test_search_table_shortens_texts_and_counts(capsys, monkeypatch, tables_dir):
+    monkeypatch.setenv("COLUMNS", "1000")  # every column fits: each text cut at 40
     code, out, _ = run(capsys, "search", "--data-dir", str(tables_dir), "--scenario",
                        "June2025-AF-train", "--limit", "3")
     lines = out.splitlines()

@@ -97,7 +97,8 @@ def test_markdown_cells_hold_no_raw_html(capsys, hostile_data, tmp_path):
     assert "<" not in text and "&lt;img src=x onerror=" in text and "&amp; co" in text
 
 
-def test_search_and_compare_print_no_escape_sequences(capsys, hostile_data):
+def test_search_and_compare_print_no_escape_sequences(capsys, monkeypatch, hostile_data):
+    monkeypatch.setenv("COLUMNS", "1000")  # every column shown
     for argv in (["search", "--adm", FORMULA], ["search", "--limit", "0"],
                  ["compare", SCENARIO]):
         out = _run(capsys, *argv, "--data-dir", str(hostile_data))

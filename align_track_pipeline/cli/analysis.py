@@ -31,23 +31,30 @@ from align_track_pipeline.core.analysis.links import UNAVAILABLE, run_links
 from align_track_pipeline.core.analysis.output import write_report
 from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, parse_columns, pivot
 from align_track_pipeline.core.analysis.render import (
+    by_probe,
     by_scene,
     html_page,
     html_table,
     shorten,
     side_by_side,
     terminal_safe,
-    text_table,
 )
-from align_track_pipeline.core.analysis.search import SHOWN_COLUMNS, search
+from align_track_pipeline.core.analysis.search import (
+    SHOWN_COLUMNS,
+    parse_columns,
+    parse_sort,
+    search,
+)
+from align_track_pipeline.core.analysis.terminal import terminal_width, text_table
 from align_track_pipeline.core.locations import default_data_dir
 from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.trackers.registry import Settings, create_all
 
-# The columns of a compare table in the terminal, one row per run.
-_COMPARE_SHOWN = ["adm", "llm_backbone", "alignment_target_id", "kdma_values", "scene_index",
-                  "choice_index", "decision_text", "justification", "decision_kdma",
-                  "timing_seconds", "scenario_scores", "experiment_path"]
+# The columns of a compare table in the terminal, one row per run: its run directory first.
+_COMPARE_SHOWN = ["experiment_path", "adm", "llm_backbone", "alignment_target_id",
+                  "kdma_values", "scene_index", "choice_index", "decision_text",
+                  "justification", "decision_kdma", "timing_seconds", "scenario_scores"]
+_COMPARE_HEADER = ["run directory", *_COMPARE_SHOWN[1:]]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +63,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    cmd_search)
     _filter_options(cmd, default_table="scenes")
     cmd.add_argument("--limit", type=int, default=20, help="at most N rows (0: all; default 20)")
+    cmd.add_argument("--sort", action="append", default=[], metavar="COL[:desc]",
+                     help="sort by this column (ascending, or descending with :desc; nulls "
+                          "last); repeatable: the first given sorts first")
+    cmd.add_argument("--columns", metavar="A,B,...",
+                     help="only these columns, in this order (the terminal table and --json)")
     cmd.add_argument("--json", action="store_true",
                      help='print {"count": N, "rows": [...]}: every column, full texts')
     cmd.add_argument("--mlflow-uri", default=None,
@@ -170,25 +182,41 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 def cmd_search(args: argparse.Namespace) -> Result:
     data = _data_dir(args)
+    order = parse_sort(args.sort, args.table)
+    columns = parse_columns(args.columns, args.table) if args.columns else None
     found = search(open_tables(data, [args.table]), args.table, _filters(args),
-                   args.limit or None)
+                   args.limit or None, order)
     links = run_links(create_all(Settings(data, _tracker_options(args))), args.table,
                       found.rows)
     for name, reason in links.unavailable.items():
-        print(f"align-track search: {name} links unavailable: {reason}", file=sys.stderr)
+        print(f"align-track search: {name} links unavailable: {terminal_safe(reason)}",
+              file=sys.stderr)
     per_row = [link | dict.fromkeys(links.unavailable, UNAVAILABLE) for link in links.rows]
     if args.json:
-        rows = [row | ({"links": link} if link else {})
+        rows = [{c: row[c] for c in columns or row} | ({"links": link} if link else {})
                 for row, link in zip(found.rows, per_row, strict=True)]
         return 0, {"count": len(rows), "rows": rows}
-    trackers = sorted({name for link in per_row for name in link})
-    header = [*SHOWN_COLUMNS[args.table], *(f"{t} link" for t in trackers)]
-    rows = [[row[c] for c in SHOWN_COLUMNS[args.table]] + [link.get(t) for t in trackers]
-            for row, link in zip(found.rows, per_row, strict=True)]
-    if rows:
-        print(text_table(header, rows, keep={f"{t} link" for t in trackers}))
-    print(_count_line(len(rows), found.more, args.table))
+    _print_found(columns or SHOWN_COLUMNS[args.table], found.rows, per_row)
+    print(_count_line(len(found.rows), found.more, args.table))
     return 0, None
+
+
+def _print_found(columns: list[str], rows: list[dict], links: list[dict[str, str]]) -> None:
+    """The rows as a table as wide as the terminal, links whole; says how many columns did
+    not fit."""
+    if not rows:
+        return
+    trackers = sorted({name for link in links for name in link})
+    header = [*columns, *(f"{t} link" for t in trackers)]
+    cells = [[row[c] for c in columns] + [link.get(t) for t in trackers]
+             for row, link in zip(rows, links, strict=True)]
+    width = terminal_width(sys.stdout)
+    table, hidden = text_table(header, cells, keep={f"{t} link" for t in trackers},
+                               total=width)
+    print(table)
+    if hidden:
+        print(f"({hidden} more column{'s' * (hidden != 1)} did not fit {width} characters: "
+              "--columns A,B,... to choose, COLUMNS=N to widen)")
 
 
 def _count_line(count: int, more: bool, table: str) -> str:
@@ -209,25 +237,48 @@ def cmd_compare(args: argparse.Namespace) -> Result:
         print(f"no scenes of scenario {args.scenario!r}"
               + (f" with scene id {args.scene!r}" if args.scene else ""))
     for (_, scene), group in by_scene(rows).items():
-        title = terminal_safe(f"{args.scenario} / scene {scene or '(no id)'}")
-        print(f"\n== {title}: {len(group)} runs ==")
-        print(f"probe: {shorten(terminal_safe(group[0]['probe_text'] or ''), 200)}")
-        print(text_table(_COMPARE_SHOWN, [[r[c] for c in _COMPARE_SHOWN] for r in group],
-                         width=36))
+        _print_scene(f"{args.scenario} / scene {scene or '(no id)'}", group)
     if args.html:
         print(f"\nwrote {args.html}")
     return 0, None
 
 
+def _print_scene(title: str, rows: list[dict]) -> None:
+    """One scene id: per distinct probe and choice list, that text once, then the runs that
+    were shown it."""
+    blocks = by_probe(rows)
+    versions = f", {len(blocks)} different probes or choice lists" if len(blocks) > 1 else ""
+    print(f"\n== {terminal_safe(title)}: {_runs(len(rows))}{versions} ==")
+    for number, block in enumerate(blocks, 1):
+        if len(blocks) > 1:
+            print(f"\n-- {number} of {len(blocks)}: {_runs(len(block))} --")
+        print(f"probe: {shorten(terminal_safe(block[0]['probe_text'] or ''), 200)}")
+        print("choices:")
+        for line in (block[0]["choices_text"] or "").splitlines():
+            print(f"  {shorten(terminal_safe(line), 120)}")
+        table, _ = text_table(_COMPARE_HEADER, [[r[c] for c in _COMPARE_SHOWN] for r in block],
+                              width=36)
+        print(table)
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'s' * (count != 1)}"
+
+
 def _compare_page(scenario: str, rows: list[dict]) -> str:
-    """Per scene: the probe and choices once, then the runs side by side."""
+    """Per scene, per distinct probe and choice list: that text once, then the runs that
+    were shown it side by side."""
     parts = [] if rows else ["<p>No scenes match.</p>"]
     for (_, scene), group in by_scene(rows).items():
-        first = group[0]
-        parts += [f"<h2>Scene {html.escape(scene or '(no id)')}</h2>",
-                  f"<h3>Probe</h3><pre>{html.escape(first['probe_text'] or '')}</pre>",
-                  f"<h3>Choices</h3><pre>{html.escape(first['choices_text'] or '')}</pre>",
-                  html_table(*side_by_side(group))]
+        blocks = by_probe(group)
+        parts.append(f"<h2>Scene {html.escape(scene or '(no id)')}: {_runs(len(group))}</h2>")
+        for number, block in enumerate(blocks, 1):
+            if len(blocks) > 1:
+                parts.append(f"<h3>Probe and choices {number} of {len(blocks)}: "
+                             f"{_runs(len(block))}</h3>")
+            parts += [f"<h4>Probe</h4><pre>{html.escape(block[0]['probe_text'] or '')}</pre>",
+                      f"<h4>Choices</h4><pre>{html.escape(block[0]['choices_text'] or '')}</pre>",
+                      html_table(*side_by_side(block))]
     return html_page(f"Scenario {scenario}: {len(rows)} decisions", "\n".join(parts))
 
 
@@ -238,8 +289,9 @@ def cmd_report(args: argparse.Namespace) -> Result:
     size = f"{len(result.rows)} rows x {len(result.col_labels)} columns"
     if args.output is None:
         print(f"{terminal_safe(spec.title)}, {size}\n")
-        print(text_table(result.header, result.rows, keep=set(result.header),
-                         numbers_right=True))
+        table, _ = text_table(result.header, result.rows, keep=set(result.header),
+                              numbers_right=True)
+        print(table)
         return 0, None
     write_report(args.output, spec.title, result, f"{spec.agg} of {spec.values}")
     print(f"wrote {args.output}: {spec.title}, {size}")

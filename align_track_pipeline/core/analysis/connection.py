@@ -66,7 +66,7 @@ def open_tables(data_dir: Path, views: Sequence[str] = tuple(TABLES), files: Seq
         raise AnalysisError(f"no {' or '.join(missing)} table in {store.root} yet: run "
                             "`align-track ingest` first (or pass the --data-dir it wrote)")
     con = duckdb.connect(":memory:")
-    con.execute("SET enable_progress_bar = false")  # no bar on a terminal or in run logs
+    _no_progress_bar(con)
     # Bounded memory: beyond it, the comparison's sort of every scene spills to disk, under
     # the analysis folder it is written to (the commands' small sorts never spill).
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
@@ -85,6 +85,16 @@ def open_tables(data_dir: Path, views: Sequence[str] = tuple(TABLES), files: Seq
                     f"read_parquet({sql_literal(source)})")
     _lock(con, [store.table_dir(t) for t in TABLES], [*files, *([comparison] * snapshot)])
     return con
+
+
+def _no_progress_bar(con: duckdb.DuckDBPyConnection) -> None:
+    """No progress bar on a terminal or in run logs. In a Jupyter kernel without ipywidgets
+    DuckDB refuses any change to the setting, and has the bar off already."""
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.InvalidInputException:
+        if con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0]:
+            raise
 
 
 def map_keys(con: duckdb.DuckDBPyConnection, table: str, column: str) -> list[str]:

@@ -1,5 +1,5 @@
-"""How results look: terminal tables with shortened texts, Markdown and self-contained HTML,
-and the side-by-side view of one scene (one column per run)."""
+"""How results look: cells as text, Markdown and self-contained HTML, and the side-by-side view
+of one scene (one column per run); terminal tables are in `terminal`."""
 
 from __future__ import annotations
 
@@ -77,23 +77,6 @@ def shorten(text: str, width: int) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-def text_table(header: list[str], rows: list[list[object]], width: int = 40,
-               keep: frozenset[str] | set[str] = frozenset(), numbers_right: bool = False) -> str:
-    """Aligned columns for a terminal; each cell shortened to `width`, except in the `keep`
-    columns (links must stay whole), control characters made visible (`terminal_safe`);
-    columns of numbers right-aligned with `numbers_right`."""
-    show = figure_cell if numbers_right else cell
-    cells = [[terminal_safe(show(v)) if name in keep else shorten(terminal_safe(show(v)), width)
-              for name, v in zip(header, row, strict=True)] for row in rows]
-    right = numeric_columns_of(rows, len(header)) if numbers_right else [False] * len(header)
-    header = [terminal_safe(h) for h in header]
-    widths = [max(map(len, col)) for col in zip(header, *cells, strict=True)]
-    lines = [header, ["-" * w for w in widths], *cells]
-    return "\n".join("  ".join(c.rjust(w) if r else c.ljust(w)
-                               for c, w, r in zip(line, widths, right, strict=True)).rstrip()
-                     for line in lines)
-
-
 def markdown_cell(text: str) -> str:
     """Text as inert Markdown table-cell content: `& < >` as HTML entities (no raw HTML
     reaches a renderer), `|` escaped, newlines as `<br>` (the one tag written)."""
@@ -152,3 +135,13 @@ def by_scene(rows: list[dict]) -> dict[tuple[str | None, str | None], list[dict]
     for row in rows:
         groups.setdefault((row["scenario_id"], row["scene_id"]), []).append(row)
     return groups
+
+
+def by_probe(rows: list[dict]) -> list[list[dict]]:
+    """One scene id's rows grouped by what the runs were shown (probe and choices), in order
+    of first appearance: runs of other versions of a scenario can share a scene id and yet
+    have seen another probe or another choice list."""
+    groups: dict[tuple[str | None, str | None], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["probe_text"], row["choices_text"]), []).append(row)
+    return list(groups.values())

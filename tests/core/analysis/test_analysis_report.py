@@ -127,7 +127,7 @@ def test_each_format_by_extension(tables_dir, tmp_path):
 def test_numbers_are_right_aligned_and_rounded(tables_dir, tmp_path):
     """4 significant digits, no exponent, right-aligned in Markdown, HTML and the terminal;
     the number format in xlsx; full precision in CSV."""
-    from align_track_pipeline.core.analysis.render import text_table
+    from align_track_pipeline.core.analysis.terminal import text_table
 
     spec = PivotSpec(rows=("adm",), cols=("llm_backbone",))
     result = pivot(open_tables(tables_dir), spec)
@@ -158,7 +158,7 @@ def test_numbers_are_right_aligned_and_rounded(tables_dir, tmp_path):
     assert formats[round(min(values), 9)] == "0.000000"
     assert formats[round(max(values), 9)] == "0.00"
 
-    table = text_table(result.header, result.rows, numbers_right=True).splitlines()
+    table = text_table(result.header, result.rows, numbers_right=True)[0].splitlines()
     widths = [len(c) for c in table[1].split("  ")]
     for line in table[2:]:  # each number ends where its column ends
         for value in (v for v in line.split() if re.fullmatch(r"[0-9.]+", v)):
