@@ -23,8 +23,7 @@ import pandas as pd
 from align_track_pipeline.core.analysis import compare as _compare
 from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
-from align_track_pipeline.core.analysis.pivot import PivotSpec, label, pivot
-from align_track_pipeline.core.analysis.pivot import parse_columns as pivot_columns
+from align_track_pipeline.core.analysis.pivot import PivotSpec, label, pivot, split_columns
 from align_track_pipeline.core.analysis.search import parse_columns, parse_sort
 from align_track_pipeline.core.analysis.search import search as _search
 from align_track_pipeline.core.locations import default_data_dir
@@ -107,7 +106,7 @@ def _dir(data_dir: str | Path | None) -> Path:
 
 def _columns(columns: str | Sequence[str]) -> tuple[str, ...]:
     """An axis's grouping columns: `"adm"`, `"adm,llm_backbone"` or a list."""
-    return pivot_columns(columns) if isinstance(columns, str) else tuple(columns)
+    return split_columns(columns) if isinstance(columns, str) else tuple(columns)
 
 
 def _frame(table: str, rows: list[dict], columns: list[str]) -> pd.DataFrame:

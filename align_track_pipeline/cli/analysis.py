@@ -29,7 +29,7 @@ from align_track_pipeline.core.analysis.export import FORMATS, export, export_fo
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
 from align_track_pipeline.core.analysis.links import UNAVAILABLE, run_links
 from align_track_pipeline.core.analysis.output import write_report
-from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, parse_columns, pivot
+from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, pivot, split_columns
 from align_track_pipeline.core.analysis.render import (
     by_probe,
     by_scene,
@@ -283,7 +283,7 @@ def _compare_page(scenario: str, rows: list[dict]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> Result:
-    spec = PivotSpec(args.table, parse_columns(args.rows), parse_columns(args.cols),
+    spec = PivotSpec(args.table, split_columns(args.rows), split_columns(args.cols),
                      args.values, args.agg)
     result = pivot(open_tables(_data_dir(args), [spec.table]), spec)
     size = f"{len(result.rows)} rows x {len(result.col_labels)} columns"

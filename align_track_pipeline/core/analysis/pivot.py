@@ -64,7 +64,7 @@ def label(value: object) -> str:
     return NONE_LABEL if value is None else str(value)
 
 
-def parse_columns(text: str) -> tuple[str, ...]:
+def split_columns(text: str) -> tuple[str, ...]:
     """`--rows adm,llm_backbone` -> ("adm", "llm_backbone")."""
     return tuple(c.strip() for c in text.split(",") if c.strip())
 
