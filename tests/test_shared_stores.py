@@ -82,7 +82,7 @@ def test_two_instances_share_one_postgres_store(sample_tree, tmp_path, postgres)
 
 def test_a_writer_killed_on_another_host_never_blocks(small_tree, data_dir):
     """Host A (its own UTS namespace, so its own hostname) is SIGKILLed while it holds the
-    `mlflow` pool of the shared instance; an ingest here frees the slot once A's heartbeat is
+    pool of the shared instance's MLflow store; an ingest here frees the slot once A's heartbeat is
     older than the bound, and finishes the job."""
     import os
     import signal
@@ -92,6 +92,7 @@ def test_a_writer_killed_on_another_host_never_blocks(small_tree, data_dir):
     from align_track_pipeline.defs.dagster_compat import pool_holders
 
     args = ["ingest", "--json", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]
+    pool = f"mlflow:sqlite:///{data_dir.resolve()}/mlflow.db"
     host_a = subprocess.Popen(["unshare", "--uts", "sh", "-c",
                                'hostname host-a && exec "$0" "$@"', ALIGN_TRACK, *args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,8 +101,8 @@ def test_a_writer_killed_on_another_host_never_blocks(small_tree, data_dir):
         assert host_a.poll() is None and time.monotonic() < deadline
         if (data_dir / "dagster" / "history").exists():
             with open_instance(data_dir) as instance:
-                if pool_holders(instance, "mlflow")[1]:
-                    held = pool_holders(instance, "mlflow")[1][0]
+                if pool_holders(instance, pool)[1]:
+                    held = pool_holders(instance, pool)[1][0]
                     break
         time.sleep(0.2)
     host_a.send_signal(signal.SIGKILL)

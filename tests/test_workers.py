@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.core.cores import usable_cores
+from align_track_pipeline.core.trackers.mlflow.tracker import MlflowTracker
 from align_track_pipeline.defs.dagster_compat import pool_holders
 from tests.conftest import aim_runs_seen_by_a_fresh_process
 from tests.test_shared_stores import assert_one_aim_run_per_scene, assert_one_run_per_key
@@ -67,8 +68,8 @@ def test_two_workers_write_exactly_what_one_writes(sample_tree, tmp_path):
     assert _aim(two) == _aim(one)
 
     with open_instance(two) as instance:  # the pools follow the stores and the cores
-        assert pool_holders(instance, "aim") == (usable_cores(), [])
-        assert pool_holders(instance, "mlflow") == (1, [])
+        assert pool_holders(instance, f"aim:{two.resolve()}/aim") == (usable_cores(), [])
+        assert pool_holders(instance, f"mlflow:sqlite:///{two.resolve()}/mlflow.db") == (1, [])
     assert _ingest(sample_tree, two, 2).count("worker processes") == 0  # all fresh
 
 
@@ -96,4 +97,4 @@ def test_mlflow_on_postgres_takes_two_workers(sample_tree, tmp_path, postgres):
     assert "mlflow: 20 partitions over 2 worker processes" in err
     assert_one_run_per_key(uri, "align-system", tmp_path / "data")
     with open_instance(tmp_path / "data") as instance:
-        assert pool_holders(instance, "mlflow") == (usable_cores(), [])
+        assert pool_holders(instance, MlflowTracker(uri).pool) == (usable_cores(), [])

@@ -6,8 +6,9 @@ changed, then each phase (tables, then each tracker) runs over the partitions wh
 version is not the observed one, one run per contiguous partition range (one run for a cold
 tree), never one run per partition; with `--workers N` a phase's partitions are cut into
 contiguous batches run by up to N worker processes at once, as many as the phase's store takes
-(its pool limit, see `sizing`); the trackers' phases run side by side then, a single-writer
-store's in this process. A partition that fails the tables skips the trackers; one that fails
+(its pool limit, see `sizing`); the phases of trackers on different stores run side by side
+then, a single-writer store's in this process, and those of trackers sharing a store (one pool)
+one after another. A partition that fails the tables skips the trackers; one that fails
 a tracker is still written to the others; each is reported with its errors. After the tables
 changed, `scene_comparison` is rebuilt in one run, as the automation does.
 
@@ -62,13 +63,14 @@ PARTITIONS = experiment_partitions.name
 class Phase:
     job: str
     expected: Expected
+    pool: str | None = None  # its store's pool (`Tracker.pool`); the tables have none
 
 
 def phases(trackers: list[Tracker]) -> list[Phase]:
     """The order stores are brought up to date: the tables, then each tracker (fed from the
     tables) in the order of the registry."""
     return [Phase(TABLES_JOB, TABLE_VERSIONS),
-            *(Phase(t.name, {t.asset: t.data_version}) for t in trackers)]
+            *(Phase(t.name, {t.asset: t.data_version}, t.pool) for t in trackers)]
 
 
 def all_expected(trackers: list[Tracker]) -> Expected:
@@ -155,7 +157,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     known = set(instance.get_dynamic_partitions(PARTITIONS))
     plan = removals(known, scan)
     check_removals(experiments_dir, len(known), plan.gone, len(run_dirs), confirm_removals)
-    limits = size_pools(instance, trackers)  # pool (= tracker phase) -> writers at once
+    limits = size_pools(instance, trackers)  # store's pool -> writers at once
     abandoned = fail_abandoned_runs(instance)
     if abandoned:
         progress(f"marked {len(abandoned)} runs of killed align-track processes failed")
@@ -244,18 +246,44 @@ def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Ph
                 limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
                 progress: Callable[[str], None], skipped: set[str] = frozenset(),
                 forced: set[str] = frozenset()) -> None:
-    """Bring `todo_phases` up to date: the ones that spread over worker processes start there
-    first, then the ones that take one writer (e.g. MLflow on SQLite) run in this process
-    meanwhile, so that a single-writer store no longer leaves the other cores idle. `forced`:
-    partitions to materialize even when fresh (their files are broken)."""
+    """Bring `todo_phases` up to date, in waves that hold at most one phase per pool (the
+    phases of trackers sharing a store run one after another, so the store's limit holds for
+    all of them). `forced`: partitions to materialize even when fresh (their files are
+    broken)."""
+    for wave in _waves(todo_phases):
+        _run_wave(runner, pool, wave, limits, versions, errors, progress, skipped, forced)
+
+
+def _waves(todo_phases: list[Phase]) -> list[list[Phase]]:
+    """The n-th wave holds the n-th phase of each pool, in the order of `todo_phases`."""
+    waves: list[list[Phase]] = []
+    seen: dict[str | None, int] = {}
+    for phase in todo_phases:
+        n = seen.get(phase.pool, -1) + 1 if phase.pool else 0
+        seen[phase.pool] = n
+        if n == len(waves):
+            waves.append([])
+        waves[n].append(phase)
+    return waves
+
+
+def _run_wave(runner: InProcess, pool: WorkerPool | None, wave: list[Phase],
+              limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
+              progress: Callable[[str], None], skipped: set[str],
+              forced: set[str]) -> None:
+    """The phases that spread over worker processes start there first, then the ones that
+    take one writer (e.g. MLflow on SQLite) run in this process meanwhile, so that a
+    single-writer store no longer leaves the other cores idle."""
     instance = runner.instance
     order = instance.get_dynamic_partitions(PARTITIONS)
     planned = []
-    for phase in todo_phases:
+    for phase in wave:
         todo = _todo(instance, versions, phase, skipped, forced)
         if todo:
-            wait_for_pool(instance, phase.job, progress)  # a tracker's pool is named after it
-            processes = pool.parallel.processes(len(todo), limits.get(phase.job)) if pool else 1
+            if phase.pool:
+                wait_for_pool(instance, phase.pool, progress)
+            limit = limits.get(phase.pool) if phase.pool else None
+            processes = pool.parallel.processes(len(todo), limit) if pool else 1
             planned.append((phase, todo, processes))
     with pool.interruptible() if pool else nullcontext():
         spread = []

@@ -19,7 +19,7 @@ def follow_up_defs(tracker: Tracker) -> dg.Definitions | None:
         return None
 
     @dg.asset(name=follow.asset, deps=[tracker.asset], group_name="trackers",
-              kinds={tracker.name}, pool=tracker.name,  # one writer at a time, like the runs
+              kinds={tracker.name}, pool=tracker.pool,  # its store's writers, like the runs
               description=follow.description)
     def follow_up(context: dg.AssetExecutionContext, config: FollowUpConfig,
                   trackers: Trackers) -> dg.MaterializeResult:

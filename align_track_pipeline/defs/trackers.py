@@ -21,9 +21,10 @@ from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 
 def tracker_asset(tracker: Tracker) -> dg.AssetsDefinition:
-    """The partitioned asset of one tracker, downstream of the tables; its pool (the tracker's
-    name) keeps the writers of its store to what the store takes (`cli/sizing.py`: one on
-    SQLite, one per core for Aim, Postgres or a server)."""
+    """The partitioned asset of one tracker, downstream of the tables; its pool (its store's,
+    shared with every tracker writing that store) keeps the writers of the store to what the
+    store takes (`cli/sizing.py`: one on SQLite, one per core for Aim, Postgres or a
+    server)."""
 
     @dg.multi_asset(
         specs=[dg.AssetSpec(
@@ -39,7 +40,7 @@ def tracker_asset(tracker: Tracker) -> dg.AssetsDefinition:
         )],
         partitions_def=experiment_partitions,
         backfill_policy=batch_policy(),
-        pool=tracker.name,
+        pool=tracker.pool,
         name=f"log_{tracker.asset}",
     )
     def log_runs(context: dg.AssetExecutionContext, tree: ExperimentTree, store: DataStore,

@@ -33,6 +33,11 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _mlflow_pool(data_dir: Path) -> str:
+    """The pool of the MLflow store an ingest into `data_dir` writes (SQLite there)."""
+    return f"mlflow:sqlite:///{data_dir.resolve()}/mlflow.db"
+
+
 def _run_holding_a_slot(instance, pool: str, tags: dict[str, str]) -> str:
     """A STARTED run that claimed a pool slot, as a killed in-process run leaves behind."""
     run_id = str(uuid.uuid4())
@@ -48,16 +53,17 @@ def test_only_runs_of_dead_processes_are_failed(data_dir):
 
     host = socket.gethostname()
     with open_instance(data_dir) as instance:
-        dead = _run_holding_a_slot(instance, "mlflow", {HOST_TAG: host, PID_TAG: str(_dead_pid())})
-        alive = _run_holding_a_slot(instance, "aim", {HOST_TAG: host, PID_TAG: str(os.getpid())})
+        mlflow, aim = _mlflow_pool(data_dir), f"aim:{data_dir.resolve()}/aim"
+        dead = _run_holding_a_slot(instance, mlflow, {HOST_TAG: host, PID_TAG: str(_dead_pid())})
+        alive = _run_holding_a_slot(instance, aim, {HOST_TAG: host, PID_TAG: str(os.getpid())})
         other_host = _run_holding_a_slot(instance, "other", {
             HOST_TAG: "elsewhere", PID_TAG: str(_dead_pid()), HEARTBEAT_TAG: str(time.time())})
         assert fail_abandoned_runs(instance) == [dead]
         assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(alive).status == dg.DagsterRunStatus.STARTED
         assert instance.get_run_by_id(other_host).status == dg.DagsterRunStatus.STARTED
-        assert active_pool_slots(instance, "mlflow") == 0
-        assert active_pool_slots(instance, "aim") == 1
+        assert active_pool_slots(instance, mlflow) == 0
+        assert active_pool_slots(instance, aim) == 1
 
 
 @pytest.mark.slow
@@ -65,8 +71,8 @@ def test_a_killed_ingest_does_not_block_the_next_one(capsys, small_tree, data_di
     import socket
 
     with open_instance(data_dir) as instance:
-        stale = _run_holding_a_slot(instance, "mlflow", {HOST_TAG: socket.gethostname(),
-                                                         PID_TAG: str(_dead_pid())})
+        stale = _run_holding_a_slot(instance, _mlflow_pool(data_dir), {
+            HOST_TAG: socket.gethostname(), PID_TAG: str(_dead_pid())})
     # With the slot still held, the MLflow phase would wait for ever.
     assert main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
                  "--json"]) == 0
@@ -110,19 +116,19 @@ def test_a_dead_writer_on_another_host_is_freed_once_its_heartbeat_is_old(
         capsys, monkeypatch, small_tree, data_dir):
     monkeypatch.setenv("ALIGN_TRACK_DEAD_WRITER_SECONDS", "60")
     with open_instance(data_dir) as instance:
-        stale = _run_holding_a_slot(instance, "mlflow", {
+        stale = _run_holding_a_slot(instance, _mlflow_pool(data_dir), {
             HOST_TAG: "pod-7f9c", PID_TAG: "1", HEARTBEAT_TAG: str(time.time() - 600)})
     assert main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["failed"] == []
     with open_instance(data_dir) as instance:
         assert instance.get_run_by_id(stale).status == dg.DagsterRunStatus.FAILURE
-        assert active_pool_slots(instance, "mlflow") == 0
+        assert active_pool_slots(instance, _mlflow_pool(data_dir)) == 0
 
 
 def _live_holder_elsewhere(data_dir) -> str:
     with open_instance(data_dir) as instance:
-        return _run_holding_a_slot(instance, "mlflow", {
+        return _run_holding_a_slot(instance, _mlflow_pool(data_dir), {
             HOST_TAG: "pod-live", PID_TAG: "1", HEARTBEAT_TAG: str(time.time() + 3600)})
 
 
@@ -135,7 +141,8 @@ def test_a_live_writer_elsewhere_is_waited_for_then_given_up_on(small_tree, data
         capture_output=True, text=True, timeout=600, check=False,
         env={**os.environ, "ALIGN_TRACK_POOL_WAIT_SECONDS": "4"})
     assert done.returncode == 1 and "gave up after" in json.loads(done.stdout)["error"]
-    assert f"waiting for pool 'mlflow', held by run {holder[:8]} (host pod-live" in done.stderr
+    pool = _mlflow_pool(data_dir)
+    assert f"waiting for pool {pool!r}, held by run {holder[:8]} (host pod-live" in done.stderr
     assert "gave up after" in done.stderr and "ALIGN_TRACK_POOL_WAIT_SECONDS=4" in done.stderr
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from align_track_pipeline.core import versions
+from align_track_pipeline.core.pools import pool_name
+from align_track_pipeline.core.secrets import without_credentials
 from align_track_pipeline.core.settings import load_settings
 
 
@@ -105,7 +107,7 @@ class TrackerWriter(Protocol):
 class Tracker(ABC):
     """A store of runs fed from the tables. Subclasses set the three class attributes."""
 
-    name: str  # "mlflow": the asset `<name>_runs`, its pool, job and CLI phase
+    name: str  # "mlflow": the asset `<name>_runs`, its job and CLI phase
     version_tag: str  # one letter in data versions: "m" for MLflow, "a" for Aim
     description: str  # the asset's description in the Dagster UI
 
@@ -120,6 +122,19 @@ class Tracker(ABC):
     @abstractmethod
     def target_id(self) -> str:
         """Which store this is, without secrets (shown to users, part of reports)."""
+
+    def store(self) -> str:
+        """Which store this writes, as one normalised address without credentials, the same
+        for every tracker that writes it (`mlflow:sqlite:////abs/mlflow.db`, `aim:/abs/repo`):
+        what its pool is named after. By default the tracker's name and its target; a tracker
+        whose store other trackers may share says which store it is."""
+        return f"{self.name}:{without_credentials(self.target_id())}"
+
+    @property
+    def pool(self) -> str:
+        """The Dagster pool of its store: trackers that write one store share it, so its
+        limit (`max_writers`) holds for all of them together."""
+        return pool_name(self.store())
 
     def check(self) -> None:
         """Raise `TargetError` if the target is malformed or unsupported (called whenever a

@@ -48,6 +48,10 @@ class AimTracker(Tracker):
     def target_id(self) -> str:
         return self.repo
 
+    def store(self) -> str:
+        """The repo's real path: one pool for every tracker writing it, however named."""
+        return f"aim:{Path(self.repo).resolve()}"
+
     def data_version(self, source_version: str) -> str:
         """Also the manifest's generation: a manifest deleted (or rebuilt because it
         disagreed with the repo) no longer vouches for the runs, so every partition is stale

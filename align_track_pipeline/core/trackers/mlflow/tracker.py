@@ -60,6 +60,11 @@ class MlflowTracker(Tracker):
     def target_id(self) -> str:
         return f"{without_credentials(self.tracking_uri)} (experiment {self.experiment})"
 
+    def store(self) -> str:
+        """The tracking store (whichever experiment): the database's file or server, or the
+        `mlflow server`, without credentials."""
+        return f"mlflow:{store_address(self.tracking_uri)}"
+
     def check(self) -> None:
         check_tracking_uri(self.tracking_uri)
         if not self.experiment.strip():
@@ -162,6 +167,25 @@ def check_tracking_uri(uri: str) -> None:
             raise TargetError(f"MLflow tracking URI {shown!r} names no database server")
     else:
         raise TargetError(f"unsupported MLflow tracking URI {shown!r}: use {SUPPORTED}")
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def store_address(uri: str) -> str:
+    """One spelling per store of a (checked) tracking URI: SQLite by its file's real path,
+    a database or server by scheme (no driver), host, port (the default one written out)
+    and path; never the credentials, query or fragment."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0].lower()
+    if scheme == "sqlite":
+        path = uri.split(":///", 1)[1].split("?", 1)[0]
+        return f"sqlite:///{Path(path).resolve()}"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    port = parts.port or DEFAULT_PORTS.get(scheme)
+    netloc = f"{host}:{port}" if host and port else host
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
