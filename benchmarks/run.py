@@ -43,13 +43,13 @@ def _aim_numbers(data: Path, work: Path, full_reindex: bool) -> list[str]:
     reindex` on the same repo."""
     import pyarrow.dataset as ds
 
-    from align_track_pipeline.core.trackers.aim import compat as aim_compat
+    from align_track_pipeline.core.trackers.aim import indexing, lean_runs, storage
     from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
 
-    repo = aim_compat.open_repo(data / "aim")
-    hashes = aim_compat.all_run_hashes(repo)
+    repo = storage.open_repo(data / "aim")
+    hashes = storage.all_run_hashes(repo)
     start = time.perf_counter()
-    aim_compat.index_runs(repo, hashes)
+    indexing.index_runs(repo, hashes)
     index_ms = (time.perf_counter() - start) * 1000 / len(hashes)
     lines = [f"  Aim incremental index, index opened once: {index_ms:.2f} ms per run "
              f"({len(hashes)} runs)"]
@@ -57,10 +57,10 @@ def _aim_numbers(data: Path, work: Path, full_reindex: bool) -> list[str]:
     experiments = ds.dataset(data / "parquet" / "experiments").to_table().to_pylist()
     scenes = ds.dataset(data / "parquet" / "scenes").to_table().to_pylist()
     plan = plan_scene_runs(experiments, scenes)
-    bare = aim_compat.open_repo(work / "aim-baseline")
+    bare = storage.open_repo(work / "aim-baseline")
     start = time.perf_counter()
     for spec in plan:  # Aim alone: the same lean runs, no manifest, no index
-        run = aim_compat.lean_run(bare, spec.experiment)
+        run = lean_runs.lean_run(bare, spec.experiment)
         run.name = spec.name
         for key, value in spec.params.items():
             run[key] = value

@@ -196,10 +196,10 @@ def mlflow_scenes_finished(tracking_uri: str, key: str, scenes: int) -> bool:
 def aim_runs_held(repo_path: Path) -> set[str]:
     """Every Aim run the repo holds anything of, complete or not: its folders, and the
     run-table rows of runs cut short while being built outside the repo."""
-    from align_track_pipeline.core.trackers.aim import compat as aim_compat
+    from align_track_pipeline.core.trackers.aim import storage
 
-    repo = aim_compat.open_repo(repo_path)
-    return set(aim_compat.all_run_hashes(repo)) | {r.hash for r in repo.structured_db.runs()}
+    repo = storage.open_repo(repo_path)
+    return set(storage.all_run_hashes(repo)) | {r.hash for r in repo.structured_db.runs()}
 
 
 def aim_runs_seen_by_a_fresh_process(repo: Path, query: str = "") -> list[dict]:

@@ -373,8 +373,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
 
 
 def cmd_aim_ui(args: argparse.Namespace) -> Result:
-    """`aim up` bound to loopback, on the repo `ingest` writes: one worker, no telemetry, the
-    project named after this pipeline (Aim hard-codes "My awesome project")."""
+    """`aim up` bound to loopback, on the repo `ingest` writes: one worker, no telemetry."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
     repo = create("aim", _settings(args, data)).repo
     os.environ["AIM_UI_TELEMETRY_ENABLED"] = "0"

@@ -186,6 +186,9 @@ SETTINGS: tuple[Setting, ...] = (
             "where new Aim runs are built before they are moved into the repo: a folder "
             "(created if missing; a memory file system or a local disk, never a network share), "
             "or `off` to build them in the repo directly", STAGE),
+    Setting("ALIGN_TRACK_PUBLIC_APIS", "off",
+            "on: use only the public APIs of Aim, MLflow and Dagster (slower), as on a library "
+            "version the fast paths were not verified on (`core/verified.py`)", SWITCH, False),
     Setting("ALIGN_TRACK_TRACKERS", "every registered tracker",
             "a comma-separated choice, e.g. `aim`: the others get no asset, no ingest phase and "
             "no writes (CLI, workers and code location alike), except that a removed folder's "

@@ -1,8 +1,11 @@
 """Every Dagster internal the pipeline relies on, each in one small function.
 
-Dagster is pinned (1.13, uv.lock). Nothing else in the repository imports `dagster._*` or calls
+Dagster is pinned (uv.lock). Nothing else in the repository imports `dagster._*` or calls
 event-log storage methods: they go through here, and tests/defs/test_dagster_compat.py pins
-each one, so a Dagster upgrade that moves one fails there, loudly, by name.
+each one, so a Dagster upgrade that moves one fails there, loudly, by name. Private modules are
+imported where they are used, not at import, and on a Dagster version the pipeline was not
+verified on (`verified.dagster_internals`) the runs plan one event per partition, as Dagster
+does by default, and mark their failed partitions without private events.
 """
 
 from __future__ import annotations
@@ -13,10 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from dagster._core.definitions.data_version import CachingStaleStatusResolver
-from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
-from dagster._core.loader import LoadingContextForTest
-from dagster._core.storage.defs_state.base import DefsStateStorage, set_defs_state_storage
+
+from align_track_pipeline.core.verified import dagster_internals
 
 # Tags Dagster writes on a materialization it makes itself. The assets here log their
 # partitions one by one, so they write them, and Dagster's staleness reads them as its own.
@@ -80,7 +81,12 @@ def record_failed_attempt(context: dg.AssetExecutionContext, asset: dg.AssetKey,
 def record_failed_attempts(instance: dg.DagsterInstance, run_id: str, job_name: str,
                            step_key: str, asset: dg.AssetKey, partitions: list[str]) -> None:
     """The same for partitions of a run whose step failed as a whole (e.g. its store was
-    unreachable), recorded from outside the run."""
+    unreachable), recorded from outside the run. Nothing to record on an unverified Dagster:
+    its runs plan each partition, so Dagster marks them failed itself."""
+    if not dagster_internals():
+        return
+    from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+
     for partition in partitions:
         event = DagsterEvent.build_asset_materialization_planned_event(
             job_name, step_key, AssetMaterializationPlannedData(asset, partition=partition))
@@ -96,7 +102,11 @@ def one_planned_event_per_asset() -> Iterator[None]:
     """Runs started inside store one "materialization planned" event per asset for their whole
     partition range instead of one per partition (about 10 ms each on SQLite). The assets then
     mark their failed partitions themselves (`record_failed_attempt`). Used only around the
-    CLI's own in-process runs, never by definitions the daemon loads."""
+    CLI's own in-process runs, never by definitions the daemon loads. On an unverified
+    Dagster, nothing changes: one planned event per partition."""
+    if not dagster_internals():
+        yield
+        return
     old = os.environ.get(_SUBSET_PLANNED_EVENTS)
     os.environ[_SUBSET_PLANNED_EVENTS] = "1"
     try:
@@ -158,6 +168,9 @@ def last_event_id(instance: dg.DagsterInstance) -> int:
 def stale_status(defs: dg.Definitions, instance: dg.DagsterInstance, asset: str,
                  partition: str) -> tuple[str, list[str]]:
     """What the UI shows for a partition: Dagster's stale status and its root causes."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
     resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(),
                                           LoadingContextForTest(instance))
     key = dg.AssetKey(asset)
@@ -191,10 +204,15 @@ def no_defs_state_storage() -> Iterator[None]:
     disposed instance), and the next Definitions load in the same thread then fails with
     "Attempted to resolve undefined DagsterInstance weakref". Tests run each in such a block.
     """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
     with set_defs_state_storage(None):
         yield
 
 
-def current_defs_state_storage() -> DefsStateStorage | None:
+def current_defs_state_storage():
+    """The current `DefsStateStorage`, or None."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
     return DefsStateStorage.get()
 

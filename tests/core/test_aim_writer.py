@@ -6,7 +6,7 @@ import pytest
 
 from align_track_pipeline.core.source.discovery import RunDir
 from align_track_pipeline.core.source.parse import parse_run_dir
-from align_track_pipeline.core.trackers.aim import compat as aim_compat
+from align_track_pipeline.core.trackers.aim import indexing, lean_runs, staging, storage
 from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
 from align_track_pipeline.core.trackers.aim.writer import AimWriter
 from tests.conftest import aim_runs_held, aim_runs_seen_by_a_fresh_process
@@ -24,7 +24,7 @@ def writer(request, tmp_path, monkeypatch):
     """Both ways of building runs: on a memory file system and moved in (where there is one),
     or in the repo itself."""
     if request.param == "in place":
-        monkeypatch.setattr(aim_compat, "STAGE_ROOT", tmp_path / "no-such-folder")
+        monkeypatch.setattr(staging, "STAGE_ROOT", tmp_path / "no-such-folder")
     w = AimWriter(tmp_path / "aim")
     assert (w.stage is not None) == (request.param == "staged")
     yield w
@@ -80,7 +80,7 @@ def test_a_stage_short_of_room_is_left_and_runs_are_written_in_place(sample_tree
     stage's file system runs short, the writer writes in the repo directly instead."""
     import shutil
 
-    monkeypatch.setattr(aim_compat, "STAGE_ROOT", tmp_path / "shm")
+    monkeypatch.setattr(staging, "STAGE_ROOT", tmp_path / "shm")
     (tmp_path / "shm").mkdir()
     key = RunDir(sample_tree / REL, REL).key
     writer = AimWriter(tmp_path / "aim")
@@ -89,7 +89,7 @@ def test_a_stage_short_of_room_is_left_and_runs_are_written_in_place(sample_tree
         assert stage is not None
         writer.upsert(key, _plan(sample_tree))
         free = shutil.disk_usage(stage).free
-        monkeypatch.setattr(aim_compat, "STAGE_MIN_FREE", free + 2**30)
+        monkeypatch.setattr(staging, "STAGE_MIN_FREE", free + 2**30)
         io = sample_tree / REL / "input_output.json"
         io.write_text(io.read_text().replace("Random choice", "Changed choice", 1))
         changed = writer.upsert(key, _plan(sample_tree))
@@ -106,16 +106,16 @@ def test_a_stage_that_runs_short_within_a_partition_leaves_no_run_behind(sample_
                                                                          tmp_path, monkeypatch):
     """Room is checked before each run: the partition's first runs staged, the rest in
     place, every one indexed and seen."""
-    monkeypatch.setattr(aim_compat, "STAGE_ROOT", tmp_path / "shm")
+    monkeypatch.setattr(staging, "STAGE_ROOT", tmp_path / "shm")
     (tmp_path / "shm").mkdir()
     checks = []
-    real = aim_compat.stage_has_room
+    real = staging.stage_has_room
 
     def room_for_two_runs(stage, min_free=None):
         checks.append(stage)
         return len(checks) <= 3 and real(stage, min_free)  # 1: new_stage, 2-3: two runs
 
-    monkeypatch.setattr(aim_compat, "stage_has_room", room_for_two_runs)
+    monkeypatch.setattr(staging, "stage_has_room", room_for_two_runs)
     plan = _plan(sample_tree)
     writer = AimWriter(tmp_path / "aim")
     try:
@@ -183,7 +183,7 @@ def test_kill_mid_partition_is_repaired(writer, sample_tree, tmp_path, monkeypat
     assert len(_held(writer.repo)) == 3  # staged: the third run is only a run-table row
     result = writer.upsert(key, plan)
     assert result.deleted == 3 and len(result.created) == len(plan)
-    assert set(aim_compat.all_run_hashes(writer.repo)) == _held(writer.repo)  # no leftovers
+    assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)  # no leftovers
     assert len(_held(writer.repo)) == len(plan)  # nothing duplicated
     seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
@@ -205,20 +205,20 @@ def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree,
     class Killed(BaseException):
         pass
 
-    real_lean = aim_compat.lean_run
+    real_lean = lean_runs.lean_run
 
     def create_then_die(repo, experiment, stage=None):
         run = real_lean(repo, experiment, stage)  # Aim made the run (folder or stage, row)...
         run.close()
         raise Killed  # ...and the process died before the manifest learned its hash
 
-    monkeypatch.setattr(aim_compat, "lean_run", create_then_die)
+    monkeypatch.setattr(lean_runs, "lean_run", create_then_die)
     with pytest.raises(Killed):
         writer.upsert(key, plan)
-    monkeypatch.setattr(aim_compat, "lean_run", real_lean)
+    monkeypatch.setattr(lean_runs, "lean_run", real_lean)
     assert len(_held(writer.repo)) == 1
     writer.upsert(key, plan)
-    assert set(aim_compat.all_run_hashes(writer.repo)) == _held(writer.repo)
+    assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)
     assert len(_held(writer.repo)) == len(plan)
 
 
@@ -274,16 +274,16 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     class Killed(BaseException):
         pass
 
-    real_lean = aim_compat.lean_run
+    real_lean = lean_runs.lean_run
 
     def create_then_die(repo, experiment, stage=None):
         real_lean(repo, experiment, stage).close()
         raise Killed
 
-    monkeypatch.setattr(aim_compat, "lean_run", create_then_die)
+    monkeypatch.setattr(lean_runs, "lean_run", create_then_die)
     with pytest.raises(Killed):
         killed.upsert(key, plan)
-    monkeypatch.setattr(aim_compat, "lean_run", real_lean)
+    monkeypatch.setattr(lean_runs, "lean_run", real_lean)
     leftover = _held(killed.repo)
     killed.close()
 
@@ -299,7 +299,7 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
             w.manifest.pending("Q", "Q::0", run.hash, "c")
             run.close()
             if w.stage is not None:
-                aim_compat.publish_run(w.repo, run.hash, w.stage)
+                staging.publish_run(w.repo, run.hash, w.stage)
             w.manifest.complete(["Q::0"])
 
     q, _ = _in_thread(writer_of_q)
@@ -310,11 +310,11 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     q.join()
     assert done.wait(120)
     p.join()
-    repo = aim_compat.open_repo(tmp_path / "aim")
+    repo = storage.open_repo(tmp_path / "aim")
     hashes = _held(repo)
     assert q_run["hash"] in hashes  # the other writer's run survived the repair
     assert leftover and not leftover & hashes  # the killed writer's leftover is gone
-    assert hashes == set(aim_compat.all_run_hashes(repo))
+    assert hashes == set(storage.all_run_hashes(repo))
     assert len(hashes) == len(plan) + 1
 
 
@@ -351,7 +351,7 @@ def test_a_process_interrupted_mid_run_still_exits(sample_tree, tmp_path):
         capture_output=True, text=True, timeout=120, check=False,
         env=os.environ | {"ALIGN_TRACK_FAULT": "aim.run_created:2:sigint"})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["interrupted", str(aim_compat.STAGE_ROOT.is_dir())]
+    assert done.stdout.split() == ["interrupted", str(staging.STAGE_ROOT.is_dir())]
     assert "Exception in thread" not in done.stderr
     writer = AimWriter(tmp_path / "aim")
     try:
@@ -359,7 +359,7 @@ def test_a_process_interrupted_mid_run_still_exits(sample_tree, tmp_path):
     finally:
         writer.close()
     assert len(result.created) == len(_plan(sample_tree)) and result.deleted == 2  # 1 and 2
-    assert set(aim_compat.all_run_hashes(writer.repo)) == _held(writer.repo)
+    assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)
 
 
 def test_a_kill_between_the_index_records_and_their_checksums_leaves_the_runs_outdated(
@@ -377,13 +377,13 @@ def test_a_kill_between_the_index_records_and_their_checksums_leaves_the_runs_ou
         env=os.environ | {"ALIGN_TRACK_FAULT": "aim.index_records_written"})
     assert done.returncode == -9, done.stderr[-2000:]
     plan = _plan(sample_tree)
-    repo = aim_compat.open_repo(tmp_path / "aim")
-    hashes = aim_compat.all_run_hashes(repo)
-    assert len(hashes) == len(plan) and sorted(aim_compat.outdated_runs(repo)) == hashes
+    repo = storage.open_repo(tmp_path / "aim")
+    hashes = storage.all_run_hashes(repo)
+    assert len(hashes) == len(plan) and sorted(indexing.outdated_runs(repo)) == hashes
     seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
-    assert aim_compat.index_runs(repo, hashes) == len(plan)
-    assert aim_compat.outdated_runs(repo) == []
+    assert indexing.index_runs(repo, hashes) == len(plan)
+    assert indexing.outdated_runs(repo) == []
 
 
 
@@ -404,7 +404,7 @@ def test_a_manifest_that_disagrees_with_the_repo_is_rebuilt_from_the_runs(sample
         new = writer.upsert(key, _plan(sample_tree, rel)).created
     finally:
         writer.close()
-    assert len(_held(aim_compat.open_repo(tmp_path / "aim"))) == len(archived) + 2 * len(new)
+    assert len(_held(storage.open_repo(tmp_path / "aim"))) == len(archived) + 2 * len(new)
 
     rebuilt = AimWriter(tmp_path / "aim")
     try:
@@ -415,5 +415,5 @@ def test_a_manifest_that_disagrees_with_the_repo_is_rebuilt_from_the_runs(sample
         rebuilt.close()
     assert again.created == [] and again.unchanged == len(new)
     assert _held(rebuilt.repo) == set(new) | set(archived) and not set(old) & _held(rebuilt.repo)
-    assert aim_compat.archived_runs(rebuilt.repo) == set(archived)
-    assert aim_compat.outdated_runs(rebuilt.repo) == []
+    assert storage.archived_runs(rebuilt.repo) == set(archived)
+    assert indexing.outdated_runs(rebuilt.repo) == []

@@ -1,14 +1,21 @@
-"""Pins the MLflow internals the bulk writer uses: these fail loudly if MLflow moves them."""
+"""Pins the MLflow internals the bulk writer uses: these fail loudly if MLflow moves them, and
+the bulk path is held to what MLflow's own client stores."""
 
-import mlflow
+import base64
+import json
+from pathlib import Path
+
 import pytest
 from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.dbmodels.models import Base
 
+from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.mlflow import compat as mc
-
-
-def test_mlflow_is_the_pinned_major_minor():
-    assert mlflow.__version__.startswith(("3.17.", "3.18."))
+from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, plan_runs
+from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
+from align_track_pipeline.core.trackers.mlflow.writer import TAG_BATCH, MlflowWriter
+from tests.conftest import SAMPLE_TREE
 
 
 def test_models_have_the_columns_we_insert():
@@ -21,8 +28,6 @@ def test_models_have_the_columns_we_insert():
     for model in (mc.SqlMetric, mc.SqlLatestMetric):
         assert {c.name for c in model.__table__.columns} >= {
             "key", "value", "timestamp", "step", "is_nan", "run_uuid"}
-    run_tables = {m.__tablename__ for m in mc.RUN_CHILD_MODELS}
-    assert run_tables == {"metrics", "latest_metrics", "params", "tags"}
 
 
 def test_the_tables_the_run_lookup_reads():
@@ -61,7 +66,7 @@ def test_bulk_trace_rows_read_back_as_mlflow_writes_them(tmp_path):
              tags={"adm": "a"}, metadata={"mlflow.sourceRun": run.info.run_id},
              feedback={"score": 0.5}, source_id="x", start_ms=1_700_000_000_000,
              end_ms=1_700_000_002_000, request_preview="req", response_preview="resp")
-    with store.ManagedSessionMaker() as session:
+    with mc.write_session(store) as session:
         for model, data in rows.rows.items():
             session.execute(insert(model), data)
     client = MlflowClient(uri)
@@ -73,7 +78,131 @@ def test_bulk_trace_rows_read_back_as_mlflow_writes_them(tmp_path):
     assert trace.data.spans[0].outputs == {"choice_index": 1}
     (feedback,) = trace.info.assessments
     assert (feedback.name, feedback.value, feedback.source.source_type) == ("score", 0.5, "CODE")
-    assert {m.__tablename__ for m in mc.TRACE_CHILD_MODELS} == {
-        "trace_tags", "trace_request_metadata", "spans", "assessments", "trace_metrics",
-        "span_metrics"}
     assert client.delete_traces(exp, trace_ids=[trace_id]) == 1  # MLflow's own delete agrees
+
+
+def _children(table: str) -> set[str]:
+    """MLflow's tables whose rows belong to a row of `table`, at any depth (foreign keys)."""
+    found, todo = set(), {table}
+    while todo:
+        parent = todo.pop()
+        for child in Base.metadata.sorted_tables:
+            if child.name not in found and any(
+                    fk.column.table.name == parent for fk in child.foreign_keys):
+                found.add(child.name)
+                todo.add(child.name)
+    return found
+
+
+def test_a_replaced_trace_takes_every_table_mlflow_keeps_for_it():
+    """The bulk path deletes a replaced trace's rows itself (`TRACE_CHILD_MODELS`): that must
+    be every table MLflow's own schema hangs off `trace_info`, so none is left behind."""
+    assert {m.__tablename__ for m in mc.TRACE_CHILD_MODELS} == _children("trace_info")
+
+
+def test_the_schema_is_the_alembic_head_the_bulk_path_was_verified_on(tmp_path):
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    store = mc.open_sql_store(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "art"))
+    assert mc.schema_revision(store) == mc.SCHEMA_HEAD, "MLflow's schema moved: re-verify"
+    head = ScriptDirectory.from_config(_get_alembic_config(store.db_uri)).get_current_head()
+    assert head == mc.SCHEMA_HEAD
+
+
+def test_write_sessions_write_to_the_primary_even_with_a_read_replica(tmp_path):
+    """MLflow's `ManagedSessionMaker()` defaults to read-only, which a store with a read
+    replica routes to the replica; `write_session` writes to the primary."""
+    from sqlalchemy import text
+
+    mc.open_sql_store(f"sqlite:///{tmp_path}/replica.db", str(tmp_path / "art"))
+    store = mc.SqlAlchemyStore(f"sqlite:///{tmp_path}/primary.db", str(tmp_path / "art"),
+                               read_db_uri=f"sqlite:///{tmp_path}/replica.db")
+    count = text("SELECT count(*) FROM experiments WHERE name = 'written'")
+    with mc.write_session(store) as session:
+        session.execute(text("INSERT INTO experiments (name, lifecycle_stage, workspace) "
+                             "VALUES ('written', 'active', 'default')"))
+    with store.ManagedSessionMaker() as session:  # the default: read-only, the replica
+        assert session.execute(count).scalar() == 0
+    with store.engine.connect() as conn:
+        assert conn.execute(count).scalar() == 1
+
+
+# Columns that hold the time of writing (a run without a start in its data is counted from it):
+# compared as present, not by value.
+_TIMES = {"start_time", "end_time", "timestamp", "timestamp_ms", "trace_timestamp_ms",
+          "created_timestamp", "last_updated_timestamp", "creation_time", "last_update_time",
+          "start_time_unix_nano", "end_time_unix_nano", "deleted_time"}
+
+
+def _tables(db: Path, root: Path) -> dict[str, list]:
+    """Every table of MLflow's schema (its own model list), each row with ids replaced by the
+    run or trace key they belong to, times by their presence, paths by `<root>`."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        rows = {t.name: [dict(r._mapping) for r in conn.execute(t.select())]
+                for t in Base.metadata.sorted_tables}
+    engine.dispose()
+    ids = {str(root): "<root>"}
+    ids |= {r["run_uuid"]: f"<run {r['value']}>" for r in rows["tags"] if r["key"] == TAG_KEY}
+    for r in rows["trace_tags"]:
+        if r["key"] == TAG_KEY:
+            raw = bytes.fromhex(r["request_id"].removeprefix("tr-"))
+            for form in (r["request_id"], raw.hex(), base64.b64encode(raw).decode(),
+                         base64.b64encode(raw[:8]).decode(), raw[:8].hex()):
+                ids[form] = f"<trace {r['value']}>"
+    ids |= {r["assessment_id"]: "<assessment>" for r in rows["assessments"]}
+    ordered = sorted(ids.items(), key=lambda kv: -len(kv[0]))
+
+    def value(column: str, v):
+        if column in _TIMES:
+            return v is not None
+        if column == "content":  # a span's JSON: its times too
+            v = json.dumps({k: (x if k not in _TIMES else x is not None)
+                            for k, x in json.loads(v).items()}, sort_keys=True)
+        if isinstance(v, str):
+            for raw, key in ordered:
+                v = v.replace(raw, key)
+        return v
+
+    def row(table: str, r: dict) -> str:
+        if table == "tags" and r["key"] == TAG_BATCH:
+            r = r | {"value": bool(r["value"])}  # a random id per write
+        if table == "experiments" and r["name"] == "Default":
+            r = r | {"artifact_location": None}  # MLflow's own, from how the store was opened
+        return repr(sorted((k, value(k, v)) for k, v in r.items()))
+
+    return {table: sorted(row(table, r) for r in found) for table, found in rows.items()}
+
+
+def test_the_bulk_path_stores_what_mlflows_client_stores(tmp_path, monkeypatch):
+    """One partition (runs, params, metrics, tags, traces, scores) written, then removed,
+    through the bulk path and through MLflow's client into two SQLite stores: every table
+    MLflow keeps holds the same rows after each, ids and write times aside."""
+    rel = "comp_reg_icl_adept/moral_judgement-0.2"
+    parsed = parse_run_dir(RunDir(SAMPLE_TREE / rel, rel), SAMPLE_TREE)
+    experiments, scenes = parsed.experiments.to_pylist(), parsed.scenes.to_pylist()
+    specs = plan_runs(experiments, scenes, SAMPLE_TREE / rel)
+    traces = plan_traces(experiments, scenes, "nested")
+    assert specs and traces and any(t.feedback for t in traces)
+    tables, removed = {}, {}
+    for path in ("bulk", "public"):
+        if path == "public":
+            monkeypatch.setenv("ALIGN_TRACK_PUBLIC_APIS", "1")
+        writer = MlflowWriter(f"sqlite:///{tmp_path}/{path}.db", "align-system",
+                              str(tmp_path / path))
+        assert type(writer._backend).__name__ == {"bulk": "_SqlBackend",
+                                                   "public": "_ApiBackend"}[path]
+        writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, specs, traces)
+        tables[path] = _tables(tmp_path / f"{path}.db", tmp_path / path)
+        writer.delete_partition(RunDir(SAMPLE_TREE / rel, rel).key)
+        removed[path] = _tables(tmp_path / f"{path}.db", tmp_path / path)
+    assert set(tables["bulk"]) == {t.name for t in Base.metadata.sorted_tables}
+    assert len(tables["bulk"]["runs"]) == len(specs)
+    assert len(tables["bulk"]["trace_info"]) == len(traces)
+    for table in tables["bulk"]:
+        assert tables["bulk"][table] == tables["public"][table], table
+        assert removed["bulk"][table] == removed["public"][table], f"{table}, after removal"
+    assert removed["bulk"]["trace_info"] == [] and len(removed["bulk"]["runs"]) == len(specs)

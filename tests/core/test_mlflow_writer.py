@@ -18,7 +18,7 @@ from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, plan_runs
 from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
-from align_track_pipeline.core.trackers.mlflow.writer import TAG_BATCH, MlflowWriter
+from align_track_pipeline.core.trackers.mlflow.writer import REPLACED, TAG_BATCH, MlflowWriter
 from tests.conftest import SAMPLE_TREE
 
 RELS = ["phase2_june_eval_live/baseline/2025-06-12__14-03-55", "random/unaligned",
@@ -136,6 +136,48 @@ def test_upsert_converges(request, tmp_path, backend, sample_tree):
     assert set(after[RELS[1]].run_ids.values()).isdisjoint(first[RELS[1]].run_ids.values())
     runs = read_back(writer.tracking_uri, writer.experiment_id)
     assert len(runs) == sum(len(_specs(sample_tree, rel)) for rel in keys)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("server", marks=pytest.mark.slow)])
+def test_replaced_and_removed_runs_are_soft_deleted_and_a_restored_one_is_no_duplicate(
+        request, tmp_path, backend, sample_tree):
+    """Every backend deletes as `MlflowClient.delete_run` does: replaced and removed runs go to
+    the `deleted` stage, restorable. A replaced run restored is an old version, not the key's
+    run: its partition and key tags say `replaced:`, and the partition stays converged with
+    exactly one active run per key."""
+    from mlflow.entities import ViewType
+
+    from align_track_pipeline.core.trackers.mlflow.plan import TAG_PARTITION
+
+    writer = (_sqlite(tmp_path) if backend == "sqlite"
+              else MlflowWriter(request.getfixturevalue("mlflow_server"),
+                                f"soft-{uuid.uuid4().hex[:8]}"))
+    client = MlflowClient(writer.tracking_uri)
+    rel = RELS[1]
+    key = RunDir(sample_tree / rel, rel).key
+    first = writer.upsert(key, _specs(sample_tree, rel))
+    changed = sample_tree / rel / "input_output.json"
+    changed.write_text(changed.read_text().replace("Random choice", "Changed choice", 1))
+    second = writer.upsert(key, _specs(sample_tree, rel))
+    assert second.written and second.deleted == len(first.run_ids)
+    for run_key, run_id in first.run_ids.items():
+        old = client.get_run(run_id)
+        assert old.info.lifecycle_stage == "deleted"
+        assert (old.data.tags[TAG_PARTITION], old.data.tags[TAG_KEY]) == (
+            REPLACED + key, REPLACED + run_key)
+    restored = next(iter(first.run_ids.values()))
+    client.restore_run(restored)
+    again = writer.upsert(key, _specs(sample_tree, rel))
+    assert not again.written and again.run_ids == second.run_ids  # no duplicate to repair
+    active = client.search_runs([writer.experiment_id], f"tags.`{TAG_PARTITION}` = '{key}'")
+    assert sorted(r.data.tags[TAG_KEY] for r in active) == sorted(second.run_ids)
+
+    assert writer.delete_partition(key) == len(second.run_ids)
+    every = client.search_runs([writer.experiment_id], run_view_type=ViewType.ALL,
+                               max_results=1000)
+    assert {r.info.run_id: r.info.lifecycle_stage for r in every} == (
+        {run_id: "deleted" for run_id in [*first.run_ids.values(), *second.run_ids.values()]}
+        | {restored: "active"})
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
-from align_track_pipeline.core.trackers.aim import compat as aim_compat
+from align_track_pipeline.core.trackers.aim import indexing, lean_runs, storage
 from align_track_pipeline.definitions import build_defs
 from tests.conftest import (
     _free_port,
@@ -72,15 +72,15 @@ def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, dat
         for job in ("tables", "aim"):
             assert defs.resolve_job_def(job).execute_in_process(instance=instance,
                                                                 tags=tags).success
-        repo = aim_compat.open_repo(data_dir / "aim")
-        unindexed = aim_compat.lean_run(repo, "by hand")  # e.g. written while aim up held it
+        repo = storage.open_repo(data_dir / "aim")
+        unindexed = lean_runs.lean_run(repo, "by hand")  # e.g. written while aim up held it
         unindexed.close()
         context = dg.build_sensor_context(instance=instance, definitions=defs)
         requests = list(aim_reindex_sensor(context))
         assert len(requests) == 1  # two partitions materialized, one reindex
         result = defs.resolve_job_def("aim_reindex").execute_in_process(instance=instance)
         assert result.success
-        assert aim_compat.outdated_runs(aim_compat.open_repo(data_dir / "aim")) == []
+        assert indexing.outdated_runs(storage.open_repo(data_dir / "aim")) == []
         context = dg.build_sensor_context(instance=instance, definitions=defs,
                                           cursor=context.cursor)
         again = list(aim_reindex_sensor(context))
@@ -90,18 +90,18 @@ def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, dat
 @pytest.mark.slow
 def test_aim_reindex_command_indexes_what_is_outdated(small_tree, data_dir, capsys):
     _ingest(capsys, small_tree, data_dir)
-    repo = aim_compat.open_repo(data_dir / "aim")
-    unindexed = aim_compat.lean_run(repo, "by hand")
+    repo = storage.open_repo(data_dir / "aim")
+    unindexed = lean_runs.lean_run(repo, "by hand")
     unindexed.close()
-    assert aim_compat.outdated_runs(aim_compat.open_repo(data_dir / "aim")) == [unindexed.hash]
+    assert indexing.outdated_runs(storage.open_repo(data_dir / "aim")) == [unindexed.hash]
     assert main(["aim-reindex", "--data-dir", str(data_dir)]) == 0
-    assert aim_compat.outdated_runs(aim_compat.open_repo(data_dir / "aim")) == []
+    assert indexing.outdated_runs(storage.open_repo(data_dir / "aim")) == []
     assert main(["aim-reindex", "--data-dir", str(data_dir), "--full"]) == 0
     with open_instance(data_dir) as instance:
         record = instance.fetch_materializations(dg.AssetKey("aim_index"), limit=1).records[0]
     meta = record.asset_materialization.metadata
     assert meta["full"].value is True and meta["indexed_runs"].value == len(
-        aim_compat.all_run_hashes(repo))
+        storage.all_run_hashes(repo))
 
 
 def _written_before(data: Path, runs: int) -> list[str]:
@@ -136,8 +136,8 @@ def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     seen = aim_runs_seen_by_a_fresh_process(data_dir / "aim")
     assert len(seen) == scenes.num_rows == len(aim_runs_held(data_dir / "aim"))
-    assert aim_runs_held(data_dir / "aim") == set(aim_compat.all_run_hashes(
-        aim_compat.open_repo(data_dir / "aim")))  # nothing left of the killed run
+    assert aim_runs_held(data_dir / "aim") == set(storage.all_run_hashes(
+        storage.open_repo(data_dir / "aim")))  # nothing left of the killed run
     keys = {(r["params"]["partition_key"], r["params"]["scene_index"]) for r in seen}
     assert len(keys) == scenes.num_rows  # one run per scene, none duplicated
     survivors = {r["hash"] for r in seen} & before

@@ -15,7 +15,7 @@ import pytest
 
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
-from align_track_pipeline.core.trackers.aim import compat as aim_compat
+from align_track_pipeline.core.trackers.aim import indexing, storage
 from align_track_pipeline.core.trackers.aim.manifest import MANIFEST
 from tests.conftest import aim_runs_held, aim_runs_seen_by_a_fresh_process
 
@@ -94,12 +94,12 @@ def test_a_kill_in_the_aim_phase_leaves_nothing_unindexed_after_the_next_ingest(
     killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
                             env={**os.environ, "ALIGN_TRACK_FAULT": fault})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    repo = aim_compat.open_repo(data_dir / "aim")
-    assert aim_compat.outdated_runs(repo)  # the kill left runs the index lacks
-    written = set(aim_compat.all_run_hashes(repo))
+    repo = storage.open_repo(data_dir / "aim")
+    assert indexing.outdated_runs(repo)  # the kill left runs the index lacks
+    written = set(storage.all_run_hashes(repo))
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     hashes = _one_run_per_scene(data_dir)
     assert written <= hashes  # the killed partition's runs were kept, not rewritten
-    assert aim_compat.outdated_runs(aim_compat.open_repo(data_dir / "aim")) == []
+    assert indexing.outdated_runs(storage.open_repo(data_dir / "aim")) == []

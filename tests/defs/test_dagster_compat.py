@@ -69,6 +69,22 @@ def test_failed_partitions_are_marked_with_or_without_one_planned_event(instance
     assert compat._SUBSET_PLANNED_EVENTS not in __import__("os").environ
 
 
+def test_on_an_unverified_dagster_runs_plan_each_partition_and_fail_the_same(instance,
+                                                                            monkeypatch):
+    """With the Dagster gate closed no private event or setting is used: the run plans each
+    partition (Dagster's default), records nothing of its own, and the same partitions end
+    up failed."""
+    from align_track_pipeline.core import verified
+
+    monkeypatch.setitem(verified.VERIFIED, "dagster", {"dagster": frozenset({"0.0.0"})})
+    with compat.one_planned_event_per_asset():
+        assert compat._SUBSET_PLANNED_EVENTS not in __import__("os").environ
+        result = _run(instance)
+    assert _planned(instance, result) == 4  # one per partition, none recorded by the asset
+    assert compat.failed_partitions(instance, "thing") == {"bad"}
+    verified._warn_once.cache_clear()
+
+
 def test_failed_attempts_recorded_from_outside_a_crashed_run(instance):
     with compat.one_planned_event_per_asset():
         result = _run(instance)

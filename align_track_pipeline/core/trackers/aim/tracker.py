@@ -96,13 +96,13 @@ class AimTracker(Tracker):
     def reindex(self, full: bool = False) -> int:
         """Index the runs whose index entry is missing or outdated (e.g. written while `aim up`
         held the index), or with `full` rebuild the whole index (slow); returns how many."""
-        from align_track_pipeline.core.trackers.aim import compat
+        from align_track_pipeline.core.trackers.aim import indexing, storage
         from align_track_pipeline.core.trackers.aim.writer import index_lock
 
-        repo = compat.open_repo(Path(self.repo))
+        repo = storage.open_repo(Path(self.repo))
         with index_lock(Path(self.repo)):  # writers of other partitions may be indexing
-            return compat.rebuild_index(repo) if full else compat.index_runs(
-                repo, compat.outdated_runs(repo))
+            return indexing.rebuild_index(repo) if full else indexing.index_runs(
+                repo, indexing.outdated_runs(repo))
 
 
 def check_repo(repo: str) -> None:

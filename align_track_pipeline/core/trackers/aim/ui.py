@@ -1,5 +1,4 @@
-"""`aim up` with the project named after this pipeline: `python -m` this module with `aim up`'s
-options. Its uvicorn server imports `app` from here, which names the project first."""
+"""`aim up` that stops its server with it: `python -m` this module with `aim up`'s options."""
 
 from __future__ import annotations
 
@@ -8,19 +7,6 @@ import signal
 import sys
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
-
-from align_track_pipeline.core.trackers.aim import compat
-
-
-def __getattr__(name: str) -> Any:
-    """`app`: Aim's own ASGI app, imported (in the server process) after the naming."""
-    if name != "app":
-        raise AttributeError(name)
-    compat.name_project(compat.PROJECT_NAME)
-    from aim.web.run import app
-
-    return app
 
 
 def _stop(signum: int, _frame: object) -> None:
@@ -44,4 +30,6 @@ def _children(parent: int) -> list[int]:
 if __name__ == "__main__":
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _stop)
-    compat.run_aim_up(sys.argv[1:], f"{__spec__.name}:app")
+    from aim.cli.up import commands
+
+    commands.up.main(args=sys.argv[1:], prog_name="aim up")

@@ -15,7 +15,7 @@ list), it is rebuilt from the runs, each of which carries its scene key and cont
 are listed as unindexed from the moment they are complete until the index took them, so a kill
 in between is indexed by the next upsert of their partition.
 
-New runs are built on a memory file system when there is one (`compat.new_stage`) and moved
+New runs are built on a memory file system when there is one (`staging.new_stage`) and moved
 into the repo whole, one sync of the file system per partition before the manifest calls them
 complete; a run cut short there leaves at most its run-table row, which the repair deletes.
 
@@ -46,7 +46,7 @@ from aim import Text
 
 from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
-from align_track_pipeline.core.trackers.aim import compat as aim_compat
+from align_track_pipeline.core.trackers.aim import indexing, lean_runs, staging, storage
 from align_track_pipeline.core.trackers.aim.manifest import CREATING, Manifest, manifest_path
 from align_track_pipeline.core.trackers.aim.plan import SceneRun
 from align_track_pipeline.core.versions import scene_key
@@ -96,11 +96,11 @@ class AimWriter:
     def __init__(self, repo_path: Path, legacy_manifest: Path | None = None):
         self.path = Path(repo_path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._records: dict[str, aim_compat.RunRecords] = {}  # staged runs not indexed yet
+        self._records: dict[str, staging.RunRecords] = {}  # staged runs not indexed yet
         # A repo created by two writers at once comes out broken: exclusive until it exists.
-        made = aim_compat.repo_exists(self.path) and manifest_path(self.path).exists()
+        made = storage.repo_exists(self.path) and manifest_path(self.path).exists()
         with repo_lock(self.path, shared=made):
-            self.repo = aim_compat.open_repo(self.path)
+            self.repo = storage.open_repo(self.path)
             _adopt(legacy_manifest, manifest_path(self.path))
             self.manifest = Manifest(manifest_path(self.path))
             agrees = made and self._agrees()
@@ -109,7 +109,7 @@ class AimWriter:
                 if not self._agrees():
                     self._rebuild()
         self._index(self.manifest.unindexed_orphans())  # left by a kill: see `_index`
-        self.stage = aim_compat.new_stage()
+        self.stage = staging.new_stage()
 
     def upsert(self, partition: str, runs: list[SceneRun]) -> AimResult:
         with partition_lock(self.path, partition):
@@ -125,7 +125,7 @@ class AimWriter:
         wanted = {r.key: r for r in runs}
         keep = {k for k, (run_hash, content, done) in known.items()
                 if k in wanted and done and content == wanted[k].content_hash
-                and aim_compat.run_exists(self.repo, run_hash)}
+                and storage.run_exists(self.repo, run_hash)}
         drop = [k for k in known if k not in keep]
         since = _placeholders(known)
         if since:
@@ -156,10 +156,10 @@ class AimWriter:
         with partition_lock(self.path, partition), repo_lock(self.path, shared=True):
             known = self.manifest.rows(partition)
             hashes = [h for h, _, _ in known.values()
-                      if not h.startswith(CREATING) and aim_compat.run_exists(self.repo, h)]
+                      if not h.startswith(CREATING) and storage.run_exists(self.repo, h)]
             self.manifest.to_index(hashes)
             for run_hash in hashes:
-                aim_compat.set_archived(self.repo, run_hash)
+                lean_runs.set_archived(self.repo, run_hash)
             self._index(hashes)
             self.manifest.add_others(hashes)  # kept in the repo, no longer a scene's run
             self.manifest.forget(list(known))
@@ -169,29 +169,29 @@ class AimWriter:
         self.manifest.close()
         self.repo.container_pool.clear()
         if self.stage is not None:
-            aim_compat.remove_stage(self.stage)
+            staging.remove_stage(self.stage)
 
     def _check_stage(self) -> None:
         """Stop staging once the memory file system runs short (other writers and programs
         share it; checked before each run, so N writers add at most N runs to it past the
         check): this run and the later ones are written in the repo directly."""
-        if self.stage is not None and not aim_compat.stage_has_room(self.stage):
-            aim_compat.remove_stage(self.stage)
+        if self.stage is not None and not staging.stage_has_room(self.stage):
+            staging.remove_stage(self.stage)
             self.stage = None
 
     def _unknown_runs_since(self, since: float) -> list[str]:
         """Runs created after a placeholder that the manifest never learned about: their
         folders, or (a staged run) only their run-table rows."""
         known = self.manifest.all_hashes()
-        folders = [h for h in aim_compat.all_run_hashes(self.repo)
-                   if aim_compat.run_created_at(self.repo, h) >= since - 1]
-        rows = aim_compat.rows_created_since(self.repo, since - 1)
+        folders = [h for h in storage.all_run_hashes(self.repo)
+                   if storage.run_created_at(self.repo, h) >= since - 1]
+        rows = storage.rows_created_since(self.repo, since - 1)
         return [h for h in dict.fromkeys(folders + rows) if h not in known]
 
     def _write(self, partition: str, spec: SceneRun) -> str:
         self.manifest.placeholder(partition, spec.key, spec.content_hash)
         self._check_stage()
-        run = aim_compat.lean_run(self.repo, spec.experiment, self.stage)
+        run = lean_runs.lean_run(self.repo, spec.experiment, self.stage)
         try:
             fault_point("aim.run_created")
             self.manifest.pending(partition, spec.key, run.hash, spec.content_hash)
@@ -206,18 +206,18 @@ class AimWriter:
         except BaseException:
             run.close()
             if self.stage is not None:  # cut short: the repair deletes its run-table row
-                aim_compat.discard_run(self.repo, run.hash, self.stage)
+                staging.discard_run(self.repo, run.hash, self.stage)
             raise
         run.close()  # unclosed runs leak file handles
         if self.stage is not None:
-            records = aim_compat.publish_run(self.repo, run.hash, self.stage)
+            records = staging.publish_run(self.repo, run.hash, self.stage)
             if records is not None:
                 self._records[run.hash] = records
         return run.hash
 
     def _delete(self, run_hashes: list[str]) -> None:
         present = [h for h in run_hashes
-                   if not h.startswith(CREATING) and aim_compat.run_recorded(self.repo, h)]
+                   if not h.startswith(CREATING) and storage.run_recorded(self.repo, h)]
         if present:
             with index_lock(self.path):  # deleting a run opens the index
                 ok, remaining = self.repo.delete_runs(present)
@@ -231,11 +231,11 @@ class AimWriter:
         records, self._records = self._records, {}
         if not run_hashes:
             return 0
-        present = [h for h in run_hashes if aim_compat.run_exists(self.repo, h)]
+        present = [h for h in run_hashes if storage.run_exists(self.repo, h)]
         try:
             with index_lock(self.path):
-                count = aim_compat.index_runs(self.repo, present, records=records)
-        except aim_compat.IndexBusy:
+                count = indexing.index_runs(self.repo, present, records=records)
+        except indexing.IndexBusy:
             return 0  # `aim up` holds the index: its own indexer picks the runs up
         self.manifest.indexed(run_hashes)
         return count
@@ -245,7 +245,7 @@ class AimWriter:
         no run opened): every complete run it lists is in the repo, and every run in the
         repo is listed (bar those a killed writer's placeholder accounts for, which the
         repair of its partition deletes)."""
-        folders = set(aim_compat.all_run_hashes(self.repo))
+        folders = set(storage.all_run_hashes(self.repo))
         if not self.manifest.complete_hashes() <= folders:
             return False
         known = self.manifest.all_hashes()
@@ -257,11 +257,11 @@ class AimWriter:
         content hash. One row per scene (its newest whole run); the scene's other runs are
         deleted, so a scene never has two; archived runs and runs not ours are noted as
         others. The new generation makes every partition stale once (`AimTracker`)."""
-        archived = aim_compat.archived_runs(self.repo)
+        archived = storage.archived_runs(self.repo)
         scenes: dict[str, list[tuple[tuple[bool, float], tuple]]] = {}
         others = []
-        for run_hash in aim_compat.all_run_hashes(self.repo):
-            found = None if run_hash in archived else aim_compat.read_params(
+        for run_hash in storage.all_run_hashes(self.repo):
+            found = None if run_hash in archived else storage.read_params(
                 self.repo, run_hash, ("partition_key", "scene_index", CONTENT_PARAM))
             if found is None or None in (found["partition_key"], found["scene_index"]):
                 others.append(run_hash)
@@ -270,13 +270,13 @@ class AimWriter:
             key = scene_key(partition, int(found["scene_index"]))
             whole = isinstance(content, str)
             row = (partition, key, run_hash, content if whole else "", whole)
-            rank = (whole, aim_compat.run_created_at(self.repo, run_hash))
+            rank = (whole, storage.run_created_at(self.repo, run_hash))
             scenes.setdefault(key, []).append((rank, row))
         rows = [max(found)[1] for found in scenes.values()]
         extra = [row[2] for found in scenes.values() for _, row in sorted(found)[:-1]]
         self.manifest.replace(rows, others)
         self._delete(extra)
-        self._index(aim_compat.outdated_runs(self.repo))
+        self._index(indexing.outdated_runs(self.repo))
 
 def sync_file_system(path: Path) -> None:
     """Write what the file system holding `path` has cached to disk: one `syncfs` (Linux)

@@ -1,7 +1,9 @@
 """The few MLflow internals the bulk SQL writer relies on, each in one place.
 
-MLflow is pinned in uv.lock; tests/core/test_mlflow_compat.py fails loudly if any of these
-moves. The bulk path lets MLflow create and migrate the schema (by opening its own
+MLflow is pinned in uv.lock, and the bulk path is used only on the versions it was verified on
+(`verified.mlflow_internals`); tests/core/test_mlflow_compat.py fails loudly if any of these
+moves, and compares what the bulk path stores with what MLflow's client stores, table by
+table. The bulk path lets MLflow create and migrate the schema (by opening its own
 SqlAlchemyStore) and applies MLflow's own validation before inserting rows.
 """
 
@@ -11,6 +13,8 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mlflow.entities import AssessmentSource, Feedback, Metric, Param, RunTag
 from mlflow.store.tracking.dbmodels.models import (
@@ -32,22 +36,39 @@ from mlflow.store.tracking.dbmodels.models import (
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.validation import _validate_batch_log_data, _validate_batch_log_limits
 
-# Child tables of a run, deleted with it (what MLflow's own hard delete removes).
-RUN_CHILD_MODELS = (SqlMetric, SqlLatestMetric, SqlParam, SqlTag)
-
 # Child tables of a trace, deleted with it (MLflow relies on ON DELETE CASCADE, which SQLite
 # applies only with its foreign_keys pragma: we delete them explicitly).
 TRACE_CHILD_MODELS = (SqlTraceTag, SqlTraceMetadata, SqlSpan, SqlAssessments, SqlTraceMetrics,
                       SqlSpanMetrics)
 
-__all__ = ["RUN_CHILD_MODELS", "TRACE_CHILD_MODELS", "SqlAlchemyStore", "SqlEntityAssociation",
+# The schema (Alembic revision) the bulk path was verified on: MLflow 3.17.2's head.
+SCHEMA_HEAD = "dc11669786a5"
+
+__all__ = ["SCHEMA_HEAD", "TRACE_CHILD_MODELS", "SqlAlchemyStore", "SqlEntityAssociation",
            "SqlExperiment", "SqlLatestMetric", "SqlMetric", "SqlParam", "SqlRun", "SqlTag",
-           "SqlTraceInfo", "SqlTraceTag", "TraceRows", "open_sql_store", "validate_run_data"]
+           "SqlTraceInfo", "SqlTraceTag", "TraceRows", "open_sql_store", "schema_revision",
+           "validate_run_data", "write_session"]
 
 
 def open_sql_store(db_uri: str, artifact_root: str) -> SqlAlchemyStore:
     """MLflow's store on `db_uri`: creates or migrates the schema as MLflow does."""
     return SqlAlchemyStore(db_uri, artifact_root)
+
+
+@contextmanager
+def write_session(store: SqlAlchemyStore) -> Iterator:
+    """A session of MLflow's own that writes: `ManagedSessionMaker()` defaults to
+    `read_only=True`, which a store with a read replica routes to the replica."""
+    with store.ManagedSessionMaker(read_only=False) as session:
+        yield session
+
+
+def schema_revision(store: SqlAlchemyStore) -> str:
+    """The store's schema revision (MLflow's Alembic `alembic_version` table)."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
 
 
 def validate_run_data(params: dict[str, str], metrics: dict[str, float],
@@ -144,6 +165,29 @@ def _root_span(trace_id: str, experiment_id: int, name: str, inputs: dict, outpu
             "parent_span_id": None, "name": name, "type": "CHAIN", "status": "OK",
             "start_time_unix_nano": start_ns, "end_time_unix_nano": end_ns,
             "content": json.dumps(content, ensure_ascii=False)}
+
+
+def store_trace(tracking_uri: str, experiment_id: str, trace_id: str, span: dict, *,
+                start_ms: int, end_ms: int, tags: dict[str, str], metadata: dict[str, str],
+                request_preview: str, response_preview: str) -> None:
+    """One whole trace (its root span dict) into any store MLflow's tracing client writes to
+    (what the fluent API does when a trace ends): its info, then its span."""
+    from mlflow.entities import Span, TraceInfo, TraceLocation, TraceState
+    from mlflow.tracing.client import TracingClient
+    from mlflow.tracing.constant import (
+        TRACE_SCHEMA_VERSION,
+        TRACE_SCHEMA_VERSION_KEY,
+        TraceTagKey,
+    )
+
+    client = TracingClient(tracking_uri)
+    client.start_trace(TraceInfo(
+        trace_id=trace_id, trace_location=TraceLocation.from_experiment_id(experiment_id),
+        request_time=start_ms, execution_duration=end_ms - start_ms, state=TraceState.OK,
+        request_preview=request_preview, response_preview=response_preview,
+        trace_metadata={**metadata, TRACE_SCHEMA_VERSION_KEY: str(TRACE_SCHEMA_VERSION)},
+        tags={**tags, TraceTagKey.TRACE_NAME: span["name"]}))  # named after its root span
+    client.log_spans(experiment_id, [Span.from_dict(span)])
 
 
 def otlp_export(tracking_uri: str, experiment_id: str, run_id: str, spans: list[dict]) -> None:

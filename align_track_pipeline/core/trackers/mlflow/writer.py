@@ -5,14 +5,22 @@ planned runs exactly (same keys, same content hashes, one each, all FINISHED) no
 written; otherwise the partition's runs are replaced. A write cut short by a crash leaves a
 mismatch, which the next upsert repairs.
 
+Replaced and removed runs are soft-deleted on every backend (MLflow's `deleted` lifecycle
+stage: kept with their data and artifacts, restorable with `MlflowClient.restore_run`, gone
+for good after `mlflow gc`), and lose their identity first: their partition and key tags take
+the prefix `REPLACED`, so a replaced run that someone restores is an old version beside the
+partition's runs (found by no lookup), never a second run of a key.
+
 Two backends share that logic, each idempotent at the store, whatever process or Dagster
 instance writes:
-- a SQL store (SQLite, Postgres): the lookup and the replacement happen in one transaction that
+- a SQL store (SQLite, Postgres) on a verified MLflow (`verified.mlflow_internals`): the lookup
+  and the replacement happen in one transaction that
   first takes a lock (Postgres: an advisory lock on the experiment and partition; SQLite: the
   database's write lock), rows inserted with MLflow's own SQLAlchemy models (the pattern of
   MLflow's `migrate-filestore`), artifacts written straight into the runs' artifact folders.
   A second writer of the partition waits, then finds it converged.
-- any other URI (an `http://` server, no transactions): the public batched API, and a check
+- any other URI (an `http://` server, no transactions), or any store on an MLflow version the
+  bulk path was not verified on: the public batched API, and a check
   after the write. Each write is a batch (tag `align_track.batch`); after writing, the
   partition's runs are read back and exactly one batch is kept, the same one whichever writer
   looks (`batches`), the rest deleted. A writer that finds a batch still being written waits
@@ -22,7 +30,6 @@ instance writes:
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 import time
 import uuid
@@ -33,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
 from align_track_pipeline.core.faults import fault_point
@@ -42,9 +50,11 @@ from align_track_pipeline.core.trackers.mlflow import batches
 from align_track_pipeline.core.trackers.mlflow import traces as tr
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 from align_track_pipeline.core.trackers.mlflow.traces import TraceSpec
+from align_track_pipeline.core.verified import mlflow_internals
 
 FINISHED = "FINISHED"
 TAG_BATCH = "align_track.batch"
+REPLACED = "replaced:"  # before a replaced run's partition and key (see the docstring)
 
 
 @dataclass(frozen=True)
@@ -94,11 +104,12 @@ class MlflowWriter:
                  shared_artifacts: bool = False):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
-        if is_sql(tracking_uri):
+        if is_sql(tracking_uri) and mlflow_internals():
             self._backend: _Backend = _SqlBackend(tracking_uri, experiment, artifact_root)
         else:
+            local = shared_artifacts or is_sql(tracking_uri)  # a SQL store past the gate
             self._backend = _ApiBackend(tracking_uri, experiment,
-                                        artifact_root if shared_artifacts else None)
+                                        artifact_root if local else None)
 
     @property
     def experiment_id(self) -> str:
@@ -193,7 +204,7 @@ class _SqlBackend(_Backend):
                      traces: list[TraceSpec] | None) -> UpsertResult:
         """Look up and replace runs and traces in one transaction, under the partition's
         lock. Runs replaced: their traces too (they link to the runs' ids)."""
-        with self._store.ManagedSessionMaker() as session:
+        with self._mc.write_session(self._store) as session:
             self._lock(session, partition)
             existing = self._find(session, partition)
             have = self._find_traces(session, partition) if traces is not None else []
@@ -207,8 +218,6 @@ class _SqlBackend(_Backend):
                        else self._replace(session, old, specs, now))
             if traces is not None:
                 self._replace_traces(session, [t.trace_id for t in have], traces, run_ids, now)
-        for run_id in old:  # after the commit: the old rows are gone for good
-            self._drop_artifacts(run_id)
         return UpsertResult(run_ids, not runs_ok, len(old), len(traces or []),
                             len(traces or []))
 
@@ -216,7 +225,7 @@ class _SqlBackend(_Backend):
         """Runs to the `deleted` stage; their traces stay, tagged `archived=true` and no
         longer the partition's (`partition_key` becomes `align_track.archived_partition`)."""
         mc = self._mc
-        with self._store.ManagedSessionMaker() as session:
+        with mc.write_session(self._store) as session:
             self._lock(session, partition)
             run_ids = [e.run_id for e in self._find(session, partition)]
             session.query(mc.SqlRun).filter(mc.SqlRun.run_uuid.in_(run_ids)).update(
@@ -331,9 +340,7 @@ class _SqlBackend(_Backend):
         for spec in specs:  # files first: a crash before commit leaves no run behind
             self._put_artifacts(run_ids[spec.key], spec.artifacts)
         if old_run_ids:
-            for model in (*mc.RUN_CHILD_MODELS, mc.SqlRun):
-                session.query(model).filter(model.run_uuid.in_(old_run_ids)).delete(
-                    synchronize_session=False)
+            self._retire(session, old_run_ids, now)
         runs = [self._run_row(run_ids[s.key], s, now) for s in specs]
         for model, data in ((mc.SqlRun, runs), (mc.SqlTag, rows.tags),
                             (mc.SqlParam, rows.params), (mc.SqlMetric, rows.metrics),
@@ -342,11 +349,26 @@ class _SqlBackend(_Backend):
                 session.execute(insert(model), data)
         return run_ids
 
+    def _retire(self, session, run_ids: list[str], now: int) -> None:
+        """What `MlflowClient.delete_run` does to replaced runs (lifecycle stage `deleted`,
+        a deletion time), after marking their identity tags `REPLACED`."""
+        from sqlalchemy import literal
+
+        mc = self._mc
+        for i in range(0, len(run_ids), 500):  # below every database's bound-parameter limit
+            chunk = run_ids[i:i + 500]
+            session.query(mc.SqlTag).filter(mc.SqlTag.run_uuid.in_(chunk),
+                                            mc.SqlTag.key.in_([TAG_PARTITION, TAG_KEY])).update(
+                {"value": literal(REPLACED) + mc.SqlTag.value}, synchronize_session=False)
+            session.query(mc.SqlRun).filter(mc.SqlRun.run_uuid.in_(chunk)).update(
+                {"lifecycle_stage": "deleted", "deleted_time": now}, synchronize_session=False)
+
     def _run_row(self, run_id: str, spec: RunSpec, now: int) -> dict:
+        """The row `MlflowClient.create_run` and `set_terminated` leave (tests compare)."""
         start, end = run_times(spec, now)
         return {
-            "run_uuid": run_id, "name": spec.name, "source_type": "LOCAL", "source_name": "",
-            "entry_point_name": "", "user_id": "align-track", "status": FINISHED,
+            "run_uuid": run_id, "name": spec.name, "source_type": "UNKNOWN", "source_name": "",
+            "entry_point_name": "", "user_id": "unknown", "status": FINISHED,
             "start_time": start, "end_time": end, "deleted_time": None, "source_version": "",
             "lifecycle_stage": "active", "experiment_id": int(self.experiment_id),
             "artifact_uri": self._artifact_uri(run_id),
@@ -371,12 +393,6 @@ class _SqlBackend(_Backend):
         with tempfile.TemporaryDirectory() as tmp:
             _write_artifacts(Path(tmp), artifacts)
             get_artifact_repository(self._artifact_uri(run_id)).log_artifacts(tmp)
-
-    def _drop_artifacts(self, run_id: str) -> None:
-        """The replaced run's files. Remote ones are left behind (they only take space): an
-        artifact repository has no transaction to tie their deletion to."""
-        if self._local():
-            shutil.rmtree(self._artifact_dir(run_id).parent, ignore_errors=True)
 
     def _artifact_dir(self, run_id: str) -> Path:
         from mlflow.utils.file_utils import local_file_uri_to_path
@@ -487,11 +503,18 @@ class _ApiBackend(_Backend):
                 return out
 
     def _write_traces(self, traces: dict[str, TraceSpec], run_ids: dict[str, str]) -> None:
-        """OTLP requests of up to 100 traces of one run each, then the scores."""
+        """A server: OTLP requests of up to 100 traces of one run each. Any other store:
+        through MLflow's tracing client, one trace at a time. Then the scores."""
         from concurrent.futures import ThreadPoolExecutor
 
         mc = self._mc
         now = int(time.time() * 1000)
+        if is_sql(self._uri):
+            self._store_traces(traces, run_ids, now)
+            for trace_id, spec in traces.items():
+                for name, value in spec.feedback.items():
+                    self._feedback(trace_id, name, value)
+            return
         by_run: dict[str, list[dict]] = {}
         for trace_id, spec in traces.items():
             start, end = run_times(spec, now)
@@ -506,6 +529,19 @@ class _ApiBackend(_Backend):
                           requests))
             fault_point("mlflow.traces_sent")
             list(pool.map(lambda s: self._feedback(*s), scores))
+
+    def _store_traces(self, traces: dict[str, TraceSpec], run_ids: dict[str, str],
+                      now: int) -> None:
+        for trace_id, spec in traces.items():
+            run_id = run_ids.get(spec.run_key, "")
+            start, end = run_times(spec, now)
+            self._mc.store_trace(
+                self._uri, self.experiment_id, trace_id, self._mc.root_span_dict(
+                    trace_id, self.experiment_id, spec.name, spec.inputs, spec.outputs,
+                    start * 1_000_000, end * 1_000_000),
+                start_ms=start, end_ms=end, tags=spec.tags,
+                metadata={"mlflow.sourceRun": run_id} if run_id else {},
+                request_preview=spec.request_preview, response_preview=spec.response_preview)
 
     def _feedback(self, trace_id: str, name: str, value: float) -> None:
         with suppress(MlflowException):  # the trace deleted by another writer: next round
@@ -525,7 +561,7 @@ class _ApiBackend(_Backend):
             kept = batches.keeper(_batches(existing, specs), watch, sizes)
             losers = [e.run_id for e in existing if e.batch != kept]
             if losers:
-                self._delete(losers)
+                self._retire(partition, [e for e in existing if e.batch != kept])
                 deleted += len(losers)
                 actions += 1
             elif kept is None:
@@ -565,6 +601,15 @@ class _ApiBackend(_Backend):
         for run_id in run_ids:  # the public API's delete is a soft delete (restorable)
             with suppress(MlflowException):  # already deleted by another writer's settle
                 self._client.delete_run(run_id)
+
+    def _retire(self, partition: str, runs: list[Existing]) -> None:
+        """Replaced runs: their identity tags marked `REPLACED`, then deleted."""
+        for run in runs:
+            tags = {TAG_PARTITION: partition} | ({TAG_KEY: run.key} if run.key else {})
+            with suppress(MlflowException):  # already deleted by another writer's settle
+                self._client.log_batch(run.run_id, tags=[RunTag(k, REPLACED + v)
+                                                         for k, v in tags.items()])
+        self._delete([run.run_id for run in runs])
 
     def _create(self, specs: list[RunSpec], batch: str) -> dict[str, str]:
         from mlflow.entities import Metric, Param, RunTag

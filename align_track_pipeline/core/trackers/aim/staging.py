@@ -1,0 +1,205 @@
+"""Building new Aim runs outside the repo and moving them in whole.
+
+Aim builds each new run as two RocksDB databases (`meta/chunks/<hash>` and
+`seqs/chunks/<hash>`): some 70 files created and deleted and 26 fsyncs per run. On a disk where
+a sync costs a journal commit that was most of a run's time, and two writer processes queued
+behind each other's syncs. Built on a memory file system and moved in whole, a run costs a few
+file copies; the writer syncs the file system once per partition instead. Each function wraps
+one Aim internal (tests/core/test_aim_compat.py pins it); on an Aim version the writer was not
+verified on there is no stage and runs are written in the repo by Aim itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aim import Repo
+from aim.sdk.repo import ContainerConfig
+from aim.storage.locking import RunLock
+from aim.storage.rockscontainer import RocksContainer
+from aim.storage.utils import BLOB
+
+from align_track_pipeline.core.processes import process_alive
+from align_track_pipeline.core.settings import current
+from align_track_pipeline.core.verified import aim_internals
+
+STAGE_ROOT = Path("/dev/shm")
+STAGE_ENV = "ALIGN_TRACK_AIM_STAGE"
+_STAGE_PREFIX = "align-track-aim-"
+_SMALL_MANIFEST = 64 * 1024  # RocksDB preallocates 4 MiB per MANIFEST: memory, on tmpfs
+
+# A writer's stage holds the run in progress: 2.4 MiB at most while ingesting the sample tree.
+# Below this much free space (a container's 64 MiB /dev/shm shared with other programs) runs
+# are written in the repo directly: RocksDB closing a run on a full file system waits for
+# space for ever, a hung partition.
+STAGE_MIN_FREE = 32 * 1024 * 1024
+
+
+def new_stage(root: Path | None = None, min_free: int | None = None) -> Path | None:
+    """A fresh folder for this process's runs under `root` (default `stage_root()`), or None
+    where there is none, it lacks room (`stage_has_room`) or Aim is not a verified version;
+    folders of dead processes go on the way."""
+    root = root or stage_root()
+    if root is None or not aim_internals() or not (root.is_dir() and os.access(root, os.W_OK)):
+        return None
+    for old in root.glob(f"{_STAGE_PREFIX}*"):
+        found = re.match(rf"{_STAGE_PREFIX}(\d+)-", old.name)
+        if found and not process_alive(int(found.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    if not stage_has_room(root, min_free):
+        return None
+    return Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=root))
+
+
+def stage_root() -> Path | None:
+    """Where new runs are staged: `ALIGN_TRACK_AIM_STAGE` (a folder, created if missing, e.g.
+    a local disk's when /dev/shm is small; `off`: runs are written in the repo directly),
+    else `STAGE_ROOT`."""
+    value = current().get(STAGE_ENV) or ""
+    if not value:
+        return STAGE_ROOT
+    if value.lower() == "off":
+        return None
+    root = Path(value)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"{STAGE_ENV}={value}: cannot create the stage folder: {error}") from None
+    return root
+
+
+def stage_has_room(stage: Path, min_free: int | None = None) -> bool:
+    """At least `min_free` bytes (default `STAGE_MIN_FREE`) free where `stage` lives."""
+    return shutil.disk_usage(stage).free >= (STAGE_MIN_FREE if min_free is None else min_free)
+
+
+@contextmanager
+def staged(repo: Repo, stage: Path) -> Iterator[None]:
+    """While `Run()` opens them: a new run's databases under `stage`, and no lock file. A new
+    run's hash is known to no other process, so its lock guards nothing: Aim's lock file,
+    created and removed in the repo's shared `locks` folder, was 4% of two writers' time,
+    waiting on each other and the disk. Wraps `Repo.request_container`/`request_run_lock`."""
+    repo.request_container = _staged_containers(repo, stage)
+    repo.request_run_lock = _new_run_lock
+    try:
+        yield
+    finally:
+        del repo.request_container, repo.request_run_lock
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """A run's meta records as the index takes them (Aim's `finalize`: the run's key range
+    is cleared, then every record of its meta database copied), read while it was open."""
+    prefix: bytes
+    items: list[tuple[bytes, bytes]]
+
+
+def publish_run(repo: Repo, run_hash: str, stage: Path) -> RunRecords | None:
+    """Close a closed staged run's databases and move them into the repo: copied beside the
+    repo's folders first, then renamed into place, so Aim never sees half a run. Returns
+    the run's meta records, so that `index_runs` need not open the run again."""
+    incoming = Path(repo.path) / "align-track-incoming"
+    records = None
+    for name in ("meta", "seqs"):
+        container = repo.container_pool.pop(ContainerConfig(name, run_hash, False), None)
+        if container is not None:
+            if name == "meta":
+                records = _records(container, run_hash)
+            container.close()  # flushes the memtable into the files copied next
+        built = stage / name / "chunks" / run_hash
+        if not built.is_dir():
+            continue
+        copy = incoming / f"{name}-{run_hash}"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(built, copy)
+        chunks = Path(repo.path) / name / "chunks"
+        chunks.mkdir(parents=True, exist_ok=True)
+        os.rename(copy, chunks / run_hash)
+        shutil.rmtree(built)
+        (stage / name / "progress" / run_hash).unlink(missing_ok=True)
+    return records
+
+
+def discard_run(repo: Repo, run_hash: str, stage: Path) -> None:
+    """Close and remove a staged run cut short (never moved into the repo)."""
+    for name in ("meta", "seqs"):
+        container = repo.container_pool.pop(ContainerConfig(name, run_hash, False), None)
+        if container is not None:
+            container.close()
+        shutil.rmtree(stage / name / "chunks" / run_hash, ignore_errors=True)
+
+
+def remove_stage(stage: Path) -> None:
+    """Close every database still open in `stage`, then remove it. Aim closes what is left
+    open at exit, and an exception there (the files are gone) makes its exit handler wait
+    for ever: a worker process that never ends."""
+    for container in list(_OPEN_IN_STAGES):
+        if container.path.is_relative_to(stage):
+            container.close()
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _records(container: RocksContainer, run_hash: str) -> RunRecords:
+    """What `index_runs` gets from reopening the run, as in `_finalize`."""
+    view = container.tree().subtree("meta").subtree("chunks").subtree(run_hash)
+    items = list(container.items())
+    for _key, value in items:
+        if isinstance(value, BLOB):  # loaded lazily from the database: load it while open
+            value.load()
+    return RunRecords(view.container.absolute_path(), items)
+
+
+class _NewRunLock(RunLock):
+    """The lock of a run that no other process can know of yet."""
+
+    def lock(self, force: bool = False) -> None:
+        return None
+
+    def release(self, force: bool = False) -> None:
+        return None
+
+
+def _new_run_lock(_run_hash: str, timeout: int = 10) -> RunLock:
+    return _NewRunLock()
+
+
+def _staged_containers(repo: Repo, stage: Path):
+    """`Repo.request_container` that opens a new run's writable databases under `stage`."""
+    original = type(repo).request_container
+
+    def request_container(name, sub=None, *, read_only, skip_read_optimization=False):
+        if sub is None or read_only or (Path(repo.path) / name / "chunks" / sub).exists():
+            return original(repo, name, sub, read_only=read_only,
+                            skip_read_optimization=skip_read_optimization)
+        config = ContainerConfig(name, sub, read_only)
+        container = repo.container_pool.get(config)
+        if container is None:
+            container = _StagedContainer(str(stage / name / "chunks" / sub))
+            repo.container_pool[config] = container
+            _OPEN_IN_STAGES.add(container)
+        return container
+
+    return request_container
+
+
+_OPEN_IN_STAGES: weakref.WeakSet = weakref.WeakSet()  # staged databases of this process
+
+
+class _StagedContainer(RocksContainer):
+    """Aim's writable container with a small MANIFEST preallocation (in its `_db_opts`, the
+    keyword arguments of the `aimrocks.Options` it opens with; it opens in `__init__`)."""
+
+    @property
+    def db(self):
+        if self._db is None:
+            self._db_opts["manifest_preallocation_size"] = _SMALL_MANIFEST
+        return RocksContainer.db.fget(self)

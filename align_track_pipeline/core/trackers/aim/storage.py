@@ -1,0 +1,137 @@
+"""Aim's repo and its run table: opening them for many writers, and reading what is stored.
+
+Each function wraps one Aim internal (tests/core/test_aim_compat.py pins it); on an Aim
+version the writer was not verified on (`verified.aim_internals`) only public APIs are used.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, closing, suppress
+from datetime import UTC
+from pathlib import Path
+
+from aim import Repo, Run
+from aim.sdk.repo import ContainerConfig
+from sqlalchemy import event
+
+from align_track_pipeline.core.locking import file_lock
+from align_track_pipeline.core.verified import aim_internals
+
+STRUCTURED_DB = "run_metadata.sqlite"  # Aim's run and experiment table (a SQLite file)
+
+
+def repo_exists(path: Path) -> bool:
+    return Repo.exists(str(path))
+
+
+def open_repo(path: Path) -> Repo:
+    """The repo at `path`, created if missing; on a verified Aim its run table is set up for
+    several writer processes (`use_wal`, `sync_normal`, `flock_run_creation`)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not Repo.exists(str(path)):
+        Repo.from_path(str(path), init=True)
+    repo = Repo.from_path(str(path))
+    if aim_internals():
+        use_wal(Path(repo.path) / STRUCTURED_DB)
+        sync_normal(repo)
+        flock_run_creation(repo)
+    return repo
+
+
+def use_wal(db: Path) -> bool:
+    """Put Aim's run table in WAL mode (it persists in the file). Aim leaves it in rollback
+    mode, where each run's commits wait for every reader and writer of the file, which is most
+    of what two writer processes wait for (`benchmarks/workers.py`). A repo busy at that
+    moment keeps its mode until a writer opens it again. True when the file is in WAL mode."""
+    with closing(sqlite3.connect(db, timeout=1)) as conn:
+        with suppress(sqlite3.OperationalError):
+            conn.execute("PRAGMA journal_mode=WAL")
+        return conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def sync_normal(repo: Repo) -> None:
+    """This process's commits to the run table (four per new run) are not synced to disk one
+    by one (`synchronous=NORMAL`, safe in WAL mode: a killed process loses nothing); the
+    writer syncs the file system once per partition. Wraps `Repo.structured_db.engine`."""
+    engine = repo.structured_db.engine
+    if not event.contains(engine, "connect", _synchronous_normal):
+        event.listen(engine, "connect", _synchronous_normal)
+        engine.dispose()  # connections made before take the setting too
+
+
+def _synchronous_normal(dbapi_connection, _record) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def flock_run_creation(repo: Repo) -> None:
+    """Aim guards run creation with a lock file (`Repo._sdb_lock`) that waiters poll every
+    50 ms; two writer processes spent 15% of their time asleep there. An `flock` wakes the
+    waiter at once. Aim's own processes do not take it, and need not: SQLite orders the
+    commits."""
+    if not isinstance(repo._sdb_lock, _Flock):
+        repo._sdb_lock = _Flock(Path(repo.path) / "locks" / "align-track-run-table.lock")
+
+
+class _Flock:
+    """Aim's lock protocol (one object, entered again for each run) over the project's
+    `file_lock`, which is single-use."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._held: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> _Flock:
+        self._held = file_lock(self.path)
+        self._held.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        held, self._held = self._held, None
+        held.__exit__(*exc)
+
+
+def run_exists(repo: Repo, run_hash: str) -> bool:
+    return (Path(repo.path) / "meta" / "chunks" / run_hash).is_dir()
+
+
+def run_recorded(repo: Repo, run_hash: str) -> bool:
+    """The run has data or a row in the run table (a staged run cut short has only the row)."""
+    return run_exists(repo, run_hash) or repo.structured_db.find_run(run_hash) is not None
+
+
+def rows_created_since(repo: Repo, since: float) -> list[str]:
+    """Runs whose run-table row was created at or after `since` (epoch seconds)."""
+    return [r.hash for r in repo.structured_db.runs()
+            if r.created_at.replace(tzinfo=UTC).timestamp() >= since]
+
+
+def run_created_at(repo: Repo, run_hash: str) -> float:
+    """When the run's folder appeared (its mtime: Aim writes it only while the run is open)."""
+    return (Path(repo.path) / "meta" / "chunks" / run_hash).stat().st_mtime
+
+
+def read_params(repo: Repo, run_hash: str, names: Iterable[str]) -> dict[str, object]:
+    """Some params of a run as it is stored (None where missing), read the way Aim's own
+    indexer reads a run (its meta database, read-only, about 2 ms a run); on an unverified
+    Aim through a read-only `Run`."""
+    if not aim_internals():
+        run = Run(run_hash, repo=repo, read_only=True)
+        return {name: run.get(name) for name in names}
+    tree = (repo.request_tree("meta", run_hash, read_only=True, skip_read_optimization=True)
+            .subtree("meta").subtree("chunks").subtree(run_hash).subtree("attrs"))
+    try:
+        return {name: tree.get(name) for name in names}
+    finally:
+        repo.container_pool.pop(ContainerConfig("meta", run_hash, True), None)
+
+
+def archived_runs(repo: Repo) -> set[str]:
+    """The runs archived in Aim (the run table's flag, as `Run.archived` reads it)."""
+    return {r.hash for r in repo.structured_db.runs() if r.archived}
+
+
+def all_run_hashes(repo: Repo) -> list[str]:
+    chunks = Path(repo.path) / "meta" / "chunks"
+    return sorted(p.name for p in chunks.iterdir() if p.is_dir()) if chunks.is_dir() else []

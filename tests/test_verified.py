@@ -1,0 +1,77 @@
+"""The gates on the library versions whose internals are used (`core/verified.py`): which one
+an upgrade closed, and that the public paths they fall back to store the same things."""
+
+import json
+import logging
+
+import pyarrow.dataset as ds
+import pytest
+from mlflow import MlflowClient
+
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core import verified
+from tests.conftest import aim_runs_seen_by_a_fresh_process
+
+
+@pytest.mark.parametrize("library", sorted(verified.VERIFIED))
+def test_the_installed_version_is_the_verified_one(library):
+    """Fails after `uv lock --upgrade` moved a library past the versions its internals were
+    verified on: that gate is closed (the slower public path runs) until it is verified again
+    and `VERIFIED` updated."""
+    assert not verified.mismatches(library), (
+        f"the {library} gate is closed: installed {verified.mismatches(library)}, verified "
+        f"{ {d: sorted(v) for d, v in verified.VERIFIED[library].items()} }")
+
+
+def test_a_closed_gate_says_so_once(monkeypatch, caplog):
+    monkeypatch.setitem(verified.VERIFIED, "mlflow", {"mlflow": frozenset({"0.0.0"})})
+    verified._warn_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        assert [verified.mlflow_internals() for _ in range(3)] == [False] * 3
+        assert verified.aim_internals() and verified.dagster_internals()
+    assert [r.getMessage() for r in caplog.records if r.name == verified.__name__] == [
+        f"mlflow: using its public API only (slower): mlflow {verified.installed('mlflow')} is "
+        "not among the verified ['0.0.0']"]
+    verified._warn_once.cache_clear()
+
+
+def _ingest(capsys, tree, data) -> dict:
+    code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["failed"] == [], report
+    return report
+
+
+def _counts(data) -> dict[str, int]:
+    """What the stores hold, counted independently of the writers."""
+    client = MlflowClient(f"sqlite:///{data}/mlflow.db")
+    experiment = client.get_experiment_by_name("align-system").experiment_id
+    runs = client.search_runs([experiment], max_results=10000)
+    traces = client.search_traces(locations=[experiment], max_results=10000,
+                                  include_spans=False)
+    return {"scenes": ds.dataset(data / "parquet" / "scenes").count_rows(),
+            "experiments": ds.dataset(data / "parquet" / "experiments").count_rows(),
+            "mlflow_runs": len(runs),
+            "mlflow_scene_runs": sum(r.data.tags.get("run_type") == "scene" for r in runs),
+            "mlflow_keys": len({r.data.tags["align_track.key"] for r in runs}),
+            "mlflow_traces": len(traces),
+            "aim_runs": len(aim_runs_seen_by_a_fresh_process(data / "aim"))}
+
+
+@pytest.mark.slow
+def test_the_public_paths_store_the_same_counts_as_the_fast_ones(capsys, monkeypatch,
+                                                                 sample_tree, tmp_path):
+    """The sample tree ingested with every gate open, then with every gate closed
+    (`ALIGN_TRACK_PUBLIC_APIS=1`: MLflow's client on the SQLite store, plain Aim runs and
+    Aim's own indexer, Dagster's default planned events): the same exact counts."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    fast = _ingest(capsys, sample_tree, tmp_path / "fast")
+    monkeypatch.setenv(verified.PUBLIC_ENV, "1")
+    public = _ingest(capsys, sample_tree, tmp_path / "public")
+    assert sorted(public["materialized"]) == sorted(fast["materialized"])
+    counts = _counts(tmp_path / "fast")
+    assert _counts(tmp_path / "public") == counts
+    assert counts["mlflow_scene_runs"] == counts["aim_runs"] == counts["mlflow_traces"] == (
+        counts["scenes"]) > 0
+    assert counts["mlflow_keys"] == counts["mlflow_runs"]  # one run per key
+    verified._warn_once.cache_clear()
