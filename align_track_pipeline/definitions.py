@@ -14,7 +14,7 @@ from align_track_pipeline.defs.cleanup import cleanup_removed
 from align_track_pipeline.defs.dagster_compat import silence_owners_warning
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
 from align_track_pipeline.defs.follow_up import follow_up_defs
-from align_track_pipeline.defs.jobs import comparison_job, tables_job, tracker_job
+from align_track_pipeline.defs.jobs import analysis_job, tables_job, tracker_job
 from align_track_pipeline.defs.resources import (
     DataStore,
     ExperimentTree,
@@ -43,7 +43,7 @@ def build_defs(
         assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers),
                 scene_comparison, dashboard],
         jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed,
-              comparison_job],
+              analysis_job],
         sensors=[experiment_folder_sensor, automation_sensor],
         schedules=[nightly_observation],
         resources={

@@ -231,7 +231,7 @@ def test_every_phase_shows_progress_and_the_hints_repeat_the_dirs(capsys, small_
         done = [line for line in err.splitlines() if line.startswith("[3/3] ") and phase in line]
         assert done and all(line.endswith(" partitions/s)") for line in done), err
     assert sum(line.startswith("[3/3] ") and "runs," in line for line in err.splitlines()) == 2
-    assert "compare_scenes: rebuilt" in err
+    assert "analysis: rebuilt" in err
     assert f"open with `align-track mlflow-ui --data-dir {data_dir}`" in out
     assert f"open with `align-track aim-ui --data-dir {data_dir}`" in out
     assert f"`align-track status --experiments-dir {small_tree} --data-dir {data_dir}`" in out
@@ -241,5 +241,5 @@ def test_every_phase_shows_progress_and_the_hints_repeat_the_dirs(capsys, small_
     (bad / "input_output.json").write_text("")
     assert main(["ingest", *dirs]) == 1
     err = capsys.readouterr().err
-    assert "pipeline_broken/run" in err and "compare_scenes" not in err  # no table written
+    assert "pipeline_broken/run" in err and "analysis: rebuilt" not in err  # no table written
     assert len(keys) == 3

@@ -10,7 +10,8 @@ contiguous batches run by up to N worker processes at once, as many as the phase
 then, a single-writer store's in this process, and those of trackers sharing a store (one pool)
 one after another. A partition that fails the tables skips the trackers; one that fails
 a tracker is still written to the others; each is reported with its errors. After the tables
-changed, `scene_comparison` is rebuilt in one run, as the automation does.
+changed, the `analysis` assets (`scene_comparison`, `dashboard`) are rebuilt in one run, as the
+automation does.
 
 A run over N partitions stores N "planned" events per asset before it starts (about 10 ms each
 on SQLite). The batch runs here store one per asset instead, and record a planned event only for
@@ -35,7 +36,6 @@ from align_track_pipeline.cli.workers import Parallel, WorkerPool
 from align_track_pipeline.core.guard import check_removals, removals
 from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.trackers.base import Tracker
-from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
 from align_track_pipeline.defs.dagster_compat import (
     MATERIALIZATION,
@@ -52,7 +52,7 @@ from align_track_pipeline.defs.freshness import (
     observed_versions,
     partition_states,
 )
-from align_track_pipeline.defs.jobs import COMPARISON_JOB, TABLES_JOB
+from align_track_pipeline.defs.jobs import ANALYSIS_ASSETS, ANALYSIS_JOB, TABLES_JOB
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore
 
@@ -190,8 +190,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     # tables skips them, one that fails a tracker is still written to the others.
     skipped = set(errors) | set(report.changed)
     _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped)
-    if tables_changed or report.removed or (versions and not _compared(instance)):
-        refresh_comparison(runner, progress)
+    if tables_changed or report.removed or (versions and not _analysed(instance)):
+        refresh_analysis(runner, progress)
     if report.fresh == list(versions):
         progress("all partitions are fresh: nothing to materialize")
     final = partition_states(instance, versions, all_expected(trackers))
@@ -316,15 +316,17 @@ def _finish(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase
             errors[key] = f"{errors[key]}; {error}" if key in errors else error
 
 
-def _compared(instance: dg.DagsterInstance) -> bool:
-    return instance.get_latest_materialization_event(scene_comparison.key) is not None
+def _analysed(instance: dg.DagsterInstance) -> bool:
+    """Every analysis asset was built at least once."""
+    return all(instance.get_latest_materialization_event(asset.key) is not None
+               for asset in ANALYSIS_ASSETS)
 
 
-def refresh_comparison(runner: InProcess, progress: Callable[[str], None]) -> None:
-    """Rebuild `scene_comparison` after the tables changed, as the automation does, so the
-    commands that read it answer fast without the daemon too."""
+def refresh_analysis(runner: InProcess, progress: Callable[[str], None]) -> None:
+    """Rebuild the scene comparison and the dashboard after the tables changed, as the
+    automation does, so the commands that read them answer fast without the daemon too."""
     started = time.perf_counter()
-    result = runner.run(COMPARISON_JOB, raise_on_error=False)
+    result = runner.run(ANALYSIS_JOB, raise_on_error=False)
     failed = failures(result)  # raises KeyboardInterrupt when interrupted
     outcome = f"FAILED: {failed.get('*')}" if failed else "rebuilt"
-    progress(f"{COMPARISON_JOB}: {outcome} in {time.perf_counter() - started:.2f} s")
+    progress(f"{ANALYSIS_JOB}: {outcome} in {time.perf_counter() - started:.2f} s")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from align_track_pipeline.core.trackers.base import Tracker
-from align_track_pipeline.defs.analysis import scene_comparison
+from align_track_pipeline.defs.analysis import dashboard, scene_comparison
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 TABLES_JOB = "tables"
-COMPARISON_JOB = "compare_scenes"
+ANALYSIS_JOB = "analysis"
 
 # Parse run directories into the Parquet tables; one run covers a whole partition range.
 tables_job = dg.define_asset_job(TABLES_JOB, selection=dg.AssetSelection.assets(*TABLE_ASSETS))
@@ -22,6 +22,8 @@ def tracker_job(tracker: Tracker) -> dg.JobDefinition:
     return dg.define_asset_job(tracker.name, selection=dg.AssetSelection.assets(tracker.asset))
 
 
-# Rebuild the scene comparison (what the automation does after table partitions changed).
-comparison_job = dg.define_asset_job(COMPARISON_JOB,
-                                     selection=dg.AssetSelection.assets(scene_comparison))
+# Rebuild what is drawn from every table partition, the scene comparison and the dashboard
+# (what the automation does after table partitions changed).
+ANALYSIS_ASSETS = (scene_comparison, dashboard)
+analysis_job = dg.define_asset_job(ANALYSIS_JOB,
+                                   selection=dg.AssetSelection.assets(*ANALYSIS_ASSETS))

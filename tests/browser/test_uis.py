@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import quote
 
 import pyarrow.dataset as ds
 from playwright.sync_api import expect
 
 from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.numbers import DECIDED, TIME_MEAN
 from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
 from align_track_pipeline.core.versions import scene_key
 from tests.browser.shots import docs_screenshot
@@ -104,3 +106,31 @@ def test_aim_query_by_scene_lists_runs_and_a_run_shows_its_justification(stack, 
     expect(page.get_by_text("justification", exact=True).first).to_be_visible()
     shown = re.split(r'["\\\n]', scene["justification"])[0][:40]  # before any JSON escape
     expect(page.get_by_text(shown).first).to_be_visible()
+
+
+def test_the_scenes_plots_show_research_numbers_not_bookkeeping(stack, page):
+    """The asset's plots (Dagster 1.13 draws them in the overview's metadata section, there is
+    no Plots tab any more) chart each partition's decision time and decided share; the size of
+    the whole table is text, not a plot."""
+    page.goto(stack.dagster + "/assets/scenes", wait_until="domcontentloaded")
+    for name in (TIME_MEAN, DECIDED, "scores.score mean"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    expect(page.get_by_text("rows in table", exact=True)).to_have_count(0)
+
+
+def test_the_dashboard_draws_every_chart_offline(stack, page):
+    """The dashboard asset's page, as the ingest left it: every chart its metadata counts is
+    drawn, with no request to any address (it is opened from the file)."""
+    node = stack.graphql(
+        '{ assetNodeOrError(assetKey: {path: ["dashboard"]}) { ... on AssetNode {'
+        " assetMaterializations(limit: 1) { metadataEntries { label"
+        " ... on IntMetadataEntry { intValue } ... on PathMetadataEntry { path } } } } } }"
+    )["assetNodeOrError"]["assetMaterializations"][0]["metadataEntries"]
+    entries = {e["label"]: e.get("intValue", e.get("path")) for e in node}
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.set_content(Path(entries["path"]).read_text(), wait_until="load")
+    charts = page.locator("svg")
+    expect(charts).to_have_count(entries["charts"])
+    assert entries["charts"] >= 3 and charts.first.locator("[data-value]").count() > 0
+    assert requests == []

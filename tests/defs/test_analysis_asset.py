@@ -16,7 +16,7 @@ from align_track_pipeline.core.analysis.compare import COMPARE_COLUMNS
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
-from align_track_pipeline.defs.analysis import scene_comparison
+from align_track_pipeline.defs.analysis import DASHBOARD_FILE, scene_comparison
 from align_track_pipeline.defs.resources import DataStore
 from tests.conftest import apply_partition_requests, sensor_tick
 from tests.core.analysis.expected import comparison_rows
@@ -59,8 +59,9 @@ def test_ingest_builds_it_and_the_automation_rebuilds_it_after_a_change(capsys, 
         assert not requested  # no table partition yet: nothing to compare
     assert main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
                  "--json"]) == 0
-    assert "compare_scenes: rebuilt" in capsys.readouterr().err
+    assert "analysis: rebuilt" in capsys.readouterr().err
     assert comparison_is_current(data_dir)  # ingest keeps it current, as the daemon does
+    assert (data_dir / DASHBOARD_FILE).stat().st_size > 0  # and the dashboard, in the same run
     with open_instance(data_dir) as instance:
         requested, cursor = _requested(defs, instance, cursor)
         assert not requested  # nothing left for the daemon
@@ -72,13 +73,13 @@ def test_ingest_builds_it_and_the_automation_rebuilds_it_after_a_change(capsys, 
         assert requested
         requested, cursor = _requested(defs, instance, cursor)
         assert not requested  # requested once, not on every tick
-        assert defs.resolve_job_def("compare_scenes").execute_in_process(
+        assert defs.resolve_job_def("analysis").execute_in_process(
             instance=instance).success
         assert comparison_is_current(data_dir)
     capsys.readouterr()
     assert main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
                  "--json"]) == 0
-    assert "compare_scenes" not in capsys.readouterr().err  # nothing changed: no rebuild
+    assert "analysis: rebuilt" not in capsys.readouterr().err  # nothing changed: no rebuild
 
 
 @pytest.mark.slow
