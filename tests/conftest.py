@@ -27,8 +27,8 @@ def _ctrl_c_reaches_child_processes():
 @pytest.fixture(autouse=True)
 def _dagster_state_storage_isolated():
     """No Dagster defs-state storage leaks from one test into the next (see
-    `dagster_compat.no_defs_state_storage`)."""
-    from align_track_pipeline.defs.dagster_compat import no_defs_state_storage
+    `dagster_probes.no_defs_state_storage`)."""
+    from tests.dagster_probes import no_defs_state_storage
 
     with no_defs_state_storage():
         yield

@@ -1,9 +1,9 @@
 """Every Dagster internal the pipeline relies on, each in one small function.
 
-Dagster is pinned (1.13, uv.lock). Nothing else in the repository imports `dagster._*` or calls
-event-log storage methods: they go through here, and tests/defs/test_dagster_compat.py pins
-each one, so a Dagster upgrade that moves one fails there, loudly, by name.
-"""
+Dagster is pinned (1.13, uv.lock). Nothing else in the package imports `dagster._*` or calls
+event-log storage methods: they go through here (those only tests use: tests/dagster_probes.py),
+and tests/defs/test_dagster_compat.py pins each one, so a Dagster upgrade that moves one fails
+there, loudly, by name."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from dagster._core.definitions.data_version import CachingStaleStatusResolver
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
-from dagster._core.loader import LoadingContextForTest
-from dagster._core.storage.defs_state.base import DefsStateStorage, set_defs_state_storage
 
 # Tags Dagster writes on a materialization it makes itself. The assets here log their
 # partitions one by one, so they write them, and Dagster's staleness reads them as its own.
@@ -118,10 +115,6 @@ def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
     instance.event_log_storage.free_concurrency_slots_for_run(run_id)
 
 
-def active_pool_slots(instance: dg.DagsterInstance, pool: str) -> int:
-    return instance.event_log_storage.get_concurrency_info(pool).active_slot_count
-
-
 def pool_holders(instance: dg.DagsterInstance, pool: str) -> tuple[int | None, list[str]]:
     """The pool's limit (None: unlimited) and the run ids holding its slots now."""
     info = instance.event_log_storage.get_concurrency_info(pool)
@@ -134,29 +127,9 @@ def set_pool_limit(instance: dg.DagsterInstance, pool: str, limit: int) -> None:
     instance.event_log_storage.set_concurrency_slots(pool, limit)
 
 
-def claim_pool_slot(instance: dg.DagsterInstance, pool: str, run_id: str, step: str) -> bool:
-    """Claim a slot of `pool` for a run's step, as a run worker does before the step starts
-    (which sets the default limit only on a pool that has no limit of its own)."""
-    storage = instance.event_log_storage
-    info = storage.get_concurrency_info(pool)
-    if info.using_default_limit or not info.slot_count:
-        storage.initialize_concurrency_limit_to_default(pool)
-    return storage.claim_concurrency_slot(pool, run_id, step).is_claimed
-
-
 def last_event_id(instance: dg.DagsterInstance) -> int:
     """The id of the newest stored event: unchanged means nothing was written."""
     return instance.event_log_storage.get_maximum_record_id() or 0
-
-
-def stale_status(defs: dg.Definitions, instance: dg.DagsterInstance, asset: str,
-                 partition: str) -> tuple[str, list[str]]:
-    """What the UI shows for a partition: Dagster's stale status and its root causes."""
-    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(),
-                                          LoadingContextForTest(instance))
-    key = dg.AssetKey(asset)
-    causes = resolver.get_stale_root_causes(key, partition)
-    return resolver.get_status(key, partition).value, sorted(c.reason for c in causes)
 
 
 @contextmanager
@@ -174,21 +147,3 @@ def silence_owners_warning() -> None:
     it copies a sensor (binding resources), in the UI's code server and the CLI alike; noise a
     user cannot act on."""
     warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)
-
-
-@contextmanager
-def no_defs_state_storage() -> Iterator[None]:
-    """A block that starts with no current defs-state storage and leaves none behind.
-
-    Dagster keeps the current one in a context variable that `with instance:` sets; some flows
-    leave it set to an instance that is gone (after tests/defs/test_sensors.py it points at a
-    disposed instance), and the next Definitions load in the same thread then fails with
-    "Attempted to resolve undefined DagsterInstance weakref". Tests run each in such a block.
-    """
-    with set_defs_state_storage(None):
-        yield
-
-
-def current_defs_state_storage() -> DefsStateStorage | None:
-    return DefsStateStorage.get()
-

@@ -346,12 +346,6 @@ def _say_once(why: str) -> None:
         "Aim runs open with RocksDB's default file-opening threads: %s", why)
 
 
-def file_opening_threads(options: aimrocks.Options) -> int | None:
-    address = _native_options(options)
-    return None if address is None else (
-        _rocksdb().rocksdb_options_get_max_file_opening_threads(address))
-
-
 def _native_options(options: aimrocks.Options) -> int | None:
     """The address of the `rocksdb::Options` an `aimrocks.Options` holds. The object keeps it
     twice: as `opts`, and as `copts`, its ColumnFamilyOptions base (`opts` plus the size of
