@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_TREE, _free_port
+from tests.conftest import SAMPLE_TREE, _free_port, require
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000  # per action and per assertion
@@ -69,12 +69,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def _chromium() -> Path:
-    """Debian's chromium, installed (apt-get) when missing; never a downloaded browser build."""
-    if not CHROMIUM.exists():
-        env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True,
-                       capture_output=True, env=env)
+    """Debian's chromium (`.ci/provision` installs it); never a downloaded browser build."""
+    require(CHROMIUM.exists(), f"Debian's chromium ({CHROMIUM})")
     return CHROMIUM
 
 
