@@ -13,6 +13,26 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TREE = REPO / "examples" / "experiment-data"
 
 
+# Tests that kill processes and count what survives, or bound how long something takes: in a
+# parallel run (`-n`, `--dist loadgroup`) they run one after another on one worker, so that two of
+# them never load the cores against each other's deadlines.
+TIMING_SENSITIVE = (
+    "tests/test_no_orphans.py::",  # survivors counted GONE_WITHIN s after a kill -9
+    "tests/core/test_lifeline.py::",  # pool processes gone within a few poll periods
+    "tests/defs/test_concurrency.py::test_ctrl_c_stops_a_wait_for_a_pool_at_once",  # < 10 s
+    "tests/test_shared_stores.py::test_a_writer_killed_on_another_host_never_blocks",
+    "tests/test_uri_credentials.py::test_search_with_a_server_that_is_down",  # < 15 s
+    "tests/test_uri_credentials.py::test_search_gives_up",  # < 15 s
+    "tests/test_json_errors.py::test_sigterm_mid_ingest",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(TIMING_SENSITIVE):
+            item.add_marker(pytest.mark.xdist_group("timing"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _ctrl_c_reaches_child_processes():
     """A shell runs a background job with SIGINT ignored, and a child process inherits that:
@@ -150,6 +170,8 @@ def mlflow_server(tmp_path_factory) -> str:
              "--backend-store-uri", f"sqlite:///{root}/server.db",
              "--artifacts-destination", str(root / "artifacts")],
             stdout=log, stderr=subprocess.STDOUT,
+            # Without this the server also starts its job runner: 7 more processes, ~1.7 GB.
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
