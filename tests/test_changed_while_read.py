@@ -3,6 +3,7 @@ trackers this pass, and brought up to date in every store by the next pass."""
 
 import json
 
+import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.cli.ingest import ingest
@@ -14,6 +15,7 @@ from align_track_pipeline.definitions import build_defs
 from tests.conftest import aim_runs_seen_by_a_fresh_process, item_count
 
 
+@pytest.mark.slow
 def test_a_folder_written_during_ingest_is_retried_on_the_next_pass(capsys, small_tree,
                                                                    data_dir):
     victim = find_run_dirs(small_tree)[0]
@@ -44,6 +46,7 @@ def test_a_folder_written_during_ingest_is_retried_on_the_next_pass(capsys, smal
     assert len(aim_runs_seen_by_a_fresh_process(data_dir / "aim")) == scenes
 
 
+@pytest.mark.slow
 def test_a_stale_partition_that_failed_without_writing_stays_a_failure(small_tree, data_dir):
     """E.g. a worker process that died before its partitions: their tables hold an older
     version (stale), but this pass wrote nothing for them, so they are failures."""

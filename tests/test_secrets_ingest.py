@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pytest
 import yaml
 
 from align_track_pipeline.cli.main import main
@@ -33,6 +34,7 @@ def _files_holding(root: Path, text: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_no_credential_of_a_run_dir_reaches_any_store(capsys, small_tree, data_dir):
     _plant(small_tree / REL)
     code = main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),

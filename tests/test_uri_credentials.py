@@ -15,6 +15,11 @@ from mlflow import MlflowClient
 
 from tests.conftest import _free_port
 
+# A lookup that did not give up would take MLflow's 120 s per request, retried: far above this
+# bound, which leaves room for the CLI's start-up on loaded cores (21 s seen with two test
+# workers on 2 busy cores, where the lookup itself gave up after its 2 s).
+GAVE_UP_WITHIN = 60
+
 ALIGN_TRACK = str(Path(sys.executable).parent / "align-track")
 PASSWORD = "SECRETPW"
 
@@ -75,7 +80,7 @@ def test_search_with_a_server_that_is_down_answers_from_parquet(tables_dir):
                         "--limit", "3", "--json", MLFLOW_TRACKING_URI=_with_password(shown))
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-3000:]
-    assert seconds < 15, seconds
+    assert seconds < GAVE_UP_WITHIN, seconds
     found = json.loads(done.stdout)
     assert found["count"] == 3
     assert [r["links"]["mlflow"] for r in found["rows"]] == ["unavailable"] * 3
@@ -116,7 +121,7 @@ def test_search_gives_up_on_a_server_that_never_answers(tables_dir):
     the lookup gives up after LOOKUP_SECONDS, not MLflow's 120 s per request, 8 times."""
     done, seconds = _search_a_silent_server(tables_dir, "http://{address}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert seconds < 15, seconds
+    assert seconds < GAVE_UP_WITHIN, seconds
     assert "mlflow links unavailable: http://127.0.0.1:" in done.stderr
     assert done.stderr.rstrip().endswith("TimeoutError: timed out")
     assert json.loads(done.stdout)["count"] == 3
@@ -140,7 +145,7 @@ def test_search_gives_up_on_a_database_server_that_never_answers(tables_dir):
     done, seconds = _search_a_silent_server(
         tables_dir, f"postgresql+psycopg2://alice:{PASSWORD}@{{address}}/db")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert seconds < 15, seconds
+    assert seconds < GAVE_UP_WITHIN, seconds
     assert "mlflow links unavailable: postgresql+psycopg2://127.0.0.1:" in done.stderr
     assert json.loads(done.stdout)["count"] == 3
     assert PASSWORD not in done.stdout + done.stderr

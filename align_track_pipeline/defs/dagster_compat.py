@@ -1,8 +1,8 @@
 """Every Dagster internal the pipeline relies on, each in one small function.
 
 Dagster is pinned (uv.lock). Nothing else in the repository imports `dagster._*` or calls
-event-log storage methods: they go through here, and tests/defs/test_dagster_compat.py pins
-each one, so a Dagster upgrade that moves one fails there, loudly, by name. Private modules are
+event-log storage methods: they go through here (those only tests use: tests/dagster_probes.py),
+and tests/defs/test_dagster_compat.py pins each one, so a Dagster upgrade that moves one fails there, loudly, by name. Private modules are
 imported where they are used, not at import, and on a Dagster version the pipeline was not
 verified on (`verified.dagster_internals`) the runs plan one event per partition, as Dagster
 does by default, and mark their failed partitions without private events.
@@ -134,10 +134,6 @@ def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
     instance.event_log_storage.free_concurrency_slots_for_run(run_id)
 
 
-def active_pool_slots(instance: dg.DagsterInstance, pool: str) -> int:
-    return instance.event_log_storage.get_concurrency_info(pool).active_slot_count
-
-
 def pool_holders(instance: dg.DagsterInstance, pool: str) -> tuple[int | None, list[str]]:
     """The pool's limit (None: unlimited) and the run ids holding its slots now."""
     info = instance.event_log_storage.get_concurrency_info(pool)
@@ -150,32 +146,9 @@ def set_pool_limit(instance: dg.DagsterInstance, pool: str, limit: int) -> None:
     instance.event_log_storage.set_concurrency_slots(pool, limit)
 
 
-def claim_pool_slot(instance: dg.DagsterInstance, pool: str, run_id: str, step: str) -> bool:
-    """Claim a slot of `pool` for a run's step, as a run worker does before the step starts
-    (which sets the default limit only on a pool that has no limit of its own)."""
-    storage = instance.event_log_storage
-    info = storage.get_concurrency_info(pool)
-    if info.using_default_limit or not info.slot_count:
-        storage.initialize_concurrency_limit_to_default(pool)
-    return storage.claim_concurrency_slot(pool, run_id, step).is_claimed
-
-
 def last_event_id(instance: dg.DagsterInstance) -> int:
     """The id of the newest stored event: unchanged means nothing was written."""
     return instance.event_log_storage.get_maximum_record_id() or 0
-
-
-def stale_status(defs: dg.Definitions, instance: dg.DagsterInstance, asset: str,
-                 partition: str) -> tuple[str, list[str]]:
-    """What the UI shows for a partition: Dagster's stale status and its root causes."""
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-    from dagster._core.loader import LoadingContextForTest
-
-    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(),
-                                          LoadingContextForTest(instance))
-    key = dg.AssetKey(asset)
-    causes = resolver.get_stale_root_causes(key, partition)
-    return resolver.get_status(key, partition).value, sorted(c.reason for c in causes)
 
 
 @contextmanager
@@ -193,26 +166,3 @@ def silence_owners_warning() -> None:
     it copies a sensor (binding resources), in the UI's code server and the CLI alike; noise a
     user cannot act on."""
     warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)
-
-
-@contextmanager
-def no_defs_state_storage() -> Iterator[None]:
-    """A block that starts with no current defs-state storage and leaves none behind.
-
-    Dagster keeps the current one in a context variable that `with instance:` sets; some flows
-    leave it set to an instance that is gone (after tests/defs/test_sensors.py it points at a
-    disposed instance), and the next Definitions load in the same thread then fails with
-    "Attempted to resolve undefined DagsterInstance weakref". Tests run each in such a block.
-    """
-    from dagster._core.storage.defs_state.base import set_defs_state_storage
-
-    with set_defs_state_storage(None):
-        yield
-
-
-def current_defs_state_storage():
-    """The current `DefsStateStorage`, or None."""
-    from dagster._core.storage.defs_state.base import DefsStateStorage
-
-    return DefsStateStorage.get()
-

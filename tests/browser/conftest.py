@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_TREE, _free_port
+from tests.conftest import SAMPLE_TREE, _free_port, require
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000  # per action and per assertion
+STACK_TIMEOUT_SECONDS = 1500  # pytest-timeout: the stack's bounds (ingest 600 s, 4 x 180 s)
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 HERE = Path(__file__).parent
 # Flags that keep Chromium from calling home; no --user-data-dir (Playwright refuses it).
@@ -41,16 +42,20 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Everything here drives a browser against UI servers: `browser` and `slow`, and runs
-    last. Playwright's sync API keeps an event loop running in the main thread while the
-    browser is open, and a test after it that calls `asyncio.run` (Dagster's automation
-    evaluation does) fails with "cannot be called from a running event loop"."""
+    """Everything here drives a browser against UI servers: `browser` and `slow`, all on one
+    worker in a parallel run, and runs last. Playwright's sync API keeps an event loop running
+    in the main thread while the browser is open, and a test after it that calls `asyncio.run`
+    (Dagster's automation evaluation does) fails with "cannot be called from a running event
+    loop"."""
     def here(item: pytest.Item) -> bool:
         return HERE in Path(str(item.fspath)).parents
 
     for item in filter(here, items):
         item.add_marker(pytest.mark.browser)
         item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group("browser"))  # one worker: one stack, one browser
+        # The first test also pays for the module's stack: an ingest and three UI servers.
+        item.add_marker(pytest.mark.timeout(STACK_TIMEOUT_SECONDS))
     items.sort(key=here)  # stable: the others keep their order
 
 
@@ -69,12 +74,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def _chromium() -> Path:
-    """Debian's chromium, installed (apt-get) when missing; never a downloaded browser build."""
-    if not CHROMIUM.exists():
-        env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True,
-                       capture_output=True, env=env)
+    """Debian's chromium (`.ci/provision` installs it); never a downloaded browser build."""
+    require(CHROMIUM.exists(), f"Debian's chromium ({CHROMIUM})")
     return CHROMIUM
 
 

@@ -129,6 +129,7 @@ def test_a_stage_that_runs_short_within_a_partition_leaves_no_run_behind(sample_
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
 
 
+@pytest.mark.slow
 def test_the_stage_follows_its_variable(sample_tree, tmp_path, monkeypatch):
     """ALIGN_TRACK_AIM_STAGE: a folder (created if missing) or `off` (runs in the repo)."""
     key = RunDir(sample_tree / REL, REL).key

@@ -13,10 +13,12 @@ def _batch(pid: int, host: str = "", ms: int = 1) -> str:
 
 
 def test_ids_sort_by_creation_time_and_name_their_writer():
-    first = batches.new_batch_id()
-    time.sleep(0.01)
-    second = batches.new_batch_id()
-    assert first < second
+    # 2 ms apart, many times over: the random part never decides the order.
+    pairs = [(batches.new_batch_id(lambda t=t: t), batches.new_batch_id(lambda t=t: t + 0.002))
+             for t in (1_700_000_000.0 + i for i in range(50))]
+    assert all(first < second for first, second in pairs)
+    first = batches.new_batch_id()  # the real clock by default
+    assert abs(int(first.split(".")[0], 16) - time.time() * 1000) < 60_000
     assert batches.BatchId.parse(first) == batches.BatchId(os.getpid(), socket.gethostname())
     assert batches.BatchId.parse("aaaa") is None  # ids of older versions: never alive
 
@@ -41,16 +43,29 @@ def test_a_batch_of_a_dead_local_process_is_abandoned_at_once():
     assert not watch.alive(_batch(proc.pid), 3)
 
 
+class _Clock:
+    """A clock the test moves by hand: the grace period measured without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_remote_batch_lives_while_it_grows():
-    watch = batches.Watch(grace_seconds=0.3)
+    clock = _Clock()
+    watch = batches.Watch(grace_seconds=15, clock=clock)
     batch = _batch(4242, host="another-host.example")
     assert watch.alive(batch, 2)  # first sight: given the grace period
-    time.sleep(0.2)
+    clock.now += 10
     assert watch.alive(batch, 3)  # grew: the period starts again
-    time.sleep(0.2)
-    assert watch.alive(batch, 3)
-    time.sleep(0.2)
-    assert not watch.alive(batch, 3)  # 0.4 s without growing
+    clock.now += 14.9
+    assert watch.alive(batch, 3)  # 14.9 s without growing
+    clock.now += 0.1
+    assert not watch.alive(batch, 3)  # 15 s without growing: abandoned
+    assert not watch.alive(batch, 3)  # and stays so
+    assert watch.alive(batch, 4)  # grows again: alive again
 
 
 def test_everyone_keeps_the_smallest_complete_or_live_batch():

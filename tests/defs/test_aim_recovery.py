@@ -48,6 +48,7 @@ def _one_run_per_scene(data: Path) -> set[str]:
     return hashes
 
 
+@pytest.mark.slow
 def test_a_deleted_manifest_is_rebuilt_and_a_changed_folder_adds_no_duplicate(
         capsys, small_tree, data_dir):
     keys = sorted(r.key for r in find_run_dirs(small_tree))
@@ -68,6 +69,7 @@ def test_a_deleted_manifest_is_rebuilt_and_a_changed_folder_adds_no_duplicate(
     assert _one_run_per_scene(data_dir) == after
 
 
+@pytest.mark.slow
 def test_a_deleted_manifest_alone_is_rebuilt_keeping_every_run(capsys, small_tree, data_dir):
     keys = sorted(r.key for r in find_run_dirs(small_tree))
     _ingest(capsys, small_tree, data_dir)

@@ -13,7 +13,6 @@ from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.definitions import build_defs
-from align_track_pipeline.defs.dagster_compat import stale_status
 from tests.conftest import (
     SAMPLE_TREE,
     apply_partition_requests,
@@ -21,6 +20,7 @@ from tests.conftest import (
     make_run_dir,
     sensor_tick,
 )
+from tests.dagster_probes import stale_status
 
 TABLES = ("experiments", "scenes")
 TRACKERS = ("mlflow_runs", "aim_runs")

@@ -23,8 +23,8 @@ from align_track_pipeline.cli.liveness import (
     fail_abandoned_runs,
 )
 from align_track_pipeline.cli.main import main
-from align_track_pipeline.defs.dagster_compat import active_pool_slots, claim_pool_slot
 from tests.conftest import aim_runs_seen_by_a_fresh_process
+from tests.dagster_probes import active_pool_slots, claim_pool_slot
 
 
 def _dead_pid() -> int:

@@ -1,5 +1,5 @@
-"""Pins every Dagster internal the pipeline uses (`defs/dagster_compat.py`): if a Dagster upgrade
-moves one, the test named after it fails here."""
+"""Pins every Dagster internal the pipeline uses (`defs/dagster_compat.py`) and the tests use
+(`tests/dagster_probes.py`): if a Dagster upgrade moves one, the test named after it fails here."""
 
 import uuid
 import warnings
@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from align_track_pipeline.defs import dagster_compat as compat
+from tests import dagster_probes as probes
 
 PARTS = dg.DynamicPartitionsDefinition(name="parts")
 
@@ -100,11 +101,11 @@ def test_pool_slots_claimed_counted_and_released(tmp_path):
         run_id = str(uuid.uuid4())
         instance.add_run(dg.DagsterRun(job_name="j", run_id=run_id,
                                        status=dg.DagsterRunStatus.STARTED))
-        assert compat.claim_pool_slot(instance, "mlflow", run_id, "log_mlflow_runs")
-        assert compat.active_pool_slots(instance, "mlflow") == 1
-        assert not compat.claim_pool_slot(instance, "mlflow", str(uuid.uuid4()), "other")
+        assert probes.claim_pool_slot(instance, "mlflow", run_id, "log_mlflow_runs")
+        assert probes.active_pool_slots(instance, "mlflow") == 1
+        assert not probes.claim_pool_slot(instance, "mlflow", str(uuid.uuid4()), "other")
         compat.release_pool_slots(instance, run_id)
-        assert compat.active_pool_slots(instance, "mlflow") == 0
+        assert probes.active_pool_slots(instance, "mlflow") == 0
 
 
 def test_a_pool_limit_set_in_the_instance_wins_over_the_default(tmp_path):
@@ -112,7 +113,7 @@ def test_a_pool_limit_set_in_the_instance_wins_over_the_default(tmp_path):
     with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
         compat.set_pool_limit(instance, "aim", 3)
         runs = [str(uuid.uuid4()) for _ in range(4)]
-        claimed = [compat.claim_pool_slot(instance, "aim", r, "log_aim_runs") for r in runs]
+        claimed = [probes.claim_pool_slot(instance, "aim", r, "log_aim_runs") for r in runs]
         assert claimed == [True, True, True, False]
         assert compat.pool_holders(instance, "aim") == (3, sorted(runs[:3]))
         assert compat.pool_holders(instance, "mlflow")[0] in (None, 1)  # untouched
@@ -129,9 +130,9 @@ def downstream() -> None: ...
 def test_stale_status_and_its_reasons(instance):
     defs = dg.Definitions(assets=[upstream, downstream])
     assert dg.materialize([upstream, downstream], instance=instance).success
-    assert compat.stale_status(defs, instance, "downstream", None) == ("FRESH", [])
+    assert probes.stale_status(defs, instance, "downstream", None) == ("FRESH", [])
     bumped = downstream.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
-    assert compat.stale_status(dg.Definitions(assets=[upstream, bumped]), instance,
+    assert probes.stale_status(dg.Definitions(assets=[upstream, bumped]), instance,
                                "downstream", None) == ("STALE", ["has a new code version"])
 
 
@@ -145,12 +146,12 @@ def test_quiet_about_silences_only_what_it_names():
 
 
 def test_no_defs_state_storage_resets_what_an_instance_left_behind(instance):
-    before = compat.current_defs_state_storage()  # the fixture's instance is entered
-    with compat.no_defs_state_storage():
-        assert compat.current_defs_state_storage() is None
+    before = probes.current_defs_state_storage()  # the fixture's instance is entered
+    with probes.no_defs_state_storage():
+        assert probes.current_defs_state_storage() is None
         instance.__enter__()  # entered again, never exited: its storage stays set
-        assert compat.current_defs_state_storage() is instance.defs_state_storage
-    assert compat.current_defs_state_storage() is before
+        assert probes.current_defs_state_storage() is instance.defs_state_storage
+    assert probes.current_defs_state_storage() is before
 
 
 

@@ -15,6 +15,8 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.cli.main import main
 
+pytestmark = pytest.mark.slow  # each test is a full ingest (or two) through the CLI
+
 
 def _ingest(capsys, tree: Path, data: Path, *extra: str) -> dict:
     code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json",

@@ -19,6 +19,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from align_track_pipeline.core.processes import process_alive
@@ -46,8 +47,8 @@ class BatchId:
             return None
 
 
-def new_batch_id() -> str:
-    return (f"{int(time.time() * 1000):012x}.{uuid.uuid4().hex[:8]}."
+def new_batch_id(clock: Callable[[], float] = time.time) -> str:
+    return (f"{int(clock() * 1000):012x}.{uuid.uuid4().hex[:8]}."
             f"{os.getpid()}@{socket.gethostname()}")
 
 
@@ -70,6 +71,7 @@ class Watch:
     """What one settling writer has seen of other writers' batches, to tell live from dead."""
 
     grace_seconds: float = GRACE_SECONDS
+    clock: Callable[[], float] = time.monotonic  # injectable: tests step time without sleeping
     _seen: dict[str, tuple[int, float]] = field(default_factory=dict)  # batch -> size, since
 
     def alive(self, batch: str, size: int) -> bool:
@@ -81,7 +83,7 @@ class Watch:
                 return batch in _writing
             if not process_alive(found.pid):
                 return False
-        now = time.monotonic()
+        now = self.clock()
         last_size, since = self._seen.get(batch, (-1, now))
         if size != last_size:
             since = now
