@@ -1,11 +1,12 @@
 """Every Dagster internal the pipeline relies on, each in one small function.
 
-Dagster is pinned (uv.lock). Nothing else in the repository imports `dagster._*` or calls
+Dagster is pinned (uv.lock). Nothing else in the package imports `dagster._*` or calls
 event-log storage methods: they go through here (those only tests use: tests/dagster_probes.py),
-and tests/defs/test_dagster_compat.py pins each one, so a Dagster upgrade that moves one fails there, loudly, by name. Private modules are
-imported where they are used, not at import, and on a Dagster version the pipeline was not
-verified on (`verified.dagster_internals`) the runs plan one event per partition, as Dagster
-does by default, and mark their failed partitions without private events.
+and tests/defs/test_dagster_compat.py pins each one, so a Dagster upgrade that moves one fails
+there, loudly, by name. Private modules are imported where they are used, not at import, and on
+a Dagster version the pipeline was not verified on (`verified.dagster_internals`) the runs plan
+one event per partition, as Dagster does by default, and mark their failed partitions without
+private events.
 """
 
 from __future__ import annotations
