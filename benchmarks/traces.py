@@ -1,14 +1,14 @@
 """Trace benchmark: what a trace per scene costs on the MLflow writer's two paths.
 
     ./dev python -m benchmarks.traces [--dirs 335] [--scenes-per-dir 20] [--server-dirs 40]
-                                      [--cold]
+                                      [--cold] [--server]
 
 Builds the scale tree and its Parquet tables, then writes every partition's MLflow runs to a
 fresh SQLite store without traces and, to another fresh store, with them: the difference is
 the traces' cost (target: 6,700 traces <= 20 s on 2 cores). Then the same through a local
 `mlflow server` for `--server-dirs` partitions (target: >= 80 traces/s). `--cold` also times
 two cold `align-track ingest` runs of the whole tree, traces off and on (target: <= 15 %
-more with traces).
+more with traces). `--server` times the server alone (the tree is built for `--server-dirs`).
 """
 
 from __future__ import annotations
@@ -64,48 +64,60 @@ def _cold(tree: Path, work: Path, traces: str) -> float:
     return time.perf_counter() - start
 
 
+def _sqlite(work: Path, parts: list, scenes: int) -> None:
+    runs_only, _ = _write(f"sqlite:///{work}/runs.db", parts, False)
+    both, count = _write(f"sqlite:///{work}/traces.db", parts, True)
+    assert count == scenes, (count, scenes)
+    print(f"SQLite, {len(parts)} partitions, {scenes} scenes: runs {runs_only:.1f} s, "
+          f"runs + traces {both:.1f} s: traces {both - runs_only:.1f} s "
+          f"({count / max(both - runs_only, 1e-9):.0f} traces/s)")
+
+
+def _server_traces(work: Path, parts: list) -> None:
+    """A real `mlflow server` (the one `shared_stores` starts): the runs written first, then
+    only the traces timed, each partition's counted back as the writer always does."""
+    from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
+
+    proc, url = _server(work / "server")
+    try:
+        writer = MlflowWriter(url, "bench-traces")
+        plans = [(key, plan_runs(e, s, None), plan_traces(e, s, "hierarchical"))
+                 for key, e, s in parts]
+        for key, runs, _ in plans:
+            writer.upsert(key, runs, None)
+        start = time.perf_counter()
+        count = sum(writer.upsert(key, runs, traces).traces for key, runs, traces in plans)
+        seconds = time.perf_counter() - start
+        assert count == sum(len(t) for _, _, t in plans), count
+        print(f"server, {len(parts)} partitions: {count} traces in {seconds:.1f} s "
+              f"({count / seconds:.0f} traces/s, read back included)")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dirs", type=int, default=335)
     parser.add_argument("--scenes-per-dir", type=int, default=20)
     parser.add_argument("--server-dirs", type=int, default=40)
     parser.add_argument("--cold", action="store_true")
+    parser.add_argument("--server", action="store_true", help="time the server alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        scenes = build(work / "tree", args.dirs, args.scenes_per_dir)
+        dirs = args.server_dirs if args.server else args.dirs
+        scenes = build(work / "tree", dirs, args.scenes_per_dir)
         (work / "tables").mkdir()
         _core_only(work / "tree", work / "tables")  # the Parquet tables alone
         parts = _partitions(work / "tables")
-        runs_only, _ = _write(f"sqlite:///{work}/runs.db", parts, False)
-        both, count = _write(f"sqlite:///{work}/traces.db", parts, True)
-        assert count == scenes, (count, scenes)
-        print(f"SQLite, {len(parts)} partitions, {scenes} scenes: runs {runs_only:.1f} s, "
-              f"runs + traces {both:.1f} s: traces {both - runs_only:.1f} s "
-              f"({count / max(both - runs_only, 1e-9):.0f} traces/s)")
-        proc, url = _server(work / "server")
-        try:
-            few = parts[: args.server_dirs]
-            from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
-
-            writer = MlflowWriter(url, "bench-traces")
-            plans = [(key, plan_runs(e, s, None), plan_traces(e, s, "hierarchical"))
-                     for key, e, s in few]
-            for key, runs, _ in plans:  # the runs first: then only the traces are timed
-                writer.upsert(key, runs, None)
-            start = time.perf_counter()
-            count = sum(writer.upsert(key, runs, traces).traces for key, runs, traces in plans)
-            seconds = time.perf_counter() - start
-            print(f"server, {len(few)} partitions: {count} traces in {seconds:.1f} s "
-                  f"({count / seconds:.0f} traces/s, read back included)")
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        if not args.server:
+            _sqlite(work, parts, scenes)
+        _server_traces(work, parts[: args.server_dirs])
         if args.cold:
             off, on = _cold(work / "tree", work, "off"), _cold(work / "tree", work, "on")
             print(f"cold ingest: traces off {off:.1f} s, on {on:.1f} s "
                   f"(+{(on - off) / off * 100:.0f} %)")
-
 
 if __name__ == "__main__":
     main()

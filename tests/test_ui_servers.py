@@ -15,7 +15,7 @@ from align_track_pipeline.core.source.discovery import RunDir
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.aim.writer import AimWriter
 from align_track_pipeline.core.trackers.mlflow.plan import plan_runs
-from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
+from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url, runs_url, traces_url
 from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 from tests.conftest import SAMPLE_TREE, _free_port
 
@@ -80,9 +80,24 @@ def test_mlflow_ui_is_one_worker_and_prints_the_parents_only_view(tmp_path):
         assert body == b"OK"
         assert 1 <= len(pids) <= MAX_PROCESSES, pids
         assert parents_only_url(url, writer.experiment_id) in log
+        # The runs list with the scene runs, and the Traces tab: MLflow 3.17's routes.
+        assert f"{url}/#/experiments/{writer.experiment_id}/runs\n" in log
+        assert f"{url}/#/experiments/{writer.experiment_id}/traces\n" in log
+        assert runs_url(url, writer.experiment_id) in log
+        assert traces_url(url, writer.experiment_id) in log
         for pid in pids:  # the server and its worker: MLflow's telemetry off, as in the CLI
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert b"MLFLOW_DISABLE_TELEMETRY=true" in environ, pid
+            assert b"MLFLOW_ENABLE_REMOTE_ASSISTANT=false" in environ, pid
+        # What the UI asks the server: its own telemetry off, the assistant not remote.
+        assert _get_json(f"{url}/ajax-api/3.0/mlflow/ui-telemetry")["disable_ui_telemetry"]
+        assistant = _get_json(f"{url}/ajax-api/3.0/mlflow/assistant/config")
+        assert assistant["remote_access_allowed"] is False
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
 
 
 @pytest.mark.slow

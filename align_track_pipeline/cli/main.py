@@ -353,17 +353,26 @@ def cmd_dagster_ui(args: argparse.Namespace) -> Result:
 def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
     """`mlflow server` bound to loopback, on the same store `ingest` writes: one worker and no
     job runner (they only serve writes this UI never makes), about a sixth of the default's
-    memory. Prints the parents-only view of the experiment when it exists."""
+    memory. Prints the experiment's runs list, its parents-only view and its Traces tab when
+    it exists. MLflow's assistant stays local-only (`environment.py`)."""
     from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id
-    from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
+    from align_track_pipeline.core.trackers.mlflow.tracker import (
+        parents_only_url,
+        runs_url,
+        traces_url,
+    )
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
     tracker = create("mlflow", _settings(args, data))
     found = experiment_id(tracker.tracking_uri, tracker.experiment)
     ui = f"http://127.0.0.1:{args.port}"
-    print(f"Experiments, one row each: {parents_only_url(ui, found)}" if found else
-          f"Experiment {tracker.experiment!r} not written yet: run `align-track ingest`",
-          file=sys.stderr)
+    if found:
+        print(f"Runs, scene runs under their experiment's: {runs_url(ui, found)}\n"
+              f"Experiments, one row each: {parents_only_url(ui, found)}\n"
+              f"Traces, one per scene: {traces_url(ui, found)}", file=sys.stderr)
+    else:
+        print(f"Experiment {tracker.experiment!r} not written yet: run `align-track ingest`",
+              file=sys.stderr)
     os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     # The store from the environment, not the command line: `ps` shows a command line
     # (with any password in the URI) to every user of the host.

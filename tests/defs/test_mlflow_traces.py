@@ -203,3 +203,33 @@ def _linked_run(client: MlflowClient, trace) -> str:
         t.info.trace_id for t in client.search_traces(
             locations=[trace.info.experiment_id], run_id=r.info.run_id)}]
     return run.info.run_id
+
+
+def test_kill_after_traces_sent_then_reingest_leaves_one_per_scene(small_tree, data_dir,
+                                                                   mlflow_server):
+    """Killed after a partition's traces reached the server, before their scores: the re-run
+    finds them without their assessments, replaces them, and every scene has one trace with
+    all its scores, none twice. Only the small tree's folder with scores is kept."""
+    import shutil
+
+    for rel in ("pipeline_baseline", "random"):
+        shutil.rmtree(small_tree / rel)
+    experiment = f"killed-{uuid.uuid4().hex[:8]}"
+    cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
+           "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
+           "--mlflow-uri", mlflow_server, "--mlflow-experiment", experiment]
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
+                            env={**os.environ, "ALIGN_TRACK_FAULT": "mlflow.traces_sent"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    sent = _traces(mlflow_server, experiment)
+    assert sent and all(t.info.assessments == [] for t in sent)  # spans there, scores not
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    traces = _one_per_scene(mlflow_server, data_dir, experiment)
+    assert len(_traces(mlflow_server, experiment)) == len(traces)  # no duplicate anywhere
+    scored = {(s["partition_key"], s["scene_index"]): dict(s["scenario_scores"])
+              for s in _scenes(data_dir)}
+    assert all(scored.values())
+    for trace in traces:
+        key = (trace.info.tags["partition_key"], int(trace.info.tags["scene_index"]))
+        assert {a.name: a.value for a in trace.info.assessments} == scored[key]

@@ -10,6 +10,10 @@ that `align-track mlflow-ui` becomes (it inherits the environment).
   and "View experiment at: URL" on stdout each time a run ends through a tracking server,
   after one extra `get_run` request per run, and the URL holds whatever credentials the
   tracking URI holds. The pipeline records its own links (`links` of a write).
+- `MLFLOW_ENABLE_REMOTE_ASSISTANT`: the `mlflow-ui` server answers the assistant's API only
+  from its own host (MLflow's default, pinned here). MLflow 3.17 has no switch that hides the
+  assistant panel itself: its UI opens it once on a first visit from the same host; closed,
+  the browser remembers.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 SETTINGS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_REMOTE_ASSISTANT": "false",
 }
 
 

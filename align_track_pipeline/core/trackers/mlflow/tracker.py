@@ -193,6 +193,16 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def runs_url(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs list: every run, scene runs nested under their experiment's."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def traces_url(ui_url: str, experiment_id: str) -> str:
+    """The experiment's Traces tab: one trace per scene, filtered with `tag.<column>`."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/traces"
+
+
 # Parents (hierarchical) and flat runs: every run that is not a scene.
 PARENTS_FILTER = 'tags.run_type != "scene"'
 
