@@ -12,9 +12,18 @@ from align_track_pipeline.defs.aim_index import aim_index_defs
 from align_track_pipeline.defs.analysis import scene_comparison
 from align_track_pipeline.defs.automation import automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
-from align_track_pipeline.defs.dagster_compat import silence_owners_warning
+from align_track_pipeline.defs.dagster_compat import (
+    silence_mixed_backfill_policy_warning,
+    silence_owners_warning,
+)
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
-from align_track_pipeline.defs.jobs import comparison_job, tables_job, tracker_job
+from align_track_pipeline.defs.freshness import INGEST_FOLDERS_JOB
+from align_track_pipeline.defs.jobs import (
+    comparison_job,
+    ingest_folders_job,
+    tables_job,
+    tracker_job,
+)
 from align_track_pipeline.defs.resources import (
     DataStore,
     ExperimentTree,
@@ -42,7 +51,7 @@ def build_defs(
         assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers),
                 scene_comparison],
         jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed,
-              comparison_job],
+              comparison_job, ingest_folders_job],
         sensors=[experiment_folder_sensor, automation_sensor],
         schedules=[nightly_observation],
         resources={
@@ -59,4 +68,5 @@ def build_defs(
 
 
 silence_owners_warning()  # before the code server binds the sensors' resources
+silence_mixed_backfill_policy_warning(INGEST_FOLDERS_JOB)
 defs = build_defs()

@@ -57,7 +57,12 @@ SETTINGS: tuple[Setting, ...] = (
             "`archive`: keep a removed folder's data out of sight instead of deleting it"),
     Setting("ALIGN_TRACK_TIMEZONE", "`UTC`",
             "timezone of the nightly schedule (an IANA name, e.g. `Europe/Berlin`)"),
-    Setting("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS", "`30`", "minimum interval of the sensors"),
+    Setting("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS", "`5`",
+            "minimum interval of the discovery sensor, which ingests a new or changed folder "
+            "in one run (5 s is the daemon's floor)"),
+    Setting("ALIGN_TRACK_AUTOMATION_INTERVAL_SECONDS", "`30`",
+            "minimum interval of the automation sensor (the safety net: many folders at once, "
+            "failed runs, code-version bumps) and of the Aim index sensor"),
     Setting("ALIGN_TRACK_PARTITIONS_PER_RUN", "`50`",
             "the most partitions in one run of a UI backfill or an automation request (read "
             "when the definitions load)"),

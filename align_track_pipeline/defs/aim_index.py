@@ -4,7 +4,7 @@ after `aim_runs` materializations by a sensor, or rebuilt by hand."""
 import dagster as dg
 
 from align_track_pipeline.core.trackers.aim.tracker import AimTracker
-from align_track_pipeline.defs.automation import tick_seconds
+from align_track_pipeline.defs.automation import automation_seconds
 from align_track_pipeline.defs.resources import Trackers
 
 AIM_RUNS = "aim_runs"
@@ -40,7 +40,7 @@ aim_reindex = dg.define_asset_job("aim_reindex", selection=["aim_index"])
 
 @dg.asset_sensor(asset_key=dg.AssetKey(AIM_RUNS), job=aim_reindex,
                  default_status=dg.DefaultSensorStatus.RUNNING,
-                 minimum_interval_seconds=tick_seconds())
+                 minimum_interval_seconds=automation_seconds())
 def aim_reindex_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     """Several aim_runs materializations between ticks lead to one reindex run."""
     yield dg.RunRequest(run_key=f"aim-reindex-{asset_event.timestamp}")
