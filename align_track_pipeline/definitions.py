@@ -10,7 +10,7 @@ from align_track_pipeline.core.locations import default_data_dir, default_experi
 from align_track_pipeline.core.trackers.registry import Settings, create_all
 from align_track_pipeline.defs.aim_index import aim_index_defs
 from align_track_pipeline.defs.analysis import scene_comparison
-from align_track_pipeline.defs.automation import automation_sensor
+from align_track_pipeline.defs.automation import automation_sensor, comparison_automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
 from align_track_pipeline.defs.dagster_compat import (
     silence_mixed_backfill_policy_warning,
@@ -52,7 +52,7 @@ def build_defs(
                 scene_comparison],
         jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed,
               comparison_job, ingest_folders_job],
-        sensors=[experiment_folder_sensor, automation_sensor],
+        sensors=[experiment_folder_sensor, automation_sensor, comparison_automation_sensor],
         schedules=[nightly_observation],
         resources={
             "tree": ExperimentTree(root=experiments_dir or env_or(

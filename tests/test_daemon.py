@@ -65,8 +65,9 @@ def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
     """The test above in seconds, without the daemon: workspace.yaml names the project's
     Definitions, bound to the ALIGN_TRACK_* variables, with every sensor and the schedule on
     by default; dagster.yaml queues at most 2 runs, gives each pool one slot, and turns the
-    UI's welcome modal and telemetry off; the queue is drained every second, and the sensor's
-    ingest and the cleanup run their steps in the run's own process."""
+    UI's welcome modal and telemetry off; the queue is drained every second, upkeep runs take
+    one slot at most, and the sensor's ingest and the cleanup run their steps in the run's own
+    process."""
     import importlib
 
     import dagster as dg
@@ -93,10 +94,18 @@ def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
     assert mlflow.tracking_uri == f"sqlite:///{data}/mlflow.db"
     assert {s.name: s.default_status for s in defs.sensors} == {
         name: dg.DefaultSensorStatus.RUNNING
-        for name in ("experiment_folder_sensor", "automation", "aim_reindex_sensor")}
+        for name in ("experiment_folder_sensor", "automation", "comparison_automation",
+                     "aim_reindex_sensor")}
     assert [s.default_status for s in defs.schedules] == [dg.DefaultScheduleStatus.RUNNING]
     assert {s.name: s.minimum_interval_seconds for s in defs.sensors} == {
-        "experiment_folder_sensor": 5, "automation": 30, "aim_reindex_sensor": 30}
+        "experiment_folder_sensor": 5, "automation": 30, "comparison_automation": 30,
+        "aim_reindex_sensor": 30}
+    # Upkeep runs take one run slot at most: a new folder's ingest never waits behind them.
+    upkeep = {"align_track/upkeep": "true"}
+    assert defs.resolve_job_def("aim_reindex").tags.items() >= upkeep.items()
+    assert defs.resolve_job_def("compare_scenes").tags.items() >= upkeep.items()
+    comparison = next(s for s in defs.sensors if s.name == "comparison_automation")
+    assert comparison.run_tags == upkeep
     for job in ("ingest_folders", "cleanup_removed"):
         assert defs.resolve_job_def(job).executor_def == dg.in_process_executor
 
@@ -108,6 +117,8 @@ def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
         assert config.run_queue_config.max_concurrent_runs == 2
         assert config.pool_config.default_pool_limit == 1
         assert instance.run_coordinator.dequeue_interval_seconds == 1
+        (limit,) = config.run_queue_config.tag_concurrency_limits
+        assert limit == {"key": "align_track/upkeep", "limit": 1}
         assert instance.run_monitoring_enabled
         # A quiet UI: no welcome modal, nothing sent home.
         assert not instance.nux_enabled and not instance.telemetry_enabled

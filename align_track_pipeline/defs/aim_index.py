@@ -4,7 +4,7 @@ after `aim_runs` materializations by a sensor, or rebuilt by hand."""
 import dagster as dg
 
 from align_track_pipeline.core.trackers.aim.tracker import AimTracker
-from align_track_pipeline.defs.automation import automation_seconds
+from align_track_pipeline.defs.automation import UPKEEP_TAGS, automation_seconds
 from align_track_pipeline.defs.resources import Trackers
 
 AIM_RUNS = "aim_runs"
@@ -35,7 +35,7 @@ def aim_index(context: dg.AssetExecutionContext, config: ReindexConfig,
 
 
 # Aim index upkeep: launched by the sensor below after aim_runs materializations, or by hand.
-aim_reindex = dg.define_asset_job("aim_reindex", selection=["aim_index"])
+aim_reindex = dg.define_asset_job("aim_reindex", selection=["aim_index"], tags=UPKEEP_TAGS)
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey(AIM_RUNS), job=aim_reindex,

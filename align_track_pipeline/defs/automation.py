@@ -70,12 +70,28 @@ WHOLE_TABLE_CONDITION = (
     & _NOT_BUSY
 ).with_label("after_any_table_partition_changed")
 
+# Runs that keep derived data up to date (the scene comparison, the Aim index) carry this tag;
+# dagster.yaml lets one of them run at a time, so they never take every run slot and a new
+# folder's ingest starts at once.
+UPKEEP_TAGS = {"align_track/upkeep": "true"}
+COMPARISON = "scene_comparison"
+
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation",
-    target=dg.AssetSelection.all(),
+    target=dg.AssetSelection.all() - dg.AssetSelection.assets(COMPARISON),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=automation_seconds(),
-    description="Materializes missing and changed partitions: tables after a folder changed, "
-    "trackers after the tables landed, every partition after a code version bump; the scene "
-    "comparison after any table partition changed.",
+    description="The safety net: materializes missing and changed partitions (tables after a "
+    "folder changed, trackers after the tables landed) that the discovery sensor's run did not, "
+    "and every partition after a code version bump.",
+)
+
+comparison_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "comparison_automation",
+    target=dg.AssetSelection.assets(COMPARISON),
+    run_tags=UPKEEP_TAGS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=automation_seconds(),
+    description="Rebuilds the scene comparison after any table partition changed (an upkeep "
+    "run: one at a time, never in the way of an ingest).",
 )

@@ -6,6 +6,7 @@ import dagster as dg
 
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.analysis import scene_comparison
+from align_track_pipeline.defs.automation import UPKEEP_TAGS
 from align_track_pipeline.defs.freshness import FOLDERS, INGEST_FOLDERS_JOB
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
@@ -39,5 +40,5 @@ ingest_folders_job = dg.define_asset_job(
 
 
 # Rebuild the scene comparison (what the automation does after table partitions changed).
-comparison_job = dg.define_asset_job(COMPARISON_JOB,
+comparison_job = dg.define_asset_job(COMPARISON_JOB, tags=UPKEEP_TAGS,
                                      selection=dg.AssetSelection.assets(scene_comparison))

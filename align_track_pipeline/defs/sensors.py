@@ -43,6 +43,7 @@ from align_track_pipeline.defs.tables import TABLE_ASSETS
 # The most changed (already known) folders that get a run each; more go the batched way.
 CHANGED_RUNS_MAX = 4
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+FIRST = {"dagster/priority": "10"}
 
 
 @dg.sensor(jobs=[observe_job, cleanup_removed, tables_job, ingest_folders_job],
@@ -128,12 +129,13 @@ def ingest_requests(new: list[str], suspects: dict[str, str]) -> list[dg.RunRequ
 
 
 def _ingest(keys: list[str], suspects: dict[str, str]) -> dg.RunRequest:
+    """First in the queue (Dagster's run priority), ahead of upkeep and batched runs."""
     state = [f"{k}:{suspects.get(k, '')}" for k in keys]
     if len(keys) == 1:
         return dg.RunRequest(job_name=INGEST_FOLDERS_JOB, partition_key=keys[0],
-                             run_key=run_key("ingest", state))
+                             run_key=run_key("ingest", state), tags=FIRST)
     return dg.RunRequest(job_name=INGEST_FOLDERS_JOB, run_key=run_key("ingest", state),
-                         tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
+                         tags={RANGE_START: keys[0], RANGE_END: keys[-1]} | FIRST)
 
 
 def repair_requests(context: dg.SensorEvaluationContext, store: DataStore,

@@ -52,6 +52,7 @@ def test_sensor_adds_new_folders_and_deletes_gone_ones(tmp_path, sample_tree, da
         (ingest,) = first.run_requests  # one run ingests the new folders, added as one range
         assert ingest.job_name == "ingest_folders"
         assert (ingest.tags[RANGE_START], ingest.tags[RANGE_END]) == (keys[0], keys[-1])
+        assert ingest.tags["dagster/priority"] == "10"  # ahead of upkeep and batched runs
         apply_partition_requests(instance, first)
         _observe(defs, instance)
         assert set(observed_versions(instance)) == set(keys)
