@@ -9,12 +9,21 @@ import dagster as dg
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.trackers.registry import Settings, create_all
 from align_track_pipeline.defs.analysis import dashboard, scene_comparison
-from align_track_pipeline.defs.automation import automation_sensor
+from align_track_pipeline.defs.automation import automation_sensor, comparison_automation_sensor
 from align_track_pipeline.defs.cleanup import cleanup_removed
-from align_track_pipeline.defs.dagster_compat import silence_owners_warning
+from align_track_pipeline.defs.dagster_compat import (
+    silence_mixed_backfill_policy_warning,
+    silence_owners_warning,
+)
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
 from align_track_pipeline.defs.follow_up import follow_up_defs
-from align_track_pipeline.defs.jobs import analysis_job, tables_job, tracker_job
+from align_track_pipeline.defs.freshness import INGEST_FOLDERS_JOB
+from align_track_pipeline.defs.jobs import (
+    analysis_job,
+    ingest_folders_job,
+    tables_job,
+    tracker_job,
+)
 from align_track_pipeline.defs.resources import (
     DataStore,
     ExperimentTree,
@@ -43,8 +52,8 @@ def build_defs(
         assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers),
                 scene_comparison, dashboard],
         jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed,
-              analysis_job],
-        sensors=[experiment_folder_sensor, automation_sensor],
+              analysis_job, ingest_folders_job],
+        sensors=[experiment_folder_sensor, automation_sensor, comparison_automation_sensor],
         schedules=[nightly_observation],
         resources={
             "tree": ExperimentTree(root=experiments_dir or env_or(
@@ -60,4 +69,5 @@ def build_defs(
 
 
 silence_owners_warning()  # before the code server binds the sensors' resources
+silence_mixed_backfill_policy_warning(INGEST_FOLDERS_JOB)
 defs = build_defs()

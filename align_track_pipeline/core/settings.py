@@ -200,7 +200,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALIGN_TRACK_TIMEZONE", "`UTC`",
             "timezone of the nightly schedule (an IANA name, e.g. `Europe/Berlin`)", TIMEZONE,
             "UTC"),
-    Setting("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS", "`30`", "minimum interval of the sensors",
+    Setting("ALIGN_TRACK_SENSOR_INTERVAL_SECONDS", "`5`",
+            "minimum interval of the discovery sensor, which ingests a new or changed folder "
+            "in one run (5 s is the daemon's floor)", SECONDS_TICK, 5),
+    Setting("ALIGN_TRACK_AUTOMATION_INTERVAL_SECONDS", "`30`",
+            "minimum interval of the automation sensor (the safety net: many folders at once, "
+            "failed runs, code-version bumps) and of the follow-up (Aim index) sensors",
             SECONDS_TICK, 30),
     Setting("ALIGN_TRACK_PARTITIONS_PER_RUN", "`50`",
             "the most partitions in one run of a UI backfill or an automation request (read "

@@ -99,6 +99,7 @@ def _tombstone(asset: str, key: str, mode: str) -> dg.AssetMaterialization:
         metadata={"removed": f"run directory deleted from the tree; its data was {mode}d"})
 
 
-@dg.job(description="Clean up after run directories that disappeared from the tree.")
+@dg.job(description="Clean up after run directories that disappeared from the tree.",
+        executor_def=dg.in_process_executor)  # one step: no process of its own to start
 def cleanup_removed() -> None:
     remove_partition_data()

@@ -65,6 +65,21 @@ def failed_attempt_runs(instance: dg.DagsterInstance, asset: str) -> dict[str, s
     return {key: run_id for key, (run_id, _storage_id) in attempts.items()}
 
 
+def partitions_in_progress(instance: dg.DagsterInstance, asset: str) -> set[str]:
+    """Partitions a queued or running run is to materialize: their latest planned
+    materialization has not happened yet, and its run has not finished."""
+    storage = instance.event_log_storage
+    attempts = storage.get_latest_asset_partition_materialization_attempts_without_materializations(
+        dg.AssetKey(asset))
+    if not attempts:
+        return set()
+    finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+                dg.DagsterRunStatus.CANCELED}
+    runs = instance.get_runs(dg.RunsFilter(run_ids=list({run for run, _ in attempts.values()})))
+    busy = {run.run_id for run in runs if run.status not in finished}
+    return {key for key, (run, _) in attempts.items() if run in busy}
+
+
 def record_failed_attempt(context: dg.AssetExecutionContext, asset: dg.AssetKey,
                           partition: str) -> None:
     """Record, in this run, a planned materialization of the partition that will not happen.
@@ -130,6 +145,19 @@ def evaluated_check_outputs(context: dg.AssetExecutionContext) -> list[dg.Output
             if spec.key in selected]
 
 
+def unblocking_output(output_name: str) -> dg.Output:
+    """An output that records no asset event, only that the step produced it, so a downstream
+    step of the same run starts instead of being skipped. The assets log their partitions one
+    by one; a plain output would add a second, implicit materialization (without metadata) of
+    every partition of the run. Dagster's own observable source assets yield this marker."""
+    from dagster._core.definitions.source_asset import (
+        SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION,
+    )
+
+    return dg.Output(None, output_name=output_name,
+                     metadata={SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION: True})
+
+
 def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
     """Free every concurrency-pool slot a run holds."""
     instance.event_log_storage.free_concurrency_slots_for_run(run_id)
@@ -167,3 +195,12 @@ def silence_owners_warning() -> None:
     it copies a sensor (binding resources), in the UI's code server and the CLI alike; noise a
     user cannot act on."""
     warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)
+
+
+def silence_mixed_backfill_policy_warning(job_name: str) -> None:
+    """For the whole process: Dagster warns, whenever it resolves a job whose assets have
+    different backfill policies, that a backfill of it would take the smallest. `job_name`
+    mixes the folders' observation (no policy) with the batched assets, and is never
+    backfilled: its runs come from the discovery sensor, over a key or a range."""
+    warnings.filterwarnings("ignore", message=f"Asset job {job_name} materializes assets with "
+                            "varying BackfillPolicies", category=UserWarning)

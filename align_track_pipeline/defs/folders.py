@@ -9,7 +9,12 @@ import dagster as dg
 
 from align_track_pipeline.core.source.discovery import RunDir
 from align_track_pipeline.defs.dagster_compat import quiet_about
-from align_track_pipeline.defs.freshness import FOLDERS, changed_folders, observed_versions
+from align_track_pipeline.defs.freshness import (
+    FOLDERS,
+    INGEST_FOLDERS_JOB,
+    changed_folders,
+    observed_versions,
+)
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 
@@ -69,9 +74,13 @@ def observe_folders(
 ) -> dg.DataVersionsByPartition:
     """Registers new run directories as partitions, then records the source version of each
     folder whose version changed (new folders included) and of no other, so an unchanged tree
-    writes no event."""
-    run_dirs = tree.run_dirs()
-    new = register_partitions(context.instance, [r.key for r in run_dirs])
+    writes no event. The discovery sensor's run observes its own partitions only (the sensor
+    registered them)."""
+    if context.job_name == INGEST_FOLDERS_JOB:
+        run_dirs, new = [tree.run_dir(k) for k in context.partition_keys], []
+    else:
+        run_dirs = tree.run_dirs()
+        new = register_partitions(context.instance, [r.key for r in run_dirs])
     cache = store.fingerprints()
     try:
         current = cache.versions(run_dirs)

@@ -4,7 +4,7 @@ after the tracker's materializations by a sensor, or by hand through its job."""
 import dagster as dg
 
 from align_track_pipeline.core.trackers.base import Tracker
-from align_track_pipeline.defs.automation import tick_seconds
+from align_track_pipeline.defs.automation import UPKEEP_TAGS, automation_seconds
 from align_track_pipeline.defs.resources import Trackers
 
 
@@ -29,11 +29,11 @@ def follow_up_defs(tracker: Tracker) -> dg.Definitions | None:
         context.log.info(f"{follow.asset}: {metadata}")
         return dg.MaterializeResult(metadata=metadata)
 
-    job = dg.define_asset_job(follow.job, selection=[follow.asset])
+    job = dg.define_asset_job(follow.job, selection=[follow.asset], tags=UPKEEP_TAGS)
 
     @dg.asset_sensor(asset_key=dg.AssetKey(tracker.asset), job=job, name=f"{follow.job}_sensor",
                      default_status=dg.DefaultSensorStatus.RUNNING,
-                     minimum_interval_seconds=tick_seconds())
+                     minimum_interval_seconds=automation_seconds())
     def after_writes(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
         """Several materializations between ticks lead to one run."""
         yield dg.RunRequest(run_key=f"{follow.job}-{asset_event.timestamp}")

@@ -37,6 +37,8 @@ from align_track_pipeline.defs.dagster_compat import (
 from align_track_pipeline.defs.resources import DataStore
 
 FOLDERS = "experiment_folders"
+# The discovery sensor's run (`jobs.ingest_folders_job`): it skips what is already up to date.
+INGEST_FOLDERS_JOB = "ingest_folders"
 FRESH, STALE, MISSING, FAILED = "fresh", "stale", "missing", "failed"
 REMOVED = "removed"  # the data version a cleaned-up partition records (`cleanup`)
 
@@ -60,6 +62,15 @@ def observed_versions(instance: dg.DagsterInstance) -> dict[str, str]:
 def changed_folders(current: Mapping[str, str], observed: Mapping[str, str]) -> dict[str, str]:
     """The folders whose source version is not the one last observed (new ones included)."""
     return {key: version for key, version in current.items() if observed.get(key) != version}
+
+
+def outdated(instance: dg.DagsterInstance, assets: Iterable[str],
+             wanted: Mapping[str, str]) -> list[str]:
+    """The partitions (of `wanted`: key -> the data version an up-to-date one records) that
+    any of `assets` has not recorded at that version, in `wanted`'s order."""
+    recorded = [latest_data_versions(instance, asset) for asset in assets]
+    return [key for key, version in wanted.items()
+            if any(r.get(key) != version for r in recorded)]
 
 
 def provenance_tags(

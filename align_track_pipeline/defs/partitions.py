@@ -8,10 +8,14 @@ experiment_partitions = dg.DynamicPartitionsDefinition(name="experiments")
 PARTITIONS_PER_RUN = "ALIGN_TRACK_PARTITIONS_PER_RUN"
 
 
+def partitions_per_run() -> int:
+    return current().get(PARTITIONS_PER_RUN)
+
+
 def batch_policy() -> dg.BackfillPolicy:
     """UI backfills and automation requests of the tables and trackers: contiguous batches of at
     most `ALIGN_TRACK_PARTITIONS_PER_RUN` partitions (default 50) per run, never one run per
     partition, and several runs for a large backfill so they go in parallel (as many at once as
     `max_concurrent_runs`, one per core, and the trackers' pools allow). A run costs seconds to
     start; 50 partitions of the Aim phase are about a minute of work."""
-    return dg.BackfillPolicy.multi_run(current().get(PARTITIONS_PER_RUN))
+    return dg.BackfillPolicy.multi_run(partitions_per_run())

@@ -1,6 +1,13 @@
-"""Discovery: keep the dynamic partitions in step with the tree and ask for an observation of
-what may have changed (stat calls only; the hashing happens in the observation run); and have
-the tables of a partition rewritten when its Parquet file is missing or unreadable."""
+"""Discovery: keep the dynamic partitions in step with the tree and ingest what may have changed
+(stat calls only; the hashing happens in the run it requests); and have the tables of a
+partition rewritten when its Parquet file is missing or unreadable.
+
+The fast path: a new or changed folder gets one `ingest_folders` run that observes it, writes its
+tables and logs it to every tracker (seconds after the tick). Many new or changed folders at once
+go the batched way instead: an observation, then the automation's runs of up to
+`ALIGN_TRACK_PARTITIONS_PER_RUN` partitions each, in parallel. The automation also catches
+whatever the sensor missed (with the sensor off, the nightly observation feeds it).
+"""
 
 from pathlib import Path
 
@@ -14,33 +21,43 @@ from align_track_pipeline.core.guard import (
     removals,
 )
 from align_track_pipeline.core.source.discovery import TreeUnreadable
-from align_track_pipeline.defs.automation import tick_seconds
+from align_track_pipeline.core.verified import dagster_internals
+from align_track_pipeline.defs.automation import discovery_seconds
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
-from align_track_pipeline.defs.dagster_compat import MATERIALIZATION, latest_storage_ids
+from align_track_pipeline.defs.dagster_compat import (
+    MATERIALIZATION,
+    latest_storage_ids,
+    partitions_in_progress,
+)
 from align_track_pipeline.defs.folders import (
     folders_to_observe,
     observation_request,
     observe_job,
     run_key,
 )
-from align_track_pipeline.defs.freshness import broken_table_files
-from align_track_pipeline.defs.jobs import TABLES_JOB, tables_job
-from align_track_pipeline.defs.partitions import experiment_partitions
+from align_track_pipeline.defs.freshness import INGEST_FOLDERS_JOB, broken_table_files
+from align_track_pipeline.defs.jobs import TABLES_JOB, ingest_folders_job, tables_job
+from align_track_pipeline.defs.partitions import experiment_partitions, partitions_per_run
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
+# The most changed (already known) folders that get a run each; more go the batched way.
+CHANGED_RUNS_MAX = 4
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+FIRST = {"dagster/priority": "10"}
 
-@dg.sensor(jobs=[observe_job, cleanup_removed, tables_job],
-           default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=tick_seconds())
+
+@dg.sensor(jobs=[observe_job, cleanup_removed, tables_job, ingest_folders_job],
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           minimum_interval_seconds=discovery_seconds())
 def experiment_folder_sensor(
     context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore
 ) -> dg.SensorResult | dg.SkipReason:
     """Adds a partition per new run directory, deletes the partitions whose folder is gone
-    (requesting the cleanup of their data), and requests an observation of the folders whose
-    stat data changed, and a tables run for each partition whose Parquet file is missing or
-    unreadable (an observation would not do: its folder's version did not change, and the
-    automation acts on changed versions only). State lives in the instance and the
-    fingerprint cache, not a cursor.
+    (requesting the cleanup of their data), requests the ingest of the new folders and of those
+    whose stat data changed (see the module's docstring), and a tables run for each partition
+    whose Parquet file is missing or unreadable (an ingest would not do: its folder's version
+    did not change). State lives in the instance and the fingerprint cache, not a cursor.
 
     The same guards as `align-track ingest`: another tree than the data dir's, or one that
     cannot be listed, does nothing; partitions below an unreadable folder are kept; removals
@@ -68,6 +85,9 @@ def experiment_folder_sensor(
         context.log.warning(note)
     new = sorted(on_disk - known)
     suspects = folders_to_observe(context.instance, run_dirs, store)
+    if suspects:  # a run already on its way observes them: no second one
+        busy = partitions_in_progress(context.instance, "scenes")
+        suspects = {k: s for k, s in suspects.items() if k not in busy}
     repairs = repair_requests(context, store, sorted(on_disk & known))
     if not (new or gone or suspects or repairs):
         return dg.SkipReason(" ".join(notes) or
@@ -87,9 +107,40 @@ def _result(new: list[str], gone: list[str], suspects: dict[str, str],
             run_key=run_key("cleanup", gone),
             run_config=cleanup_config(gone),
         ))
-    if suspects:
-        requests.append(observation_request("observe", suspects))
+    requests += ingest_requests(new, suspects)
     return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+
+
+def ingest_requests(new: list[str], suspects: dict[str, str]) -> list[dg.RunRequest]:
+    """One `ingest_folders` run over the new folders (added together, they are a contiguous
+    range), one per changed known folder; beyond `partitions_per_run()` new or
+    `CHANGED_RUNS_MAX` changed ones, an observation, and the automation's batches. Run keys
+    hold the folders' stat data: the same state is ingested once. On a Dagster version the
+    fast path was not verified on, everything goes the batched way."""
+    requests, batched = [], {}
+    changed = sorted(set(suspects) - set(new))
+    if not dagster_internals():  # its tracker steps need `unblocking_output`: batched way
+        batched = {k: suspects.get(k, "") for k in [*new, *changed]}
+        return [observation_request("observe", batched)] if batched else []
+    if len(new) <= partitions_per_run():
+        requests += [_ingest(new, suspects)] if new else []
+    else:
+        batched |= {k: suspects.get(k, "") for k in new}
+    if len(changed) <= CHANGED_RUNS_MAX:
+        requests += [_ingest([key], suspects) for key in changed]
+    else:
+        batched |= {k: suspects[k] for k in changed}
+    return requests + ([observation_request("observe", batched)] if batched else [])
+
+
+def _ingest(keys: list[str], suspects: dict[str, str]) -> dg.RunRequest:
+    """First in the queue (Dagster's run priority), ahead of upkeep and batched runs."""
+    state = [f"{k}:{suspects.get(k, '')}" for k in keys]
+    if len(keys) == 1:
+        return dg.RunRequest(job_name=INGEST_FOLDERS_JOB, partition_key=keys[0],
+                             run_key=run_key("ingest", state), tags=FIRST)
+    return dg.RunRequest(job_name=INGEST_FOLDERS_JOB, run_key=run_key("ingest", state),
+                         tags={RANGE_START: keys[0], RANGE_END: keys[-1]} | FIRST)
 
 
 def repair_requests(context: dg.SensorEvaluationContext, store: DataStore,

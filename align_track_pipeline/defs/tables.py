@@ -9,6 +9,7 @@ from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import spawn_pool
 from align_track_pipeline.core.settings import current
 from align_track_pipeline.core.tables.writer import PartitionJob, PartitionWrite, write_partition
+from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.core.versions import PARSER_VERSION, table_version
 from align_track_pipeline.defs.automation import TABLES_CONDITION
 from align_track_pipeline.defs.checks import CHECKED_TABLES, TABLE_CHECK_SPECS, check_event
@@ -17,8 +18,14 @@ from align_track_pipeline.defs.dagster_compat import (
     DATA_VERSION_TAG,
     evaluated_check_outputs,
     record_failed_attempt,
+    unblocking_output,
 )
-from align_track_pipeline.defs.freshness import FOLDERS, provenance_tags
+from align_track_pipeline.defs.freshness import (
+    FOLDERS,
+    INGEST_FOLDERS_JOB,
+    outdated,
+    provenance_tags,
+)
 from align_track_pipeline.defs.metadata import TableRows, column_schema, partition_metadata
 from align_track_pipeline.defs.partitions import batch_policy, experiment_partitions
 from align_track_pipeline.defs.progress import Progress
@@ -63,7 +70,8 @@ def parse_run_dirs(
     A batch covers many partitions in one run, parsed in worker processes. Each partition gets
     its own materialization event (with its data version) and check result; a partition that
     fails to parse fails alone, reported with the file and the reason, after every other
-    partition is written.
+    partition is written. In the discovery sensor's run, partitions already up to date are
+    skipped; the run's tracker steps start once a partition was written.
     """
     keys = context.partition_keys
     selected = tuple(t for t in TABLE_ASSETS if dg.AssetKey(t) in context.selected_asset_keys)
@@ -72,6 +80,11 @@ def parse_run_dirs(
         versions = cache.versions(tree.run_dir(k) for k in keys)
     finally:
         cache.close()
+    if context.job_name == INGEST_FOLDERS_JOB:
+        keys = outdated(context.instance, selected,
+                        {k: table_version(versions[k]) for k in keys})
+        if len(keys) < len(versions):
+            context.log.info(f"{len(versions) - len(keys)} partitions already up to date")
     provenance = provenance_tags(context.instance, PARSER_VERSION, [FOLDERS], keys)
     jobs = [PartitionJob(k, tree.root, store.data_dir, versions[k], selected) for k in keys]
     sizes = TableRows(store.parquet, selected)
@@ -99,6 +112,8 @@ def parse_run_dirs(
             metadata={"failures": dg.MetadataValue.json(failures)},
         )
     yield from evaluated_check_outputs(context)
+    if written and dagster_internals():  # no event of their own: the partitions were logged
+        yield from (unblocking_output(table) for table in selected)  # one by one above
 
 
 def _remember_good(store: DataStore, paths: list[Path]) -> None:

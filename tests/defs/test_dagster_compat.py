@@ -181,3 +181,47 @@ def test_silence_owners_warning():
                       stacklevel=1)
         warnings.warn(dg.BetaWarning("something else"), stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else"]
+
+
+@dg.multi_asset(specs=[dg.AssetSpec("logged", partitions_def=PARTS, skippable=True)],
+                partitions_def=PARTS)
+def logged(context: dg.AssetExecutionContext):
+    """Logs its partitions one by one, as the tables do, then unblocks its consumers."""
+    for key in context.partition_keys:
+        context.log_event(dg.AssetMaterialization("logged", partition=key, tags={"mine": "1"}))
+    yield compat.unblocking_output("logged")
+
+
+@dg.asset(partitions_def=PARTS, deps=[logged])
+def consumer() -> None:
+    pass
+
+
+def test_unblocking_output_starts_the_consumer_and_records_no_event(instance):
+    result = dg.materialize([logged, consumer], instance=instance, partition_key="a")
+    assert result.success
+    assert [e.step_key for e in result.all_events if e.is_step_skipped] == []
+    records = instance.fetch_materializations(dg.AssetKey("logged"), limit=10).records
+    assert [r.asset_materialization.tags.get("mine") for r in records] == ["1"]  # ours alone
+    assert len(instance.fetch_materializations(dg.AssetKey("consumer"), limit=10).records) == 1
+
+
+def test_partitions_in_progress(instance):
+    job = dg.Definitions(assets=[thing], jobs=[dg.define_asset_job("j", [thing])]).resolve_job_def(
+        "j")
+    run = instance.create_run_for_job(job, tags={"dagster/partition": "b"},
+                                      status=dg.DagsterRunStatus.NOT_STARTED)
+    assert compat.partitions_in_progress(instance, "thing") == {"b"}
+    instance.report_run_failed(run)
+    assert compat.partitions_in_progress(instance, "thing") == set()
+
+
+def test_silence_mixed_backfill_policy_warning():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        compat.silence_mixed_backfill_policy_warning("jobx")
+        warnings.warn("Asset job jobx materializes assets with varying BackfillPolicies. x",
+                      UserWarning, stacklevel=1)
+        warnings.warn("Asset job other materializes assets with varying BackfillPolicies.",
+                      UserWarning, stacklevel=1)
+    assert len(seen) == 1

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
@@ -18,11 +19,13 @@ from align_track_pipeline.defs.cleanup import REMOVED, cleanup_config
 from align_track_pipeline.defs.dagster_compat import last_event_id
 from align_track_pipeline.defs.freshness import latest_data_versions, observed_versions
 from align_track_pipeline.defs.schedules import nightly_observation
+from align_track_pipeline.defs.sensors import RANGE_END, RANGE_START
 from tests.conftest import (
     SAMPLE_TREE,
     aim_runs_seen_by_a_fresh_process,
     apply_partition_requests,
     item_count,
+    make_run_dir,
     sensor_tick,
 )
 
@@ -46,7 +49,10 @@ def test_sensor_adds_new_folders_and_deletes_gone_ones(tmp_path, sample_tree, da
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         first = sensor_tick(defs, instance)
         assert first.dynamic_partitions_requests[0].partition_keys == keys
-        assert _jobs(first) == ["observe_experiment_folders"]  # the new folders get versions
+        (ingest,) = first.run_requests  # one run ingests the new folders, added as one range
+        assert ingest.job_name == "ingest_folders"
+        assert (ingest.tags[RANGE_START], ingest.tags[RANGE_END]) == (keys[0], keys[-1])
+        assert ingest.tags["dagster/priority"] == "10"  # ahead of upkeep and batched runs
         apply_partition_requests(instance, first)
         _observe(defs, instance)
         assert set(observed_versions(instance)) == set(keys)
@@ -64,22 +70,122 @@ def test_sensor_adds_new_folders_and_deletes_gone_ones(tmp_path, sample_tree, da
         assert config == {"partitions": [gone.key]}
 
 
-def test_sensor_requests_an_observation_only_when_stat_data_changed(tmp_path, small_tree,
+def _ingest(defs, instance, request: dg.RunRequest):
+    """What the daemon does with the sensor's `ingest_folders` request."""
+    job = defs.resolve_job_def(request.job_name)
+    return job.execute_in_process(instance=instance, tags=request.tags,
+                                  partition_key=request.partition_key)
+
+
+def _writers(instance, key: str) -> dict[str, set[str]]:
+    """Asset -> the runs that materialized (or observed) this partition."""
+    seen = {a: instance.fetch_materializations(dg.AssetKey(a), limit=1000).records
+            for a in ("experiments", "scenes", "mlflow_runs", "aim_runs")}
+    seen["experiment_folders"] = instance.fetch_observations(
+        dg.AssetKey("experiment_folders"), limit=1000).records
+    return {a: {r.run_id for r in records if r.partition_key == key}
+            for a, records in seen.items()}
+
+
+@pytest.mark.slow
+def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small_tree,
+                                                                 data_dir):
+    """The fast path: the sensor's run observes, parses and feeds both trackers, in one
+    process; the automation then requests nothing for it (no second ingest), and the next
+    tick nothing either."""
+    from tests.defs.test_automation import Automation
+
+    defs = build_defs(str(small_tree), str(data_dir))
+    late = make_run_dir(small_tree, "late/run")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("experiments", [
+            r.key for r in find_run_dirs(small_tree) if r.key != "late/run"])
+        automation = Automation(defs, instance)
+        automation.tick()
+        result = sensor_tick(defs, instance)
+        assert result.dynamic_partitions_requests[0].partition_keys == ["late/run"]
+        request = next(r for r in result.run_requests if r.partition_key == "late/run")
+        assert request.job_name == "ingest_folders"
+        apply_partition_requests(instance, result)
+        run = _ingest(defs, instance, request)
+        assert run.success
+        assert run.dagster_run.job_name == "ingest_folders"
+        assert _writers(instance, "late/run") == dict.fromkeys(
+            ("experiments", "scenes", "mlflow_runs", "aim_runs", "experiment_folders"),
+            {run.run_id})
+        requested = automation.tick()
+        assert {a: p for a, p in requested.items() if "late/run" in p} == {}
+    scenes = item_count(late)
+    assert pq.read_metadata(ParquetStore(data_dir).path("scenes", "late/run")).num_rows == scenes
+    client = MlflowClient(f"sqlite:///{data_dir}/mlflow.db")
+    exp = client.get_experiment_by_name("align-system")
+    runs = client.search_runs([exp.experiment_id],
+                              "tags.partition_key = 'late/run' and tags.run_type = 'scene'")
+    assert len(runs) == scenes
+    aim = aim_runs_seen_by_a_fresh_process(data_dir / "aim", 'run.partition_key == "late/run"')
+    assert len(aim) == scenes
+
+
+def test_a_folder_being_ingested_gets_no_second_run(tmp_path, small_tree, data_dir):
+    """While the sensor's run has not finished, the next tick requests nothing for its
+    folders (they are not hashed yet: without the check, each would get a run of its own)."""
+    defs = build_defs(str(small_tree), str(data_dir))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        first = sensor_tick(defs, instance)
+        apply_partition_requests(instance, first)
+        (request,) = first.run_requests
+        job = defs.resolve_job_def("ingest_folders")
+        instance.create_run_for_job(job, tags=request.tags,
+                                     status=dg.DagsterRunStatus.NOT_STARTED)
+        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+
+
+def test_a_touched_folder_gets_one_ingest_run_that_writes_nothing(tmp_path, small_tree,
                                                                    data_dir):
     defs = build_defs(str(small_tree), str(data_dir))
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         apply_partition_requests(instance, sensor_tick(defs, instance))
+        for run in find_run_dirs(small_tree):
+            assert defs.resolve_job_def("tables").execute_in_process(
+                instance=instance, partition_key=run.key).success
         _observe(defs, instance)
         run = find_run_dirs(small_tree)[0]
         os.utime(run.path / "input_output.json")  # touched: stat changed, content did not
         touched = sensor_tick(defs, instance)
         (request,) = touched.run_requests
-        assert request.job_name == "observe_experiment_folders"
+        assert (request.job_name, request.partition_key) == ("ingest_folders", run.key)
         assert sensor_tick(defs, instance).run_requests[0].run_key == request.run_key  # once
-        before = _observations(instance)
-        _observe(defs, instance)
-        assert _observations(instance) == before  # same bytes: no new version recorded
+        result = _ingest(defs, instance, request)
+        assert result.success
+        # same bytes: no new version, no table written, the trackers' steps skipped
+        assert not any(result.run_id in runs for runs in _writers(instance, run.key).values())
+        skipped = {e.step_key for e in result.all_events if e.is_step_skipped}
+        assert skipped == {"log_mlflow_runs", "log_aim_runs"}
         assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+
+
+def test_many_new_or_changed_folders_go_the_batched_way(monkeypatch, tmp_path, sample_tree,
+                                                        data_dir):
+    """Beyond one run's worth of new folders, or a few changed ones, the sensor requests an
+    observation and leaves the batches to the automation (parallel runs of up to
+    ALIGN_TRACK_PARTITIONS_PER_RUN partitions)."""
+    from align_track_pipeline.defs.sensors import CHANGED_RUNS_MAX
+
+    keys = [r.key for r in find_run_dirs(sample_tree)]
+    assert len(keys) > CHANGED_RUNS_MAX + 1
+    monkeypatch.setenv("ALIGN_TRACK_PARTITIONS_PER_RUN", str(len(keys) - 1))
+    defs = build_defs(str(sample_tree), str(data_dir))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = sensor_tick(defs, instance)
+        assert _jobs(result) == ["observe_experiment_folders"]
+        apply_partition_requests(instance, result)
+        _observe(defs, instance)
+        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+        for run in find_run_dirs(sample_tree)[:CHANGED_RUNS_MAX]:
+            os.utime(run.path / "input_output.json")
+        assert _jobs(sensor_tick(defs, instance)) == ["ingest_folders"] * CHANGED_RUNS_MAX
+        os.utime(find_run_dirs(sample_tree)[-1].path / "input_output.json")
+        assert _jobs(sensor_tick(defs, instance)) == ["observe_experiment_folders"]
 
 
 def test_nightly_schedule_observes_only_when_something_changed(tmp_path, small_tree, data_dir):
