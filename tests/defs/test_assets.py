@@ -105,7 +105,7 @@ def test_definitions_load_and_the_graph_reads_tree_to_index():
     assert parents("mlflow_runs") == parents("aim_runs") == {"experiments", "scenes"}
     assert parents("aim_index") == {"aim_runs"}
     assert {s.name for s in defs.sensors} == {
-        "experiment_folder_sensor", "automation", "aim_reindex_sensor"}
+        "experiment_folder_sensor", "automation", "comparison_automation", "aim_reindex_sensor"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
 
 
