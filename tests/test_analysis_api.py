@@ -100,8 +100,8 @@ def test_report_on_several_columns_is_the_commands_pivot(tables_dir, tmp_path):
     frame = at.report(data_dir=tables_dir)
     assert frame.columns.names == ["adm", "llm_backbone"]
     assert [" | ".join(c) for c in frame.columns] == list(written.columns[1:])
-    assert frame.to_numpy().tolist() == pytest.approx(
-        written.iloc[:, 1:].to_numpy().tolist(), nan_ok=True)
+    assert frame.to_numpy().ravel() == pytest.approx(
+        written.iloc[:, 1:].to_numpy(dtype=float).ravel(), nan_ok=True)
     two = at.report(rows="adm,llm_backbone", cols=["alignment_target_id"], data_dir=tables_dir)
     assert two.index.names == ["adm", "llm_backbone"]
 
