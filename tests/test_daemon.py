@@ -103,7 +103,7 @@ def test_what_the_daemon_is_started_with(monkeypatch, tmp_path, small_tree):
     # Upkeep runs take one run slot at most: a new folder's ingest never waits behind them.
     upkeep = {"align_track/upkeep": "true"}
     assert defs.resolve_job_def("aim_reindex").tags.items() >= upkeep.items()
-    assert defs.resolve_job_def("compare_scenes").tags.items() >= upkeep.items()
+    assert defs.resolve_job_def("analysis").tags.items() >= upkeep.items()
     comparison = next(s for s in defs.sensors if s.name == "comparison_automation")
     assert comparison.run_tags == upkeep
     for job in ("ingest_folders", "cleanup_removed"):

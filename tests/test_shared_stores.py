@@ -89,10 +89,11 @@ def test_a_writer_killed_on_another_host_never_blocks(small_tree, data_dir):
     import time
 
     from align_track_pipeline.cli.instance import open_instance
+    from align_track_pipeline.core.pools import pool_name
     from align_track_pipeline.defs.dagster_compat import pool_holders
 
     args = ["ingest", "--json", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]
-    pool = f"mlflow:sqlite:///{data_dir.resolve()}/mlflow.db"
+    pool = pool_name(f"mlflow:sqlite:///{data_dir.resolve()}/mlflow.db")
     host_a = subprocess.Popen(["unshare", "--uts", "sh", "-c",
                                'hostname host-a && exec "$0" "$@"', ALIGN_TRACK, *args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

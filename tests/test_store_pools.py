@@ -73,7 +73,7 @@ def test_an_mlflow_pool_is_its_store_whatever_the_spelling_experiment_or_credent
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     pool = MlflowTracker(f"sqlite:///{tmp_path}/real/mlflow.db").pool
-    assert pool == f"mlflow:sqlite:///{tmp_path}/real/mlflow.db"
+    assert pool == pool_name(f"mlflow:sqlite:///{tmp_path}/real/mlflow.db")
     for same in ("sqlite:///real/mlflow.db", f"sqlite:///{tmp_path}/link/mlflow.db",
                  f"sqlite+pysqlite:///{tmp_path}/real/mlflow.db?timeout=30"):
         assert MlflowTracker(same, experiment="other").pool == pool
@@ -94,7 +94,7 @@ def test_an_aim_pool_is_its_repo_real_path(tmp_path, monkeypatch):
     (tmp_path / "repo").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "repo")
     pool = AimTracker(str(tmp_path / "repo")).pool
-    assert pool == f"aim:{tmp_path}/repo"
+    assert pool == pool_name(f"aim:{tmp_path}/repo")
     assert AimTracker("repo").pool == AimTracker(str(tmp_path / "link")).pool == pool
     assert AimTracker(str(tmp_path / "other")).pool != pool
 
@@ -106,8 +106,9 @@ def test_trackers_on_one_store_share_its_pool_at_the_least_limit(tmp_path):
                 SecondMlflow(f"sqlite:///{tmp_path}/b.db", experiment="b")]
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         limits = size_pools(instance, trackers, n_cores=8)
-        assert limits == {"mlflow:http://127.0.0.1:5999": 2, f"aim:{tmp_path}/aim": 8,
-                          f"mlflow:sqlite:///{tmp_path}/b.db": 2}
+        assert limits == {"mlflow:http://127.0.0.1:5999": 2,
+                          pool_name(f"aim:{tmp_path}/aim"): 8,
+                          pool_name(f"mlflow:sqlite:///{tmp_path}/b.db"): 2}
         for pool, limit in limits.items():
             assert pool_holders(instance, pool) == (limit, [])
 
@@ -117,8 +118,8 @@ def test_the_assets_of_trackers_on_one_store_declare_its_pool(small_tree, data_d
         defs = build_defs(str(small_tree), str(data_dir))
     pools = {asset: defs.resolve_assets_def(asset).op.pool
              for asset in ("mlflow_runs", "mlflow_b_runs", "aim_runs", "aim_index")}
-    store = f"mlflow:sqlite:///{data_dir.resolve()}/mlflow.db"
-    aim = f"aim:{data_dir.resolve()}/aim"
+    store = pool_name(f"mlflow:sqlite:///{data_dir.resolve()}/mlflow.db")
+    aim = pool_name(f"aim:{data_dir.resolve()}/aim")
     assert pools == {"mlflow_runs": store, "mlflow_b_runs": store, "aim_runs": aim,
                      "aim_index": aim}
 

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.core.cores import usable_cores
+from align_track_pipeline.core.pools import pool_name
 from align_track_pipeline.core.trackers.mlflow.tracker import MlflowTracker
 from align_track_pipeline.defs.dagster_compat import pool_holders
 from tests.conftest import aim_runs_seen_by_a_fresh_process
@@ -68,8 +69,10 @@ def test_two_workers_write_exactly_what_one_writes(sample_tree, tmp_path):
     assert _aim(two) == _aim(one)
 
     with open_instance(two) as instance:  # the pools follow the stores and the cores
-        assert pool_holders(instance, f"aim:{two.resolve()}/aim") == (usable_cores(), [])
-        assert pool_holders(instance, f"mlflow:sqlite:///{two.resolve()}/mlflow.db") == (1, [])
+        aim, mlflow = (pool_name(f"aim:{two.resolve()}/aim"),
+                       pool_name(f"mlflow:sqlite:///{two.resolve()}/mlflow.db"))
+        assert pool_holders(instance, aim) == (usable_cores(), [])
+        assert pool_holders(instance, mlflow) == (1, [])
     assert _ingest(sample_tree, two, 2).count("worker processes") == 0  # all fresh
 
 

@@ -23,6 +23,7 @@ from align_track_pipeline.cli.liveness import (
     fail_abandoned_runs,
 )
 from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.pools import pool_name
 from tests.conftest import aim_runs_seen_by_a_fresh_process
 from tests.dagster_probes import active_pool_slots, claim_pool_slot
 
@@ -35,7 +36,7 @@ def _dead_pid() -> int:
 
 def _mlflow_pool(data_dir: Path) -> str:
     """The pool of the MLflow store an ingest into `data_dir` writes (SQLite there)."""
-    return f"mlflow:sqlite:///{data_dir.resolve()}/mlflow.db"
+    return pool_name(f"mlflow:sqlite:///{data_dir.resolve()}/mlflow.db")
 
 
 def _run_holding_a_slot(instance, pool: str, tags: dict[str, str]) -> str:
@@ -53,7 +54,7 @@ def test_only_runs_of_dead_processes_are_failed(data_dir):
 
     host = socket.gethostname()
     with open_instance(data_dir) as instance:
-        mlflow, aim = _mlflow_pool(data_dir), f"aim:{data_dir.resolve()}/aim"
+        mlflow, aim = _mlflow_pool(data_dir), pool_name(f"aim:{data_dir.resolve()}/aim")
         dead = _run_holding_a_slot(instance, mlflow, {HOST_TAG: host, PID_TAG: str(_dead_pid())})
         alive = _run_holding_a_slot(instance, aim, {HOST_TAG: host, PID_TAG: str(os.getpid())})
         other_host = _run_holding_a_slot(instance, "other", {
