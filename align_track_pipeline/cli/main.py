@@ -346,6 +346,9 @@ def cmd_dagster_ui(args: argparse.Namespace) -> Result:
     os.environ["DAGSTER_HOME"] = home
     os.environ["ALIGN_TRACK_DATA_DIR"] = str(data)
     os.environ["ALIGN_TRACK_EXPERIMENTS_DIR"] = str(experiments)
+    # From the home: Dagster warns about a dagster.yaml in the folder it starts in that is not
+    # the home's (this repository's top-level one, when started from a checkout).
+    os.chdir(home)
     return _serve("Dagster", ["dg", "dev", "-m", "align_track_pipeline.definitions"], args.port,
                   home)
 

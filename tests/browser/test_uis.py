@@ -113,6 +113,7 @@ def test_the_scenes_plots_show_research_numbers_not_bookkeeping(stack, page):
     no Plots tab any more) chart each partition's decision time and decided share; the size of
     the whole table is text, not a plot."""
     page.goto(stack.dagster + "/assets/scenes", wait_until="domcontentloaded")
+    page.get_by_role("button", name=re.compile("Plots")).click()
     for name in (TIME_MEAN, DECIDED, "scores.score mean"):
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     expect(page.get_by_text("rows in table", exact=True)).to_have_count(0)
