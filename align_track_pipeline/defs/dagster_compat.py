@@ -17,6 +17,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
 from dagster._core.loader import LoadingContextForTest
 from dagster._core.storage.defs_state.base import DefsStateStorage, set_defs_state_storage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 # Tags Dagster writes on a materialization it makes itself. The assets here log their
 # partitions one by one, so they write them, and Dagster's staleness reads them as its own.
@@ -117,6 +118,54 @@ def evaluated_check_outputs(context: dg.AssetExecutionContext) -> list[dg.Output
     return [dg.Output(None, output_name=name)
             for name, spec in context.assets_def.check_specs_by_output_name.items()
             if spec.key in selected]
+
+
+@contextmanager
+def observations_in_one_write(instance: dg.DagsterInstance) -> Iterator[None]:
+    """Asset observations logged inside are stored together when the block ends (or before
+    any other event, which keeps the order), in one transaction per SQLite file, instead of
+    two transactions, four connections and four engines each (about 8 ms an observation: 80 s
+    for a first observation of 10,000 folders). Other storages (Postgres) are left as they
+    are. Observations not yet stored when the run dies are lost: observing again records
+    them."""
+    storage = instance.event_log_storage
+    if not isinstance(storage, SqliteEventLogStorage):
+        yield
+        return
+    pending: list = []
+    one_by_one = storage.store_event
+
+    def store_event(event) -> None:
+        if event.is_dagster_event and event.dagster_event_type == OBSERVATION:
+            pending.append(event)
+            return
+        _store_observations(storage, pending)
+        one_by_one(event)
+
+    storage.store_event = store_event  # this storage object only, for this block
+    try:
+        yield
+    finally:
+        del storage.store_event
+        _store_observations(storage, pending)
+
+
+def _store_observations(storage: SqliteEventLogStorage, events: list) -> None:
+    """What `SqliteEventLogStorage.store_event` does for each asset event, for all at once."""
+    if not events:
+        return
+    inserts = [storage.prepare_insert_event(event) for event in events]
+    for run_id in dict.fromkeys(event.run_id for event in events):
+        with storage.run_connection(run_id) as conn:
+            for event, insert in zip(events, inserts, strict=True):
+                if event.run_id == run_id:
+                    conn.execute(insert)
+    with storage.index_transaction() as conn:
+        ids = [conn.execute(insert).inserted_primary_key[0] for insert in inserts]
+        storage._store_asset_event_tags(conn, events, ids)
+        for event, event_id in zip(events, ids, strict=True):
+            storage._store_asset_event(conn, event, event_id)
+    events.clear()
 
 
 def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
