@@ -18,6 +18,7 @@ import sqlite3
 import stat as statmod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -49,8 +50,8 @@ class RunDir:
     rel_path: str
     listing: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # asked for several times a folder on every tick: computed once
         return partition_key(self.rel_path)
 
 
