@@ -150,8 +150,11 @@ def observations_in_one_write(instance: dg.DagsterInstance) -> Iterator[None]:
         _store_observations(storage, pending)
 
 
-def _store_observations(storage: SqliteEventLogStorage, events: list) -> None:
-    """What `SqliteEventLogStorage.store_event` does for each asset event, for all at once."""
+def _store_observations(storage: SqliteEventLogStorage, pending: list) -> None:
+    """What `SqliteEventLogStorage.store_event` does for each asset event, for all at once
+    (those pending now: another thread's event may add more meanwhile)."""
+    events = pending[:]
+    del pending[:len(events)]
     if not events:
         return
     inserts = [storage.prepare_insert_event(event) for event in events]
@@ -165,7 +168,6 @@ def _store_observations(storage: SqliteEventLogStorage, events: list) -> None:
         storage._store_asset_event_tags(conn, events, ids)
         for event, event_id in zip(events, ids, strict=True):
             storage._store_asset_event(conn, event, event_id)
-    events.clear()
 
 
 def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:

@@ -215,3 +215,25 @@ def test_observations_in_one_write_stores_what_one_by_one_stores(tmp_path):
                            for p in "abc"}
     assert stored[0] == stored[1]
     assert stored[1][2] == {"a": "v3", "b": "last", "c": "v2"}
+
+
+def test_observations_logged_before_an_error_are_stored(tmp_path):
+    """The run fails, and the observations made before the error are kept, as one by one."""
+    @dg.op
+    def observe_then_fail(context: dg.OpExecutionContext) -> None:
+        with compat.observations_in_one_write(context.instance):
+            for part in ("a", "b"):
+                context.log_event(dg.AssetObservation(
+                    "folders", partition=part, tags={compat.DATA_VERSION_TAG: part}))
+            raise RuntimeError("folder vanished")
+
+    @dg.job
+    def failing() -> None:
+        observe_then_fail()
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
+        result = failing.execute_in_process(instance=inst, raise_on_error=False)
+        assert not result.success
+        assert compat.latest_tag_by_partition(inst, "folders", compat.OBSERVATION,
+                                              compat.DATA_VERSION_TAG) == {"a": "a", "b": "b"}
+        assert "store_event" not in vars(inst.event_log_storage)  # the storage is as it was
