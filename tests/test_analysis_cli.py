@@ -165,6 +165,18 @@ def test_table_commands_never_load_dagster(tables_dir):
     assert out.splitlines()[-1] == "False 0"
 
 
+def test_search_links_never_load_mlflow(tables_dir):
+    """The links are one SQL query on MLflow's tables: importing MLflow would cost more than
+    the whole search (seconds)."""
+    script = ("import os, sys; from align_track_pipeline.cli.main import main; "
+              "os.environ['ALIGN_TRACK_MLFLOW_UI_URL'] = 'http://127.0.0.1:5000'; "
+              f"code = main(['search', '--data-dir', {str(tables_dir)!r}, '--limit', '1']); "
+              "print('mlflow' in sys.modules, code)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.splitlines()[-1] == "False 0"
+
+
 @pytest.mark.slow
 def test_after_a_real_ingest_search_links_to_the_runs(capsys, monkeypatch, small_tree,
                                                       data_dir):

@@ -158,6 +158,58 @@ def unblocking_output(output_name: str) -> dg.Output:
                      metadata={SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION: True})
 
 
+@contextmanager
+def observations_in_one_write(instance: dg.DagsterInstance) -> Iterator[None]:
+    """Asset observations logged inside are stored together when the block ends (or before
+    any other event, which keeps the order), in one transaction per SQLite file, instead of
+    two transactions, four connections and four engines each (about 8 ms an observation: 80 s
+    for a first observation of 10,000 folders). Other storages (Postgres) are left as they
+    are. Observations not yet stored when the run dies are lost: observing again records
+    them."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    storage = instance.event_log_storage
+    if not dagster_internals() or not isinstance(storage, SqliteEventLogStorage):
+        yield
+        return
+    pending: list = []
+    one_by_one = storage.store_event
+
+    def store_event(event) -> None:
+        if event.is_dagster_event and event.dagster_event_type == OBSERVATION:
+            pending.append(event)
+            return
+        _store_observations(storage, pending)
+        one_by_one(event)
+
+    storage.store_event = store_event  # this storage object only, for this block
+    try:
+        yield
+    finally:
+        del storage.store_event
+        _store_observations(storage, pending)
+
+
+def _store_observations(storage, pending: list) -> None:
+    """What `SqliteEventLogStorage.store_event` does for each asset event, for all at once
+    (those pending now: another thread's event may add more meanwhile)."""
+    events = pending[:]
+    del pending[:len(events)]
+    if not events:
+        return
+    inserts = [storage.prepare_insert_event(event) for event in events]
+    for run_id in dict.fromkeys(event.run_id for event in events):
+        with storage.run_connection(run_id) as conn:
+            for event, insert in zip(events, inserts, strict=True):
+                if event.run_id == run_id:
+                    conn.execute(insert)
+    with storage.index_transaction() as conn:
+        ids = [conn.execute(insert).inserted_primary_key[0] for insert in inserts]
+        storage._store_asset_event_tags(conn, events, ids)
+        for event, event_id in zip(events, ids, strict=True):
+            storage._store_asset_event(conn, event, event_id)
+
+
 def release_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
     """Free every concurrency-pool slot a run holds."""
     instance.event_log_storage.free_concurrency_slots_for_run(run_id)

@@ -8,7 +8,11 @@ import hashlib
 import dagster as dg
 
 from align_track_pipeline.core.source.discovery import RunDir
-from align_track_pipeline.defs.dagster_compat import quiet_about
+from align_track_pipeline.defs.dagster_compat import (
+    DATA_VERSION_TAG,
+    observations_in_one_write,
+    quiet_about,
+)
 from align_track_pipeline.defs.freshness import (
     FOLDERS,
     INGEST_FOLDERS_JOB,
@@ -89,8 +93,14 @@ def observe_folders(
     changed = changed_folders(current, observed_versions(context.instance))
     context.log.info(f"{len(run_dirs)} folders, {len(new)} new partitions, "
                      f"{len(changed)} new versions")
+    # The observations Dagster records for a `DataVersionsByPartition`, logged here so that
+    # they are stored in one write (a first observation of a large tree records thousands).
+    with observations_in_one_write(context.instance):
+        for key, version in changed.items():
+            context.log_event(dg.AssetObservation(
+                FOLDERS, partition=key, tags={DATA_VERSION_TAG: version}))
     with quiet_about(dg.BetaWarning):
-        return dg.DataVersionsByPartition(changed)
+        return dg.DataVersionsByPartition({})
 
 
 with quiet_about(dg.BetaWarning):  # observable source assets are "beta" in Dagster 1.13

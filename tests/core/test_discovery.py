@@ -6,9 +6,12 @@ import pytest
 
 from align_track_pipeline.core.source.discovery import (
     FingerprintCache,
+    RunDir,
     find_run_dirs,
     partition_key,
     rel_path_of,
+    scan_tree,
+    stat_signature,
 )
 from tests.conftest import SAMPLE_TREE, make_run_dir
 
@@ -109,3 +112,27 @@ def test_irrelevant_files_do_not_change_the_version(tmp_path):
     (run / "align_system.log").write_text("log line\n")
     (run / "DryRunEval.MJ1.target.final_state_unstructured.json").write_text("plain text")
     assert _versions(tmp_path / "tree", cache) == first
+
+
+def test_a_scan_names_each_run_dirs_files_and_its_signature_is_the_full_one(tmp_path):
+    """A tick stats only the source files the scan's listing holds: the signature must be the
+    one a full look at the folder gives, whatever it holds (case of the names aside)."""
+    tree = tmp_path / "tree"
+    bare = make_run_dir(tree, "a/bare")
+    full = make_run_dir(tree, "a/full")
+    (full / "timing.json").write_text("{}")
+    (full / "meta.json").write_text("{}")
+    (full / ".hydra").mkdir()
+    (full / ".hydra" / "config.yaml").write_text("adm: {}\n")
+    (full / "targets").mkdir()
+    (full / "targets" / "t.json").write_text("{}")
+    (full / "scores.json").mkdir()  # a folder by a source file's name is not one
+    scanned = {r.rel_path: r for r in scan_tree(tree).run_dirs}
+    assert scanned["a/bare"].listing == {"input_output.json"}
+    assert {".hydra", "targets", "meta.json"} <= scanned["a/full"].listing
+    for rel, run in (("a/bare", bare), ("a/full", full)):
+        assert stat_signature(run, scanned[rel].listing) == stat_signature(run)
+        assert stat_signature(run) == stat_signature(RunDir(run, rel).path)
+    assert len(stat_signature(full).split("|")) == 5  # input_output, timing, meta, config, t
+    (bare / "scores.json").write_text("{}")  # added after the scan: the next scan sees it
+    assert "scores.json" in stat_signature(bare, scan_tree(tree).run_dirs[0].listing)

@@ -3,6 +3,7 @@
 
 import uuid
 import warnings
+from contextlib import nullcontext
 
 import dagster as dg
 import pytest
@@ -225,3 +226,75 @@ def test_silence_mixed_backfill_policy_warning():
         warnings.warn("Asset job other materializes assets with varying BackfillPolicies.",
                       UserWarning, stacklevel=1)
     assert len(seen) == 1
+
+
+def _observe_all(batched: bool):
+    @dg.op
+    def observe(context: dg.OpExecutionContext) -> None:
+        with compat.observations_in_one_write(context.instance) if batched else nullcontext():
+            for n, part in enumerate(["a", "b", "c", "a"]):
+                context.log_event(dg.AssetObservation(
+                    "folders", partition=part, tags={compat.DATA_VERSION_TAG: f"v{n}"}))
+            context.log.info("between")  # another kind of event: written in its place
+            context.log_event(dg.AssetObservation(
+                "folders", partition="b", tags={compat.DATA_VERSION_TAG: "last"}))
+
+    @dg.job
+    def observe_job() -> None:
+        observe()
+
+    return observe_job
+
+
+def _stored(instance, run_id: str) -> tuple:
+    observations = instance.fetch_observations(dg.AssetKey("folders"), limit=100).records
+    return (
+        [(r.partition_key, r.event_log_entry.tags) for r in observations],
+        [(e.dagster_event_type, e.user_message if not e.is_dagster_event else None)
+         for e in instance.all_logs(run_id)],
+        compat.latest_tag_by_partition(instance, "folders", compat.OBSERVATION,
+                                       compat.DATA_VERSION_TAG),
+        instance.get_latest_data_version_record(dg.AssetKey("folders"), is_source=True,
+                                                partition_key="b").partition_key,
+    )
+
+
+def test_observations_in_one_write_stores_what_one_by_one_stores(tmp_path):
+    """The same records, tags, order and latest versions as Dagster's per-event writes, and
+    the ids of the batch are the storage ids the latest-version index points at."""
+    stored = []
+    for batched in (False, True):
+        home = tmp_path / str(batched)
+        home.mkdir()
+        with dg.instance_for_test(temp_dir=str(home)) as inst:
+            inst.add_dynamic_partitions("parts", ["a", "b", "c"])
+            result = _observe_all(batched).execute_in_process(instance=inst)
+            stored.append(_stored(inst, result.run_id))
+            ids = compat.latest_storage_ids(inst, "folders", compat.OBSERVATION)
+            records = inst.fetch_observations(dg.AssetKey("folders"), limit=100).records
+            assert ids == {p: max(r.storage_id for r in records if r.partition_key == p)
+                           for p in "abc"}
+    assert stored[0] == stored[1]
+    assert stored[1][2] == {"a": "v3", "b": "last", "c": "v2"}
+
+
+def test_observations_logged_before_an_error_are_stored(tmp_path):
+    """The run fails, and the observations made before the error are kept, as one by one."""
+    @dg.op
+    def observe_then_fail(context: dg.OpExecutionContext) -> None:
+        with compat.observations_in_one_write(context.instance):
+            for part in ("a", "b"):
+                context.log_event(dg.AssetObservation(
+                    "folders", partition=part, tags={compat.DATA_VERSION_TAG: part}))
+            raise RuntimeError("folder vanished")
+
+    @dg.job
+    def failing() -> None:
+        observe_then_fail()
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
+        result = failing.execute_in_process(instance=inst, raise_on_error=False)
+        assert not result.success
+        assert compat.latest_tag_by_partition(inst, "folders", compat.OBSERVATION,
+                                              compat.DATA_VERSION_TAG) == {"a": "a", "b": "b"}
+        assert "store_event" not in vars(inst.event_log_storage)  # the storage is as it was

@@ -17,7 +17,8 @@ import re
 import sqlite3
 import stat as statmod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -41,13 +42,16 @@ _UNSAFE = re.compile(r"%|,|[\x00-\x1f\x7f]|\.{2,}")
 
 @dataclass(frozen=True)
 class RunDir:
-    """One experiment run directory: its path and its partition key."""
+    """One experiment run directory: its path and its partition key; from a scan, also the
+    names its folder held then (lower case), so that only the source files among them are
+    looked at (a stat call each: most of what a pass over a large tree costs)."""
 
     path: Path
     rel_path: str
+    listing: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # asked for several times a folder on every tick: computed once
         return partition_key(self.rel_path)
 
 
@@ -101,8 +105,9 @@ def scan_tree(root: Path) -> Scan:
     check_root(root)
     real_root = os.path.realpath(root)
     unreadable: dict[str, str] = {}
-    found = [RunDir(root / rel if rel != "." else root, rel)
-             for rel in _walk(str(root), ".", real_root, real_root, set(), unreadable)]
+    found = [RunDir(root / rel if rel != "." else root, rel, listing)
+             for rel, listing in _walk(str(root), ".", real_root, real_root, set(),
+                                       unreadable)]
     return Scan(sorted(found, key=lambda r: r.rel_path), unreadable)
 
 
@@ -121,9 +126,10 @@ def find_run_dirs(root: Path) -> list[RunDir]:
 
 
 def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str],
-          unreadable: dict[str, str]) -> Iterator[str]:
-    """Relative paths of the run directories at and below `path` (whose real path is `real`);
-    folders that cannot be listed go into `unreadable` with the reason.
+          unreadable: dict[str, str]) -> Iterator[tuple[str, frozenset[str]]]:
+    """(relative path, the names its folder holds in lower case) of each run directory at and
+    below `path` (whose real path is `real`); folders that cannot be listed go into
+    `unreadable` with the reason.
 
     Works on strings and directory entries: a real path is resolved only through symlinks,
     and a directory's entries tell whether it holds input_output.json without a stat call,
@@ -138,8 +144,9 @@ def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str],
         if exc.errno not in _GONE:
             unreadable[rel] = f"cannot read folder {path}: {exc.strerror}"
         return
-    if any(e.name == INPUT_OUTPUT for e in entries):
-        yield rel
+    names = [e.name for e in entries]
+    if INPUT_OUTPUT in names:
+        yield rel, frozenset(n.lower() for n in names)
     for entry in entries:
         if _skipped(entry.name) or not _is_dir(entry, rel, real_root, unreadable):
             continue
@@ -168,22 +175,32 @@ def _inside(real: str, real_root: str) -> bool:
     return real == real_root or real.startswith(real_root + os.sep)
 
 
-def _source_stats(run_dir: Path) -> list[tuple[str, os.stat_result | OSError]]:
+# The name in a run directory's own listing that each source file is found under.
+_LISTED_AS = {name: name.split("/")[0].lower() for name in SOURCE_FILES}
+
+
+def _source_stats(run_dir: Path, listing: frozenset[str] | None = None,
+                  ) -> list[tuple[str, os.stat_result | OSError]]:
     """(relative name, stat) of each source file present in a run directory; a file that
-    cannot be looked at comes with its error instead (it may be there: it is not absent)."""
-    base = os.fspath(run_dir)
+    cannot be looked at comes with its error instead (it may be there: it is not absent).
+    With the folder's `listing` (from a scan), names it does not hold are not looked for."""
+    base = os.fspath(run_dir) + os.sep
     found: list[tuple[str, os.stat_result | OSError]] = []
     for name in SOURCE_FILES:
+        if listing is not None and _LISTED_AS[name] not in listing:
+            continue
         try:
-            st = os.stat(os.path.join(base, name))
+            st = os.stat(base + name)
         except OSError as exc:
             if exc.errno not in _GONE:
                 found.append((name, exc))
             continue
         if statmod.S_ISREG(st.st_mode):
             found.append((name, st))
+    if listing is not None and TARGETS_DIR not in listing:
+        return found
     try:
-        targets = sorted(os.scandir(os.path.join(base, TARGETS_DIR)), key=lambda e: e.name)
+        targets = sorted(os.scandir(base + TARGETS_DIR), key=lambda e: e.name)
     except OSError as exc:  # no targets/ folder (the common case)
         if exc.errno not in _GONE:
             found.append((TARGETS_DIR, exc))
@@ -199,11 +216,12 @@ def source_paths(run_dir: Path) -> list[str]:
     return [name for name, _ in _source_stats(run_dir)]
 
 
-def stat_signature(run_dir: Path) -> str:
-    """Cheap change detector: names, sizes, mtimes and inodes of the source files."""
+def stat_signature(run_dir: Path, listing: frozenset[str] | None = None) -> str:
+    """Cheap change detector: names, sizes, mtimes and inodes of the source files (`listing`:
+    as in `_source_stats`)."""
     return "|".join(f"{name}:unreadable:{st.errno}" if isinstance(st, OSError)
                     else f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-                    for name, st in _source_stats(run_dir))
+                    for name, st in _source_stats(run_dir, listing))
 
 
 def content_hash(run_dir: Path) -> str:
@@ -259,7 +277,7 @@ class FingerprintCache:
         cached = {k: (s, v) for k, s, v in self._db.execute("SELECT * FROM fingerprints")}
         result = {}
         for run_dir in run_dirs:
-            stat = stat_signature(run_dir.path)
+            stat = stat_signature(run_dir.path, run_dir.listing)
             old = cached.get(run_dir.key)
             result[run_dir.key] = (stat, old[1] if old and old[0] == stat else None)
         return result

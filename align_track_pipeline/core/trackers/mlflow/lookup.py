@@ -16,9 +16,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, TAG_PARTITION
-from align_track_pipeline.core.trackers.mlflow.writer import is_sql, quote
 
 RunIds = dict[str, tuple[str, str]]  # run key -> (experiment id, run id)
+
+
+def is_sql(uri: str) -> bool:
+    """A database URI (MLflow's SQL store), not a tracking server."""
+    return urlparse(uri).scheme.split("+")[0] in {"sqlite", "postgresql", "mysql", "mssql"}
+
+
+def quote(value: str) -> str:
+    """A value for a single-quoted string in an MLflow search filter."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def find_runs(tracking_uri: str, experiment: str, keys: dict[str, str]) -> RunIds:

@@ -48,6 +48,7 @@ from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.source.redaction import redact_file
 from align_track_pipeline.core.trackers.mlflow import batches
 from align_track_pipeline.core.trackers.mlflow import traces as tr
+from align_track_pipeline.core.trackers.mlflow.lookup import is_sql, quote
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 from align_track_pipeline.core.trackers.mlflow.traces import TraceSpec
 from align_track_pipeline.core.verified import mlflow_internals
@@ -132,11 +133,6 @@ class MlflowWriter:
         default views and from later upserts, kept with their data, restorable (`mlflow runs
         restore`, or the UI's deleted-runs view)."""
         return self._backend.archive_partition(partition)
-
-
-def is_sql(uri: str) -> bool:
-    """A database URI (MLflow's SQL store), not a tracking server."""
-    return urlparse(uri).scheme.split("+")[0] in {"sqlite", "postgresql", "mysql", "mssql"}
 
 
 # A partition's runs are found by their partition tag. MLflow's own index on tags, (key,
@@ -709,8 +705,3 @@ def _creation_lock(uri: str) -> Iterator[None]:
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.execute("PRAGMA busy_timeout=30000")
-
-
-def quote(value: str) -> str:
-    """A value for a single-quoted string in an MLflow search filter."""
-    return value.replace("\\", "\\\\").replace("'", "\\'")
