@@ -48,9 +48,8 @@ def keep_connections(storage: object) -> bool:
 
     @contextmanager
     def _connect(self: SqliteEventLogStorage, shard: str) -> Iterator[Connection]:
-        with self._db_lock:
-            with engine(self, shard).connect() as conn, conn.begin():
-                yield conn
+        with self._db_lock, engine(self, shard).connect() as conn, conn.begin():
+            yield conn
 
     def has_table(self: SqliteEventLogStorage, table: str) -> bool:
         if table not in tables:  # called inside an index transaction too: not `_db_lock`
