@@ -86,10 +86,16 @@ def open_instance(data_dir: Path):
     """Open (creating if needed) the instance on the generated config.
 
     Under a lock beside it: two processes creating one SQLite instance at once each stamp its
-    schema version, and the instance then cannot be opened ("more than one head present")."""
+    schema version, and the instance then cannot be opened ("more than one head present").
+    On SQLite its event log keeps its connections open (`event_log`: most of the CPU of
+    writing an event was opening and closing them)."""
     import dagster as dg
+
+    from align_track_pipeline.cli.event_log import keep_connections
 
     home = dagster_home(data_dir).resolve()
     home.mkdir(parents=True, exist_ok=True)
     with file_lock(home / ".align-track-open.lock"):
-        return dg.DagsterInstance.from_config(str(prepare_home(data_dir)))
+        instance = dg.DagsterInstance.from_config(str(prepare_home(data_dir)))
+    keep_connections(instance.event_log_storage)
+    return instance
