@@ -19,14 +19,15 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import MethodType
+from typing import TYPE_CHECKING
 
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    INDEX_SHARD_NAME,
-    SQLITE_BUSY_TIMEOUT_SECONDS,
-    SqliteEventLogStorage,
-)
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
+
+from align_track_pipeline.core.verified import dagster_internals
+
+if TYPE_CHECKING:
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 RUN_SHARDS_KEPT = 8  # engines kept besides the index's: a run's shard is busy while it runs
 
@@ -35,7 +36,15 @@ def keep_connections(storage: object) -> bool:
     """Make a SQLite event log keep its connections open (any other storage is left as it
     is); True when it was changed. Replaces, on this object only, the storage's
     `_connect(shard)` (the one place Dagster opens a shard for reading and writing) and
-    `has_table` (asked before each event's tags are stored, on an engine of its own)."""
+    `has_table` (asked before each event's tags are stored, on an engine of its own). Only on
+    the Dagster version this was verified on (`verified.dagster_internals`)."""
+    if not dagster_internals():
+        return False
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+        INDEX_SHARD_NAME,
+        SqliteEventLogStorage,
+    )
+
     if not isinstance(storage, SqliteEventLogStorage):
         return False
     engines: OrderedDict[str, Engine] = OrderedDict()
@@ -77,6 +86,11 @@ def _engine(storage: SqliteEventLogStorage, engines: OrderedDict[str, Engine],
             shard: str) -> Engine:
     """The shard's engine, made (and the shard's database created) on first use; the least
     recently used run shard's is closed when more than `RUN_SHARDS_KEPT` are open."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+        INDEX_SHARD_NAME,
+        SQLITE_BUSY_TIMEOUT_SECONDS,
+    )
+
     engine = engines.get(shard)
     if engine is None:
         engine = create_engine(storage.conn_string_for_shard(shard), pool_size=2,
