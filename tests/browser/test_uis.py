@@ -7,11 +7,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pyarrow.dataset as ds
+from mlflow import MlflowClient
 from playwright.sync_api import expect
 
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.tables.numbers import DECIDED, TIME_MEAN
 from align_track_pipeline.core.trackers.aim.manifest import complete_run_hashes, manifest_path
+from align_track_pipeline.core.trackers.mlflow.traces import TAG_KEY
 from align_track_pipeline.core.versions import scene_key
 from tests.browser.shots import docs_screenshot
 from tests.conftest import SAMPLE_TREE
@@ -23,7 +25,8 @@ PARTITION = "random/unaligned"
 
 def _p1_scenes(stack) -> list[dict]:
     scenes = ds.dataset(stack.data / "parquet" / "scenes").to_table(
-        columns=["partition_key", "scene_index", "scene_id", "justification"]).to_pylist()
+        columns=["partition_key", "scene_index", "scene_id", "justification", "probe_text",
+                 "decision_text"]).to_pylist()
     return [s for s in scenes if s["scene_id"] == "P1"]
 
 
@@ -84,6 +87,36 @@ def test_mlflow_filter_by_scene_lists_scene_runs_with_their_decision(stack, page
     for name in ("choice_index", "action_type", "action_id", "decision", "justification"):
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     expect(page.get_by_text("Random choice").first).to_be_visible()  # random's justification
+
+
+def test_mlflow_traces_filtered_by_scene_list_one_per_run_and_show_probe_and_decision(
+        stack, page):
+    """The Traces tab, filtered with its own controls on the tag `scene_id`, lists the scene's
+    trace of every run, and a trace shows the probe and the decision. The tab shows only a
+    recent time range by default; traces keep their scenes' own times, so the range is "All"."""
+    p1 = {scene_key(s["partition_key"], s["scene_index"]): s for s in _p1_scenes(stack)}
+    page.goto(f"{stack.mlflow}/#/experiments/1/traces", wait_until="domcontentloaded")
+    page.get_by_role("button", name="Got it").click()  # "Detect Issues" tip over the controls
+    page.get_by_test_id("time-range-select-dropdown").click()
+    page.get_by_role("option", name="All", exact=True).click()
+    page.get_by_role("button", name="Filters", exact=True).click()
+    page.get_by_label("Filter field").click()
+    page.get_by_role("option", name="Tag", exact=True).click()
+    page.get_by_label("Filter key").fill("scene_id")
+    page.get_by_label("Filter value").fill("P1")
+    page.get_by_role("button", name="Apply filters").click()
+    opens = page.locator('a[aria-label^="Open trace tr-"][aria-label$="input"]')
+    expect(opens).to_have_count(len(p1))
+    ids = [re.search(r"tr-[0-9a-f]+", a.get_attribute("aria-label"))[0] for a in opens.all()]
+    client = MlflowClient(stack.mlflow)  # which scene each listed trace is, by its tag
+    keys = [client.get_trace(trace_id).info.tags[TAG_KEY] for trace_id in ids]
+    assert sorted(keys) == sorted(p1)
+    scene = p1[keys[0]]
+    opens.first.click()
+    drawer = page.get_by_role("dialog").filter(has_text="Inputs / Outputs")
+    expect(drawer.get_by_text("probe", exact=True)).to_be_visible()
+    expect(drawer.get_by_text(scene["probe_text"].strip()[:80]).first).to_be_visible()
+    expect(drawer.get_by_text(scene["decision_text"], exact=True).first).to_be_visible()
 
 
 def test_aim_query_by_scene_lists_runs_and_a_run_shows_its_justification(stack, page):
