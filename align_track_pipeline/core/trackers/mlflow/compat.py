@@ -219,6 +219,13 @@ def otlp_export(tracking_uri: str, experiment_id: str, run_id: str, spans: list[
     verify_rest_response(response, OTLP_TRACES_PATH)
 
 
+def delete_assessment(tracking_uri: str, trace_id: str, assessment_id: str) -> None:
+    """Remove one assessment of a stored trace (a score two writers both logged)."""
+    from mlflow.tracing.client import TracingClient
+
+    TracingClient(tracking_uri).delete_assessment(trace_id, assessment_id)
+
+
 def log_feedback(tracking_uri: str, trace_id: str, name: str, value: float,
                  source_id: str) -> None:
     """One score of a stored trace, as a feedback assessment from CODE."""

@@ -458,43 +458,68 @@ class _ApiBackend(_Backend):
         result = self._upsert_runs(partition, specs)
         if traces is None:
             return result
-        written, count = self._settle_traces(partition, traces, result.run_ids)
-        return UpsertResult(result.run_ids, result.written, result.deleted, written, count)
+        written, count, run_ids = self._settle_traces(partition, specs, traces,
+                                                      result.run_ids)
+        return UpsertResult(run_ids, result.written, result.deleted, written, count)
 
-    def _settle_traces(self, partition: str, specs: list[TraceSpec],
-                       run_ids: dict[str, str]) -> tuple[int, int]:
+    def _settle_traces(self, partition: str, runs: list[RunSpec], specs: list[TraceSpec],
+                       run_ids: dict[str, str]) -> tuple[int, int, dict[str, str]]:
         """Read back, delete what is not planned, write what is missing, until a read finds
         exactly the planned traces, each with all its assessments. Trace ids are derived
-        from their content and run: writers of the same plan write the same traces."""
-        planned = {t.trace_id(self.experiment_id, run_ids.get(t.run_key, "")): t
-                   for t in specs}
+        from their content and run: writers of the same plan write the same traces. From the
+        second round on, the plan follows the runs the partition holds then: a concurrent
+        writer may have kept another batch of runs since this one saw them converged, and
+        traces linked to the retired runs would be deleted by every other writer, for ever."""
         written = 0
-        for _ in range(_SETTLE_ATTEMPTS):
+        for attempt in range(_SETTLE_ATTEMPTS):
+            if attempt:
+                run_ids = self._current_run_ids(partition, runs)
+            planned = {t.trace_id(self.experiment_id, run_ids.get(t.run_key, "")): t
+                       for t in specs}
             found = self._find_traces(partition)
-            complete = {t for t, n in found.items()
-                        if t in planned and n == len(planned[t].feedback)}
-            extra = [t for t in found if t not in complete]
-            missing = [t for t in planned if t not in complete]
-            if not extra and not missing:
-                return written, len(found)
+            extra = [t for t in found if t not in planned]
+            missing = [t for t in planned if t not in found]
+            # Writers of one trace may both log its scores: every writer keeps the first of
+            # each name, so they all delete the same copies; a score not there yet is added.
+            twice = [(t, a) for t, given in found.items() for a in _repeated(given)]
+            unscored = [(t, name, value) for t, given in found.items() if t in planned
+                        for name, value in planned[t].feedback.items()
+                        if name not in {n for n, _ in given}]
+            if not (extra or missing or twice or unscored):
+                return written, len(found), run_ids
             for i in range(0, len(extra), 100):
                 with suppress(MlflowException):  # another writer deleted them meanwhile
                     self._client.delete_traces(self.experiment_id, trace_ids=extra[i:i + 100])
+            for trace_id, assessment_id in twice:
+                with suppress(MlflowException):  # another writer deleted it meanwhile
+                    self._mc.delete_assessment(self._uri, trace_id, assessment_id)
+            for score in unscored:
+                self._feedback(*score)
             if missing:
                 self._write_traces({t: planned[t] for t in missing}, run_ids)
                 written += len(missing)
         raise RuntimeError(f"partition {partition}: its traces did not read back as written; "
                            "the next run repairs it")
 
-    def _find_traces(self, partition: str) -> dict[str, int]:
-        """The partition's traces: id -> number of assessments."""
+    def _current_run_ids(self, partition: str, runs: list[RunSpec]) -> dict[str, str]:
+        """Key -> run id of the batch the partition holds now (settled again if another
+        writer is changing it)."""
+        existing = self._find(partition)
+        if converged(existing, runs):
+            return {e.key: e.run_id for e in existing}
+        return self._upsert_runs(partition, runs).run_ids
+
+    def _find_traces(self, partition: str) -> dict[str, list[tuple[str, str]]]:
+        """The partition's traces: id -> its assessments' (name, id), oldest first."""
         out, token = {}, None
         while True:
             page = self._client.search_traces(
                 locations=[self.experiment_id], max_results=500, page_token=token,
                 filter_string=f"tag.`{tr.TAG_PARTITION}` = '{quote(partition)}'",
                 include_spans=False)
-            out |= {t.info.trace_id: len(t.info.assessments) for t in page}
+            out |= {t.info.trace_id: [(a.name, a.assessment_id) for a in sorted(
+                t.info.assessments, key=lambda a: (a.create_time_ms or 0, a.assessment_id))]
+                for t in page}
             token = page.token
             if not token:
                 return out
@@ -668,6 +693,17 @@ def _write_artifacts(root: Path, artifacts: dict[str, bytes | Path]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data if isinstance(data, bytes) else redact_file(data.name,
                                                                           data.read_bytes()))
+
+
+def _repeated(assessments: list[tuple[str, str]]) -> list[str]:
+    """The ids of the assessments whose name an older one of the same trace has."""
+    seen: set[str] = set()
+    repeated = []
+    for name, assessment_id in assessments:
+        if name in seen:
+            repeated.append(assessment_id)
+        seen.add(name)
+    return repeated
 
 
 def _experiment_artifacts(artifact_root: str | None, experiment: str) -> str | None:
