@@ -35,7 +35,9 @@ from align_track_pipeline.cli.sizing import size_pools
 from align_track_pipeline.cli.workers import Parallel, WorkerPool
 from align_track_pipeline.core.guard import check_removals, removals
 from align_track_pipeline.core.source.discovery import RunDir, scan_tree
+from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.defs.automation import ANALYSIS
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
 from align_track_pipeline.defs.dagster_compat import (
     MATERIALIZATION,
@@ -52,7 +54,7 @@ from align_track_pipeline.defs.freshness import (
     observed_versions,
     partition_states,
 )
-from align_track_pipeline.defs.jobs import ANALYSIS_ASSETS, ANALYSIS_JOB, TABLES_JOB
+from align_track_pipeline.defs.jobs import ANALYSIS_JOB, TABLES_JOB
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore
 
@@ -184,7 +186,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     tables_changed = _tables_written(instance) != written_before  # a partition was written
     for key, files in broken_table_files(instance, runner.defs.resources["store"],
                                          broken).items():  # a rewrite that failed
-        errors.setdefault(key, f"tables: {'; '.join(map(str, files))}")
+        errors.setdefault(key, f"tables: {described(files)}")
     report.changed = _changed_while_read(instance, versions, errors, written_before, progress)
     # The trackers are independent stores fed from the tables: a partition that failed the
     # tables skips them, one that fails a tracker is still written to the others.
@@ -232,7 +234,7 @@ def _broken_files(runner: InProcess, versions: dict[str, str],
     store = runner.defs.resources["store"]
     broken = broken_table_files(runner.instance, store, versions)
     for key, files in broken.items():
-        progress(f"{key}: {'; '.join(map(str, files))}: rewriting its tables")
+        progress(f"{key}: {described(files)}: rewriting its tables")
     return set(broken)
 
 
@@ -318,8 +320,8 @@ def _finish(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase
 
 def _analysed(instance: dg.DagsterInstance) -> bool:
     """Every analysis asset was built at least once."""
-    return all(instance.get_latest_materialization_event(asset.key) is not None
-               for asset in ANALYSIS_ASSETS)
+    return all(instance.get_latest_materialization_event(dg.AssetKey(name)) is not None
+               for name in ANALYSIS)
 
 
 def refresh_analysis(runner: InProcess, progress: Callable[[str], None]) -> None:

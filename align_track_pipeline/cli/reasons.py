@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from align_track_pipeline.cli.batches import step_errors
+from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.defs.dagster_compat import failed_attempt_runs
 from align_track_pipeline.defs.freshness import FAILED, FRESH, STALE, Expected, broken_table_files
 from align_track_pipeline.defs.resources import DataStore
@@ -26,7 +27,7 @@ def problems(instance: dg.DagsterInstance, store: DataStore, states: dict[str, s
     reasons = failure_reasons(instance, expected.keys(), failed)
     told = {k: (FAILED, reasons.get(k, "no error recorded")) for k in failed}
     broken = broken_table_files(instance, store, [k for k, s in states.items() if s == FRESH])
-    told |= {k: (STALE, "; ".join(map(str, files)) + " (`align-track ingest` rewrites it)")
+    told |= {k: (STALE, described(files) + " (`align-track ingest` rewrites it)")
              for k, files in broken.items()}
     return told
 

@@ -68,16 +68,14 @@ def failed_attempt_runs(instance: dg.DagsterInstance, asset: str) -> dict[str, s
 def partitions_in_progress(instance: dg.DagsterInstance, asset: str) -> set[str]:
     """Partitions a queued or running run is to materialize: their latest planned
     materialization has not happened yet, and its run has not finished."""
-    storage = instance.event_log_storage
-    attempts = storage.get_latest_asset_partition_materialization_attempts_without_materializations(
-        dg.AssetKey(asset))
+    attempts = failed_attempt_runs(instance, asset)
     if not attempts:
         return set()
     finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
                 dg.DagsterRunStatus.CANCELED}
-    runs = instance.get_runs(dg.RunsFilter(run_ids=list({run for run, _ in attempts.values()})))
+    runs = instance.get_runs(dg.RunsFilter(run_ids=list(set(attempts.values()))))
     busy = {run.run_id for run in runs if run.status not in finished}
-    return {key for key, (run, _) in attempts.items() if run in busy}
+    return {key for key, run in attempts.items() if run in busy}
 
 
 def record_failed_attempt(context: dg.AssetExecutionContext, asset: dg.AssetKey,

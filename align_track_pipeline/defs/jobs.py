@@ -5,8 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from align_track_pipeline.core.trackers.base import Tracker
-from align_track_pipeline.defs.analysis import dashboard, scene_comparison
-from align_track_pipeline.defs.automation import UPKEEP_TAGS
+from align_track_pipeline.defs.automation import ANALYSIS, UPKEEP_TAGS
 from align_track_pipeline.defs.freshness import FOLDERS, INGEST_FOLDERS_JOB
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
@@ -26,9 +25,8 @@ def tracker_job(tracker: Tracker) -> dg.JobDefinition:
 
 # Rebuild what is drawn from every table partition, the scene comparison and the dashboard
 # (what the automation does after table partitions changed): an upkeep run.
-ANALYSIS_ASSETS = (scene_comparison, dashboard)
 analysis_job = dg.define_asset_job(ANALYSIS_JOB, tags=UPKEEP_TAGS,
-                                   selection=dg.AssetSelection.assets(*ANALYSIS_ASSETS))
+                                   selection=dg.AssetSelection.assets(*ANALYSIS))
 
 # What the discovery sensor launches for new or changed folders: observe them, parse them,
 # feed every tracker (the tables' partitioned consumers), in one run and one process: steps in
@@ -38,7 +36,7 @@ _TABLES = dg.AssetSelection.assets(*TABLE_ASSETS)
 ingest_folders_job = dg.define_asset_job(
     INGEST_FOLDERS_JOB,
     selection=(dg.AssetSelection.assets(FOLDERS) | _TABLES.downstream(depth=1))
-    - dg.AssetSelection.assets(*ANALYSIS_ASSETS),
+    - dg.AssetSelection.assets(*ANALYSIS),
     executor_def=dg.in_process_executor,
     description="Observe, parse and log to every tracker the folders the discovery sensor "
     "found new or changed (its fast path; the automation catches what it missed).")

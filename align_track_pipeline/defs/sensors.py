@@ -21,6 +21,7 @@ from align_track_pipeline.core.guard import (
     removals,
 )
 from align_track_pipeline.core.source.discovery import TreeUnreadable
+from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.defs.automation import discovery_seconds
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
@@ -155,7 +156,7 @@ def repair_requests(context: dg.SensorEvaluationContext, store: DataStore,
     written = {t: latest_storage_ids(context.instance, t, MATERIALIZATION)
                for t in TABLE_ASSETS} if broken else {}
     for key, files in broken.items():
-        context.log.warning(f"{key}: {'; '.join(map(str, files))}: requesting a rewrite")
+        context.log.warning(f"{key}: {described(files)}: requesting a rewrite")
         state = [key, *(f"{f.path.name}:{f.signature or 'missing'}" for f in files),
                  *(f"{t}@{ids.get(key)}" for t, ids in written.items())]
         requests.append(dg.RunRequest(job_name=TABLES_JOB, partition_key=key,

@@ -30,6 +30,11 @@ class BrokenFile:
         return f"{self.path} is {self.problem}"
 
 
+def described(files: Iterable[BrokenFile]) -> str:
+    """A partition's broken files in one line, as every message about them says it."""
+    return "; ".join(map(str, files))
+
+
 def file_signature(path: Path) -> str | None:
     """Size, mtime and inode: a rewrite (a rename into place) or a truncation changes it."""
     try:
