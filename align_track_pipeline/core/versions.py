@@ -19,7 +19,7 @@ import hashlib
 # Bump when parsing changes what lands in the tables: every partition becomes stale.
 PARSER_VERSION = "3"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
-MLFLOW_LAYOUT_VERSION = "4"
+MLFLOW_LAYOUT_VERSION = "5"  # 5: runs without a start in the data end at the write time
 AIM_LAYOUT_VERSION = "3"  # 3: run names carry scene, ADM, target
 
 KEY_SEPARATOR = "::"

@@ -16,7 +16,8 @@ from mlflow import MlflowClient
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id
-from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, plan_runs
+from align_track_pipeline.core.trackers.mlflow.plan import HIERARCHICAL, TAG_KEY, plan_runs
+from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
 from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
 from align_track_pipeline.core.trackers.mlflow.writer import REPLACED, TAG_BATCH, MlflowWriter
 from tests.conftest import SAMPLE_TREE
@@ -96,12 +97,22 @@ def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path):
 def test_children_come_in_scene_order_by_start_time(tmp_path):
     """The MLflow UI orders runs by start time: a parent's children then read idx0, idx1..."""
     writer = _sqlite(tmp_path)
-    rel = RELS[2]  # no start time in the data: counted from the write time
-    writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel))
-    runs = MlflowClient(writer.tracking_uri).search_runs(
+    rel = RELS[2]  # no start time in the data: counted back from the write time
+    parsed = parse_run_dir(RunDir(SAMPLE_TREE / rel, rel), SAMPLE_TREE)
+    rows = parsed.experiments.to_pylist(), parsed.scenes.to_pylist()
+    writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, plan_runs(*rows, SAMPLE_TREE / rel),
+                  plan_traces(*rows, HIERARCHICAL))
+    written = time.time() * 1000
+    client = MlflowClient(writer.tracking_uri)
+    runs = client.search_runs(
         [writer.experiment_id], "tags.run_type = 'scene'", order_by=["attributes.start_time"])
     assert [int(r.data.params["scene_index"]) for r in runs] == list(range(len(runs)))
     assert len(runs) >= 4 and all(r.info.end_time > r.info.start_time for r in runs)
+    traces = client.search_traces(locations=[writer.experiment_id], max_results=500)
+    assert len(traces) == len(runs)
+    ends = [r.info.end_time for r in runs] + [
+        t.info.request_time + t.info.execution_duration for t in traces]
+    assert max(ends) <= written  # nothing in the future
 
 
 @pytest.mark.slow

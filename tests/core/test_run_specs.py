@@ -151,6 +151,23 @@ def test_runs_without_a_start_in_the_data_count_from_the_write_time():
     assert starts == sorted(set(starts))
 
 
+def test_runs_without_a_start_in_the_data_end_at_the_write_time_never_after_it():
+    """Counted forward from the write time, a run of 67 min of ADM time would show its last
+    scenes 67 min in the future; it ended when it was written, so its spans count back."""
+    exps, scenes = _rows("random/unaligned")
+    for scene in scenes:
+        scene["timing_seconds"] = 200.0
+    for exp in exps:
+        exp["timing_total_seconds"] = 200.0 * len(scenes) + 60  # more than its scenes took
+    specs = plan_runs(exps, scenes, None)
+    assert max(s.span.end for s in specs) == 0
+    children = sorted((s for s in specs if s.parent_key), key=lambda s: s.span.start)
+    assert [c.span.end - c.span.start for c in children] == [200_000] * len(children)
+    assert children[0].span.start == -200_000 * len(children)
+    parent = next(s for s in specs if s.parent_key is None)
+    assert parent.span.end - parent.span.start == (200 * len(scenes) + 60) * 1000
+
+
 def test_directory_names_with_a_start_time():
     assert started_at_ms("a/2025-06-12__14-03-55") == 1749737035000
     assert started_at_ms("outputs/2025-06-12/14-03-55/x") == 1749737035000

@@ -4,8 +4,9 @@ align-system records no clock time per action: `timing.json` holds durations, an
 evaluation runs carry a start time, in their directory name (`YYYY-MM-DD__HH-MM-SS`, or Hydra's
 `YYYY-MM-DD/HH-MM-SS`; read as UTC, the zone is not recorded). So a scene starts where the
 previous scenes' ADM time ends, measured from the run's start when the directory name gives
-it, else from the write time. Children then sort by scene index in the MLflow UI (which orders
-by start time), and every run's duration is its ADM time instead of 0 ms.
+it. Else the run is taken to have ended when it is written: its spans count back from the write
+time, so nothing shows in the future. Children then sort by scene index in the MLflow UI
+(which orders by start time), and every run's duration is its ADM time instead of 0 ms.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ FROM_RUN_DIR, FROM_WRITE_TIME = "run_dir_name", "write_time"
 
 @dataclass(frozen=True)
 class Span:
-    """Milliseconds from the run directory's start (`RunTimes.base_ms`)."""
+    """Milliseconds from the run directory's start (`RunTimes.base_ms`); where the data has no
+    start, from the write time, and then never after it (at most 0)."""
 
     start: int
     end: int
@@ -45,7 +47,10 @@ class RunTimes:
         spans = [self.scenes[i] for i in indices if i in self.scenes]
         start = min((s.start for s in spans), default=0)
         end = max((s.end for s in spans), default=start)
-        return Span(start, max(end, start + _ms(total_seconds)))
+        end = max(end, start + _ms(total_seconds))
+        if self.base_ms is None and end > 0:  # no start in the data: it ended by the write
+            return Span(start - end, 0)
+        return Span(start, end)
 
 
 def run_times(experiment_path: str, scenes: list[dict]) -> RunTimes:
@@ -56,7 +61,10 @@ def run_times(experiment_path: str, scenes: list[dict]) -> RunTimes:
         start = max(at, previous + 1)
         spans[scene["scene_index"]] = Span(start, start + _ms(scene["timing_seconds"]))
         at, previous = spans[scene["scene_index"]].end, start
-    return RunTimes(started_at_ms(experiment_path), spans)
+    base = started_at_ms(experiment_path)
+    if base is None:  # the run ended by the time it was written: count back from then
+        spans = {i: Span(s.start - at, s.end - at) for i, s in spans.items()}
+    return RunTimes(base, spans)
 
 
 def started_at_ms(experiment_path: str) -> int | None:
