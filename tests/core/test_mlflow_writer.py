@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
 from align_track_pipeline.core.source.parse import parse_run_dir
-from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id
+from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id, find_runs
 from align_track_pipeline.core.trackers.mlflow.plan import HIERARCHICAL, TAG_KEY, plan_runs
 from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
 from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
@@ -366,3 +366,40 @@ def test_sqlite_finds_a_partitions_runs_through_an_index_on_tag_values(tmp_path)
     with sqlite3.connect(tmp_path / "mlflow.db") as conn:
         plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
     assert "USING INDEX align_track_tags_key_value (key=? AND value=?)" in str(plan)
+
+
+def test_run_lookup_reads_mlflows_tables_only_on_a_verified_mlflow(tmp_path, monkeypatch):
+    """A page of rows finds its runs with one query over MLflow's tables on the verified
+    MLflow; with the gate closed, through MLflow's client instead: the same runs either way."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from align_track_pipeline.core import verified
+
+    writer = _sqlite(tmp_path)
+    keys = {}
+    for rel in RELS[1:]:
+        partition = RunDir(SAMPLE_TREE / rel, rel).key
+        specs = _specs(SAMPLE_TREE, rel)
+        writer.upsert(partition, specs)
+        keys |= {s.key: partition for s in specs}
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        fast = find_runs(writer.tracking_uri, "align-system", keys)
+        assert any("t.value IN" in s for s in statements)  # our one query
+        statements.clear()
+        monkeypatch.setenv(verified.PUBLIC_ENV, "1")
+        public = find_runs(writer.tracking_uri, "align-system", keys)
+        assert experiment_id(writer.tracking_uri, "align-system") == writer.experiment_id
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+        verified._warn_once.cache_clear()
+    assert not any("t.value IN" in s or s.startswith("SELECT experiment_id FROM experiments")
+                   for s in statements)
+    assert statements  # MLflow's own store answered
+    assert public == fast and len(fast) == len(keys)

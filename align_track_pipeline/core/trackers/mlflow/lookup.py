@@ -1,8 +1,10 @@
 """Find the runs of a page of rows by their keys (tag `align_track.key`), in one lookup.
 
 MLflow's search filter has no `IN` for tags. On a SQL store (the SQLite default, Postgres,
-MySQL) one query over MLflow's tables finds every key of the page; through a tracking server,
-one search per run directory on the page (tag `align_track.partition`), never one per row.
+MySQL) one query over MLflow's tables finds every key of the page, on the MLflow versions those
+tables were verified on (`core/verified.py`); through a tracking server, or MLflow's client on
+any other version, one search per run directory on the page (tag `align_track.partition`),
+never one per row.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, TAG_PARTITION
+from align_track_pipeline.core.verified import mlflow_internals
 
 RunIds = dict[str, tuple[str, str]]  # run key -> (experiment id, run id)
 
@@ -35,9 +38,14 @@ def find_runs(tracking_uri: str, experiment: str, keys: dict[str, str]) -> RunId
     the store was never written."""
     if not keys or _missing_sqlite(tracking_uri):
         return {}
-    if is_sql(tracking_uri):
+    if _tables(tracking_uri):
         return _by_sql(tracking_uri, experiment, list(keys))
     return _by_api(tracking_uri, experiment, keys)
+
+
+def _tables(uri: str) -> bool:
+    """MLflow's tables may be read directly: a SQL store on a verified MLflow."""
+    return is_sql(uri) and mlflow_internals()
 
 
 # MLflow's own tables (pinned by tests/core/test_mlflow_compat.py); plain SQL, so a lookup
@@ -111,7 +119,7 @@ def experiment_id(tracking_uri: str, experiment: str) -> str | None:
     lookup creates nothing)."""
     if _missing_sqlite(tracking_uri):
         return None
-    if is_sql(tracking_uri):
+    if _tables(tracking_uri):
         from sqlalchemy import create_engine, exc, text
 
         engine = create_engine(tracking_uri)
