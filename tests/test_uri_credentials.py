@@ -42,10 +42,20 @@ def _files_holding(root: Path, secret: str) -> list[Path]:
 @pytest.mark.slow
 def test_a_password_in_the_uri_reaches_no_output_and_no_file(small_tree, tmp_path, mlflow_server):
     data = tmp_path / "data"
+    uis = {"ALIGN_TRACK_MLFLOW_UI_URL": _with_password("http://mlflow.example:5000"),
+           "ALIGN_TRACK_AIM_UI_URL": _with_password("http://aim.example:43800")}
     done = _align_track("ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data),
                         "--mlflow-uri", _with_password(mlflow_server),
-                        "--mlflow-experiment", "credentials")
+                        "--mlflow-experiment", "credentials", **uis)
     assert done.returncode == 0, done.stderr[-3000:]
+    found = _align_track("search", "--data-dir", str(data), "--limit", "2", "--json",
+                         "--mlflow-uri", _with_password(mlflow_server),
+                         "--mlflow-experiment", "credentials", **uis)
+    assert found.returncode == 0, found.stderr[-3000:]
+    rows = json.loads(found.stdout)["rows"]
+    assert all(r["links"]["mlflow"].startswith("http://mlflow.example:5000/#/") for r in rows)
+    assert all(r["links"]["aim"].startswith("http://aim.example:43800/runs/") for r in rows)
+    assert PASSWORD not in found.stdout + found.stderr
     experiment = MlflowClient(mlflow_server).get_experiment_by_name("credentials")
     runs = MlflowClient(mlflow_server).search_runs([experiment.experiment_id], max_results=100)
     assert len(runs) == 3 + 12  # the URI was used to connect

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from align_track_pipeline.core.secrets import without_credentials
 from align_track_pipeline.core.trackers.aim.manifest import (
     complete_run_hashes,
     generation,
@@ -158,5 +159,5 @@ def aim_tracker(settings: Settings) -> AimTracker:
     check_repo(repo)
     return AimTracker(repo=str(Path(repo).resolve()),
                       legacy_manifest=str(data / "state" / "aim_manifest.sqlite"),
-                      ui_url=settings.get("aim_ui_url", "ALIGN_TRACK_AIM_UI_URL",
-                                         f"http://127.0.0.1:{UI_PORT}"))
+                      ui_url=without_credentials(settings.get(  # links are shown
+                          "aim_ui_url", "ALIGN_TRACK_AIM_UI_URL", f"http://127.0.0.1:{UI_PORT}")))

@@ -233,7 +233,8 @@ def mlflow_tracker(settings: Settings) -> MlflowTracker:
         flat=settings.get("flat", "ALIGN_TRACK_MLFLOW_FLAT", False) in (True, "1"),
         artifact_root=artifacts or str(data / "mlflow-artifacts"),
         shared_artifacts=bool(artifacts),
-        ui_url=settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL", default_ui_url(uri)),
+        ui_url=without_credentials(settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL",
+                                                default_ui_url(uri))),  # links are shown
         traces=settings.get("mlflow_traces", ENV_TRACES, True) in (True, "1"),
     )
 
