@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from align_track_pipeline.cli.main import main
@@ -153,6 +154,36 @@ def test_the_data_dir_comes_from_the_environment(capsys, monkeypatch, tables_dir
     monkeypatch.setenv("ALIGN_TRACK_DATA_DIR", str(tables_dir))
     code, out, _ = run(capsys, "search", "--table", "experiments", "--json", "--limit", "0")
     assert code == 0 and json.loads(out)["count"] == len(table_rows(tables_dir, "experiments"))
+
+
+def test_a_deleted_partition_file_is_named_with_the_repair(capsys, tables_dir, tmp_path):
+    """A file that was written and known good (as the tables asset records it), deleted
+    behind the pipeline's back while its folder is still in the tree: a warning, the rows
+    that remain, exit 0."""
+    import shutil
+
+    from align_track_pipeline.core.locations import fingerprint_cache_path
+    from align_track_pipeline.core.tables.health import VerifiedFiles
+
+    data = shutil.copytree(tables_dir, tmp_path / "data")
+    files = VerifiedFiles(fingerprint_cache_path(data))
+    files.record(sorted((data / "parquet").rglob("*.parquet")))
+    files.close()
+    scenes = sorted((data / "parquet" / "scenes").glob("*.parquet"))
+    code, out, err = run(capsys, "search", "--data-dir", str(data), "--json", "--limit", "0")
+    assert code == 0 and err == ""
+    everything = json.loads(out)["count"]
+    lost = pq.read_metadata(scenes[0]).num_rows
+    scenes[0].unlink()
+    code, out, err = run(capsys, "search", "--data-dir", str(data), "--json", "--limit", "0")
+    assert code == 0 and json.loads(out)["count"] == everything - lost
+    assert err == (f"align-track search: warning: 1 table files that ingest wrote are missing "
+                   f"({scenes[0]}): the answer leaves out their rows. Run `align-track ingest` "
+                   "to rewrite them\n")
+    files = VerifiedFiles(fingerprint_cache_path(data))
+    files.forget([scenes[0]])  # as the removal of its folder does
+    files.close()
+    assert run(capsys, "search", "--data-dir", str(data), "--limit", "1")[2] == ""
 
 
 def test_table_commands_never_load_dagster(tables_dir):

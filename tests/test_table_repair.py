@@ -93,3 +93,34 @@ def test_reading_commands_name_the_broken_file_and_the_repair(capsys, small_tree
         assert done.returncode != 0, (argv, output)
         assert str(path) in done.stderr and "align-track ingest" in done.stderr, (argv, output)
         assert "Traceback" not in output and "--where" not in output, (argv, output)
+
+
+@pytest.mark.slow
+def test_reading_commands_warn_of_deleted_partition_files_not_of_removed_folders(
+        capsys, small_tree, data_dir):
+    """Both files of a partition deleted behind the pipeline's back: every answer would
+    silently lack its rows, so the reading commands say which files are gone and how to get
+    them back. A folder removed from the tree takes its files on purpose: no warning."""
+    _ingest(capsys, small_tree, data_dir)
+    run_dirs = find_run_dirs(small_tree)
+    store = ParquetStore(data_dir)
+    gone = [store.path(t, run_dirs[1].key) for t in ("experiments", "scenes")]
+    for path in gone:
+        path.unlink()
+
+    done = _cli(data_dir, "search", "--json", "--limit", "0")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["count"] == sum(item_count(r.path) for r in run_dirs) - (
+        item_count(run_dirs[1].path))
+    assert done.stderr.startswith("align-track search: warning: 2 table files that ingest "
+                                  f"wrote are missing ({gone[0]}; {gone[1]})")
+    assert done.stderr.rstrip().endswith("Run `align-track ingest` to rewrite them")
+
+    _ingest(capsys, small_tree, data_dir)
+    assert _cli(data_dir, "search", "--limit", "1").stderr == ""
+    import shutil
+
+    shutil.rmtree(run_dirs[2].path)
+    _ingest(capsys, small_tree, data_dir)
+    assert not store.path("scenes", run_dirs[2].key).exists()
+    assert _cli(data_dir, "search", "--limit", "1").stderr == ""  # removed on purpose

@@ -23,6 +23,7 @@ from align_track_pipeline.core.analysis.connection import (
     QueryError,
     broken_files_message,
     open_tables,
+    vanished_files_message,
 )
 from align_track_pipeline.core.analysis.dashboard import write_dashboard
 from align_track_pipeline.core.analysis.export import FORMATS, export, export_format
@@ -46,7 +47,7 @@ from align_track_pipeline.core.analysis.search import (
     search,
 )
 from align_track_pipeline.core.analysis.terminal import terminal_width, text_table
-from align_track_pipeline.core.locations import default_data_dir
+from align_track_pipeline.core.locations import default_data_dir, fingerprint_cache_path
 from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.trackers.registry import Settings, create_all
 
@@ -146,6 +147,9 @@ def _answering(name: str, func):
     fails reading the tables, the unreadable files are named, with the repair, and it exits
     1; never a traceback."""
     def run(args: argparse.Namespace) -> tuple[int, dict | None]:
+        data = _data_dir(args)
+        if gone := vanished_files_message(data, fingerprint_cache_path(data)):
+            print(f"align-track {name}: warning: {terminal_safe(gone)}", file=sys.stderr)
         try:
             return func(args)
         except duckdb.InterruptException as exc:  # Ctrl-C during a query: exit 130

@@ -17,7 +17,7 @@ import duckdb
 from align_track_pipeline.core.analysis.columns import columns_of
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
 from align_track_pipeline.core.schema import TABLES
-from align_track_pipeline.core.tables.health import unreadable_files
+from align_track_pipeline.core.tables.health import unreadable_files, vanished_files
 from align_track_pipeline.core.tables.store import ParquetStore
 
 MEMORY_LIMIT = "4GB"
@@ -40,6 +40,19 @@ def broken_files_message(data_dir: Path) -> str | None:
         return None
     return ("unreadable table files: " + "; ".join(str(b) for b in broken)
             + ". Run `align-track ingest` to rewrite them")
+
+
+def vanished_files_message(data_dir: Path, cache_path: Path) -> str | None:
+    """Table files that ingest wrote and that were deleted behind its back (their folders
+    are still in the tree): the answer leaves out their rows. None when none is gone."""
+    store = ParquetStore(Path(data_dir).resolve())
+    gone = vanished_files(cache_path, lambda key: [store.path(t, key) for t in TABLES])
+    if not gone:
+        return None
+    shown = "; ".join(str(p) for p in gone[:5]) + (f" and {len(gone) - 5} more"
+                                                   if len(gone) > 5 else "")
+    return (f"{len(gone)} table files that ingest wrote are missing ({shown}): the answer "
+            "leaves out their rows. Run `align-track ingest` to rewrite them")
 
 
 def sql_literal(text: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +109,12 @@ class VerifiedFiles:
         self._save(good)
         return found
 
+    def forget(self, paths: Iterable[Path]) -> None:
+        """These files were deleted or archived on purpose (their folder left the tree)."""
+        with self._db:
+            self._db.executemany("DELETE FROM parquet_files WHERE path = ?",
+                                 [(str(p),) for p in paths])
+
     def _save(self, good: list[tuple[str, str]]) -> None:
         if good:
             with self._db:
@@ -117,3 +123,25 @@ class VerifiedFiles:
 
     def close(self) -> None:
         self._db.close()
+
+
+def vanished_files(cache_path: Path, paths_of: Callable[[str], Iterable[Path]]) -> list[Path]:
+    """The table files (`paths_of(partition key)`) that were written and known good, whose
+    partition is still among the folders last seen in the tree, and that are gone
+    now: their rows are missing from every answer until `ingest` rewrites them. Reads the
+    per-host cache read-only; without one nothing is known and nothing is reported."""
+    if not cache_path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{cache_path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return []
+    try:
+        current = {key for (key,) in db.execute("SELECT key FROM fingerprints")}
+        written = {path for (path,) in db.execute("SELECT path FROM parquet_files")}
+    except sqlite3.Error:  # a cache from before these tables: nothing to compare with
+        return []
+    finally:
+        db.close()
+    return sorted(path for key in current for path in paths_of(key)
+                  if str(path) in written and not path.exists())
