@@ -30,6 +30,12 @@ from pathlib import Path
 import dagster as dg
 
 from align_track_pipeline.cli.batches import Found, InProcess, failures, run_ranges, split
+from align_track_pipeline.cli.fast_path import (
+    FastPhase,
+    fast_path_applies,
+    peek_versions,
+    run_fast,
+)
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat, wait_for_pool
 from align_track_pipeline.cli.sizing import size_pools
 from align_track_pipeline.cli.workers import Parallel, WorkerPool
@@ -44,7 +50,7 @@ from align_track_pipeline.defs.dagster_compat import (
     latest_storage_ids,
     one_planned_event_per_asset,
 )
-from align_track_pipeline.defs.folders import observe_job
+from align_track_pipeline.defs.folders import observe_job, register_partitions
 from align_track_pipeline.defs.freshness import (
     FRESH,
     STALE,
@@ -124,6 +130,45 @@ def observe(runner: InProcess, run_dirs: list[RunDir]) -> dict[str, str]:
     return {r.key: observed[r.key] for r in run_dirs if r.key in observed}
 
 
+def _observe(runner: InProcess, run_dirs: list[RunDir], known: set[str],
+             progress: Callable[[str], None]) -> tuple[dict[str, str], list[str]]:
+    """Partition -> source version, and the partitions for the fast path (`fast_path`): a
+    few changed folders are observed by its run; otherwise by an observation of the tree."""
+    started = time.perf_counter()
+    peeked = peek_versions(runner.instance, run_dirs, runner.defs.resources["store"])
+    if peeked is not None and not peeked.changed:
+        progress(f"observe: {len(run_dirs)} partitions by their stat data, none changed, in "
+                 f"{time.perf_counter() - started:.2f} s")
+        return peeked.versions, []
+    if peeked is not None and fast_path_applies(known, peeked.changed):
+        register_partitions(runner.instance, [r.key for r in run_dirs])
+        progress(f"observe: {len(run_dirs)} partitions by their stat data, "
+                 f"{len(peeked.changed)} changed, in {time.perf_counter() - started:.2f} s")
+        return peeked.versions, peeked.changed
+    versions = observe(runner, run_dirs)
+    progress(f"observe: {len(run_dirs)} partitions in {time.perf_counter() - started:.2f} s")
+    return versions, []
+
+
+def _run_fast(runner: InProcess, keys: list[str], trackers: list[Tracker],
+              versions: dict[str, str], errors: dict[str, str],
+              progress: Callable[[str], None]) -> None:
+    """The changed partitions through every store in one run per range (`fast_path`)."""
+    instance = runner.instance
+    for tracker in trackers:
+        if tracker.pool:
+            wait_for_pool(instance, tracker.pool, progress)
+    stores = [FastPhase(phase.job, _step(runner.defs, phase), phase.expected)
+              for phase in phases(trackers)]
+    run_fast(runner, keys, instance.get_dynamic_partitions(PARTITIONS), stores, versions,
+             errors, progress)
+
+
+def _step(defs: dg.Definitions, phase: Phase) -> str:
+    """The name of the step that writes the phase's assets."""
+    return defs.resolve_assets_def(dg.AssetKey(next(iter(phase.expected)))).node_def.name
+
+
 def ingest(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -172,9 +217,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
         pool.warm_up(len(new))
     progress(f"discovered {len(run_dirs)} run directories ({len(new)} new, "
              f"{len(report.removed)} removed)")
-    started = time.perf_counter()
-    versions = observe(runner, run_dirs)
-    progress(f"observe: {len(run_dirs)} partitions in {time.perf_counter() - started:.2f} s")
+    versions, fast = _observe(runner, run_dirs, known, progress)
     before = partition_states(instance, versions, all_expected(trackers))
     broken = _broken_files(runner, versions, progress)
     before |= {key: STALE for key in broken}
@@ -182,7 +225,10 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
     written_before = _tables_written(instance)
-    _run_phases(runner, pool, [table_phase], limits, versions, errors, progress, forced=broken)
+    if fast:
+        _run_fast(runner, fast, trackers, versions, errors, progress)
+    _run_phases(runner, pool, [table_phase], limits, versions, errors, progress,
+                set(errors), forced=broken)
     tables_changed = _tables_written(instance) != written_before  # a partition was written
     for key, files in broken_table_files(instance, runner.defs.resources["store"],
                                          broken).items():  # a rewrite that failed

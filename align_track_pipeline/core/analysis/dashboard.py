@@ -7,12 +7,16 @@ offline, and can be mailed or attached as it is.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import re
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import duckdb
 
+from align_track_pipeline.core.analysis import charts
 from align_track_pipeline.core.analysis.charts import Grid, inline_svg
 from align_track_pipeline.core.analysis.connection import map_keys, open_tables
 from align_track_pipeline.core.analysis.output import pivot_grid
@@ -91,15 +95,44 @@ def agreement_section(con: duckdb.DuckDBPyConnection) -> Section:
                    AGREEMENT_HEADER, rows)
 
 
-def page(parts: list[Section]) -> str:
+def page(parts: list[Section], drawn: dict[str, str] | None = None) -> str:
+    """`drawn`: charts of an earlier page by their key (`chart_key`), used again as they are
+    when their numbers did not change (drawing one takes matplotlib most of a second)."""
     body = []
     for part in parts:
-        chart = f"<figure>{inline_svg(part.grid)}</figure>" if part.grid.cells() else (
-            "<p>Nothing to compare yet.</p>")
+        chart = "<p>Nothing to compare yet.</p>"
+        if part.grid.cells():
+            key = chart_key(part.grid)
+            svg = (drawn or {}).get(key) or inline_svg(part.grid)
+            chart = f'<figure data-chart="{key}">{svg}</figure>'
         body.append(f'<section id="{html.escape(part.anchor)}"><h2>{html.escape(part.title)}'
                     f"</h2><p>{html.escape(part.note)}</p>{chart}"
                     f"{html_table(part.header, part.rows, numbers_right=True)}</section>")
     return html_page(TITLE, "\n".join(body))
+
+
+_FIGURE = re.compile(r'<figure data-chart="([0-9a-f]{32})">(<svg.*?</svg>\s*)</figure>', re.S)
+
+
+def chart_key(grid: Grid) -> str:
+    """The same numbers drawn by the same code and matplotlib give the same key. Numbers to
+    12 significant digits: DuckDB's parallel means differ in the last bits from one query to
+    the next."""
+    values = [[v if v is None else float(f"{v:.12g}") for v in row] for row in grid.values]
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(Path(charts.__file__).read_bytes())
+    digest.update(metadata.version("matplotlib").encode())
+    digest.update(repr((grid.title, grid.value_name, grid.rows, grid.cols, values)).encode())
+    return digest.hexdigest()
+
+
+def drawn_charts(path: Path) -> dict[str, str]:
+    """Key -> SVG of each chart on the page at `path` (none when it is missing or not ours)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return {m[1]: m[2] for m in _FIGURE.finditer(text)}
 
 
 @dataclass(frozen=True)
@@ -114,6 +147,6 @@ def write_dashboard(data_dir: Path, path: Path) -> Written:
     parts = sections(open_tables(data_dir, ["experiments", "scenes"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page(parts), encoding="utf-8")
+    tmp.write_text(page(parts, drawn_charts(path)), encoding="utf-8")
     tmp.replace(path)
     return Written(path, len(parts), len(parts[-1].rows))

@@ -72,3 +72,25 @@ def test_the_dashboard_is_a_page(capsys, tables_dir, tmp_path):
     code = main(["dashboard", "--data-dir", str(tables_dir), "-o", str(tmp_path / "d.png")])
     assert code == 2 and "must end in .html" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_chart_whose_numbers_did_not_change_is_kept_not_drawn_again(capsys, tables_dir,
+                                                                      tmp_path):
+    """Drawing a chart takes matplotlib most of a second; the scene comparison's rebuild
+    after each ingest writes the page again, mostly with the same numbers."""
+    target = tmp_path / "dash.html"
+    assert main(["dashboard", "--data-dir", str(tables_dir), "-o", str(target)]) == 0
+    figures = re.findall(r'<figure data-chart="([0-9a-f]{32})"><svg ', target.read_text())
+    assert len(figures) == 4
+    earlier = target.read_text().replace("><svg ", '><svg data-drawn="earlier" ')
+    other_numbers = "0" * 32  # the decision-time chart as drawn from other numbers
+    target.write_text(earlier.replace(figures[2], other_numbers))
+
+    assert main(["dashboard", "--data-dir", str(tables_dir), "-o", str(target)]) == 0
+    capsys.readouterr()
+    sections = _sections(target.read_text())
+    kept = {name for name, html in sections.items() if 'data-drawn="earlier"' in html}
+    assert kept == {"scores-accuracy", "scores-score", "agreement"}
+    assert f'data-chart="{figures[2]}"' in sections["decision-time"]
+    time = PivotSpec("experiments", ("adm",), ("llm_backbone",), "timing_avg_seconds", "mean")
+    assert _same(_chart(sections["decision-time"]), _expected(tables_dir, time))
