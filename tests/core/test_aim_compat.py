@@ -1,7 +1,10 @@
 """Pins the Aim behaviour and internals the writer relies on: fails loudly if Aim changes."""
 
 import threading
+import time
 from importlib.metadata import version
+
+import pytest
 
 from align_track_pipeline.core.trackers.aim import indexing, lean_runs, staging, storage
 from tests.conftest import aim_runs_seen_by_a_fresh_process
@@ -182,6 +185,43 @@ def test_no_stage_on_a_memory_file_system_short_of_space(tmp_path):
     assert staging.new_stage(tmp_path, min_free=free // 2) is not None
 
 
+DATE, END = 1749737035.25, 1749737059.5  # 2025-06-12 14:03:55.25 UTC, 24.25 s later
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_a_run_is_dated_and_ended_as_asked(tmp_path, staged):
+    """The Aim UI shows a run's `creation_time` (its run-table row's `created_at`, made by
+    `Repo.request_props` in `Run.__init__`) as its date and `end_time - creation_time` (the
+    meta tree's `end_time`, set by closing) as its duration: a lean run gets both as asked,
+    staged or not, and the row's `updated_at` (what the crash repair looks for) is still the
+    time it was written."""
+    from aim import Run
+
+    stage = None
+    if staged:
+        (tmp_path / "shm").mkdir()
+        stage = staging.new_stage(tmp_path / "shm")
+    repo = storage.open_repo(tmp_path / "aim")
+    before = time.time()
+    run = lean_runs.lean_run(repo, "exp", stage, created=DATE)
+    assert "request_props" not in vars(repo)  # Aim's own again
+    run.name = "a"
+    lean_runs.close_at(run, END)
+    if staged:
+        staging.publish_run(repo, run.hash, stage)
+    assert storage.rows_written_since(repo, before - 1) == [run.hash]
+    assert storage.rows_written_since(repo, time.time() + 1) == []
+    plain = lean_runs.lean_run(repo, "exp")  # no date asked: now, as Aim's own
+    lean_runs.close_at(plain, None)
+    assert indexing.index_runs(repo, [run.hash, plain.hash]) == 2
+    reread = Run(run.hash, repo=repo, read_only=True)
+    assert (reread.creation_time, reread.end_time, reread.duration) == (DATE, END, END - DATE)
+    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")}
+    assert (seen[run.hash]["creation_time"], seen[run.hash]["end_time"]) == (DATE, END)
+    assert before <= seen[plain.hash]["creation_time"] <= seen[plain.hash]["end_time"] <= (
+        time.time())
+
+
 def test_run_creation_takes_an_flock_and_commits_without_a_sync_each(tmp_path):
     """Aim guards creating a run's row with `Repo._sdb_lock` (a polled lock file); the writer
     swaps in an `flock` and has its connections commit with `synchronous=NORMAL`."""
@@ -232,8 +272,9 @@ def test_indexing_from_the_records_read_at_publishing_equals_aims_own(tmp_path):
 def test_on_an_unverified_aim_only_public_apis_are_used_and_runs_read_back_alike(
         tmp_path, monkeypatch, caplog):
     """With the Aim gate closed: the run table keeps Aim's own mode and lock, there is no
-    stage, runs keep Aim's status reporter, every run counts as outdated and indexing goes
-    through Aim's own indexer step; a fresh process reads the runs back as written."""
+    stage, runs keep Aim's status reporter and are dated and ended when written (the date
+    asked for needs an internal), every run counts as outdated and indexing goes through
+    Aim's own indexer step; a fresh process reads the runs back as written."""
     from align_track_pipeline.core import verified
 
     monkeypatch.setitem(verified.VERIFIED, "aim", {"aim": frozenset({"0.0.0"})})
@@ -245,16 +286,18 @@ def test_on_an_unverified_aim_only_public_apis_are_used_and_runs_read_back_alike
     assert type(repo._sdb_lock).__name__ == "SoftFileLock"  # Aim's own
     with repo.structured_db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, SQLite's
-    run = lean_runs.lean_run(repo, "exp")
+    before = time.time()
+    run = lean_runs.lean_run(repo, "exp", created=DATE)
     assert run._checkins is not None  # Aim's own status reporting
     run.name, run["adm"] = "a", "x"
-    run.close()
+    lean_runs.close_at(run, END)
     assert indexing.outdated_runs(repo) == [run.hash]
     assert indexing.index_runs(repo, [run.hash]) == 1
     assert indexing.outdated_runs(repo) == [run.hash]  # every run, always
     assert storage.read_params(repo, run.hash, ("adm", "none")) == {"adm": "x", "none": None}
     [seen] = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
     assert (seen["name"], seen["params"]["adm"]) == ("a", "x")
+    assert before <= seen["creation_time"] <= seen["end_time"] <= time.time()  # written then
     warned = [r.getMessage() for r in caplog.records if r.name == verified.__name__]
     assert warned == ["aim: using its public API only (slower): aim 3.29.1 is not among the "
                       "verified ['0.0.0']"]

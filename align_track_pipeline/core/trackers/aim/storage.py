@@ -101,10 +101,12 @@ def run_recorded(repo: Repo, run_hash: str) -> bool:
     return run_exists(repo, run_hash) or repo.structured_db.find_run(run_hash) is not None
 
 
-def rows_created_since(repo: Repo, since: float) -> list[str]:
-    """Runs whose run-table row was created at or after `since` (epoch seconds)."""
+def rows_written_since(repo: Repo, since: float) -> list[str]:
+    """Runs whose run-table row was written (made or changed) at or after `since` (epoch
+    seconds): its `updated_at`, which Aim sets to the clock; `created_at` is the run's date
+    in the data (`lean_runs.lean_run`)."""
     return [r.hash for r in repo.structured_db.runs()
-            if r.created_at.replace(tzinfo=UTC).timestamp() >= since]
+            if r.updated_at.replace(tzinfo=UTC).timestamp() >= since]
 
 
 def run_created_at(repo: Repo, run_hash: str) -> float:
