@@ -123,10 +123,11 @@ def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path):
 
 def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
     """Aim opens a new run's two writable databases through `Repo.request_container` and its
-    lock through `Repo.request_run_lock` while `Run()` runs, from `RocksContainer`'s
-    `_db_opts`: a staged run is built under the stage (small MANIFEST preallocation), is
-    nowhere in the repo until published, then reads back like any run."""
+    lock (a `RunLock`: `lock`, `release`) through `Repo.request_run_lock` while `Run()` runs,
+    from `RocksContainer`'s `_db_opts`: a staged run is built under the stage (small MANIFEST
+    preallocation), is nowhere in the repo until published, then reads back like any run."""
     from aim.sdk.repo import ContainerConfig
+    from aim.storage.locking import RunLock
 
     (tmp_path / "shm").mkdir()
     stage = staging.new_stage(tmp_path / "shm")
@@ -134,6 +135,7 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
     run = lean_runs.lean_run(repo, "exp", stage)
     assert not {"request_container", "request_run_lock"} & set(vars(repo))  # Aim's own again
     assert isinstance(run._lock, staging._NewRunLock)  # no lock file: a hash no one knows
+    assert {n for n in vars(RunLock) if not n.startswith("_")} == {"lock", "release"}
     assert not list((tmp_path / "aim" / ".aim" / "locks").glob(f"{run.hash}*"))
     containers = [repo.container_pool[ContainerConfig(name, run.hash, False)]
                   for name in ("meta", "seqs")]

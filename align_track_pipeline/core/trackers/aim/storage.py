@@ -2,6 +2,7 @@
 
 Each function wraps one Aim internal (tests/core/test_aim_compat.py pins it); on an Aim
 version the writer was not verified on (`verified.aim_internals`) only public APIs are used.
+Aim's internals are imported where they are used, so that this module imports on any Aim.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from datetime import UTC
 from pathlib import Path
 
 from aim import Repo, Run
-from aim.sdk.repo import ContainerConfig
 from sqlalchemy import event
 
 from align_track_pipeline.core.locking import file_lock
@@ -121,6 +121,8 @@ def read_params(repo: Repo, run_hash: str, names: Iterable[str]) -> dict[str, ob
     if not aim_internals():
         run = Run(run_hash, repo=repo, read_only=True)
         return {name: run.get(name) for name in names}
+    from aim.sdk.repo import ContainerConfig
+
     tree = (repo.request_tree("meta", run_hash, read_only=True, skip_read_optimization=True)
             .subtree("meta").subtree("chunks").subtree(run_hash).subtree("attrs"))
     try:
