@@ -195,8 +195,8 @@ def test_a_run_is_dated_and_ended_as_asked(tmp_path, staged):
     """The Aim UI shows a run's `creation_time` (its run-table row's `created_at`, made by
     `Repo.request_props` in `Run.__init__`) as its date and `end_time - creation_time` (the
     meta tree's `end_time`, set by closing) as its duration: a lean run gets both as asked,
-    staged or not, and the row's `updated_at` (what the crash repair looks for) is still the
-    time it was written."""
+    staged or not, and keeps them when archived; the row's `updated_at` (what the crash
+    repair looks for) is still the time it was written."""
     from aim import Run
 
     stage = None
@@ -215,11 +215,14 @@ def test_a_run_is_dated_and_ended_as_asked(tmp_path, staged):
     assert storage.rows_written_since(repo, time.time() + 1) == []
     plain = lean_runs.lean_run(repo, "exp")  # no date asked: now, as Aim's own
     lean_runs.close_at(plain, None)
+    assert storage.read_end_time(repo, run.hash) == END
+    lean_runs.set_archived(repo, run.hash)  # reopened for writing
     assert indexing.index_runs(repo, [run.hash, plain.hash]) == 2
     reread = Run(run.hash, repo=repo, read_only=True)
     assert (reread.creation_time, reread.end_time, reread.duration) == (DATE, END, END - DATE)
+    assert reread.archived
     seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")}
-    assert (seen[run.hash]["creation_time"], seen[run.hash]["end_time"]) == (DATE, END)
+    assert list(seen) == [plain.hash]  # the archived run is hidden, as in the UI
     assert before <= seen[plain.hash]["creation_time"] <= seen[plain.hash]["end_time"] <= (
         time.time())
 

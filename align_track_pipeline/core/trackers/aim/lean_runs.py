@@ -17,6 +17,7 @@ from pathlib import Path
 from aim import Repo, Run
 
 from align_track_pipeline.core.trackers.aim.staging import staged
+from align_track_pipeline.core.trackers.aim.storage import read_end_time
 from align_track_pipeline.core.verified import aim_internals
 
 
@@ -45,12 +46,14 @@ def close_at(run: Run, ended: float | None) -> None:
 
 
 def set_archived(repo: Repo, run_hash: str) -> None:
-    """Set Aim's own `archived` flag on an existing run (reopened for writing, no tracking)."""
+    """Set Aim's own `archived` flag on an existing run (reopened for writing, no tracking),
+    keeping its end time (reopening clears it and closing would set the clock)."""
+    ended = read_end_time(repo, run_hash)
     run = _open_run(None, run_hash=run_hash, repo=repo)
     try:
         run.archived = True
     finally:
-        run.close()
+        close_at(run, ended)
 
 
 def _open_run(created: float | None, **kwargs) -> Run:
