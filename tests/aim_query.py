@@ -14,10 +14,11 @@ for item in repo.query_runs(sys.argv[2] if len(sys.argv) > 2 else "", report_mod
     run = item.run
     runs.append({
         "hash": run.hash, "name": run.name, "experiment": run.experiment,
+        "creation_time": run.creation_time, "end_time": run.end_time,  # the UI's date, duration
         "params": {k: run.get(k) for k in (
             "adm", "llm_backbone", "alignment_target_id", "kdma", "run_variant", "scenario_id",
-            "scene_id", "scene_index", "experiment_path", "partition_key", "probe_text",
-            "choices_text", "decision_text", "justification")},
+            "scene_id", "scene_index", "experiment_path", "partition_key", "start_time_source",
+            "probe_text", "choices_text", "decision_text", "justification")},
         "metrics": {m.name: m.values.values_list()[-1] for m in run.metrics()},
         "texts": {name: [t.data for t in seq.values.values_list()]
                   for name in TEXTS if (seq := run.get_text_sequence(name, Context({})))},

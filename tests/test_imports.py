@@ -1,7 +1,8 @@
 """The package's layers stay layered: no import circle among its modules, the core never imports
-the Dagster shell (`defs/`, `cli/`, `definitions`), and the source stage (the tree) never imports
-the stages fed from it (tables, trackers). Read from the source with `ast`, so it is fast and
-sees imports inside functions and under `TYPE_CHECKING` too."""
+the Dagster shell (`defs/`, `cli/`, `definitions`), the source stage (the tree) never imports
+the stages fed from it (tables, trackers), and neither tracker imports the other. Read from
+the source with `ast`, so it is fast and sees imports inside functions and under
+`TYPE_CHECKING` too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ FORBIDDEN = {
     f"{PKG}.core": (f"{PKG}.defs", f"{PKG}.cli", f"{PKG}.definitions", "dagster"),
     f"{PKG}.core.source": (f"{PKG}.core.tables", f"{PKG}.core.trackers",
                            f"{PKG}.core.analysis"),
+    # what both trackers share lives beside them (`core/trackers/times.py`)
+    f"{PKG}.core.trackers.aim": (f"{PKG}.core.trackers.mlflow", "mlflow"),
+    f"{PKG}.core.trackers.mlflow": (f"{PKG}.core.trackers.aim", "aim", "aimrocks"),
 }
 
 

@@ -75,3 +75,72 @@ def test_the_public_paths_store_the_same_counts_as_the_fast_ones(capsys, monkeyp
         counts["scenes"]) > 0
     assert counts["mlflow_keys"] == counts["mlflow_runs"]  # one run per key
     verified._warn_once.cache_clear()
+
+
+# As if a new Aim had moved the internals the Aim gate guards: the package's own imports of
+# them fail (Aim's own imports still work). `aim.sdk.index_manager` stays: its
+# `RepoIndexManager.index` is the public path's indexer step, as for Aim's `aim storage`.
+_MOVED = '''
+import builtins
+
+MOVED = ("aim.sdk.repo", "aim.sdk.run", "aim.storage", "aimrocks")
+_import = builtins.__import__
+
+
+def _moved(name, globals=None, locals=None, fromlist=(), level=0):
+    importer = (globals or {}).get("__name__") or ""
+    if importer.startswith("align_track_pipeline") and level == 0 and any(
+            name == m or name.startswith(m + ".") for m in MOVED):
+        raise ImportError(f"{name} moved (as if in another Aim)")
+    return _import(name, globals, locals, fromlist, level)
+
+
+builtins.__import__ = _moved
+'''
+
+_USE_AN_INTERNAL = """
+import sys
+from pathlib import Path
+from align_track_pipeline.core.trackers.aim import indexing, lean_runs, staging, storage, writer
+from align_track_pipeline.core.trackers.aim import tracker
+repo = storage.open_repo(Path(sys.argv[1]))
+try:
+    lean_runs.lean_run(repo, "x")
+except ImportError as error:
+    print("gated:", error)
+"""
+
+
+def _with_aim_internals_moved(tmp_path, argv: list[str], **env: str):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "moved").mkdir(exist_ok=True)
+    (tmp_path / "moved" / "sitecustomize.py").write_text(_MOVED)
+    path = os.pathsep.join([str(tmp_path / "moved"), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                          timeout=600, env=os.environ | {"PYTHONPATH": path} | env)
+
+
+@pytest.mark.slow
+def test_with_aims_internals_moved_the_package_imports_and_ingests_by_the_public_path(
+        small_tree, tmp_path, monkeypatch):
+    """Every Aim module of the package imports without Aim's internals (they are imported
+    where the gate lets them be used, never at import time), and an ingest with the gate
+    closed stores every scene's run, exact counts, as the fast path does."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    data = tmp_path / "data"
+    used = _with_aim_internals_moved(tmp_path, ["-c", _USE_AN_INTERNAL, str(tmp_path / "r")])
+    assert used.returncode == 0, used.stderr[-3000:]
+    assert used.stdout == "gated: aim.sdk.run moved (as if in another Aim)\n"  # it bites
+    done = _with_aim_internals_moved(
+        tmp_path, ["-m", "align_track_pipeline.cli.main", "ingest", "--experiments-dir",
+                   str(small_tree), "--data-dir", str(data), "--json"],
+        **{verified.PUBLIC_ENV: "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["failed"] == []
+    counts = _counts(data)
+    assert counts["scenes"] == counts["aim_runs"] == counts["mlflow_scene_runs"] == 12
+    assert counts["experiments"] == 3

@@ -20,7 +20,7 @@ import hashlib
 PARSER_VERSION = "3"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
 MLFLOW_LAYOUT_VERSION = "5"  # 5: runs without a start in the data end at the write time
-AIM_LAYOUT_VERSION = "3"  # 3: run names carry scene, ADM, target
+AIM_LAYOUT_VERSION = "4"  # 4: runs dated and lasting as the data says (3: names)
 
 KEY_SEPARATOR = "::"
 

@@ -30,6 +30,12 @@ def _p1_scenes(stack) -> list[dict]:
     return [s for s in scenes if s["scene_id"] == "P1"]
 
 
+def _scenes_of(stack, partition: str) -> list[dict]:
+    scenes = ds.dataset(stack.data / "parquet" / "scenes").to_table(
+        columns=["partition_key", "scene_index", "timing_seconds"]).to_pylist()
+    return [s for s in scenes if s["partition_key"] == partition]
+
+
 def test_the_dagster_ui_starts_quietly(stack, page):
     """No warning from the command that starts it, no welcome modal."""
     log = (stack.logs / "dagster.log").read_text()
@@ -139,6 +145,27 @@ def test_aim_query_by_scene_lists_runs_and_a_run_shows_its_justification(stack, 
     expect(page.get_by_text("justification", exact=True).first).to_be_visible()
     shown = re.split(r'["\\\n]', scene["justification"])[0][:40]  # before any JSON escape
     expect(page.get_by_text(shown).first).to_be_visible()
+
+
+def test_aims_runs_table_dates_a_live_runs_scenes_from_its_directory_name(stack, page):
+    """The runs table's Date column (Aim's `creation_time`, `HH:mm:ss · DD MMM, YY` in the
+    browser's zone) shows a live run directory's scenes on the day its name records,
+    2025-06-12 (14:03:55 UTC), not on the day they were written, and its Duration column
+    (`end_time - creation_time`) each scene's ADM time (`timing.json`), not a few ms."""
+    live = "phase2_june_eval_live/baseline/2025-06-12__14-03-55"
+    scenes = _scenes_of(stack, live)
+    first = round(next(s for s in scenes if s["scene_index"] == 0)["timing_seconds"] * 1000)
+    assert 1000 <= first < 60_000  # shown as `<s>sec <ms>ms`
+    page.goto(stack.aim + "/runs", wait_until="domcontentloaded")
+    page.locator(".monaco-editor").first.click()
+    page.keyboard.type(f'run.experiment == "{live}"')
+    page.get_by_role("button", name="Search").first.click()
+    expect(page.locator('a[href^="/runs/"]')).to_have_count(len(scenes))
+    expect(page.get_by_text("Processing...")).to_have_count(0)
+    dates = page.get_by_text(re.compile(r"^\d\d:\d\d:\d\d · \d\d \w{3}, \d\d$"))
+    expect(dates).to_have_count(len(scenes))
+    expect(page.get_by_text(re.compile(r" · 12 Jun, 25$"))).to_have_count(len(scenes))
+    expect(page.get_by_text(f"{first // 1000}sec {first % 1000}ms", exact=True)).to_be_visible()
 
 
 def test_the_scenes_plots_show_research_numbers_not_bookkeeping(stack, page):

@@ -1,7 +1,10 @@
 """Pins the Aim behaviour and internals the writer relies on: fails loudly if Aim changes."""
 
 import threading
+import time
 from importlib.metadata import version
+
+import pytest
 
 from align_track_pipeline.core.trackers.aim import indexing, lean_runs, staging, storage
 from tests.conftest import aim_runs_seen_by_a_fresh_process
@@ -120,10 +123,11 @@ def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path):
 
 def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
     """Aim opens a new run's two writable databases through `Repo.request_container` and its
-    lock through `Repo.request_run_lock` while `Run()` runs, from `RocksContainer`'s
-    `_db_opts`: a staged run is built under the stage (small MANIFEST preallocation), is
-    nowhere in the repo until published, then reads back like any run."""
+    lock (a `RunLock`: `lock`, `release`) through `Repo.request_run_lock` while `Run()` runs,
+    from `RocksContainer`'s `_db_opts`: a staged run is built under the stage (small MANIFEST
+    preallocation), is nowhere in the repo until published, then reads back like any run."""
     from aim.sdk.repo import ContainerConfig
+    from aim.storage.locking import RunLock
 
     (tmp_path / "shm").mkdir()
     stage = staging.new_stage(tmp_path / "shm")
@@ -131,6 +135,7 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
     run = lean_runs.lean_run(repo, "exp", stage)
     assert not {"request_container", "request_run_lock"} & set(vars(repo))  # Aim's own again
     assert isinstance(run._lock, staging._NewRunLock)  # no lock file: a hash no one knows
+    assert {n for n in vars(RunLock) if not n.startswith("_")} == {"lock", "release"}
     assert not list((tmp_path / "aim" / ".aim" / "locks").glob(f"{run.hash}*"))
     containers = [repo.container_pool[ContainerConfig(name, run.hash, False)]
                   for name in ("meta", "seqs")]
@@ -180,6 +185,46 @@ def test_no_stage_on_a_memory_file_system_short_of_space(tmp_path):
     assert staging.new_stage(tmp_path, min_free=free + 2**30) is None
     assert not list(tmp_path.iterdir())
     assert staging.new_stage(tmp_path, min_free=free // 2) is not None
+
+
+DATE, END = 1749737035.25, 1749737059.5  # 2025-06-12 14:03:55.25 UTC, 24.25 s later
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_a_run_is_dated_and_ended_as_asked(tmp_path, staged):
+    """The Aim UI shows a run's `creation_time` (its run-table row's `created_at`, made by
+    `Repo.request_props` in `Run.__init__`) as its date and `end_time - creation_time` (the
+    meta tree's `end_time`, set by closing) as its duration: a lean run gets both as asked,
+    staged or not, and keeps them when archived; the row's `updated_at` (what the crash
+    repair looks for) is still the time it was written."""
+    from aim import Run
+
+    stage = None
+    if staged:
+        (tmp_path / "shm").mkdir()
+        stage = staging.new_stage(tmp_path / "shm")
+    repo = storage.open_repo(tmp_path / "aim")
+    before = time.time()
+    run = lean_runs.lean_run(repo, "exp", stage, created=DATE)
+    assert "request_props" not in vars(repo)  # Aim's own again
+    run.name = "a"
+    lean_runs.close_at(run, END)
+    if staged:
+        staging.publish_run(repo, run.hash, stage)
+    assert storage.rows_written_since(repo, before - 1) == [run.hash]
+    assert storage.rows_written_since(repo, time.time() + 1) == []
+    plain = lean_runs.lean_run(repo, "exp")  # no date asked: now, as Aim's own
+    lean_runs.close_at(plain, None)
+    assert storage.read_end_time(repo, run.hash) == END
+    lean_runs.set_archived(repo, run.hash)  # reopened for writing
+    assert indexing.index_runs(repo, [run.hash, plain.hash]) == 2
+    reread = Run(run.hash, repo=repo, read_only=True)
+    assert (reread.creation_time, reread.end_time, reread.duration) == (DATE, END, END - DATE)
+    assert reread.archived
+    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")}
+    assert list(seen) == [plain.hash]  # the archived run is hidden, as in the UI
+    assert before <= seen[plain.hash]["creation_time"] <= seen[plain.hash]["end_time"] <= (
+        time.time())
 
 
 def test_run_creation_takes_an_flock_and_commits_without_a_sync_each(tmp_path):
@@ -232,8 +277,9 @@ def test_indexing_from_the_records_read_at_publishing_equals_aims_own(tmp_path):
 def test_on_an_unverified_aim_only_public_apis_are_used_and_runs_read_back_alike(
         tmp_path, monkeypatch, caplog):
     """With the Aim gate closed: the run table keeps Aim's own mode and lock, there is no
-    stage, runs keep Aim's status reporter, every run counts as outdated and indexing goes
-    through Aim's own indexer step; a fresh process reads the runs back as written."""
+    stage, runs keep Aim's status reporter and are dated and ended when written (the date
+    asked for needs an internal), every run counts as outdated and indexing goes through
+    Aim's own indexer step; a fresh process reads the runs back as written."""
     from align_track_pipeline.core import verified
 
     monkeypatch.setitem(verified.VERIFIED, "aim", {"aim": frozenset({"0.0.0"})})
@@ -245,16 +291,18 @@ def test_on_an_unverified_aim_only_public_apis_are_used_and_runs_read_back_alike
     assert type(repo._sdb_lock).__name__ == "SoftFileLock"  # Aim's own
     with repo.structured_db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, SQLite's
-    run = lean_runs.lean_run(repo, "exp")
+    before = time.time()
+    run = lean_runs.lean_run(repo, "exp", created=DATE)
     assert run._checkins is not None  # Aim's own status reporting
     run.name, run["adm"] = "a", "x"
-    run.close()
+    lean_runs.close_at(run, END)
     assert indexing.outdated_runs(repo) == [run.hash]
     assert indexing.index_runs(repo, [run.hash]) == 1
     assert indexing.outdated_runs(repo) == [run.hash]  # every run, always
     assert storage.read_params(repo, run.hash, ("adm", "none")) == {"adm": "x", "none": None}
     [seen] = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
     assert (seen["name"], seen["params"]["adm"]) == ("a", "x")
+    assert before <= seen["creation_time"] <= seen["end_time"] <= time.time()  # written then
     warned = [r.getMessage() for r in caplog.records if r.name == verified.__name__]
     assert warned == ["aim: using its public API only (slower): aim 3.29.1 is not among the "
                       "verified ['0.0.0']"]

@@ -1,5 +1,7 @@
 """The Aim writer on a real repo: idempotent per scene, repaired after a kill."""
 
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from align_track_pipeline.core.trackers.aim.writer import AimWriter
 from tests.conftest import aim_runs_held, aim_runs_seen_by_a_fresh_process
 
 REL = "random/unaligned"
+LIVE = "phase2_june_eval_live/baseline/2025-06-12__14-03-55"  # a live run: its start, named
+LIVE_START = datetime(2025, 6, 12, 14, 3, 55, tzinfo=UTC).timestamp()
 
 
 def _plan(root: Path, rel: str = REL):
@@ -72,6 +76,55 @@ def test_upsert_writes_indexes_and_converges(writer, sample_tree, tmp_path):
     changed = writer.upsert(key, _plan(sample_tree))
     assert len(changed.created) == 1 and changed.deleted == 1
     assert len(aim_runs_seen_by_a_fresh_process(tmp_path / "aim")) == len(plan)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _by_scene(repo_path: Path) -> list[dict]:
+    """The runs a fresh process reads back, in scene order."""
+    return sorted(aim_runs_seen_by_a_fresh_process(repo_path),
+                  key=lambda r: r["params"]["scene_index"])
+
+
+def _one_after_another(runs: list[dict], plan) -> None:
+    """Each run lasts its scene's ADM time and starts where the previous scene ended."""
+    timing = {r.params["scene_index"]: r.metrics["timing_seconds"] for r in plan}
+    assert len(runs) == len(timing) == len(plan)
+    for previous, run in zip([None, *runs], runs, strict=False):
+        duration = run["end_time"] - run["creation_time"]
+        assert _ms(duration) == _ms(timing[run["params"]["scene_index"]]) > 0
+        if previous is not None:
+            assert _ms(run["creation_time"]) == _ms(previous["end_time"])
+
+
+def test_a_live_runs_scenes_are_dated_from_its_directory_name(writer, sample_tree, tmp_path):
+    """What the Aim UI shows as a run's date is its `creation_time` and as its duration
+    `end_time - creation_time`: a live run's first scene starts at the time its directory
+    name records, each next one where the previous ended, and each lasts its ADM time."""
+    plan = _plan(sample_tree, LIVE)
+    writer.upsert(RunDir(sample_tree / LIVE, LIVE).key, plan)
+    runs = _by_scene(tmp_path / "aim")
+    assert _ms(runs[0]["creation_time"]) == _ms(LIVE_START)
+    _one_after_another(runs, plan)
+    total = sum(r.metrics["timing_seconds"] for r in plan)
+    assert _ms(runs[-1]["end_time"]) == _ms(LIVE_START) + sum(
+        _ms(r.metrics["timing_seconds"]) for r in plan) and total > 60
+
+
+def test_runs_without_a_start_in_the_data_end_by_the_write_time(writer, sample_tree,
+                                                                tmp_path):
+    """Without a start in the data a partition's scenes count back from the write time: the
+    last ends then, none is in the future, and each lasts its ADM time."""
+    plan = _plan(sample_tree)
+    before = time.time()
+    writer.upsert(RunDir(sample_tree / REL, REL).key, plan)
+    after = time.time()
+    runs = _by_scene(tmp_path / "aim")
+    _one_after_another(runs, plan)
+    assert _ms(before) - 1 <= _ms(runs[-1]["end_time"]) <= _ms(after)
+    assert all(r["creation_time"] < r["end_time"] <= after for r in runs)
 
 
 def test_a_stage_short_of_room_is_left_and_runs_are_written_in_place(sample_tree, tmp_path,
@@ -199,17 +252,21 @@ def test_run_deleted_behind_our_back_is_recreated(writer, sample_tree):
     assert len(again.created) == 1 and again.unchanged == len(plan) - 1
 
 
-def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree, monkeypatch):
-    key = RunDir(sample_tree / REL, REL).key
-    plan = _plan(sample_tree)
+@pytest.mark.parametrize("rel", [REL, LIVE])
+def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree, monkeypatch,
+                                                            rel):
+    """The leftover is found by when it was written, not by its date (a live run's is in
+    2025)."""
+    key = RunDir(sample_tree / rel, rel).key
+    plan = _plan(sample_tree, rel)
 
     class Killed(BaseException):
         pass
 
     real_lean = lean_runs.lean_run
 
-    def create_then_die(repo, experiment, stage=None):
-        run = real_lean(repo, experiment, stage)  # Aim made the run (folder or stage, row)...
+    def create_then_die(*args, **kwargs):
+        run = real_lean(*args, **kwargs)  # Aim made the run (folder or stage, row)...
         run.close()
         raise Killed  # ...and the process died before the manifest learned its hash
 
@@ -277,8 +334,8 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
 
     real_lean = lean_runs.lean_run
 
-    def create_then_die(repo, experiment, stage=None):
-        real_lean(repo, experiment, stage).close()
+    def create_then_die(*args, **kwargs):
+        real_lean(*args, **kwargs).close()
         raise Killed
 
     monkeypatch.setattr(lean_runs, "lean_run", create_then_die)

@@ -13,7 +13,7 @@ from align_track_pipeline.core.trackers.mlflow.plan import (
     TAG_KEY,
     plan_runs,
 )
-from align_track_pipeline.core.trackers.mlflow.times import started_at_ms
+from align_track_pipeline.core.trackers.times import started_at_ms
 from tests.conftest import SAMPLE_TREE
 
 LIVE = "phase2_june_eval_live/baseline/2025-06-12__14-03-55"

@@ -6,7 +6,9 @@ Indexing just the new runs while holding the index container open once is what `
 does, with the same steps as Aim's own `RepoIndexManager.index`. Each function wraps one Aim
 internal (tests/core/test_aim_compat.py pins it); on an Aim version the writer was not
 verified on (`verified.aim_internals`) each run goes through `RepoIndexManager.index`, the
-step of Aim's own indexer, and every run counts as outdated.
+step of Aim's own indexer (as Aim's `aim storage` commands use it), and every run counts as
+outdated. Aim's internals are imported where they are used, so that this module imports on any
+Aim.
 """
 
 from __future__ import annotations
@@ -17,16 +19,12 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import aimrocks.errors
 from aim import Repo
-from aim.sdk.index_manager import RepoIndexManager
 
 from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.trackers.aim.staging import RunRecords
 from align_track_pipeline.core.trackers.aim.storage import all_run_hashes
 from align_track_pipeline.core.verified import aim_internals
-
-INDEX_BUSY = (aimrocks.errors.RocksIOError,)
 
 
 class IndexBusy(RuntimeError):
@@ -38,6 +36,8 @@ def outdated_runs(repo: Repo) -> list[str]:
     on an unverified Aim, every run."""
     if not aim_internals():
         return all_run_hashes(repo)
+    from aim.sdk.index_manager import RepoIndexManager
+
     manager = RepoIndexManager.get_index_manager(repo)
     index = repo.request_tree("meta", read_only=True)
     try:
@@ -60,6 +60,8 @@ def index_runs(repo: Repo, run_hashes: Iterable[str], wait_seconds: float = 30.0
         return 0
     if not aim_internals():
         return _index_one_by_one(repo, hashes)
+    from aim.sdk.index_manager import RepoIndexManager
+
     manager = RepoIndexManager.get_index_manager(repo)
     index = _open_index(repo, wait_seconds)
     try:
@@ -84,6 +86,8 @@ def index_runs(repo: Repo, run_hashes: Iterable[str], wait_seconds: float = 30.0
 
 def _index_one_by_one(repo: Repo, hashes: list[str]) -> int:
     """Aim's own indexer step for each run, the index reopened per run."""
+    from aim.sdk.index_manager import RepoIndexManager
+
     manager = RepoIndexManager.get_index_manager(repo)
     try:
         for run_hash in hashes:
@@ -115,11 +119,14 @@ def rebuild_index(repo: Repo) -> int:
 
 
 def _open_index(repo: Repo, wait_seconds: float):
+    """The repo index, writable, waiting while another process holds it (RocksDB's lock)."""
+    from aimrocks.errors import RocksIOError
+
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
             return repo._get_index_tree("meta", 0).view(())
-        except INDEX_BUSY as exc:
+        except RocksIOError as exc:
             repo.container_pool.clear()
             if time.monotonic() >= deadline:
                 raise IndexBusy(

@@ -1,65 +1,110 @@
-"""Opening Aim runs for writing, without what a one-shot writer does not need.
+"""Opening Aim runs for writing, without what a one-shot writer does not need, dated by the data.
 
-Each function wraps one Aim internal (tests/core/test_aim_compat.py pins it); on an Aim
-version the writer was not verified on (`verified.aim_internals`) runs are plain `Run`s.
+Each function wraps one Aim internal (tests/core/test_aim_compat.py pins it), imported where it
+is used; on an Aim version the writer was not verified on (`verified.aim_internals`) runs are
+plain `Run`s, dated and ended when they are written.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
-import aim.sdk.run as aim_run_module
 from aim import Repo, Run
 
 from align_track_pipeline.core.trackers.aim.staging import staged
+from align_track_pipeline.core.trackers.aim.storage import read_end_time
 from align_track_pipeline.core.verified import aim_internals
 
 
-def lean_run(repo: Repo, experiment: str, stage: Path | None = None) -> Run:
+def lean_run(repo: Repo, experiment: str, stage: Path | None = None,
+             created: float | None = None) -> Run:
     """A run without system tracking, terminal capture, system params or status reporting:
     it is written and closed within milliseconds. With a `stage` (see `staging.new_stage`),
     its two RocksDB folders are built there and `staging.publish_run` moves them into the
-    repo."""
+    repo. `created` (epoch seconds) is its date in the Aim UI, else the time it is made."""
     if stage is None:
-        return _open_run(repo=repo, experiment=experiment)
+        return _open_run(created, repo=repo, experiment=experiment)
     with staged(repo, stage):
-        return _open_run(repo=repo, experiment=experiment)
+        return _open_run(created, repo=repo, experiment=experiment)
+
+
+def close_at(run: Run, ended: float | None) -> None:
+    """Close the run with `ended` (epoch seconds) as its end time, from which the Aim UI
+    takes its duration (`end_time - creation_time`), else the time it is closed. Closing
+    sets the meta tree's `end_time` to the clock (`set_run_end_time` of the run's cleanup,
+    `run._resources`): on a verified Aim it sets `ended` instead."""
+    if ended is not None and aim_internals():
+        resources = run._resources
+        resources.set_run_end_time = functools.partial(
+            resources.meta_run_tree.__setitem__, "end_time", ended)
+    run.close()
 
 
 def set_archived(repo: Repo, run_hash: str) -> None:
-    """Set Aim's own `archived` flag on an existing run (reopened for writing, no tracking)."""
-    run = _open_run(run_hash=run_hash, repo=repo)
+    """Set Aim's own `archived` flag on an existing run (reopened for writing, no tracking),
+    keeping its end time (reopening clears it and closing would set the clock)."""
+    ended = read_end_time(repo, run_hash)
+    run = _open_run(None, run_hash=run_hash, repo=repo)
     try:
         run.archived = True
     finally:
-        run.close()
+        close_at(run, ended)
 
 
-def _open_run(**kwargs) -> Run:
-    """A writable `Run`; on a verified Aim without its status reporting. Aim starts two
-    threads per run and keeps two check-in files per run in one folder (`check_ins/`), which
-    it lists with a glob each time a run opens or reports: the cost of a run grew from 29 to
-    75 ms as a repo went from 0 to 7,000 runs. What they watch for, a run that never closes,
-    the writer's manifest repairs; the run still gets its end time on close, so Aim shows it
-    finished. Wraps the reporter classes `aim.sdk.run` builds in `Run.__init__`."""
+def _open_run(created: float | None, **kwargs) -> Run:
+    """A writable `Run`; on a verified Aim without its status reporting and, if new, dated
+    `created` (None: now)."""
     options = {"system_tracking_interval": None, "capture_terminal_logs": False,
                "log_system_params": False, **kwargs}
     if not aim_internals():
         return Run(**options)
-    with _STATUS_PATCH:
-        saved = {name: getattr(aim_run_module, name) for name in STATUS_REPORTERS}
-        for name in STATUS_REPORTERS:
-            setattr(aim_run_module, name, _no_reporter)
-        try:
-            return Run(**options)
-        finally:
-            for name, value in saved.items():
-                setattr(aim_run_module, name, value)
+    with _PATCH, _without_status_reporting(), _dated(kwargs["repo"], created):
+        return Run(**options)
+
+
+@contextmanager
+def _without_status_reporting() -> Iterator[None]:
+    """While `Run()` runs: no status reporter. Aim starts two threads per run and keeps two
+    check-in files per run in one folder (`check_ins/`), which it lists with a glob each time
+    a run opens or reports: the cost of a run grew from 29 to 75 ms as a repo went from 0 to
+    7,000 runs. What they watch for, a run that never closes, the writer's manifest repairs;
+    the run still gets its end time on close, so Aim shows it finished. Wraps the reporter
+    classes `aim.sdk.run` builds in `Run.__init__`."""
+    import aim.sdk.run as aim_run_module
+
+    saved = {name: getattr(aim_run_module, name) for name in STATUS_REPORTERS}
+    for name in STATUS_REPORTERS:
+        setattr(aim_run_module, name, _no_reporter)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(aim_run_module, name, value)
+
+
+@contextmanager
+def _dated(repo: Repo, created: float | None) -> Iterator[None]:
+    """While `Run()` runs: a new run's row in the run table (made by `Repo.request_props`,
+    which `Run.__init__` calls) gets `created` as its `created_at`, the run's date in the Aim
+    UI, as Aim's own `Repo.copy_runs` dates the copies it makes. The row's `updated_at` is
+    still the time it is written."""
+    if created is not None:
+        repo.request_props = functools.partial(
+            type(repo).request_props, repo,
+            created_at=datetime.fromtimestamp(created, UTC).replace(tzinfo=None))
+    try:
+        yield
+    finally:
+        vars(repo).pop("request_props", None)
 
 
 STATUS_REPORTERS = ("RunStatusReporter", "ScheduledStatusReporter")  # built in `Run.__init__`
-_STATUS_PATCH = threading.Lock()
+_PATCH = threading.Lock()  # one `Run()` at a time in a patched Aim
 
 
 def _no_reporter(*_args, **_kwargs) -> None:

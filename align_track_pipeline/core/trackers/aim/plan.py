@@ -3,7 +3,8 @@
 Pure data, no Aim import; the content hash lets the writer skip unchanged scenes. The texts
 (probe, choices, decision, justification) are params, as the layout names them, and also
 `Text` sequences of the same names: the run's Texts tab shows them with their line breaks,
-where the params view shows one JSON string with literal `\n`.
+where the params view shows one JSON string with literal `\n`. A run's start and end come
+from the data (`trackers/times.py`): the Aim UI shows them as its date and duration.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from align_track_pipeline.core.trackers.times import RunTimes, Span, run_times
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
 TEXT_PARAMS = ("probe_text", "choices_text", "decision_text", "justification")
@@ -26,21 +28,25 @@ class SceneRun:
     params: dict[str, Any]
     metrics: dict[str, float]
     texts: dict[str, str]
+    base_ms: int | None = None  # epoch ms the span counts from; None: the write time
+    span: Span = Span(0, 0)  # start and end, ms after base_ms
 
     @property
     def content_hash(self) -> str:
         body = {"v": AIM_LAYOUT_VERSION, "name": self.name, "experiment": self.experiment,
-                "params": self.params, "metrics": self.metrics, "texts": self.texts}
+                "params": self.params, "metrics": self.metrics, "texts": self.texts,
+                "times": [self.base_ms, self.span.start, self.span.end]}
         return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(),
                                digest_size=16).hexdigest()
 
 
 def plan_scene_runs(experiments: list[dict], scenes: list[dict]) -> list[SceneRun]:
     kdmas = {e["alignment_target_id"]: dict(e["kdma_values"]) for e in experiments}
-    return [_scene_run(s, kdmas.get(s["alignment_target_id"], {})) for s in scenes]
+    times = run_times(scenes[0]["experiment_path"] if scenes else "", scenes)
+    return [_scene_run(s, kdmas.get(s["alignment_target_id"], {}), times) for s in scenes]
 
 
-def _scene_run(scene: dict, kdmas: dict[str, float]) -> SceneRun:
+def _scene_run(scene: dict, kdmas: dict[str, float], times: RunTimes) -> SceneRun:
     params = {
         "adm": scene["adm"],
         "llm_backbone": scene["llm_backbone"],
@@ -52,6 +58,7 @@ def _scene_run(scene: dict, kdmas: dict[str, float]) -> SceneRun:
         "scene_index": scene["scene_index"],
         "experiment_path": scene["experiment_path"],
         "partition_key": scene["partition_key"],
+        "start_time_source": times.source,  # where the run's date comes from
         **{name: scene[name] for name in TEXT_PARAMS},
     }
     metrics = {"timing_seconds": scene["timing_seconds"],
@@ -63,6 +70,8 @@ def _scene_run(scene: dict, kdmas: dict[str, float]) -> SceneRun:
         params={k: v for k, v in params.items() if v is not None},
         metrics={k: v for k, v in metrics.items() if v is not None},
         texts={name: scene[name] for name in TEXT_PARAMS if scene[name] is not None},
+        base_ms=times.base_ms,
+        span=times.scenes[scene["scene_index"]],
     )
 
 

@@ -6,11 +6,13 @@ a sync costs a journal commit that was most of a run's time, and two writer proc
 behind each other's syncs. Built on a memory file system and moved in whole, a run costs a few
 file copies; the writer syncs the file system once per partition instead. Each function wraps
 one Aim internal (tests/core/test_aim_compat.py pins it); on an Aim version the writer was not
-verified on there is no stage and runs are written in the repo by Aim itself.
+verified on there is no stage and runs are written in the repo by Aim itself. Aim's internals
+are imported where they are used, so that this module imports on any Aim.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -20,16 +22,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aim import Repo
-from aim.sdk.repo import ContainerConfig
-from aim.storage.locking import RunLock
-from aim.storage.rockscontainer import RocksContainer
-from aim.storage.utils import BLOB
 
 from align_track_pipeline.core.processes import process_alive
 from align_track_pipeline.core.settings import current
 from align_track_pipeline.core.verified import aim_internals
+
+if TYPE_CHECKING:
+    from aim.storage.rockscontainer import RocksContainer
 
 STAGE_ROOT = Path("/dev/shm")
 STAGE_ENV = "ALIGN_TRACK_AIM_STAGE"
@@ -107,6 +109,8 @@ def publish_run(repo: Repo, run_hash: str, stage: Path) -> RunRecords | None:
     """Close a closed staged run's databases and move them into the repo: copied beside the
     repo's folders first, then renamed into place, so Aim never sees half a run. Returns
     the run's meta records, so that `index_runs` need not open the run again."""
+    from aim.sdk.repo import ContainerConfig
+
     incoming = Path(repo.path) / "align-track-incoming"
     records = None
     for name in ("meta", "seqs"):
@@ -131,6 +135,8 @@ def publish_run(repo: Repo, run_hash: str, stage: Path) -> RunRecords | None:
 
 def discard_run(repo: Repo, run_hash: str, stage: Path) -> None:
     """Close and remove a staged run cut short (never moved into the repo)."""
+    from aim.sdk.repo import ContainerConfig
+
     for name in ("meta", "seqs"):
         container = repo.container_pool.pop(ContainerConfig(name, run_hash, False), None)
         if container is not None:
@@ -150,6 +156,8 @@ def remove_stage(stage: Path) -> None:
 
 def _records(container: RocksContainer, run_hash: str) -> RunRecords:
     """What `index_runs` gets from reopening the run, as in `_finalize`."""
+    from aim.storage.utils import BLOB
+
     view = container.tree().subtree("meta").subtree("chunks").subtree(run_hash)
     items = list(container.items())
     for _key, value in items:
@@ -158,8 +166,8 @@ def _records(container: RocksContainer, run_hash: str) -> RunRecords:
     return RunRecords(view.container.absolute_path(), items)
 
 
-class _NewRunLock(RunLock):
-    """The lock of a run that no other process can know of yet."""
+class _NewRunLock:
+    """The lock of a run that no other process can know of yet (Aim's `RunLock` protocol)."""
 
     def lock(self, force: bool = False) -> None:
         return None
@@ -168,13 +176,16 @@ class _NewRunLock(RunLock):
         return None
 
 
-def _new_run_lock(_run_hash: str, timeout: int = 10) -> RunLock:
+def _new_run_lock(_run_hash: str, timeout: int = 10) -> _NewRunLock:
     return _NewRunLock()
 
 
 def _staged_containers(repo: Repo, stage: Path):
     """`Repo.request_container` that opens a new run's writable databases under `stage`."""
+    from aim.sdk.repo import ContainerConfig
+
     original = type(repo).request_container
+    staged_container = _staged_container_class()
 
     def request_container(name, sub=None, *, read_only, skip_read_optimization=False):
         if sub is None or read_only or (Path(repo.path) / name / "chunks" / sub).exists():
@@ -183,7 +194,7 @@ def _staged_containers(repo: Repo, stage: Path):
         config = ContainerConfig(name, sub, read_only)
         container = repo.container_pool.get(config)
         if container is None:
-            container = _StagedContainer(str(stage / name / "chunks" / sub))
+            container = staged_container(str(stage / name / "chunks" / sub))
             repo.container_pool[config] = container
             _OPEN_IN_STAGES.add(container)
         return container
@@ -194,12 +205,17 @@ def _staged_containers(repo: Repo, stage: Path):
 _OPEN_IN_STAGES: weakref.WeakSet = weakref.WeakSet()  # staged databases of this process
 
 
-class _StagedContainer(RocksContainer):
+@functools.cache
+def _staged_container_class() -> type[RocksContainer]:
     """Aim's writable container with a small MANIFEST preallocation (in its `_db_opts`, the
     keyword arguments of the `aimrocks.Options` it opens with; it opens in `__init__`)."""
+    from aim.storage.rockscontainer import RocksContainer
 
-    @property
-    def db(self):
-        if self._db is None:
-            self._db_opts["manifest_preallocation_size"] = _SMALL_MANIFEST
-        return RocksContainer.db.fget(self)
+    class StagedContainer(RocksContainer):
+        @property
+        def db(self):
+            if self._db is None:
+                self._db_opts["manifest_preallocation_size"] = _SMALL_MANIFEST
+            return RocksContainer.db.fget(self)
+
+    return StagedContainer

@@ -2,18 +2,19 @@
 
 Each function wraps one Aim internal (tests/core/test_aim_compat.py pins it); on an Aim
 version the writer was not verified on (`verified.aim_internals`) only public APIs are used.
+Aim's internals are imported where they are used, so that this module imports on any Aim.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, closing, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 from aim import Repo, Run
-from aim.sdk.repo import ContainerConfig
 from sqlalchemy import event
 
 from align_track_pipeline.core.locking import file_lock
@@ -101,10 +102,12 @@ def run_recorded(repo: Repo, run_hash: str) -> bool:
     return run_exists(repo, run_hash) or repo.structured_db.find_run(run_hash) is not None
 
 
-def rows_created_since(repo: Repo, since: float) -> list[str]:
-    """Runs whose run-table row was created at or after `since` (epoch seconds)."""
+def rows_written_since(repo: Repo, since: float) -> list[str]:
+    """Runs whose run-table row was written (made or changed) at or after `since` (epoch
+    seconds): its `updated_at`, which Aim sets to the clock; `created_at` is the run's date
+    in the data (`lean_runs.lean_run`)."""
     return [r.hash for r in repo.structured_db.runs()
-            if r.created_at.replace(tzinfo=UTC).timestamp() >= since]
+            if r.updated_at.replace(tzinfo=UTC).timestamp() >= since]
 
 
 def run_created_at(repo: Repo, run_hash: str) -> float:
@@ -119,10 +122,29 @@ def read_params(repo: Repo, run_hash: str, names: Iterable[str]) -> dict[str, ob
     if not aim_internals():
         run = Run(run_hash, repo=repo, read_only=True)
         return {name: run.get(name) for name in names}
+    with _run_tree(repo, run_hash) as tree:
+        attrs = tree.subtree("attrs")
+        return {name: attrs.get(name) for name in names}
+
+
+def read_end_time(repo: Repo, run_hash: str) -> float | None:
+    """When the run ended (epoch seconds, None: not recorded), as its meta database holds it;
+    on an unverified Aim as its index entry does."""
+    if not aim_internals():
+        return Run(run_hash, repo=repo, read_only=True).end_time
+    with _run_tree(repo, run_hash) as tree:
+        return tree.get("end_time")
+
+
+@contextmanager
+def _run_tree(repo: Repo, run_hash: str) -> Iterator[Any]:
+    """The run's own meta tree, read-only, opened as Aim's indexer opens it and closed after."""
+    from aim.sdk.repo import ContainerConfig
+
     tree = (repo.request_tree("meta", run_hash, read_only=True, skip_read_optimization=True)
-            .subtree("meta").subtree("chunks").subtree(run_hash).subtree("attrs"))
+            .subtree("meta").subtree("chunks").subtree(run_hash))
     try:
-        return {name: tree.get(name) for name in names}
+        yield tree
     finally:
         repo.container_pool.pop(ContainerConfig("meta", run_hash, True), None)
 

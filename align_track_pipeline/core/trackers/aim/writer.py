@@ -7,7 +7,8 @@ run is entered in the manifest as pending right after Aim creates it and marked 
 after it is closed, so a kill mid-way leaves pending rows that the next upsert deletes and
 redoes. Before Aim creates a run, a placeholder row records the time: a kill in the instant
 between Aim creating the run's folder and the manifest learning its hash leaves a placeholder,
-and the next upsert deletes the unknown runs created after it.
+and the next upsert deletes the unknown runs written after it (found by their folder's mtime
+or their run-table row's `updated_at`: a run's `created_at` is its date in the data).
 
 The manifest is checked against the repo when a writer opens (a folder listing, no run
 opened): deleted, or disagreeing (complete runs it lists are gone, runs in the repo it does not
@@ -37,6 +38,7 @@ import ctypes
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.aim import indexing, lean_runs, staging, storage
 from align_track_pipeline.core.trackers.aim.manifest import CREATING, Manifest, manifest_path
 from align_track_pipeline.core.trackers.aim.plan import SceneRun
+from align_track_pipeline.core.trackers.times import epoch_span
 from align_track_pipeline.core.versions import scene_key
 
 
@@ -133,7 +136,8 @@ class AimWriter:
         self._delete([known[k][0] for k in drop])  # old runs go first: no duplicates, ever
         self.manifest.forget(drop)
         staged = self.stage is not None
-        created = [self._write(partition, r) for r in runs if r.key not in keep]
+        now = int(time.time() * 1000)  # one write time: what runs without a start count from
+        created = [self._write(partition, r, now) for r in runs if r.key not in keep]
         if staged and created:
             sync_file_system(self.path)  # the moved runs are on disk before they count
         self.manifest.complete([r.key for r in runs if r.key not in keep])
@@ -180,18 +184,21 @@ class AimWriter:
             self.stage = None
 
     def _unknown_runs_since(self, since: float) -> list[str]:
-        """Runs created after a placeholder that the manifest never learned about: their
+        """Runs written after a placeholder that the manifest never learned about: their
         folders, or (a staged run) only their run-table rows."""
         known = self.manifest.all_hashes()
         folders = [h for h in storage.all_run_hashes(self.repo)
                    if storage.run_created_at(self.repo, h) >= since - 1]
-        rows = storage.rows_created_since(self.repo, since - 1)
+        rows = [h for h in storage.rows_written_since(self.repo, since - 1)
+                if not storage.run_exists(self.repo, h)]
         return [h for h in dict.fromkeys(folders + rows) if h not in known]
 
-    def _write(self, partition: str, spec: SceneRun) -> str:
+    def _write(self, partition: str, spec: SceneRun, now_ms: int) -> str:
+        """One scene's run, dated and ended as the data says (`trackers/times.py`)."""
         self.manifest.placeholder(partition, spec.key, spec.content_hash)
         self._check_stage()
-        run = lean_runs.lean_run(self.repo, spec.experiment, self.stage)
+        start, end = epoch_span(spec.base_ms, spec.span, now_ms)
+        run = lean_runs.lean_run(self.repo, spec.experiment, self.stage, created=start / 1000)
         try:
             fault_point("aim.run_created")
             self.manifest.pending(partition, spec.key, run.hash, spec.content_hash)
@@ -208,7 +215,7 @@ class AimWriter:
             if self.stage is not None:  # cut short: the repair deletes its run-table row
                 staging.discard_run(self.repo, run.hash, self.stage)
             raise
-        run.close()  # unclosed runs leak file handles
+        lean_runs.close_at(run, end / 1000)  # unclosed runs leak file handles
         if self.stage is not None:
             records = staging.publish_run(self.repo, run.hash, self.stage)
             if records is not None:

@@ -8,7 +8,7 @@ A scene run is named after what it is, what differs first (`scenario scene | ADM
 idxN | run dir`, unique within the experiment: the UI cuts long names at the end), and carries
 what the ADM was shown and decided as params (`probe` and `choices` excerpts, `choice_index`,
 `action_type`, `action_id`, `decision`, a `justification` excerpt), so scenes compare across
-ADMs in the runs table. Start and end times come from the data (`times.py`).
+ADMs in the runs table. Start and end times come from the data (`trackers/times.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align_track_pipeline.core.trackers.mlflow.times import RunTimes, Span, run_times
+from align_track_pipeline.core.trackers.times import RunTimes, Span, run_times
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
 HIERARCHICAL, FLAT = "hierarchical", "flat"

@@ -6,7 +6,7 @@ and KDMA associations, the alignment target and its KDMA values), its outputs wh
 (the chosen action, its justification and KDMA association). Tags carry the tables' column
 names, so a trace is found as its rows are; the scene's scores become feedback assessments.
 A trace belongs to the run holding its experiment row (the parent run, or the flat run), and
-its start and duration are the scene's (`times.py`), as the scene run's are.
+its start and duration are the scene's (`trackers/times.py`), as the scene run's are.
 
 Every trace has the scene's key and a content hash, so a writer can tell "already there,
 unchanged" from "must be replaced", as for runs. Its id is derived from the experiment, the key
@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from align_track_pipeline.core.trackers.mlflow.times import Span, run_times
+from align_track_pipeline.core.trackers.times import Span, run_times
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
 ENV = "ALIGN_TRACK_MLFLOW_TRACES"

@@ -51,6 +51,7 @@ from align_track_pipeline.core.trackers.mlflow import traces as tr
 from align_track_pipeline.core.trackers.mlflow.lookup import is_sql, quote
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
 from align_track_pipeline.core.trackers.mlflow.traces import TraceSpec
+from align_track_pipeline.core.trackers.times import epoch_span
 from align_track_pipeline.core.verified import mlflow_internals
 
 FINISHED = "FINISHED"
@@ -674,8 +675,7 @@ def _insert(model):
 
 def run_times(spec: RunSpec | TraceSpec, now: int) -> tuple[int, int]:
     """A run's start and end in epoch ms: from the data, or counted from the write time."""
-    base = now if spec.base_ms is None else spec.base_ms
-    return base + spec.span.start, base + spec.span.end
+    return epoch_span(spec.base_ms, spec.span, now)
 
 
 def _with_parent(spec: RunSpec, run_ids: dict[str, str]) -> dict[str, str]:

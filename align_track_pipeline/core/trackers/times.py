@@ -1,12 +1,12 @@
-"""When a partition's runs started and ended, from what the data holds.
+"""When a partition's runs started and ended, from what the data holds (both trackers).
 
 align-system records no clock time per action: `timing.json` holds durations, and only live
 evaluation runs carry a start time, in their directory name (`YYYY-MM-DD__HH-MM-SS`, or Hydra's
 `YYYY-MM-DD/HH-MM-SS`; read as UTC, the zone is not recorded). So a scene starts where the
 previous scenes' ADM time ends, measured from the run's start when the directory name gives
 it. Else the run is taken to have ended when it is written: its spans count back from the write
-time, so nothing shows in the future. Children then sort by scene index in the MLflow UI
-(which orders by start time), and every run's duration is its ADM time instead of 0 ms.
+time, so nothing shows in the future. Scene runs then sort by scene index in the MLflow and Aim
+UIs (which order by start time), and every run's duration is its ADM time instead of 0 ms.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ class RunTimes:
         if self.base_ms is None and end > 0:  # no start in the data: it ended by the write
             return Span(start - end, 0)
         return Span(start, end)
+
+
+def epoch_span(base_ms: int | None, span: Span, now_ms: int) -> tuple[int, int]:
+    """A span's start and end in epoch ms: from the data's start, or counted from the write
+    time `now_ms` where the data has none."""
+    base = now_ms if base_ms is None else base_ms
+    return base + span.start, base + span.end
 
 
 def run_times(experiment_path: str, scenes: list[dict]) -> RunTimes:
