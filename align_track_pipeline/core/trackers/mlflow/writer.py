@@ -658,25 +658,22 @@ class _ApiBackend(_Backend):
 
     def _start(self, spec: RunSpec, batch: str, run_ids: dict[str, str],
                now: int) -> tuple[str, str]:
-        """One run created with its params, metrics and tags: its id and artifact URI."""
-        from mlflow.entities import Metric, Param, RunTag
+        """One run created with its params, metrics and tags: its id and artifact URI. The
+        tags go with the creation (one insert on the server; through log_batch each tag is a
+        statement of its own), so the run carries its partition, batch and key from the
+        start; params and metrics follow in log_batch calls of at most 100 params."""
+        from mlflow.entities import Metric, Param
 
         tags = _with_parent(spec, run_ids) | {TAG_BATCH: batch}
         del tags["mlflow.runName"]  # given as run_name
-        # The partition and batch tags first: a run cut short before its key is logged is
-        # still found, and replaced, by the next upsert.
-        run = self._client.create_run(
-            self.experiment_id, run_name=spec.name, start_time=run_times(spec, now)[0],
-            tags={TAG_PARTITION: tags.pop(TAG_PARTITION), TAG_BATCH: tags.pop(TAG_BATCH)})
+        run = self._client.create_run(self.experiment_id, run_name=spec.name,
+                                      start_time=run_times(spec, now)[0], tags=tags)
         fault_point("mlflow.run_created")
         params = [Param(k, v) for k, v in spec.params.items()]
-        for i in range(0, max(len(params), len(tags), 1), 100):
-            self._client.log_batch(
-                run.info.run_id,
-                metrics=[Metric(k, v, now, 0) for k, v in spec.metrics.items()] if i == 0
-                else [],
-                params=params[i:i + 100],
-                tags=[RunTag(k, v) for k, v in list(tags.items())[i:i + 100]])
+        metrics = [Metric(k, v, now, 0) for k, v in spec.metrics.items()]
+        for i in range(0, max(len(params), 1 if metrics else 0), 100):
+            self._client.log_batch(run.info.run_id, metrics=metrics if i == 0 else [],
+                                   params=params[i:i + 100])
         return run.info.run_id, run.info.artifact_uri
 
     def _upload(self, pool, artifacts: dict[str, dict[str, bytes | Path]],
