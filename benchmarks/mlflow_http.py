@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import shutil
 import subprocess
 import tempfile
@@ -49,7 +50,7 @@ class CountedRequests:
         send = HTTPAdapter.send
 
         def counted(adapter, request, *args, **kwargs):
-            path = urlsplit(request.url).path
+            path = re.sub(r"/tr-[0-9a-f]+", "/*", urlsplit(request.url).path)
             if "/mlflow-artifacts/artifacts/" in path:
                 path = path.split("/mlflow-artifacts/artifacts/")[0] + "/mlflow-artifacts/*"
             with self._lock:
