@@ -34,11 +34,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server(root: Path) -> tuple[subprocess.Popen, str]:
+def _server(root: Path, backend: str | None = None,
+            workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` on 127.0.0.1 (a SQLite file in `root` unless `backend` is given),
+    proxied artifacts in `root`."""
     port = _free_port()
     proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port",
-                             str(port), "--workers", "1", "--backend-store-uri",
-                             f"sqlite:///{root}/server.db", "--artifacts-destination",
+                             str(port), "--workers", str(workers), "--backend-store-uri",
+                             backend or f"sqlite:///{root}/server.db", "--artifacts-destination",
                              str(root / "artifacts")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             # no job runner: 7 more processes a benchmark never uses

@@ -1,7 +1,8 @@
 """Trace benchmark: what a trace per scene costs on the MLflow writer's two paths.
 
     ./dev python -m benchmarks.traces [--dirs 335] [--scenes-per-dir 20] [--server-dirs 40]
-                                      [--cold] [--server]
+                                      [--cold] [--server] [--backends sqlite,postgres]
+                                      [--server-workers 1]
 
 Builds the scale tree and its Parquet tables, then writes every partition's MLflow runs to a
 fresh SQLite store without traces and, to another fresh store, with them: the difference is
@@ -27,7 +28,6 @@ from align_track_pipeline.core.trackers.mlflow.plan import plan_runs
 from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
 from benchmarks.make_tree import build
 from benchmarks.run import _core_only
-from benchmarks.shared_stores import _server
 
 
 def _partitions(data: Path) -> list[tuple[str, list, list]]:
@@ -73,27 +73,36 @@ def _sqlite(work: Path, parts: list, scenes: int) -> None:
           f"({count / max(both - runs_only, 1e-9):.0f} traces/s)")
 
 
-def _server_traces(work: Path, parts: list) -> None:
-    """A real `mlflow server` (the one `shared_stores` starts): the runs written first, then
-    only the traces timed, each partition's counted back as the writer always does."""
+def _server_traces(work: Path, parts: list, backend: str, workers: int) -> None:
+    """A real `mlflow server` on `backend` (the one `mlflow_http` starts): the runs written
+    first, then only the traces timed, each partition's counted back as the writer always
+    does; requests counted on the client, CPU of the writer and of the server side."""
     from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
+    from benchmarks.mlflow_http import CountedRequests, cpu_seconds, server
 
-    proc, url = _server(work / "server")
-    try:
+    with server(work / f"server-{backend}", backend, workers) as (url, pids):
         writer = MlflowWriter(url, "bench-traces")
         plans = [(key, plan_runs(e, s, None), plan_traces(e, s, "hierarchical"))
                  for key, e, s in parts]
         for key, runs, _ in plans:
             writer.upsert(key, runs, None)
-        start = time.perf_counter()
-        count = sum(writer.upsert(key, runs, traces).traces for key, runs, traces in plans)
-        seconds = time.perf_counter() - start
+        counted = CountedRequests()
+        with counted.counting():
+            before = [cpu_seconds([pid]) for pid in pids]
+            client_cpu = time.process_time()
+            start = time.perf_counter()
+            count = sum(writer.upsert(key, runs, traces).traces for key, runs, traces in plans)
+            seconds = time.perf_counter() - start
+            client_cpu = time.process_time() - client_cpu
+            spent = [cpu_seconds([pid]) - b for pid, b in zip(pids, before, strict=True)]
         assert count == sum(len(t) for _, _, t in plans), count
-        print(f"server, {len(parts)} partitions: {count} traces in {seconds:.1f} s "
-              f"({count / seconds:.0f} traces/s, read back included)")
-    finally:
-        proc.terminate()
-        proc.wait(30)
+        print(f"server on {backend} (--workers {workers}), {len(parts)} partitions: {count} "
+              f"traces in {seconds:.1f} s ({count / seconds:.0f} traces/s, read back "
+              f"included); CPU a trace: writer {client_cpu / count * 1000:.1f} ms, server "
+              f"{spent[0] / count * 1000:.1f} ms, Postgres "
+              f"{sum(spent[1:]) / count * 1000:.1f} ms")
+        for kind, n in counted.by_kind.most_common():
+            print(f"  {n:6d}  {kind}")
 
 
 def main() -> None:
@@ -103,6 +112,8 @@ def main() -> None:
     parser.add_argument("--server-dirs", type=int, default=40)
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--server", action="store_true", help="time the server alone")
+    parser.add_argument("--backends", default="sqlite", help="the server's: sqlite,postgres")
+    parser.add_argument("--server-workers", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -113,7 +124,8 @@ def main() -> None:
         parts = _partitions(work / "tables")
         if not args.server:
             _sqlite(work, parts, scenes)
-        _server_traces(work, parts[: args.server_dirs])
+        for backend in args.backends.split(","):
+            _server_traces(work, parts[: args.server_dirs], backend, args.server_workers)
         if args.cold:
             off, on = _cold(work / "tree", work, "off"), _cold(work / "tree", work, "on")
             print(f"cold ingest: traces off {off:.1f} s, on {on:.1f} s "

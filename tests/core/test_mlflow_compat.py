@@ -206,3 +206,18 @@ def test_the_bulk_path_stores_what_mlflows_client_stores(tmp_path, monkeypatch):
         assert tables["bulk"][table] == tables["public"][table], table
         assert removed["bulk"][table] == removed["public"][table], f"{table}, after removal"
     assert removed["bulk"]["trace_info"] == [] and len(removed["bulk"]["runs"]) == len(specs)
+
+
+def test_artifact_repositories_for_a_servers_proxy_and_a_folder(tmp_path):
+    """The HTTP writer uploads a partition's files through one repository of the experiment's
+    location: `mlflow-artifacts:/<id>` resolves to the tracking server's proxy, a folder is
+    written in place under the path given."""
+    proxied = mc.artifact_repository("mlflow-artifacts:/7", "http://127.0.0.1:5999")
+    assert proxied.artifact_uri == "http://127.0.0.1:5999/api/2.0/mlflow-artifacts/artifacts/7"
+    assert callable(proxied.log_artifact)
+    source = tmp_path / "scene_data.json"
+    source.write_text("{}")
+    mc.artifact_repository(str(tmp_path / "exp"), "http://127.0.0.1:5999").log_artifact(
+        str(source), "run1/artifacts/scene_0")
+    assert (tmp_path / "exp" / "run1" / "artifacts" / "scene_0" / "scene_data.json").read_text() \
+        == "{}"

@@ -20,6 +20,7 @@ from align_track_pipeline.core.trackers.mlflow.plan import HIERARCHICAL, TAG_KEY
 from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
 from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
 from align_track_pipeline.core.trackers.mlflow.writer import REPLACED, TAG_BATCH, MlflowWriter
+from benchmarks.mlflow_http import CountedRequests
 from tests.conftest import SAMPLE_TREE
 
 RELS = ["phase2_june_eval_live/baseline/2025-06-12__14-03-55", "random/unaligned",
@@ -124,6 +125,49 @@ def test_bulk_and_api_paths_write_the_same_runs(tmp_path, mlflow_server):
             writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel))
     assert read_back(bulk.tracking_uri, bulk.experiment_id) == read_back(
         api.tracking_uri, api.experiment_id)
+
+
+def _written_counted(writer: MlflowWriter, rel: str) -> tuple[list, CountedRequests]:
+    """One partition upserted through `writer`, every HTTP request it sent counted (the real
+    server answers each); the runs read back exactly as planned."""
+    specs = _specs(SAMPLE_TREE, rel)
+    counted = CountedRequests()
+    with counted.counting():
+        writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, specs)
+    runs = read_back(writer.tracking_uri, writer.experiment_id)
+    assert sorted(runs) == sorted(s.key for s in specs)
+    for spec in specs:
+        assert runs[spec.key]["params"] == spec.params
+        assert runs[spec.key]["artifacts"] == sorted(spec.artifacts)
+        assert runs[spec.key]["status"] == "FINISHED"
+    return specs, counted
+
+
+def test_a_partition_through_a_server_takes_three_requests_a_run_and_one_per_file(
+        mlflow_server):
+    """Create, log_batch and end per run, one PUT per artifact file (the server's proxy takes
+    a file a request), two searches for the partition (before, and the check after); no
+    `runs/get` per run."""
+    writer = MlflowWriter(mlflow_server, f"requests-{uuid.uuid4().hex[:8]}")
+    specs, counted = _written_counted(writer, RELS[0])
+    files = sum(len(s.artifacts) for s in specs)
+    assert dict(counted.by_kind) == {
+        "POST /api/2.0/mlflow/runs/create": len(specs),
+        "POST /api/2.0/mlflow/runs/log-batch": len(specs),
+        "POST /api/2.0/mlflow/runs/update": len(specs),
+        "PUT /api/2.0/mlflow-artifacts/*": files,
+        "POST /api/2.0/mlflow/runs/search": 2}
+
+
+def test_a_partition_through_a_server_with_shared_artifacts_takes_at_most_3_5_requests_a_run(
+        mlflow_server, tmp_path):
+    """Artifacts in a folder the writer shares (ALIGN_TRACK_MLFLOW_ARTIFACTS) are written
+    in place, not through the server."""
+    writer = MlflowWriter(mlflow_server, f"shared-{uuid.uuid4().hex[:8]}",
+                          str(tmp_path / "artifacts"), shared_artifacts=True)
+    specs, counted = _written_counted(writer, RELS[0])
+    assert counted.total / len(specs) <= 3.5
+    assert not [kind for kind in counted.by_kind if "runs/get" in kind or "artifacts" in kind]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("server", marks=pytest.mark.slow)])

@@ -159,24 +159,26 @@ def test_kill_after_a_partition_then_rerun_against_a_server(sample_tree, data_di
 
 @pytest.mark.slow
 def test_kill_mid_partition_then_rerun_against_a_server(small_tree, data_dir, mlflow_server):
-    """Killed just after creating the second run of the second partition: that run is
-    RUNNING with only its partition tag, and the whole partition is written again."""
+    """Killed just after creating the second run of the second partition: its runs so far
+    are RUNNING (a partition's runs end only once all of them and their files are stored),
+    and the whole partition is written again."""
     cmd, experiment = _killed_at("mlflow.run_created:7", small_tree, data_dir, mlflow_server)
     order, planned = _planned_runs(data_dir)
     assert planned[order[0]] == 5  # a parent and four scenes: run 7 is the second partition's
     partial = _runs(mlflow_server, experiment)
-    assert len(partial) == 7
-    assert Counter(r.data.tags["align_track.partition"] for r in partial) == {
-        order[0]: 5, order[1]: 2}
-    assert sorted(r.info.status for r in partial) == ["FINISHED"] * 6 + ["RUNNING"]
-    cut = next(r for r in partial if r.info.status == "RUNNING")
-    assert "align_track.key" not in cut.data.tags
+    by_partition = Counter(r.data.tags["align_track.partition"] for r in partial)
+    assert by_partition[order[0]] == 5
+    assert 2 <= by_partition[order[1]] <= planned[order[1]]  # up to 4 creations in flight
+    assert {r.info.status for r in partial
+            if r.data.tags["align_track.partition"] == order[0]} == {"FINISHED"}
+    assert {r.info.status for r in partial
+            if r.data.tags["align_track.partition"] == order[1]} == {"RUNNING"}
 
     runs = _rerun_converges(cmd, data_dir, mlflow_server, experiment)
     ids = {r.info.run_id for r in runs}
     first = {r.info.run_id for r in partial if r.data.tags["align_track.partition"] == order[0]}
     assert first <= ids  # the complete partition was kept
-    assert not ids & {r.info.run_id for r in partial} - first  # the cut one was replaced
+    assert not ids & {r.info.run_id for r in partial} - first  # the cut ones were replaced
 
 
 @pytest.mark.slow

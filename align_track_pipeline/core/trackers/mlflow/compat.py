@@ -233,3 +233,12 @@ def log_feedback(tracking_uri: str, trace_id: str, name: str, value: float,
 
     TracingClient(tracking_uri).log_assessment(
         trace_id, Feedback(name=name, value=value, source=AssessmentSource("CODE", source_id)))
+
+
+def artifact_repository(artifact_uri: str, tracking_uri: str):
+    """MLflow's artifact repository for `artifact_uri` (a folder, `mlflow-artifacts:/...`
+    through the tracking server, s3://, ...): what `MlflowClient.log_artifacts` uses, without
+    its `get_run` per run to learn the run's artifact URI."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)

@@ -452,6 +452,7 @@ class _ApiBackend(_Backend):
                     experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
             found = self._client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id
+        self._artifact_location = found.artifact_location
 
     def upsert(self, partition: str, specs: list[RunSpec],
                traces: list[TraceSpec] | None) -> UpsertResult:
@@ -636,35 +637,83 @@ class _ApiBackend(_Backend):
         self._delete([run.run_id for run in runs])
 
     def _create(self, specs: list[RunSpec], batch: str) -> dict[str, str]:
-        from mlflow.entities import Metric, Param, RunTag
+        """The batch's runs, several requests in flight: parents, then their children (a
+        child's tag names its parent's id), each created with its data; then the partition's
+        artifacts; then each run ends. A run is FINISHED only once its data and artifacts are
+        stored, so a write cut short never reads back converged."""
+        from concurrent.futures import ThreadPoolExecutor
 
         run_ids: dict[str, str] = {}
+        artifact_uris: dict[str, str] = {}
         now = int(time.time() * 1000)  # one base for the batch: its runs keep their order
-        for spec in specs:  # parents come first, so a child's parent id is known
-            tags = _with_parent(spec, run_ids) | {TAG_BATCH: batch}
-            del tags["mlflow.runName"]  # given as run_name
-            # The partition and batch tags first: a run cut short before its key is logged is
-            # still found, and replaced, by the next upsert.
-            start, end = run_times(spec, now)
-            run = self._client.create_run(
-                self.experiment_id, run_name=spec.name, start_time=start,
-                tags={TAG_PARTITION: tags.pop(TAG_PARTITION), TAG_BATCH: tags.pop(TAG_BATCH)})
-            run_ids[spec.key] = run.info.run_id
-            fault_point("mlflow.run_created")
-            params = [Param(k, v) for k, v in spec.params.items()]
-            for i in range(0, max(len(params), len(tags), 1), 100):
-                self._client.log_batch(
-                    run.info.run_id,
-                    metrics=[Metric(k, v, now, 0) for k, v in spec.metrics.items()] if i == 0
-                    else [],
-                    params=params[i:i + 100],
-                    tags=[RunTag(k, v) for k, v in list(tags.items())[i:i + 100]])
-            if spec.artifacts:
-                with tempfile.TemporaryDirectory() as tmp:
-                    _write_artifacts(Path(tmp), spec.artifacts)
-                    self._client.log_artifacts(run.info.run_id, tmp)
-            self._client.set_terminated(run.info.run_id, FINISHED, end_time=end)
+        with ThreadPoolExecutor(_HTTP_THREADS) as pool:
+            for generation in _generations(specs):
+                started = list(pool.map(lambda s: self._start(s, batch, run_ids, now),
+                                        generation))
+                for spec, (run_id, artifact_uri) in zip(generation, started, strict=True):
+                    run_ids[spec.key], artifact_uris[run_id] = run_id, artifact_uri
+            self._upload(pool, {run_ids[s.key]: s.artifacts for s in specs}, artifact_uris)
+            list(pool.map(lambda s: self._client.set_terminated(
+                run_ids[s.key], FINISHED, end_time=run_times(s, now)[1]), specs))
         return run_ids
+
+    def _start(self, spec: RunSpec, batch: str, run_ids: dict[str, str],
+               now: int) -> tuple[str, str]:
+        """One run created with its params, metrics and tags: its id and artifact URI. The
+        tags go with the creation (one insert on the server; through log_batch each tag is a
+        statement of its own), so the run carries its partition, batch and key from the
+        start; params and metrics follow in log_batch calls of at most 100 params."""
+        from mlflow.entities import Metric, Param
+
+        tags = _with_parent(spec, run_ids) | {TAG_BATCH: batch}
+        del tags["mlflow.runName"]  # given as run_name
+        run = self._client.create_run(self.experiment_id, run_name=spec.name,
+                                      start_time=run_times(spec, now)[0], tags=tags)
+        fault_point("mlflow.run_created")
+        params = [Param(k, v) for k, v in spec.params.items()]
+        metrics = [Metric(k, v, now, 0) for k, v in spec.metrics.items()]
+        for i in range(0, max(len(params), 1 if metrics else 0), 100):
+            self._client.log_batch(run.info.run_id, metrics=metrics if i == 0 else [],
+                                   params=params[i:i + 100])
+        return run.info.run_id, run.info.artifact_uri
+
+    def _upload(self, pool, artifacts: dict[str, dict[str, bytes | Path]],
+                artifact_uris: dict[str, str]) -> None:
+        """Every artifact of the partition, one file per request in flight (a tracking
+        server's proxy takes one file a request; a folder is written in place). Runs under the
+        experiment's location (MLflow's layout, `<location>/<run id>/artifacts`) share one
+        repository for the partition, so no run's location is looked up."""
+        repos: dict[str, object] = {}
+        base = self._artifact_location.rstrip("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            uploads = []
+            for run_id, files in artifacts.items():
+                if not files:
+                    continue
+                _write_artifacts(Path(tmp) / run_id, files)
+                own = artifact_uris[run_id].rstrip("/")
+                root, prefix = ((base, f"{run_id}/artifacts") if own == f"{base}/{run_id}/artifacts"
+                                else (own, ""))
+                if root not in repos:
+                    repos[root] = self._mc.artifact_repository(root, self._uri)
+                for rel in files:
+                    folder = "/".join(x for x in (prefix, str(Path(rel).parent)) if x != ".")
+                    uploads.append((repos[root], str(Path(tmp) / run_id / rel), folder or None))
+            list(pool.map(lambda u: u[0].log_artifact(u[1], u[2]), uploads))
+
+
+def _generations(specs: list[RunSpec]) -> list[list[RunSpec]]:
+    """The runs in rounds: each run comes after its parent's round."""
+    done: set[str] = set()
+    rounds, left = [], list(specs)
+    while left:
+        ready = [s for s in left if s.parent_key is None or s.parent_key in done]
+        if not ready:
+            raise ValueError(f"run {left[0].key}: its parent {left[0].parent_key} is not planned")
+        rounds.append(ready)
+        done |= {s.key for s in ready}
+        left = [s for s in left if s.key not in done]
+    return rounds
 
 
 def _insert(model):
