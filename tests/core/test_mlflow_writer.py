@@ -159,6 +159,24 @@ def test_a_partition_through_a_server_takes_three_requests_a_run_and_one_per_fil
         "POST /api/2.0/mlflow/runs/search": 2}
 
 
+def test_on_an_unverified_mlflow_artifacts_go_through_the_client(mlflow_server, monkeypatch):
+    """With the gate closed, MLflow's artifact repositories are not touched: MlflowClient
+    uploads each file (looking the run's location up each time), and the runs read back
+    the same."""
+    from align_track_pipeline.core import verified
+
+    monkeypatch.setenv(verified.PUBLIC_ENV, "1")
+    try:
+        writer = MlflowWriter(mlflow_server, f"public-{uuid.uuid4().hex[:8]}")
+        specs, counted = _written_counted(writer, RELS[0])
+    finally:
+        verified._warn_once.cache_clear()
+    files = sum(len(s.artifacts) for s in specs)
+    assert counted.by_kind["PUT /api/2.0/mlflow-artifacts/*"] == files
+    assert counted.by_kind["GET /api/2.0/mlflow/runs/get"] >= len(
+        [s for s in specs if s.artifacts])  # the client looks the runs up
+
+
 def test_a_partition_through_a_server_with_shared_artifacts_takes_at_most_3_5_requests_a_run(
         mlflow_server, tmp_path):
     """Artifacts in a folder the writer shares (ALIGN_TRACK_MLFLOW_ARTIFACTS) are written

@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -682,7 +683,8 @@ class _ApiBackend(_Backend):
         """Every artifact of the partition, one file per request in flight (a tracking
         server's proxy takes one file a request; a folder is written in place). Runs under the
         experiment's location (MLflow's layout, `<location>/<run id>/artifacts`) share one
-        repository for the partition, so no run's location is looked up."""
+        repository for the partition, so no run's location is looked up (on a verified MLflow:
+        `compat.artifact_repository`; on any other, MlflowClient per file)."""
         repos: dict[str, object] = {}
         base = self._artifact_location.rstrip("/")
         with tempfile.TemporaryDirectory() as tmp:
@@ -691,6 +693,12 @@ class _ApiBackend(_Backend):
                 if not files:
                     continue
                 _write_artifacts(Path(tmp) / run_id, files)
+                if not mlflow_internals():  # the client looks each run's location up
+                    uploads += [(partial(self._client.log_artifact, run_id),
+                                 str(Path(tmp) / run_id / rel),
+                                 None if Path(rel).parent == Path(".") else str(Path(rel).parent))
+                                for rel in files]
+                    continue
                 own = artifact_uris[run_id].rstrip("/")
                 root, prefix = ((base, f"{run_id}/artifacts") if own == f"{base}/{run_id}/artifacts"
                                 else (own, ""))
@@ -698,8 +706,9 @@ class _ApiBackend(_Backend):
                     repos[root] = self._mc.artifact_repository(root, self._uri)
                 for rel in files:
                     folder = "/".join(x for x in (prefix, str(Path(rel).parent)) if x != ".")
-                    uploads.append((repos[root], str(Path(tmp) / run_id / rel), folder or None))
-            list(pool.map(lambda u: u[0].log_artifact(u[1], u[2]), uploads))
+                    uploads.append((repos[root].log_artifact, str(Path(tmp) / run_id / rel),
+                                    folder or None))
+            list(pool.map(lambda u: u[0](u[1], u[2]), uploads))
 
 
 def _generations(specs: list[RunSpec]) -> list[list[RunSpec]]:
