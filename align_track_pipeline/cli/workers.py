@@ -39,10 +39,14 @@ from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import preloaded_pool, stop_fork_server
 
 # Imported once by the fork server the workers are forked from: what `_start_worker` and an
-# Aim batch import (Dagster with the definitions, Aim), and the main module (so a worker need
-# not import it again). MLflow is left to the workers that write it (on a server or Postgres).
+# Aim batch import (Dagster with the definitions and the instance's SQLite storage, Aim), and
+# the main module (so a worker need not import it again). A name that no longer imports is
+# skipped (the workers import what they need). MLflow is left to the workers that write it
+# (on a server or Postgres).
 PRELOAD = ("__main__", "align_track_pipeline.cli.workers", "align_track_pipeline.definitions",
-           "align_track_pipeline.cli.instance", "aim")
+           "align_track_pipeline.cli.instance", "align_track_pipeline.core.trackers.aim.writer",
+           "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+           "dagster._core.storage.runs.sqlite.sqlite_run_storage")
 
 
 @dataclass(frozen=True)
