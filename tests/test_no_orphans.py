@@ -1,6 +1,7 @@
 """No process of an ingest outlives it: `kill -9` of `align-track ingest` takes its worker
-processes (`--workers N`), the tables' parse pool and whatever they started with it within
-seconds, and the next ingest writes exactly one of everything."""
+processes (`--workers N`) and the fork server they come from, the tables' parse pool and
+whatever they started with it within seconds, and the next ingest writes exactly one of
+everything."""
 
 import json
 import os
@@ -104,30 +105,30 @@ def _ingest_again_exactly_once(tree: Path, data: Path, scenes: int) -> None:
 
 @pytest.fixture
 def busy_tree(tmp_path: Path) -> tuple[Path, int]:
-    """40 run directories of 4 scenes: each worker's tables batch (20 partitions) uses a
-    parse pool, and the phases last long enough to be caught at work."""
+    """40 run directories of 4 scenes: the tables use a parse pool, and the phases last long
+    enough to be caught at work."""
     tree = tmp_path / "tree"
     return tree, build(tree, dirs=40, scenes_per_dir=4)
 
 
-def test_kill_9_takes_the_workers_and_their_parse_pools(busy_tree, tmp_path):
-    """`--workers 2`, killed once a worker's own parse pool runs: workers (own process
-    groups) and their children are all gone within 10 s."""
+def test_kill_9_takes_the_fork_server_and_the_workers(busy_tree, tmp_path):
+    """`--workers 2`, killed while the workers (own process groups, forked from the fork
+    server the ingest started) write their Aim batches: the server, the workers and their
+    children are all gone within 10 s."""
     tree, scenes = busy_tree
     err = tmp_path / "ingest.err"
     proc = _start(tree, tmp_path / "data", 2, err)
 
-    def parse_pool_in_a_worker() -> bool:
-        """A worker writes its batch (its progress is relayed) with its own parse pool: a
-        spawned interpreter under a worker (not multiprocessing's resource tracker, nor a
-        short-lived command an import runs)."""
+    def workers_at_work() -> bool:
+        """A worker writes its batch (its progress is relayed), forked from the server, a
+        child of the ingest (not multiprocessing's resource tracker)."""
         procs = session(proc.pid)
-        workers = {pid for pid, ppid in procs.items() if ppid == proc.pid}
+        servers = {pid for pid, ppid in procs.items()
+                   if ppid == proc.pid and "forkserver" in _cmdline(pid)}
         return "[worker " in err.read_text() and any(
-            ppid in workers and "spawn_main" in (cmd := _cmdline(pid))
-            and "resource_tracker" not in cmd for pid, ppid in procs.items())
+            ppid in servers for ppid in procs.values())
 
-    _wait_for("parse pool in a worker", parse_pool_in_a_worker, proc, err)
+    _wait_for("workers at work", workers_at_work, proc, err)
     assert _kill_and_count_survivors(proc) == {}
     _ingest_again_exactly_once(tree, tmp_path / "data", scenes)
 

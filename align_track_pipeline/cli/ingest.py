@@ -4,9 +4,10 @@ The same mechanism as the daemon: the folders of removed run directories are cle
 `experiment_folders` observation registers new run directories and records the versions that
 changed, then each phase (tables, then each tracker) runs over the partitions whose recorded
 version is not the observed one, one run per contiguous partition range (one run for a cold
-tree), never one run per partition; with `--workers N` a phase's partitions are cut into
-contiguous batches run by up to N worker processes at once, as many as the phase's store takes
-(its pool limit, see `sizing`); the phases of trackers on different stores run side by side
+tree), never one run per partition; with `--workers N` a tracker phase's partitions are cut
+into contiguous batches run by up to N worker processes at once, as many as the phase's store
+takes (its pool limit, see `sizing`), while the tables stay in this process (`Phase.spread`);
+the phases of trackers on different stores run side by side
 then, a single-writer store's in this process, and those of trackers sharing a store (one pool)
 one after another. A partition that fails the tables skips the trackers; one that fails
 a tracker is still written to the others; each is reported with its errors. After the tables
@@ -72,12 +73,15 @@ class Phase:
     job: str
     expected: Expected
     pool: str | None = None  # its store's pool (`Tracker.pool`); the tables have none
+    # Over the workers, or in this process: the tables' parse pool already spreads their
+    # parsing over the cores, and their runs in two workers took longer (docs/performance.md).
+    spread: bool = True
 
 
 def phases(trackers: list[Tracker]) -> list[Phase]:
     """The order stores are brought up to date: the tables, then each tracker (fed from the
     tables) in the order of the registry."""
-    return [Phase(TABLES_JOB, TABLE_VERSIONS),
+    return [Phase(TABLES_JOB, TABLE_VERSIONS, spread=False),
             *(Phase(t.name, {t.asset: t.data_version}, t.pool) for t in trackers)]
 
 
@@ -238,6 +242,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     # tables skips them, one that fails a tracker is still written to the others.
     skipped = set(errors) | set(report.changed)
     _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped)
+    if pool:  # the workers exit while the analysis is rebuilt
+        pool.release()
     if tables_changed or report.removed or (versions and not _analysed(instance)):
         refresh_analysis(runner, progress)
     if report.fresh == list(versions):
@@ -331,7 +337,8 @@ def _run_wave(runner: InProcess, pool: WorkerPool | None, wave: list[Phase],
             if phase.pool:
                 wait_for_pool(instance, phase.pool, progress)
             limit = limits.get(phase.pool) if phase.pool else None
-            processes = pool.parallel.processes(len(todo), limit) if pool else 1
+            spread = pool and phase.spread
+            processes = pool.parallel.processes(len(todo), limit) if spread else 1
             planned.append((phase, todo, processes))
     with pool.interruptible() if pool else nullcontext():
         spread = []

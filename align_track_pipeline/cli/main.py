@@ -128,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(ingest)
     _tracker_options(ingest)
     ingest.add_argument("--workers", type=_positive, default=None, metavar="N",
-                        help="spread each phase's partitions over N processes (default: one "
-                        "per core, for phases of 32 partitions per process or more)")
+                        help="spread each tracker's partitions over N processes (default: one "
+                        "per core, for phases of 32 partitions per process or more; the "
+                        "tables are parsed by a pool of their own)")
     ingest.add_argument(CONFIRM_FLAG, action="store_true",
                         help="remove the partitions whose folder is gone (and their runs) "
                         "even when that is more than 20%% of them and more than 5, or all")

@@ -2,24 +2,29 @@
 
 A phase's partitions are cut into contiguous batches, one per worker process; each worker runs
 its batch as in-process runs over contiguous ranges (one run per range), exactly as a single
-process does, on the same Dagster instance and stores. Workers are started once per ingest
-(spawned: a fresh interpreter, never a fork of this threaded process) and kept for every phase,
-so the imports are paid once. Whether a store takes several writers is the store's business
-(the phase's pool limit, see `sizing`); the stores stay idempotent whoever writes.
+process does, on the same Dagster instance and stores. Workers are started once per ingest and
+kept for every phase; they are forked from a server that imported Dagster, the definitions and
+Aim once (`core.lifeline.preloaded_pool`: never a fork of this threaded process), and started
+on a thread while this process discovers, observes and writes the tables, so their start
+overlaps that work. The tables phase stays in this process, whose parse pool already spreads
+the parsing over the cores (two workers took longer). Whether a store takes several writers is
+the store's business (the phase's pool limit, see `sizing`); the stores stay idempotent
+whoever writes.
 
 Ctrl-C or SIGTERM: the workers sit in their own process group, so a terminal's Ctrl-C reaches
 this process alone, which passes one SIGINT to each worker; each stops after the partition in
 progress, and the ingest ends with the interrupt. A worker that dies (killed) takes the pool
 down: the partitions its batches had not written fail, their runs are marked failed at once,
 and the next ingest redoes them (the stores repair what was cut short). This process killed
-(even by SIGKILL): each worker, and each process a worker started, exits within a second
-(`core.lifeline`), its runs failed and redone likewise by the next ingest.
+(even by SIGKILL): the fork server, each worker, and each process a worker started, exit within
+a second (`core.lifeline`), its runs failed and redone likewise by the next ingest.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -31,9 +36,17 @@ from pathlib import Path
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
 from align_track_pipeline.core.cores import usable_cores
-from align_track_pipeline.core.lifeline import spawn_pool
+from align_track_pipeline.core.lifeline import preloaded_pool, stop_fork_server
 
-PARSE_PROCESSES = "ALIGN_TRACK_PARSE_PROCESSES"  # read by the tables' parse pool
+# Imported once by the fork server the workers are forked from: what `_start_worker` and an
+# Aim batch import (Dagster with the definitions and the instance's SQLite storage, Aim), and
+# the main module (so a worker need not import it again). A name that no longer imports is
+# skipped (the workers import what they need). MLflow is left to the workers that write it
+# (on a server or Postgres).
+PRELOAD = ("__main__", "align_track_pipeline.cli.workers", "align_track_pipeline.definitions",
+           "align_track_pipeline.cli.instance", "align_track_pipeline.core.trackers.aim.writer",
+           "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+           "dagster._core.storage.runs.sqlite.sqlite_run_storage")
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,9 @@ class WorkerPool:
         self.parallel = parallel
         self._executor: ProcessPoolExecutor | None = None
         self._futures: dict[Future, list[str]] = {}  # submitted, not collected yet
+        self._lock = threading.Lock()
+        self._starting: threading.Thread | None = None  # the warm-up, see `warm_up`
+        self._stopping: threading.Thread | None = None  # the shutdown, see `release`
 
     def submit(self, job: str, batches: list[list[str]], order: list[str],
                progress: Callable[[str], None]) -> Pending:
@@ -140,25 +156,42 @@ class WorkerPool:
             signal.signal(signal.SIGTERM, previous)
 
     def warm_up(self, partitions: int) -> None:
-        """Start the workers now, when a phase of `partitions` will want them (a cold tree):
-        their imports then overlap with this process's discovery and observation."""
-        if self.parallel.processes(partitions, None) > 1:
+        """Start the workers now, on a thread, when a phase of `partitions` will want them (a
+        cold tree): their start then overlaps with this process's discovery, observation and
+        tables. A start that fails here fails again, and is reported, at the first batch."""
+        if self.parallel.processes(partitions, None) > 1 and self._starting is None:
+            self._starting = threading.Thread(target=self._start_all, daemon=True,
+                                              name="align-track-workers")
+            self._starting.start()
+
+    def release(self) -> None:
+        """No phase needs the workers any more: let them exit while this process goes on."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            self._stopping = threading.Thread(target=_shut_down, args=(executor,),
+                                              name="align-track-workers-exit")
+            self._stopping.start()
+
+    def close(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+        self.release()
+        if self._stopping is not None:
+            self._stopping.join()
+
+    def _start_all(self) -> None:
+        with suppress(Exception):
             executor = self._start()
             for _ in range(self.parallel.workers):
                 executor.submit(_ready)
 
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
-
     def _start(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            parallel = self.parallel
-            cores = usable_cores()
-            self._executor = spawn_pool(parallel.workers, _start_worker,
-                                        (parallel.setup, max(1, cores // parallel.workers)))
-        return self._executor
+        with self._lock:
+            if self._executor is None:
+                parallel = self.parallel
+                self._executor = preloaded_pool(parallel.workers, PRELOAD, _start_worker,
+                                                (parallel.setup,))
+            return self._executor
 
     def _outcome(self, instance, future: Future, batch: list[str]) -> Found:
         try:
@@ -170,16 +203,21 @@ class WorkerPool:
             return Found(errors={key: error for key in batch})
 
 
+def _shut_down(executor: ProcessPoolExecutor) -> None:
+    """Wait for the workers to exit, then for the fork server."""
+    executor.shutdown(wait=True, cancel_futures=True)
+    stop_fork_server()
+
+
 _runner: InProcess | None = None
 
 
-def _start_worker(setup: Setup, parse_processes: int) -> None:
+def _start_worker(setup: Setup) -> None:
     """In the worker: its own process group (a terminal's Ctrl-C goes to the parent, which
-    passes it on), the tables' parse pool sized to its share of the cores, and the runner."""
+    passes it on), and the runner."""
     global _runner
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle between batches: nothing to stop
-    os.environ[PARSE_PROCESSES] = str(parse_processes)
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import progress_logger
     from align_track_pipeline.definitions import build_defs

@@ -212,8 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
             "when the definitions load)", COUNT, 50),
     Setting("ALIGN_TRACK_PARSE_PROCESSES", "min(cores, 4)",
             "processes that parse run directories in the tables phase (from 8 partitions in a "
-            "run); `ingest --workers N` sets it in each worker to that worker's share of the "
-            "cores", COUNT),
+            "run), which `ingest` runs in its own process whatever its `--workers`", COUNT),
     Setting("ALIGN_TRACK_DEAD_WRITER_SECONDS", "`120`",
             "an `align-track` run on another host whose heartbeat is older is failed and frees "
             "its pool slots", SECONDS_ABOVE_0, 120.0),

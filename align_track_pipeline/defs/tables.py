@@ -134,7 +134,7 @@ def _run(jobs: list[PartitionJob]) -> Iterable[PartitionWrite]:
 
 
 def _pooled(jobs: list[PartitionJob]) -> Iterator[PartitionWrite]:
-    # A worker of `align-track ingest --workers N` gets its share of the cores.
+    # The setting, else one process per core up to 4.
     workers = current().get("ALIGN_TRACK_PARSE_PROCESSES") or min(usable_cores(), 4)
     with spawn_pool(workers) as pool:  # never outlives this process, even killed
         yield from pool.map(write_partition, jobs, chunksize=4)

@@ -1,16 +1,26 @@
 """The processes of `spawn_pool` die with the process that made the pool, on the portable
-watch alone too, and a pool made on a short-lived thread survives that thread."""
+watch alone too, and a pool made on a short-lived thread survives that thread; those of
+`preloaded_pool` start with the preloaded modules and die with it too, and so does their fork
+server, which `stop_fork_server` stops and reaps."""
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
-from align_track_pipeline.core.lifeline import ORPHANED_EXIT, POLL_SECONDS, spawn_pool
+from align_track_pipeline.core.lifeline import (
+    ORPHANED_EXIT,
+    POLL_SECONDS,
+    preloaded_pool,
+    spawn_pool,
+    stop_fork_server,
+)
 from align_track_pipeline.core.processes import process_alive
 
 PR_GET_PDEATHSIG = 2
@@ -28,6 +38,18 @@ POOL_ON_A_THREAD = textwrap.dedent("""
     thread = threading.Thread(target=start)
     thread.start()
     thread.join()
+    time.sleep(120)
+""")
+
+
+# Makes a preloaded pool, prints its process's pid and parent (the fork server), and waits to
+# be killed.
+PRELOADED_POOL = textwrap.dedent("""
+    import os, time
+    from align_track_pipeline.core.lifeline import preloaded_pool
+
+    pool = preloaded_pool(1, ["json"])
+    print(pool.submit(os.getpid).result(), pool.submit(os.getppid).result(), flush=True)
     time.sleep(120)
 """)
 
@@ -73,3 +95,38 @@ def test_a_child_whose_parent_is_already_gone_exits_at_once():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
     assert (done.returncode, done.stdout) == (ORPHANED_EXIT, "")
+
+
+def test_preloaded_pool_process_and_its_server_die_with_the_process():
+    parent = subprocess.Popen([sys.executable, "-c", PRELOADED_POOL], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        child, server = map(int, parent.stdout.readline().split())
+        assert server != parent.pid  # forked by the server, not by the threaded parent
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    assert _gone_within(child, 4 * POLL_SECONDS)
+    assert _gone_within(server, 4 * POLL_SECONDS)
+
+
+def _loaded(module: str) -> bool:
+    return module in sys.modules
+
+
+def test_preloaded_pool_processes_start_with_the_modules_imported():
+    module = "xml.dom.minidom"  # imported by nothing here: only the preload loads it
+    assert not _loaded(module)
+    stop_fork_server()  # a server started by another test has its own preload
+    with preloaded_pool(1, [module]) as pool:
+        assert pool.submit(_loaded, module).result()
+    stop_fork_server()
+
+
+def test_stop_fork_server_stops_and_reaps_it():
+    with preloaded_pool(1, []) as pool:
+        server = pool.submit(os.getppid).result()
+    assert server != os.getpid()
+    stop_fork_server()
+    assert not Path(f"/proc/{server}").exists()  # reaped: not even a zombie
+    stop_fork_server()  # none running: nothing to do
