@@ -73,10 +73,13 @@ def stop_fork_server() -> None:
     """Stop this process's fork server, if one runs, and reap it, once its processes are done
     (the server leaving kills them: they watch it): it would otherwise end only after this
     process, unreaped by it, its CPU time missing from this process's children's.
-    Multiprocessing has no public way to: this wraps the method its own tests use."""
+    Multiprocessing has no public way to: this wraps the method its own tests use. A Python
+    without it leaves the server to exit with this process (it watches it), unreaped."""
     from multiprocessing import forkserver
 
-    forkserver._forkserver._stop()  # noqa: SLF001
+    stop = getattr(forkserver._forkserver, "_stop", None)  # noqa: SLF001
+    if stop is not None:
+        stop()
 
 
 def _start_child(parent: int, kernel_signal: bool, initializer: Callable[..., None] | None,
