@@ -107,6 +107,30 @@ def write_tables(tree: Path, data: Path) -> Path:
     return data
 
 
+@pytest.fixture(scope="session")
+def _empty_aim_repo(tmp_path_factory) -> Path:
+    """An empty Aim repo made by Aim itself (`Repo.from_path(init=True)`), once per test
+    process: Aim migrates a new repo's run table in an Alembic subprocess, ~1 s CPU each."""
+    from aim import Repo
+
+    path = tmp_path_factory.mktemp("empty-aim-repo")
+    Repo.from_path(str(path), init=True)
+    return path
+
+
+@pytest.fixture
+def aim_repo(tmp_path: Path, _empty_aim_repo: Path) -> Path:
+    """`tmp_path / "aim"`: an empty Aim repo, as Aim's init leaves one (a copy of
+    `_empty_aim_repo`). Tests of how a repo is created start without it."""
+    return copy_empty_aim_repo(_empty_aim_repo, tmp_path / "aim")
+
+
+def copy_empty_aim_repo(template: Path, dest: Path) -> Path:
+    """`dest` made an empty Aim repo, a copy of `template`; returns `dest`."""
+    shutil.copytree(template, dest, symlinks=True)
+    return dest
+
+
 def sensor_tick(defs, instance, cursor: str | None = None):
     """One evaluation of `experiment_folder_sensor` on a real instance."""
     import dagster as dg
@@ -226,14 +250,39 @@ def aim_runs_held(repo_path: Path) -> set[str]:
 
 
 def aim_runs_seen_by_a_fresh_process(repo: Path, query: str = "") -> list[dict]:
-    """Runs a new process's `aim.Repo(repo).query_runs(query)` returns, with params."""
+    """Runs a new process's `aim.Repo(repo).query_runs(query)` returns, with params: a child
+    forked for this query by `aim_query.py --serve`, which never opens a repo itself."""
+    server = _aim_query_server()
+    server.stdin.write(json.dumps([str(repo), query]) + "\n")
+    server.stdin.flush()
+    line = server.stdout.readline()
+    assert line, f"aim_query.py --serve ended with {server.wait()}"
+    answer = json.loads(line)
+    assert "error" not in answer, answer["error"]
+    return answer["runs"]
+
+
+_AIM_QUERY_SERVER = []  # this test process's `aim_query.py --serve`, started on first use
+
+
+def _aim_query_server():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, str(Path(__file__).parent / "aim_query.py"),
-                          str(repo), query], capture_output=True, text=True, check=True,
-                         timeout=600)
-    return json.loads(out.stdout)
+    if not _AIM_QUERY_SERVER or _AIM_QUERY_SERVER[0].poll() is not None:
+        _AIM_QUERY_SERVER[:] = [subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "aim_query.py"), "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)]
+    return _AIM_QUERY_SERVER[0]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _aim_query_server_stopped():
+    """The query server ends with the session (it reads stdin to its end)."""
+    yield
+    for server in _AIM_QUERY_SERVER:
+        server.stdin.close()
+        server.wait(timeout=60)
 
 
 def wait_http(url: str, proc, seconds: float = 120) -> bytes:
