@@ -131,6 +131,30 @@ def copy_empty_aim_repo(template: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """MLflow's schema in a new SQLite file, made by MLflow's own migrations once per test
+    process (they cost ~1 s CPU per new store). No experiment yet: a store opened on a copy
+    adds its default experiment with its own artifact root, as on a new file."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    path = tmp_path_factory.mktemp("empty-mlflow-db") / "mlflow.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    _initialize_tables(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path: Path, empty_mlflow_db: Path) -> Path:
+    """`tmp_path / "mlflow.db"`: MLflow's schema and nothing else (a copy of
+    `empty_mlflow_db`). Tests of how a store is created start without it."""
+    dest = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_mlflow_db, dest)
+    return dest
+
+
 def sensor_tick(defs, instance, cursor: str | None = None):
     """One evaluation of `experiment_folder_sensor` on a real instance."""
     import dagster as dg
