@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+# Pytest keeps the test modules it rewrites (and Python the package's bytecode) only where
+# bytecode may be written: with PYTHONDONTWRITEBYTECODE set, every test process would compile
+# them all again (~2 s CPU per process; __pycache__ is git-ignored).
+sys.dont_write_bytecode = False
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TREE = REPO / "examples" / "experiment-data"
