@@ -88,7 +88,8 @@ def test_ingest_builds_it_and_the_automation_rebuilds_it_after_a_change(capsys, 
 
 
 @pytest.mark.slow
-def test_the_automation_builds_it_once_tables_exist(tmp_path, small_tree, data_dir):
+def test_the_automation_builds_it_once_tables_exist(tmp_path, small_tree, data_dir,
+                                                    dagster_storage):
     defs = build_defs(str(small_tree), str(data_dir))
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = sensor_tick(defs, instance)

@@ -21,7 +21,7 @@ from tests.core.analysis.test_dashboard import _chart, _sections, expected_agree
 ASSET = dg.AssetKey("dashboard")
 
 
-def test_it_materializes_and_links_to_the_page(capsys, tables_dir, tmp_path):
+def test_it_materializes_and_links_to_the_page(capsys, tables_dir, tmp_path, dagster_storage):
     data = tmp_path / "data"
     shutil.copytree(tables_dir / "parquet", data / "parquet")
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
@@ -52,7 +52,7 @@ def _requested(defs, instance, cursor):
 
 
 def test_the_automation_builds_it_once_tables_exist_and_after_a_change(tmp_path, small_tree,
-                                                                        data_dir):
+                                                                       data_dir, dagster_storage):
     defs = build_defs(str(small_tree), str(data_dir))
     assert ASSET in defs.resolve_asset_graph().get_all_asset_keys()
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:

@@ -22,7 +22,7 @@ UI_VARIABLES = ("ALIGN_TRACK_MLFLOW_UI_URL", "ALIGN_TRACK_AIM_UI_URL", "MLFLOW_T
 
 
 @pytest.fixture
-def instance(tmp_path, monkeypatch):
+def instance(tmp_path, monkeypatch, dagster_storage):
     for name in UI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
