@@ -183,6 +183,17 @@ def dagster_storage(tmp_path: Path, _empty_dagster_storage: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def empty_stores(data_dir: Path, empty_mlflow_db: Path, _empty_aim_repo: Path) -> Path:
+    """`data_dir` holding an empty MLflow store (`mlflow.db`) and Aim repo (`aim`) where the
+    pipeline keeps them by default: copies of the ones made once per test process. Tests of
+    how the stores are created start without them."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_mlflow_db, data_dir / "mlflow.db")
+    copy_empty_aim_repo(_empty_aim_repo, data_dir / "aim")
+    return data_dir
+
+
 def sensor_tick(defs, instance, cursor: str | None = None):
     """One evaluation of `experiment_folder_sensor` on a real instance."""
     import dagster as dg

@@ -227,9 +227,8 @@ def test_schedule_timezone_is_configurable(monkeypatch):
     assert importlib.reload(schedules).nightly_observation.execution_timezone == "UTC"
 
 
-def test_the_cleanup_job_deletes_a_partitions_tables_and_marks_it_removed(tmp_path, small_tree,
-                                                                          data_dir,
-                                                                          dagster_storage):
+def test_the_cleanup_job_deletes_a_partitions_tables_and_marks_it_removed(
+        tmp_path, small_tree, data_dir, dagster_storage, empty_stores):
     """`cleanup_removed` as the sensor requests it, on the tables alone: the partition's
     Parquet files go, the others stay, and its versions read `removed` (so a folder put back
     is ingested again). The test below does it with every store filled."""

@@ -81,7 +81,8 @@ def test_each_partition_carries_its_research_numbers(small_tree, data_dir, insta
     assert {"scores.score mean", "scores.score max", "scenes", "decided share"} <= scored.keys()
 
 
-def test_tracker_materializations_link_to_the_runs(small_tree, data_dir, instance, monkeypatch):
+def test_tracker_materializations_link_to_the_runs(small_tree, data_dir, instance, monkeypatch,
+                                                   empty_stores):
     """MLflow: its parent run's page, at ALIGN_TRACK_MLFLOW_UI_URL; Aim: each scene run's
     page, at what `align-track aim-ui` serves when no address is set."""
     monkeypatch.setenv("ALIGN_TRACK_MLFLOW_UI_URL", "http://mlflow.example:8080/")
