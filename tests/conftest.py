@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+# Pytest keeps the test modules it rewrites (and Python the package's bytecode) only where
+# bytecode may be written: with PYTHONDONTWRITEBYTECODE set, every test process would compile
+# them all again (~2 s CPU per process; __pycache__ is git-ignored).
+sys.dont_write_bytecode = False
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TREE = REPO / "examples" / "experiment-data"
@@ -105,6 +111,87 @@ def write_tables(tree: Path, data: Path) -> Path:
                                              versions[run_dir.key]))
         assert write.error is None, write.error
     return data
+
+
+@pytest.fixture(scope="session")
+def _empty_aim_repo(tmp_path_factory) -> Path:
+    """An empty Aim repo made by Aim itself (`Repo.from_path(init=True)`), once per test
+    process: Aim migrates a new repo's run table in an Alembic subprocess, ~1 s CPU each."""
+    from aim import Repo
+
+    path = tmp_path_factory.mktemp("empty-aim-repo")
+    Repo.from_path(str(path), init=True)
+    return path
+
+
+@pytest.fixture
+def aim_repo(tmp_path: Path, _empty_aim_repo: Path) -> Path:
+    """`tmp_path / "aim"`: an empty Aim repo, as Aim's init leaves one (a copy of
+    `_empty_aim_repo`). Tests of how a repo is created start without it."""
+    return copy_empty_aim_repo(_empty_aim_repo, tmp_path / "aim")
+
+
+def copy_empty_aim_repo(template: Path, dest: Path) -> Path:
+    """`dest` made an empty Aim repo, a copy of `template`; returns `dest`."""
+    shutil.copytree(template, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """MLflow's schema in a new SQLite file, made by MLflow's own migrations once per test
+    process (they cost ~1 s CPU per new store). No experiment yet: a store opened on a copy
+    adds its default experiment with its own artifact root, as on a new file."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    path = tmp_path_factory.mktemp("empty-mlflow-db") / "mlflow.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    _initialize_tables(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path: Path, empty_mlflow_db: Path) -> Path:
+    """`tmp_path / "mlflow.db"`: MLflow's schema and nothing else (a copy of
+    `empty_mlflow_db`). Tests of how a store is created start without it."""
+    dest = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_mlflow_db, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def _empty_dagster_storage(tmp_path_factory) -> Path:
+    """The storage a test instance creates on first use (its run, event log and schedule
+    SQLite databases, schema by Dagster's own migrations), made once per test process."""
+    import dagster as dg
+
+    path = tmp_path_factory.mktemp("empty-dagster-instance")
+    with dg.instance_for_test(temp_dir=str(path)) as instance:
+        instance.get_runs()
+        instance.all_instigator_state()
+    return path
+
+
+@pytest.fixture
+def dagster_storage(tmp_path: Path, _empty_dagster_storage: Path) -> Path:
+    """`tmp_path` holding a copy of that storage: `dg.instance_for_test(temp_dir=tmp_path)`
+    opens it instead of creating its databases (~0.25 s CPU each)."""
+    for name in ("history", "schedules"):
+        shutil.copytree(_empty_dagster_storage / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.fixture
+def empty_stores(data_dir: Path, empty_mlflow_db: Path, _empty_aim_repo: Path) -> Path:
+    """`data_dir` holding an empty MLflow store (`mlflow.db`) and Aim repo (`aim`) where the
+    pipeline keeps them by default: copies of the ones made once per test process. Tests of
+    how the stores are created start without them."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_mlflow_db, data_dir / "mlflow.db")
+    copy_empty_aim_repo(_empty_aim_repo, data_dir / "aim")
+    return data_dir
 
 
 def sensor_tick(defs, instance, cursor: str | None = None):
@@ -226,14 +313,39 @@ def aim_runs_held(repo_path: Path) -> set[str]:
 
 
 def aim_runs_seen_by_a_fresh_process(repo: Path, query: str = "") -> list[dict]:
-    """Runs a new process's `aim.Repo(repo).query_runs(query)` returns, with params."""
+    """Runs a new process's `aim.Repo(repo).query_runs(query)` returns, with params: a child
+    forked for this query by `aim_query.py --serve`, which never opens a repo itself."""
+    server = _aim_query_server()
+    server.stdin.write(json.dumps([str(repo), query]) + "\n")
+    server.stdin.flush()
+    line = server.stdout.readline()
+    assert line, f"aim_query.py --serve ended with {server.wait()}"
+    answer = json.loads(line)
+    assert "error" not in answer, answer["error"]
+    return answer["runs"]
+
+
+_AIM_QUERY_SERVER = []  # this test process's `aim_query.py --serve`, started on first use
+
+
+def _aim_query_server():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, str(Path(__file__).parent / "aim_query.py"),
-                          str(repo), query], capture_output=True, text=True, check=True,
-                         timeout=600)
-    return json.loads(out.stdout)
+    if not _AIM_QUERY_SERVER or _AIM_QUERY_SERVER[0].poll() is not None:
+        _AIM_QUERY_SERVER[:] = [subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "aim_query.py"), "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)]
+    return _AIM_QUERY_SERVER[0]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _aim_query_server_stopped():
+    """The query server ends with the session (it reads stdin to its end)."""
+    yield
+    for server in _AIM_QUERY_SERVER:
+        server.stdin.close()
+        server.wait(timeout=60)
 
 
 def wait_http(url: str, proc, seconds: float = 120) -> bytes:

@@ -144,7 +144,7 @@ def test_a_pass_removing_more_than_the_bound_needs_a_confirmation(
 
 
 def test_the_sensor_skips_removals_beyond_the_bound_and_adds_new_folders(
-        tmp_path, small_tree, data_dir):
+        tmp_path, small_tree, data_dir, dagster_storage):
     defs = build_defs(str(small_tree), str(data_dir))
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         apply_partition_requests(instance, sensor_tick(defs, instance))
@@ -171,7 +171,7 @@ def test_the_sensor_skips_removals_beyond_the_bound_and_adds_new_folders(
 
 
 def test_the_sensor_adds_new_folders_but_removes_none_when_too_many_are_gone(
-        tmp_path, sample_tree, data_dir):
+        tmp_path, sample_tree, data_dir, dagster_storage):
     defs = build_defs(str(sample_tree), str(data_dir))
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         apply_partition_requests(instance, sensor_tick(defs, instance))

@@ -99,7 +99,7 @@ def test_an_aim_pool_is_its_repo_real_path(tmp_path, monkeypatch):
     assert AimTracker(str(tmp_path / "other")).pool != pool
 
 
-def test_trackers_on_one_store_share_its_pool_at_the_least_limit(tmp_path):
+def test_trackers_on_one_store_share_its_pool_at_the_least_limit(tmp_path, dagster_storage):
     server = "http://127.0.0.1:5999"
     trackers = [MlflowTracker(server), AimTracker(str(tmp_path / "aim")),
                 SecondMlflow(server, experiment="b"),

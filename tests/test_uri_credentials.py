@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.trackers.mlflow.environment import SETTINGS as MLFLOW_SWITCHES
 from tests.conftest import _free_port
 
 # A lookup that did not give up would take MLflow's 120 s per request, retried: far above this
@@ -32,6 +34,21 @@ def _align_track(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ALIGN_TRACK_"))}
     return subprocess.run([ALIGN_TRACK, *args], capture_output=True, text=True, timeout=600,
                           env=clean | env)
+
+
+def _search(capfd, monkeypatch, *args: str, **env: str) -> tuple[int, str, str]:
+    """`align-track search ARGS` run in this process as the entry point runs it (no Python
+    start-up and imports to pay), in the environment `_align_track` gives the command: exit
+    code, stdout and stderr as they reached the file descriptors (log handlers included)."""
+    for name in list(os.environ):
+        if name.startswith(("MLFLOW_", "ALIGN_TRACK_")) and name not in MLFLOW_SWITCHES:
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capfd.readouterr()
+    code = main(["search", *args])
+    out = capfd.readouterr()
+    return code, out.out, out.err
 
 
 def _files_holding(root: Path, secret: str) -> list[Path]:
@@ -81,60 +98,63 @@ def test_a_password_in_the_uri_of_a_server_that_is_down_is_shown_nowhere(small_t
     assert _files_holding(data, PASSWORD) == []
 
 
-def test_search_with_a_server_that_is_down_answers_from_parquet(tables_dir):
+def test_search_with_a_server_that_is_down_answers_from_parquet(tables_dir, capfd, monkeypatch):
     """Links come from a tracking server that does not answer: the rows are printed at once,
     the links marked unavailable, and why on stderr (no password)."""
     shown = f"http://127.0.0.1:{_free_port()}"
     started = time.monotonic()
-    done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
-                        "--limit", "3", "--json", MLFLOW_TRACKING_URI=_with_password(shown))
+    code, out, err = _search(capfd, monkeypatch, "--data-dir", str(tables_dir), "--adm",
+                             "random", "--limit", "3", "--json",
+                             MLFLOW_TRACKING_URI=_with_password(shown))
     seconds = time.monotonic() - started
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert code == 0, err[-3000:]
     assert seconds < GAVE_UP_WITHIN, seconds
-    found = json.loads(done.stdout)
+    found = json.loads(out)
     assert found["count"] == 3
     assert [r["links"]["mlflow"] for r in found["rows"]] == ["unavailable"] * 3
-    assert done.stderr == (f"align-track search: mlflow links unavailable: {shown} "
-                           "(experiment align-system): ConnectionRefusedError: "
-                           "[Errno 111] Connection refused\n")
+    assert err == (f"align-track search: mlflow links unavailable: {shown} "
+                   "(experiment align-system): ConnectionRefusedError: "
+                   "[Errno 111] Connection refused\n")
 
 
-def test_search_with_a_server_that_is_down_marks_links_in_the_table(tables_dir):
+def test_search_with_a_server_that_is_down_marks_links_in_the_table(tables_dir, capfd,
+                                                                     monkeypatch):
     uri = _with_password(f"http://127.0.0.1:{_free_port()}")
-    done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
-                        "--limit", "3", "--mlflow-uri", uri)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    code, out, err = _search(capfd, monkeypatch, "--data-dir", str(tables_dir), "--adm",
+                             "random", "--limit", "3", "--mlflow-uri", uri)
+    assert code == 0, err[-3000:]
+    lines = out.splitlines()
     assert "mlflow link" in lines[0] and lines[-1] == "3 scenes rows (more match: --limit N " \
         "or --limit 0 for all)"
     assert sum("unavailable" in line for line in lines) == 3
-    assert PASSWORD not in done.stdout + done.stderr
+    assert PASSWORD not in out + err
 
 
-def _search_a_silent_server(tables_dir: Path, uri: str) -> tuple[subprocess.CompletedProcess,
-                                                                  float]:
+def _search_a_silent_server(tables_dir: Path, uri: str, capfd,
+                            monkeypatch) -> tuple[int, str, str, float]:
     """`search` with links from a server at `uri` ({address} filled in) that takes the
-    connection and never answers; what it printed and how long it took."""
+    connection and never answers; its exit code, what it printed and how long it took."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes the handshake; nothing ever reads or answers
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
-        done = _align_track("search", "--data-dir", str(tables_dir), "--adm", "random",
-                            "--limit", "3", "--json", "--mlflow-uri",
-                            uri.format(address=address))
-        return done, time.monotonic() - started
+        code, out, err = _search(capfd, monkeypatch, "--data-dir", str(tables_dir), "--adm",
+                                 "random", "--limit", "3", "--json", "--mlflow-uri",
+                                 uri.format(address=address))
+        return code, out, err, time.monotonic() - started
 
 
-def test_search_gives_up_on_a_server_that_never_answers(tables_dir):
+def test_search_gives_up_on_a_server_that_never_answers(tables_dir, capfd, monkeypatch):
     """A server that takes the connection and never answers (hung, or a blackholed proxy):
     the lookup gives up after LOOKUP_SECONDS, not MLflow's 120 s per request, 8 times."""
-    done, seconds = _search_a_silent_server(tables_dir, "http://{address}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    code, out, err, seconds = _search_a_silent_server(tables_dir, "http://{address}", capfd,
+                                                      monkeypatch)
+    assert code == 0, err[-3000:]
     assert seconds < GAVE_UP_WITHIN, seconds
-    assert "mlflow links unavailable: http://127.0.0.1:" in done.stderr
-    assert done.stderr.rstrip().endswith("TimeoutError: timed out")
-    assert json.loads(done.stdout)["count"] == 3
+    assert "mlflow links unavailable: http://127.0.0.1:" in err
+    assert err.rstrip().endswith("TimeoutError: timed out")
+    assert json.loads(out)["count"] == 3
 
 
 def test_a_traceback_of_the_cli_shows_no_password(tmp_path):
@@ -149,13 +169,15 @@ def test_a_traceback_of_the_cli_shows_no_password(tmp_path):
     assert PASSWORD not in done.stdout + done.stderr
 
 
-def test_search_gives_up_on_a_database_server_that_never_answers(tables_dir):
+def test_search_gives_up_on_a_database_server_that_never_answers(tables_dir, capfd,
+                                                                  monkeypatch):
     """The same with MLflow on Postgres: the driver's connection gives up after
     LOOKUP_SECONDS (libpq has no timeout of its own)."""
-    done, seconds = _search_a_silent_server(
-        tables_dir, f"postgresql+psycopg2://alice:{PASSWORD}@{{address}}/db")
-    assert done.returncode == 0, done.stderr[-3000:]
+    code, out, err, seconds = _search_a_silent_server(
+        tables_dir, f"postgresql+psycopg2://alice:{PASSWORD}@{{address}}/db", capfd,
+        monkeypatch)
+    assert code == 0, err[-3000:]
     assert seconds < GAVE_UP_WITHIN, seconds
-    assert "mlflow links unavailable: postgresql+psycopg2://127.0.0.1:" in done.stderr
-    assert json.loads(done.stdout)["count"] == 3
-    assert PASSWORD not in done.stdout + done.stderr
+    assert "mlflow links unavailable: postgresql+psycopg2://127.0.0.1:" in err
+    assert json.loads(out)["count"] == 3
+    assert PASSWORD not in out + err

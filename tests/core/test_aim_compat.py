@@ -23,43 +23,43 @@ def _run(repo, name: str) -> str:
     return run.hash
 
 
-def test_closed_runs_need_indexing_and_index_runs_does_it(tmp_path):
-    repo = storage.open_repo(tmp_path / "aim")
+def test_closed_runs_need_indexing_and_index_runs_does_it(aim_repo):
+    repo = storage.open_repo(aim_repo)
     first, second = _run(repo, "a"), _run(repo, "b")
     # close() does not index: a fresh process lists the runs but sees none of their params
-    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")}
+    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(aim_repo)}
     assert {h: r["params"]["adm"] for h, r in seen.items()} == {first: None, second: None}
     assert set(indexing.outdated_runs(repo)) == {first, second}
     assert indexing.index_runs(repo, [first]) == 1
-    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")}
+    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(aim_repo)}
     assert {h: r["params"]["adm"] for h, r in seen.items()} == {first: "x", second: None}
     assert seen[first]["name"] == "a"
     assert indexing.outdated_runs(repo) == [second]
 
 
-def test_lean_runs_leave_no_threads(tmp_path):
-    repo = storage.open_repo(tmp_path / "aim")
+def test_lean_runs_leave_no_threads(aim_repo):
+    repo = storage.open_repo(aim_repo)
     before = threading.active_count()
     for i in range(5):
         _run(repo, str(i))
     assert threading.active_count() <= before + 1
 
 
-def test_rebuild_index(tmp_path):
-    repo = storage.open_repo(tmp_path / "aim")
+def test_rebuild_index(aim_repo):
+    repo = storage.open_repo(aim_repo)
     hashes = {_run(repo, str(i)) for i in range(3)}
     assert indexing.rebuild_index(repo) == 3
-    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    seen = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert {r["hash"] for r in seen if r["params"]["adm"] == "x"} == hashes
 
 
-def test_deleted_runs_disappear_without_reindex(tmp_path):
-    repo = storage.open_repo(tmp_path / "aim")
+def test_deleted_runs_disappear_without_reindex(aim_repo):
+    repo = storage.open_repo(aim_repo)
     keep, gone = _run(repo, "keep"), _run(repo, "gone")
     indexing.index_runs(repo, [keep, gone])
     assert repo.delete_runs([gone]) == (True, [])
     assert not storage.run_exists(repo, gone)
-    assert [r["hash"] for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")] == [keep]
+    assert [r["hash"] for r in aim_runs_seen_by_a_fresh_process(aim_repo)] == [keep]
 
 
 def test_aim_up_is_a_click_command_with_the_options_aim_ui_passes():
@@ -69,15 +69,15 @@ def test_aim_up_is_a_click_command_with_the_options_aim_ui_passes():
     assert {p.name for p in commands.up.params} >= {"repo", "workers", "host", "port", "yes"}
 
 
-def test_lean_runs_skip_status_reporting_and_still_finish(tmp_path):
+def test_lean_runs_skip_status_reporting_and_still_finish(aim_repo):
     """Aim's `Run` builds a status reporter (a thread and check-in files per run, named in
     `aim.sdk.run`); a lean run has none, and still ends with an end time: not active."""
     import aim.sdk.run
     from aim import Run
 
     assert all(callable(getattr(aim.sdk.run, name)) for name in lean_runs.STATUS_REPORTERS)
-    repo = storage.open_repo(tmp_path / "aim")
-    check_ins = tmp_path / "aim" / ".aim" / "check_ins"
+    repo = storage.open_repo(aim_repo)
+    check_ins = aim_repo / ".aim" / "check_ins"
     plain = Run(repo=repo, system_tracking_interval=None, capture_terminal_logs=False,
                 log_system_params=False)
     assert plain._checkins is not None
@@ -121,7 +121,7 @@ def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path):
         assert [r["hash"] for r in aim_runs_seen_by_a_fresh_process(path)] == [run_hash]
 
 
-def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
+def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim_repo):
     """Aim opens a new run's two writable databases through `Repo.request_container` and its
     lock (a `RunLock`: `lock`, `release`) through `Repo.request_run_lock` while `Run()` runs,
     from `RocksContainer`'s `_db_opts`: a staged run is built under the stage (small MANIFEST
@@ -131,12 +131,12 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
 
     (tmp_path / "shm").mkdir()
     stage = staging.new_stage(tmp_path / "shm")
-    repo = storage.open_repo(tmp_path / "aim")
+    repo = storage.open_repo(aim_repo)
     run = lean_runs.lean_run(repo, "exp", stage)
     assert not {"request_container", "request_run_lock"} & set(vars(repo))  # Aim's own again
     assert isinstance(run._lock, staging._NewRunLock)  # no lock file: a hash no one knows
     assert {n for n in vars(RunLock) if not n.startswith("_")} == {"lock", "release"}
-    assert not list((tmp_path / "aim" / ".aim" / "locks").glob(f"{run.hash}*"))
+    assert not list((aim_repo / ".aim" / "locks").glob(f"{run.hash}*"))
     containers = [repo.container_pool[ContainerConfig(name, run.hash, False)]
                   for name in ("meta", "seqs")]
     assert all(c._db_opts["manifest_preallocation_size"] == staging._SMALL_MANIFEST
@@ -148,14 +148,14 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path):
         assert (stage / name / "chunks" / run.hash / "CURRENT").is_file()
         [options] = (stage / name / "chunks" / run.hash).glob("OPTIONS-*")  # as RocksDB ran
         assert f"manifest_preallocation_size={staging._SMALL_MANIFEST}\n" in options.read_text()
-        assert not (tmp_path / "aim" / ".aim" / name / "chunks" / run.hash).exists()
+        assert not (aim_repo / ".aim" / name / "chunks" / run.hash).exists()
     assert storage.run_recorded(repo, run.hash) and not storage.run_exists(repo, run.hash)
 
     staging.publish_run(repo, run.hash, stage)
     assert not any(list((stage / name / "chunks").iterdir()) for name in ("meta", "seqs"))
     assert storage.all_run_hashes(repo) == [run.hash]
     assert indexing.index_runs(repo, [run.hash]) == 1
-    [seen] = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    [seen] = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert (seen["name"], seen["params"]["adm"]) == ("a", "x")
     assert seen["metrics"] == {"timing_seconds": 1.5}
 
@@ -227,7 +227,7 @@ def test_a_run_is_dated_and_ended_as_asked(tmp_path, staged):
         time.time())
 
 
-def test_run_creation_takes_an_flock_and_commits_without_a_sync_each(tmp_path):
+def test_run_creation_takes_an_flock_and_commits_without_a_sync_each(aim_repo):
     """Aim guards creating a run's row with `Repo._sdb_lock` (a polled lock file); the writer
     swaps in an `flock` and has its connections commit with `synchronous=NORMAL`."""
     import inspect
@@ -235,23 +235,23 @@ def test_run_creation_takes_an_flock_and_commits_without_a_sync_each(tmp_path):
     from aim.sdk.repo import Repo
 
     assert "self._sdb_lock" in inspect.getsource(Repo.request_props)
-    repo = storage.open_repo(tmp_path / "aim")
+    repo = storage.open_repo(aim_repo)
     assert isinstance(repo._sdb_lock, storage._Flock)
     with repo.structured_db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
-    assert storage.open_repo(tmp_path / "aim") is repo  # Aim caches repos: set up once
+    assert storage.open_repo(aim_repo) is repo  # Aim caches repos: set up once
     _run(repo, "a")
     assert len(repo.structured_db.runs()) == 1
 
 
-def test_indexing_from_the_records_read_at_publishing_equals_aims_own(tmp_path):
+def test_indexing_from_the_records_read_at_publishing_equals_aims_own(tmp_path, aim_repo):
     """`publish_run` reads a staged run's meta records before closing it; indexing them puts
     into the index exactly what Aim's `finalize` (reopening the run) puts there."""
     from aim import Text
 
     (tmp_path / "shm").mkdir()
     stage = staging.new_stage(tmp_path / "shm")
-    repo = storage.open_repo(tmp_path / "aim")
+    repo = storage.open_repo(aim_repo)
     run = lean_runs.lean_run(repo, "exp", stage)
     run.name, run["adm"], run["kdma"] = "a", "x", {"merit": 0.5}
     run.track(1.5, name="timing_seconds")
@@ -270,12 +270,13 @@ def test_indexing_from_the_records_read_at_publishing_equals_aims_own(tmp_path):
     assert indexing.index_runs(repo, [run.hash]) == 1  # Aim's way, reopening the run
     assert ours and ours == indexed()
     assert indexing.outdated_runs(repo) == []
-    [seen] = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    [seen] = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert (seen["name"], seen["params"]["kdma"]) == ("a", {"merit": 0.5})
 
 
-def test_on_an_unverified_aim_only_public_apis_are_used_and_runs_read_back_alike(
-        tmp_path, monkeypatch, caplog):
+def test_on_an_unverified_aim_only_public_apis_are_used_and_runs_read_back_alike(tmp_path,
+                                                                                 monkeypatch,
+                                                                                 caplog, aim_repo):
     """With the Aim gate closed: the run table keeps Aim's own mode and lock, there is no
     stage, runs keep Aim's status reporter and are dated and ended when written (the date
     asked for needs an internal), every run counts as outdated and indexing goes through
@@ -287,7 +288,7 @@ def test_on_an_unverified_aim_only_public_apis_are_used_and_runs_read_back_alike
     assert not verified.aim_internals()
     (tmp_path / "shm").mkdir()
     assert staging.new_stage(tmp_path / "shm", min_free=0) is None
-    repo = storage.open_repo(tmp_path / "aim")
+    repo = storage.open_repo(aim_repo)
     assert type(repo._sdb_lock).__name__ == "SoftFileLock"  # Aim's own
     with repo.structured_db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, SQLite's
@@ -300,7 +301,7 @@ def test_on_an_unverified_aim_only_public_apis_are_used_and_runs_read_back_alike
     assert indexing.index_runs(repo, [run.hash]) == 1
     assert indexing.outdated_runs(repo) == [run.hash]  # every run, always
     assert storage.read_params(repo, run.hash, ("adm", "none")) == {"adm": "x", "none": None}
-    [seen] = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    [seen] = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert (seen["name"], seen["params"]["adm"]) == ("a", "x")
     assert before <= seen["creation_time"] <= seen["end_time"] <= time.time()  # written then
     warned = [r.getMessage() for r in caplog.records if r.name == verified.__name__]

@@ -24,12 +24,12 @@ def _plan(root: Path, rel: str = REL):
 
 
 @pytest.fixture(params=["staged", "in place"])
-def writer(request, tmp_path, monkeypatch):
+def writer(request, tmp_path, monkeypatch, aim_repo):
     """Both ways of building runs: on a memory file system and moved in (where there is one),
     or in the repo itself."""
     if request.param == "in place":
         monkeypatch.setattr(staging, "STAGE_ROOT", tmp_path / "no-such-folder")
-    w = AimWriter(tmp_path / "aim")
+    w = AimWriter(aim_repo)
     assert (w.stage is not None) == (request.param == "staged")
     yield w
     w.close()
@@ -53,12 +53,12 @@ def test_plan_has_the_scene_params_and_texts(sample_tree):
     assert "timing_seconds" in run.metrics
 
 
-def test_upsert_writes_indexes_and_converges(writer, sample_tree, tmp_path):
+def test_upsert_writes_indexes_and_converges(writer, sample_tree, aim_repo):
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)
     first = writer.upsert(key, plan)
     assert len(first.created) == len(plan) == first.indexed
-    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    seen = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
     by_name = {r["name"]: r for r in seen}
     for spec in plan:
@@ -75,7 +75,7 @@ def test_upsert_writes_indexes_and_converges(writer, sample_tree, tmp_path):
     io.write_text(io.read_text().replace("Random choice", "Changed choice", 1))
     changed = writer.upsert(key, _plan(sample_tree))
     assert len(changed.created) == 1 and changed.deleted == 1
-    assert len(aim_runs_seen_by_a_fresh_process(tmp_path / "aim")) == len(plan)
+    assert len(aim_runs_seen_by_a_fresh_process(aim_repo)) == len(plan)
 
 
 def _ms(seconds: float) -> int:
@@ -128,7 +128,7 @@ def test_runs_without_a_start_in_the_data_end_by_the_write_time(writer, sample_t
 
 
 def test_a_stage_short_of_room_is_left_and_runs_are_written_in_place(sample_tree, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, aim_repo):
     """Closing a run on a full file system makes RocksDB wait for space for ever: once the
     stage's file system runs short, the writer writes in the repo directly instead."""
     import shutil
@@ -136,7 +136,7 @@ def test_a_stage_short_of_room_is_left_and_runs_are_written_in_place(sample_tree
     monkeypatch.setattr(staging, "STAGE_ROOT", tmp_path / "shm")
     (tmp_path / "shm").mkdir()
     key = RunDir(sample_tree / REL, REL).key
-    writer = AimWriter(tmp_path / "aim")
+    writer = AimWriter(aim_repo)
     try:
         stage = writer.stage
         assert stage is not None
@@ -148,15 +148,15 @@ def test_a_stage_short_of_room_is_left_and_runs_are_written_in_place(sample_tree
         changed = writer.upsert(key, _plan(sample_tree))
         assert writer.stage is None and not stage.exists()
         assert len(changed.created) == 1 and changed.indexed == 1
-        assert (tmp_path / "aim" / ".aim" / "meta" / "chunks" / changed.created[0]).is_dir()
+        assert (aim_repo / ".aim" / "meta" / "chunks" / changed.created[0]).is_dir()
     finally:
         writer.close()
-    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    seen = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in _plan(sample_tree))
 
 
-def test_a_stage_that_runs_short_within_a_partition_leaves_no_run_behind(sample_tree,
-                                                                         tmp_path, monkeypatch):
+def test_a_stage_that_runs_short_within_a_partition_leaves_no_run_behind(sample_tree, tmp_path,
+                                                                         monkeypatch, aim_repo):
     """Room is checked before each run: the partition's first runs staged, the rest in
     place, every one indexed and seen."""
     monkeypatch.setattr(staging, "STAGE_ROOT", tmp_path / "shm")
@@ -170,7 +170,7 @@ def test_a_stage_that_runs_short_within_a_partition_leaves_no_run_behind(sample_
 
     monkeypatch.setattr(staging, "stage_has_room", room_for_two_runs)
     plan = _plan(sample_tree)
-    writer = AimWriter(tmp_path / "aim")
+    writer = AimWriter(aim_repo)
     try:
         result = writer.upsert(RunDir(sample_tree / REL, REL).key, plan)
         assert writer.stage is None and len(plan) > 2
@@ -178,7 +178,7 @@ def test_a_stage_that_runs_short_within_a_partition_leaves_no_run_behind(sample_
         assert len(result.created) == result.indexed == len(plan)
     finally:
         writer.close()
-    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    seen = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
 
 
@@ -203,18 +203,18 @@ def test_the_stage_follows_its_variable(sample_tree, tmp_path, monkeypatch):
         AimWriter(tmp_path / "refused")
 
 
-def test_removed_scenes_are_deleted(writer, sample_tree, tmp_path):
+def test_removed_scenes_are_deleted(writer, sample_tree, aim_repo):
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)
     writer.upsert(key, plan)
     result = writer.upsert(key, plan[:2])
     assert result.deleted == len(plan) - 2 and result.created == []
-    assert len(aim_runs_seen_by_a_fresh_process(tmp_path / "aim")) == 2
+    assert len(aim_runs_seen_by_a_fresh_process(aim_repo)) == 2
     assert writer.delete_partition(key) == 2
-    assert aim_runs_seen_by_a_fresh_process(tmp_path / "aim") == []
+    assert aim_runs_seen_by_a_fresh_process(aim_repo) == []
 
 
-def test_kill_mid_partition_is_repaired(writer, sample_tree, tmp_path, monkeypatch):
+def test_kill_mid_partition_is_repaired(writer, sample_tree, monkeypatch, aim_repo):
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)
 
@@ -239,7 +239,7 @@ def test_kill_mid_partition_is_repaired(writer, sample_tree, tmp_path, monkeypat
     assert result.deleted == 3 and len(result.created) == len(plan)
     assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)  # no leftovers
     assert len(_held(writer.repo)) == len(plan)  # nothing duplicated
-    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    seen = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
 
 
@@ -300,23 +300,23 @@ def _in_thread(work) -> tuple:
     return thread, done
 
 
-def test_writers_of_other_partitions_run_side_by_side(sample_tree, tmp_path):
+def test_writers_of_other_partitions_run_side_by_side(sample_tree, aim_repo):
     """A writer of another partition, mid-way (holding its partition's lock and the shared
     repo lock, as another process would): this partition's writer does not wait for it."""
     from align_track_pipeline.core.trackers.aim.writer import partition_lock, repo_lock
 
     key = RunDir(sample_tree / REL, REL).key
-    _in_thread.repo = tmp_path / "aim"
-    AimWriter(tmp_path / "aim").close()  # the first writer created the repo
-    with partition_lock(tmp_path / "aim", "another/partition"), \
-            repo_lock(tmp_path / "aim", shared=True):
+    _in_thread.repo = aim_repo
+    AimWriter(aim_repo).close()  # the first writer created the repo
+    with partition_lock(aim_repo, "another/partition"), \
+            repo_lock(aim_repo, shared=True):
         thread, done = _in_thread(lambda w: w.upsert(key, _plan(sample_tree)))
         assert done.wait(60), "a writer of another partition was waited for"
     thread.join()
 
 
-def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree, tmp_path,
-                                                                    monkeypatch):
+def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree, monkeypatch,
+                                                                    aim_repo):
     """A kill left a placeholder in partition P. Meanwhile another writer (of Q) has created a
     run whose hash its manifest row does not hold yet: the repair of P waits for it, and then
     deletes P's leftover run and never Q's."""
@@ -326,8 +326,8 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
 
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)
-    _in_thread.repo = tmp_path / "aim"
-    killed = AimWriter(tmp_path / "aim")
+    _in_thread.repo = aim_repo
+    killed = AimWriter(aim_repo)
 
     class Killed(BaseException):
         pass
@@ -348,7 +348,7 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     in_flight, release, q_run = threading.Event(), threading.Event(), {}
 
     def writer_of_q(w: AimWriter) -> None:  # as `_write` does, held between run and row
-        with repo_lock(tmp_path / "aim", shared=True):
+        with repo_lock(aim_repo, shared=True):
             w.manifest.placeholder("Q", "Q::0", "c")
             run = real_lean(w.repo, "q", w.stage)
             q_run["hash"] = run.hash
@@ -368,7 +368,7 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     q.join()
     assert done.wait(120)
     p.join()
-    repo = storage.open_repo(tmp_path / "aim")
+    repo = storage.open_repo(aim_repo)
     hashes = _held(repo)
     assert q_run["hash"] in hashes  # the other writer's run survived the repair
     assert leftover and not leftover & hashes  # the killed writer's leftover is gone
@@ -396,7 +396,7 @@ writer.close()
 """
 
 
-def test_a_process_interrupted_mid_run_still_exits(sample_tree, tmp_path):
+def test_a_process_interrupted_mid_run_still_exits(sample_tree, aim_repo):
     """Ctrl-C inside a staged run: the run's open databases are closed before its stage is
     removed, so Aim's exit handler (which waits for ever once a close fails) lets the process
     end; the next upsert converges."""
@@ -405,13 +405,13 @@ def test_a_process_interrupted_mid_run_still_exits(sample_tree, tmp_path):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED, str(sample_tree), REL, str(tmp_path / "aim")],
+        [sys.executable, "-c", _INTERRUPTED, str(sample_tree), REL, str(aim_repo)],
         capture_output=True, text=True, timeout=120, check=False,
         env=os.environ | {"ALIGN_TRACK_FAULT": "aim.run_created:2:sigint"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["interrupted", str(staging.STAGE_ROOT.is_dir())]
     assert "Exception in thread" not in done.stderr
-    writer = AimWriter(tmp_path / "aim")
+    writer = AimWriter(aim_repo)
     try:
         result = writer.upsert(RunDir(sample_tree / REL, REL).key, _plan(sample_tree))
     finally:
@@ -420,8 +420,8 @@ def test_a_process_interrupted_mid_run_still_exits(sample_tree, tmp_path):
     assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)
 
 
-def test_a_kill_between_the_index_records_and_their_checksums_leaves_the_runs_outdated(
-        sample_tree, tmp_path):
+def test_a_kill_between_the_index_records_and_their_checksums_leaves_the_runs_outdated(sample_tree,
+                                                                                       aim_repo):
     """The index takes a partition's records in one batch, the runs' checksums after it: a
     kill between leaves every run visible with its records and marked outdated (indexed
     again by `aim up` or `aim-reindex`), never marked indexed without its records."""
@@ -430,30 +430,29 @@ def test_a_kill_between_the_index_records_and_their_checksums_leaves_the_runs_ou
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED, str(sample_tree), REL, str(tmp_path / "aim")],
+        [sys.executable, "-c", _INTERRUPTED, str(sample_tree), REL, str(aim_repo)],
         capture_output=True, text=True, timeout=120, check=False,
         env=os.environ | {"ALIGN_TRACK_FAULT": "aim.index_records_written"})
     assert done.returncode == -9, done.stderr[-2000:]
     plan = _plan(sample_tree)
-    repo = storage.open_repo(tmp_path / "aim")
+    repo = storage.open_repo(aim_repo)
     hashes = storage.all_run_hashes(repo)
     assert len(hashes) == len(plan) and sorted(indexing.outdated_runs(repo)) == hashes
-    seen = aim_runs_seen_by_a_fresh_process(tmp_path / "aim")
+    seen = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert sorted(r["name"] for r in seen) == sorted(r.name for r in plan)
     assert indexing.index_runs(repo, hashes) == len(plan)
     assert indexing.outdated_runs(repo) == []
 
 
 
-def test_a_manifest_that_disagrees_with_the_repo_is_rebuilt_from_the_runs(sample_tree,
-                                                                         tmp_path):
+def test_a_manifest_that_disagrees_with_the_repo_is_rebuilt_from_the_runs(sample_tree, aim_repo):
     """Runs the manifest does not list (here: a scene written twice after its rows were
     lost) make the next writer rebuild it from the runs: one run per scene, the newest
     whole one, the other deleted; archived runs stay archived and are not taken back."""
     other = "random/unaligned"
     rel = "pipeline_baseline/moral_judgement-0.2"
     key, archived_key = RunDir(sample_tree / rel, rel).key, RunDir(sample_tree / other, other).key
-    writer = AimWriter(tmp_path / "aim")
+    writer = AimWriter(aim_repo)
     try:
         archived = writer.upsert(archived_key, _plan(sample_tree, other)).created
         assert writer.archive_partition(archived_key) == len(archived)
@@ -462,9 +461,9 @@ def test_a_manifest_that_disagrees_with_the_repo_is_rebuilt_from_the_runs(sample
         new = writer.upsert(key, _plan(sample_tree, rel)).created
     finally:
         writer.close()
-    assert len(_held(storage.open_repo(tmp_path / "aim"))) == len(archived) + 2 * len(new)
+    assert len(_held(storage.open_repo(aim_repo))) == len(archived) + 2 * len(new)
 
-    rebuilt = AimWriter(tmp_path / "aim")
+    rebuilt = AimWriter(aim_repo)
     try:
         assert {h for h, _, done in rebuilt.manifest.rows(key).values() if done} == set(new)
         assert rebuilt.manifest.rows(archived_key) == {}

@@ -48,7 +48,7 @@ def test_partition_keys_are_reversible(rel):
     assert rel_path_of(partition_key(rel)) == rel
 
 
-def test_partition_keys_are_accepted_by_dagster(tmp_path):
+def test_partition_keys_are_accepted_by_dagster(tmp_path, dagster_storage):
     keys = [partition_key(rel) for rel in WEIRD_NAMES]
     assert all("..." not in k and "," not in k and "\n" not in k for k in keys)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:

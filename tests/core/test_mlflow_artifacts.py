@@ -38,9 +38,9 @@ def _written_under(root: Path, uri: str, experiment: str, shared: bool = True) -
     return sorted(a for r in runs for a in _artifacts(client, r.info.run_id))
 
 
-def test_a_sql_store_writes_artifacts_into_the_shared_folder(tmp_path):
+def test_a_sql_store_writes_artifacts_into_the_shared_folder(tmp_path, mlflow_db):
     shared = tmp_path / "shared-artifacts"
-    listed = _written_under(shared, f"sqlite:///{tmp_path}/mlflow.db", "align-system")
+    listed = _written_under(shared, f"sqlite:///{mlflow_db}", "align-system")
     assert "scene_0/scene_data.json" in listed
     on_disk = [p for p in shared.rglob("*") if p.is_file()]
     assert len(on_disk) == len(listed)

@@ -3,6 +3,7 @@ the bulk path is held to what MLflow's own client stores."""
 
 import base64
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,14 +50,14 @@ def test_validation_rejects_what_mlflow_rejects():
         mc.validate_run_data({f"p{i}": "1" for i in range(101)}, {}, {}, 0)
 
 
-def test_bulk_trace_rows_read_back_as_mlflow_writes_them(tmp_path):
+def test_bulk_trace_rows_read_back_as_mlflow_writes_them(tmp_path, mlflow_db):
     """`TraceRows` stores what `start_trace(TraceInfo)` + `log_spans` store for one root span:
     MLflow's client reads it back whole (tags, metadata link, span inputs/outputs, times,
     previews, feedback), and the tables and columns it inserts exist."""
     from mlflow import MlflowClient
     from sqlalchemy import insert
 
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = f"sqlite:///{mlflow_db}"
     store = mc.open_sql_store(uri, str(tmp_path / "art"))
     exp = store.create_experiment("e")
     run = store.create_run(exp, "u", 0, [], "r")
@@ -177,7 +178,8 @@ def _tables(db: Path, root: Path) -> dict[str, list]:
     return {table: sorted(row(table, r) for r in found) for table, found in rows.items()}
 
 
-def test_the_bulk_path_stores_what_mlflows_client_stores(tmp_path, monkeypatch):
+def test_the_bulk_path_stores_what_mlflows_client_stores(tmp_path, monkeypatch,
+                                                        empty_mlflow_db):
     """One partition (runs, params, metrics, tags, traces, scores) written, then removed,
     through the bulk path and through MLflow's client into two SQLite stores: every table
     MLflow keeps holds the same rows after each, ids and write times aside."""
@@ -191,6 +193,7 @@ def test_the_bulk_path_stores_what_mlflows_client_stores(tmp_path, monkeypatch):
     for path in ("bulk", "public"):
         if path == "public":
             monkeypatch.setenv("ALIGN_TRACK_PUBLIC_APIS", "1")
+        shutil.copyfile(empty_mlflow_db, tmp_path / f"{path}.db")  # MLflow's schema, no runs
         writer = MlflowWriter(f"sqlite:///{tmp_path}/{path}.db", "align-system",
                               str(tmp_path / path))
         assert type(writer._backend).__name__ == {"bulk": "_SqlBackend",

@@ -32,9 +32,9 @@ def _specs(root: Path, rel: str):
     return plan_runs(parsed.experiments.to_pylist(), parsed.scenes.to_pylist(), root / rel)
 
 
-def _sqlite(tmp_path: Path) -> MlflowWriter:
-    return MlflowWriter(f"sqlite:///{tmp_path}/mlflow.db", "align-system",
-                        str(tmp_path / "artifacts"))
+def _sqlite(db: Path) -> MlflowWriter:
+    """The writer on a SQLite store (conftest's `mlflow_db`: MLflow's schema, no runs yet)."""
+    return MlflowWriter(f"sqlite:///{db}", "align-system", str(db.parent / "artifacts"))
 
 
 def read_back(uri: str, experiment_id: str) -> dict[str, dict]:
@@ -67,8 +67,8 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> li
     return sorted(out)
 
 
-def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path):
-    writer = _sqlite(tmp_path)
+def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path, mlflow_db):
+    writer = _sqlite(mlflow_db)
     specs = {rel: _specs(SAMPLE_TREE, rel) for rel in RELS}
     for rel, s in specs.items():
         writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, s)
@@ -95,9 +95,9 @@ def test_sqlite_bulk_write_reads_back_through_the_api(tmp_path):
     assert Path(local).read_bytes() == child.artifacts[artifact]
 
 
-def test_children_come_in_scene_order_by_start_time(tmp_path):
+def test_children_come_in_scene_order_by_start_time(mlflow_db):
     """The MLflow UI orders runs by start time: a parent's children then read idx0, idx1..."""
-    writer = _sqlite(tmp_path)
+    writer = _sqlite(mlflow_db)
     rel = RELS[2]  # no start time in the data: counted back from the write time
     parsed = parse_run_dir(RunDir(SAMPLE_TREE / rel, rel), SAMPLE_TREE)
     rows = parsed.experiments.to_pylist(), parsed.scenes.to_pylist()
@@ -117,8 +117,8 @@ def test_children_come_in_scene_order_by_start_time(tmp_path):
 
 
 @pytest.mark.slow
-def test_bulk_and_api_paths_write_the_same_runs(tmp_path, mlflow_server):
-    bulk = _sqlite(tmp_path)
+def test_bulk_and_api_paths_write_the_same_runs(mlflow_db, mlflow_server):
+    bulk = _sqlite(mlflow_db)
     api = MlflowWriter(mlflow_server, f"parity-{uuid.uuid4().hex[:8]}")
     for writer in (bulk, api):
         for rel in RELS[:2]:
@@ -189,8 +189,8 @@ def test_a_partition_through_a_server_with_shared_artifacts_takes_at_most_3_5_re
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("server", marks=pytest.mark.slow)])
-def test_upsert_converges(request, tmp_path, backend, sample_tree):
-    writer = (_sqlite(tmp_path) if backend == "sqlite"
+def test_upsert_converges(request, mlflow_db, backend, sample_tree):
+    writer = (_sqlite(mlflow_db) if backend == "sqlite"
               else MlflowWriter(request.getfixturevalue("mlflow_server"),
                                 f"conv-{uuid.uuid4().hex[:8]}"))
     keys = {rel: RunDir(sample_tree / rel, rel).key for rel in RELS[:2]}
@@ -213,7 +213,7 @@ def test_upsert_converges(request, tmp_path, backend, sample_tree):
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("server", marks=pytest.mark.slow)])
 def test_replaced_and_removed_runs_are_soft_deleted_and_a_restored_one_is_no_duplicate(
-        request, tmp_path, backend, sample_tree):
+        request, mlflow_db, backend, sample_tree):
     """Every backend deletes as `MlflowClient.delete_run` does: replaced and removed runs go to
     the `deleted` stage, restorable. A replaced run restored is an old version, not the key's
     run: its partition and key tags say `replaced:`, and the partition stays converged with
@@ -222,7 +222,7 @@ def test_replaced_and_removed_runs_are_soft_deleted_and_a_restored_one_is_no_dup
 
     from align_track_pipeline.core.trackers.mlflow.plan import TAG_PARTITION
 
-    writer = (_sqlite(tmp_path) if backend == "sqlite"
+    writer = (_sqlite(mlflow_db) if backend == "sqlite"
               else MlflowWriter(request.getfixturevalue("mlflow_server"),
                                 f"soft-{uuid.uuid4().hex[:8]}"))
     client = MlflowClient(writer.tracking_uri)
@@ -349,10 +349,10 @@ def test_six_processes_writing_the_same_partitions_converge(mlflow_server):
     assert all(r["parent"] in (None, *runs) for r in runs.values())
 
 
-def test_sqlite_write_is_atomic(tmp_path, monkeypatch):
+def test_sqlite_write_is_atomic(mlflow_db, monkeypatch):
     from align_track_pipeline.core.trackers.mlflow import writer as mlflow_writer
 
-    writer = _sqlite(tmp_path)
+    writer = _sqlite(mlflow_db)
     rel = RELS[1]
     key, specs = RunDir(SAMPLE_TREE / rel, rel).key, _specs(SAMPLE_TREE, rel)
 
@@ -378,8 +378,8 @@ def test_sqlite_write_is_atomic(tmp_path, monkeypatch):
     assert len(read_back(writer.tracking_uri, writer.experiment_id)) == len(specs)
 
 
-def test_delete_partition(tmp_path):
-    writer = _sqlite(tmp_path)
+def test_delete_partition(mlflow_db):
+    writer = _sqlite(mlflow_db)
     for run_dir in find_run_dirs(SAMPLE_TREE)[:2]:
         writer.upsert(run_dir.key, _specs(SAMPLE_TREE, run_dir.rel_path))
     gone = find_run_dirs(SAMPLE_TREE)[0]
@@ -388,8 +388,8 @@ def test_delete_partition(tmp_path):
     assert left and not any(k.startswith(gone.key + "::") for k in left)
 
 
-def test_the_parents_only_url_filters_to_one_run_per_experiment_row(tmp_path):
-    writer = _sqlite(tmp_path)
+def test_the_parents_only_url_filters_to_one_run_per_experiment_row(tmp_path, mlflow_db):
+    writer = _sqlite(mlflow_db)
     planned = []
     for rel in RELS:
         planned += _specs(SAMPLE_TREE, rel)
@@ -430,7 +430,7 @@ def test_sqlite_finds_a_partitions_runs_through_an_index_on_tag_values(tmp_path)
     assert "USING INDEX align_track_tags_key_value (key=? AND value=?)" in str(plan)
 
 
-def test_run_lookup_reads_mlflows_tables_only_on_a_verified_mlflow(tmp_path, monkeypatch):
+def test_run_lookup_reads_mlflows_tables_only_on_a_verified_mlflow(mlflow_db, monkeypatch):
     """A page of rows finds its runs with one query over MLflow's tables on the verified
     MLflow; with the gate closed, through MLflow's client instead: the same runs either way."""
     from sqlalchemy import event
@@ -438,7 +438,7 @@ def test_run_lookup_reads_mlflows_tables_only_on_a_verified_mlflow(tmp_path, mon
 
     from align_track_pipeline.core import verified
 
-    writer = _sqlite(tmp_path)
+    writer = _sqlite(mlflow_db)
     keys = {}
     for rel in RELS[1:]:
         partition = RunDir(SAMPLE_TREE / rel, rel).key

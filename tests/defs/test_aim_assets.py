@@ -61,7 +61,8 @@ def test_ingest_makes_every_scene_visible_in_aim(capsys, sample_tree, data_dir):
     assert len(after) == len(hashes) and len(after - hashes) == 1
 
 
-def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, data_dir):
+def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, data_dir,
+                                                      dagster_storage):
     defs = build_defs(str(sample_tree), str(data_dir))
     aim_reindex_sensor = defs.resolve_sensor_def("aim_reindex_sensor")  # Aim's follow-up
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:

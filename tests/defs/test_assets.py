@@ -22,7 +22,7 @@ def _run_range(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[st
 
 
 @pytest.fixture
-def instance(tmp_path):
+def instance(tmp_path, dagster_storage):
     with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
         yield inst
 

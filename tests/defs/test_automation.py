@@ -155,7 +155,8 @@ def test_a_tracker_layout_bump_requests_only_that_tracker(ingested):
     assert _requested(automation.tick(bumped)) == {"mlflow_runs": keys}
 
 
-def test_a_daemon_started_on_an_existing_tree_ingests_it(tmp_path, small_tree, data_dir):
+def test_a_daemon_started_on_an_existing_tree_ingests_it(tmp_path, small_tree, data_dir,
+                                                         dagster_storage):
     """Plain `eager()` would request nothing here: the partitions were missing before the
     automation's first evaluation."""
     defs = build_defs(str(small_tree), str(data_dir))
@@ -167,8 +168,8 @@ def test_a_daemon_started_on_an_existing_tree_ingests_it(tmp_path, small_tree, d
 
 
 @pytest.mark.slow
-def test_a_failed_partition_is_not_requested_again_until_it_changes(tmp_path, small_tree,
-                                                                    data_dir):
+def test_a_failed_partition_is_not_requested_again_until_it_changes(tmp_path, small_tree, data_dir,
+                                                                    dagster_storage):
     defs = build_defs(str(small_tree), str(data_dir))
     bad = find_run_dirs(small_tree)[0]
     (bad.path / "input_output.json").write_text('[{"input": ')  # truncated

@@ -15,7 +15,7 @@ PARTS = dg.DynamicPartitionsDefinition(name="parts")
 
 
 @pytest.fixture
-def instance(tmp_path):
+def instance(tmp_path, dagster_storage):
     with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
         inst.add_dynamic_partitions("parts", ["a", "b", "bad", "c"])
         yield inst
@@ -96,7 +96,7 @@ def test_failed_attempts_recorded_from_outside_a_crashed_run(instance):
     assert compat.failed_partitions(instance, "thing") == {"bad", "c"}
 
 
-def test_pool_slots_claimed_counted_and_released(tmp_path):
+def test_pool_slots_claimed_counted_and_released(tmp_path, dagster_storage):
     pools = {"concurrency": {"pools": {"default_limit": 1}}}
     with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
         run_id = str(uuid.uuid4())
@@ -109,7 +109,7 @@ def test_pool_slots_claimed_counted_and_released(tmp_path):
         assert probes.active_pool_slots(instance, "mlflow") == 0
 
 
-def test_a_pool_limit_set_in_the_instance_wins_over_the_default(tmp_path):
+def test_a_pool_limit_set_in_the_instance_wins_over_the_default(tmp_path, dagster_storage):
     pools = {"concurrency": {"pools": {"default_limit": 1}}}
     with dg.instance_for_test(temp_dir=str(tmp_path), overrides=pools) as instance:
         compat.set_pool_limit(instance, "aim", 3)
@@ -278,7 +278,7 @@ def test_observations_in_one_write_stores_what_one_by_one_stores(tmp_path):
     assert stored[1][2] == {"a": "v3", "b": "last", "c": "v2"}
 
 
-def test_observations_logged_before_an_error_are_stored(tmp_path):
+def test_observations_logged_before_an_error_are_stored(tmp_path, dagster_storage):
     """The run fails, and the observations made before the error are kept, as one by one."""
     @dg.op
     def observe_then_fail(context: dg.OpExecutionContext) -> None:

@@ -12,6 +12,7 @@ from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.analysis import DASHBOARD_FILE, dashboard
+from align_track_pipeline.defs.automation import comparison_automation_sensor
 from align_track_pipeline.defs.resources import DataStore
 from tests.conftest import apply_partition_requests, sensor_tick
 from tests.core.analysis.test_analysis_charts import _same
@@ -20,7 +21,7 @@ from tests.core.analysis.test_dashboard import _chart, _sections, expected_agree
 ASSET = dg.AssetKey("dashboard")
 
 
-def test_it_materializes_and_links_to_the_page(capsys, tables_dir, tmp_path):
+def test_it_materializes_and_links_to_the_page(capsys, tables_dir, tmp_path, dagster_storage):
     data = tmp_path / "data"
     shutil.copytree(tables_dir / "parquet", data / "parquet")
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
@@ -42,12 +43,16 @@ def test_it_materializes_and_links_to_the_page(capsys, tables_dir, tmp_path):
 
 
 def _requested(defs, instance, cursor):
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    """One tick of the sensor that builds it: its assets only, as the daemon evaluates them
+    (evaluating every asset's conditions costs seconds a tick)."""
+    result = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=cursor,
+        asset_selection=comparison_automation_sensor.asset_selection)
     return bool(result.get_requested_partitions(ASSET)), result.cursor
 
 
 def test_the_automation_builds_it_once_tables_exist_and_after_a_change(tmp_path, small_tree,
-                                                                        data_dir):
+                                                                       data_dir, dagster_storage):
     defs = build_defs(str(small_tree), str(data_dir))
     assert ASSET in defs.resolve_asset_graph().get_all_asset_keys()
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:

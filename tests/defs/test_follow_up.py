@@ -44,7 +44,8 @@ def _counting(settings: Settings) -> Counting:
     return Counting(str(settings.data_dir))
 
 
-def test_a_declared_follow_up_gets_its_asset_job_and_sensor(tmp_path, sample_tree, data_dir):
+def test_a_declared_follow_up_gets_its_asset_job_and_sensor(tmp_path, sample_tree, data_dir,
+                                                            dagster_storage):
     data_dir.mkdir()
     with registry.registered("counting", _counting):
         defs = build_defs(str(sample_tree), str(data_dir), {"trackers": "counting"})

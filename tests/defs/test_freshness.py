@@ -14,7 +14,7 @@ from align_track_pipeline.defs.freshness import (
 
 
 @pytest.fixture
-def instance(tmp_path):
+def instance(tmp_path, dagster_storage):
     with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
         inst.add_dynamic_partitions("experiments", ["a", "b", "c", "d"])
         yield inst

@@ -40,7 +40,8 @@ def _table(data: Path, name: str):
     return ds.dataset(data / "parquet" / name).to_table()
 
 
-def test_the_asset_writes_one_partition_and_converges(tmp_path, small_tree, data_dir):
+def test_the_asset_writes_one_partition_and_converges(tmp_path, small_tree, data_dir,
+                                                      dagster_storage):
     """The asset on one partition of a real instance: a parent per experiments row, a child
     per scene under it, the metadata the UI shows; materialized again, it writes nothing."""
     defs = build_defs(str(small_tree), str(data_dir))

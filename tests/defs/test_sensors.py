@@ -43,7 +43,8 @@ def _observations(instance) -> int:
     return len(instance.fetch_observations(dg.AssetKey("experiment_folders"), limit=10_000).records)
 
 
-def test_sensor_adds_new_folders_and_deletes_gone_ones(tmp_path, sample_tree, data_dir):
+def test_sensor_adds_new_folders_and_deletes_gone_ones(tmp_path, sample_tree, data_dir,
+                                                       dagster_storage):
     defs = build_defs(str(sample_tree), str(data_dir))
     keys = sorted(r.key for r in find_run_dirs(sample_tree))
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
@@ -88,8 +89,8 @@ def _writers(instance, key: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.slow
-def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small_tree,
-                                                                 data_dir):
+def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small_tree, data_dir,
+                                                                 dagster_storage):
     """The fast path: the sensor's run observes, parses and feeds both trackers, in one
     process; the automation then requests nothing for it (no second ingest), and the next
     tick nothing either."""
@@ -126,7 +127,8 @@ def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small
     assert len(aim) == scenes
 
 
-def test_a_folder_being_ingested_gets_no_second_run(tmp_path, small_tree, data_dir):
+def test_a_folder_being_ingested_gets_no_second_run(tmp_path, small_tree, data_dir,
+                                                    dagster_storage):
     """While the sensor's run has not finished, the next tick requests nothing for its
     folders (they are not hashed yet: without the check, each would get a run of its own)."""
     defs = build_defs(str(small_tree), str(data_dir))
@@ -140,8 +142,8 @@ def test_a_folder_being_ingested_gets_no_second_run(tmp_path, small_tree, data_d
         assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
 
 
-def test_a_touched_folder_gets_one_ingest_run_that_writes_nothing(tmp_path, small_tree,
-                                                                   data_dir):
+def test_a_touched_folder_gets_one_ingest_run_that_writes_nothing(tmp_path, small_tree, data_dir,
+                                                                  dagster_storage):
     defs = build_defs(str(small_tree), str(data_dir))
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         apply_partition_requests(instance, sensor_tick(defs, instance))
@@ -165,7 +167,7 @@ def test_a_touched_folder_gets_one_ingest_run_that_writes_nothing(tmp_path, smal
 
 
 def test_many_new_or_changed_folders_go_the_batched_way(monkeypatch, tmp_path, sample_tree,
-                                                        data_dir):
+                                                        data_dir, dagster_storage):
     """Beyond one run's worth of new folders, or a few changed ones, the sensor requests an
     observation and leaves the batches to the automation (parallel runs of up to
     ALIGN_TRACK_PARTITIONS_PER_RUN partitions)."""
@@ -188,7 +190,8 @@ def test_many_new_or_changed_folders_go_the_batched_way(monkeypatch, tmp_path, s
         assert _jobs(sensor_tick(defs, instance)) == ["observe_experiment_folders"]
 
 
-def test_nightly_schedule_observes_only_when_something_changed(tmp_path, small_tree, data_dir):
+def test_nightly_schedule_observes_only_when_something_changed(tmp_path, small_tree, data_dir,
+                                                               dagster_storage):
     defs = build_defs(str(small_tree), str(data_dir))
     schedule = defs.resolve_schedule_def("nightly_observation")
     assert schedule.cron_schedule == "0 2 * * *"
@@ -224,8 +227,8 @@ def test_schedule_timezone_is_configurable(monkeypatch):
     assert importlib.reload(schedules).nightly_observation.execution_timezone == "UTC"
 
 
-def test_the_cleanup_job_deletes_a_partitions_tables_and_marks_it_removed(tmp_path, small_tree,
-                                                                         data_dir):
+def test_the_cleanup_job_deletes_a_partitions_tables_and_marks_it_removed(
+        tmp_path, small_tree, data_dir, dagster_storage, empty_stores):
     """`cleanup_removed` as the sensor requests it, on the tables alone: the partition's
     Parquet files go, the others stay, and its versions read `removed` (so a folder put back
     is ingested again). The test below does it with every store filled."""
@@ -350,7 +353,7 @@ def test_an_unknown_removal_mode_is_refused(monkeypatch):
         removal_mode()
 
 
-def test_a_missing_tree_root_removes_nothing(tmp_path, small_tree, data_dir):
+def test_a_missing_tree_root_removes_nothing(tmp_path, small_tree, data_dir, dagster_storage):
     """An unmounted share must not read as an empty tree whose partitions all went away."""
     defs = build_defs(str(small_tree), str(data_dir))
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:

@@ -22,7 +22,7 @@ UI_VARIABLES = ("ALIGN_TRACK_MLFLOW_UI_URL", "ALIGN_TRACK_AIM_UI_URL", "MLFLOW_T
 
 
 @pytest.fixture
-def instance(tmp_path, monkeypatch):
+def instance(tmp_path, monkeypatch, dagster_storage):
     for name in UI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
@@ -81,7 +81,8 @@ def test_each_partition_carries_its_research_numbers(small_tree, data_dir, insta
     assert {"scores.score mean", "scores.score max", "scenes", "decided share"} <= scored.keys()
 
 
-def test_tracker_materializations_link_to_the_runs(small_tree, data_dir, instance, monkeypatch):
+def test_tracker_materializations_link_to_the_runs(small_tree, data_dir, instance, monkeypatch,
+                                                   empty_stores):
     """MLflow: its parent run's page, at ALIGN_TRACK_MLFLOW_UI_URL; Aim: each scene run's
     page, at what `align-track aim-ui` serves when no address is set."""
     monkeypatch.setenv("ALIGN_TRACK_MLFLOW_UI_URL", "http://mlflow.example:8080/")
