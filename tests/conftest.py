@@ -33,6 +33,7 @@ TIMING_SENSITIVE = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(TIMING_SENSITIVE):
