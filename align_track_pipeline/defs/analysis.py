@@ -58,7 +58,9 @@ def _preview(rows: list[dict]) -> str:
 
 
 @dg.asset(
-    deps=list(TABLE_ASSETS),
+    # After the comparison file in the same run: its scenes query reads that one current file
+    # instead of every scenes partition file.
+    deps=[*TABLE_ASSETS, scene_comparison],
     kinds={"html", "duckdb"},
     group_name="analysis",
     automation_condition=WHOLE_TABLE_CONDITION,

@@ -3,6 +3,7 @@ CLI writes, and the automation builds it once table partitions exist, then after
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import dagster as dg
 
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.definitions import build_defs
-from align_track_pipeline.defs.analysis import DASHBOARD_FILE, dashboard
+from align_track_pipeline.defs.analysis import DASHBOARD_FILE, dashboard, scene_comparison
 from align_track_pipeline.defs.resources import DataStore
 from tests.conftest import apply_partition_requests, sensor_tick
 from tests.core.analysis.test_analysis_charts import _same
@@ -39,6 +41,26 @@ def test_it_materializes_and_links_to_the_page(capsys, tables_dir, tmp_path):
     assert built.keys() == cli.keys()  # the same page (sums in any order: last digits vary)
     assert all(_same(_chart(built[k]), _chart(cli[k])) for k in built)
     assert not list(page.parent.glob(".*.tmp"))
+
+
+def test_after_a_change_it_reads_scenes_from_the_updated_comparison_file(tmp_path, tables_dir):
+    """One partition changed, another garbled in place with its size and times kept (the
+    tables' fingerprint does not see it): the analysis run updates the comparison file from
+    the changed partition alone, and the page reads that file, not every scenes file."""
+    data = tmp_path / "data"
+    shutil.copytree(tables_dir / "parquet", data / "parquet")
+    resources = {"store": DataStore(data_dir=str(data))}
+    assert dg.materialize([scene_comparison], resources=resources).success
+    store = ParquetStore(data)
+    garbled = store.path("scenes", "pipeline_prompt_based/moral_judgement-0.2")
+    stat = garbled.stat()
+    garbled.write_bytes(b"\0" * stat.st_size)
+    os.utime(garbled, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    store.write("scenes", "random/unaligned", store.read("scenes", "random/unaligned"))
+    result = dg.materialize([scene_comparison, dashboard], resources=resources)
+    assert result.success
+    metadata = result.asset_materializations_for_node("dashboard")[0].metadata
+    assert metadata["scenarios compared"].value == len(expected_agreement(tables_dir))
 
 
 def _requested(defs, instance, cursor):
