@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from align_track_pipeline.core.analysis.columns import columns_of
 from align_track_pipeline.core.analysis.connection import open_tables, sql_literal
@@ -23,7 +24,7 @@ from align_track_pipeline.core.analysis.incremental import (
     changed_names,
     dropped_keys,
     merge,
-    trusted_listing,
+    open_base,
     write_listing,
 )
 from align_track_pipeline.core.analysis.snapshot import (
@@ -147,18 +148,27 @@ def _update(con: duckdb.DuckDBPyConnection, data_dir: Path, previous: Path, out:
             listing: Listing, fingerprint: str) -> int | None:
     """Write `out` from the `previous` file and the partition files changed since it was
     built; returns how many changed, or None (nothing written) when a rebuild is needed."""
-    base = trusted_listing(previous, LAYOUT, FILE_COLUMNS)
-    names = None if base is None else changed_names(base, listing)
-    if names is None:
+    base = open_base(previous, LAYOUT, FILE_COLUMNS)
+    if base is None:
         return None
-    store = ParquetStore(data_dir)
+    source, built_from = base
+    with source:
+        return _merge_changes(con, ParquetStore(data_dir), source,
+                              changed_names(built_from, listing), listing, out, fingerprint)
+
+
+def _merge_changes(con: duckdb.DuckDBPyConnection, store: ParquetStore,
+                   source: pq.ParquetFile, names: set[str] | None, listing: Listing,
+                   out: Path, fingerprint: str) -> int | None:
+    if names is None:
+        return None  # so many changed that a rebuild costs no more
     files = {t: [str(store.table_dir(t) / n) for n, *_ in listing[t] if n in names]
              for t in TABLES}
     if files["scenes"] and not files["experiments"]:
         return None  # scenes without their experiments: the rebuild's join says what to do
     new_rows = con.sql(_rows_sql("read_parquet($scenes)", "read_parquet($experiments)"),
                        params=files).to_arrow_table() if files["scenes"] else None
-    merge(previous, dropped_keys(previous, names, store), new_rows, ORDER, out, fingerprint,
+    merge(source, dropped_keys(source, names, store), new_rows, ORDER, out, fingerprint,
           ROW_GROUP_ROWS)
     return len(names)
 

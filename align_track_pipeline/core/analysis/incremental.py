@@ -45,21 +45,24 @@ def write_listing(comparison: Path, listing: Listing, layout: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def trusted_listing(comparison: Path, layout: str, columns: list[str]) -> Listing | None:
-    """The listing the comparison file was built from, or None when the file cannot be
-    trusted as the base of an update (missing, unreadable, other columns or layout, or a
-    listing that is not the file's)."""
+def open_base(comparison: Path, layout: str,
+              columns: list[str]) -> tuple[pq.ParquetFile, Listing] | None:
+    """The comparison file, opened (a file put in its place meanwhile is not read), and the
+    listing it was built from; None when it cannot be trusted as the base of an update
+    (missing, unreadable, other columns or layout, or a listing that is not the file's)."""
     try:
         recorded = json.loads(listing_path(comparison).read_text(encoding="utf-8"))
-        schema = pq.read_schema(comparison)
         listing = {t: [tuple(f) for f in recorded["tables"][t]] for t in TABLES}
-        fingerprint = (schema.metadata or {}).get(FINGERPRINT_KEY.encode(), b"").decode()
+        source = pq.ParquetFile(comparison)
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         return None
+    schema = source.schema_arrow
+    fingerprint = (schema.metadata or {}).get(FINGERPRINT_KEY.encode(), b"").decode()
     if (recorded.get("layout") != layout or schema.names != columns
             or fingerprint != fingerprint_of(listing)):
+        source.close()
         return None
-    return listing
+    return source, listing
 
 
 def changed_names(old: Listing, new: Listing) -> set[str] | None:
@@ -73,17 +76,17 @@ def changed_names(old: Listing, new: Listing) -> set[str] | None:
     return None if len(names) > MAX_CHANGED_SHARE * max(total, 1) else names
 
 
-def dropped_keys(previous: Path, names: set[str], store: ParquetStore) -> list[str]:
+def dropped_keys(previous: pq.ParquetFile, names: set[str], store: ParquetStore) -> list[str]:
     """The partition keys of the previous file whose partition file changed or went."""
-    keys = pq.read_table(previous, columns=["partition_key"])["partition_key"].unique()
+    keys = previous.read(columns=["partition_key"])["partition_key"].unique()
     return [k for k in keys.to_pylist() if store.path("scenes", k).name in names]
 
 
-def merge(previous: Path, drop: list[str], new_rows: pa.Table | None, order: list[str],
-          out: Path, fingerprint: str, row_group_rows: int) -> int:
-    """Write `previous` without the rows of `drop`, with `new_rows` (sorted by `order`)
-    merged in, to `out`, one row group in memory at a time; returns the rows written."""
-    source = pq.ParquetFile(previous)
+def merge(source: pq.ParquetFile, drop: list[str], new_rows: pa.Table | None,
+          order: list[str], out: Path, fingerprint: str, row_group_rows: int) -> int:
+    """Write the previous file `source` without the rows of `drop`, with `new_rows` (sorted
+    by `order`) merged in, to `out`, one row group in memory at a time; returns the rows
+    written."""
     schema = source.schema_arrow.with_metadata(
         {**(source.schema_arrow.metadata or {}), FINGERPRINT_KEY.encode(): fingerprint.encode()})
     keys = [(c, "ascending", "at_end") for c in order]  # DuckDB: nulls last
