@@ -100,14 +100,16 @@ def no_change_tick(work: Path, dirs: int) -> None:
               f"{_asset_events_since(instance, before_records)} asset events written")
 
 
-def _ingest(tree: Path, data: Path) -> tuple[float, dict]:
+def _ingest(tree: Path, data: Path) -> tuple[float, dict, list[str]]:
     cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
            "--experiments-dir", str(tree), "--data-dir", str(data)]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"ingest failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - started, json.loads(proc.stdout)
+    runs = [line.strip() for line in proc.stderr.splitlines()
+            if line.lstrip().startswith(("ingest_folders:", "analysis:"))]
+    return time.perf_counter() - started, json.loads(proc.stdout), runs
 
 
 def one_changed_dir(work: Path, dirs: int, scenes_per_dir: int) -> None:
@@ -116,7 +118,7 @@ def one_changed_dir(work: Path, dirs: int, scenes_per_dir: int) -> None:
     if not ingested.exists():
         shutil.rmtree(work, ignore_errors=True)
         build(tree, dirs, scenes_per_dir)
-        cold, _ = _ingest(tree, data)
+        cold, _, _ = _ingest(tree, data)
         print(f"cold ingest of {dirs} dirs / {dirs * scenes_per_dir} scenes, all stores: "
               f"{cold:.1f} s")
         ingested.touch()
@@ -124,9 +126,10 @@ def one_changed_dir(work: Path, dirs: int, scenes_per_dir: int) -> None:
     timing = json.loads(changed.read_text())
     timing["raw_times_s"][0] += 1.0
     changed.write_text(json.dumps(timing))
-    wall, report = _ingest(tree, data)
+    wall, report, runs = _ingest(tree, data)
     print(f"one changed dir among {dirs}: {wall:.2f} s wall (target <= 5 s), "
-          f"materialized {report['materialized']}, {len(report['fresh'])} fresh")
+          f"materialized {report['materialized']}, {len(report['fresh'])} fresh; "
+          + "; ".join(runs))
 
 
 def main() -> None:
