@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.definitions import build_defs
@@ -61,6 +62,24 @@ def test_after_a_change_it_reads_scenes_from_the_updated_comparison_file(tmp_pat
     assert result.success
     metadata = result.asset_materializations_for_node("dashboard")[0].metadata
     assert metadata["scenarios compared"].value == len(expected_agreement(tables_dir))
+
+
+def test_a_comparison_file_that_cannot_be_written_skips_the_dashboard(tmp_path, tables_dir):
+    """The dashboard waits for the comparison file: when it fails, the page is not written
+    in that run (the run fails, naming the comparison step) and is built by the next one."""
+    data = tmp_path / "data"
+    shutil.copytree(tables_dir / "parquet", data / "parquet")
+    (data / COMPARISON_FILE).mkdir(parents=True)  # in the way of the file
+    resources = {"store": DataStore(data_dir=str(data))}
+    result = dg.materialize([scene_comparison, dashboard], resources=resources,
+                            raise_on_error=False)
+    assert not result.success
+    assert [e.step_key for e in result.get_step_failure_events()] == ["scene_comparison"]
+    assert [e.step_key for e in result.all_events if e.is_step_start] == ["scene_comparison"]
+    assert not (data / DASHBOARD_FILE).exists()
+    (data / COMPARISON_FILE).rmdir()
+    assert dg.materialize([scene_comparison, dashboard], resources=resources).success
+    assert (data / DASHBOARD_FILE).is_file()
 
 
 def _requested(defs, instance, cursor):
