@@ -7,9 +7,10 @@ The tables are written straight to Parquet (the project's `ParquetStore`, with t
 `core/schema.py`), one file per partition as an ingest writes them: 10 ADMs x 4 LLMs,
 12 alignment targets, 2,000 scenarios of 5 scenes each, texts of a few hundred characters and
 an item JSON of about 1.2 KB per scene. The comparison file is built as the `scene_comparison`
-asset builds it. Each command then runs in a fresh process, as a user runs it, and its wall
-time and peak RSS are printed; `compare` once more without the comparison file. About 2.5
-minutes; `--keep DIR` keeps the tables for the next run.
+asset builds it, then updated after one partition changed and rebuilt whole, each in a
+fresh process (wall time, peak RSS). Each command then runs in a fresh process, as a user
+runs it, and its wall time and peak RSS are printed; `compare` once more without the
+comparison file. About 2.5 minutes; `--keep DIR` keeps the tables for the next run.
 
 Targets (2 cores): each command under 1 s, peak RSS under 1 GiB.
 """
@@ -30,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from align_track_pipeline.core.analysis.compare import write_comparison
+from align_track_pipeline.core.analysis.incremental import listing_path
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
 from align_track_pipeline.core.schema import EXPERIMENTS, SCENES
 from align_track_pipeline.core.tables.store import ParquetStore
@@ -190,6 +192,39 @@ def timed(argv: list[str]) -> tuple[float, float, str]:
     return measured["wall"], measured["rss_kib"] / 1024, proc.stdout
 
 
+# The comparison file written as the asset writes it, in a fresh process: prints how many
+# partition files it read (None: every one) and its wall time inside the process.
+_WRITE = """
+import sys, time
+from pathlib import Path
+from align_track_pipeline.core.analysis.compare import write_comparison
+from align_track_pipeline.core.analysis.incremental import listing_path
+from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
+started = time.perf_counter()
+result = write_comparison(Path(sys.argv[1]), Path(sys.argv[1]) / COMPARISON_FILE)
+print(result.changed_files, round(time.perf_counter() - started, 2))
+"""
+
+
+def comparison_update(data: Path) -> None:
+    """One partition rewritten (same rows, a new file): the comparison file updated from
+    its previous version, then rebuilt whole for comparison (its listing removed)."""
+    store = ParquetStore(data)
+    n = 2500
+    key, listing = f"batch_{n // 100:04d}/run_{n:06d}", listing_path(data / COMPARISON_FILE)
+    for label in ("updated, one partition changed", "rebuilt (no listing)"):
+        store.write("scenes", key, store.read("scenes", key))
+        if label.startswith("rebuilt"):
+            listing.unlink(missing_ok=True)
+        proc = subprocess.run([sys.executable, "-S", "-c", _MEASURE, sys.executable, "-c",
+                               _WRITE, str(data)], capture_output=True, text=True, check=True)
+        measured = json.loads(proc.stderr.splitlines()[-1])
+        changed, inside = proc.stdout.split()
+        print(f"scene_comparison {label}: {measured['wall']:.2f} s wall ({inside} s writing), "
+              f"peak RSS {measured['rss_kib'] / 1024:.0f} MiB, partition files read: "
+              f"{'all' if changed == 'None' else changed}")
+
+
 def _report(label: str, wall: float, rss: float, out: str) -> None:
     print(f"{label}: {wall:.2f} s, peak RSS {rss:.0f} MiB, {len(out.splitlines())} lines "
           "of output (targets: < 1 s, < 1024 MiB)")
@@ -206,11 +241,12 @@ def main() -> None:
     try:
         build_tables(data, args.scenes, args.scenes_per_partition)
         comparison = data / COMPARISON_FILE
-        if not comparison_is_current(data):
+        if not comparison_is_current(data) or not listing_path(comparison).exists():
             started = time.perf_counter()
             result = write_comparison(data, comparison)
             print(f"scene_comparison (what the asset writes): {result.rows} rows in "
                   f"{time.perf_counter() - started:.1f} s")
+        comparison_update(data)
         where = ["--data-dir", str(data)]
         scenario = f"June2025-{SCENARIOS // 3:04d}-eval"
         for label, argv in [

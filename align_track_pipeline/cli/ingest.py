@@ -43,7 +43,7 @@ from align_track_pipeline.cli.workers import Parallel, WorkerPool
 from align_track_pipeline.core.guard import check_removals, removals
 from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.tables.health import described
-from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.core.trackers.base import Tracker, preload_writers
 from align_track_pipeline.defs.automation import ANALYSIS
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
 from align_track_pipeline.defs.dagster_compat import (
@@ -229,7 +229,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
     written_before = _tables_written(instance)
-    if fast:
+    if fast:  # the fast run writes the tables, then the trackers: their imports meanwhile
+        preload_writers(trackers)
         _run_fast(runner, fast, trackers, versions, errors, progress)
     _run_phases(runner, pool, [table_phase], limits, versions, errors, progress,
                 set(errors), forced=broken)

@@ -15,6 +15,7 @@ from align_track_pipeline.core.analysis.columns import map_columns
 from align_track_pipeline.core.analysis.compare import COMPARE_COLUMNS
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
 from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.store import ParquetStore
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.analysis import DASHBOARD_FILE, scene_comparison
 from align_track_pipeline.defs.automation import comparison_automation_sensor
@@ -44,6 +45,27 @@ def test_the_file_and_metadata_match_the_tables(tables_dir, tmp_path):
     preview = metadata["preview"].value
     assert preview.startswith("**DryRunEval.MJ1**, scene P1: 14 runs, the first 6")
     assert preview.count("\n|") == 2 + 13  # header, separator, one line per field
+
+
+def test_a_second_build_reads_only_the_changed_partition(tables_dir, tmp_path):
+    shutil.copytree(tables_dir / "parquet", tmp_path / "parquet")
+    resources = {"store": DataStore(data_dir=str(tmp_path))}
+
+    def built() -> str:
+        result = dg.materialize([scene_comparison], resources=resources)
+        return result.asset_materializations_for_node("scene_comparison")[0].metadata[
+            "built"].value
+
+    assert built() == "rebuilt from every partition file"
+    store = ParquetStore(tmp_path)
+    key = "random/unaligned"
+    store.write("scenes", key, store.read("scenes", key))
+    assert built() == "updated: 1 changed partition files read"
+    assert comparison_is_current(tmp_path)
+    expected = comparison_rows(tmp_path)
+    maps = {*map_columns("scenes"), "kdma_values"}
+    assert [{k: dict(r[k]) if k in maps and r[k] is not None else r[k] for k in COMPARE_COLUMNS}
+            for r in pq.read_table(tmp_path / COMPARISON_FILE).to_pylist()] == expected
 
 
 def _requested(defs, instance, cursor):

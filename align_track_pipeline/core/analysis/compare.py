@@ -9,21 +9,33 @@ uses it while it is current (`snapshot`), and reads the tables otherwise: the sa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from align_track_pipeline.core.analysis.columns import columns_of
 from align_track_pipeline.core.analysis.connection import open_tables, sql_literal
+from align_track_pipeline.core.analysis.incremental import (
+    changed_names,
+    dropped_keys,
+    merge,
+    open_base,
+    write_listing,
+)
 from align_track_pipeline.core.analysis.snapshot import (
     COMPARISON_FILE,
     FINGERPRINT_KEY,
+    Listing,
     comparison_is_current,
-    tables_fingerprint,
+    fingerprint_of,
+    table_listing,
 )
+from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.tables.store import ParquetStore
 
 ROW_GROUP_ROWS = 16_384  # small row groups: one scenario's rows are read, little else
@@ -41,6 +53,9 @@ _SCENE_COLUMNS = [c for c in COMPARE_COLUMNS if c != "kdma_values"]
 # The comparison file: compare's columns, then the rest of the scenes table, so that queries
 # on scenes can read it instead of the partition files.
 FILE_COLUMNS = COMPARE_COLUMNS + [c for c in columns_of("scenes") if c not in COMPARE_COLUMNS]
+# What a comparison file's rows are: an update merges into a previous file of this layout only.
+LAYOUT = hashlib.blake2b(repr((FILE_COLUMNS, ORDER, str(TABLES["scenes"]), str(
+    TABLES["experiments"].field("kdma_values")))).encode(), digest_size=16).hexdigest()
 
 
 def compare(data_dir: Path, scenario: str, scene: str | None = None) -> list[dict]:
@@ -89,33 +104,73 @@ class Comparison:
     runs: int  # (run directory, alignment target) pairs
     scenarios: int
     preview: list[dict]  # the rows of one scene of the scenario most runs have
+    changed_files: int | None  # partition files read to update it; None: rebuilt from all
 
 
 def write_comparison(data_dir: Path, path: Path) -> Comparison:
     """Write every scenario's comparison rows to `path` (atomically), sorted like `compare`,
     with the fingerprint of the tables taken before they are read (a table changed meanwhile
-    makes the file stale, never wrongly current)."""
+    makes the file stale, never wrongly current). From the previous file and the changed
+    partitions only when it can be trusted (`incremental`), else from every partition."""
+    data_dir = Path(data_dir).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
     try:
         con = open_tables(data_dir, files=[tmp], from_comparison=False)
-        fingerprint = tables_fingerprint(Path(data_dir).resolve())
-        select = ", ".join("e.kdma_values" if c == "kdma_values" else f"s.{c}"
-                           for c in FILE_COLUMNS)
-        con.execute(
-            f"COPY (SELECT {select} FROM scenes s LEFT JOIN experiments e "
-            "ON s.partition_key = e.partition_key "
-            "AND s.alignment_target_id = e.alignment_target_id "
-            f"ORDER BY {', '.join(f's.{c}' for c in ORDER)}) "
-            f"TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
-            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
-            f"KV_METADATA {{{sql_literal(FINGERPRINT_KEY)}: {sql_literal(fingerprint)}}})")
+        listing = table_listing(data_dir)
+        fingerprint = fingerprint_of(listing)
+        changed = _update(con, data_dir, path, tmp, listing, fingerprint)
+        if changed is None:
+            con.execute(f"COPY ({_rows_sql('scenes', 'experiments')}) "
+                        f"TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
+                        f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA "
+                        f"{{{sql_literal(FINGERPRINT_KEY)}: {sql_literal(fingerprint)}}})")
         summary = _summary(con, tmp)
         con.close()
+        write_listing(path, listing, LAYOUT)  # a crash before the next line: they disagree
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return Comparison(path, *summary)
+    return Comparison(path, *summary, changed)
+
+
+def _rows_sql(scenes: str, experiments: str) -> str:
+    """Every row of the comparison, sorted, from these scenes and experiments sources."""
+    select = ", ".join("e.kdma_values" if c == "kdma_values" else f"s.{c}"
+                       for c in FILE_COLUMNS)
+    return (f"SELECT {select} FROM {scenes} s LEFT JOIN {experiments} e "
+            "ON s.partition_key = e.partition_key "
+            "AND s.alignment_target_id = e.alignment_target_id "
+            f"ORDER BY {', '.join(f's.{c}' for c in ORDER)}")
+
+
+def _update(con: duckdb.DuckDBPyConnection, data_dir: Path, previous: Path, out: Path,
+            listing: Listing, fingerprint: str) -> int | None:
+    """Write `out` from the `previous` file and the partition files changed since it was
+    built; returns how many changed, or None (nothing written) when a rebuild is needed."""
+    base = open_base(previous, LAYOUT, FILE_COLUMNS)
+    if base is None:
+        return None
+    source, built_from = base
+    with source:
+        return _merge_changes(con, ParquetStore(data_dir), source,
+                              changed_names(built_from, listing), listing, out, fingerprint)
+
+
+def _merge_changes(con: duckdb.DuckDBPyConnection, store: ParquetStore,
+                   source: pq.ParquetFile, names: set[str] | None, listing: Listing,
+                   out: Path, fingerprint: str) -> int | None:
+    if names is None:
+        return None  # so many changed that a rebuild costs no more
+    files = {t: [str(store.table_dir(t) / n) for n, *_ in listing[t] if n in names]
+             for t in TABLES}
+    if files["scenes"] and not files["experiments"]:
+        return None  # scenes without their experiments: the rebuild's join says what to do
+    new_rows = con.sql(_rows_sql("read_parquet($scenes)", "read_parquet($experiments)"),
+                       params=files).to_arrow_table() if files["scenes"] else None
+    merge(source, dropped_keys(source, names, store), new_rows, ORDER, out, fingerprint,
+          ROW_GROUP_ROWS)
+    return len(names)
 
 
 def _summary(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[int, int, int, list[dict]]:

@@ -24,18 +24,32 @@ COMPARISON_FILE = Path("analysis") / "scene_comparison.parquet"  # under the dat
 FINGERPRINT_KEY = "align_track.tables_fingerprint"
 
 
-def tables_fingerprint(data_dir: Path) -> str:
+# Table -> its partition files' (name, inode, size, mtime in ns), sorted by name.
+Listing = dict[str, list[tuple[str, int, int, int]]]
+
+
+def table_listing(data_dir: Path) -> Listing:
     """The tables as they are now: every partition file's name, inode, size and mtime (a
     rewrite replaces the file: a new inode and mtime). Stat calls only, no file is read."""
-    digest = hashlib.blake2b(digest_size=16)
     store = ParquetStore(data_dir)
+    listing: Listing = {}
     for table in TABLES:
         folder = store.table_dir(table)
         with os.scandir(folder) if folder.is_dir() else nullcontext([]) as entries:
-            files = sorted((e.name, e.inode(), e.stat().st_size, e.stat().st_mtime_ns)
-                           for e in entries if e.name.endswith(".parquet"))
-        digest.update(repr((table, files)).encode())
+            listing[table] = sorted((e.name, e.inode(), e.stat().st_size, e.stat().st_mtime_ns)
+                                    for e in entries if e.name.endswith(".parquet"))
+    return listing
+
+
+def fingerprint_of(listing: Listing) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for table in TABLES:
+        digest.update(repr((table, [tuple(f) for f in listing.get(table, [])])).encode())
     return digest.hexdigest()
+
+
+def tables_fingerprint(data_dir: Path) -> str:
+    return fingerprint_of(table_listing(data_dir))
 
 
 def comparison_is_current(data_dir: Path) -> bool:

@@ -12,6 +12,7 @@ A tracker object is cheap and holds only where its store is; `open()` connects a
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,10 @@ class Tracker(ABC):
     def open(self) -> TrackerWriter:
         """Connect to the store (creating it if needed)."""
 
+    def preload(self) -> None:
+        """Import what `open` needs ahead of it (`preload_writers`). Nothing by default."""
+        return None
+
     def code_version(self) -> str:
         """The asset's code version: the layout and which store (a hash of `target_id`)."""
         return versions.tracker_code_version(self.layout_version(), self.target_id())
@@ -176,3 +181,30 @@ class Tracker(ABC):
         a tracker; MLflow's and Aim's default to what `align-track mlflow-ui`/`aim-ui`
         serve)."""
         return {}
+
+
+_preloading: list[threading.Thread] = []
+
+
+def preload_writers(trackers: Sequence[Tracker]) -> None:
+    """Import the trackers' writers on a background thread (MLflow's and Aim's imports take a
+    second or two each) while this one does other work, e.g. writes the tables. An import
+    that fails here is left to the writer's own import, which reports it."""
+    def imports() -> None:
+        for tracker in trackers:
+            try:
+                tracker.preload()
+            except Exception:  # noqa: BLE001 - the writer's own import reports it
+                continue
+
+    thread = threading.Thread(target=imports, name="align-track-preload", daemon=True)
+    _preloading.append(thread)
+    thread.start()
+
+
+def preloaded() -> None:
+    """Wait for the background imports, if any: a writer's modules are never imported by two
+    threads at once (Python's import locks can deadlock on modules both threads import)."""
+    for thread in list(_preloading):
+        thread.join()
+    _preloading[:] = [t for t in _preloading if t.is_alive()]

@@ -3,6 +3,7 @@ texts inline, indexed as written so the Aim UI shows it at once."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from align_track_pipeline.core.trackers.base import (
     TargetError,
     Tracker,
     WriteReport,
+    preloaded,
 )
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
@@ -78,7 +80,12 @@ class AimTracker(Tracker):
         return {key: f"{self.ui_url.rstrip('/')}/runs/{run_hash}"
                 for key, run_hash in hashes.items()}
 
+    def preload(self) -> None:
+        """The writer imports Aim (about a second, more on a busy machine)."""
+        importlib.import_module("align_track_pipeline.core.trackers.aim.writer")
+
     def open(self) -> _AimSession:
+        preloaded()
         from align_track_pipeline.core.trackers.aim.writer import AimWriter
 
         legacy = Path(self.legacy_manifest) if self.legacy_manifest else None
@@ -97,6 +104,7 @@ class AimTracker(Tracker):
     def reindex(self, full: bool = False) -> int:
         """Index the runs whose index entry is missing or outdated (e.g. written while `aim up`
         held the index), or with `full` rebuild the whole index (slow); returns how many."""
+        preloaded()
         from align_track_pipeline.core.trackers.aim import indexing, storage
         from align_track_pipeline.core.trackers.aim.writer import index_lock
 

@@ -3,6 +3,7 @@ or one flat run per experiment row."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from align_track_pipeline.core.trackers.base import (
     TargetError,
     Tracker,
     WriteReport,
+    preloaded,
 )
 from align_track_pipeline.core.trackers.mlflow.plan import FLAT, HIERARCHICAL, plan_runs
 from align_track_pipeline.core.trackers.mlflow.traces import ENV as ENV_TRACES
@@ -93,7 +95,12 @@ class MlflowTracker(Tracker):
         runs = find_runs(self.tracking_uri, self.experiment, keys)
         return {key: run_url(self.ui_url, *ids) for key, ids in runs.items()}
 
+    def preload(self) -> None:
+        """The writer imports MLflow (about a second, more on a busy machine)."""
+        importlib.import_module("align_track_pipeline.core.trackers.mlflow.writer")
+
     def open(self) -> _MlflowSession:
+        preloaded()
         from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 
         return _MlflowSession(self, MlflowWriter(self.tracking_uri, self.experiment,
