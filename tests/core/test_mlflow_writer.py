@@ -465,3 +465,19 @@ def test_run_lookup_reads_mlflows_tables_only_on_a_verified_mlflow(tmp_path, mon
                    for s in statements)
     assert statements  # MLflow's own store answered
     assert public == fast and len(fast) == len(keys)
+
+
+def test_runs_outside_the_experiments_artifact_location_keep_their_artifact_folders(
+        mlflow_server):
+    """A run whose artifact URI is not `<experiment location>/<run id>/artifacts` gets a
+    repository of its own: its files land in the same subfolders (`config/`, `scene_0/`) as
+    under the shared one, not at an absolute path."""
+    writer = MlflowWriter(mlflow_server, f"own-root-{uuid.uuid4().hex[:8]}")
+    writer._backend._artifact_location = "mlflow-artifacts:/not-the-experiments"  # noqa: SLF001
+    rel = RELS[0]
+    specs = _specs(SAMPLE_TREE, rel)
+    assert any("/" in path for s in specs for path in s.artifacts)
+    writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, specs)
+    runs = read_back(writer.tracking_uri, writer.experiment_id)
+    assert {key: run["artifacts"] for key, run in runs.items()} == {
+        s.key: sorted(s.artifacts) for s in specs}

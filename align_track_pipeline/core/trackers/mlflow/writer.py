@@ -705,7 +705,8 @@ class _ApiBackend(_Backend):
                 if root not in repos:
                     repos[root] = self._mc.artifact_repository(root, self._uri)
                 for rel in files:
-                    folder = "/".join(x for x in (prefix, str(Path(rel).parent)) if x != ".")
+                    folder = "/".join(x for x in (prefix, str(Path(rel).parent))
+                                      if x not in ("", "."))
                     uploads.append((repos[root].log_artifact, str(Path(tmp) / run_id / rel),
                                     folder or None))
             list(pool.map(lambda u: u[0](u[1], u[2]), uploads))
