@@ -481,3 +481,17 @@ def test_runs_outside_the_experiments_artifact_location_keep_their_artifact_fold
     runs = read_back(writer.tracking_uri, writer.experiment_id)
     assert {key: run["artifacts"] for key, run in runs.items()} == {
         s.key: sorted(s.artifacts) for s in specs}
+
+
+def test_a_run_the_server_refuses_fails_the_partition_naming_the_servers_reason(mlflow_server):
+    """A write the server refuses every time (here a param name MLflow rejects) is not taken
+    for other writers' changes: the error says what the server said."""
+    from dataclasses import replace
+
+    writer = MlflowWriter(mlflow_server, f"refused-{uuid.uuid4().hex[:8]}")
+    rel = RELS[1]
+    specs = _specs(SAMPLE_TREE, rel)
+    specs[0] = replace(specs[0], params={**specs[0].params, "../escape": "1"})
+    with pytest.raises(RuntimeError, match=r"\.\./escape") as raised:
+        writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, specs)
+    assert "other writers" not in str(raised.value)
