@@ -18,7 +18,8 @@ down: the partitions its batches had not written fail, their runs are marked fai
 and the next ingest redoes them (the stores repair what was cut short); batches submitted
 after it died (say it died idle, while this process wrote the tables) go to a fresh pool.
 This process killed (even by SIGKILL): the fork server, each worker, and each process a worker
-started, exit within a second (`core.lifeline`), its runs failed and redone likewise by the next ingest.
+started, exit within a second (`core.lifeline`), its runs failed and redone likewise by the
+next ingest.
 """
 
 from __future__ import annotations
