@@ -233,3 +233,32 @@ def test_after_a_real_ingest_search_links_to_the_runs(capsys, monkeypatch, small
         "aim": f"http://127.0.0.1:43800/runs/{aim_hashes[k]}"} for k in keys]
     code, out, _ = run(capsys, "search", "--data-dir", str(data_dir), "--limit", "2")
     assert "mlflow link" in out.splitlines()[0] and "http://127.0.0.1:43800/runs/" in out
+
+
+def test_an_unreadable_table_folder_is_named_not_a_traceback(tables_dir, tmp_path):
+    """The check for deleted files must not trip over a folder it may not look into: the
+    reading command answers as without the check (here: no readable tables), never with
+    the check's own error (`cannot write ...: Permission denied`)."""
+    import shutil
+
+    from align_track_pipeline.core.locations import fingerprint_cache_path
+    from align_track_pipeline.core.tables.health import VerifiedFiles
+    from tests.conftest import without_read_override
+
+    data = shutil.copytree(tables_dir, tmp_path / "data")
+    files = VerifiedFiles(fingerprint_cache_path(data))
+    files.record(sorted((data / "parquet").rglob("*.parquet")))
+    files.close()
+    scenes = data / "parquet" / "scenes"
+    scenes.chmod(0)
+    try:
+        done = subprocess.run(without_read_override(
+            [str(Path(sys.executable).parent / "align-track"), "search", "--data-dir",
+             str(data), "--limit", "1"]), capture_output=True, text=True, timeout=120,
+            check=False)
+    finally:
+        scenes.chmod(0o755)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert (done.returncode, done.stderr.startswith("align-track search: ")) == (2, True), \
+        done.stderr
+    assert "cannot write" not in done.stderr and "run `align-track ingest`" in done.stderr

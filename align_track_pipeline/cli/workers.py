@@ -15,9 +15,11 @@ Ctrl-C or SIGTERM: the workers sit in their own process group, so a terminal's C
 this process alone, which passes one SIGINT to each worker; each stops after the partition in
 progress, and the ingest ends with the interrupt. A worker that dies (killed) takes the pool
 down: the partitions its batches had not written fail, their runs are marked failed at once,
-and the next ingest redoes them (the stores repair what was cut short). This process killed
-(even by SIGKILL): the fork server, each worker, and each process a worker started, exit within
-a second (`core.lifeline`), its runs failed and redone likewise by the next ingest.
+and the next ingest redoes them (the stores repair what was cut short); batches submitted
+after it died (say it died idle, while this process wrote the tables) go to a fresh pool.
+This process killed (even by SIGKILL): the fork server, each worker, and each process a worker
+started, exit within a second (`core.lifeline`), its runs failed and redone likewise by the
+next ingest.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class WorkerPool:
     def __init__(self, parallel: Parallel):
         self.parallel = parallel
         self._executor: ProcessPoolExecutor | None = None
-        self._futures: dict[Future, list[str]] = {}  # submitted, not collected yet
+        self._futures: dict[Future, ProcessPoolExecutor] = {}  # submitted, not collected yet
         self._lock = threading.Lock()
         self._starting: threading.Thread | None = None  # the warm-up, see `warm_up`
         self._stopping: threading.Thread | None = None  # the shutdown, see `release`
@@ -119,10 +121,15 @@ class WorkerPool:
         executor = self._start()
         pending = Pending(time.perf_counter())
         for n, batch in enumerate(batches, 1):
-            future = executor.submit(_run_batch, job, batch, order)
+            try:
+                future = executor.submit(_run_batch, job, batch, order)
+            except BrokenProcessPool:  # a worker died since (idle, or in an earlier batch)
+                self._drop(executor)  # its own batches fail; a fresh pool takes these
+                executor = self._start()
+                future = executor.submit(_run_batch, job, batch, order)
             future.add_done_callback(pending.done)
             pending.futures[future] = batch
-            self._futures[future] = batch
+            self._futures[future] = executor
             progress(f"{job} batch {n}/{len(batches)}: {len(batch)} partitions, "
                      f"{batch[0]} .. {batch[-1]}")
         return pending
@@ -193,11 +200,19 @@ class WorkerPool:
                                                 (parallel.setup,))
             return self._executor
 
+    def _drop(self, executor: ProcessPoolExecutor) -> None:
+        """A broken pool (a worker died): no batch goes to it any more. The fork server stays
+        for the pool that replaces it (stopping it would kill that pool's workers)."""
+        with self._lock:
+            if self._executor is executor:
+                self._executor = None
+        executor.shutdown(wait=True, cancel_futures=True)
+
     def _outcome(self, instance, future: Future, batch: list[str]) -> Found:
         try:
             return future.result()
         except BrokenProcessPool:  # a worker was killed: its batch failed, its runs are over
-            self.close()
+            self._drop(self._futures[future])
             fail_abandoned_runs(instance)
             error = "its worker process died before the partition was written"
             return Found(errors={key: error for key in batch})

@@ -465,3 +465,33 @@ def test_run_lookup_reads_mlflows_tables_only_on_a_verified_mlflow(mlflow_db, mo
                    for s in statements)
     assert statements  # MLflow's own store answered
     assert public == fast and len(fast) == len(keys)
+
+
+def test_runs_outside_the_experiments_artifact_location_keep_their_artifact_folders(
+        mlflow_server):
+    """A run whose artifact URI is not `<experiment location>/<run id>/artifacts` gets a
+    repository of its own: its files land in the same subfolders (`config/`, `scene_0/`) as
+    under the shared one, not at an absolute path."""
+    writer = MlflowWriter(mlflow_server, f"own-root-{uuid.uuid4().hex[:8]}")
+    writer._backend._artifact_location = "mlflow-artifacts:/not-the-experiments"  # noqa: SLF001
+    rel = RELS[0]
+    specs = _specs(SAMPLE_TREE, rel)
+    assert any("/" in path for s in specs for path in s.artifacts)
+    writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, specs)
+    runs = read_back(writer.tracking_uri, writer.experiment_id)
+    assert {key: run["artifacts"] for key, run in runs.items()} == {
+        s.key: sorted(s.artifacts) for s in specs}
+
+
+def test_a_run_the_server_refuses_fails_the_partition_naming_the_servers_reason(mlflow_server):
+    """A write the server refuses every time (here a param name MLflow rejects) is not taken
+    for other writers' changes: the error says what the server said."""
+    from dataclasses import replace
+
+    writer = MlflowWriter(mlflow_server, f"refused-{uuid.uuid4().hex[:8]}")
+    rel = RELS[1]
+    specs = _specs(SAMPLE_TREE, rel)
+    specs[0] = replace(specs[0], params={**specs[0].params, "../escape": "1"})
+    with pytest.raises(RuntimeError, match=r"\.\./escape") as raised:
+        writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, specs)
+    assert "other writers" not in str(raised.value)

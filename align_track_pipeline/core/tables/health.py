@@ -144,4 +144,16 @@ def vanished_files(cache_path: Path, paths_of: Callable[[str], Iterable[Path]]) 
     finally:
         db.close()
     return sorted(path for key in current for path in paths_of(key)
-                  if str(path) in written and not path.exists())
+                  if str(path) in written and _gone(path))
+
+
+def _gone(path: Path) -> bool:
+    """No file at `path`; one that cannot be looked at (a folder without permission) is not
+    taken as gone: reading it fails, and that error names it."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False

@@ -578,6 +578,7 @@ class _ApiBackend(_Backend):
         writer keeps the same batch (see `batches`) and returns only once it saw the partition
         converged, so the last writer to return leaves it converged."""
         written, deleted, actions = False, 0, 0
+        refused: MlflowException | None = None  # why the last write failed, if it did
         watch = batches.Watch()
         while actions < _SETTLE_ATTEMPTS:
             existing = self._find(partition)
@@ -591,12 +592,19 @@ class _ApiBackend(_Backend):
                 deleted += len(losers)
                 actions += 1
             elif kept is None:
-                with batches.writing(batches.new_batch_id()) as batch, suppress(MlflowException):
-                    self._create(specs, batch)  # raises if another writer deleted its runs
+                refused = None
+                try:
+                    with batches.writing(batches.new_batch_id()) as batch:
+                        self._create(specs, batch)
+                except MlflowException as exc:  # another writer deleted its runs, or refused
+                    refused = exc
                 written = True
                 actions += 1
             else:  # another live writer is writing the batch everyone keeps
                 time.sleep(_WAIT_SECONDS)
+        if refused is not None:  # the last write failed: say why, not "other writers"
+            raise RuntimeError(f"partition {partition}: the store refused its runs: {refused}; "
+                               "the next run tries again") from refused
         raise RuntimeError(f"partition {partition}: other writers kept changing its runs; "
                            "the next run repairs it")
 
@@ -705,7 +713,8 @@ class _ApiBackend(_Backend):
                 if root not in repos:
                     repos[root] = self._mc.artifact_repository(root, self._uri)
                 for rel in files:
-                    folder = "/".join(x for x in (prefix, str(Path(rel).parent)) if x != ".")
+                    folder = "/".join(x for x in (prefix, str(Path(rel).parent))
+                                      if x not in ("", "."))
                     uploads.append((repos[root].log_artifact, str(Path(tmp) / run_id / rel),
                                     folder or None))
             list(pool.map(lambda u: u[0](u[1], u[2]), uploads))

@@ -1,0 +1,34 @@
+"""A worker that died while idle (killed between phases, e.g. while the main process wrote the
+tables) costs nothing: the next phase's batches go to a fresh pool instead of the ingest
+stopping on the broken one."""
+
+import os
+import signal
+import time
+
+from align_track_pipeline.cli.ingest import PARTITIONS
+from align_track_pipeline.cli.instance import open_instance
+from align_track_pipeline.cli.main import main
+from align_track_pipeline.cli.workers import Parallel, Setup, WorkerPool
+from align_track_pipeline.core.processes import process_alive
+from align_track_pipeline.defs.jobs import TABLES_JOB
+
+
+def test_a_worker_killed_while_idle_leaves_the_next_batches_to_a_fresh_pool(small_tree,
+                                                                            data_dir):
+    assert main(["ingest", "--experiments-dir", str(small_tree),
+                 "--data-dir", str(data_dir)]) == 0
+    pool = WorkerPool(Parallel(Setup(str(small_tree), str(data_dir)), 2))
+    try:
+        worker = pool._start().submit(os.getpid).result()  # noqa: SLF001
+        os.kill(worker, signal.SIGKILL)
+        while process_alive(worker):
+            time.sleep(0.05)
+        time.sleep(1)  # the pool notices the death
+        with open_instance(data_dir) as instance:
+            order = instance.get_dynamic_partitions(PARTITIONS)
+            pending = pool.submit(TABLES_JOB, [order[:1], order[1:]], order, lambda _m: None)
+            found = pool.collect(instance, pending)
+        assert (found.errors, found.crashed) == ({}, [])
+    finally:
+        pool.close()
