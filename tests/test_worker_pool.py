@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from align_track_pipeline.cli.ingest import PARTITIONS
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
@@ -14,6 +16,7 @@ from align_track_pipeline.core.processes import process_alive
 from align_track_pipeline.defs.jobs import TABLES_JOB
 
 
+@pytest.mark.slow  # forked workers that import Dagster and Aim, one killed
 def test_a_worker_killed_while_idle_leaves_the_next_batches_to_a_fresh_pool(small_tree,
                                                                             data_dir):
     assert main(["ingest", "--experiments-dir", str(small_tree),

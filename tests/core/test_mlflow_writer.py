@@ -143,6 +143,7 @@ def _written_counted(writer: MlflowWriter, rel: str) -> tuple[list, CountedReque
     return specs, counted
 
 
+@pytest.mark.slow  # a real mlflow server
 def test_a_partition_through_a_server_takes_three_requests_a_run_and_one_per_file(
         mlflow_server):
     """Create, log_batch and end per run, one PUT per artifact file (the server's proxy takes
@@ -159,6 +160,7 @@ def test_a_partition_through_a_server_takes_three_requests_a_run_and_one_per_fil
         "POST /api/2.0/mlflow/runs/search": 2}
 
 
+@pytest.mark.slow  # a real mlflow server
 def test_on_an_unverified_mlflow_artifacts_go_through_the_client(mlflow_server, monkeypatch):
     """With the gate closed, MLflow's artifact repositories are not touched: MlflowClient
     uploads each file (looking the run's location up each time), and the runs read back
@@ -177,6 +179,7 @@ def test_on_an_unverified_mlflow_artifacts_go_through_the_client(mlflow_server, 
         [s for s in specs if s.artifacts])  # the client looks the runs up
 
 
+@pytest.mark.slow  # a real mlflow server
 def test_a_partition_through_a_server_with_shared_artifacts_takes_at_most_3_5_requests_a_run(
         mlflow_server, tmp_path):
     """Artifacts in a folder the writer shares (ALIGN_TRACK_MLFLOW_ARTIFACTS) are written
@@ -467,6 +470,7 @@ def test_run_lookup_reads_mlflows_tables_only_on_a_verified_mlflow(mlflow_db, mo
     assert public == fast and len(fast) == len(keys)
 
 
+@pytest.mark.slow  # a real mlflow server
 def test_runs_outside_the_experiments_artifact_location_keep_their_artifact_folders(
         mlflow_server):
     """A run whose artifact URI is not `<experiment location>/<run id>/artifacts` gets a
@@ -483,6 +487,7 @@ def test_runs_outside_the_experiments_artifact_location_keep_their_artifact_fold
         s.key: sorted(s.artifacts) for s in specs}
 
 
+@pytest.mark.slow  # a real mlflow server
 def test_a_run_the_server_refuses_fails_the_partition_naming_the_servers_reason(mlflow_server):
     """A write the server refuses every time (here a param name MLflow rejects) is not taken
     for other writers' changes: the error says what the server said."""
