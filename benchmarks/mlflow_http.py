@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -27,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.make_tree import build
+from benchmarks.postgres import server_binaries, throwaway_postgres
 
 
 class CountedRequests:
@@ -66,35 +65,10 @@ class CountedRequests:
 
 @contextmanager
 def postgres() -> Iterator[tuple[str, int]]:
-    """A throwaway Postgres 15 on 127.0.0.1 (trust auth, fsync off): its database's URI and
-    the server's pid."""
-    import socket
-
-    bin_dir = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1].parent
-    # Not inside a 0700 temporary folder of root's: the postgres user must enter it.
-    root = Path(tempfile.mkdtemp(prefix="align-track-pg-"))
-    shutil.chown(root, "postgres", "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    def run(*cmd: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
-                       capture_output=True, timeout=120)
-
-    run(str(bin_dir / "initdb"), "-D", f"{root}/data", "-U", "postgres", "-A", "trust",
-        "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
-    run(str(bin_dir / "pg_ctl"), "-D", f"{root}/data", "-l", f"{root}/pg.log", "-o",
-        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off", "-w", "start")
-    try:
-        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-            "mlflow")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow", int(
-            (root / "data" / "postmaster.pid").read_text().split()[0])
-    finally:
-        run(str(bin_dir / "pg_ctl"), "-D", f"{root}/data", "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+    """A throwaway Postgres on 127.0.0.1 (trust auth, fsync off): its database's URI and the
+    server's pid."""
+    with throwaway_postgres(server_binaries()) as (database, pid):
+        yield database(), pid
 
 
 @contextmanager

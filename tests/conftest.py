@@ -380,48 +380,16 @@ def require(found: bool, what: str) -> None:
     pytest.skip(reason)
 
 
-def _postgres_bin() -> Path:
-    """Debian's Postgres server binaries (`.ci/provision` installs them)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    require(bool(found), "Debian's PostgreSQL server (package postgresql)")
-    return found[-1].parent
-
-
 @pytest.fixture(scope="session")
 def postgres():
     """A throwaway Postgres on 127.0.0.1 (trust auth, fsync off); yields a function that
     creates a fresh database and returns its SQLAlchemy URL (psycopg2 driver)."""
-    import itertools
-    import shutil
-    import subprocess
-    import tempfile
+    from benchmarks.postgres import server_binaries, throwaway_postgres
 
-    bin_dir = _postgres_bin()
-    # Not under pytest's tmp dir: the postgres user cannot enter root's 0700 folders.
-    root = Path(tempfile.mkdtemp(prefix="align-track-pg-"))
-    shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
-
-    def as_postgres(*cmd: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
-                       capture_output=True, timeout=120)
-
-    as_postgres(str(bin_dir / "initdb"), "-D", f"{root}/data", "-U", "postgres", "-A", "trust",
-                "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
-    as_postgres(str(bin_dir / "pg_ctl"), "-D", f"{root}/data", "-l", f"{root}/pg.log", "-o",
-                f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off", "-w", "start")
-    names = (f"db{n}" for n in itertools.count())
-
-    def database() -> str:
-        name = next(names)
-        as_postgres(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
-                    "postgres", name)
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}"
-
-    yield database
-    as_postgres(str(bin_dir / "pg_ctl"), "-D", f"{root}/data", "-m", "fast", "-w", "stop")
-    shutil.rmtree(root, ignore_errors=True)
+    bin_dir = server_binaries()
+    require(bin_dir is not None, "Debian's PostgreSQL server (package postgresql)")
+    with throwaway_postgres(bin_dir) as (database, _pid):
+        yield database
 
 
 def without_read_override(argv: list[str]) -> list[str]:
