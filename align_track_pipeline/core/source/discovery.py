@@ -16,7 +16,7 @@ import os
 import re
 import sqlite3
 import stat as statmod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -44,11 +44,22 @@ _UNSAFE = re.compile(r"%|,|[\x00-\x1f\x7f]|\.{2,}")
 class RunDir:
     """One experiment run directory: its path and its partition key; from a scan, also the
     names its folder held then (lower case), so that only the source files among them are
-    looked at (a stat call each: most of what a pass over a large tree costs)."""
+    looked at (a stat call each: most of what a pass over a large tree costs).
 
-    path: Path
+    The path is kept as a string and made a `Path` only when asked: building a `Path` per
+    folder cost a scan of 10,000 folders as much as its `scandir` calls."""
+
+    folder: str  # the run directory's path (a `Path` given is stored as its string)
     rel_path: str
     listing: frozenset[str] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.folder, str):
+            object.__setattr__(self, "folder", os.fspath(self.folder))
+
+    @cached_property
+    def path(self) -> Path:
+        return Path(self.folder)
 
     @cached_property
     def key(self) -> str:  # asked for several times a folder on every tick: computed once
@@ -105,9 +116,7 @@ def scan_tree(root: Path) -> Scan:
     check_root(root)
     real_root = os.path.realpath(root)
     unreadable: dict[str, str] = {}
-    found = [RunDir(root / rel if rel != "." else root, rel, listing)
-             for rel, listing in _walk(str(root), ".", real_root, real_root, set(),
-                                       unreadable)]
+    found = _walk(os.fspath(root), real_root, unreadable)
     return Scan(sorted(found, key=lambda r: r.rel_path), unreadable)
 
 
@@ -125,42 +134,53 @@ def find_run_dirs(root: Path) -> list[RunDir]:
     return scan_tree(root).run_dirs
 
 
-def _walk(path: str, rel: str, real: str, real_root: str, seen: set[str],
-          unreadable: dict[str, str]) -> Iterator[tuple[str, frozenset[str]]]:
-    """(relative path, the names its folder holds in lower case) of each run directory at and
-    below `path` (whose real path is `real`); folders that cannot be listed go into
-    `unreadable` with the reason.
+def _walk(root: str, real_root: str, unreadable: dict[str, str]) -> list[RunDir]:
+    """Each run directory at and below `root` (whose real path is `real_root`), with the names
+    its folder holds in lower case; folders that cannot be listed go into `unreadable` with
+    the reason. Each real folder is visited once, in name order, depth first.
 
-    Works on strings and directory entries: a real path is resolved only through symlinks,
-    and a directory's entries tell whether it holds input_output.json without a stat call,
-    so a pass over a large tree costs little more than its `scandir` calls.
+    Works on strings and directory entries, with a stack rather than recursion: a real path
+    is resolved only through symlinks, and a directory's entries tell whether it holds
+    input_output.json without a stat call, so a pass over a large tree costs little more
+    than its `scandir` calls.
     """
-    if real in seen or not _inside(real, real_root):
-        return
-    seen.add(real)
-    try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
-    except OSError as exc:
-        if exc.errno not in _GONE:
-            unreadable[rel] = f"cannot read folder {path}: {exc.strerror}"
-        return
-    names = [e.name for e in entries]
-    if INPUT_OUTPUT in names:
-        yield rel, frozenset(n.lower() for n in names)
-    for entry in entries:
-        if _skipped(entry.name) or not _is_dir(entry, rel, real_root, unreadable):
+    found: list[RunDir] = []
+    seen: set[str] = set()
+    stack = [(root, ".", real_root)]
+    while stack:
+        path, rel, real = stack.pop()
+        if real in seen or not _inside(real, real_root):
             continue
-        child = entry.name if rel == "." else f"{rel}/{entry.name}"
-        child_real = (os.path.realpath(entry.path) if entry.is_symlink()
-                      else os.path.join(real, entry.name))
-        yield from _walk(entry.path, child, child_real, real_root, seen, unreadable)
+        seen.add(real)
+        try:
+            with os.scandir(path) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                unreadable[rel] = f"cannot read folder {path}: {exc.strerror}"
+            continue
+        names = [e.name for e in entries]
+        if INPUT_OUTPUT in names:
+            found.append(RunDir(path, rel, frozenset(n.lower() for n in names)))
+        prefix = "" if rel == "." else rel + "/"
+        children = []
+        for entry in entries:
+            name = entry.name
+            if _skipped(name) or not _is_dir(entry, prefix + name, real_root, unreadable):
+                continue
+            child_real = (os.path.realpath(entry.path) if entry.is_symlink()
+                          else real + os.sep + name)
+            children.append((entry.path, prefix + name, child_real))
+        stack.extend(reversed(children))  # popped in name order
+    return found
 
 
-def _is_dir(entry: os.DirEntry, rel: str, real_root: str, unreadable: dict[str, str]) -> bool:
-    """Whether the entry is a folder. One whose type cannot be read, or a symlink into the tree
-    whose target is missing or cannot be reached, is recorded as unreadable: what was below it
-    cannot be seen, so it is not gone. (Symlinks out of the tree are never followed.)"""
-    child = entry.name if rel == "." else f"{rel}/{entry.name}"
+def _is_dir(entry: os.DirEntry, child: str, real_root: str,
+            unreadable: dict[str, str]) -> bool:
+    """Whether the entry (`child`, relative to the tree) is a folder. One whose type cannot be
+    read, or a symlink into the tree whose target is missing or cannot be reached, is recorded
+    as unreadable: what was below it cannot be seen, so it is not gone. (Symlinks out of the
+    tree are never followed.)"""
     try:
         if entry.is_dir(follow_symlinks=True):
             return True
@@ -179,7 +199,7 @@ def _inside(real: str, real_root: str) -> bool:
 _LISTED_AS = {name: name.split("/")[0].lower() for name in SOURCE_FILES}
 
 
-def _source_stats(run_dir: Path, listing: frozenset[str] | None = None,
+def _source_stats(run_dir: Path | str, listing: frozenset[str] | None = None,
                   ) -> list[tuple[str, os.stat_result | OSError]]:
     """(relative name, stat) of each source file present in a run directory; a file that
     cannot be looked at comes with its error instead (it may be there: it is not absent).
@@ -216,12 +236,16 @@ def source_paths(run_dir: Path) -> list[str]:
     return [name for name, _ in _source_stats(run_dir)]
 
 
-def stat_signature(run_dir: Path, listing: frozenset[str] | None = None) -> str:
+def stat_signature(run_dir: Path | str, listing: frozenset[str] | None = None) -> str:
     """Cheap change detector: names, sizes, mtimes and inodes of the source files (`listing`:
     as in `_source_stats`)."""
-    return "|".join(f"{name}:unreadable:{st.errno}" if isinstance(st, OSError)
-                    else f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-                    for name, st in _source_stats(run_dir, listing))
+    parts = []
+    for name, st in _source_stats(run_dir, listing):
+        if isinstance(st, OSError):
+            parts.append(f"{name}:unreadable:{st.errno}")
+        else:
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+    return "|".join(parts)
 
 
 def content_hash(run_dir: Path) -> str:
@@ -277,7 +301,7 @@ class FingerprintCache:
         cached = {k: (s, v) for k, s, v in self._db.execute("SELECT * FROM fingerprints")}
         result = {}
         for run_dir in run_dirs:
-            stat = stat_signature(run_dir.path, run_dir.listing)
+            stat = stat_signature(run_dir.folder, run_dir.listing)
             old = cached.get(run_dir.key)
             result[run_dir.key] = (stat, old[1] if old and old[0] == stat else None)
         return result
