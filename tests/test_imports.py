@@ -158,3 +158,16 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
         f"{PKG}.core.tables.schema -> {PKG}.cli",
         f"{PKG}.core.tables.schema -> {PKG}.cli.main",
     ]
+
+
+def test_the_package_makes_no_foreign_calls():
+    """No module of the package imports ctypes or cffi: no call into a C library by address,
+    no raw memory (the package's C work goes through its libraries' own bindings)."""
+    foreign = {}
+    for path in (REPO / PKG).rglob("*.py"):
+        module = module_name(path, REPO)
+        names = imported(ast.parse(path.read_text()), module, path.name == "__init__.py")
+        found = {n for n in names if n.split(".")[0] in ("ctypes", "cffi", "_ctypes")}
+        if found:
+            foreign[module] = sorted(found)
+    assert foreign == {}

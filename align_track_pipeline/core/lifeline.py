@@ -4,17 +4,14 @@ A `ProcessPoolExecutor` worker whose parent is gone does not notice: it finishes
 hand and then waits for the next one forever, holding its memory (its task pipe is still open
 at its own end). Every pool an ingest starts (the `--workers` processes, the tables' parse
 pools inside them or in the CLI itself) is made here, and each of its processes watches its
-parent from the moment it starts:
-
-- on any POSIX system, a daemon thread checks every `POLL_SECONDS` whether the process was
-  re-parented (`os.getppid()` is no longer the pid that started it) and then exits at once;
-- on Linux, also the kernel's parent-death signal (`prctl(PR_SET_PDEATHSIG, SIGKILL)`), which
-  kills it as its parent dies even if its own threads are stuck. The kernel sends it when the
-  *thread* that forked the child ends, so it is only armed when the pool was made on the main
-  thread (whose end is the process's end); pools of other threads rely on the poll alone.
-
-The check right after arming closes the race of a parent that died before the child got
-there. Each child that makes its own pool through here passes the same watch on to its own.
+parent from the moment it starts: a daemon thread checks every `POLL_SECONDS` whether the
+process was re-parented (`os.getppid()` is no longer the pid that started it) and then exits
+at once. The check right
+after it starts closes the race of a parent that died before the child got there. Each child
+that makes its own pool through here passes the same watch on to its own. (Linux's
+parent-death signal would also kill a child whose threads are stuck in a call that holds the
+interpreter's lock, but only through libc by ctypes: the package makes no foreign calls, so
+such a child exits within `POLL_SECONDS` of that call's return.)
 
 `preloaded_pool` forks its processes from multiprocessing's fork server instead: a spawned,
 single-threaded interpreter that imports the given modules once, so that each process starts
@@ -25,12 +22,8 @@ this process closes); each of them watches both the server and this process.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +32,6 @@ from concurrent.futures import ProcessPoolExecutor
 from align_track_pipeline.core.processes import process_alive
 
 POLL_SECONDS = 0.5
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ORPHANED_EXIT = 70  # the exit status of a child whose parent went away
 
 
@@ -48,11 +40,9 @@ def spawn_pool(max_workers: int, initializer: Callable[..., None] | None = None,
     """A pool of spawned processes (a fresh interpreter each, never a fork of this threaded
     process) that exit as soon as this process is gone; `initializer(*initargs)` runs in each
     after its watch is set."""
-    on_main_thread = threading.current_thread() is threading.main_thread()
     return ProcessPoolExecutor(
         max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_child,
-        initargs=(os.getpid(), on_main_thread, initializer, initargs))
+        initializer=_start_child, initargs=(os.getpid(), initializer, initargs))
 
 
 def preloaded_pool(max_workers: int, preload: Sequence[str],
@@ -82,27 +72,24 @@ def stop_fork_server() -> None:
         stop()
 
 
-def _start_child(parent: int, kernel_signal: bool, initializer: Callable[..., None] | None,
+def _start_child(parent: int, initializer: Callable[..., None] | None,
                  initargs: tuple) -> None:
-    die_with_parent(parent, kernel_signal)
+    die_with_parent(parent)
     if initializer is not None:
         initializer(*initargs)
 
 
 def _start_forked(origin: int, initializer: Callable[..., None] | None,
                   initargs: tuple) -> None:
-    """Forked by the server (a single thread: the kernel's signal is armed for it)."""
+    """Forked by the server, for `origin`: watches both."""
     die_with_parent(os.getppid(), origin=origin)
     if initializer is not None:
         initializer(*initargs)
 
 
-def die_with_parent(parent: int, kernel_signal: bool = True, origin: int | None = None) -> None:
+def die_with_parent(parent: int, origin: int | None = None) -> None:
     """In a child: exit as soon as `parent` (the pid that started it) is no longer its
-    parent, or `origin` (the process it works for, when another one started it) is gone.
-    `kernel_signal`: also arm Linux's parent-death signal (see the module doc)."""
-    if kernel_signal:
-        arm_parent_death_signal(signal.SIGKILL)
+    parent, or `origin` (the process it works for, when another one started it) is gone."""
     if _orphaned(parent, origin):  # gone before the watch was set
         os._exit(ORPHANED_EXIT)
     threading.Thread(target=_watch, args=(parent, origin), name="align-track-lifeline",
@@ -117,15 +104,3 @@ def _watch(parent: int, origin: int | None) -> None:
     while not _orphaned(parent, origin):
         time.sleep(POLL_SECONDS)
     os._exit(ORPHANED_EXIT)
-
-
-def arm_parent_death_signal(signum: int) -> bool:
-    """`prctl(PR_SET_PDEATHSIG, signum)` through libc; False where that is not available
-    (not Linux, no libc), and the poll alone watches."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return False
-    return libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0

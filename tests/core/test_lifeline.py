@@ -1,9 +1,8 @@
 """The processes of `spawn_pool` die with the process that made the pool, on the portable
-watch alone too, and a pool made on a short-lived thread survives that thread; those of
+watch, and a pool made on a short-lived thread survives that thread; those of
 `preloaded_pool` start with the preloaded modules and die with it too, and so does their fork
 server, which `stop_fork_server` stops and reaps."""
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -12,21 +11,15 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 from align_track_pipeline.core.lifeline import (
     ORPHANED_EXIT,
     POLL_SECONDS,
     preloaded_pool,
-    spawn_pool,
     stop_fork_server,
 )
 from align_track_pipeline.core.processes import process_alive
 
-PR_GET_PDEATHSIG = 2
-
-# Makes a pool on a thread that then ends (so the kernel's parent-death signal is not armed
-# and only the poll watches), prints the pool process's pid, and waits to be killed.
+# Makes a pool on a thread that then ends, prints the pool process's pid, and waits to be killed.
 POOL_ON_A_THREAD = textwrap.dedent("""
     import os, threading, time
     from align_track_pipeline.core.lifeline import spawn_pool
@@ -76,22 +69,9 @@ def test_pool_process_outlives_its_thread_and_dies_with_its_process():
     assert _gone_within(child, 4 * POLL_SECONDS)
 
 
-def _parent_death_signal() -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    value = ctypes.c_int(-1)
-    assert libc.prctl(PR_GET_PDEATHSIG, ctypes.byref(value), 0, 0, 0) == 0
-    return value.value
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
-def test_pool_made_on_the_main_thread_arms_the_parent_death_signal():
-    with spawn_pool(1) as pool:
-        assert pool.submit(_parent_death_signal).result() == signal.SIGKILL
-
-
 def test_a_child_whose_parent_is_already_gone_exits_at_once():
     code = ("import os; from align_track_pipeline.core.lifeline import die_with_parent; "
-            "die_with_parent(os.getppid() + 1, kernel_signal=False); print('went on')")
+            "die_with_parent(os.getppid() + 1); print('went on')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
     assert (done.returncode, done.stdout) == (ORPHANED_EXIT, "")

@@ -34,10 +34,11 @@ processes), with three locks beside the repo, always taken in this order:
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -286,19 +287,18 @@ class AimWriter:
         self._index(indexing.outdated_runs(self.repo))
 
 def sync_file_system(path: Path) -> None:
-    """Write what the file system holding `path` has cached to disk: one `syncfs` (Linux)
-    for a partition's runs instead of one fsync per file; elsewhere `sync`."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-    except (OSError, AttributeError):
-        os.sync()
-        return
-    try:
-        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
+    """Write what the file system holding `path` has cached to disk: one `syncfs` for a
+    partition's runs instead of one fsync per file, through coreutils' `sync --file-system`
+    (about a millisecond; the package makes no foreign calls); where that is missing or
+    fails, `os.sync()`, every file system."""
+    command = shutil.which("sync") if sys.platform.startswith("linux") else None
+    if command is not None:
+        done = subprocess.run([command, "--file-system", os.fspath(path)], check=False,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        if done.returncode == 0:
+            return
+    os.sync()
 
 
 def _placeholders(known: dict[str, tuple[str, str, bool]]) -> list[float]:
