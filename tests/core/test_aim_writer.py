@@ -474,3 +474,35 @@ def test_a_manifest_that_disagrees_with_the_repo_is_rebuilt_from_the_runs(sample
     assert _held(rebuilt.repo) == set(new) | set(archived) and not set(old) & _held(rebuilt.repo)
     assert storage.archived_runs(rebuilt.repo) == set(archived)
     assert indexing.outdated_runs(rebuilt.repo) == []
+
+
+def test_a_run_not_ours_is_noted_without_a_rebuild(sample_tree, aim_repo):
+    """A run someone logs into the repo with Aim itself is noted as not a scene's, reading
+    that run alone: the manifest keeps its generation (no rebuild, no partition made stale),
+    and the run stays in the repo untouched."""
+    from aim import Run
+
+    from align_track_pipeline.core.trackers.aim.manifest import generation, manifest_path
+
+    key = RunDir(sample_tree / REL, REL).key
+    writer = AimWriter(aim_repo)
+    try:
+        created = writer.upsert(key, _plan(sample_tree)).created
+    finally:
+        writer.close()
+    before = generation(manifest_path(aim_repo))
+    theirs = Run(repo=str(aim_repo), experiment="someone's own")
+    theirs["lr"] = 0.1
+    theirs.track(1.0, name="loss")
+    their_hash = theirs.hash
+    theirs.close()
+
+    again = AimWriter(aim_repo)
+    try:
+        assert their_hash in again.manifest.others()
+        result = again.upsert(key, _plan(sample_tree))
+    finally:
+        again.close()
+    assert generation(manifest_path(aim_repo)) == before
+    assert result.created == [] and result.unchanged == len(created)
+    assert _held(again.repo) == set(created) | {their_hash}

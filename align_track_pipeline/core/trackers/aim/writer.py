@@ -110,7 +110,7 @@ class AimWriter:
             agrees = made and self._agrees()
         if not agrees:  # exclusive: no writer is between creating a run and recording it
             with repo_lock(self.path):
-                if not self._agrees():
+                if not self._agrees() and not self._note_others():
                     self._rebuild()
         self._index(self.manifest.unindexed_orphans())  # left by a kill: see `_index`
         self.stage = staging.new_stage()
@@ -259,6 +259,19 @@ class AimWriter:
         known = self.manifest.all_hashes()
         return any(h.startswith(CREATING) for h in known) or folders <= known
 
+    def _note_others(self) -> bool:
+        """When the only runs the manifest does not list are not scene runs (someone's own
+        run logged into the repo): note them as others, as a rebuild would, reading only
+        those runs instead of every run of the repo. False: a rebuild is needed."""
+        folders = set(storage.all_run_hashes(self.repo))
+        if not self.manifest.complete_hashes() <= folders:
+            return False  # runs of ours are gone: the rebuild tells which scenes remain
+        unknown = folders - self.manifest.all_hashes()
+        if any(_scene_params(self.repo, h) is not None for h in unknown):
+            return False  # a scene run the manifest lost: the rebuild takes it back
+        self.manifest.add_others(unknown)
+        return True
+
     def _rebuild(self) -> None:
         """Make the manifest again from the runs themselves (deleted, or disagreeing with the
         repo): each scene run carries its partition, scene index and, once whole, its
@@ -269,9 +282,8 @@ class AimWriter:
         scenes: dict[str, list[tuple[tuple[bool, float], tuple]]] = {}
         others = []
         for run_hash in storage.all_run_hashes(self.repo):
-            found = None if run_hash in archived else storage.read_params(
-                self.repo, run_hash, ("partition_key", "scene_index", CONTENT_PARAM))
-            if found is None or None in (found["partition_key"], found["scene_index"]):
+            found = None if run_hash in archived else _scene_params(self.repo, run_hash)
+            if found is None:
                 others.append(run_hash)
                 continue
             partition, content = str(found["partition_key"]), found[CONTENT_PARAM]
@@ -285,6 +297,15 @@ class AimWriter:
         self.manifest.replace(rows, others)
         self._delete(extra)
         self._index(indexing.outdated_runs(self.repo))
+
+def _scene_params(repo, run_hash: str) -> dict | None:
+    """A scene run's partition, scene index and content hash as stored; None for any other
+    run (no partition or scene index: not written by this writer)."""
+    found = storage.read_params(repo, run_hash, ("partition_key", "scene_index", CONTENT_PARAM))
+    if None in (found["partition_key"], found["scene_index"]):
+        return None
+    return found
+
 
 def sync_file_system(path: Path) -> None:
     """Write what the file system holding `path` has cached to disk: one `syncfs` for a
