@@ -4,6 +4,7 @@ stopping on the broken one."""
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -33,5 +34,27 @@ def test_a_worker_killed_while_idle_leaves_the_next_batches_to_a_fresh_pool(smal
             pending = pool.submit(TABLES_JOB, [order[:1], order[1:]], order, lambda _m: None)
             found = pool.collect(instance, pending)
         assert (found.errors, found.crashed) == ({}, [])
+    finally:
+        pool.close()
+
+
+def test_release_waits_for_a_pool_being_started_and_lets_it_go(tmp_path):
+    """`release` takes the executor under the lock `_start` holds while it makes one: a pool
+    the warm-up thread is starting meanwhile is released too, not left running until close."""
+    pool = WorkerPool(Parallel(Setup(str(tmp_path), str(tmp_path)), 2))
+    try:
+        executor = pool._start()  # noqa: SLF001  (no process is started before a submit)
+        with pool._lock:  # noqa: SLF001  as `_start` holds it while it makes the pool
+            releasing = threading.Thread(target=pool.release)
+            releasing.start()
+            releasing.join(0.5)
+            assert releasing.is_alive()  # waits for the pool being started
+            assert pool._executor is executor  # noqa: SLF001
+        releasing.join(10)
+        assert not releasing.is_alive()
+        assert pool._executor is None  # noqa: SLF001
+        pool._stopping.join(30)  # noqa: SLF001
+        with pytest.raises(RuntimeError, match="shutdown"):
+            executor.submit(os.getpid)
     finally:
         pool.close()

@@ -153,7 +153,8 @@ class WorkerPool:
         try:
             yield
         except KeyboardInterrupt:
-            executor = self._executor
+            with self._lock:
+                executor = self._executor
             for pid in list(getattr(executor, "_processes", {}) or {}):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGINT)
@@ -172,8 +173,11 @@ class WorkerPool:
             self._starting.start()
 
     def release(self) -> None:
-        """No phase needs the workers any more: let them exit while this process goes on."""
-        executor, self._executor = self._executor, None
+        """No phase needs the workers any more: let them exit while this process goes on.
+        Under the lock: a pool the warm-up thread is starting is then let go too, never left
+        running until `close`."""
+        with self._lock:
+            executor, self._executor = self._executor, None
         if executor is not None:
             self._stopping = threading.Thread(target=_shut_down, args=(executor,),
                                               name="align-track-workers-exit")
