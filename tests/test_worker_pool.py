@@ -58,3 +58,24 @@ def test_release_waits_for_a_pool_being_started_and_lets_it_go(tmp_path):
             executor.submit(os.getpid)
     finally:
         pool.close()
+
+
+def test_a_warm_up_that_fails_is_logged_once_with_its_cause_and_the_first_batch_fails_on_it(
+        tmp_path, caplog):
+    """Worker processes that cannot start (here: a run config that cannot be sent to them):
+    the warm-up says so, naming the cause, instead of swallowing it, and the first batch
+    raises it."""
+    setup = Setup(str(tmp_path), str(tmp_path), run_config={"not sendable": threading.Lock()})
+    pool = WorkerPool(Parallel(setup, 2))
+    try:
+        with caplog.at_level("WARNING", logger="align_track_pipeline.cli.workers"):
+            pool.warm_up(100)
+            pool._starting.join(60)  # noqa: SLF001
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith("worker processes did not start ahead of their work: "
+                                      "TypeError: cannot pickle '_thread.lock' object")
+        with pytest.raises(TypeError, match="cannot pickle '_thread.lock'"):
+            pool.submit(TABLES_JOB, [["a"]], ["a"], lambda _m: None)
+    finally:
+        pool.close()

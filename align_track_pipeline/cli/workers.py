@@ -24,6 +24,7 @@ next ingest.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -39,6 +40,9 @@ from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
 from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import preloaded_pool, stop_fork_server
+from align_track_pipeline.core.secrets import mask_text
+
+log = logging.getLogger(__name__)
 
 # Imported once by the fork server the workers are forked from: what `_start_worker` and an
 # Aim batch import (Dagster with the definitions and the instance's SQLite storage, Aim), and
@@ -166,7 +170,7 @@ class WorkerPool:
     def warm_up(self, partitions: int) -> None:
         """Start the workers now, on a thread, when a phase of `partitions` will want them (a
         cold tree): their start then overlaps with this process's discovery, observation and
-        tables. A start that fails here fails again, and is reported, at the first batch."""
+        tables. A start that fails here is logged, and fails again (raised) at the first batch."""
         if self.parallel.processes(partitions, None) > 1 and self._starting is None:
             self._starting = threading.Thread(target=self._start_all, daemon=True,
                                               name="align-track-workers")
@@ -191,10 +195,20 @@ class WorkerPool:
             self._stopping.join()
 
     def _start_all(self) -> None:
-        with suppress(Exception):
+        """The warm-up: a failure is logged once, naming its cause (the first batch then
+        tries again, and fails with it if it recurs); none when the pool was released
+        meanwhile (a submit to it fails then, as it should)."""
+        executor = None
+        try:
             executor = self._start()
             for _ in range(self.parallel.workers):
                 executor.submit(_ready)
+        except Exception as exc:  # noqa: BLE001  reported, and raised again at the first batch
+            with self._lock:
+                released = executor is not None and self._executor is not executor
+            if not released:
+                log.warning("worker processes did not start ahead of their work: %s: %s",
+                            type(exc).__name__, mask_text(str(exc)))
 
     def _start(self) -> ProcessPoolExecutor:
         with self._lock:
