@@ -12,7 +12,8 @@ import pytest
 from align_track_pipeline.cli.ingest import PARTITIONS
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
-from align_track_pipeline.cli.workers import Parallel, Setup, WorkerPool
+from align_track_pipeline.cli.workers import PRELOAD, Parallel, Setup, WorkerPool, preload
+from align_track_pipeline.core import verified
 from align_track_pipeline.core.processes import process_alive
 from align_track_pipeline.defs.jobs import TABLES_JOB
 
@@ -79,3 +80,15 @@ def test_a_warm_up_that_fails_is_logged_once_with_its_cause_and_the_first_batch_
             pool.submit(TABLES_JOB, [["a"]], ["a"], lambda _m: None)
     finally:
         pool.close()
+
+
+def test_on_an_unverified_dagster_the_workers_preload_no_private_dagster_module(monkeypatch):
+    """Dagster's private storage modules are preloaded on the verified version only: on any
+    other, the public modules alone (the workers import what they need)."""
+    private = {"dagster._core.storage.event_log.sqlite.sqlite_event_log",
+               "dagster._core.storage.runs.sqlite.sqlite_run_storage"}
+    assert set(preload()) == set(PRELOAD) | private  # the installed Dagster is verified
+    monkeypatch.setitem(verified.VERIFIED, "dagster", {"dagster": frozenset({"0.0.0"})})
+    assert preload() == list(PRELOAD)
+    assert not [name for name in preload() if name.startswith("dagster._")]
+    verified._warn_once.cache_clear()

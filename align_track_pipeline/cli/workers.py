@@ -41,18 +41,22 @@ from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
 from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import preloaded_pool, stop_fork_server
 from align_track_pipeline.core.secrets import mask_text
+from align_track_pipeline.defs.dagster_compat import sqlite_storage_modules
 
 log = logging.getLogger(__name__)
 
 # Imported once by the fork server the workers are forked from: what `_start_worker` and an
-# Aim batch import (Dagster with the definitions and the instance's SQLite storage, Aim), and
-# the main module (so a worker need not import it again). A name that no longer imports is
-# skipped (the workers import what they need). MLflow is left to the workers that write it
-# (on a server or Postgres).
+# Aim batch import (Dagster with the definitions, Aim), and the main module (so a worker need
+# not import it again); on a verified Dagster also the instance's SQLite storage (`preload`).
+# A name that no longer imports is skipped (the workers import what they need). MLflow is left
+# to the workers that write it (on a server or Postgres).
 PRELOAD = ("__main__", "align_track_pipeline.cli.workers", "align_track_pipeline.definitions",
-           "align_track_pipeline.cli.instance", "align_track_pipeline.core.trackers.aim.writer",
-           "dagster._core.storage.event_log.sqlite.sqlite_event_log",
-           "dagster._core.storage.runs.sqlite.sqlite_run_storage")
+           "align_track_pipeline.cli.instance", "align_track_pipeline.core.trackers.aim.writer")
+
+
+def preload() -> list[str]:
+    """`PRELOAD`, and Dagster's private storage modules where Dagster is a verified version."""
+    return [*PRELOAD, *sqlite_storage_modules()]
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ class WorkerPool:
         with self._lock:
             if self._executor is None:
                 parallel = self.parallel
-                self._executor = preloaded_pool(parallel.workers, PRELOAD, _start_worker,
+                self._executor = preloaded_pool(parallel.workers, preload(), _start_worker,
                                                 (parallel.setup,))
             return self._executor
 
