@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.postgres import server_binaries
 from tests.conftest import REPO, require
 
 
@@ -29,7 +30,7 @@ def test_a_missing_tool_fails_in_ci(monkeypatch, value):
 def test_provision_does_nothing_once_done():
     """Everything present (as after a first run), `.ci/provision` installs nothing, says
     nothing and returns at once: `.ci/run` calls it every time."""
-    require(bool(list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), "PostgreSQL")
+    require(server_binaries() is not None, "PostgreSQL")  # where the Postgres tests look
     require(Path("/usr/bin/chromium").exists(), "chromium")
     done = subprocess.run([str(REPO / ".ci" / "provision")], capture_output=True, text=True,
                           timeout=60, check=False)

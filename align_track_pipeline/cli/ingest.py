@@ -11,8 +11,9 @@ the phases of trackers on different stores run side by side
 then, a single-writer store's in this process, and those of trackers sharing a store (one pool)
 one after another. A partition that fails the tables skips the trackers; one that fails
 a tracker is still written to the others; each is reported with its errors. After the tables
-changed, the `analysis` assets (`scene_comparison`, `dashboard`) are rebuilt in one run, as the
-automation does.
+changed, the `analysis` assets (`scene_comparison`, `dashboard`) are brought up to date in one
+run, as the automation does (`analysis: updated` when the comparison file was updated from the
+changed partition files, `analysis: rebuilt` when it was rebuilt from all of them).
 
 A run over N partitions stores N "planned" events per asset before it starts (about 10 ms each
 on SQLite). The batch runs here store one per asset instead, and record a planned event only for
@@ -44,6 +45,7 @@ from align_track_pipeline.core.guard import check_removals, removals
 from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.trackers.base import Tracker, preload_writers
+from align_track_pipeline.defs.analysis import CHANGED_FILES, scene_comparison
 from align_track_pipeline.defs.automation import ANALYSIS
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
 from align_track_pipeline.defs.dagster_compat import (
@@ -379,10 +381,21 @@ def _analysed(instance: dg.DagsterInstance) -> bool:
 
 
 def refresh_analysis(runner: InProcess, progress: Callable[[str], None]) -> None:
-    """Rebuild the scene comparison and the dashboard after the tables changed, as the
+    """Bring the scene comparison and the dashboard up to date after the tables changed, as the
     automation does, so the commands that read them answer fast without the daemon too."""
     started = time.perf_counter()
     result = runner.run(ANALYSIS_JOB, raise_on_error=False)
     failed = failures(result)  # raises KeyboardInterrupt when interrupted
-    outcome = f"FAILED: {failed.get('*')}" if failed else "rebuilt"
+    outcome = f"FAILED: {failed.get('*')}" if failed else _comparison_built(result)
     progress(f"{ANALYSIS_JOB}: {outcome} in {time.perf_counter() - started:.2f} s")
+
+
+def _comparison_built(result: dg.ExecuteInProcessResult) -> str:
+    """How the comparison file was brought up to date: from its previous version and the
+    changed partition files, or rebuilt from all of them."""
+    for done in result.asset_materializations_for_node(scene_comparison.op.name):
+        changed = done.metadata.get(CHANGED_FILES)
+        if changed is not None:
+            n = changed.value
+            return f"updated ({n} changed partition file{'s' * (n != 1)} read)"
+    return "rebuilt"

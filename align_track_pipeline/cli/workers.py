@@ -24,6 +24,7 @@ next ingest.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -39,16 +40,23 @@ from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
 from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import preloaded_pool, stop_fork_server
+from align_track_pipeline.core.secrets import mask_text
+from align_track_pipeline.defs.dagster_compat import sqlite_storage_modules
+
+log = logging.getLogger(__name__)
 
 # Imported once by the fork server the workers are forked from: what `_start_worker` and an
-# Aim batch import (Dagster with the definitions and the instance's SQLite storage, Aim), and
-# the main module (so a worker need not import it again). A name that no longer imports is
-# skipped (the workers import what they need). MLflow is left to the workers that write it
-# (on a server or Postgres).
+# Aim batch import (Dagster with the definitions, Aim), and the main module (so a worker need
+# not import it again); on a verified Dagster also the instance's SQLite storage (`preload`).
+# A name that no longer imports is skipped (the workers import what they need). MLflow is left
+# to the workers that write it (on a server or Postgres).
 PRELOAD = ("__main__", "align_track_pipeline.cli.workers", "align_track_pipeline.definitions",
-           "align_track_pipeline.cli.instance", "align_track_pipeline.core.trackers.aim.writer",
-           "dagster._core.storage.event_log.sqlite.sqlite_event_log",
-           "dagster._core.storage.runs.sqlite.sqlite_run_storage")
+           "align_track_pipeline.cli.instance", "align_track_pipeline.core.trackers.aim.writer")
+
+
+def preload() -> list[str]:
+    """`PRELOAD`, and Dagster's private storage modules where Dagster is a verified version."""
+    return [*PRELOAD, *sqlite_storage_modules()]
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,8 @@ class WorkerPool:
         try:
             yield
         except KeyboardInterrupt:
-            executor = self._executor
+            with self._lock:
+                executor = self._executor
             for pid in list(getattr(executor, "_processes", {}) or {}):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGINT)
@@ -165,15 +174,18 @@ class WorkerPool:
     def warm_up(self, partitions: int) -> None:
         """Start the workers now, on a thread, when a phase of `partitions` will want them (a
         cold tree): their start then overlaps with this process's discovery, observation and
-        tables. A start that fails here fails again, and is reported, at the first batch."""
+        tables. A start that fails here is logged, and fails again (raised) at the first batch."""
         if self.parallel.processes(partitions, None) > 1 and self._starting is None:
             self._starting = threading.Thread(target=self._start_all, daemon=True,
                                               name="align-track-workers")
             self._starting.start()
 
     def release(self) -> None:
-        """No phase needs the workers any more: let them exit while this process goes on."""
-        executor, self._executor = self._executor, None
+        """No phase needs the workers any more: let them exit while this process goes on.
+        Under the lock: a pool the warm-up thread is starting is then let go too, never left
+        running until `close`."""
+        with self._lock:
+            executor, self._executor = self._executor, None
         if executor is not None:
             self._stopping = threading.Thread(target=_shut_down, args=(executor,),
                                               name="align-track-workers-exit")
@@ -187,16 +199,26 @@ class WorkerPool:
             self._stopping.join()
 
     def _start_all(self) -> None:
-        with suppress(Exception):
+        """The warm-up: a failure is logged once, naming its cause (the first batch then
+        tries again, and fails with it if it recurs); none when the pool was released
+        meanwhile (a submit to it fails then, as it should)."""
+        executor = None
+        try:
             executor = self._start()
             for _ in range(self.parallel.workers):
                 executor.submit(_ready)
+        except Exception as exc:  # noqa: BLE001  reported, and raised again at the first batch
+            with self._lock:
+                released = executor is not None and self._executor is not executor
+            if not released:
+                log.warning("worker processes did not start ahead of their work: %s: %s",
+                            type(exc).__name__, mask_text(str(exc)))
 
     def _start(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
                 parallel = self.parallel
-                self._executor = preloaded_pool(parallel.workers, PRELOAD, _start_worker,
+                self._executor = preloaded_pool(parallel.workers, preload(), _start_worker,
                                                 (parallel.setup,))
             return self._executor
 

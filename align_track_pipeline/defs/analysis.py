@@ -18,6 +18,8 @@ from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 PREVIEW_RUNS = 6  # columns of the side-by-side preview
 DASHBOARD_FILE = Path("analysis") / "dashboard.html"  # under the data dir
+# `scene_comparison`'s metadata: the partition files read to update it; absent when rebuilt.
+CHANGED_FILES = "changed_files"
 
 
 @dg.asset(
@@ -36,7 +38,9 @@ def scene_comparison(store: DataStore) -> dg.MaterializeResult:
     result = write_comparison(Path(store.data_dir), Path(store.data_dir) / COMPARISON_FILE)
     built = ("rebuilt from every partition file" if result.changed_files is None else
              f"updated: {result.changed_files} changed partition files read")
-    return dg.MaterializeResult(metadata={
+    changed = ({} if result.changed_files is None
+               else {CHANGED_FILES: dg.MetadataValue.int(result.changed_files)})
+    return dg.MaterializeResult(metadata=changed | {
         "dagster/row_count": result.rows,
         "built": dg.MetadataValue.text(built),
         "path": dg.MetadataValue.path(str(result.path)),

@@ -59,14 +59,10 @@ def remove_partition_data(
         with credentials_masked(context.log.error), closing(tracker.open()) as writer:
             counts[tracker.asset] = sum(writer.remove(key, mode == ARCHIVE)
                                         for key in config.partitions)
-    cache, files = store.fingerprints(), store.verified_files()
-    try:
+    with closing(store.fingerprints()) as cache, closing(store.verified_files()) as files:
         cache.forget(config.partitions)
         files.forget(store.parquet.path(t, key) for key in config.partitions
                      for t in TABLE_ASSETS)  # gone on purpose
-    finally:
-        cache.close()
-        files.close()
     for key in config.partitions:
         for asset in (*TABLE_ASSETS, *(t.asset for t in current)):
             context.log_event(_tombstone(asset, key, mode))

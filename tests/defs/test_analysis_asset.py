@@ -68,6 +68,27 @@ def test_a_second_build_reads_only_the_changed_partition(tables_dir, tmp_path):
             for r in pq.read_table(tmp_path / COMPARISON_FILE).to_pylist()] == expected
 
 
+def _analysis_line(err: str) -> str:
+    (line,) = [line for line in err.splitlines() if line.startswith("analysis: ")]
+    return line
+
+
+def test_ingest_says_whether_it_updated_or_rebuilt_the_comparison_file(capsys, sample_tree,
+                                                                      data_dir):
+    """The first ingest builds it from every partition file; after one folder of 20 changed,
+    the next updates it from that folder's file alone, and says so."""
+    argv = ["ingest", "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir),
+            "--trackers", "mlflow", "--json"]
+    assert main(argv) == 0
+    assert _analysis_line(capsys.readouterr().err).startswith("analysis: rebuilt in ")
+    changed = find_run_dirs(sample_tree)[0].path / "input_output.json"
+    changed.write_text(changed.read_text() + "\n")  # new bytes, the same rows
+    assert main(argv) == 0
+    assert _analysis_line(capsys.readouterr().err).startswith(
+        "analysis: updated (1 changed partition file read) in ")
+    assert comparison_is_current(data_dir)
+
+
 def _requested(defs, instance, cursor):
     """One tick of the sensor that builds it: its assets only, as the daemon evaluates them
     (evaluating every asset's conditions costs seconds a tick)."""

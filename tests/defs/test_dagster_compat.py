@@ -1,6 +1,7 @@
 """Pins every Dagster internal the pipeline uses (`defs/dagster_compat.py`) and the tests use
 (`tests/dagster_probes.py`): if a Dagster upgrade moves one, the test named after it fails here."""
 
+import importlib
 import uuid
 import warnings
 from contextlib import nullcontext
@@ -298,3 +299,15 @@ def test_observations_logged_before_an_error_are_stored(tmp_path, dagster_storag
         assert compat.latest_tag_by_partition(inst, "folders", compat.OBSERVATION,
                                               compat.DATA_VERSION_TAG) == {"a": "a", "b": "b"}
         assert "store_event" not in vars(inst.event_log_storage)  # the storage is as it was
+
+
+def test_sqlite_storage_modules_import_and_only_on_a_verified_dagster(monkeypatch):
+    from align_track_pipeline.core import verified
+
+    modules = compat.sqlite_storage_modules()
+    assert len(modules) == 2
+    for name in modules:
+        assert importlib.import_module(name).__name__ == name
+    monkeypatch.setitem(verified.VERIFIED, "dagster", {"dagster": frozenset({"0.0.0"})})
+    assert compat.sqlite_storage_modules() == ()
+    verified._warn_once.cache_clear()

@@ -273,11 +273,15 @@ class FingerprintCache:
     def __init__(self, db_path: Path):
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(db_path, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS fingerprints"
-            " (key TEXT PRIMARY KEY, stat TEXT NOT NULL, version TEXT NOT NULL)"
-        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS fingerprints"
+                " (key TEXT PRIMARY KEY, stat TEXT NOT NULL, version TEXT NOT NULL)"
+            )
+        except BaseException:  # no object to close it through: not left open
+            self._db.close()
+            raise
 
     def versions(self, run_dirs: Iterable[RunDir]) -> dict[str, str]:
         """Partition key -> content version for each run directory (hashing only those whose

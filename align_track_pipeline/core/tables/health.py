@@ -77,9 +77,13 @@ class VerifiedFiles:
     def __init__(self, db_path: Path):
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(db_path, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS parquet_files"
-                         " (path TEXT PRIMARY KEY, stat TEXT NOT NULL)")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS parquet_files"
+                             " (path TEXT PRIMARY KEY, stat TEXT NOT NULL)")
+        except BaseException:  # no object to close it through: not left open
+            self._db.close()
+            raise
 
     def record(self, paths: Iterable[Path]) -> None:
         """Remember these files, just written, as good."""

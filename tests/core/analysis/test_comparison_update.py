@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from align_track_pipeline.core.analysis.compare import write_comparison
-from align_track_pipeline.core.analysis.incremental import listing_path
+from align_track_pipeline.core.analysis.incremental import MAX_CHANGED_SHARE, listing_path
 from align_track_pipeline.core.analysis.snapshot import (
     COMPARISON_FILE,
     FINGERPRINT_KEY,
@@ -140,3 +140,21 @@ def test_a_previous_file_that_cannot_be_trusted_is_rebuilt(data, tmp_path, spoil
     metadata = pq.read_schema(result.path).metadata
     assert metadata[FINGERPRINT_KEY.encode()] == tables_fingerprint(data).encode()
     assert write_comparison(data, data / COMPARISON_FILE).changed_files == 0  # trusted again
+
+
+@pytest.mark.parametrize("over", [0, 1], ids=["a quarter changed: updated",
+                                             "one more: rebuilt"])
+def test_more_than_a_quarter_of_the_partition_files_changed_is_rebuilt(data, tmp_path, over):
+    """Up to `MAX_CHANGED_SHARE` of the partition files changed, the previous file is updated
+    (it reports the files it read); one more, and it is rebuilt from all of them (a rebuild
+    costs no more then). The rows are the rebuild's either way."""
+    store = ParquetStore(data)
+    keys = sorted({r["partition_key"] for r in pq.read_table(
+        store.table_dir("experiments"), columns=["partition_key"]).to_pylist()})
+    quarter = int(MAX_CHANGED_SHARE * len(keys))
+    assert (len(keys), quarter) == (20, 5)
+    for key in keys[:quarter + over]:  # rewritten: a new file, the same rows
+        store.write("scenes", key, store.read("scenes", key))
+    result = write_comparison(data, data / COMPARISON_FILE)
+    assert result.changed_files == (None if over else quarter)
+    _same_file(result.path, _rebuilt(data, tmp_path / "rebuilt"))
