@@ -17,10 +17,9 @@ from align_track_pipeline.defs.dagster_compat import (
 )
 from align_track_pipeline.defs.folders import experiment_folders, observe_job
 from align_track_pipeline.defs.follow_up import follow_up_defs
-from align_track_pipeline.defs.freshness import FOLDER_RUNS
+from align_track_pipeline.defs.freshness import INGEST_FOLDERS_JOB
 from align_track_pipeline.defs.jobs import (
     analysis_job,
-    ingest_and_analyse_job,
     ingest_folders_job,
     tables_job,
     tracker_job,
@@ -53,7 +52,7 @@ def build_defs(
         assets=[experiment_folders, parse_run_dirs, *map(tracker_asset, trackers),
                 scene_comparison, dashboard],
         jobs=[observe_job, tables_job, *map(tracker_job, trackers), cleanup_removed,
-              analysis_job, ingest_folders_job, ingest_and_analyse_job],
+              analysis_job, ingest_folders_job],
         sensors=[experiment_folder_sensor, automation_sensor, comparison_automation_sensor],
         schedules=[nightly_observation],
         resources={
@@ -70,6 +69,5 @@ def build_defs(
 
 
 silence_owners_warning()  # before the code server binds the sensors' resources
-for _job in FOLDER_RUNS:
-    silence_mixed_backfill_policy_warning(_job)
+silence_mixed_backfill_policy_warning(INGEST_FOLDERS_JOB)
 defs = build_defs()

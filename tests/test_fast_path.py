@@ -1,13 +1,11 @@
-"""`align-track ingest` on a tree already ingested: a few changed folders reach every store and
-the analysis files in one run (the `ingest_folders` steps, then the comparison file and the
-dashboard), an unchanged or only touched tree starts no Dagster run at all, and a changed
-folder that fails is isolated as on the phase-by-phase way."""
+"""`align-track ingest` on a tree already ingested: a few changed folders reach every store in
+one `ingest_folders` run (plus the analysis run), an unchanged or only touched tree starts no
+Dagster run at all, and a changed folder that fails is isolated as on the phase-by-phase way."""
 
 import json
 import os
 from pathlib import Path
 
-import dagster as dg
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -31,14 +29,6 @@ def _jobs(data: Path) -> list[str]:
         return [run.job_name for run in reversed(instance.get_runs())]
 
 
-def _analysed_by(data: Path) -> dict[str, str]:
-    """The job of the run that last wrote each analysis asset."""
-    with open_instance(data) as instance:
-        return {asset: instance.get_run_by_id(
-            instance.get_latest_materialization_event(dg.AssetKey(asset)).run_id).job_name
-            for asset in ("scene_comparison", "dashboard")}
-
-
 def _slower_first_scene(run_dir: Path) -> float:
     timing = json.loads((run_dir / "timing.json").read_text())
     timing["raw_times_s"][0] += 1.0
@@ -58,13 +48,6 @@ def _scene_counts(data: Path) -> dict[str, int]:
             "aim": len(aim_runs_seen_by_a_fresh_process(data / "aim"))}
 
 
-def _comparison_timing(data: Path, key: str) -> float:
-    """The first scene's timing of the partition, as the comparison file holds it."""
-    rows = pq.read_table(data / COMPARISON_FILE).to_pylist()
-    return next(r["timing_seconds"] for r in rows
-                if r["partition_key"] == key and r["scene_index"] == 0)
-
-
 def _timing_of_first_scene(data: Path, key: str) -> float:
     scenes = ds.dataset(data / "parquet" / "scenes").to_table(
         filter=(ds.field("partition_key") == key) & (ds.field("scene_index") == 0))
@@ -79,22 +62,17 @@ def test_one_changed_dir_among_several_reaches_every_store_in_one_run(capsys, sm
     assert code == 0 and "ingest_folders" not in jobs_before  # a first ingest: by phases
 
     changed, *others = find_run_dirs(small_tree)[1:] + find_run_dirs(small_tree)[:1]
-    dashboard_before = (data_dir / "analysis" / "dashboard.html").stat().st_mtime_ns
     wanted = _slower_first_scene(changed.path)
     code, report = _ingest(capsys, small_tree, data_dir)
 
     assert code == 0 and report["materialized"] == [changed.key] and report["failed"] == []
     assert sorted(report["fresh"]) == sorted(r.key for r in others)
-    assert _jobs(data_dir)[len(jobs_before):] == ["ingest_folders_and_analysis"]
-    assert _analysed_by(data_dir) == dict.fromkeys(["scene_comparison", "dashboard"],
-                                                   "ingest_folders_and_analysis")
+    assert _jobs(data_dir)[len(jobs_before):] == ["ingest_folders", "analysis"]
     scenes = sum(item_count(r.path) for r in find_run_dirs(small_tree))
     counts = _scene_counts(data_dir)
     assert counts == dict.fromkeys(counts, scenes)
     assert _timing_of_first_scene(data_dir, changed.key) == wanted
     assert comparison_is_current(data_dir)
-    assert _comparison_timing(data_dir, changed.key) == wanted
-    assert (data_dir / "analysis" / "dashboard.html").stat().st_mtime_ns > dashboard_before
 
 
 @pytest.mark.slow
@@ -117,8 +95,8 @@ def test_an_unchanged_or_touched_tree_starts_no_run(capsys, small_tree, data_dir
 def test_a_changed_dir_failing_its_tables_fails_alone_and_its_neighbour_is_written(
         capsys, small_tree, data_dir):
     """Both in one `ingest_folders` run: the bad one's tables fail, which skips the run's
-    tracker and analysis steps; the good one reaches the trackers in a run of each and the
-    analysis files in the analysis run, the bad one keeps what was ingested before."""
+    tracker steps; the good one reaches the trackers in a run of each, the bad one keeps what
+    was ingested before."""
     _ingest(capsys, small_tree, data_dir)
     before = _scene_counts(data_dir)
     scenes = sum(item_count(r.path) for r in find_run_dirs(small_tree))
@@ -132,11 +110,7 @@ def test_a_changed_dir_failing_its_tables_fails_alone_and_its_neighbour_is_writt
     assert code == 1 and report["materialized"] == [good.key]
     assert [f["partition"] for f in report["failed"]] == [bad.key]
     assert str(bad.path / "input_output.json") in report["failed"][0]["error"]
-    assert _jobs(data_dir)[len(jobs_before):] == ["ingest_folders_and_analysis", "mlflow",
-                                                  "aim", "analysis"]
-    assert _analysed_by(data_dir) == dict.fromkeys(["scene_comparison", "dashboard"],
-                                                   "analysis")
+    assert _jobs(data_dir)[len(jobs_before):] == ["ingest_folders", "mlflow", "aim",
+                                                  "analysis"]
     assert _scene_counts(data_dir) == before == dict.fromkeys(before, scenes)
     assert _timing_of_first_scene(data_dir, good.key) == wanted
-    assert comparison_is_current(data_dir)
-    assert _comparison_timing(data_dir, good.key) == wanted

@@ -1,9 +1,7 @@
 """The fast path of `align-track ingest`: a few changed (or new) folders of a tree already
 ingested reach every store in one `ingest_folders` run per contiguous range (the folders'
 observation, their tables and every tracker, steps in one process), as the discovery sensor's
-runs do, instead of an observation run over the whole tree and a run per store. The last
-range's run also updates the analysis (the comparison file, the dashboard) after the tables:
-no analysis run of its own unless a step before it failed.
+runs do, instead of an observation run over the whole tree and a run per store.
 
 What changed is told without a Dagster run: a stat signature per run dir against the
 fingerprint cache (what the sensor's tick does), then a hash of only the folders whose stat
@@ -30,7 +28,6 @@ from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 from align_track_pipeline.defs.freshness import (
     FRESH,
-    INGEST_AND_ANALYSE_JOB,
     INGEST_FOLDERS_JOB,
     Expected,
     observed_versions,
@@ -86,39 +83,34 @@ class FastPhase:
 
 
 def run_fast(runner: InProcess, keys: list[str], order: list[str], stores: list[FastPhase],
-             analysis: list[str], versions: dict[str, str], errors: dict[str, str],
-             progress: Callable[[str], None]) -> bool:
-    """One `ingest_folders` run per contiguous range of `keys`, the last one with the
-    `analysis` steps after the tables; then `versions` holds what the runs observed, and
-    `errors` each partition a step that ran left failed. A partition whose step did not run
-    (its tables failed for another partition of the run) is left to the phases. True: every
-    analysis step succeeded (a failed or skipped one is the analysis run's to redo, and
-    fails no partition)."""
+             versions: dict[str, str], errors: dict[str, str],
+             progress: Callable[[str], None]) -> None:
+    """One `ingest_folders` run per contiguous range of `keys`; then `versions` holds what
+    the runs observed, and `errors` each partition a step that ran left failed. A partition
+    whose step did not run (its tables failed for another partition of the run) is left to
+    the phases."""
     started = time.perf_counter()
     ran: set[str] = set()
     found: dict[str, dict[str, str]] = {}
     crashed: list[tuple[Crashed, str]] = []
     for n, (first, last) in enumerate(ranges := contiguous_ranges(keys, order), 1):
-        job = INGEST_AND_ANALYSE_JOB if n == len(ranges) else INGEST_FOLDERS_JOB
-        progress(f"{job} run {n}/{len(ranges)}: partitions {first} .. {last}")
+        progress(f"{INGEST_FOLDERS_JOB} run {n}/{len(ranges)}: partitions {first} .. {last}")
         with one_planned_event_per_asset():
-            result = runner.run(job, raise_on_error=False,
+            result = runner.run(INGEST_FOLDERS_JOB, raise_on_error=False,
                                 tags={RANGE_START: first, RANGE_END: last})
         failures(result)  # raises KeyboardInterrupt when interrupted
         span = set(order[order.index(first):order.index(last) + 1])
         ran |= {e.step_key for e in result.get_step_success_events()}
-        for event in (e for e in result.get_step_failure_events()
-                      if e.step_key not in analysis):
+        for event in result.get_step_failure_events():
             ran.add(event.step_key)
             step = found.setdefault(event.step_key, {})
             step |= step_errors([event])
             if "*" in step_errors([event]):
-                crashed.append((Crashed(result.run_id, job, [event.step_key],
+                crashed.append((Crashed(result.run_id, INGEST_FOLDERS_JOB, [event.step_key],
                                         [], [k for k in keys if k in span]), event.step_key))
     observed = observed_versions(runner.instance)
     versions |= {k: observed[k] for k in keys if k in observed}
-    progress(f"{INGEST_FOLDERS_JOB}: {len(keys)} partitions"
-             f"{', then the analysis,' if analysis else ''} in "
+    progress(f"{INGEST_FOLDERS_JOB}: {len(keys)} partitions in "
              f"{time.perf_counter() - started:.2f} s")
     for phase in stores:
         if phase.step in ran:
@@ -129,7 +121,6 @@ def run_fast(runner: InProcess, keys: list[str], order: list[str], stores: list[
         if step not in steps:
             for key in run.keys:
                 errors[key] = found[step]["*"]
-    return set(analysis) <= ran
 
 
 def _phase_errors(instance: dg.DagsterInstance, phase: FastPhase, keys: list[str],

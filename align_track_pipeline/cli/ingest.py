@@ -12,7 +12,7 @@ then, a single-writer store's in this process, and those of trackers sharing a s
 one after another. A partition that fails the tables skips the trackers; one that fails
 a tracker is still written to the others; each is reported with its errors. After the tables
 changed, the `analysis` assets (`scene_comparison`, `dashboard`) are rebuilt in one run, as the
-automation does, unless the fast path's run already did it after its tables.
+automation does.
 
 A run over N partitions stores N "planned" events per asset before it starts (about 10 ms each
 on SQLite). The batch runs here store one per asset instead, and record a planned event only for
@@ -54,7 +54,6 @@ from align_track_pipeline.defs.dagster_compat import (
 from align_track_pipeline.defs.folders import observe_job, register_partitions
 from align_track_pipeline.defs.freshness import (
     FRESH,
-    INGEST_FOLDERS_JOB,
     STALE,
     TABLE_VERSIONS,
     Expected,
@@ -157,30 +156,21 @@ def _observe(runner: InProcess, run_dirs: list[RunDir], known: set[str],
 
 def _run_fast(runner: InProcess, keys: list[str], trackers: list[Tracker],
               versions: dict[str, str], errors: dict[str, str],
-              progress: Callable[[str], None]) -> dict[str, dict[str, int]] | None:
-    """The changed partitions through every store in one run per range, the analysis in the
-    last (`fast_path`). The tables as that analysis saw them (`_tables_written`), or None
-    when it did not succeed there."""
+              progress: Callable[[str], None]) -> None:
+    """The changed partitions through every store in one run per range (`fast_path`)."""
     instance = runner.instance
     for tracker in trackers:
         if tracker.pool:
             wait_for_pool(instance, tracker.pool, progress)
     stores = [FastPhase(phase.job, _step(runner.defs, phase), phase.expected)
               for phase in phases(trackers)]
-    analysis = [_node(runner.defs, name) for name in ANALYSIS]
-    analysed = run_fast(runner, keys, instance.get_dynamic_partitions(PARTITIONS), stores,
-                        analysis, versions, errors, progress)
-    return _tables_written(instance) if analysed else None
+    run_fast(runner, keys, instance.get_dynamic_partitions(PARTITIONS), stores, versions,
+             errors, progress)
 
 
 def _step(defs: dg.Definitions, phase: Phase) -> str:
     """The name of the step that writes the phase's assets."""
-    return _node(defs, next(iter(phase.expected)))
-
-
-def _node(defs: dg.Definitions, asset: str) -> str:
-    """The name of the step that writes `asset`."""
-    return defs.resolve_assets_def(dg.AssetKey(asset)).node_def.name
+    return defs.resolve_assets_def(dg.AssetKey(next(iter(phase.expected)))).node_def.name
 
 
 def ingest(
@@ -239,10 +229,9 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
     written_before = _tables_written(instance)
-    analysed = None  # the tables as the fast run's analysis saw them
     if fast:  # the fast run writes the tables, then the trackers: their imports meanwhile
         preload_writers(trackers)
-        analysed = _run_fast(runner, fast, trackers, versions, errors, progress)
+        _run_fast(runner, fast, trackers, versions, errors, progress)
     _run_phases(runner, pool, [table_phase], limits, versions, errors, progress,
                 set(errors), forced=broken)
     tables_changed = _tables_written(instance) != written_before  # a partition was written
@@ -256,9 +245,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped)
     if pool:  # the workers exit while the analysis is rebuilt
         pool.release()
-    if analysed is not None and analysed == _tables_written(instance):
-        progress(f"{ANALYSIS_JOB}: updated in the {INGEST_FOLDERS_JOB} run")
-    elif tables_changed or report.removed or (versions and not _analysed(instance)):
+    if tables_changed or report.removed or (versions and not _analysed(instance)):
         refresh_analysis(runner, progress)
     if report.fresh == list(versions):
         progress("all partitions are fresh: nothing to materialize")

@@ -14,8 +14,8 @@ from align_track_pipeline.defs.dagster_compat import (
     quiet_about,
 )
 from align_track_pipeline.defs.freshness import (
-    FOLDER_RUNS,
     FOLDERS,
+    INGEST_FOLDERS_JOB,
     changed_folders,
     observed_versions,
 )
@@ -80,7 +80,7 @@ def observe_folders(
     folder whose version changed (new folders included) and of no other, so an unchanged tree
     writes no event. The discovery sensor's run observes its own partitions only (the sensor
     registered them)."""
-    if context.job_name in FOLDER_RUNS:
+    if context.job_name == INGEST_FOLDERS_JOB:
         run_dirs, new = [tree.run_dir(k) for k in context.partition_keys], []
     else:
         run_dirs = tree.run_dirs()

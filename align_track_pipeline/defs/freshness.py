@@ -39,10 +39,6 @@ from align_track_pipeline.defs.resources import DataStore
 FOLDERS = "experiment_folders"
 # The discovery sensor's run (`jobs.ingest_folders_job`): it skips what is already up to date.
 INGEST_FOLDERS_JOB = "ingest_folders"
-# The same run with the analysis assets after the tables (`align-track ingest`'s fast path):
-# one run where the sensor's run and the automation's analysis run are two.
-INGEST_AND_ANALYSE_JOB = "ingest_folders_and_analysis"
-FOLDER_RUNS = (INGEST_FOLDERS_JOB, INGEST_AND_ANALYSE_JOB)  # runs over their own folders only
 FRESH, STALE, MISSING, FAILED = "fresh", "stale", "missing", "failed"
 REMOVED = "removed"  # the data version a cleaned-up partition records (`cleanup`)
 

@@ -6,11 +6,7 @@ import dagster as dg
 
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.automation import ANALYSIS, UPKEEP_TAGS
-from align_track_pipeline.defs.freshness import (
-    FOLDERS,
-    INGEST_AND_ANALYSE_JOB,
-    INGEST_FOLDERS_JOB,
-)
+from align_track_pipeline.defs.freshness import FOLDERS, INGEST_FOLDERS_JOB
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 TABLES_JOB = "tables"
@@ -44,14 +40,3 @@ ingest_folders_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     description="Observe, parse and log to every tracker the folders the discovery sensor "
     "found new or changed (its fast path; the automation catches what it missed).")
-
-# `align-track ingest`'s fast path: the same steps, then the comparison file and the dashboard
-# (also direct consumers of the tables) in the same run, instead of an analysis run after it:
-# one run's start-up, planned events and event-log file less. A tables step that fails for a
-# partition skips them as it skips the trackers; the CLI then runs the analysis job.
-ingest_and_analyse_job = dg.define_asset_job(
-    INGEST_AND_ANALYSE_JOB,
-    selection=dg.AssetSelection.assets(FOLDERS) | _TABLES.downstream(depth=1),
-    executor_def=dg.in_process_executor,
-    description="Observe, parse and log to every tracker a few changed folders, then update "
-    "the scene comparison and the dashboard (`align-track ingest`'s fast path).")

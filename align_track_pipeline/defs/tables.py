@@ -21,8 +21,8 @@ from align_track_pipeline.defs.dagster_compat import (
     unblocking_output,
 )
 from align_track_pipeline.defs.freshness import (
-    FOLDER_RUNS,
     FOLDERS,
+    INGEST_FOLDERS_JOB,
     outdated,
     provenance_tags,
 )
@@ -80,7 +80,7 @@ def parse_run_dirs(
         versions = cache.versions(tree.run_dir(k) for k in keys)
     finally:
         cache.close()
-    if context.job_name in FOLDER_RUNS:
+    if context.job_name == INGEST_FOLDERS_JOB:
         keys = outdated(context.instance, selected,
                         {k: table_version(versions[k]) for k in keys})
         if len(keys) < len(versions):
