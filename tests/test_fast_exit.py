@@ -55,8 +55,8 @@ def test_without_exit_now_the_same_script_is_torn_down(tmp_path):
 @pytest.mark.slow
 def test_the_script_exits_with_every_store_written(small_tree, data_dir):
     """Nothing a command wrote waits for the teardown: a first ingest, then one changed
-    folder (the fast path: its trackers and the analysis in one run), each by the installed
-    script, and every store holds every scene as a fresh process sees it."""
+    folder (the fast path), each by the installed script, and every store and the
+    comparison file hold every scene as a fresh process sees it."""
     script = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
               "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]
     first = subprocess.run(script, capture_output=True, text=True, timeout=600, check=False)
