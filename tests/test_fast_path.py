@@ -48,6 +48,13 @@ def _scene_counts(data: Path) -> dict[str, int]:
             "aim": len(aim_runs_seen_by_a_fresh_process(data / "aim"))}
 
 
+def _comparison_timing(data: Path, key: str) -> float:
+    """The first scene's timing of the partition, as the comparison file holds it."""
+    rows = pq.read_table(data / COMPARISON_FILE).to_pylist()
+    return next(r["timing_seconds"] for r in rows
+                if r["partition_key"] == key and r["scene_index"] == 0)
+
+
 def _timing_of_first_scene(data: Path, key: str) -> float:
     scenes = ds.dataset(data / "parquet" / "scenes").to_table(
         filter=(ds.field("partition_key") == key) & (ds.field("scene_index") == 0))
@@ -73,6 +80,7 @@ def test_one_changed_dir_among_several_reaches_every_store_in_one_run(capsys, sm
     assert counts == dict.fromkeys(counts, scenes)
     assert _timing_of_first_scene(data_dir, changed.key) == wanted
     assert comparison_is_current(data_dir)
+    assert _comparison_timing(data_dir, changed.key) == wanted
 
 
 @pytest.mark.slow
@@ -114,3 +122,5 @@ def test_a_changed_dir_failing_its_tables_fails_alone_and_its_neighbour_is_writt
                                                   "analysis"]
     assert _scene_counts(data_dir) == before == dict.fromkeys(before, scenes)
     assert _timing_of_first_scene(data_dir, good.key) == wanted
+    assert comparison_is_current(data_dir)
+    assert _comparison_timing(data_dir, good.key) == wanted

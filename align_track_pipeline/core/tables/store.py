@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from align_track_pipeline.core.schema import TABLES
+from align_track_pipeline.core.tables.row_counts import cache_path, counted
 
 _MAX_NAME = 180  # file systems allow 255 bytes; leave room for the hash and suffix
 
@@ -53,13 +54,13 @@ class ParquetStore:
 
     def row_counts(self, table: str) -> dict[str, int]:
         """File name -> rows of each partition file of the table, from the Parquet footers
-        (no data is read: well under a millisecond a file). A file that is unreadable (or
-        gone meanwhile) counts no rows: it is about to be rewritten."""
+        (no data is read) of the files written since the last count, the others' from that
+        count (`row_counts`). A file that is unreadable (or gone meanwhile) counts no rows:
+        it is about to be rewritten."""
         folder = self.table_dir(table)
         if not folder.is_dir():
             return {}
-        return {path.name: _rows(path)
-                for path in folder.glob("*.parquet") if not path.name.startswith(".")}
+        return counted(folder, cache_path(self.root, table), _rows)
 
     def delete(self, table: str, partition_key: str) -> bool:
         path = self.path(table, partition_key)
@@ -79,8 +80,8 @@ class ParquetStore:
         return True
 
 
-def _rows(path: Path) -> int:
+def _rows(path: Path) -> int | None:
     try:
         return pq.read_metadata(path).num_rows
     except (OSError, pa.ArrowException):
-        return 0
+        return None

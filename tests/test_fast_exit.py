@@ -1,0 +1,73 @@
+"""The `align-track` script ends without Python's teardown, but after what a normal exit does
+that matters: non-daemon threads finish, `atexit` handlers run, buffered output is written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from align_track_pipeline.core.analysis.snapshot import comparison_is_current
+from align_track_pipeline.core.source.discovery import find_run_dirs
+from tests.conftest import item_count
+from tests.test_fast_path import _comparison_timing, _scene_counts, _slower_first_scene
+
+SCRIPT = """
+import atexit, sys, threading, time
+from pathlib import Path
+from align_track_pipeline.cli.fast_exit import exit_now
+
+out = Path(sys.argv[1])
+
+class TornDown:
+    def __del__(self):
+        (out / "torn_down").write_text("yes")
+
+kept = TornDown()  # a module global: freed by the interpreter's teardown only
+atexit.register(lambda: (out / "atexit").write_text("yes"))
+def late():
+    time.sleep(0.3)
+    (out / "thread").write_text("yes")
+threading.Thread(target=late).start()
+sys.stdout.write("buffered, no newline")
+exit_now(3)
+"""
+
+
+def test_exit_now_runs_threads_handlers_and_flushes_but_skips_the_teardown(tmp_path):
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, no newline"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atexit", "thread"]
+
+
+def test_without_exit_now_the_same_script_is_torn_down(tmp_path):
+    """The check above means something: a normal exit frees the global."""
+    script = SCRIPT.replace("exit_now(3)", "sys.exit(3)")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atexit", "thread", "torn_down"]
+
+
+@pytest.mark.slow
+def test_the_script_exits_with_every_store_written(small_tree, data_dir):
+    """Nothing a command wrote waits for the teardown: a first ingest, then one changed
+    folder (the fast path), each by the installed script, and every store and the
+    comparison file hold every scene as a fresh process sees it."""
+    script = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
+              "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]
+    first = subprocess.run(script, capture_output=True, text=True, timeout=600, check=False)
+    changed = find_run_dirs(small_tree)[1]
+    wanted = _slower_first_scene(changed.path)
+    second = subprocess.run(script, capture_output=True, text=True, timeout=600, check=False)
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert json.loads(second.stdout)["materialized"] == [changed.key]
+    scenes = sum(item_count(r.path) for r in find_run_dirs(small_tree))
+    counts = _scene_counts(data_dir)
+    assert counts == dict.fromkeys(counts, scenes)
+    assert _comparison_timing(data_dir, changed.key) == wanted
+    assert comparison_is_current(data_dir)
