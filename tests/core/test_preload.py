@@ -10,6 +10,7 @@ import textwrap
 from tests.conftest import REPO
 
 WRITERS = ["align_track_pipeline.core.trackers.mlflow.writer",
+           "align_track_pipeline.core.trackers.mlflow.compat",
            "align_track_pipeline.core.trackers.aim.writer", "mlflow", "aim"]
 
 

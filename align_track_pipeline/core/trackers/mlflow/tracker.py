@@ -96,8 +96,10 @@ class MlflowTracker(Tracker):
         return {key: run_url(self.ui_url, *ids) for key, ids in runs.items()}
 
     def preload(self) -> None:
-        """The writer imports MLflow (about a second, more on a busy machine)."""
+        """The writer imports MLflow (about a second, more on a busy machine), and either of
+        its stores MLflow's SQL store (`compat`: about half a second more)."""
         importlib.import_module("align_track_pipeline.core.trackers.mlflow.writer")
+        importlib.import_module("align_track_pipeline.core.trackers.mlflow.compat")
 
     def open(self) -> _MlflowSession:
         preloaded()
