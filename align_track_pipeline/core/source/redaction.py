@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -43,6 +44,7 @@ _SECRET_VALUE = re.compile(
 )
 _KEY_LIKE = re.compile(r"[A-Za-z0-9+=]{24,}")
 _HEX = re.compile(r"^[0-9a-fA-F]{32,}$")
+_SPACE = re.compile(r"\s")
 
 
 def redact(value: Any) -> Any:
@@ -58,6 +60,7 @@ def redact(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=4096)  # a file's keys repeat in every item: `input_output.json`'s by thousands
 def is_secret_key(key: Any) -> bool:
     """Whether a config key names a credential (`api_key`, `hf_token`, `password`...), not a
     setting that merely mentions one (`max_new_tokens`, `tokenizer`, `session_type`)."""
@@ -115,7 +118,7 @@ def looks_like_credential(text: str) -> bool:
     text = text.strip()
     if _SECRET_VALUE.match(text) or _HEX.match(text):
         return True
-    if any(c.isspace() for c in text) or len(text) > 256:  # prose, multi-line blobs
+    if len(text) > 256 or _SPACE.search(text):  # prose, multi-line blobs
         return False
     return any(_mixed(m.group()) for m in _KEY_LIKE.finditer(text))
 
