@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import tempfile
 import weakref
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from aim import Repo
 
-from align_track_pipeline.core.processes import process_alive
+from align_track_pipeline.core.scratch import sweep_dead
 from align_track_pipeline.core.settings import current
 from align_track_pipeline.core.verified import aim_internals
 
@@ -52,10 +51,7 @@ def new_stage(root: Path | None = None, min_free: int | None = None) -> Path | N
     root = root or stage_root()
     if root is None or not aim_internals() or not (root.is_dir() and os.access(root, os.W_OK)):
         return None
-    for old in root.glob(f"{_STAGE_PREFIX}*"):
-        found = re.match(rf"{_STAGE_PREFIX}(\d+)-", old.name)
-        if found and not process_alive(int(found.group(1))):
-            shutil.rmtree(old, ignore_errors=True)
+    sweep_dead(root, _STAGE_PREFIX)
     if not stage_has_room(root, min_free):
         return None
     return Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=root))

@@ -30,7 +30,6 @@ instance writes:
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -46,6 +45,7 @@ from mlflow.exceptions import MlflowException
 
 from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.locking import file_lock
+from align_track_pipeline.core.scratch import scratch
 from align_track_pipeline.core.source.redaction import redact_file
 from align_track_pipeline.core.trackers.mlflow import batches
 from align_track_pipeline.core.trackers.mlflow import traces as tr
@@ -388,9 +388,9 @@ class _SqlBackend(_Backend):
             return
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        with tempfile.TemporaryDirectory() as tmp:
-            _write_artifacts(Path(tmp), artifacts)
-            get_artifact_repository(self._artifact_uri(run_id)).log_artifacts(tmp)
+        with scratch(_SCRATCH_PREFIX) as tmp:
+            _write_artifacts(tmp, artifacts)
+            get_artifact_repository(self._artifact_uri(run_id)).log_artifacts(str(tmp))
 
     def _artifact_dir(self, run_id: str) -> Path:
         from mlflow.utils.file_utils import local_file_uri_to_path
@@ -415,6 +415,7 @@ class _Rows:
 
 
 _HTTP_THREADS = 4
+_SCRATCH_PREFIX = "align-track-mlflow-"  # the artifact files of a partition on their way
 _TRACES_PER_REQUEST = 100  # one request per run, mostly: 5 a request measured 2x slower
 _SETTLE_ATTEMPTS = 10  # rounds that write or delete; waiting for a live writer is free
 _WAIT_SECONDS = 0.5
@@ -695,15 +696,15 @@ class _ApiBackend(_Backend):
         `compat.artifact_repository`; on any other, MlflowClient per file)."""
         repos: dict[str, object] = {}
         base = self._artifact_location.rstrip("/")
-        with tempfile.TemporaryDirectory() as tmp:
+        with scratch(_SCRATCH_PREFIX) as tmp:  # in memory where there is room: see `scratch`
             uploads = []
             for run_id, files in artifacts.items():
                 if not files:
                     continue
-                _write_artifacts(Path(tmp) / run_id, files)
+                _write_artifacts(tmp / run_id, files)
                 if not mlflow_internals():  # the client looks each run's location up
                     uploads += [(partial(self._client.log_artifact, run_id),
-                                 str(Path(tmp) / run_id / rel),
+                                 str(tmp / run_id / rel),
                                  None if Path(rel).parent == Path(".") else str(Path(rel).parent))
                                 for rel in files]
                     continue
@@ -715,7 +716,7 @@ class _ApiBackend(_Backend):
                 for rel in files:
                     folder = "/".join(x for x in (prefix, str(Path(rel).parent))
                                       if x not in ("", "."))
-                    uploads.append((repos[root].log_artifact, str(Path(tmp) / run_id / rel),
+                    uploads.append((repos[root].log_artifact, str(tmp / run_id / rel),
                                     folder or None))
             list(pool.map(lambda u: u[0](u[1], u[2]), uploads))
 
