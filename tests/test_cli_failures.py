@@ -3,6 +3,7 @@ started the process with SIGINT ignored, and after Dagster re-bound the handlers
 "disk I/O error" is called a full disk only when the disk is full."""
 
 import errno
+import json
 import signal
 import sqlite3
 import subprocess
@@ -81,3 +82,32 @@ def test_a_full_disk_named_by_the_store(exc, tmp_path):
 def test_a_full_disk_named_by_the_file_python_names(tmp_path):
     exc = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.parquet"))
     assert describe(exc, [Path("/elsewhere")]).error == f"no space left on {tmp_path}/x.parquet"
+
+
+# `align-track ingest --json` as the installed script runs it, with SIGTERM sent while the
+# command's modules are imported (a hook at the start of `cli.main`'s import sends it).
+STOPPED_WHILE_STARTING = textwrap.dedent("""
+    import os, signal, sys
+
+    class SignalOnImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == "align_track_pipeline.cli.main":
+                os.kill(os.getpid(), signal.SIGTERM)
+            return None
+
+    sys.meta_path.insert(0, SignalOnImport())
+    sys.argv = ["align-track", "ingest", "--json", "--data-dir", sys.argv[1]]
+    from align_track_pipeline.cli import main
+    sys.exit(main())
+""")
+
+
+def test_sigterm_while_the_command_starts_is_told_with_its_json(tmp_path):
+    done = subprocess.run([sys.executable, "-c", STOPPED_WHILE_STARTING, str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 143, done.stderr
+    assert json.loads(done.stdout) == {
+        "error": "interrupted by SIGTERM (while starting: nothing was read or written)",
+        "signal": "SIGTERM"}
+    assert "interrupted by SIGTERM" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()
