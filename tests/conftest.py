@@ -18,6 +18,30 @@ sys.dont_write_bytecode = False
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TREE = REPO / "examples" / "experiment-data"
 
+# The tests' temporary folders on a memory file system where one has room: the Dagster,
+# MLflow and Aim SQLite stores the tests write commit thousands of times, and each commit's
+# fsync waits for the disk (most of the fast tier's waiting on a busy shared disk). A killed
+# process loses nothing by it (its writes are in the page cache either way); only a power cut
+# would, which no test makes. pytest's own variable for the root of its numbered folders
+# (it keeps the last 3 runs', ~300 MB each); set it to keep them elsewhere.
+MEMORY_TEMPROOT = Path("/dev/shm")
+MEMORY_TEMPROOT_MIN_FREE = 4 << 30  # a container's small /dev/shm: the disk as before
+
+
+def _temproot_in_memory() -> None:
+    if "PYTEST_DEBUG_TEMPROOT" in os.environ:
+        return
+    try:
+        free = os.statvfs(MEMORY_TEMPROOT)
+    except OSError:
+        return
+    if free.f_bavail * free.f_frsize >= MEMORY_TEMPROOT_MIN_FREE and os.access(
+            MEMORY_TEMPROOT, os.W_OK | os.X_OK):
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(MEMORY_TEMPROOT)
+
+
+_temproot_in_memory()
+
 
 # Tests that kill processes and count what survives, or bound how long something takes: in a
 # parallel run (`-n`, `--dist loadgroup`) they run one after another on one worker, so that two of

@@ -7,7 +7,7 @@ from importlib.metadata import version
 import pytest
 
 from align_track_pipeline.core.trackers.aim import indexing, lean_runs, staging, storage
-from tests.conftest import aim_runs_seen_by_a_fresh_process
+from tests.conftest import aim_runs_seen_by_a_fresh_process, copy_empty_aim_repo
 
 
 def test_aim_is_pinned():
@@ -100,18 +100,17 @@ def test_lean_runs_skip_status_reporting_and_still_finish(aim_repo):
     assert Run(lean.hash, repo=repo, read_only=True).archived
 
 
-def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path):
+def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path,
+                                                                      _empty_aim_repo):
     """Aim names its run table `run_metadata.sqlite` and creates it in rollback mode; the
     writer switches it to WAL, where Aim and a fresh reader still see every run."""
     import sqlite3
-
-    from aim import Repo
 
     def mode(path):
         with sqlite3.connect(path / ".aim" / storage.STRUCTURED_DB) as conn:
             return conn.execute("PRAGMA journal_mode").fetchone()[0]
 
-    Repo.from_path(str(tmp_path / "old"), init=True)
+    copy_empty_aim_repo(_empty_aim_repo, tmp_path / "old")  # as Aim's own init leaves one
     assert mode(tmp_path / "old") == "delete"  # Aim's own default
     for path in (tmp_path / "old", tmp_path / "new"):
         repo = storage.open_repo(path)
@@ -191,7 +190,7 @@ DATE, END = 1749737035.25, 1749737059.5  # 2025-06-12 14:03:55.25 UTC, 24.25 s l
 
 
 @pytest.mark.parametrize("staged", [False, True])
-def test_a_run_is_dated_and_ended_as_asked(tmp_path, staged):
+def test_a_run_is_dated_and_ended_as_asked(tmp_path, aim_repo, staged):
     """The Aim UI shows a run's `creation_time` (its run-table row's `created_at`, made by
     `Repo.request_props` in `Run.__init__`) as its date and `end_time - creation_time` (the
     meta tree's `end_time`, set by closing) as its duration: a lean run gets both as asked,
@@ -203,7 +202,7 @@ def test_a_run_is_dated_and_ended_as_asked(tmp_path, staged):
     if staged:
         (tmp_path / "shm").mkdir()
         stage = staging.new_stage(tmp_path / "shm")
-    repo = storage.open_repo(tmp_path / "aim")
+    repo = storage.open_repo(aim_repo)
     before = time.time()
     run = lean_runs.lean_run(repo, "exp", stage, created=DATE)
     assert "request_props" not in vars(repo)  # Aim's own again
@@ -221,7 +220,7 @@ def test_a_run_is_dated_and_ended_as_asked(tmp_path, staged):
     reread = Run(run.hash, repo=repo, read_only=True)
     assert (reread.creation_time, reread.end_time, reread.duration) == (DATE, END, END - DATE)
     assert reread.archived
-    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(tmp_path / "aim")}
+    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(aim_repo)}
     assert list(seen) == [plain.hash]  # the archived run is hidden, as in the UI
     assert before <= seen[plain.hash]["creation_time"] <= seen[plain.hash]["end_time"] <= (
         time.time())

@@ -111,12 +111,16 @@ def test_the_schema_is_the_alembic_head_the_bulk_path_was_verified_on(tmp_path):
     assert head == mc.SCHEMA_HEAD
 
 
-def test_write_sessions_write_to_the_primary_even_with_a_read_replica(tmp_path):
+def test_write_sessions_write_to_the_primary_even_with_a_read_replica(tmp_path,
+                                                                      empty_mlflow_db):
     """MLflow's `ManagedSessionMaker()` defaults to read-only, which a store with a read
     replica routes to the replica; `write_session` writes to the primary."""
+    import shutil
+
     from sqlalchemy import text
 
-    mc.open_sql_store(f"sqlite:///{tmp_path}/replica.db", str(tmp_path / "art"))
+    for name in ("primary.db", "replica.db"):  # MLflow's schema (how it is made: not here)
+        shutil.copyfile(empty_mlflow_db, tmp_path / name)
     store = mc.SqlAlchemyStore(f"sqlite:///{tmp_path}/primary.db", str(tmp_path / "art"),
                                read_db_uri=f"sqlite:///{tmp_path}/replica.db")
     count = text("SELECT count(*) FROM experiments WHERE name = 'written'")

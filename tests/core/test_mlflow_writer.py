@@ -410,7 +410,7 @@ def test_the_parents_only_url_filters_to_one_run_per_experiment_row(tmp_path, ml
     assert not (tmp_path / "absent.db").exists()
 
 
-def test_sqlite_finds_a_partitions_runs_through_an_index_on_tag_values(tmp_path):
+def test_sqlite_finds_a_partitions_runs_through_an_index_on_tag_values(mlflow_db):
     """The embedded store gets an index on tags (key, value), so finding a partition's runs
     does not scan every run's partition tag (MLflow's own index is on key, run_uuid)."""
     import sqlite3
@@ -419,7 +419,7 @@ def test_sqlite_finds_a_partitions_runs_through_an_index_on_tag_values(tmp_path)
 
     from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 
-    writer = MlflowWriter(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    writer = MlflowWriter(f"sqlite:///{mlflow_db}", "exp")  # the index added to MLflow's schema
     backend = writer._backend
     seen = []
     event.listen(backend._store.engine, "before_cursor_execute",
@@ -428,7 +428,7 @@ def test_sqlite_finds_a_partitions_runs_through_an_index_on_tag_values(tmp_path)
         assert backend._find(session, "a/b") == []
     # the query that finds a partition's runs, as the writer sends it (after the pragmas)
     ((sql, params),) = [(q, p) for q, p in seen if q.startswith("SELECT")]
-    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+    with sqlite3.connect(mlflow_db) as conn:
         plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
     assert "USING INDEX align_track_tags_key_value (key=? AND value=?)" in str(plan)
 

@@ -62,7 +62,9 @@ def test_ingest_makes_every_scene_visible_in_aim(capsys, sample_tree, data_dir):
 
 
 def test_sensor_requests_one_reindex_and_the_job_runs(tmp_path, sample_tree, data_dir,
-                                                      dagster_storage):
+                                                      dagster_storage, empty_stores):
+    """(The repo is a copy of an empty one: a new one's creation is
+    tests/core/test_aim_compat.py's.)"""
     defs = build_defs(str(sample_tree), str(data_dir))
     aim_reindex_sensor = defs.resolve_sensor_def("aim_reindex_sensor")  # Aim's follow-up
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:

@@ -41,9 +41,11 @@ def _table(data: Path, name: str):
 
 
 def test_the_asset_writes_one_partition_and_converges(tmp_path, small_tree, data_dir,
-                                                      dagster_storage):
+                                                      dagster_storage, empty_stores):
     """The asset on one partition of a real instance: a parent per experiments row, a child
-    per scene under it, the metadata the UI shows; materialized again, it writes nothing."""
+    per scene under it, the metadata the UI shows; materialized again, it writes nothing.
+    (The store is a copy of an empty one: a new one's creation is
+    tests/core/test_mlflow_compat.py's.)"""
     defs = build_defs(str(small_tree), str(data_dir))
     key = find_run_dirs(small_tree)[-1].key
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
