@@ -20,7 +20,7 @@ from align_track_pipeline.core.guard import (
     removal_refusal,
     removals,
 )
-from align_track_pipeline.core.source.discovery import TreeUnreadable
+from align_track_pipeline.core.source.discovery import TreeUnreadable, no_collector_pauses
 from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.defs.automation import discovery_seconds
@@ -62,7 +62,14 @@ def experiment_folder_sensor(
 
     The same guards as `align-track ingest`: another tree than the data dir's, or one that
     cannot be listed, does nothing; partitions below an unreadable folder are kept; removals
-    beyond the bound are logged and skipped (the rest of the tick goes on)."""
+    beyond the bound are logged and skipped (the rest of the tick goes on). The collector
+    pauses are off for the tick (`no_collector_pauses`)."""
+    with no_collector_pauses():
+        return _tick(context, tree, store)
+
+
+def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore
+          ) -> dg.SensorResult | dg.SkipReason:
     root, data = Path(tree.root).resolve(), Path(store.data_dir)
     try:
         check_tree(data, root)

@@ -11,12 +11,14 @@ for an empty one: the scan names it with the reason, so whatever it held is not 
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import os
 import re
 import sqlite3
 import stat as statmod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -116,8 +118,24 @@ def scan_tree(root: Path) -> Scan:
     check_root(root)
     real_root = os.path.realpath(root)
     unreadable: dict[str, str] = {}
-    found = _walk(os.fspath(root), real_root, unreadable)
+    with no_collector_pauses():
+        found = _walk(os.fspath(root), real_root, unreadable)
     return Scan(sorted(found, key=lambda r: r.rel_path), unreadable)
+
+
+@contextmanager
+def no_collector_pauses() -> Iterator[None]:
+    """Python's cycle collector off for the block: a pass over a large tree allocates a few
+    objects per folder (none in a cycle), which set off full collections of the process's
+    whole heap (Dagster's, in a sensor or an ingest): 0.2 s pauses, a third of a no-change
+    tick over 10,000 folders."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def check_root(root: Path) -> None:
@@ -302,12 +320,13 @@ class FingerprintCache:
     def peek(self, run_dirs: Iterable[RunDir]) -> dict[str, tuple[str, str | None]]:
         """Key -> (stat signature, cached version, or None when the stat data changed and the
         directory must be hashed again). Stat calls only; nothing is written."""
-        cached = {k: (s, v) for k, s, v in self._db.execute("SELECT * FROM fingerprints")}
-        result = {}
-        for run_dir in run_dirs:
-            stat = stat_signature(run_dir.folder, run_dir.listing)
-            old = cached.get(run_dir.key)
-            result[run_dir.key] = (stat, old[1] if old and old[0] == stat else None)
+        with no_collector_pauses():
+            cached = {k: (s, v) for k, s, v in self._db.execute("SELECT * FROM fingerprints")}
+            result = {}
+            for run_dir in run_dirs:
+                stat = stat_signature(run_dir.folder, run_dir.listing)
+                old = cached.get(run_dir.key)
+                result[run_dir.key] = (stat, old[1] if old and old[0] == stat else None)
         return result
 
     def forget(self, keys: list[str]) -> None:
