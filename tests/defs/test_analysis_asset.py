@@ -73,6 +73,7 @@ def _analysis_line(err: str) -> str:
     return line
 
 
+@pytest.mark.slow  # two CLI ingests of the sample tree; the update itself: test_comparison_update
 def test_ingest_says_whether_it_updated_or_rebuilt_the_comparison_file(capsys, sample_tree,
                                                                       data_dir):
     """The first ingest builds it from every partition file; after one folder of 20 changed,
