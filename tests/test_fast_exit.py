@@ -5,6 +5,7 @@ still alive, it exits as Python does."""
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,26 @@ def test_the_script_exits_with_every_store_written(small_tree, data_dir):
     assert counts == dict.fromkeys(counts, scenes)
     assert _comparison_timing(data_dir, changed.key) == wanted
     assert comparison_is_current(data_dir)
+
+
+# A pool left open (an interrupted close) whose first submit came from a daemon thread: its
+# manager thread is a daemon, its processes are not.
+OPEN_POOL = textwrap.dedent("""
+    import os, threading, multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from align_track_pipeline.cli.fast_exit import exit_now
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
+    submit = threading.Thread(target=lambda: pool.submit(os.getpid).result(), daemon=True)
+    submit.start()
+    submit.join()
+    exit_now(4)
+""")
+
+
+def test_exit_now_with_a_pool_left_open_exits_as_python_does():
+    """multiprocessing's exit handler joins the pool's processes, which only threading's
+    shutdown hooks stop: the fast exit would wait for ever."""
+    done = subprocess.run([sys.executable, "-c", OPEN_POOL], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 4, done.stderr

@@ -23,8 +23,8 @@ with interrupts_recorded() as _received:
         from align_track_pipeline.cli.main import main as command
     except KeyboardInterrupt:
         _stopped: signal.Signals | None = _received.first() or signal.SIGINT
-    else:
-        _stopped = None
+    else:  # an interrupt a library's import swallowed (a bare except, a __del__) still counts
+        _stopped = _received.first()
 
 
 def main(argv: list[str] | None = None) -> int:

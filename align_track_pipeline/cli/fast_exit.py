@@ -6,13 +6,14 @@ analysis. Everything a command writes is committed (SQLite, Parquet, Aim's runs 
 verified before it returns, so the process ends as Python's exit would, less the teardown:
 non-daemon threads joined, the `atexit` handlers run (logging's shutdown, MLflow's), the
 standard streams flushed, then `os._exit`. A daemon thread still running (e.g. the writers'
-background imports, unused) ends with the process, as it would. A non-daemon thread still
-running means Python's own exit, teardown included.
+background imports, unused) ends with the process, as it would. A non-daemon thread or a
+child process still running means Python's own exit, teardown included.
 """
 
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import os
 import sys
 import threading
@@ -22,10 +23,13 @@ from typing import NoReturn
 
 def exit_now(code: int) -> NoReturn:
     """End the process with `code` after the steps of a normal exit that matter. While any
-    other non-daemon thread lives, Python's own exit instead: an executor's idle threads
-    end only through threading's shutdown hooks, and joining them here would wait for ever."""
-    if any(thread is not threading.current_thread() and not thread.daemon
-           for thread in threading.enumerate()):
+    other non-daemon thread or any child process lives (a pool left open, e.g. by an
+    interrupted close), Python's own exit instead: an executor's idle threads and processes
+    end only through threading's shutdown hooks, and multiprocessing's exit handler would wait
+    for ever on those processes."""
+    if multiprocessing.active_children() or any(
+            thread is not threading.current_thread() and not thread.daemon
+            for thread in threading.enumerate()):
         sys.exit(code)
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):

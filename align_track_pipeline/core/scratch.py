@@ -24,11 +24,29 @@ MEMORY_ROOT = Path("/dev/shm")
 MIN_FREE = 1 << 30  # leave the memory file system alone below this much free space
 
 
+def owner_tag() -> str:
+    """`<pid namespace>.<pid>` of this process: the folder names' owner. A memory file system
+    can be shared by containers whose pids are numbered apart (a pod's); a folder of another
+    namespace is never judged by a pid that means another process here."""
+    return f"{_pid_namespace()}.{os.getpid()}"
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux: one namespace
+        return 0
+
+
 def sweep_dead(root: Path, prefix: str) -> None:
-    """Remove the folders `<prefix><pid>-...` under `root` whose process is gone."""
+    """Remove the folders `<prefix>[<namespace>.]<pid>-...` under `root` whose process is
+    gone: of this pid namespace only (no namespace: a name from before it was recorded)."""
+    here = _pid_namespace()
     for old in root.glob(f"{prefix}*"):
-        found = re.match(rf"{re.escape(prefix)}(\d+)-", old.name)
-        if found and not process_alive(int(found.group(1))):
+        found = re.match(rf"{re.escape(prefix)}(?:(\d+)\.)?(\d+)-", old.name)
+        if not found or (found.group(1) is not None and int(found.group(1)) != here):
+            continue
+        if not process_alive(int(found.group(2))):
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -41,7 +59,7 @@ def memory_folder(prefix: str, root: Path = MEMORY_ROOT, min_free: int = MIN_FRE
     sweep_dead(root, prefix)
     if shutil.disk_usage(root).free < min_free:
         return None
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=root))
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=root))
 
 
 @contextmanager

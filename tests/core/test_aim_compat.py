@@ -164,6 +164,8 @@ def test_new_stage_removes_only_dead_processes_folders(tmp_path):
     import subprocess
     import sys
 
+    from align_track_pipeline.core.scratch import owner_tag
+
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     dead = tmp_path / f"align-track-aim-{gone.pid}-abc"
@@ -171,7 +173,7 @@ def test_new_stage_removes_only_dead_processes_folders(tmp_path):
     for folder in (dead, live):
         (folder / "meta").mkdir(parents=True)
     fresh = staging.new_stage(tmp_path)
-    assert fresh.is_dir() and fresh.name.startswith(f"align-track-aim-{os.getpid()}-")
+    assert fresh.is_dir() and fresh.name.startswith(f"align-track-aim-{owner_tag()}-")
     assert not dead.exists() and live.exists()
     assert staging.new_stage(tmp_path / "missing") is None  # no memory file system
 

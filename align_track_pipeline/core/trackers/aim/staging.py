@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from aim import Repo
 
-from align_track_pipeline.core.scratch import sweep_dead
+from align_track_pipeline.core.scratch import owner_tag, sweep_dead
 from align_track_pipeline.core.settings import current
 from align_track_pipeline.core.verified import aim_internals
 
@@ -54,7 +54,7 @@ def new_stage(root: Path | None = None, min_free: int | None = None) -> Path | N
     sweep_dead(root, _STAGE_PREFIX)
     if not stage_has_room(root, min_free):
         return None
-    return Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=root))
+    return Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{owner_tag()}-", dir=root))
 
 
 def stage_root() -> Path | None:

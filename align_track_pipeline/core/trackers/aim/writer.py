@@ -309,12 +309,12 @@ def _scene_params(repo, run_hash: str) -> dict | None:
 
 def sync_file_system(path: Path) -> None:
     """Write what the file system holding `path` has cached to disk: one `syncfs` for a
-    partition's runs instead of one fsync per file, through coreutils' `sync --file-system`
-    (about a millisecond; the package makes no foreign calls); where that is missing or
-    fails, `os.sync()`, every file system."""
+    partition's runs instead of one fsync per file, through `sync -f` (GNU coreutils' and
+    BusyBox's; about a millisecond; the package makes no foreign calls); where that is missing
+    or fails, `os.sync()`, every file system."""
     command = shutil.which("sync") if sys.platform.startswith("linux") else None
     if command is not None:
-        done = subprocess.run([command, "--file-system", os.fspath(path)], check=False,
+        done = subprocess.run([command, "-f", "--", os.fspath(path)], check=False,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
         if done.returncode == 0:
