@@ -182,8 +182,9 @@ class WorkerPool:
 
     def release(self) -> None:
         """No phase needs the workers any more: let them exit while this process goes on.
-        Under the lock: a pool the warm-up thread is starting is then let go too, never left
-        running until `close`."""
+        Under the lock: a pool the warm-up thread has begun to start is let go once started.
+        (One whose start had not begun yet would idle until `close`; the observation and the
+        tables come between the warm-up and this call.)"""
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
