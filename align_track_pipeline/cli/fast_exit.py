@@ -4,8 +4,8 @@ After `ingest`, the interpreter's own exit (freeing every module of Dagster, MLf
 DuckDB and pyarrow, object by object) took 1.3-2.3 s on 2 loaded cores, longer than the
 analysis. Everything a command writes is committed (SQLite, Parquet, Aim's runs closed) and
 verified before it returns, so the process ends as Python's exit would, less the teardown:
-non-daemon threads joined, the `atexit` handlers run (logging's shutdown, MLflow's), the
-standard streams flushed, then `os._exit`. A daemon thread still running (e.g. the writers'
+the `atexit` handlers run (logging's shutdown, MLflow's), the standard streams flushed, then
+`os._exit`. A daemon thread still running (e.g. the writers'
 background imports, unused) ends with the process, as it would. A non-daemon thread or a
 child process still running means Python's own exit, teardown included.
 """

@@ -6,12 +6,11 @@ at its own end). Every pool an ingest starts (the `--workers` processes, the tab
 pools inside them or in the CLI itself) is made here, and each of its processes watches its
 parent from the moment it starts: a daemon thread checks every `POLL_SECONDS` whether the
 process was re-parented (`os.getppid()` is no longer the pid that started it) and then exits
-at once. The check right
-after it starts closes the race of a parent that died before the child got there. Each child
-that makes its own pool through here passes the same watch on to its own. (Linux's
-parent-death signal would also kill a child whose threads are stuck in a call that holds the
-interpreter's lock, but only through libc by ctypes: the package makes no foreign calls, so
-such a child exits within `POLL_SECONDS` of that call's return.)
+at once. The check right after it starts closes the race of a parent that died before the
+child got there. Each child that makes its own pool through here passes the same watch on to
+its own. (Linux's parent-death signal would also kill a child whose threads are stuck in a
+call that holds the interpreter's lock, but only through libc by ctypes: the package makes no
+foreign calls, so such a child exits within `POLL_SECONDS` of that call's return.)
 
 `preloaded_pool` forks its processes from multiprocessing's fork server instead: a spawned,
 single-threaded interpreter that imports the given modules once, so that each process starts

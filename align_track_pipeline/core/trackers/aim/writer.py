@@ -253,20 +253,26 @@ class AimWriter:
         no run opened): every complete run it lists is in the repo, and every run in the
         repo is listed (bar those a killed writer's placeholder accounts for, which the
         repair of its partition deletes)."""
+        unlisted = self._unlisted()
+        if unlisted is None:
+            return False
+        return not unlisted or any(h.startswith(CREATING) for h in self.manifest.all_hashes())
+
+    def _unlisted(self) -> set[str] | None:
+        """The repo's runs the manifest does not list; None when a complete run it lists is
+        gone from the repo."""
         folders = set(storage.all_run_hashes(self.repo))
         if not self.manifest.complete_hashes() <= folders:
-            return False
-        known = self.manifest.all_hashes()
-        return any(h.startswith(CREATING) for h in known) or folders <= known
+            return None
+        return folders - self.manifest.all_hashes()
 
     def _note_others(self) -> bool:
         """When the only runs the manifest does not list are not scene runs (someone's own
         run logged into the repo): note them as others, as a rebuild would, reading only
         those runs instead of every run of the repo. False: a rebuild is needed."""
-        folders = set(storage.all_run_hashes(self.repo))
-        if not self.manifest.complete_hashes() <= folders:
+        unknown = self._unlisted()
+        if unknown is None:
             return False  # runs of ours are gone: the rebuild tells which scenes remain
-        unknown = folders - self.manifest.all_hashes()
         if any(_scene_params(self.repo, h) is not None for h in unknown):
             return False  # a scene run the manifest lost: the rebuild takes it back
         self.manifest.add_others(unknown)
@@ -297,6 +303,7 @@ class AimWriter:
         self.manifest.replace(rows, others)
         self._delete(extra)
         self._index(indexing.outdated_runs(self.repo))
+
 
 def _scene_params(repo, run_hash: str) -> dict | None:
     """A scene run's partition, scene index and content hash as stored; None for any other
