@@ -4,6 +4,8 @@ started the process with SIGINT ignored, and after Dagster re-bound the handlers
 
 import errno
 import json
+import logging
+import os
 import signal
 import sqlite3
 import subprocess
@@ -11,8 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from align_track_pipeline.cli.batches import InProcess
 from align_track_pipeline.cli.failures import describe
 from align_track_pipeline.cli.signals import interrupts_recorded
 
@@ -111,3 +115,40 @@ def test_sigterm_while_the_command_starts_is_told_with_its_json(tmp_path):
         "signal": "SIGTERM"}
     assert "interrupted by SIGTERM" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+class _TermAtRunEnd(logging.Handler):
+    """Sends this process SIGTERM when the run logs its success: after its last step, where
+    Dagster only remembers a signal for a next step that never comes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "RUN_SUCCESS" in record.getMessage():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@dg.logger
+def _term_at_run_end(_context) -> logging.Logger:
+    log = logging.getLogger("term_at_run_end")
+    log.setLevel(logging.DEBUG)
+    log.handlers = [_TermAtRunEnd()]
+    return log
+
+
+@dg.op
+def _nothing() -> None:
+    pass
+
+
+@dg.job(logger_defs={"term": _term_at_run_end})
+def _one_step():
+    _nothing()
+
+
+def test_a_signal_between_a_runs_steps_still_stops_the_command(tmp_path):
+    """Before, such a run ended as if no signal had come and the ingest went on to exit 0."""
+    runner = InProcess(dg.Definitions(jobs=[_one_step]), dg.DagsterInstance.local_temp(
+        str(tmp_path)), {"loggers": {"term": {}}})
+    with interrupts_recorded() as received, pytest.raises(KeyboardInterrupt) as raised:
+        runner.run("_one_step")
+    assert received.first() == signal.SIGTERM
+    assert str(raised.value).startswith("_one_step run ")

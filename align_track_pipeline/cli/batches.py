@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from align_track_pipeline.cli.liveness import cli_run_tags
+from align_track_pipeline.cli.signals import raise_if_received
 from align_track_pipeline.core.secrets import MaskedError, mask_text
 from align_track_pipeline.defs.dagster_compat import record_failed_attempts
 
@@ -25,9 +26,13 @@ class InProcess:
 
     def run(self, job: str, config: dict | None = None, tags: dict | None = None,
             raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-        return self.defs.resolve_job_def(job).execute_in_process(
+        """Raises KeyboardInterrupt after a run during which a signal came that the run
+        dropped (see `raise_if_received`)."""
+        result = self.defs.resolve_job_def(job).execute_in_process(
             instance=self.instance, run_config=self.run_config | (config or {}),
             tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error)
+        raise_if_received(f"{job} run {result.run_id}")
+        return result
 
 
 def contiguous_ranges(keys: list[str], order: list[str]) -> list[tuple[str, str]]:

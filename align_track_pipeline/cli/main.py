@@ -16,7 +16,7 @@ from pathlib import Path
 from align_track_pipeline.cli.analysis import add_commands
 from align_track_pipeline.cli.exits import Result
 from align_track_pipeline.cli.failures import describe
-from align_track_pipeline.cli.signals import interrupts_recorded
+from align_track_pipeline.cli.signals import interrupts_recorded, raise_if_received
 from align_track_pipeline.core.guard import (
     CONFIRM_FLAG,
     NEW_TREE_FLAG,
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             with (_quiet_dagster() if args.loads_dagster else nullcontext(),
                   _stdout_to_stderr(as_json)):
                 code, result = args.func(args)
+                raise_if_received("after the work was done")  # one a library swallowed
         except BaseException as exc:  # each kind is told apart in `describe`
             told = describe(exc, _stores(args), received.first())
             if told is None:  # a SystemExit with its own code

@@ -22,6 +22,7 @@ from contextlib import contextmanager, suppress
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as a shell says
+_ACTIVE: list[Received] = []  # the `interrupts_recorded` blocks this process is in, inner last
 
 
 def _handler(sigint_ignored: bool) -> Callable[[int, object], None]:
@@ -74,12 +75,24 @@ def interrupts_recorded() -> Iterator[Received]:
     previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     for sig in ours:
         signal.signal(sig, _handler(sigint_ignored))
+    _ACTIVE.append(received)
     try:
         yield received
     finally:
+        _ACTIVE.remove(received)
         for sig in ours:
             signal.signal(sig, previous[sig])
         signal.set_wakeup_fd(previous_fd)
         received.close()
         os.close(read)
         os.close(write)
+
+
+def raise_if_received(during: str) -> None:
+    """Raise the KeyboardInterrupt of a SIGINT/SIGTERM received in the innermost
+    `interrupts_recorded` block that nothing raised: Dagster drops a signal that lands between
+    a run's steps (it only remembers it for the next step), and the run then ends as if none
+    came. `during`: what was running, as the interrupt's message tells. Outside such a block (a
+    worker process) it does nothing."""
+    if _ACTIVE and _ACTIVE[-1].first() is not None:
+        raise KeyboardInterrupt(during)
