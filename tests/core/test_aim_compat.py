@@ -152,11 +152,20 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim
 
     staging.publish_run(repo, run.hash, stage)
     assert not any(list((stage / name / "chunks").iterdir()) for name in ("meta", "seqs"))
+    for name in ("meta", "seqs"):  # what RocksDB opens from; not its LOG, LOCK, OPTIONS
+        moved = aim_repo / ".aim" / name / "chunks" / run.hash
+        assert {p.name.split("-")[0] if p.suffix != ".sst" else ".sst"
+                for p in moved.iterdir()} == {"CURRENT", "IDENTITY", "MANIFEST", ".sst"}
     assert storage.all_run_hashes(repo) == [run.hash]
     assert indexing.index_runs(repo, [run.hash]) == 1
     [seen] = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert (seen["name"], seen["params"]["adm"]) == ("a", "x")
     assert seen["metrics"] == {"timing_seconds": 1.5}
+    lean_runs.set_archived(repo, run.hash)  # opened for writing again: RocksDB remakes the rest
+    assert storage.archived_runs(repo) == {run.hash}
+    indexing.index_runs(repo, [run.hash])
+    [seen] = aim_runs_seen_by_a_fresh_process(aim_repo, "run.archived == True")
+    assert (seen["hash"], seen["params"]["adm"]) == (run.hash, "x")
 
 
 def test_new_stage_removes_only_dead_processes_folders(tmp_path):
