@@ -168,6 +168,31 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim
     assert (seen["hash"], seen["params"]["adm"]) == (run.hash, "x")
 
 
+def test_a_new_runs_row_experiment_and_name_are_one_commit(tmp_path, aim_repo):
+    """Aim's run-table session commits while its `autocommit` attribute is true and only
+    flushes inside `with repo.structured_db` (Aim's own transaction); after the block the
+    thread's session commits again, so a later write through the run is not left
+    uncommitted."""
+    from sqlalchemy import event
+
+    (tmp_path / "shm").mkdir()
+    stage = staging.new_stage(tmp_path / "shm")
+    repo = storage.open_repo(aim_repo)
+    commits = []
+    event.listen(repo.structured_db.engine, "commit", commits.append)
+    run = lean_runs.lean_run(repo, "exp", stage, name="one commit")
+    assert len(commits) == 1  # four without the transaction: row, experiment twice, name
+    run.description = "written after"  # through the run's own session, after the block
+    assert len(commits) == 2
+    lean_runs.close_at(run, None)
+    staging.publish_run(repo, run.hash, stage)
+    indexing.index_runs(repo, [run.hash])
+    [seen] = aim_runs_seen_by_a_fresh_process(aim_repo)
+    assert (seen["name"], seen["experiment"]) == ("one commit", "exp")
+    assert storage.open_repo(aim_repo).structured_db.find_run(run.hash).description == (
+        "written after")
+
+
 def test_new_stage_removes_only_dead_processes_folders(tmp_path):
     import os
     import subprocess

@@ -22,15 +22,16 @@ from align_track_pipeline.core.verified import aim_internals
 
 
 def lean_run(repo: Repo, experiment: str, stage: Path | None = None,
-             created: float | None = None) -> Run:
+             created: float | None = None, name: str | None = None) -> Run:
     """A run without system tracking, terminal capture, system params or status reporting:
     it is written and closed within milliseconds. With a `stage` (see `staging.new_stage`),
     its two RocksDB folders are built there and `staging.publish_run` moves them into the
-    repo. `created` (epoch seconds) is its date in the Aim UI, else the time it is made."""
+    repo. `created` (epoch seconds) is its date in the Aim UI, else the time it is made;
+    `name` its name, written with its row in the run table."""
     if stage is None:
-        return _open_run(created, repo=repo, experiment=experiment)
+        return _open_run(created, name, repo=repo, experiment=experiment)
     with staged(repo, stage):
-        return _open_run(created, repo=repo, experiment=experiment)
+        return _open_run(created, name, repo=repo, experiment=experiment)
 
 
 def close_at(run: Run, ended: float | None) -> None:
@@ -49,22 +50,47 @@ def set_archived(repo: Repo, run_hash: str) -> None:
     """Set Aim's own `archived` flag on an existing run (reopened for writing, no tracking),
     keeping its end time (reopening clears it and closing would set the clock)."""
     ended = read_end_time(repo, run_hash)
-    run = _open_run(None, run_hash=run_hash, repo=repo)
+    run = _open_run(None, None, run_hash=run_hash, repo=repo)
     try:
         run.archived = True
     finally:
         close_at(run, ended)
 
 
-def _open_run(created: float | None, **kwargs) -> Run:
-    """A writable `Run`; on a verified Aim without its status reporting and, if new, dated
-    `created` (None: now)."""
+def _open_run(created: float | None, name: str | None, **kwargs) -> Run:
+    """A writable `Run` named `name` (None: left as it is); on a verified Aim without its
+    status reporting, if new dated `created` (None: now), and its run-table writes in one
+    commit."""
     options = {"system_tracking_interval": None, "capture_terminal_logs": False,
                "log_system_params": False, **kwargs}
     if not aim_internals():
-        return Run(**options)
-    with _PATCH, _without_status_reporting(), _dated(kwargs["repo"], created):
-        return Run(**options)
+        return _named(Run(**options), name)
+    repo = kwargs["repo"]
+    with _PATCH, _without_status_reporting(), _dated(repo, created), one_commit(repo):
+        return _named(Run(**options), name)
+
+
+def _named(run: Run, name: str | None) -> Run:
+    if name is not None:
+        run.name = name
+    return run
+
+
+@contextmanager
+def one_commit(repo: Repo) -> Iterator[None]:
+    """The run-table writes of the block in one transaction, committed when it ends (rolled
+    back on an exception), as Aim's own `Repo.delete_run` groups its writes: a new run's row,
+    its experiment (set twice by `Run()`) and its name were four commits, the largest part
+    of Aim's SQLite time. Aim's session commits while its `autocommit` attribute is true,
+    else only flushes; `DB` as a context sets it false for the block, and the thread's
+    session (one per thread) is given back to committing after it (`get_session`), so a
+    later write through a run opened here commits as before."""
+    db = repo.structured_db
+    try:
+        with db:
+            yield
+    finally:
+        db.get_session()
 
 
 @contextmanager

@@ -199,11 +199,11 @@ class AimWriter:
         self.manifest.placeholder(partition, spec.key, spec.content_hash)
         self._check_stage()
         start, end = epoch_span(spec.base_ms, spec.span, now_ms)
-        run = lean_runs.lean_run(self.repo, spec.experiment, self.stage, created=start / 1000)
+        run = lean_runs.lean_run(self.repo, spec.experiment, self.stage, created=start / 1000,
+                                 name=spec.name)
         try:
             fault_point("aim.run_created")
             self.manifest.pending(partition, spec.key, run.hash, spec.content_hash)
-            run.name = spec.name
             for key, value in spec.params.items():
                 run[key] = value
             for name, value in spec.metrics.items():
