@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
@@ -49,19 +49,33 @@ def input_tags(asset: str, data_version: str, storage_id: int) -> dict[str, str]
 
 
 def latest_tag_by_partition(instance: dg.DagsterInstance, asset: str,
-                            event: dg.DagsterEventType, tag: str) -> dict[str, str]:
+                            event: dg.DagsterEventType, tag: str,
+                            partitions: Collection[str] | None = None) -> dict[str, str]:
     """Partition -> `tag` of its latest event of this type, in one query (the per-partition
-    tag index Dagster's own staleness reads)."""
+    tag index Dagster's own staleness reads); of `partitions` only, when given."""
     tags = instance.event_log_storage.get_latest_tags_by_partition(
-        dg.AssetKey(asset), event, [tag])
+        dg.AssetKey(asset), event, [tag], asset_partitions=_few(partitions))
     return {key: t[tag] for key, t in tags.items() if tag in t}
 
 
-def latest_storage_ids(instance: dg.DagsterInstance, asset: str,
-                       event: dg.DagsterEventType) -> dict[str, int]:
-    """Partition -> storage id of its latest event of this type, in one query."""
-    return dict(instance.event_log_storage.get_latest_storage_id_by_partition(
-        dg.AssetKey(asset), event))
+def latest_storage_ids(instance: dg.DagsterInstance, asset: str, event: dg.DagsterEventType,
+                       partitions: Collection[str] | None = None) -> dict[str, int]:
+    """Partition -> storage id of its latest event of this type, in one query; of
+    `partitions` only, when given."""
+    found = instance.event_log_storage.get_latest_storage_id_by_partition(
+        dg.AssetKey(asset), event, partitions=_few(partitions))
+    return dict(found)
+
+
+FEW_PARTITIONS = 200  # named in a query's IN list; more: every partition is read
+
+
+def _few(partitions: Collection[str] | None) -> list[str] | None:
+    """`partitions` as a query's filter, or None (all of them) when there are none or many:
+    a batch of a few among thousands reads only its own rows."""
+    if partitions is None or not 0 < len(partitions) <= FEW_PARTITIONS:
+        return None
+    return sorted(partitions)
 
 
 def failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:

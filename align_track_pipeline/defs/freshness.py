@@ -18,7 +18,7 @@ trackers, fed the same content, stay fresh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 import dagster as dg
 
@@ -48,10 +48,12 @@ TABLE_VERSIONS: Expected = {"experiments": table_version, "scenes": table_versio
 
 
 def latest_data_versions(
-    instance: dg.DagsterInstance, asset: str, event: dg.DagsterEventType = MATERIALIZATION
+    instance: dg.DagsterInstance, asset: str, event: dg.DagsterEventType = MATERIALIZATION,
+    partitions: Collection[str] | None = None,
 ) -> dict[str, str]:
-    """Partition -> data version of its latest materialization (or observation), one query."""
-    return latest_tag_by_partition(instance, asset, event, DATA_VERSION_TAG)
+    """Partition -> data version of its latest materialization (or observation), one query;
+    of `partitions` only, when given."""
+    return latest_tag_by_partition(instance, asset, event, DATA_VERSION_TAG, partitions)
 
 
 def observed_versions(instance: dg.DagsterInstance) -> dict[str, str]:
@@ -83,8 +85,8 @@ def provenance_tags(
     tags: dict[str, dict[str, str]] = {key: {CODE_VERSION_TAG: code_version} for key in keys}
     for asset in upstream:
         event = OBSERVATION if asset == FOLDERS else MATERIALIZATION
-        versions = latest_data_versions(instance, asset, event)
-        ids = latest_storage_ids(instance, asset, event)
+        versions = latest_data_versions(instance, asset, event, tags)
+        ids = latest_storage_ids(instance, asset, event, tags)
         for key, partition_tags in tags.items():
             if key in versions and key in ids:
                 partition_tags |= input_tags(asset, versions[key], ids[key])

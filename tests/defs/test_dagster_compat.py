@@ -36,6 +36,13 @@ def test_latest_tag_and_storage_id_by_partition(instance):
     ids = compat.latest_storage_ids(instance, "thing", compat.MATERIALIZATION)
     assert set(ids) == {"a", "b"} and ids["b"] > ids["a"]
     assert compat.last_event_id(instance) == max(ids.values())
+    # a few partitions: their rows only, the same answers
+    assert compat.latest_tag_by_partition(instance, "thing", compat.MATERIALIZATION,
+                                          compat.DATA_VERSION_TAG, {"a"}) == {"a": "v2"}
+    assert compat.latest_storage_ids(instance, "thing", compat.MATERIALIZATION, ["b"]) == {
+        "b": ids["b"]}
+    many = [f"p{i}" for i in range(compat.FEW_PARTITIONS)] + ["b"]  # more: read them all
+    assert compat.latest_storage_ids(instance, "thing", compat.MATERIALIZATION, many) == ids
 
 
 @dg.asset(partitions_def=PARTS, backfill_policy=dg.BackfillPolicy.single_run())
