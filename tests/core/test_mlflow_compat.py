@@ -40,6 +40,28 @@ def test_the_tables_the_run_lookup_reads():
     assert {c.name for c in SqlExperiment.__table__.columns} >= {"experiment_id", "name"}
 
 
+def test_the_store_generation_is_the_experiments_id_and_creation_time(tmp_path):
+    """`lookup.store_generation` reads the experiment's row with plain SQL: what MLflow's own
+    client reports, none before the store exists, another value for a store made again."""
+    from mlflow import MlflowClient
+
+    from align_track_pipeline.core.trackers.mlflow.lookup import store_generation
+    from align_track_pipeline.core.trackers.sqlite_value import NONE
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert store_generation(uri, "exp") == NONE  # no file: nothing vouches for any run
+    writer = MlflowWriter(uri, "exp")
+    found = MlflowClient(uri).get_experiment_by_name("exp")
+    first = store_generation(uri, "exp")
+    assert first == f"{found.experiment_id}.{found.creation_time}"
+    writer._backend._store.engine.dispose()  # deleted between processes, as a user would
+    for path in tmp_path.glob("mlflow.db*"):
+        path.unlink()
+    MlflowWriter(uri, "exp")  # the same name, in a store made again
+    assert store_generation(uri, "exp") not in (first, NONE)
+    assert store_generation(f"http://127.0.0.1:5000{tmp_path}", "exp") == ""  # not told
+
+
 def test_validation_rejects_what_mlflow_rejects():
     mc.validate_run_data({"a": "1"}, {"m": 1.0}, {"t": "x"}, 0)
     with pytest.raises(ValueError, match="would truncate 'a'"):

@@ -12,12 +12,13 @@ without loading Aim.
 
 from __future__ import annotations
 
-import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from align_track_pipeline.core.trackers.sqlite_value import NONE, read_value
 
 CREATING = "creating:"  # placeholder run hash: "creating:<unix time>"
 MANIFEST = "align-track-manifest.sqlite"  # beside the repo's .aim folder
@@ -146,34 +147,10 @@ def complete_run_hashes(path: Path, keys: list[str]) -> dict[str, str]:
         db.close()
 
 
-NO_MANIFEST = "none"
-_generations: dict[Path, tuple[tuple, str]] = {}  # path -> (its files' stats, generation)
+NO_MANIFEST = NONE
 
 
 def generation(path: Path) -> str:
-    """The manifest's generation, `NO_MANIFEST` when there is none. Cached per process on
-    the stats of the file and its WAL: when nothing changed, this costs two stats."""
-    stats = tuple(_stat(Path(f"{path}{suffix}")) for suffix in ("", "-wal"))
-    if stats[0] is None:
-        return NO_MANIFEST
-    cached = _generations.get(path)
-    if cached is not None and cached[0] == stats:
-        return cached[1]
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60)
-    try:
-        found = db.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()
-    except sqlite3.OperationalError:  # a manifest from before generations: none yet
-        found = None
-    finally:
-        db.close()
-    value = found[0] if found else NO_MANIFEST
-    _generations[path] = (stats, value)
-    return value
-
-
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
+    """The manifest's generation, `NO_MANIFEST` when there is none (or it predates
+    generations). Two stats when nothing changed (`sqlite_value`)."""
+    return read_value(path, "SELECT value FROM meta WHERE name = 'generation'")

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, TAG_PARTITION
+from align_track_pipeline.core.trackers.sqlite_value import read_value
 from align_track_pipeline.core.verified import mlflow_internals
 
 RunIds = dict[str, tuple[str, str]]  # run key -> (experiment id, run id)
@@ -136,6 +137,21 @@ def experiment_id(tracking_uri: str, experiment: str) -> str | None:
 
     found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
     return found.experiment_id if found else None
+
+
+# MLflow's own table (pinned by tests/core/test_mlflow_compat.py): a store deleted and made
+# again, or the experiment deleted and made again, gives another id or creation time.
+_GENERATION = ("SELECT experiment_id || '.' || ifnull(creation_time, '') FROM experiments "
+               "WHERE name = ? AND lifecycle_stage = 'active'")
+
+
+def store_generation(uri: str, experiment: str) -> str:
+    """Which instance of a SQLite store holds the experiment (its id and creation time;
+    `sqlite_value.NONE` when the file or the experiment is missing), read without MLflow;
+    "" for any other store, or on an MLflow whose tables were not verified."""
+    if urlparse(uri).scheme != "sqlite" or not mlflow_internals():
+        return ""
+    return read_value(Path(urlparse(uri).path[1:]), _GENERATION, (experiment,))
 
 
 def _missing_sqlite(uri: str) -> bool:

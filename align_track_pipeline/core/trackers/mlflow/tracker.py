@@ -62,6 +62,16 @@ class MlflowTracker(Tracker):
     def target_id(self) -> str:
         return f"{without_credentials(self.tracking_uri)} (experiment {self.experiment})"
 
+    def data_version(self, source_version: str) -> str:
+        """Also which instance of a SQLite store holds the runs (`lookup.store_generation`):
+        a store deleted or replaced, or its experiment deleted, leaves every partition
+        stale until written again, not fresh with its runs gone."""
+        from align_track_pipeline.core.trackers.mlflow.lookup import store_generation
+
+        version = super().data_version(source_version)
+        generation = store_generation(self.tracking_uri, self.experiment)
+        return f"{version}-s{generation}" if generation else version
+
     def store(self) -> str:
         """The tracking store (whichever experiment): the database's file or server, or the
         `mlflow server`, without credentials."""
