@@ -159,7 +159,7 @@ class _MlflowSession:
         return self.writer.delete_partition(partition)
 
     def close(self) -> None:
-        pass
+        self.writer.close()
 
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
