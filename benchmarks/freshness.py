@@ -76,7 +76,8 @@ def no_change_tick(work: Path, dirs: int) -> None:
         def tick():
             context = dg.build_sensor_context(instance=instance, definitions=defs)
             return experiment_folder_sensor(context, tree=defs.resources["tree"],
-                                            store=defs.resources["store"])
+                                            store=defs.resources["store"],
+                                            trackers=defs.resources["trackers"])
 
         started = time.perf_counter()
         first = tick()

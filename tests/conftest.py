@@ -227,7 +227,8 @@ def sensor_tick(defs, instance, cursor: str | None = None):
 
     context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
     return experiment_folder_sensor(context, tree=defs.resources["tree"],
-                                    store=defs.resources["store"])
+                                    store=defs.resources["store"],
+                                    trackers=defs.resources["trackers"])
 
 
 def apply_partition_requests(instance, result) -> None:

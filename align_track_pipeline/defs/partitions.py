@@ -8,6 +8,10 @@ experiment_partitions = dg.DynamicPartitionsDefinition(name="experiments")
 PARTITIONS_PER_RUN = "ALIGN_TRACK_PARTITIONS_PER_RUN"
 
 
+# The tags of a run over a contiguous range of partitions (what a backfill of a range sets).
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
 def partitions_per_run() -> int:
     return current().get(PARTITIONS_PER_RUN)
 

@@ -38,13 +38,18 @@ from align_track_pipeline.defs.folders import (
 )
 from align_track_pipeline.defs.freshness import INGEST_FOLDERS_JOB, broken_table_files
 from align_track_pipeline.defs.jobs import TABLES_JOB, ingest_folders_job, tables_job
-from align_track_pipeline.defs.partitions import experiment_partitions, partitions_per_run
-from align_track_pipeline.defs.resources import DataStore, ExperimentTree
+from align_track_pipeline.defs.partitions import (
+    RANGE_END,
+    RANGE_START,
+    experiment_partitions,
+    partitions_per_run,
+)
+from align_track_pipeline.defs.resources import DataStore, ExperimentTree, Trackers
+from align_track_pipeline.defs.store_checks import store_requests
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 # The most changed (already known) folders that get a run each; more go the batched way.
 CHANGED_RUNS_MAX = 4
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 FIRST = {"dagster/priority": "10"}
 
 
@@ -52,24 +57,27 @@ FIRST = {"dagster/priority": "10"}
            default_status=dg.DefaultSensorStatus.RUNNING,
            minimum_interval_seconds=discovery_seconds())
 def experiment_folder_sensor(
-    context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore
+    context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore,
+    trackers: Trackers,
 ) -> dg.SensorResult | dg.SkipReason:
     """Adds a partition per new run directory, deletes the partitions whose folder is gone
     (requesting the cleanup of their data), requests the ingest of the new folders and of those
     whose stat data changed (see the module's docstring), and a tables run for each partition
     whose Parquet file is missing or unreadable (an ingest would not do: its folder's version
-    did not change). State lives in the instance and the fingerprint cache, not a cursor.
+    did not change), and runs that write again what a tracker's lost or rebuilt store held
+    (`store_checks`). State lives in the instance, the fingerprint cache and the data dir's
+    `state/` folder, not a cursor.
 
     The same guards as `align-track ingest`: another tree than the data dir's, or one that
     cannot be listed, does nothing; partitions below an unreadable folder are kept; removals
     beyond the bound are logged and skipped (the rest of the tick goes on). The collector
     pauses are off for the tick (`no_collector_pauses`)."""
     with no_collector_pauses():
-        return _tick(context, tree, store)
+        return _tick(context, tree, store, trackers)
 
 
-def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore
-          ) -> dg.SensorResult | dg.SkipReason:
+def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore,
+          trackers: Trackers) -> dg.SensorResult | dg.SkipReason:
     root, data = Path(tree.root).resolve(), Path(store.data_dir)
     try:
         check_tree(data, root)
@@ -78,7 +86,8 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
         return dg.SkipReason(str(exc))
     run_dirs = scan.run_dirs
     on_disk = {r.key for r in run_dirs}
-    known = set(context.instance.get_dynamic_partitions(experiment_partitions.name))
+    order = context.instance.get_dynamic_partitions(experiment_partitions.name)
+    known = set(order)
     plan = removals(known, scan)
     notes = [f"kept {len(plan.hidden)} partitions that cannot be read: "
              + "; ".join(sorted(set(plan.hidden.values())))] if plan.hidden else []
@@ -97,6 +106,8 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
         busy = partitions_in_progress(context.instance, "scenes")
         suspects = {k: s for k, s in suspects.items() if k not in busy}
     repairs = repair_requests(context, store, sorted(on_disk & known))
+    repairs += store_requests(context.instance, trackers.all, data,
+                              [k for k in order if k in on_disk])
     if not (new or gone or suspects or repairs):
         return dg.SkipReason(" ".join(notes) or
                              f"{len(on_disk)} folders, none new, changed or removed")

@@ -158,6 +158,13 @@ class Tracker(ABC):
         """The data version an up-to-date partition of this tracker records."""
         return versions.tracker_version(source_version, self.version_tag, self.code_version())
 
+    def store_generation(self) -> str:
+        """Which instance of the store holds the runs, where the store tells it cheaply (a
+        few stats): it changes when the store is deleted or rebuilt, and then every
+        partition it held is stale (the generation is part of `data_version`). "" when not
+        told (the default)."""
+        return ""
+
     def max_writers(self, cores: int) -> int:
         """How many processes may write this store at once, usefully: its pool's limit and
         the most workers its phase of `align-track ingest` uses. One unless the store says

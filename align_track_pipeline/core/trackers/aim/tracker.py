@@ -56,12 +56,14 @@ class AimTracker(Tracker):
         return f"aim:{Path(self.repo).resolve()}"
 
     def data_version(self, source_version: str) -> str:
-        """Also the manifest's generation: a manifest deleted (or rebuilt because it
-        disagreed with the repo) no longer vouches for the runs, so every partition is stale
-        until an upsert has checked them against the rebuilt one. Two stats when nothing
-        changed."""
-        manifest = generation(manifest_path(Path(self.repo)))
-        return f"{super().data_version(source_version)}-g{manifest}"
+        """Also the manifest's generation (`store_generation`)."""
+        return f"{super().data_version(source_version)}-g{self.store_generation()}"
+
+    def store_generation(self) -> str:
+        """The manifest's generation: a manifest deleted (or rebuilt because it disagreed
+        with the repo) no longer vouches for the runs, so every partition is stale until an
+        upsert has checked them against the rebuilt one. Two stats when nothing changed."""
+        return generation(manifest_path(Path(self.repo)))
 
     def max_writers(self, cores: int) -> int:
         """Each run is its own chunk and the writer locks per partition, so run creation

@@ -63,14 +63,18 @@ class MlflowTracker(Tracker):
         return f"{without_credentials(self.tracking_uri)} (experiment {self.experiment})"
 
     def data_version(self, source_version: str) -> str:
-        """Also which instance of a SQLite store holds the runs (`lookup.store_generation`):
-        a store deleted or replaced, or its experiment deleted, leaves every partition
-        stale until written again, not fresh with its runs gone."""
+        """Also which instance of a SQLite store holds the runs (`store_generation`)."""
+        version = super().data_version(source_version)
+        generation = self.store_generation()
+        return f"{version}-s{generation}" if generation else version
+
+    def store_generation(self) -> str:
+        """A SQLite store's experiment id and creation time (`lookup.store_generation`): a
+        store deleted or replaced, or its experiment deleted, leaves every partition stale
+        until written again, not fresh with its runs gone. Not told for other stores."""
         from align_track_pipeline.core.trackers.mlflow.lookup import store_generation
 
-        version = super().data_version(source_version)
-        generation = store_generation(self.tracking_uri, self.experiment)
-        return f"{version}-s{generation}" if generation else version
+        return store_generation(self.tracking_uri, self.experiment)
 
     def store(self) -> str:
         """The tracking store (whichever experiment): the database's file or server, or the
