@@ -71,7 +71,10 @@ def interrupts_recorded() -> Iterator[Received]:
     read, write = os.pipe()
     for fd in (read, write):
         os.set_blocking(fd, False)
-    received = Received(read, (signal.SIGTERM,) if sigint_ignored else INTERRUPTS)
+    # SIGINT counts when this block handles it: not while ignored, nor when an embedding
+    # program's own handler (kept) deals with it
+    counted = INTERRUPTS if signal.SIGINT in ours and not sigint_ignored else (signal.SIGTERM,)
+    received = Received(read, counted)
     previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     for sig in ours:
         signal.signal(sig, _handler(sigint_ignored))
@@ -89,10 +92,10 @@ def interrupts_recorded() -> Iterator[Received]:
 
 
 def raise_if_received(during: str) -> None:
-    """Raise the KeyboardInterrupt of a SIGINT/SIGTERM received in the innermost
-    `interrupts_recorded` block that nothing raised: Dagster drops a signal that lands between
-    a run's steps (it only remembers it for the next step), and the run then ends as if none
-    came. `during`: what was running, as the interrupt's message tells. Outside such a block (a
-    worker process) it does nothing."""
+    """Raise a KeyboardInterrupt when a SIGINT/SIGTERM was received in the innermost
+    `interrupts_recorded` block, raised before or not (the command is stopping either way):
+    Dagster drops a signal that lands after a run's last step (it only remembers it for a
+    next step), and the run then ends as if none came. `during`: what was running, as the
+    interrupt's message tells. Outside such a block (a worker process) it does nothing."""
     if _ACTIVE and _ACTIVE[-1].first() is not None:
         raise KeyboardInterrupt(during)

@@ -42,24 +42,33 @@ def test_the_tables_the_run_lookup_reads():
 
 def test_the_store_generation_is_the_experiments_id_and_creation_time(tmp_path):
     """`lookup.store_generation` reads the experiment's row with plain SQL: what MLflow's own
-    client reports, none before the store exists, another value for a store made again."""
+    client reports, none before the store exists, another value for a store made again,
+    the same for a soft-deleted experiment (the writer writes into it)."""
     from mlflow import MlflowClient
 
-    from align_track_pipeline.core.trackers.mlflow.lookup import store_generation
+    from align_track_pipeline.core.trackers.mlflow.lookup import (
+        generation_file,
+        store_generation,
+    )
     from align_track_pipeline.core.trackers.sqlite_value import NONE
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert store_generation(uri, "exp") == NONE  # no file: nothing vouches for any run
+    path = generation_file(uri)
+    assert path == tmp_path / "mlflow.db"
+    assert generation_file(f"http://127.0.0.1:5000{tmp_path}") is None  # not told
+    assert store_generation(path, "exp") == NONE  # no file: nothing vouches for any run
     writer = MlflowWriter(uri, "exp")
-    found = MlflowClient(uri).get_experiment_by_name("exp")
-    first = store_generation(uri, "exp")
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name("exp")
+    first = store_generation(path, "exp")
     assert first == f"{found.experiment_id}.{found.creation_time}"
+    client.delete_experiment(found.experiment_id)
+    assert store_generation(path, "exp") == first
     writer._backend._store.engine.dispose()  # deleted between processes, as a user would
-    for path in tmp_path.glob("mlflow.db*"):
-        path.unlink()
+    for file in tmp_path.glob("mlflow.db*"):
+        file.unlink()
     MlflowWriter(uri, "exp")  # the same name, in a store made again
-    assert store_generation(uri, "exp") not in (first, NONE)
-    assert store_generation(f"http://127.0.0.1:5000{tmp_path}", "exp") == ""  # not told
+    assert store_generation(path, "exp") not in (first, NONE)
 
 
 def test_validation_rejects_what_mlflow_rejects():

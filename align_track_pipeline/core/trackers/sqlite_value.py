@@ -17,7 +17,7 @@ _cache: dict[tuple[Path, str, tuple], tuple[tuple, str]] = {}  # (file, query) -
 
 def read_value(path: Path, query: str, params: tuple = ()) -> str:
     """The first column of the query's first row as text, opened read-only; `NONE` when the
-    file, its table or the row is missing."""
+    file, its table (or column) or the row is missing. Any other error is raised."""
     stats = tuple(_stat(Path(f"{path}{suffix}")) for suffix in ("", "-wal"))
     if stats[0] is None:
         return NONE
@@ -28,8 +28,10 @@ def read_value(path: Path, query: str, params: tuple = ()) -> str:
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
     try:
         found = db.execute(query, params).fetchone()
-    except sqlite3.OperationalError:  # no such table (yet): nothing written
-        found = None
+    except sqlite3.OperationalError as error:
+        if not str(error).startswith(("no such table", "no such column")):
+            raise  # unreadable (I/O, permissions): not taken for "no runs", not cached
+        found = None  # nothing written yet, or a schema this query does not know
     finally:
         db.close()
     value = NONE if found is None or found[0] is None else str(found[0])

@@ -140,18 +140,26 @@ def experiment_id(tracking_uri: str, experiment: str) -> str | None:
 
 
 # MLflow's own table (pinned by tests/core/test_mlflow_compat.py): a store deleted and made
-# again, or the experiment deleted and made again, gives another id or creation time.
+# again, or the experiment removed for good and made again, gives another id or creation
+# time. A soft-deleted experiment keeps both (the writer writes into it; restoring it shows
+# the runs), so it is not a new generation.
 _GENERATION = ("SELECT experiment_id || '.' || ifnull(creation_time, '') FROM experiments "
-               "WHERE name = ? AND lifecycle_stage = 'active'")
+               "WHERE name = ?")
 
 
-def store_generation(uri: str, experiment: str) -> str:
-    """Which instance of a SQLite store holds the experiment (its id and creation time;
-    `sqlite_value.NONE` when the file or the experiment is missing), read without MLflow;
-    "" for any other store, or on an MLflow whose tables were not verified."""
+def generation_file(uri: str) -> Path | None:
+    """The SQLite file whose experiment row tells the store's generation: a SQLite store on
+    an MLflow whose tables were verified; None for any other store (not told)."""
     if urlparse(uri).scheme != "sqlite" or not mlflow_internals():
-        return ""
-    return read_value(Path(urlparse(uri).path[1:]), _GENERATION, (experiment,))
+        return None
+    return Path(urlparse(uri).path[1:])
+
+
+def store_generation(path: Path, experiment: str) -> str:
+    """Which instance of the store at `path` (`generation_file`) holds the experiment: its
+    id and creation time, `sqlite_value.NONE` when the file or the experiment is missing;
+    read without MLflow, two stats when nothing changed."""
+    return read_value(path, _GENERATION, (experiment,))
 
 
 def _missing_sqlite(uri: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
@@ -70,11 +71,20 @@ class MlflowTracker(Tracker):
 
     def store_generation(self) -> str:
         """A SQLite store's experiment id and creation time (`lookup.store_generation`): a
-        store deleted or replaced, or its experiment deleted, leaves every partition stale
-        until written again, not fresh with its runs gone. Not told for other stores."""
+        store deleted or replaced, or its experiment removed for good and made again, leaves
+        every partition stale until written again, not fresh with its runs gone. Not told
+        for other stores."""
         from align_track_pipeline.core.trackers.mlflow.lookup import store_generation
 
-        return store_generation(self.tracking_uri, self.experiment)
+        path = self._generation_file
+        return "" if path is None else store_generation(path, self.experiment)
+
+    @cached_property
+    def _generation_file(self) -> Path | None:
+        """Decided once per tracker: `data_version` asks for every partition."""
+        from align_track_pipeline.core.trackers.mlflow.lookup import generation_file
+
+        return generation_file(self.tracking_uri)
 
     def store(self) -> str:
         """The tracking store (whichever experiment): the database's file or server, or the

@@ -822,4 +822,11 @@ def _creation_lock(uri: str) -> Iterator[None]:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    """Wait for the write lock; and keep the write-ahead log at most `WAL_KEPT` bytes after a
+    checkpoint (SQLite keeps its largest size otherwise, e.g. while an `mlflow ui` holds a
+    connection open and the log is never removed)."""
     dbapi_conn.execute("PRAGMA busy_timeout=30000")
+    dbapi_conn.execute(f"PRAGMA journal_size_limit={WAL_KEPT}")
+
+
+WAL_KEPT = 64 * 1024 * 1024
