@@ -13,6 +13,7 @@ from align_track_pipeline.cli.liveness import cli_run_tags
 from align_track_pipeline.cli.signals import raise_if_received
 from align_track_pipeline.core.secrets import MaskedError, mask_text
 from align_track_pipeline.defs.dagster_compat import record_failed_attempts
+from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,7 @@ def run_ranges(runner: InProcess, job: str, keys: list[str], order: list[str],
     for n, (first, last) in enumerate(ranges := contiguous_ranges(keys, order), 1):
         progress(f"{job} run {n}/{len(ranges)}: partitions {first} .. {last}")
         result = runner.run(job, raise_on_error=False,
-                            tags={"dagster/asset_partition_range_start": first,
-                                  "dagster/asset_partition_range_end": last})
+                            tags={RANGE_START: first, RANGE_END: last})
         errors = failures(result)
         if "*" in errors:
             span = order[order.index(first):order.index(last) + 1]

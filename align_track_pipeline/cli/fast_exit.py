@@ -5,9 +5,10 @@ DuckDB and pyarrow, object by object) took 1.3-2.3 s on 2 loaded cores, longer t
 analysis. Everything a command writes is committed (SQLite, Parquet, Aim's runs closed) and
 verified before it returns, so the process ends as Python's exit would, less the teardown:
 the `atexit` handlers run (logging's shutdown, MLflow's), the standard streams flushed, then
-`os._exit`. A daemon thread still running (e.g. the writers'
-background imports, unused) ends with the process, as it would. A non-daemon thread or a
-child process still running means Python's own exit, teardown included.
+`os._exit`. A daemon thread still running (e.g. the writers' background imports, unused) ends
+with the process, as it would. A non-daemon thread or a child process still running means
+Python's own exit, teardown included. What holds a database open must close it itself
+(e.g. the MLflow writer's session): nothing is closed on the way out.
 """
 
 from __future__ import annotations

@@ -150,9 +150,8 @@ _GENERATION = ("SELECT experiment_id || '.' || ifnull(creation_time, '') FROM ex
 def generation_file(uri: str) -> Path | None:
     """The SQLite file whose experiment row tells the store's generation: a SQLite store on
     an MLflow whose tables were verified; None for any other store (not told)."""
-    if urlparse(uri).scheme != "sqlite" or not mlflow_internals():
-        return None
-    return Path(urlparse(uri).path[1:])
+    path = _sqlite_path(uri)
+    return path if path is not None and mlflow_internals() else None
 
 
 def store_generation(path: Path, experiment: str) -> str:
@@ -163,10 +162,16 @@ def store_generation(path: Path, experiment: str) -> str:
 
 
 def _missing_sqlite(uri: str) -> bool:
-    """A SQLite store that was never written: opening it would create it. The database path
-    is what follows `sqlite:///` (absolute when it starts with another `/`)."""
+    """A SQLite store that was never written: opening it would create it."""
+    path = _sqlite_path(uri)
+    return path is not None and not path.exists()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """A SQLite store's database file: what follows `sqlite:///` (absolute when it starts
+    with another `/`); None for any other store."""
     parts = urlparse(uri)
-    return parts.scheme == "sqlite" and not Path(parts.path[1:]).exists()
+    return Path(parts.path[1:]) if parts.scheme == "sqlite" else None
 
 
 class _Deadline:
