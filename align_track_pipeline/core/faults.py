@@ -14,6 +14,7 @@ The points:
   mlflow.partition_written  a partition's runs or traces were replaced (transaction committed,
                             or every API run terminated and every trace read back)
   aim.run_created           Aim created a run; the manifest holds only its placeholder
+  aim.run_row_inserted      a staged run's run-table row was inserted, its data not moved in
   aim.runs_complete         a partition's runs were written and marked complete, not yet indexed
   aim.index_records_written the index holds the new runs' records, not yet their checksums
   aim.partition_written     a partition's runs were written, marked complete and indexed

@@ -148,7 +148,7 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim
         [options] = (stage / name / "chunks" / run.hash).glob("OPTIONS-*")  # as RocksDB ran
         assert f"manifest_preallocation_size={staging._SMALL_MANIFEST}\n" in options.read_text()
         assert not (aim_repo / ".aim" / name / "chunks" / run.hash).exists()
-    assert storage.run_recorded(repo, run.hash) and not storage.run_exists(repo, run.hash)
+    assert not storage.run_recorded(repo, run.hash)  # not even its row
 
     staging.publish_run(repo, run.hash, stage)
     assert not any(list((stage / name / "chunks").iterdir()) for name in ("meta", "seqs"))
@@ -168,29 +168,84 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim
     assert (seen["hash"], seen["params"]["adm"]) == (run.hash, "x")
 
 
-def test_a_new_runs_row_experiment_and_name_are_one_commit(tmp_path, aim_repo):
+def test_a_new_runs_row_experiment_and_name_are_one_commit(aim_repo):
     """Aim's run-table session commits while its `autocommit` attribute is true and only
     flushes inside `with repo.structured_db` (Aim's own transaction); after the block the
     thread's session commits again, so a later write through the run is not left
     uncommitted."""
     from sqlalchemy import event
 
-    (tmp_path / "shm").mkdir()
-    stage = staging.new_stage(tmp_path / "shm")
     repo = storage.open_repo(aim_repo)
     commits = []
     event.listen(repo.structured_db.engine, "commit", commits.append)
-    run = lean_runs.lean_run(repo, "exp", stage, name="one commit")
+    run = lean_runs.lean_run(repo, "exp", name="one commit")
     assert len(commits) == 1  # four without the transaction: row, experiment twice, name
     run.description = "written after"  # through the run's own session, after the block
     assert len(commits) == 2
     lean_runs.close_at(run, None)
-    staging.publish_run(repo, run.hash, stage)
     indexing.index_runs(repo, [run.hash])
     [seen] = aim_runs_seen_by_a_fresh_process(aim_repo)
     assert (seen["name"], seen["experiment"]) == ("one commit", "exp")
     assert storage.open_repo(aim_repo).structured_db.find_run(run.hash).description == (
         "written after")
+
+
+def _row(repo, run_hash: str) -> dict:
+    from aim.storage.structured.sql_engine.models import Experiment
+    from aim.storage.structured.sql_engine.models import Run as RunModel
+    from sqlalchemy import select
+
+    with repo.structured_db.engine.connect() as conn:
+        row = conn.execute(select(RunModel.__table__).where(RunModel.hash == run_hash)).one()
+        experiment = conn.execute(select(Experiment.name).where(
+            Experiment.id == row.experiment_id)).scalar_one()
+    return {**row._asdict(), "experiment": experiment}
+
+
+def test_a_staged_runs_row_is_one_insert_when_published_and_equals_aims_own(tmp_path,
+                                                                          aim_repo):
+    """`Run()` makes a new run's row through `Repo.request_props` and sets its experiment
+    and name through the row (`Run.props`); a staged run's row is held in memory (a
+    `storage.RunRow`), and `publish_run` inserts it in one commit before moving the run in.
+    The row has every column Aim's own ORM gives a run (bar its id, hash and write time);
+    what a `RunRow` has no column for fails loudly; a discarded run leaves no row."""
+    from aim.storage.structured.sql_engine.models import Run as RunModel
+    from sqlalchemy import event
+
+    assert {c.name for c in RunModel.__table__.columns} == {
+        "id", "hash", "name", "description", "is_archived", "created_at", "updated_at",
+        "finalized_at", "experiment_id"}
+    (tmp_path / "shm").mkdir()
+    stage = staging.new_stage(tmp_path / "shm")
+    repo = storage.open_repo(aim_repo)
+    commits = []
+    event.listen(repo.structured_db.engine, "commit", commits.append)
+    staged = lean_runs.lean_run(repo, "exp", stage, created=DATE, name="same")
+    staged.description = "described"
+    with pytest.raises(AttributeError):
+        staged.add_tag("no column")
+    lean_runs.close_at(staged, None)
+    assert commits == [] and not storage.run_recorded(repo, staged.hash)
+    staging.publish_run(repo, staged.hash, stage)
+    assert len(commits) == 1 and storage.run_recorded(repo, staged.hash)
+
+    own = lean_runs.lean_run(repo, "exp", created=DATE, name="same")  # Aim's ORM writes it
+    own.description = "described"
+    lean_runs.close_at(own, None)
+    ours, aims = _row(repo, staged.hash), _row(repo, own.hash)
+    differ = {"id", "hash", "updated_at"}
+    assert {k: v for k, v in ours.items() if k not in differ} == {
+        k: v for k, v in aims.items() if k not in differ}
+    assert (ours["name"], ours["experiment"], ours["is_archived"]) == ("same", "exp", False)
+
+    cut = lean_runs.lean_run(repo, "new experiment", stage, name="cut short")
+    cut.close()
+    staging.discard_run(repo, cut.hash, stage)
+    assert not storage.run_recorded(repo, cut.hash) and staging._ROWS == {}
+    indexing.index_runs(repo, [staged.hash, own.hash])
+    seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(aim_repo)}
+    assert seen[staged.hash]["creation_time"] == seen[own.hash]["creation_time"] == DATE
+    assert seen[staged.hash]["experiment"] == "exp"
 
 
 def test_new_stage_removes_only_dead_processes_folders(tmp_path):

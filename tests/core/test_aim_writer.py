@@ -35,6 +35,10 @@ def writer(request, tmp_path, monkeypatch, aim_repo):
     w.close()
 
 
+class Killed(BaseException):
+    pass
+
+
 def _held(repo) -> set[str]:
     return aim_runs_held(Path(repo.path).parent)
 
@@ -217,10 +221,6 @@ def test_removed_scenes_are_deleted(writer, sample_tree, aim_repo):
 def test_kill_mid_partition_is_repaired(writer, sample_tree, monkeypatch, aim_repo):
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)
-
-    class Killed(BaseException):
-        pass
-
     real_pending = writer.manifest.pending
     calls = {"n": 0}
 
@@ -234,7 +234,8 @@ def test_kill_mid_partition_is_repaired(writer, sample_tree, monkeypatch, aim_re
     with pytest.raises(Killed):
         writer.upsert(key, plan)
     monkeypatch.setattr(writer.manifest, "pending", real_pending)
-    assert len(_held(writer.repo)) == 3  # staged: the third run is only a run-table row
+    # in place the third run is a folder; staged it is cut short outside the repo, no row
+    assert len(_held(writer.repo)) == (2 if writer.stage else 3)
     result = writer.upsert(key, plan)
     assert result.deleted == 3 and len(result.created) == len(plan)
     assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)  # no leftovers
@@ -260,17 +261,8 @@ def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree,
     key = RunDir(sample_tree / rel, rel).key
     plan = _plan(sample_tree, rel)
 
-    class Killed(BaseException):
-        pass
-
     real_lean = lean_runs.lean_run
-
-    def create_then_die(*args, **kwargs):
-        run = real_lean(*args, **kwargs)  # Aim made the run (folder or stage, row)...
-        run.close()
-        raise Killed  # ...and the process died before the manifest learned its hash
-
-    monkeypatch.setattr(lean_runs, "lean_run", create_then_die)
+    monkeypatch.setattr(lean_runs, "lean_run", _create_then_die(real_lean))
     with pytest.raises(Killed):
         writer.upsert(key, plan)
     monkeypatch.setattr(lean_runs, "lean_run", real_lean)
@@ -278,6 +270,23 @@ def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree,
     writer.upsert(key, plan)
     assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)
     assert len(_held(writer.repo)) == len(plan)
+
+
+def _create_then_die(real_lean):
+    """`lean_run` for a process killed right after Aim made a run, before the manifest
+    learned its hash. In place, the run has its folder and row; staged, it is killed at the
+    worst instant, its row inserted and its data not yet moved in (a kill before that
+    leaves nothing of it in the repo)."""
+
+    def create_then_die(repo, *args, **kwargs):
+        run = real_lean(repo, *args, **kwargs)
+        run.close()
+        row = staging._ROWS.pop(run.hash, None)
+        if row is not None:
+            storage.insert_run_row(repo, row)
+        raise Killed
+
+    return create_then_die
 
 
 def _in_thread(work) -> tuple:
@@ -329,16 +338,8 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     _in_thread.repo = aim_repo
     killed = AimWriter(aim_repo)
 
-    class Killed(BaseException):
-        pass
-
     real_lean = lean_runs.lean_run
-
-    def create_then_die(*args, **kwargs):
-        real_lean(*args, **kwargs).close()
-        raise Killed
-
-    monkeypatch.setattr(lean_runs, "lean_run", create_then_die)
+    monkeypatch.setattr(lean_runs, "lean_run", _create_then_die(real_lean))
     with pytest.raises(Killed):
         killed.upsert(key, plan)
     monkeypatch.setattr(lean_runs, "lean_run", real_lean)

@@ -27,11 +27,12 @@ def lean_run(repo: Repo, experiment: str, stage: Path | None = None,
     it is written and closed within milliseconds. With a `stage` (see `staging.new_stage`),
     its two RocksDB folders are built there and `staging.publish_run` moves them into the
     repo. `created` (epoch seconds) is its date in the Aim UI, else the time it is made;
-    `name` its name, written with its row in the run table."""
+    `name` its name, written with its row in the run table (a staged run's row when it is
+    published)."""
     if stage is None:
         return _open_run(created, name, repo=repo, experiment=experiment)
-    with staged(repo, stage):
-        return _open_run(created, name, repo=repo, experiment=experiment)
+    with staged(repo, stage, _utc(created)):
+        return _open_run(None, name, repo=repo, experiment=experiment)
 
 
 def close_at(run: Run, ended: float | None) -> None:
@@ -119,14 +120,20 @@ def _dated(repo: Repo, created: float | None) -> Iterator[None]:
     which `Run.__init__` calls) gets `created` as its `created_at`, the run's date in the Aim
     UI, as Aim's own `Repo.copy_runs` dates the copies it makes. The row's `updated_at` is
     still the time it is written."""
-    if created is not None:
-        repo.request_props = functools.partial(
-            type(repo).request_props, repo,
-            created_at=datetime.fromtimestamp(created, UTC).replace(tzinfo=None))
+    if created is None:
+        yield
+        return
+    repo.request_props = functools.partial(type(repo).request_props, repo,
+                                           created_at=_utc(created))
     try:
         yield
     finally:
-        vars(repo).pop("request_props", None)
+        del repo.request_props
+
+
+def _utc(epoch: float | None) -> datetime | None:
+    """Epoch seconds as the run table stores a date (naive UTC)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
 
 STATUS_REPORTERS = ("RunStatusReporter", "ScheduledStatusReporter")  # built in `Run.__init__`

@@ -20,13 +20,16 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aim import Repo
 
+from align_track_pipeline.core.faults import fault_point
 from align_track_pipeline.core.scratch import owner_tag, sweep_dead
 from align_track_pipeline.core.settings import current
+from align_track_pipeline.core.trackers.aim.storage import RunRow, insert_run_row
 from align_track_pipeline.core.verified import aim_internals
 
 if TYPE_CHECKING:
@@ -80,17 +83,29 @@ def stage_has_room(stage: Path, min_free: int | None = None) -> bool:
 
 
 @contextmanager
-def staged(repo: Repo, stage: Path) -> Iterator[None]:
-    """While `Run()` opens them: a new run's databases under `stage`, and no lock file. A new
-    run's hash is known to no other process, so its lock guards nothing: Aim's lock file,
-    created and removed in the repo's shared `locks` folder, was 4% of two writers' time,
-    waiting on each other and the disk. Wraps `Repo.request_container`/`request_run_lock`."""
+def staged(repo: Repo, stage: Path, created: datetime | None = None) -> Iterator[None]:
+    """While `Run()` opens them: a new run's databases under `stage`, no lock file, and its
+    run-table row held in memory until `publish_run` (dated `created`, else when it is
+    inserted). A new run's hash is known to no other process, so its lock guards nothing:
+    Aim's lock file, created and removed in the repo's shared `locks` folder, was 4% of two
+    writers' time. Wraps `Repo.request_container`/`request_run_lock`/`request_props`."""
     repo.request_container = _staged_containers(repo, stage)
     repo.request_run_lock = _new_run_lock
+    repo.request_props = functools.partial(_row_later, created_at=created)
     try:
         yield
     finally:
-        del repo.request_container, repo.request_run_lock
+        del repo.request_container, repo.request_run_lock, repo.request_props
+
+
+def _row_later(hash_: str, read_only: bool, created_at: datetime | None = None) -> RunRow:
+    """`Repo.request_props` for a staged run: its row, in memory until it is published."""
+    assert not read_only, "a staged run is opened for writing"
+    row = _ROWS[hash_] = RunRow(hash_, created_at)
+    return row
+
+
+_ROWS: dict[str, RunRow] = {}  # staged runs' rows, by hash, until published or discarded
 
 
 @dataclass(frozen=True)
@@ -102,11 +117,16 @@ class RunRecords:
 
 
 def publish_run(repo: Repo, run_hash: str, stage: Path) -> RunRecords | None:
-    """Close a closed staged run's databases and move them into the repo: copied beside the
-    repo's folders first, then renamed into place, so Aim never sees half a run. Returns
-    the run's meta records, so that `index_runs` need not open the run again."""
+    """Insert a closed staged run's row, then close its databases and move them into the
+    repo: copied beside the repo's folders first, then renamed into place, so Aim never sees
+    half a run, nor a run without its row. Returns the run's meta records, so that
+    `index_runs` need not open the run again."""
     from aim.sdk.repo import ContainerConfig
 
+    row = _ROWS.pop(run_hash, None)
+    if row is not None:
+        insert_run_row(repo, row)
+        fault_point("aim.run_row_inserted")
     incoming = Path(repo.path) / "align-track-incoming"
     records = None
     for name in ("meta", "seqs"):
@@ -148,8 +168,10 @@ _NOT_READ = frozenset({"LOG", "LOCK"})
 
 
 def discard_run(repo: Repo, run_hash: str, stage: Path) -> None:
-    """Close and remove a staged run cut short (never moved into the repo)."""
+    """Close and remove a staged run cut short (never moved into the repo, no row)."""
     from aim.sdk.repo import ContainerConfig
+
+    _ROWS.pop(run_hash, None)
 
     for name in ("meta", "seqs"):
         container = repo.container_pool.pop(ContainerConfig(name, run_hash, False), None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def use_wal(db: Path) -> bool:
 
 
 def sync_normal(repo: Repo) -> None:
-    """This process's commits to the run table (four per new run) are not synced to disk one
+    """This process's commits to the run table (one per new run) are not synced to disk one
     by one (`synchronous=NORMAL`, safe in WAL mode: a killed process loses nothing); the
     writer syncs the file system once per partition. Wraps `Repo.structured_db.engine`."""
     engine = repo.structured_db.engine
@@ -93,13 +94,52 @@ class _Flock:
         held.__exit__(*exc)
 
 
+@dataclass(slots=True)
+class RunRow:
+    """A new run's row in the run table, held in memory while the run is built (`Run()` and
+    the run's setters write it through `Run.props`) and inserted by `insert_run_row`.
+    Setting anything else through the run (tags, notes) fails loudly: it has no column
+    here."""
+
+    hash: str
+    created_at: datetime | None = None  # naive UTC, as Aim stores it; None: when inserted
+    name: str | None = None
+    description: str | None = None
+    experiment: str | None = None
+    archived: bool = False
+
+
+def insert_run_row(repo: Repo, row: RunRow) -> None:
+    """Insert a new run's row (and its experiment's, if new) in one transaction: two
+    statements and a query, where Aim's ORM makes a query and four flushes or commits
+    (about 4 ms a run). Columns left unset take the defaults of Aim's own model."""
+    from aim.storage.structured.sql_engine.models import Experiment
+    from aim.storage.structured.sql_engine.models import Run as RunModel
+    from sqlalchemy import select
+    from sqlalchemy.dialects.sqlite import insert
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    values = {"hash": row.hash, "name": row.name, "description": row.description,
+              "is_archived": row.archived, "created_at": row.created_at or now,
+              "updated_at": now}
+    with repo.structured_db.engine.begin() as conn:
+        if row.experiment is not None:
+            conn.execute(insert(Experiment.__table__).values(name=row.experiment)
+                         .on_conflict_do_nothing(index_elements=["name"]))
+            values["experiment_id"] = conn.execute(
+                select(Experiment.id).where(Experiment.name == row.experiment)).scalar_one()
+        conn.execute(insert(RunModel.__table__).values(
+            {k: v for k, v in values.items() if v is not None}))
+
+
 def run_exists(repo: Repo, run_hash: str) -> bool:
     return (Path(repo.path) / "meta" / "chunks" / run_hash).is_dir()
 
 
 def run_recorded(repo: Repo, run_hash: str) -> bool:
-    """The run has data or a row in the run table (a staged run cut short has only the row)."""
-    return run_exists(repo, run_hash) or repo.structured_db.find_run(run_hash) is not None
+    """The run has data or a row in the run table (a run cut short between its row and
+    its data may have only the row)."""
+    return run_exists(repo, run_hash) or bool(repo.structured_db.find_run(run_hash))
 
 
 def rows_written_since(repo: Repo, since: float) -> list[str]:

@@ -17,8 +17,10 @@ are listed as unindexed from the moment they are complete until the index took t
 in between is indexed by the next upsert of their partition.
 
 New runs are built on a memory file system when there is one (`staging.new_stage`) and moved
-into the repo whole, one sync of the file system per partition before the manifest calls them
-complete; a run cut short there leaves at most its run-table row, which the repair deletes.
+into the repo whole, their run-table rows inserted just before (one insert a run, instead of
+Aim's query and four flushes), one sync of the file system per partition before the manifest
+calls them complete; a run cut short there leaves nothing in the repo, or, killed between
+its row and its data, the row alone, which the repair deletes.
 
 Many processes write one repo at once (each run is its own chunk, so creating runs scales with
 processes), with three locks beside the repo, always taken in this order:
@@ -213,7 +215,7 @@ class AimWriter:
             run[CONTENT_PARAM] = spec.content_hash  # last: the run is whole (`_rebuild`)
         except BaseException:
             run.close()
-            if self.stage is not None:  # cut short: the repair deletes its run-table row
+            if self.stage is not None:  # cut short: nothing of it reaches the repo
                 staging.discard_run(self.repo, run.hash, self.stage)
             raise
         lean_runs.close_at(run, end / 1000)  # unclosed runs leak file handles
