@@ -123,8 +123,9 @@ def test_the_run_table_is_switched_to_wal_for_new_and_existing_repos(tmp_path,
 def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim_repo):
     """Aim opens a new run's two writable databases through `Repo.request_container` and its
     lock (a `RunLock`: `lock`, `release`) through `Repo.request_run_lock` while `Run()` runs,
-    from `RocksContainer`'s `_db_opts`: a staged run is built under the stage (small MANIFEST
-    preallocation), is nowhere in the repo until published, then reads back like any run."""
+    from `RocksContainer`'s `_db_opts`, and writes through `RocksContainer.commit`: a staged
+    run is built under the stage (small MANIFEST preallocation, no write-ahead log), is
+    nowhere in the repo until published, then reads back like any run."""
     from aim.sdk.repo import ContainerConfig
     from aim.storage.locking import RunLock
 
@@ -142,6 +143,9 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim
                for c in containers)
     run.name, run["adm"] = "a", "x"
     run.track(1.5, name="timing_seconds")
+    for name in ("meta", "seqs"):  # every write went through `commit`: no write-ahead log
+        assert [p.stat().st_size for p in (stage / name / "chunks" / run.hash).glob("*.log")
+                ] == [0]
     run.close()
     for name in ("meta", "seqs"):
         assert (stage / name / "chunks" / run.hash / "CURRENT").is_file()
