@@ -241,6 +241,8 @@ def test_a_staged_runs_row_is_one_insert_when_published_and_equals_aims_own(tmp_
     assert {k: v for k, v in ours.items() if k not in differ} == {
         k: v for k, v in aims.items() if k not in differ}
     assert (ours["name"], ours["experiment"], ours["is_archived"]) == ("same", "exp", False)
+    [made] = [e for e in repo.structured_db.experiments() if e.name == "exp"]
+    assert made.uuid and made.creation_time and not made.archived  # Aim's defaults
 
     cut = lean_runs.lean_run(repo, "new experiment", stage, name="cut short")
     cut.close()

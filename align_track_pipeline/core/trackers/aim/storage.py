@@ -7,6 +7,7 @@ Aim's internals are imported where they are used, so that this module imports on
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
@@ -110,26 +111,49 @@ class RunRow:
 
 
 def insert_run_row(repo: Repo, row: RunRow) -> None:
-    """Insert a new run's row (and its experiment's, if new) in one transaction: two
-    statements and a query, where Aim's ORM makes a query and four flushes or commits
-    (about 4 ms a run). Columns left unset take the defaults of Aim's own model."""
-    from aim.storage.structured.sql_engine.models import Experiment
-    from aim.storage.structured.sql_engine.models import Run as RunModel
-    from sqlalchemy import select
-    from sqlalchemy.dialects.sqlite import insert
-
+    """Insert a new run's row (and its experiment's, if new) in one transaction, where Aim's
+    ORM makes a query and four flushes or commits (about 4 ms a run). Columns left unset
+    take the defaults of Aim's own model."""
+    statements = _row_statements()
     now = datetime.now(UTC).replace(tzinfo=None)
     values = {"hash": row.hash, "name": row.name, "description": row.description,
               "is_archived": row.archived, "created_at": row.created_at or now,
               "updated_at": now}
     with repo.structured_db.engine.begin() as conn:
         if row.experiment is not None:
-            conn.execute(insert(Experiment.__table__).values(name=row.experiment)
-                         .on_conflict_do_nothing(index_elements=["name"]))
-            values["experiment_id"] = conn.execute(
-                select(Experiment.id).where(Experiment.name == row.experiment)).scalar_one()
-        conn.execute(insert(RunModel.__table__).values(
-            {k: v for k, v in values.items() if v is not None}))
+            values["experiment_id"] = _experiment_id(conn, statements, row.experiment)
+        conn.execute(statements.run, {k: v for k, v in values.items() if v is not None})
+
+
+def _experiment_id(conn, statements: _RowStatements, name: str) -> int:
+    """The experiment's id, the experiment made first if it is new (another process may
+    make it at the same moment: the insert then does nothing)."""
+    found = conn.execute(statements.experiment_id, {"name": name}).scalar()
+    if found is None:
+        conn.execute(statements.experiment, {"name": name})
+        found = conn.execute(statements.experiment_id, {"name": name}).scalar_one()
+    return found
+
+
+@dataclass(frozen=True)
+class _RowStatements:
+    run: Any
+    experiment: Any
+    experiment_id: Any
+
+
+@functools.cache
+def _row_statements() -> _RowStatements:
+    """The statements on Aim's run and experiment tables, built once (from Aim's models)."""
+    from aim.storage.structured.sql_engine.models import Experiment
+    from aim.storage.structured.sql_engine.models import Run as RunModel
+    from sqlalchemy import bindparam, select
+    from sqlalchemy.dialects.sqlite import insert
+
+    return _RowStatements(
+        run=insert(RunModel.__table__),
+        experiment=insert(Experiment.__table__).on_conflict_do_nothing(index_elements=["name"]),
+        experiment_id=select(Experiment.id).where(Experiment.name == bindparam("name")))
 
 
 def run_exists(repo: Repo, run_hash: str) -> bool:
