@@ -2,7 +2,10 @@
 
 What tells which store instance a tracker's runs are in (the Aim manifest's generation, the
 MLflow experiment's creation) is asked once per partition when states are computed: read
-once, then two stats (the file and its WAL) while neither changed.
+once, then a stamp of the file and its WAL while neither changed. The stamp is each file's
+inode, modification time and size, and its header, which SQLite changes with every commit
+(the database's change counter; the WAL's salts, new each time the log starts over): a
+commit within the clock's granularity that keeps the size still changes it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ _cache: dict[tuple[Path, str, tuple], tuple[tuple, str]] = {}  # (file, query) -
 def read_value(path: Path, query: str, params: tuple = ()) -> str:
     """The first column of the query's first row as text, opened read-only; `NONE` when the
     file, its table (or column) or the row is missing. Any other error is raised."""
-    stats = tuple(_stat(Path(f"{path}{suffix}")) for suffix in ("", "-wal"))
+    stats = tuple(_stamp(Path(f"{path}{suffix}")) for suffix in ("", "-wal"))
     if stats[0] is None:
         return NONE
     key = (path, query, params)
@@ -39,9 +42,14 @@ def read_value(path: Path, query: str, params: tuple = ()) -> str:
     return value
 
 
-def _stat(path: Path) -> tuple[int, int, int] | None:
+def _stamp(path: Path) -> tuple[int, int, int, bytes] | None:
+    """Inode, modification time, size and the first `_HEADER` bytes; None: no such file."""
     try:
-        st = os.stat(path)
+        with open(path, "rb") as file:
+            st = os.fstat(file.fileno())
+            return st.st_ino, st.st_mtime_ns, st.st_size, file.read(_HEADER)
     except FileNotFoundError:
         return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+_HEADER = 100  # a database's header (change counter at 24) holds a WAL's (salts at 16)
