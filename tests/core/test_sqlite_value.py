@@ -1,9 +1,10 @@
-"""`read_value`: one value from a SQLite file other processes write, cached on its stamp."""
+"""`read_value`: one value from a SQLite file other processes write, cached on its stats."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -18,25 +19,24 @@ def _write(db: sqlite3.Connection, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (value,))
 
 
-@pytest.mark.parametrize("wal", [False, True])
-def test_a_commit_that_keeps_the_files_size_and_time_is_still_seen(tmp_path, wal):
-    """Same inode, same size, and the modification time put back (a commit within the
-    clock's granularity): the header SQLite changes with every commit tells. In WAL mode
-    the writer stays open, as another process writing the store would."""
+def test_reading_keeps_this_processs_hold_on_a_wal_database(tmp_path):
+    """This process writes the store (its connection holds a POSIX lock on the file) and
+    reads a value from it; then another process's only connection closes. That close must
+    not take itself for the last one and delete the WAL under this process's writer: it
+    did when the read opened and closed the file outside SQLite (a header read), which
+    drops every POSIX lock the process holds on it ("disk I/O error" on the next write)."""
     path = tmp_path / "store.sqlite"
-    db = sqlite3.connect(path)
-    if wal:
-        db.execute("PRAGMA journal_mode=WAL")
-    _write(db, "aaaa")
+    writer = sqlite3.connect(path)
+    writer.execute("PRAGMA journal_mode=WAL")
+    _write(writer, "aaaa")
     assert read_value(path, QUERY) == "aaaa"
-    files = [f for f in (path, tmp_path / "store.sqlite-wal") if f.exists()]
-    before = {f: (f.stat().st_ino, f.stat().st_size, f.stat().st_mtime_ns) for f in files}
-    _write(db, "bbbb")
-    for f, (ino, size, mtime) in before.items():
-        if (f.stat().st_ino, f.stat().st_size) == (ino, size):
-            os.utime(f, ns=(mtime, mtime))
-    assert read_value(path, QUERY) == "bbbb"
-    db.close()
+    subprocess.run([sys.executable, "-c", "import sqlite3, sys; "
+                    "sqlite3.connect(sys.argv[1]).execute('SELECT * FROM meta').fetchall()",
+                    str(path)], check=True)
+    assert (tmp_path / "store.sqlite-wal").exists() and (tmp_path / "store.sqlite-shm").exists()
+    _write(writer, "bbbbb")
+    assert read_value(path, QUERY) == "bbbbb"
+    writer.close()
 
 
 def test_missing_file_table_or_row_is_none_and_other_errors_are_raised(tmp_path):

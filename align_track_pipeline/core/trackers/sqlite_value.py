@@ -2,10 +2,10 @@
 
 What tells which store instance a tracker's runs are in (the Aim manifest's generation, the
 MLflow experiment's creation) is asked once per partition when states are computed: read
-once, then a stamp of the file and its WAL while neither changed. The stamp is each file's
-inode, modification time and size, and its header, which SQLite changes with every commit
-(the database's change counter; the WAL's salts, new each time the log starts over): a
-commit within the clock's granularity that keeps the size still changes it.
+once, then two stats (the file and its WAL) while neither changed. Only stats: a process
+must never open and close a SQLite file outside SQLite while it holds a connection to it
+(closing any descriptor of a file drops the process's POSIX locks on it, so another
+process's last connection deletes the WAL under it: "disk I/O error").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _cache: dict[tuple[Path, str, tuple], tuple[tuple, str]] = {}  # (file, query) -
 def read_value(path: Path, query: str, params: tuple = ()) -> str:
     """The first column of the query's first row as text, opened read-only; `NONE` when the
     file, its table (or column) or the row is missing. Any other error is raised."""
-    stats = tuple(_stamp(Path(f"{path}{suffix}")) for suffix in ("", "-wal"))
+    stats = tuple(_stat(Path(f"{path}{suffix}")) for suffix in ("", "-wal"))
     if stats[0] is None:
         return NONE
     key = (path, query, params)
@@ -42,14 +42,9 @@ def read_value(path: Path, query: str, params: tuple = ()) -> str:
     return value
 
 
-def _stamp(path: Path) -> tuple[int, int, int, bytes] | None:
-    """Inode, modification time, size and the first `_HEADER` bytes; None: no such file."""
+def _stat(path: Path) -> tuple[int, int, int] | None:
     try:
-        with open(path, "rb") as file:
-            st = os.fstat(file.fileno())
-            return st.st_ino, st.st_mtime_ns, st.st_size, file.read(_HEADER)
+        st = os.stat(path)
     except FileNotFoundError:
         return None
-
-
-_HEADER = 100  # a database's header (change counter at 24) holds a WAL's (salts at 16)
+    return st.st_ino, st.st_mtime_ns, st.st_size
