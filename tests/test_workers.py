@@ -62,6 +62,8 @@ def test_two_workers_write_exactly_what_one_writes(sample_tree, tmp_path):
     assert "tables: 20 partitions over" not in parallel
     assert "aim: 20 partitions over 2 worker processes" in parallel
     assert "mlflow run 1/1:" in parallel  # SQLite: one writer, in the main process
+    # the analysis is rebuilt in the main process while the workers still write Aim
+    assert parallel.index("analysis: rebuilt") < parallel.index("aim: 20 partitions in")
 
     for table in ("experiments", "scenes"):
         assert _rows(two, table) == _rows(one, table)

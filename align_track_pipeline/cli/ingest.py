@@ -244,11 +244,17 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     # The trackers are independent stores fed from the tables: a partition that failed the
     # tables skips them, one that fails a tracker is still written to the others.
     skipped = set(errors) | set(report.changed)
-    _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped)
-    if pool:  # the workers exit while the analysis is rebuilt
+
+    def analyse() -> None:
+        if tables_changed or report.removed or (versions and not _analysed(instance)):
+            refresh_analysis(runner, progress)
+
+    analysis = _Once(analyse)
+    _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped,
+                meanwhile=analysis)
+    analysis()  # no tracker phase ran it
+    if pool:
         pool.release()
-    if tables_changed or report.removed or (versions and not _analysed(instance)):
-        refresh_analysis(runner, progress)
     if report.fresh == list(versions):
         progress("all partitions are fresh: nothing to materialize")
     final = partition_states(instance, versions, all_expected(trackers))
@@ -256,6 +262,19 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
                            if s == FRESH and before[k] != FRESH and k not in errors]
     report.failed = [{"partition": k, "error": e} for k, e in (plan.hidden | errors).items()]
     return report
+
+
+@dataclass
+class _Once:
+    """Work done at the first call only."""
+
+    work: Callable[[], None]
+    done: bool = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.work()
 
 
 def _tables_written(instance: dg.DagsterInstance) -> dict[str, dict[str, int]]:
@@ -302,13 +321,16 @@ def _todo(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,
 def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Phase],
                 limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
                 progress: Callable[[str], None], skipped: set[str] = frozenset(),
-                forced: set[str] = frozenset()) -> None:
+                forced: set[str] = frozenset(),
+                meanwhile: Callable[[], None] | None = None) -> None:
     """Bring `todo_phases` up to date, in waves that hold at most one phase per pool (the
     phases of trackers sharing a store run one after another, so the store's limit holds for
     all of them). `forced`: partitions to materialize even when fresh (their files are
-    broken)."""
+    broken). `meanwhile`: work for this process while worker processes write (see
+    `_run_wave`)."""
     for wave in _waves(todo_phases):
-        _run_wave(runner, pool, wave, limits, versions, errors, progress, skipped, forced)
+        _run_wave(runner, pool, wave, limits, versions, errors, progress, skipped, forced,
+                  meanwhile)
 
 
 def _waves(todo_phases: list[Phase]) -> list[list[Phase]]:
@@ -327,10 +349,11 @@ def _waves(todo_phases: list[Phase]) -> list[list[Phase]]:
 def _run_wave(runner: InProcess, pool: WorkerPool | None, wave: list[Phase],
               limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
               progress: Callable[[str], None], skipped: set[str],
-              forced: set[str]) -> None:
+              forced: set[str], meanwhile: Callable[[], None] | None = None) -> None:
     """The phases that spread over worker processes start there first, then the ones that
     take one writer (e.g. MLflow on SQLite) run in this process meanwhile, so that a
-    single-writer store no longer leaves the other cores idle."""
+    single-writer store no longer leaves the other cores idle; then `meanwhile` (the
+    analysis, which needs only the tables), before this process waits for the workers."""
     instance = runner.instance
     order = instance.get_dynamic_partitions(PARTITIONS)
     planned = []
@@ -355,6 +378,8 @@ def _run_wave(runner: InProcess, pool: WorkerPool | None, wave: list[Phase],
                 found = run_ranges(runner, phase.job, todo, order, progress)
             _finish(instance, versions, phase, todo, found, errors, progress,
                     time.perf_counter() - started)
+        if meanwhile is not None:
+            meanwhile()
         for phase, todo, pending in spread:
             found = pool.collect(instance, pending)
             _finish(instance, versions, phase, todo, found, errors, progress, pending.seconds)
