@@ -378,11 +378,17 @@ def _run_wave(runner: InProcess, pool: WorkerPool | None, wave: list[Phase],
                 found = run_ranges(runner, phase.job, todo, order, progress)
             _finish(instance, versions, phase, todo, found, errors, progress,
                     time.perf_counter() - started)
+        failed = None
         if meanwhile is not None:
-            meanwhile()
+            try:
+                meanwhile()
+            except Exception as error:  # reported once the workers' partitions are
+                failed = error
         for phase, todo, pending in spread:
             found = pool.collect(instance, pending)
             _finish(instance, versions, phase, todo, found, errors, progress, pending.seconds)
+        if failed is not None:
+            raise failed
 
 
 def _finish(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,

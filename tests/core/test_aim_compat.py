@@ -247,7 +247,11 @@ def test_a_staged_runs_row_is_one_insert_when_published_and_equals_aims_own(tmp_
     cut = lean_runs.lean_run(repo, "new experiment", stage, name="cut short")
     cut.close()
     staging.discard_run(repo, cut.hash, stage)
-    assert not storage.run_recorded(repo, cut.hash) and staging._ROWS == {}
+    assert not storage.run_recorded(repo, cut.hash) and cut.hash not in staging._ROWS
+    left = lean_runs.lean_run(repo, "exp", stage)  # never published: its stage goes
+    left.close()
+    staging.remove_stage(stage)
+    assert left.hash not in staging._ROWS and not storage.run_recorded(repo, left.hash)
     indexing.index_runs(repo, [staged.hash, own.hash])
     seen = {r["hash"]: r for r in aim_runs_seen_by_a_fresh_process(aim_repo)}
     assert seen[staged.hash]["creation_time"] == seen[own.hash]["creation_time"] == DATE

@@ -256,8 +256,8 @@ def test_run_deleted_behind_our_back_is_recreated(writer, sample_tree):
 @pytest.mark.parametrize("rel", [REL, LIVE])
 def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree, monkeypatch,
                                                             rel):
-    """The leftover is found by when it was written, not by its date (a live run's is in
-    2025)."""
+    """In place, the leftover is found by when it was written, not by its date (a live
+    run's is in 2025); staged, nothing of the run is in the repo yet."""
     key = RunDir(sample_tree / rel, rel).key
     plan = _plan(sample_tree, rel)
 
@@ -266,7 +266,7 @@ def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree,
     with pytest.raises(Killed):
         writer.upsert(key, plan)
     monkeypatch.setattr(lean_runs, "lean_run", real_lean)
-    assert len(_held(writer.repo)) == 1
+    assert len(_held(writer.repo)) == (0 if writer.stage else 1)
     writer.upsert(key, plan)
     assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)
     assert len(_held(writer.repo)) == len(plan)
@@ -274,19 +274,47 @@ def test_kill_between_run_creation_and_manifest_is_repaired(writer, sample_tree,
 
 def _create_then_die(real_lean):
     """`lean_run` for a process killed right after Aim made a run, before the manifest
-    learned its hash. In place, the run has its folder and row; staged, it is killed at the
-    worst instant, its row inserted and its data not yet moved in (a kill before that
-    leaves nothing of it in the repo)."""
+    learned its hash: in place the run has its folder and row; staged it is only on the
+    stage, its row in memory."""
 
-    def create_then_die(repo, *args, **kwargs):
-        run = real_lean(repo, *args, **kwargs)
-        run.close()
-        row = staging._ROWS.pop(run.hash, None)
-        if row is not None:
-            storage.insert_run_row(repo, row)
+    def create_then_die(*args, **kwargs):
+        real_lean(*args, **kwargs).close()
         raise Killed
 
     return create_then_die
+
+
+def test_kill_between_a_staged_runs_row_and_its_data_is_repaired(tmp_path, sample_tree,
+                                                                  monkeypatch, aim_repo):
+    """Killed at the worst instant of moving a staged run in (`aim.run_row_inserted`): its
+    row is in the run table, its data not in the repo; the manifest lists it as pending, so
+    the next upsert deletes the row and writes the scene again: one run per scene, no
+    orphan row."""
+    monkeypatch.setenv("ALIGN_TRACK_AIM_STAGE", str(tmp_path / "stage"))
+    writer = AimWriter(aim_repo)
+    assert writer.stage is not None
+    key = RunDir(sample_tree / REL, REL).key
+    plan = _plan(sample_tree)
+    real_insert = staging.insert_run_row
+    inserted = []
+
+    def insert_then_die(repo, row) -> None:
+        real_insert(repo, row)
+        inserted.append(row.hash)
+        if len(inserted) == 3:
+            raise Killed
+
+    monkeypatch.setattr(staging, "insert_run_row", insert_then_die)
+    with pytest.raises(Killed):
+        writer.upsert(key, plan)
+    monkeypatch.setattr(staging, "insert_run_row", real_insert)
+    held = _held(writer.repo)
+    assert inserted[2] in held and not storage.run_exists(writer.repo, inserted[2])  # row only
+    assert len(held) == 3
+    writer.upsert(key, plan)
+    assert set(storage.all_run_hashes(writer.repo)) == _held(writer.repo)  # no orphan row
+    assert len(_held(writer.repo)) == len(plan)
+    writer.close()
 
 
 def _in_thread(work) -> tuple:
@@ -336,6 +364,7 @@ def test_a_placeholder_is_repaired_only_once_no_writer_is_in_flight(sample_tree,
     key = RunDir(sample_tree / REL, REL).key
     plan = _plan(sample_tree)
     _in_thread.repo = aim_repo
+    monkeypatch.setenv("ALIGN_TRACK_AIM_STAGE", "off")  # in place: a staged run leaves nothing
     killed = AimWriter(aim_repo)
 
     real_lean = lean_runs.lean_run
@@ -507,3 +536,22 @@ def test_a_run_not_ours_is_noted_without_a_rebuild(sample_tree, aim_repo):
     assert generation(manifest_path(aim_repo)) == before
     assert result.created == [] and result.unchanged == len(created)
     assert _held(again.repo) == set(created) | {their_hash}
+
+
+def test_a_legacy_manifest_is_adopted_with_what_its_wal_holds(tmp_path, aim_repo):
+    """A manifest from the data dir of earlier versions is taken over through SQLite's own
+    backup: rows its writer has committed only to the WAL so far come along (a file copy
+    left them behind)."""
+    from align_track_pipeline.core.trackers.aim.manifest import Manifest, manifest_path
+
+    legacy = tmp_path / "state" / "aim_manifest.sqlite"
+    old = Manifest(legacy)  # kept open: the row stays in its WAL
+    old.pending("p", "p::0", "somehash", "content")
+    assert (tmp_path / "state" / "aim_manifest.sqlite-wal").stat().st_size > 0
+    writer = AimWriter(aim_repo, legacy)
+    try:
+        assert writer.manifest.rows("p") == {"p::0": ("somehash", "content", False)}
+        assert manifest_path(aim_repo).exists()
+    finally:
+        writer.close()
+        old.close()

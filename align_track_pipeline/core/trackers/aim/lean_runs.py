@@ -31,7 +31,7 @@ def lean_run(repo: Repo, experiment: str, stage: Path | None = None,
     published)."""
     if stage is None:
         return _open_run(created, name, repo=repo, experiment=experiment)
-    with staged(repo, stage, _utc(created)):
+    with _PATCH, staged(repo, stage, _utc(created)):  # Aim shares one `Repo` per path
         return _open_run(None, name, repo=repo, experiment=experiment)
 
 
@@ -137,7 +137,7 @@ def _utc(epoch: float | None) -> datetime | None:
 
 
 STATUS_REPORTERS = ("RunStatusReporter", "ScheduledStatusReporter")  # built in `Run.__init__`
-_PATCH = threading.Lock()  # one `Run()` at a time in a patched Aim
+_PATCH = threading.RLock()  # one `Run()` at a time in a patched Aim (and repo)
 
 
 def _no_reporter(*_args, **_kwargs) -> None:

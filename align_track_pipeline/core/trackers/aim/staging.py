@@ -91,21 +91,30 @@ def staged(repo: Repo, stage: Path, created: datetime | None = None) -> Iterator
     writers' time. Wraps `Repo.request_container`/`request_run_lock`/`request_props`."""
     repo.request_container = _staged_containers(repo, stage)
     repo.request_run_lock = _new_run_lock
-    repo.request_props = functools.partial(_row_later, created_at=created)
+    repo.request_props = functools.partial(_row_later, stage=stage, created_at=created)
+    held = set(_ROWS)
     try:
         yield
+    except BaseException:
+        for run_hash in set(_ROWS) - held:  # `Run()` failed: no run to publish
+            del _ROWS[run_hash]
+        raise
     finally:
         del repo.request_container, repo.request_run_lock, repo.request_props
 
 
-def _row_later(hash_: str, read_only: bool, created_at: datetime | None = None) -> RunRow:
+def _row_later(hash_: str, read_only: bool, stage: Path,
+               created_at: datetime | None = None) -> RunRow:
     """`Repo.request_props` for a staged run: its row, in memory until it is published."""
     assert not read_only, "a staged run is opened for writing"
-    row = _ROWS[hash_] = RunRow(hash_, created_at)
+    row = RunRow(hash_, created_at)
+    _ROWS[hash_] = (stage, row)
     return row
 
 
-_ROWS: dict[str, RunRow] = {}  # staged runs' rows, by hash, until published or discarded
+# Staged runs' rows (and their stage), by hash, until published or discarded, or their
+# stage removed.
+_ROWS: dict[str, tuple[Path, RunRow]] = {}
 
 
 @dataclass(frozen=True)
@@ -117,18 +126,15 @@ class RunRecords:
 
 
 def publish_run(repo: Repo, run_hash: str, stage: Path) -> RunRecords | None:
-    """Insert a closed staged run's row, then close its databases and move them into the
-    repo: copied beside the repo's folders first, then renamed into place, so Aim never sees
-    half a run, nor a run without its row. Returns the run's meta records, so that
-    `index_runs` need not open the run again."""
+    """Close a closed staged run's databases, copy them beside the repo's folders, insert
+    the run's row, then rename the copies into place: Aim never sees half a run, nor a run
+    without its row. Returns the run's meta records, so that `index_runs` need not open the
+    run again."""
     from aim.sdk.repo import ContainerConfig
 
-    row = _ROWS.pop(run_hash, None)
-    if row is not None:
-        insert_run_row(repo, row)
-        fault_point("aim.run_row_inserted")
     incoming = Path(repo.path) / "align-track-incoming"
     records = None
+    copies = []
     for name in ("meta", "seqs"):
         container = repo.container_pool.pop(ContainerConfig(name, run_hash, False), None)
         if container is not None:
@@ -136,11 +142,17 @@ def publish_run(repo: Repo, run_hash: str, stage: Path) -> RunRecords | None:
                 records = _records(container, run_hash)
             container.close()  # flushes the memtable into the files copied next
         built = stage / name / "chunks" / run_hash
-        if not built.is_dir():
-            continue
-        copy = incoming / f"{name}-{run_hash}"
-        shutil.rmtree(copy, ignore_errors=True)
-        _copy_database(built, copy)
+        if built.is_dir():
+            copy = incoming / f"{name}-{run_hash}"
+            shutil.rmtree(copy, ignore_errors=True)
+            _copy_database(built, copy)
+            copies.append((name, copy, built))
+    held = _ROWS.get(run_hash)
+    if held is not None:
+        insert_run_row(repo, held[1])
+        del _ROWS[run_hash]
+        fault_point("aim.run_row_inserted")
+    for name, copy, built in copies:
         chunks = Path(repo.path) / name / "chunks"
         chunks.mkdir(parents=True, exist_ok=True)
         os.rename(copy, chunks / run_hash)
@@ -181,12 +193,14 @@ def discard_run(repo: Repo, run_hash: str, stage: Path) -> None:
 
 
 def remove_stage(stage: Path) -> None:
-    """Close every database still open in `stage`, then remove it. Aim closes what is left
-    open at exit, and an exception there (the files are gone) makes its exit handler wait
-    for ever: a worker process that never ends."""
+    """Close every database still open in `stage`, forget the rows of its runs, then remove
+    it. Aim closes what is left open at exit, and an exception there (the files are gone)
+    makes its exit handler wait for ever: a worker process that never ends."""
     for container in list(_OPEN_IN_STAGES):
         if container.path.is_relative_to(stage):
             container.close()
+    for run_hash in [h for h, (where, _row) in _ROWS.items() if where == stage]:
+        del _ROWS[run_hash]
     shutil.rmtree(stage, ignore_errors=True)
 
 

@@ -39,11 +39,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,4 +342,5 @@ def _adopt(legacy: Path | None, manifest: Path) -> None:
     lists are found (not written again). Rows naming runs this repo does not hold are
     harmless: those scenes are rewritten and the rows dropped."""
     if legacy is not None and legacy.exists() and not manifest.exists():
-        shutil.copyfile(legacy, manifest)
+        with closing(sqlite3.connect(legacy)) as old, closing(sqlite3.connect(manifest)) as new:
+            old.backup(new)  # SQLite's own copy: with what its WAL holds, its locks kept
