@@ -2,6 +2,7 @@
 of partitions, fed from the Parquet partition, one materialization per partition, failures
 isolated."""
 
+import traceback
 from collections.abc import Iterator
 from contextlib import closing
 
@@ -94,8 +95,9 @@ def materialize_each(context: dg.AssetExecutionContext, tracker: Tracker, writer
                 partition = read_partition(tree, store, key)
                 report = writer.upsert(partition)
             except Exception as exc:  # one partition's failure must not sink the others
-                failures[key] = mask_text(f"{key}: {type(exc).__name__}: {exc}")
+                failures[key] = mask_text(f"{key}: {tracker.name}: {type(exc).__name__}: {exc}")
                 context.log.error(f"[{n}/{len(keys)}] {failures[key]}")
+                context.log.debug(mask_text(traceback.format_exc()))  # where, in the run's log
                 record_failed_attempt(context, asset, key)  # failed when the run fails
                 continue
             version = tracker.data_version(partition.source_version)

@@ -1,5 +1,6 @@
 """The Parquet multi-asset on a real Dagster instance: batch runs, per-partition events."""
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -12,8 +13,9 @@ from align_track_pipeline.defs.freshness import latest_data_versions
 from tests.conftest import item_count
 
 
-def _run_range(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str]):
-    return defs.resolve_job_def("tables").execute_in_process(
+def _run_range(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str],
+               job: str = "tables"):
+    return defs.resolve_job_def(job).execute_in_process(
         instance=instance,
         tags={"dagster/asset_partition_range_start": keys[0],
               "dagster/asset_partition_range_end": keys[-1]},
@@ -55,6 +57,28 @@ def test_a_bad_partition_fails_alone(sample_tree, data_dir, instance):
     assert "input_output.json: invalid JSON" in failure.metadata["failures"].value[bad.key]
     materialized = set(latest_data_versions(instance, "scenes"))
     assert materialized == set(keys) - {bad.key}
+
+
+def test_a_tracker_partition_that_fails_names_the_tracker_and_logs_where(small_tree, data_dir,
+                                                                          instance):
+    """A partition whose table file went missing after the tables run fails alone in the
+    Aim run: its error names the store, and the run's log holds the traceback (at debug
+    level: the terminal shows the one-line error)."""
+    from align_track_pipeline.core.tables.store import ParquetStore
+
+    keys = [r.key for r in find_run_dirs(small_tree)][:2]
+    instance.add_dynamic_partitions("experiments", keys)
+    defs = build_defs(str(small_tree), str(data_dir))
+    assert _run_range(defs, instance, keys).success
+    ParquetStore(data_dir).path("scenes", keys[1]).unlink()
+    result = _run_range(defs, instance, keys, job="aim")
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert list(failure.metadata["failures"].value) == [keys[1]]
+    assert failure.metadata["failures"].value[keys[1]].startswith(f"{keys[1]}: aim: ")
+    logged = [e.user_message for e in instance.all_logs(result.run_id)
+              if e.level == logging.DEBUG]
+    assert any(m.startswith("Traceback (most recent call last):") for m in logged)
 
 
 def test_checks_are_evaluated_per_partition(sample_tree, data_dir, instance):
