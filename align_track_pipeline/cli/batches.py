@@ -13,7 +13,7 @@ from align_track_pipeline.cli.liveness import cli_run_tags
 from align_track_pipeline.cli.signals import raise_if_received
 from align_track_pipeline.core.secrets import MaskedError, mask_text
 from align_track_pipeline.defs.dagster_compat import record_failed_attempts
-from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START
+from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START, contiguous_ranges
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,6 @@ class InProcess:
             tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error)
         raise_if_received(f"{job} run {result.run_id}")
         return result
-
-
-def contiguous_ranges(keys: list[str], order: list[str]) -> list[tuple[str, str]]:
-    """Group `keys` into (first, last) runs that are contiguous in the partition order."""
-    wanted = set(keys)
-    ranges, start, prev = [], None, None
-    for key in order:
-        if key in wanted:
-            start = start or key
-            prev = key
-        elif start:
-            ranges.append((start, prev))
-            start = None
-    if start:
-        ranges.append((start, prev))
-    return ranges
 
 
 def split(keys: list[str], order: list[str], parts: int) -> list[list[str]]:

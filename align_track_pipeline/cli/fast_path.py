@@ -16,13 +16,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from align_track_pipeline.cli.batches import (
-    Crashed,
-    InProcess,
-    contiguous_ranges,
-    failures,
-    step_errors,
-)
+from align_track_pipeline.cli.batches import Crashed, InProcess, failures, step_errors
 from align_track_pipeline.core.source.discovery import RunDir
 from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
@@ -33,8 +27,9 @@ from align_track_pipeline.defs.freshness import (
     observed_versions,
     partition_states,
 )
+from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START, contiguous_ranges
 from align_track_pipeline.defs.resources import DataStore
-from align_track_pipeline.defs.sensors import CHANGED_RUNS_MAX, RANGE_END, RANGE_START
+from align_track_pipeline.defs.sensors import CHANGED_RUNS_MAX
 
 # The most changed folders that take the fast path; more go phase by phase (a run per store,
 # spread over worker processes), where the stores are written side by side.

@@ -12,6 +12,24 @@ PARTITIONS_PER_RUN = "ALIGN_TRACK_PARTITIONS_PER_RUN"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
+def contiguous_ranges(keys: list[str], order: list[str],
+                      most: int | None = None) -> list[tuple[str, str]]:
+    """Group `keys` into (first, last) runs that are contiguous in the partition order, of
+    at most `most` partitions each (None: no bound)."""
+    wanted = set(keys)
+    ranges, start, prev, size = [], None, None, 0
+    for key in order:
+        if key in wanted and (most is None or size < most):
+            start, prev, size = start or key, key, size + 1
+            continue
+        if start:
+            ranges.append((start, prev))
+        start, prev, size = (key, key, 1) if key in wanted else (None, None, 0)
+    if start:
+        ranges.append((start, prev))
+    return ranges
+
+
 def partitions_per_run() -> int:
     return current().get(PARTITIONS_PER_RUN)
 

@@ -26,7 +26,12 @@ from align_track_pipeline.defs.freshness import (
     latest_data_versions,
     observed_versions,
 )
-from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START, partitions_per_run
+from align_track_pipeline.defs.partitions import (
+    RANGE_END,
+    RANGE_START,
+    contiguous_ranges,
+    partitions_per_run,
+)
 
 
 def seen_path(data_dir: Path) -> Path:
@@ -65,23 +70,13 @@ def _requests(tracker: Tracker, generation: str, stale: list[str],
               order: list[str]) -> list[dg.RunRequest]:
     """The tracker's step of the `ingest_folders` job (alone) over each contiguous range of
     the stale partitions, cut at `partitions_per_run()`."""
-    wanted, ranges, current = set(stale), [], []
-    for key in order:
-        if key in wanted and len(current) < partitions_per_run():
-            current.append(key)
-            continue
-        if current:
-            ranges.append(current)
-        current = [key] if key in wanted else []
-    if current:
-        ranges.append(current)
     selection = [dg.AssetKey(tracker.asset)]
     return [dg.RunRequest(
         job_name=INGEST_FOLDERS_JOB, asset_selection=selection,
-        run_key=run_key(f"store-{tracker.name}", [generation, keys[0], keys[-1]]),
-        tags={RANGE_START: keys[0], RANGE_END: keys[-1],
+        run_key=run_key(f"store-{tracker.name}", [generation, first, last]),
+        tags={RANGE_START: first, RANGE_END: last,
               "align_track/repair": f"{tracker.name} store changed"})
-        for keys in ranges]
+        for first, last in contiguous_ranges(stale, order, most=partitions_per_run())]
 
 
 def _read(path: Path) -> dict[str, str]:
