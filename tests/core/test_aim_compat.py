@@ -140,7 +140,7 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim
     containers = [repo.container_pool[ContainerConfig(name, run.hash, False)]
                   for name in ("meta", "seqs")]
     assert all(c._db_opts["manifest_preallocation_size"] == staging._SMALL_MANIFEST
-               for c in containers)
+               and c._db_opts["db_log_dir"] == staging._NO_INFO_LOG for c in containers)
     run.name, run["adm"] = "a", "x"
     run.track(1.5, name="timing_seconds")
     for name in ("meta", "seqs"):  # every write went through `commit`: no write-ahead log
@@ -151,6 +151,8 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim
         assert (stage / name / "chunks" / run.hash / "CURRENT").is_file()
         [options] = (stage / name / "chunks" / run.hash).glob("OPTIONS-*")  # as RocksDB ran
         assert f"manifest_preallocation_size={staging._SMALL_MANIFEST}\n" in options.read_text()
+        assert f"db_log_dir={staging._NO_INFO_LOG}\n" in options.read_text()
+        assert not list((stage / name / "chunks" / run.hash).glob("LOG*"))  # no info log
         assert not (aim_repo / ".aim" / name / "chunks" / run.hash).exists()
     assert not storage.run_recorded(repo, run.hash)  # not even its row
 
