@@ -5,7 +5,7 @@ with `--workers 1` and `--workers 2`, alternating so that both see the same load
 average, then the medians and the speedups.
 
     ./dev python -m benchmarks.ab --base HEAD~3 [--head HEAD] [--dirs 60] [--repeat 3]
-                                  [--workers 1 2]
+                                  [--workers 1 2]    (0: no `--workers`, the default)
 
 The base (and `--head`, else this checkout) is `git archive`d into a temporary folder and run
 with the same interpreter and packages (put first on `PYTHONPATH`, which the workers inherit).
@@ -47,8 +47,9 @@ def ingest(code: Path | None, tree: Path, data: Path, workers: int) -> dict[str,
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-c", f"import sys; {CLI}", "ingest", "--json", "--workers",
-           str(workers), "--experiments-dir", str(tree), "--data-dir", str(data)]
+    chosen = ["--workers", str(workers)] if workers else []
+    cmd = [sys.executable, "-c", f"import sys; {CLI}", "ingest", "--json", *chosen,
+           "--experiments-dir", str(tree), "--data-dir", str(data)]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=tree.parent)
@@ -69,7 +70,8 @@ def main() -> None:
     parser.add_argument("--dirs", type=int, default=60)
     parser.add_argument("--scenes-per-dir", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="each ingest's --workers; 0: the default (no --workers)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="align-track-ab-"))
     try:

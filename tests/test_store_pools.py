@@ -14,7 +14,8 @@ from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
-from align_track_pipeline.cli.sizing import size_pools
+from align_track_pipeline.cli.sizing import most_writers, size_pools
+from align_track_pipeline.cli.workers import AUTO_MIN_BATCH, Setup, parallel_for
 from align_track_pipeline.core.pools import MAX_LENGTH, pool_name
 from align_track_pipeline.core.trackers import registry
 from align_track_pipeline.core.trackers.aim.tracker import AimTracker
@@ -107,10 +108,27 @@ def test_trackers_on_one_store_share_its_pool_at_the_least_limit(tmp_path, dagst
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         limits = size_pools(instance, trackers, n_cores=8)
         assert limits == {"mlflow:http://127.0.0.1:5999": 2,
-                          pool_name(f"aim:{tmp_path}/aim"): 8,
+                          pool_name(f"aim:{tmp_path}/aim"): 9,
                           pool_name(f"mlflow:sqlite:///{tmp_path}/b.db"): 2}
         for pool, limit in limits.items():
             assert pool_holders(instance, pool) == (limit, [])
+
+
+def test_the_default_workers_are_what_the_most_parallel_store_takes(tmp_path):
+    """Aim takes a writer more than the cores (each waits on RocksDB's threads a fifth of
+    its time), so by default its phase gets that many workers; MLflow on a server one per
+    core, within the same pool of workers; SQLite alone never needs a worker."""
+    aim, server = AimTracker(str(tmp_path / "aim")), MlflowTracker("http://127.0.0.1:5999")
+    sqlite = MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db")
+    assert most_writers([sqlite, aim], n_cores=2) == 3
+    assert most_writers([server], n_cores=2) == 2
+    assert most_writers([sqlite], n_cores=2) == most_writers([], n_cores=2) == 1
+    default = parallel_for(Setup(str(tmp_path), str(tmp_path)), None, 3)
+    assert default.workers == 3
+    phase = 3 * AUTO_MIN_BATCH
+    assert (default.processes(phase, 3), default.processes(phase, 2)) == (3, 2)
+    assert default.processes(phase - 1, 3) == 2  # a worker only for 32 partitions or more
+    assert parallel_for(Setup(str(tmp_path), str(tmp_path)), 2, 3).processes(phase, 3) == 2
 
 
 def test_the_assets_of_trackers_on_one_store_declare_its_pool(small_tree, data_dir):

@@ -129,9 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     _common(ingest)
     _tracker_options(ingest)
     ingest.add_argument("--workers", type=_positive, default=None, metavar="N",
-                        help="spread each tracker's partitions over N processes (default: one "
-                        "per core, for phases of 32 partitions per process or more; the "
-                        "tables are parsed by a pool of their own)")
+                        help="spread each tracker's partitions over N processes (default: as "
+                        "many as its store takes, Aim one per core and one more, for phases "
+                        "of 32 partitions per process or more; the tables are parsed by a "
+                        "pool of their own)")
     ingest.add_argument(CONFIRM_FLAG, action="store_true",
                         help="remove the partitions whose folder is gone (and their runs) "
                         "even when that is more than 20%% of them and more than 5, or all")
@@ -256,6 +257,7 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.ingest import IngestReport, ingest
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import PROGRESS_RUN_CONFIG, progress_logger
+    from align_track_pipeline.cli.sizing import most_writers
     from align_track_pipeline.cli.workers import Setup, parallel_for
     from align_track_pipeline.definitions import build_defs
 
@@ -266,9 +268,10 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
     setup = Setup(str(experiments), str(data), _options(args), PROGRESS_RUN_CONFIG)
     report = IngestReport()
     args.partial = report.as_json  # what `--json` prints with the error if the ingest stops
+    parallel = parallel_for(setup, args.workers, most_writers(trackers))
     with open_instance(data) as instance:
         ingest(defs, instance, experiments, trackers, progress=_say,
-               run_config=PROGRESS_RUN_CONFIG, parallel=parallel_for(setup, args.workers),
+               run_config=PROGRESS_RUN_CONFIG, parallel=parallel,
                confirm_removals=args.confirm_removals, report=report)
     remember_tree(data, experiments)
     code = 1 if report.failed else 0

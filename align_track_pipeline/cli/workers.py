@@ -83,16 +83,18 @@ class Parallel:
         return max(1, min(self.workers, limit or self.workers, partitions // self.min_batch))
 
 
-# Without `--workers`, a worker is started for each 32 partitions of a phase, up to one per
-# core: a worker's imports cost seconds, a partition of an Aim phase about one.
+# Without `--workers`, a worker is started for each 32 partitions of a phase, up to what its
+# store takes: a worker's imports cost seconds, a partition of an Aim phase about one.
 AUTO_MIN_BATCH = 32
 
 
-def parallel_for(setup: Setup, workers: int | None) -> Parallel | None:
-    """`--workers N` (any phase of N or more partitions is spread), or by default one worker
-    per core for phases large enough to gain from it; None: one process."""
+def parallel_for(setup: Setup, workers: int | None, most: int | None = None
+                 ) -> Parallel | None:
+    """`--workers N` (any phase of N or more partitions is spread), or by default as many
+    workers as a store takes (`most`, the largest pool limit: `sizing.most_writers`; else one
+    per core) for phases large enough to gain from it; None: one process."""
     if workers is None:
-        return Parallel(setup, usable_cores(), AUTO_MIN_BATCH)
+        return Parallel(setup, most or usable_cores(), AUTO_MIN_BATCH)
     return Parallel(setup, workers) if workers > 1 else None
 
 

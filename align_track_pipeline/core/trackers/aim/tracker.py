@@ -67,8 +67,11 @@ class AimTracker(Tracker):
 
     def max_writers(self, cores: int) -> int:
         """Each run is its own chunk and the writer locks per partition, so run creation
-        scales with processes; the shared index is written by one at a time, briefly."""
-        return cores
+        scales with processes; the shared index is written by one at a time, briefly. One
+        more than the cores: a writer waits a fifth of its time for RocksDB's own threads
+        (opening and flushing each run's databases), which another writer fills (3 writers
+        on 2 cores wrote 1.8 cores' worth of runs, 2 writers 1.5: docs/performance.md)."""
+        return cores + 1
 
     def ui_hint(self, options: str = "") -> str:
         return f"{self.repo}; open with `align-track aim-ui{options}`"
