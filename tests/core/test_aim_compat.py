@@ -158,13 +158,14 @@ def test_a_staged_run_is_built_outside_the_repo_and_moved_in_whole(tmp_path, aim
 
     staging.publish_run(repo, run.hash, stage)
     assert not any(list((stage / name / "chunks").iterdir()) for name in ("meta", "seqs"))
-    for name in ("meta", "seqs"):  # what RocksDB opens from; not its LOG, LOCK, OPTIONS
-        moved = aim_repo / ".aim" / name / "chunks" / run.hash
+    for name in ("meta", "seqs"):  # what RocksDB opens from; not its LOG, LOCK, OPTIONS,
+        moved = aim_repo / ".aim" / name / "chunks" / run.hash  # IDENTITY
         assert {p.name.split("-")[0] if p.suffix != ".sst" else ".sst"
-                for p in moved.iterdir()} == {"CURRENT", "IDENTITY", "MANIFEST", ".sst"}
+                for p in moved.iterdir()} == {"CURRENT", "MANIFEST", ".sst"}
     assert storage.all_run_hashes(repo) == [run.hash]
+    assert storage.read_params(repo, run.hash, ["adm"]) == {"adm": "x"}  # its meta, read-only
     assert indexing.index_runs(repo, [run.hash]) == 1
-    [seen] = aim_runs_seen_by_a_fresh_process(aim_repo)
+    [seen] = aim_runs_seen_by_a_fresh_process(aim_repo)  # its metric: its seqs, read-only
     assert (seen["name"], seen["params"]["adm"]) == ("a", "x")
     assert seen["metrics"] == {"timing_seconds": 1.5}
     lean_runs.set_archived(repo, run.hash)  # opened for writing again: RocksDB remakes the rest

@@ -162,11 +162,12 @@ def publish_run(repo: Repo, run_hash: str, stage: Path) -> RunRecords | None:
 
 
 def _copy_database(built: Path, copy: Path) -> None:
-    """Copy what a closed RocksDB database is opened from (`CURRENT`, `IDENTITY`, its
-    `MANIFEST`, tables, a write-ahead log that holds anything), without the files RocksDB
-    makes again when it opens one for writing and never reads: its info `LOG`s, the `LOCK`,
-    the `OPTIONS` it last opened with, an empty write-ahead log. Half the files: creating a
-    file on the repo's disk is most of moving a run in."""
+    """Copy what a closed RocksDB database is opened from (`CURRENT`, its `MANIFEST`,
+    tables, a write-ahead log that holds anything), without the files RocksDB makes again
+    when it opens one for writing and does without when it opens one to read: its info
+    `LOG`s, the `LOCK`, the `OPTIONS` it last opened with, an empty write-ahead log, the
+    `IDENTITY` (a database id for backups and replication, which Aim never asks for). A
+    third of the files: creating a file on the repo's disk is most of moving a run in."""
     copy.mkdir(parents=True)
     for entry in os.scandir(built):
         if entry.name in _NOT_READ or entry.name.startswith(("LOG.old.", "OPTIONS-")):
@@ -176,7 +177,7 @@ def _copy_database(built: Path, copy: Path) -> None:
         shutil.copyfile(entry.path, copy / entry.name)
 
 
-_NOT_READ = frozenset({"LOG", "LOCK"})
+_NOT_READ = frozenset({"LOG", "LOCK", "IDENTITY"})
 
 
 def discard_run(repo: Repo, run_hash: str, stage: Path) -> None:

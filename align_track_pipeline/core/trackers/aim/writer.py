@@ -198,9 +198,13 @@ class AimWriter:
         return [h for h in dict.fromkeys(folders + rows) if h not in known]
 
     def _write(self, partition: str, spec: SceneRun, now_ms: int) -> str:
-        """One scene's run, dated and ended as the data says (`trackers/times.py`)."""
-        self.manifest.placeholder(partition, spec.key, spec.content_hash)
+        """One scene's run, dated and ended as the data says (`trackers/times.py`). Written in
+        the repo, it is announced first (a placeholder: a kill before the manifest learns its
+        hash leaves a run no row names, which the next upsert finds by its time); staged,
+        nothing of it reaches the repo before its hash is in the manifest."""
         self._check_stage()
+        if self.stage is None:
+            self.manifest.placeholder(partition, spec.key, spec.content_hash)
         start, end = epoch_span(spec.base_ms, spec.span, now_ms)
         run = lean_runs.lean_run(self.repo, spec.experiment, self.stage, created=start / 1000,
                                  name=spec.name)
