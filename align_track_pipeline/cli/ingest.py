@@ -66,6 +66,12 @@ from align_track_pipeline.defs.freshness import (
 from align_track_pipeline.defs.jobs import ANALYSIS_JOB, TABLES_JOB
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore
+from align_track_pipeline.defs.store_checks import (
+    held_partitions,
+    remember_generations,
+    remote_generations,
+    store_resets,
+)
 
 PARTITIONS = experiment_partitions.name
 
@@ -226,7 +232,10 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     versions, fast = _observe(runner, run_dirs, known, progress)
     before = partition_states(instance, versions, all_expected(trackers))
     broken = _broken_files(runner, versions, progress)
-    before |= {key: STALE for key in broken}
+    generations = remote_generations(trackers)
+    again = _stores_made_again(runner, trackers, generations, versions, progress)
+    held = again
+    before |= {key: STALE for key in broken.union(*again.values())}
     report.fresh = [k for k, s in before.items() if s == FRESH]
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
@@ -234,8 +243,9 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     if fast:  # the fast run writes the tables, then the trackers: their imports meanwhile
         preload_writers(trackers)
         _run_fast(runner, fast, trackers, versions, errors, progress)
+        again = {job: keys - set(fast) for job, keys in again.items()}  # written by now
     _run_phases(runner, pool, [table_phase], limits, versions, errors, progress,
-                set(errors), forced=broken)
+                set(errors), forced={TABLES_JOB: broken})
     tables_changed = _tables_written(instance) != written_before  # a partition was written
     for key, files in broken_table_files(instance, runner.defs.resources["store"],
                                          broken).items():  # a rewrite that failed
@@ -251,8 +261,11 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
 
     analysis = _Once(analyse)
     _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped,
-                meanwhile=analysis)
+                forced=again, meanwhile=analysis)
     analysis()  # no tracker phase ran it
+    settled = {t.name for t in trackers if not held.get(t.name, set()) & (set(errors) | skipped)}
+    remember_generations(trackers, Path(runner.defs.resources["store"].data_dir), generations,
+                         settled)
     if pool:
         pool.release()
     if report.fresh == list(versions):
@@ -262,6 +275,23 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
                            if s == FRESH and before[k] != FRESH and k not in errors]
     report.failed = [{"partition": k, "error": e} for k, e in (plan.hidden | errors).items()]
     return report
+
+
+def _stores_made_again(runner: InProcess, trackers: list[Tracker], generations: dict[str, str],
+                       versions: dict[str, str], progress: Callable[[str], None]) -> Forced:
+    """Tracker -> every partition its store held, for the stores made again since the last
+    ingest or sensor tick saw them, whose data versions cannot tell it (`store_resets`)."""
+    data_dir = Path(runner.defs.resources["store"].data_dir)
+    resets = store_resets(trackers, data_dir, generations)
+    order = runner.instance.get_dynamic_partitions(PARTITIONS)
+    again: Forced = {}
+    for tracker in trackers:
+        if tracker.name in resets:
+            again[tracker.name] = set(held_partitions(runner.instance, tracker, versions, order))
+            progress(f"{tracker.name}: the store was made again since it was last written "
+                     f"(its experiment is new): writing its {len(again[tracker.name])} "
+                     "partitions again")
+    return again
 
 
 @dataclass
@@ -313,23 +343,28 @@ def _broken_files(runner: InProcess, versions: dict[str, str],
 
 
 def _todo(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,
-          skipped: set[str], forced: set[str]) -> list[str]:
+          skipped: set[str], forced: Forced) -> list[str]:
     states = partition_states(instance, versions, phase.expected)
-    return [k for k, s in states.items() if (s != FRESH or k in forced) and k not in skipped]
+    again = forced.get(phase.job, set())
+    return [k for k, s in states.items() if (s != FRESH or k in again) and k not in skipped]
+
+
+# Job -> partitions to materialize even when fresh: the tables' broken files, the partitions
+# a tracker's store held before it was made again (`store_checks.store_resets`).
+Forced = dict[str, set[str]]
 
 
 def _run_phases(runner: InProcess, pool: WorkerPool | None, todo_phases: list[Phase],
                 limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
                 progress: Callable[[str], None], skipped: set[str] = frozenset(),
-                forced: set[str] = frozenset(),
+                forced: Forced | None = None,
                 meanwhile: Callable[[], None] | None = None) -> None:
     """Bring `todo_phases` up to date, in waves that hold at most one phase per pool (the
     phases of trackers sharing a store run one after another, so the store's limit holds for
-    all of them). `forced`: partitions to materialize even when fresh (their files are
-    broken). `meanwhile`: work for this process while worker processes write (see
-    `_run_wave`)."""
+    all of them). `forced`: job -> partitions to materialize even when fresh. `meanwhile`:
+    work for this process while worker processes write (see `_run_wave`)."""
     for wave in _waves(todo_phases):
-        _run_wave(runner, pool, wave, limits, versions, errors, progress, skipped, forced,
+        _run_wave(runner, pool, wave, limits, versions, errors, progress, skipped, forced or {},
                   meanwhile)
 
 
@@ -349,7 +384,7 @@ def _waves(todo_phases: list[Phase]) -> list[list[Phase]]:
 def _run_wave(runner: InProcess, pool: WorkerPool | None, wave: list[Phase],
               limits: dict[str, int], versions: dict[str, str], errors: dict[str, str],
               progress: Callable[[str], None], skipped: set[str],
-              forced: set[str], meanwhile: Callable[[], None] | None = None) -> None:
+              forced: Forced, meanwhile: Callable[[], None] | None = None) -> None:
     """The phases that spread over worker processes start there first, then the ones that
     take one writer (e.g. MLflow on SQLite) run in this process meanwhile, so that a
     single-writer store no longer leaves the other cores idle; then `meanwhile` (the
@@ -376,7 +411,7 @@ def _run_wave(runner: InProcess, pool: WorkerPool | None, wave: list[Phase],
             started = time.perf_counter()
             with one_planned_event_per_asset():
                 found = run_ranges(runner, phase.job, todo, order, progress)
-            _finish(instance, versions, phase, todo, found, errors, progress,
+            _finish(instance, versions, phase, todo, found, errors, forced, progress,
                     time.perf_counter() - started)
         failed = None
         if meanwhile is not None:
@@ -386,21 +421,26 @@ def _run_wave(runner: InProcess, pool: WorkerPool | None, wave: list[Phase],
                 failed = error
         for phase, todo, pending in spread:
             found = pool.collect(instance, pending)
-            _finish(instance, versions, phase, todo, found, errors, progress, pending.seconds)
+            _finish(instance, versions, phase, todo, found, errors, forced, progress,
+                    pending.seconds)
         if failed is not None:
             raise failed
 
 
 def _finish(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase,
-            todo: list[str], found: Found, errors: dict[str, str],
+            todo: list[str], found: Found, errors: dict[str, str], forced: Forced,
             progress: Callable[[str], None], seconds: float) -> None:
-    """Report the phase, mark the partitions of crashed runs failed, record the errors."""
+    """Report the phase, mark the partitions of crashed runs failed, record the errors. A
+    partition forced through while fresh stays fresh by its version when its write fails:
+    what its run reported tells."""
     progress(f"{phase.job}: {len(todo)} partitions in {seconds:.2f} s")
     after = partition_states(instance, versions, phase.expected)
+    again = forced.get(phase.job, set())
+    unfinished = {k for k in todo if after[k] != FRESH or (k in again and found.get(k))}
     for crashed in found.crashed:  # the assets mark the partitions that fail one by one
-        crashed.mark_failed(instance, {k for k in todo if after[k] != FRESH})
+        crashed.mark_failed(instance, unfinished)
     for key in todo:
-        if after[key] != FRESH:
+        if key in unfinished:
             error = found.get(key) or f"{phase.job}: {after[key]}"
             errors[key] = f"{errors[key]}; {error}" if key in errors else error
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 
 from align_track_pipeline.core.trackers.base import TargetError, Tracker
+from align_track_pipeline.core.trackers.sqlite_value import NONE
 from align_track_pipeline.defs.folders import run_key
 from align_track_pipeline.defs.freshness import (
     INGEST_FOLDERS_JOB,
@@ -51,19 +52,83 @@ def store_requests(instance: dg.DagsterInstance, trackers: Callable[[], list[Tra
     path = seen_path(data_dir)
     seen = _read(path)
     now = {t.name: t.store_generation() for t in current}
-    changed = [t for t in current if now[t.name] and now[t.name] != seen.get(t.name)]
-    if not changed:
-        return []
-    observed = observed_versions(instance)
+    changed = [t for t in current if _changed(t, now[t.name], seen.get(t.name))]
     requests = []
-    for tracker in changed:
-        recorded = latest_data_versions(instance, tracker.asset)
-        stale = [k for k in order if k in recorded and k in observed
-                 and recorded[k] != tracker.data_version(observed[k])]
-        requests += _requests(tracker, now[tracker.name], stale, order)
-    with suppress(OSError):  # a read-only data dir: asked again next tick, run keys dedupe
-        _write(path, seen | now)
+    if changed:
+        observed = observed_versions(instance)
+        for tracker in changed:
+            stale = held_partitions(instance, tracker, observed, order)
+            requests += _requests(tracker, now[tracker.name], stale, order)
+    kept = seen | _kept(current, now)
+    if kept != seen:
+        with suppress(OSError):  # a read-only data dir: asked again next tick, run keys dedupe
+            _write(path, kept)
     return requests
+
+
+def remote_generations(trackers: list[Tracker]) -> dict[str, str]:
+    """Tracker name -> its store's generation, for the trackers whose data versions do not
+    tell it (a query or a request each)."""
+    return {t.name: t.store_generation() for t in trackers if not t.generation_in_versions()}
+
+
+def store_resets(trackers: list[Tracker], data_dir: Path, now: dict[str, str]) -> set[str]:
+    """The trackers whose generation (`now`, from `remote_generations`) changed since it was
+    last seen: `align-track ingest` writes their partitions again, as the sensor's runs do."""
+    seen = _read(seen_path(data_dir))
+    return {t.name for t in trackers
+            if t.name in now and _changed(t, now[t.name], seen.get(t.name))}
+
+
+def remember_generations(trackers: list[Tracker], data_dir: Path, start: dict[str, str],
+                         settled: set[str]) -> None:
+    """After an ingest, keep for each tracker in `settled` (every partition it had to write
+    again was written) the generation the ingest started from, the one its partitions were
+    checked against: a store made again meanwhile is told by the next ingest. After `NONE`
+    (the ingest made the experiment) the one there now. A store that did not answer keeps
+    what was seen."""
+    kept = {}
+    for tracker in trackers:
+        generation = start.get(tracker.name, "") if tracker.name in settled else ""
+        if generation == NONE:
+            generation = tracker.store_generation()
+        if generation:
+            kept[tracker.name] = generation
+    path = seen_path(data_dir)
+    seen = _read(path)
+    if seen | kept != seen:
+        with suppress(OSError):
+            _write(path, seen | kept)
+
+
+def held_partitions(instance: dg.DagsterInstance, tracker: Tracker,
+                    observed: dict[str, str], order: list[str]) -> list[str]:
+    """The partitions the tracker's store held, in order, that a changed generation leaves
+    stale: by their data versions where those tell the generation, else all of them (the
+    writers keep what is there and write what is missing)."""
+    recorded = latest_data_versions(instance, tracker.asset)
+    held = [k for k in order if k in recorded and k in observed]
+    if not tracker.generation_in_versions():
+        return held
+    return [k for k in held if recorded[k] != tracker.data_version(observed[k])]
+
+
+def _changed(tracker: Tracker, now: str, before: str | None) -> bool:
+    """A generation that changed ("": the store did not answer, nothing is concluded). One
+    told by the data versions: any other value (a first sight costs a comparison of
+    versions). One that is not: anything else after a store that held an experiment (gone,
+    `NONE`, or made again), never a first sight (all would be written again once)."""
+    if not now or now == before:
+        return False
+    return tracker.generation_in_versions() or (bool(before) and before != NONE)
+
+
+def _kept(trackers: list[Tracker], now: dict[str, str]) -> dict[str, str]:
+    """What to remember of `now`: every answer (a store that did not answer keeps the
+    generation seen last). After `NONE` a new experiment is no change: the partitions were
+    already asked for again when it went, and fail (to be retried) where they could not be
+    written."""
+    return {t.name: now[t.name] for t in trackers if now[t.name]}
 
 
 def _requests(tracker: Tracker, generation: str, stale: list[str],

@@ -5,6 +5,7 @@ import base64
 import json
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -69,6 +70,32 @@ def test_the_store_generation_is_the_experiments_id_and_creation_time(tmp_path):
         file.unlink()
     MlflowWriter(uri, "exp")  # the same name, in a store made again
     assert store_generation(path, "exp") not in (first, NONE)
+
+
+@pytest.mark.postgres
+def test_a_database_servers_generation_is_read_with_one_query(postgres):
+    """`lookup.remote_generation` on Postgres: none before MLflow's tables exist or the
+    experiment is made, then what MLflow's own client reports (as `store_generation` spells
+    it for SQLite), another one for the experiment made again under the same name."""
+    from mlflow import MlflowClient
+
+    from align_track_pipeline.core.trackers.mlflow.lookup import remote_generation
+    from align_track_pipeline.core.trackers.sqlite_value import NONE
+
+    uri = postgres()
+    assert remote_generation(uri, "exp") == NONE  # an empty database: nothing written
+    MlflowWriter(uri, "other")
+    assert remote_generation(uri, "exp") == NONE
+    MlflowWriter(uri, "exp")
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name("exp")
+    first = remote_generation(uri, "exp")
+    assert first == f"{found.experiment_id}.{found.creation_time}"
+    client.rename_experiment(found.experiment_id, "exp-before")
+    MlflowWriter(uri, "exp")
+    assert remote_generation(uri, "exp") not in (first, NONE, "")
+    elsewhere = urlsplit(uri)._replace(path="/no_such_database").geturl()
+    assert remote_generation(elsewhere, "exp") == ""  # does not answer: nothing concluded
 
 
 def test_validation_rejects_what_mlflow_rejects():

@@ -1,12 +1,16 @@
-"""MLflow after its SQLite store is deleted: the next `align-track ingest`, or the daemon's
-discovery sensor, writes every partition again (before, each was still called fresh with its
-runs gone), and the one after is all fresh."""
+"""MLflow after its SQLite store is deleted, or its experiment on a tracking server made again:
+the next `align-track ingest`, or the daemon's discovery sensor, writes every partition again
+(before, each was still called fresh with its runs gone), and the one after is all fresh."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
@@ -17,12 +21,13 @@ from tests.conftest import sensor_tick
 from tests.test_shared_stores import assert_one_run_per_key
 
 
-def _ingest(capsys, tree: Path, data: Path, trackers: str = "mlflow") -> dict:
+def _ingest(capsys, tree: Path, data: Path, trackers: str = "mlflow", *options: str) -> dict:
     code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json",
-                 "--trackers", trackers])
-    report = json.loads(capsys.readouterr().out)
+                 "--trackers", trackers, *options])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert code == 0, report["failed"]
-    return report
+    return report | {"stderr": captured.err}
 
 
 @pytest.mark.slow
@@ -70,3 +75,72 @@ def test_the_daemon_writes_a_lost_store_again(capsys, small_tree, data_dir, lost
     if asset == "mlflow_runs":
         assert_one_run_per_key(f"sqlite:///{data_dir / 'mlflow.db'}", "align-system", data_dir)
     assert sorted(_ingest(capsys, small_tree, data_dir, "mlflow,aim")["fresh"]) == keys
+
+
+def _made_again(server: str, experiment: str) -> str:
+    """The experiment as if removed for good and made again by someone (a restored or
+    recreated database, `mlflow gc` and a new experiment): the name now names a new one,
+    empty; its old runs live on under another name. Returns the old id."""
+    client = MlflowClient(server)
+    old = client.get_experiment_by_name(experiment).experiment_id
+    client.rename_experiment(old, f"{experiment}-before")
+    client.create_experiment(experiment)
+    return old
+
+
+@pytest.mark.slow
+def test_an_experiment_made_again_behind_a_tracking_server_is_written_again(
+        capsys, small_tree, data_dir, mlflow_server):
+    """A server's store cannot vouch for the runs in the data versions (a request per
+    partition), so `ingest` compares the experiment's id and creation time with the last
+    ones seen, once per ingest, and writes every partition again when they changed. An
+    ingest cut short during that rewrite does not forget it: the next one writes them all."""
+    keys = sorted(r.key for r in find_run_dirs(small_tree))
+    experiment = f"made-again-{os.getpid()}-{data_dir.parent.name}"
+    options = ("--mlflow-uri", mlflow_server, "--mlflow-experiment", experiment)
+    assert sorted(_ingest(capsys, small_tree, data_dir, "mlflow", *options)["materialized"]) \
+        == keys
+    assert _ingest(capsys, small_tree, data_dir, "mlflow", *options)["materialized"] == []
+
+    old = _made_again(mlflow_server, experiment)
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    cut = subprocess.run(
+        [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
+         "--experiments-dir", str(small_tree), "--data-dir", str(data_dir), "--trackers",
+         "mlflow", *options], capture_output=True, text=True, timeout=600, check=False,
+        env=env | {"ALIGN_TRACK_FAULT": "mlflow.run_created:2:sigint"})
+    assert cut.returncode == 130, cut.stderr[-2000:]
+    second = _ingest(capsys, small_tree, data_dir, "mlflow", *options)
+    assert sorted(second["materialized"]) == keys and second["fresh"] == []
+    assert f"writing its {len(keys)} partitions again" in second["stderr"]
+    assert MlflowClient(mlflow_server).get_experiment_by_name(experiment).experiment_id != old
+    assert_one_run_per_key(mlflow_server, experiment, data_dir)
+
+    third = _ingest(capsys, small_tree, data_dir, "mlflow", *options)
+    assert third["materialized"] == [] and sorted(third["fresh"]) == keys
+
+
+@pytest.mark.slow
+def test_the_daemon_writes_an_experiment_made_again_behind_a_server_again(
+        capsys, small_tree, data_dir, mlflow_server):
+    """The discovery sensor asks the server once a tick; when the experiment was made again
+    it requests the tracker's step over every partition the store held, once."""
+    experiment = f"daemon-made-again-{os.getpid()}-{data_dir.parent.name}"
+    options = {"mlflow_uri": mlflow_server, "mlflow_experiment": experiment,
+               "trackers": "mlflow"}
+    _ingest(capsys, small_tree, data_dir, "mlflow", "--mlflow-uri", mlflow_server,
+            "--mlflow-experiment", experiment)
+    defs = build_defs(str(small_tree), str(data_dir), options)
+    with open_instance(data_dir) as instance:
+        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+        _made_again(mlflow_server, experiment)
+
+        (request,) = sensor_tick(defs, instance).run_requests
+        assert request.asset_selection == [dg.AssetKey("mlflow_runs")]
+        ordered = instance.get_dynamic_partitions("experiments")
+        assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (ordered[0], ordered[-1])
+        job = defs.resolve_job_def(request.job_name)
+        assert job.get_subset(asset_selection=set(request.asset_selection)).execute_in_process(
+            instance=instance, tags=request.tags).success
+        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+    assert_one_run_per_key(mlflow_server, experiment, data_dir)

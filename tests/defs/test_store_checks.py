@@ -5,9 +5,18 @@ import dagster as dg
 import pytest
 
 from align_track_pipeline.core.trackers.aim.tracker import AimTracker
-from align_track_pipeline.core.trackers.base import TargetError
+from align_track_pipeline.core.trackers.base import TargetError, Tracker
+from align_track_pipeline.core.trackers.mlflow.tracker import MlflowTracker
+from align_track_pipeline.core.trackers.sqlite_value import NONE
 from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START
-from align_track_pipeline.defs.store_checks import _requests, seen_path, store_requests
+from align_track_pipeline.defs.store_checks import (
+    _requests,
+    remember_generations,
+    remote_generations,
+    seen_path,
+    store_requests,
+    store_resets,
+)
 
 ORDER = ["a", "b", "c", "d", "e", "f"]
 
@@ -47,3 +56,46 @@ def test_a_tracker_configuration_that_does_not_parse_requests_nothing(tmp_path, 
 
     assert store_requests(instance, refused, tmp_path / "data", ORDER) == []
     assert not seen_path(tmp_path / "data").exists()
+
+
+class _Server(MlflowTracker):
+    """An MLflow tracker on a server whose answers the test sets (`answer`; "": down)."""
+
+    answer = ""
+
+    def store_generation(self) -> str:
+        return self.answer
+
+
+def test_a_servers_generation_counts_only_after_one_it_held(tmp_path):
+    """Seen first: only kept (else a first ingest after an upgrade would write everything
+    again). Then another experiment, or none, is a reset, told again until an ingest wrote
+    every partition; a server that does not answer concludes nothing and keeps what was
+    seen; after none, a new experiment is not another reset (its partitions were written, or
+    failed and are retried, when it went)."""
+    data = tmp_path / "data"
+    server = _Server("http://127.0.0.1:9", experiment="e")
+    assert not server.generation_in_versions()
+
+    def ingest(answer: str, settled: bool = True) -> set[str]:
+        server.answer = answer
+        start = remote_generations([server])
+        resets = store_resets([server], data, start)
+        remember_generations([server], data, start, {"mlflow"} if settled else set())
+        return resets
+
+    assert ingest("1.100") == set()
+    assert ingest("1.100") == set()
+    assert ingest("") == set()
+    assert seen_path(data).read_text() == '{"mlflow": "1.100"}'
+    assert ingest("2.200", settled=False) == {"mlflow"}  # a partition failed its rewrite
+    assert ingest("2.200") == {"mlflow"}
+    assert ingest("2.200") == set()
+    assert ingest(NONE) == {"mlflow"}
+    assert ingest("3.300") == set()
+
+
+def test_a_server_that_does_not_answer_tells_no_generation():
+    down = MlflowTracker("http://127.0.0.1:9", experiment="e")
+    assert (down.store_generation(), down.generation_in_versions()) == ("", False)
+    assert down.data_version("v") == Tracker.data_version(down, "v")  # never in versions

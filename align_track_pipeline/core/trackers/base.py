@@ -159,11 +159,17 @@ class Tracker(ABC):
         return versions.tracker_version(source_version, self.version_tag, self.code_version())
 
     def store_generation(self) -> str:
-        """Which instance of the store holds the runs, where the store tells it cheaply (a
-        few stats): it changes when the store is deleted or rebuilt, and then every
-        partition it held is stale (the generation is part of `data_version`). "" when not
-        told (the default)."""
+        """Which instance of the store holds the runs: it changes when the store is deleted
+        or rebuilt, and then every partition it held is written again. "" when not told (the
+        default, or a store that did not answer)."""
         return ""
+
+    def generation_in_versions(self) -> bool:
+        """Whether the generation is part of `data_version` (told cheaply, a few stats): a
+        partition written into another generation is then stale by its version. Else a
+        changed generation makes the store checks (`defs/store_checks.py`) write every
+        partition the store held again."""
+        return True
 
     def max_writers(self, cores: int) -> int:
         """How many processes may write this store at once, usefully: its pool's limit and

@@ -9,6 +9,7 @@ never one per row.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -18,9 +19,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, TAG_PARTITION
-from align_track_pipeline.core.trackers.sqlite_value import read_value
+from align_track_pipeline.core.trackers.sqlite_value import NONE, read_value
 from align_track_pipeline.core.verified import mlflow_internals
 
+log = logging.getLogger(__name__)
 RunIds = dict[str, tuple[str, str]]  # run key -> (experiment id, run id)
 
 
@@ -159,6 +161,50 @@ def store_generation(path: Path, experiment: str) -> str:
     id and creation time, `sqlite_value.NONE` when the file or the experiment is missing;
     read without MLflow, two stats when nothing changed."""
     return read_value(path, _GENERATION, (experiment,))
+
+
+def remote_generation(uri: str, experiment: str) -> str:
+    """The same for a store on a database server or behind a tracking server (one query or
+    request): `NONE` when the experiment is missing; "" (not told) for a SQLite file without
+    `generation_file` or a database whose MLflow tables were not verified (MLflow's client
+    would create them), or a store that does not answer within about LOOKUP_SECONDS."""
+    if _sqlite_path(uri) is not None or (is_sql(uri) and not _tables(uri)):
+        return ""
+    try:
+        if is_sql(uri):
+            return _generation_by_sql(uri, experiment)
+        return _generation_by_api(uri, experiment)
+    except Exception as error:  # noqa: BLE001  down, refusing, timed out: nothing concluded
+        log.debug("the MLflow store did not tell its generation: %s", type(error).__name__)
+        return ""
+
+
+def _generation_by_sql(uri: str, experiment: str) -> str:
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(uri, connect_args=_connect_timeout(uri))
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("experiments"):
+                return NONE  # an empty database: nothing was written
+            found = conn.execute(text("SELECT experiment_id, creation_time FROM experiments "
+                                      "WHERE name = :name"), {"name": experiment}).first()
+    finally:
+        engine.dispose()
+    return _generation(*found) if found else NONE
+
+
+def _generation_by_api(uri: str, experiment: str) -> str:
+    from mlflow import MlflowClient
+
+    with _Deadline(LOOKUP_SECONDS).request():
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    return _generation(found.experiment_id, found.creation_time) if found else NONE
+
+
+def _generation(experiment_id: object, creation_time: object) -> str:
+    """As `_GENERATION` spells it."""
+    return f"{experiment_id}.{'' if creation_time is None else creation_time}"
 
 
 def _missing_sqlite(uri: str) -> bool:

@@ -66,18 +66,28 @@ class MlflowTracker(Tracker):
     def data_version(self, source_version: str) -> str:
         """Also which instance of a SQLite store holds the runs (`store_generation`)."""
         version = super().data_version(source_version)
-        generation = self.store_generation()
+        generation = self.store_generation() if self.generation_in_versions() else ""
         return f"{version}-s{generation}" if generation else version
 
     def store_generation(self) -> str:
-        """A SQLite store's experiment id and creation time (`lookup.store_generation`): a
-        store deleted or replaced, or its experiment removed for good and made again, leaves
-        every partition stale until written again, not fresh with its runs gone. Not told
-        for other stores."""
-        from align_track_pipeline.core.trackers.mlflow.lookup import store_generation
+        """The experiment's id and creation time: a store deleted or replaced, or its
+        experiment removed for good and made again, gets another. A SQLite store's is read
+        from its file (`lookup.store_generation`, two stats when nothing changed) and is part
+        of every partition's data version; a database server's or a tracking server's costs
+        a query or a request (`lookup.remote_generation`), so it is compared where the store
+        checks run (`defs/store_checks.py`)."""
+        from align_track_pipeline.core.trackers.mlflow.lookup import (
+            remote_generation,
+            store_generation,
+        )
 
         path = self._generation_file
-        return "" if path is None else store_generation(path, self.experiment)
+        if path is None:
+            return remote_generation(self.tracking_uri, self.experiment)
+        return store_generation(path, self.experiment)
+
+    def generation_in_versions(self) -> bool:
+        return self._generation_file is not None
 
     @cached_property
     def _generation_file(self) -> Path | None:
