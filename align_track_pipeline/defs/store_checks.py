@@ -94,6 +94,8 @@ def remember_generations(trackers: list[Tracker], data_dir: Path, start: dict[st
             generation = tracker.store_generation()
         if generation:
             kept[tracker.name] = generation
+    if not kept:
+        return
     path = seen_path(data_dir)
     seen = _read(path)
     if seen | kept != seen:
