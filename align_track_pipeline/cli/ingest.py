@@ -45,6 +45,7 @@ from align_track_pipeline.core.guard import check_removals, removals
 from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.trackers.base import Tracker, preload_writers
+from align_track_pipeline.core.trackers.sqlite_value import NONE
 from align_track_pipeline.defs.analysis import CHANGED_FILES, scene_comparison
 from align_track_pipeline.defs.automation import ANALYSIS
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
@@ -288,9 +289,10 @@ def _stores_made_again(runner: InProcess, trackers: list[Tracker], generations: 
     for tracker in trackers:
         if tracker.name in resets:
             again[tracker.name] = set(held_partitions(runner.instance, tracker, versions, order))
-            progress(f"{tracker.name}: the store was made again since it was last written "
-                     f"(its experiment is new): writing its {len(again[tracker.name])} "
-                     "partitions again")
+            what = ("no longer holds the experiment" if generations[tracker.name] == NONE
+                    else "holds another experiment of that name")
+            progress(f"{tracker.name}: the store {what} since it was last written: writing "
+                     f"its {len(again[tracker.name])} partitions again")
     return again
 
 

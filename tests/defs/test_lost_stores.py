@@ -112,12 +112,22 @@ def test_an_experiment_made_again_behind_a_tracking_server_is_written_again(
     assert cut.returncode == 130, cut.stderr[-2000:]
     second = _ingest(capsys, small_tree, data_dir, "mlflow", *options)
     assert sorted(second["materialized"]) == keys and second["fresh"] == []
-    assert f"writing its {len(keys)} partitions again" in second["stderr"]
+    assert (f"mlflow: the store holds another experiment of that name since it was last "
+            f"written: writing its {len(keys)} partitions again") in second["stderr"]
     assert MlflowClient(mlflow_server).get_experiment_by_name(experiment).experiment_id != old
     assert_one_run_per_key(mlflow_server, experiment, data_dir)
 
     third = _ingest(capsys, small_tree, data_dir, "mlflow", *options)
     assert third["materialized"] == [] and sorted(third["fresh"]) == keys
+
+    client = MlflowClient(mlflow_server)  # gone: renamed away, none made in its place
+    client.rename_experiment(client.get_experiment_by_name(experiment).experiment_id,
+                             f"{experiment}-gone")
+    fourth = _ingest(capsys, small_tree, data_dir, "mlflow", *options)
+    assert sorted(fourth["materialized"]) == keys
+    assert "mlflow: the store no longer holds the experiment" in fourth["stderr"]
+    assert_one_run_per_key(mlflow_server, experiment, data_dir)
+    assert _ingest(capsys, small_tree, data_dir, "mlflow", *options)["materialized"] == []
 
 
 @pytest.mark.slow
