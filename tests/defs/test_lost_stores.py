@@ -46,6 +46,20 @@ def test_a_deleted_mlflow_store_is_written_again(capsys, small_tree, data_dir):
     assert third["materialized"] == [] and sorted(third["fresh"]) == keys
 
 
+def _one_repair_over_every_partition(defs: dg.Definitions, instance: dg.DagsterInstance,
+                                     asset: str) -> None:
+    """The next sensor tick requests the asset's step over every partition, in one run;
+    once that run succeeded, the tick after requests nothing."""
+    (request,) = sensor_tick(defs, instance).run_requests
+    assert request.asset_selection == [dg.AssetKey(asset)]
+    ordered = instance.get_dynamic_partitions("experiments")
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (ordered[0], ordered[-1])
+    job = defs.resolve_job_def(request.job_name)
+    assert job.get_subset(asset_selection=set(request.asset_selection)).execute_in_process(
+        instance=instance, tags=request.tags).success
+    assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("lost", "asset"), [("mlflow.db*", "mlflow_runs"),
                                              ("aim/align-track-manifest.sqlite*", "aim_runs")])
@@ -62,16 +76,7 @@ def test_the_daemon_writes_a_lost_store_again(capsys, small_tree, data_dir, lost
         assert isinstance(sensor_tick(defs, instance), dg.SkipReason)  # the stores as written
         for path in data_dir.glob(lost):
             path.unlink()
-
-        (request,) = sensor_tick(defs, instance).run_requests
-        assert request.asset_selection == [dg.AssetKey(asset)]
-        ordered = instance.get_dynamic_partitions("experiments")
-        assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (ordered[0], ordered[-1])
-        job = defs.resolve_job_def(request.job_name)
-        assert job.get_subset(asset_selection=set(request.asset_selection)).execute_in_process(
-            instance=instance, tags=request.tags).success
-
-        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+        _one_repair_over_every_partition(defs, instance, asset)
     if asset == "mlflow_runs":
         assert_one_run_per_key(f"sqlite:///{data_dir / 'mlflow.db'}", "align-system", data_dir)
     assert sorted(_ingest(capsys, small_tree, data_dir, "mlflow,aim")["fresh"]) == keys
@@ -144,13 +149,5 @@ def test_the_daemon_writes_an_experiment_made_again_behind_a_server_again(
     with open_instance(data_dir) as instance:
         assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
         _made_again(mlflow_server, experiment)
-
-        (request,) = sensor_tick(defs, instance).run_requests
-        assert request.asset_selection == [dg.AssetKey("mlflow_runs")]
-        ordered = instance.get_dynamic_partitions("experiments")
-        assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (ordered[0], ordered[-1])
-        job = defs.resolve_job_def(request.job_name)
-        assert job.get_subset(asset_selection=set(request.asset_selection)).execute_in_process(
-            instance=instance, tags=request.tags).success
-        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+        _one_repair_over_every_partition(defs, instance, "mlflow_runs")
     assert_one_run_per_key(mlflow_server, experiment, data_dir)
