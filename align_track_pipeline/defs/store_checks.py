@@ -59,10 +59,7 @@ def store_requests(instance: dg.DagsterInstance, trackers: Callable[[], list[Tra
         for tracker in changed:
             stale = held_partitions(instance, tracker, observed, order)
             requests += _requests(tracker, now[tracker.name], stale, order)
-    kept = seen | _kept(current, now)
-    if kept != seen:
-        with suppress(OSError):  # a read-only data dir: asked again next tick, run keys dedupe
-            _write(path, kept)
+    _remember(path, seen, now)
     return requests
 
 
@@ -94,13 +91,9 @@ def remember_generations(trackers: list[Tracker], data_dir: Path, start: dict[st
             generation = tracker.store_generation()
         if generation:
             kept[tracker.name] = generation
-    if not kept:
-        return
-    path = seen_path(data_dir)
-    seen = _read(path)
-    if seen | kept != seen:
-        with suppress(OSError):
-            _write(path, seen | kept)
+    if kept:
+        path = seen_path(data_dir)
+        _remember(path, _read(path), kept)
 
 
 def held_partitions(instance: dg.DagsterInstance, tracker: Tracker,
@@ -125,12 +118,16 @@ def _changed(tracker: Tracker, now: str, before: str | None) -> bool:
     return tracker.generation_in_versions() or (bool(before) and before != NONE)
 
 
-def _kept(trackers: list[Tracker], now: dict[str, str]) -> dict[str, str]:
-    """What to remember of `now`: every answer (a store that did not answer keeps the
-    generation seen last). After `NONE` a new experiment is no change: the partitions were
-    already asked for again when it went, and fail (to be retried) where they could not be
-    written."""
-    return {t.name: now[t.name] for t in trackers if now[t.name]}
+def _remember(path: Path, seen: dict[str, str], now: dict[str, str]) -> None:
+    """Keep every answer of `now` over `seen` (a store that did not answer, "", keeps the
+    generation seen last; after `NONE` a new experiment is no change: the partitions were
+    asked for again when it went, and fail, to be retried, where they could not be
+    written), writing the file only when that changes it. A read-only data dir: asked again
+    at the next tick or ingest, and run keys dedupe."""
+    kept = seen | {name: generation for name, generation in now.items() if generation}
+    if kept != seen:
+        with suppress(OSError):
+            _write(path, kept)
 
 
 def _requests(tracker: Tracker, generation: str, stale: list[str],
