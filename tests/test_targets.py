@@ -53,6 +53,22 @@ def test_supported_mlflow_uris_pass(uri):
     check_tracking_uri(uri)
 
 
+@pytest.mark.parametrize("uri, says", [
+    ("postgresql://alice:s3cret@127.0.0.1:5432/db", "write postgresql+psycopg2://"),
+    ("mysql+pymysql://alice:s3cret@127.0.0.1/db", "'pymysql' is not installed"),
+])
+def test_a_uri_whose_driver_is_missing_is_refused_before_anything_is_written(
+        capsys, tmp_path, small_tree, uri, says):
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed: the
+    ingest would otherwise fail each partition with `No module named 'psycopg'`."""
+    data = tmp_path / "data"
+    code = main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data),
+                 "--mlflow-uri", uri])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "s3cret" not in err
+    assert not data.exists()
+
+
 def test_a_refusal_never_shows_credentials():
     with pytest.raises(TargetError) as refused:
         check_tracking_uri("htp://alice:s3cret@host:5000")

@@ -188,7 +188,8 @@ class _MlflowSession:
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 SUPPORTED = ("sqlite:///PATH, postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB, "
-             "mysql+pymysql://..., or http(s)://HOST:PORT (an `mlflow server`)")
+             "mysql+pymysql://... (with pymysql installed), "
+             "or http(s)://HOST:PORT (an `mlflow server`)")
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -208,8 +209,25 @@ def check_tracking_uri(uri: str) -> None:
     elif scheme in SQL_SCHEMES:
         if not parts.hostname and not parts.path.strip("/"):
             raise TargetError(f"MLflow tracking URI {shown!r} names no database server")
+        _check_driver(uri, shown)
     else:
         raise TargetError(f"unsupported MLflow tracking URI {shown!r}: use {SUPPORTED}")
+
+
+def _check_driver(uri: str, shown: str) -> None:
+    """A database driver this install lacks would fail only at the first write, with `No module
+    named ...`; say so before anything is written. SQLAlchemy 2.1 reads a bare `postgresql://`
+    as psycopg 3, which is not installed: psycopg2 is."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(uri).get_dialect().import_dbapi()
+    except ImportError as missing:
+        spelling = {"postgresql": "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB"}.get(
+            urlsplit(uri).scheme.lower())
+        fix = f"write {spelling}" if spelling else "install the package that provides it"
+        raise TargetError(f"MLflow tracking URI {shown!r}: its database driver "
+                          f"{missing.name!r} is not installed; {fix}") from None
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
