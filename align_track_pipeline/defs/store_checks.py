@@ -6,32 +6,30 @@ The discovery sensor asks each tracker for its store's generation (a few stats) 
 and compares it with the one it saw last, kept in the data dir's `state/` folder. Only when
 one changed does it read the partitions' recorded versions (two queries) and request runs that
 write the stale ones again, over contiguous ranges of at most `partitions_per_run()`; the run
-keys hold the generation, so each loss is repaired once.
+keys hold the generation, so each loss is repaired once, and `store_repairs` follows those
+runs until each succeeded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.core.secrets import without_credentials
 from align_track_pipeline.core.trackers.base import TargetError, Tracker
 from align_track_pipeline.core.trackers.sqlite_value import NONE
-from align_track_pipeline.defs.folders import run_key
-from align_track_pipeline.defs.freshness import (
-    INGEST_FOLDERS_JOB,
-    latest_data_versions,
-    observed_versions,
-)
-from align_track_pipeline.defs.partitions import (
-    RANGE_END,
-    RANGE_START,
-    contiguous_ranges,
-    partitions_per_run,
+from align_track_pipeline.defs.freshness import latest_data_versions, observed_versions
+from align_track_pipeline.defs.store_repairs import (
+    follow_repair,
+    keep_repairs,
+    plan_repair,
+    read_repairs,
 )
 
 
@@ -40,26 +38,32 @@ def seen_path(data_dir: Path) -> Path:
 
 
 def store_requests(instance: dg.DagsterInstance, trackers: Callable[[], list[Tracker]],
-                   data_dir: Path, order: list[str]) -> list[dg.RunRequest]:
+                   data_dir: Path, order: list[str],
+                   clock: Callable[[], float] = time.time) -> list[dg.RunRequest]:
     """Runs that write again the partitions of the trackers (`trackers()`: the configured
     ones) whose store generation changed since the last call (`order`: the partitions in
-    order); the generations are then kept. A tracker configuration that does not parse is
-    left to the runs, which report it."""
+    order), and again those of earlier repairs whose run ended badly (`store_repairs`); the
+    generations are then kept. A tracker configuration that does not parse is left to the
+    runs, which report it."""
     try:
         current = trackers()
     except TargetError:
         return []
     path = seen_path(data_dir)
     seen = _read(path)
-    now = {t.name: t.store_generation() for t in current}
-    changed = [t for t in current if _changed(t, now[t.name], seen.get(t.name))]
-    requests = []
+    now = {_key(t): t.store_generation() for t in current}
+    changed = [t for t in current if _changed(t, now[_key(t)], seen.get(_key(t)))]
+    before = read_repairs(data_dir)
+    repairs = json.loads(json.dumps(before))  # followed in place, compared with `before`
     if changed:
         observed = observed_versions(instance)
         for tracker in changed:
             stale = held_partitions(instance, tracker, observed, order)
-            requests += _requests(tracker, now[tracker.name], stale, order)
+            repairs[_key(tracker)] = plan_repair(now[_key(tracker)], stale, order)
+    requests = [request for t in current if _key(t) in repairs
+                for request in follow_repair(instance, t, _key(t), repairs[_key(t)], clock())]
     _remember(path, seen, now)
+    keep_repairs(data_dir, before, repairs)
     return requests
 
 
@@ -74,7 +78,7 @@ def store_resets(trackers: list[Tracker], data_dir: Path, now: dict[str, str]) -
     last seen: `align-track ingest` writes their partitions again, as the sensor's runs do."""
     seen = _read(seen_path(data_dir))
     return {t.name for t in trackers
-            if t.name in now and _changed(t, now[t.name], seen.get(t.name))}
+            if t.name in now and _changed(t, now[t.name], seen.get(_key(t)))}
 
 
 def remember_generations(trackers: list[Tracker], data_dir: Path, start: dict[str, str],
@@ -90,10 +94,19 @@ def remember_generations(trackers: list[Tracker], data_dir: Path, start: dict[st
         if generation == NONE:
             generation = tracker.store_generation()
         if generation:
-            kept[tracker.name] = generation
+            kept[_key(tracker)] = generation
     if kept:
         path = seen_path(data_dir)
         _remember(path, _read(path), kept)
+        _drop_repairs(data_dir, {_key(t): start.get(t.name) for t in trackers
+                                 if t.name in settled})
+
+
+def _drop_repairs(data_dir: Path, written: dict[str, str | None]) -> None:
+    """The sensor's repairs of the generations an ingest has just written in full."""
+    before = read_repairs(data_dir)
+    keep_repairs(data_dir, before, {key: repair for key, repair in before.items()
+                                    if repair.get("generation") != written.get(key)})
 
 
 def held_partitions(instance: dg.DagsterInstance, tracker: Tracker,
@@ -106,6 +119,12 @@ def held_partitions(instance: dg.DagsterInstance, tracker: Tracker,
     if not tracker.generation_in_versions():
         return held
     return [k for k in held if recorded[k] != tracker.data_version(observed[k])]
+
+
+def _key(tracker: Tracker) -> str:
+    """Generations are kept per tracker and target (store and experiment, no credentials): a
+    tracker pointed elsewhere sees its new target for the first time, not a reset of the old."""
+    return f"{tracker.name} {without_credentials(tracker.target_id())}"
 
 
 def _changed(tracker: Tracker, now: str, before: str | None) -> bool:
@@ -128,19 +147,6 @@ def _remember(path: Path, seen: dict[str, str], now: dict[str, str]) -> None:
     if kept != seen:
         with suppress(OSError):
             _write(path, kept)
-
-
-def _requests(tracker: Tracker, generation: str, stale: list[str],
-              order: list[str]) -> list[dg.RunRequest]:
-    """The tracker's step of the `ingest_folders` job (alone) over each contiguous range of
-    the stale partitions, cut at `partitions_per_run()`."""
-    selection = [dg.AssetKey(tracker.asset)]
-    return [dg.RunRequest(
-        job_name=INGEST_FOLDERS_JOB, asset_selection=selection,
-        run_key=run_key(f"store-{tracker.name}", [generation, first, last]),
-        tags={RANGE_START: first, RANGE_END: last,
-              "align_track/repair": f"{tracker.name} store changed"})
-        for first, last in contiguous_ranges(stale, order, most=partitions_per_run())]
 
 
 def _read(path: Path) -> dict[str, str]:

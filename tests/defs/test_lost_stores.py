@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +18,12 @@ from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START
+from align_track_pipeline.defs.store_checks import store_requests
+from align_track_pipeline.defs.store_repairs import (
+    FIRST_RETRY_SECONDS,
+    RUN_KEY_TAG,
+    repairs_path,
+)
 from tests.conftest import sensor_tick
 from tests.test_shared_stores import assert_one_run_per_key
 
@@ -47,17 +54,56 @@ def test_a_deleted_mlflow_store_is_written_again(capsys, small_tree, data_dir):
 
 
 def _one_repair_over_every_partition(defs: dg.Definitions, instance: dg.DagsterInstance,
-                                     asset: str) -> None:
+                                     asset: str, data: Path) -> None:
     """The next sensor tick requests the asset's step over every partition, in one run;
     once that run succeeded, the tick after requests nothing."""
     (request,) = sensor_tick(defs, instance).run_requests
     assert request.asset_selection == [dg.AssetKey(asset)]
     ordered = instance.get_dynamic_partitions("experiments")
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (ordered[0], ordered[-1])
-    job = defs.resolve_job_def(request.job_name)
-    assert job.get_subset(asset_selection=set(request.asset_selection)).execute_in_process(
-        instance=instance, tags=request.tags).success
+    assert _repair_job(defs, request).execute_in_process(
+        instance=instance, tags=_as_launched(request)).success
     assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+    assert not repairs_path(data).exists()  # followed to the end
+
+
+def _repair_job(defs: dg.Definitions, request: dg.RunRequest) -> dg.JobDefinition:
+    job = defs.resolve_job_def(request.job_name)
+    return job.get_subset(asset_selection=set(request.asset_selection))
+
+
+def _as_launched(request: dg.RunRequest) -> dict[str, str]:
+    """The tags the daemon gives a sensor's run: the request's and its run key."""
+    return {**request.tags, RUN_KEY_TAG: request.run_key}
+
+
+@pytest.mark.slow
+def test_a_repair_whose_run_failed_is_asked_for_again_until_one_succeeded(
+        capsys, small_tree, data_dir):
+    """Before, the sensor kept the new generation when it asked for the repair, so a repair
+    run that failed (its process killed, the store down) left the runs missing for good: the
+    partitions are fresh by their versions and the automation never retries a failure."""
+    _ingest(capsys, small_tree, data_dir)
+    defs = build_defs(str(small_tree), str(data_dir))
+    with open_instance(data_dir) as instance:
+        for path in data_dir.glob("mlflow.db*"):
+            path.unlink()
+        (first,) = sensor_tick(defs, instance).run_requests
+        job = _repair_job(defs, first)
+        instance.report_run_failed(instance.create_run_for_job(job, tags=_as_launched(first)))
+        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)  # not at once
+
+        order = instance.get_dynamic_partitions("experiments")
+        later = time.time() + FIRST_RETRY_SECONDS + 1
+        (again,) = store_requests(instance, defs.resources["trackers"].all, data_dir, order,
+                                  clock=lambda: later)
+        assert again.run_key != first.run_key  # Dagster launches a key once
+        assert {k: again.tags[k] for k in (RANGE_START, RANGE_END)} == {
+            k: first.tags[k] for k in (RANGE_START, RANGE_END)}
+        assert job.execute_in_process(instance=instance, tags=_as_launched(again)).success
+        assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
+    assert not repairs_path(data_dir).exists()
+    assert_one_run_per_key(f"sqlite:///{data_dir / 'mlflow.db'}", "align-system", data_dir)
 
 
 @pytest.mark.slow
@@ -76,7 +122,7 @@ def test_the_daemon_writes_a_lost_store_again(capsys, small_tree, data_dir, lost
         assert isinstance(sensor_tick(defs, instance), dg.SkipReason)  # the stores as written
         for path in data_dir.glob(lost):
             path.unlink()
-        _one_repair_over_every_partition(defs, instance, asset)
+        _one_repair_over_every_partition(defs, instance, asset, data_dir)
     if asset == "mlflow_runs":
         assert_one_run_per_key(f"sqlite:///{data_dir / 'mlflow.db'}", "align-system", data_dir)
     assert sorted(_ingest(capsys, small_tree, data_dir, "mlflow,aim")["fresh"]) == keys
@@ -149,5 +195,5 @@ def test_the_daemon_writes_an_experiment_made_again_behind_a_server_again(
     with open_instance(data_dir) as instance:
         assert isinstance(sensor_tick(defs, instance), dg.SkipReason)
         _made_again(mlflow_server, experiment)
-        _one_repair_over_every_partition(defs, instance, "mlflow_runs")
+        _one_repair_over_every_partition(defs, instance, "mlflow_runs", data_dir)
     assert_one_run_per_key(mlflow_server, experiment, data_dir)

@@ -1,6 +1,8 @@
 """The sensor's store checks on their own: the ranges they request, and what they do with a
 seen-generations file that does not parse or a tracker configuration that does not."""
 
+import json
+
 import dagster as dg
 import pytest
 
@@ -10,28 +12,36 @@ from align_track_pipeline.core.trackers.mlflow.tracker import MlflowTracker
 from align_track_pipeline.core.trackers.sqlite_value import NONE
 from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START
 from align_track_pipeline.defs.store_checks import (
-    _requests,
     remember_generations,
     remote_generations,
     seen_path,
     store_requests,
     store_resets,
 )
+from align_track_pipeline.defs.store_repairs import (
+    follow_repair,
+    keep_repairs,
+    plan_repair,
+    read_repairs,
+)
 
 ORDER = ["a", "b", "c", "d", "e", "f"]
 
 
 def test_stale_partitions_go_in_contiguous_ranges_of_at_most_partitions_per_run(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, instance):
     monkeypatch.setenv("ALIGN_TRACK_PARTITIONS_PER_RUN", "2")
     tracker = AimTracker(repo=str(tmp_path / "aim"))
-    requests = _requests(tracker, "g1", ["a", "b", "c", "e"], ORDER)
+    repair = plan_repair("g1", ["a", "b", "c", "e"], ORDER)
+    requests = follow_repair(instance, tracker, "aim", repair, 0.0)
     assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [
         ("a", "b"), ("c", "c"), ("e", "e")]
     assert all(r.asset_selection == [dg.AssetKey("aim_runs")] for r in requests)
     assert len({r.run_key for r in requests}) == 3  # each range once per generation
-    again = _requests(tracker, "g2", ["a", "b", "c", "e"], ORDER)
+    again = follow_repair(instance, tracker, "aim", plan_repair("g2", ["a"], ORDER), 0.0)
     assert not {r.run_key for r in requests} & {r.run_key for r in again}
+    # no run of them yet: asked for again (Dagster launches each key once)
+    assert follow_repair(instance, tracker, "aim", repair, 0.0) == requests
 
 
 @pytest.fixture
@@ -47,7 +57,8 @@ def test_a_seen_file_that_does_not_parse_is_read_as_empty_and_written_again(tmp_
     seen.write_text("{not json")
     tracker = AimTracker(repo=str(tmp_path / "aim"))
     assert store_requests(instance, lambda: [tracker], tmp_path / "data", ORDER) == []
-    assert seen.read_text() == '{"aim": "none"}'  # nothing recorded: nothing to write again
+    # nothing recorded: nothing to write again
+    assert json.loads(seen.read_text()) == {f"aim {tmp_path / 'aim'}": "none"}
 
 
 def test_a_tracker_configuration_that_does_not_parse_requests_nothing(tmp_path, instance):
@@ -87,7 +98,8 @@ def test_a_servers_generation_counts_only_after_one_it_held(tmp_path):
     assert ingest("1.100") == set()
     assert ingest("1.100") == set()
     assert ingest("") == set()
-    assert seen_path(data).read_text() == '{"mlflow": "1.100"}'
+    assert json.loads(seen_path(data).read_text()) == {
+        "mlflow http://127.0.0.1:9 (experiment e)": "1.100"}
     assert ingest("2.200", settled=False) == {"mlflow"}  # a partition failed its rewrite
     assert ingest("2.200") == {"mlflow"}
     assert ingest("2.200") == set()
@@ -99,3 +111,34 @@ def test_a_server_that_does_not_answer_tells_no_generation():
     down = MlflowTracker("http://127.0.0.1:9", experiment="e")
     assert (down.store_generation(), down.generation_in_versions()) == ("", False)
     assert down.data_version("v") == Tracker.data_version(down, "v")  # never in versions
+
+
+def test_a_tracker_pointed_at_another_target_sees_it_for_the_first_time(tmp_path):
+    """Generations are kept per target: another experiment, or another server, is a first
+    sight (only kept), not a reset of the one before; going back to it compares with what
+    was seen there. Credentials never reach the file."""
+    data = tmp_path / "data"
+    here = _Server("http://alice:s3cret@127.0.0.1:9", experiment="e")
+    elsewhere = _Server("http://127.0.0.1:9", experiment="other")
+    for tracker, answer in [(here, "1.100"), (elsewhere, "2.200"), (here, "1.100")]:
+        tracker.answer = answer
+        start = remote_generations([tracker])
+        assert store_resets([tracker], data, start) == set()
+        remember_generations([tracker], data, start, {"mlflow"})
+    here.answer = "3.300"
+    assert store_resets([here], data, remote_generations([here])) == {"mlflow"}
+    assert "s3cret" not in seen_path(data).read_text()
+
+
+def test_an_ingest_that_wrote_every_partition_ends_the_sensors_repair_of_that_generation(
+        tmp_path):
+    """A repair the sensor follows is moot once an ingest wrote every partition against the
+    same generation; one of another generation goes on."""
+    data = tmp_path / "data"
+    server = _Server("http://127.0.0.1:9", experiment="e")
+    target = "mlflow http://127.0.0.1:9 (experiment e)"
+    for generation, left in [("1.100", True), ("2.200", False)]:
+        keep_repairs(data, {}, {target: plan_repair("2.200", ["a"], ORDER)})
+        server.answer = generation
+        remember_generations([server], data, remote_generations([server]), {"mlflow"})
+        assert bool(read_repairs(data)) is left

@@ -1,0 +1,124 @@
+"""The runs a store check asked for, followed until each succeeded.
+
+A lost or rebuilt store (`store_checks`) is told once: the sensor keeps the new generation as
+soon as it sees it. The ranges of partitions it asked to write again are kept here, in the
+data dir's `state/store_repairs.json`, until the run of each succeeded. A range whose run
+failed or was cancelled (the store still down, the run's process killed) is asked for again
+under a new run key (Dagster launches a key once): 5 minutes after, then 10, 20, ... at most a
+day apart. Without this a failed repair left those runs missing for good: by their versions
+the partitions are fresh, and the automation never retries a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import suppress
+from pathlib import Path
+
+import dagster as dg
+
+from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.defs.folders import run_key
+from align_track_pipeline.defs.freshness import INGEST_FOLDERS_JOB
+from align_track_pipeline.defs.partitions import (
+    RANGE_END,
+    RANGE_START,
+    contiguous_ranges,
+    partitions_per_run,
+)
+
+REPAIR_TAG = "align_track/repair"  # what the run does, as the UI shows it
+REPAIR_OF_TAG = "align_track/repair_of"  # which target and generation: one query finds its runs
+RUN_KEY_TAG = "dagster/run_key"  # set by Dagster on a sensor's run
+FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 300, 86_400
+ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+Repair = dict  # {"generation": str, "ranges": [[first, last, attempt], ...]}
+
+
+def repairs_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "state" / "store_repairs.json"
+
+
+def read_repairs(data_dir: Path) -> dict[str, Repair]:
+    """Target key -> its repair; none when the file is missing or does not parse."""
+    try:
+        found = json.loads(repairs_path(data_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def keep_repairs(data_dir: Path, before: dict[str, Repair], repairs: dict[str, Repair]) -> None:
+    """Write the repairs with ranges left, only when they differ from `before` (what was
+    read); no file when none is left. A read-only data dir: asked again at the next tick."""
+    left = {key: repair for key, repair in repairs.items() if repair["ranges"]}
+    if left == before:
+        return
+    path = repairs_path(data_dir)
+    with suppress(OSError):
+        if not left:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(left, sort_keys=True))
+        os.replace(temporary, path)
+
+
+def plan_repair(generation: str, stale: list[str], order: list[str]) -> Repair:
+    """The stale partitions in contiguous ranges of at most `partitions_per_run()`."""
+    ranges = contiguous_ranges(stale, order, most=partitions_per_run())
+    return {"generation": generation, "ranges": [[first, last, 0] for first, last in ranges]}
+
+
+def follow_repair(instance: dg.DagsterInstance, tracker: Tracker, target: str, repair: Repair,
+                  now: float) -> list[dg.RunRequest]:
+    """Requests for the ranges of `repair` that have no run yet, or whose run ended badly
+    long enough ago; the ranges whose run succeeded leave `repair`."""
+    runs = _repair_runs(instance, _repair_of(target, repair["generation"]))
+    requests, left = [], []
+    for first, last, attempt in repair["ranges"]:
+        request = _request(tracker, target, repair["generation"], first, last, attempt)
+        status, ended = runs.get(request.run_key, (None, 0.0))
+        if status == dg.DagsterRunStatus.SUCCESS:
+            continue
+        if status in ENDED_BADLY and now >= ended + _wait(attempt):
+            attempt += 1
+            request = _request(tracker, target, repair["generation"], first, last, attempt)
+            status = None
+        if status is None:
+            requests.append(request)
+        left.append([first, last, attempt])
+    repair["ranges"] = left
+    return requests
+
+
+def _wait(attempt: int) -> float:
+    return min(FIRST_RETRY_SECONDS * 2 ** attempt, LAST_RETRY_SECONDS)
+
+
+def _repair_of(target: str, generation: str) -> str:
+    return run_key("repair", [target, generation])
+
+
+def _repair_runs(instance: dg.DagsterInstance,
+                 repair_of: str) -> dict[str, tuple[dg.DagsterRunStatus, float]]:
+    """Run key -> the status of its run and when it ended (or last changed)."""
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={REPAIR_OF_TAG: repair_of}))
+    return {r.dagster_run.tags.get(RUN_KEY_TAG, ""): (
+        r.dagster_run.status, r.end_time or r.update_timestamp.timestamp()) for r in records}
+
+
+def _request(tracker: Tracker, target: str, generation: str, first: str, last: str,
+             attempt: int) -> dg.RunRequest:
+    """The tracker's step of the `ingest_folders` job (alone) over one range; each attempt
+    its own run key (the first one's as before attempts were counted)."""
+    state = [generation, first, last] + ([str(attempt)] if attempt else [])
+    return dg.RunRequest(
+        job_name=INGEST_FOLDERS_JOB, asset_selection=[dg.AssetKey(tracker.asset)],
+        run_key=run_key(f"store-{tracker.name}", state),
+        tags={RANGE_START: first, RANGE_END: last,
+              REPAIR_TAG: f"{tracker.name} store changed",
+              REPAIR_OF_TAG: _repair_of(target, generation)})
