@@ -60,8 +60,8 @@ def store_requests(instance: dg.DagsterInstance, trackers: Callable[[], list[Tra
         for tracker in changed:
             stale = held_partitions(instance, tracker, observed, order)
             repairs[_key(tracker)] = plan_repair(now[_key(tracker)], stale, order)
-    requests = [request for t in current if _key(t) in repairs
-                for request in follow_repair(instance, t, _key(t), repairs[_key(t)], clock())]
+    requests = [request for t in current if _key(t) in repairs for request in
+                follow_repair(instance, t, _key(t), repairs[_key(t)], clock(), order)]
     _remember(path, seen, now)
     keep_repairs(data_dir, before, repairs)
     return requests

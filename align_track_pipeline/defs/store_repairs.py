@@ -34,7 +34,7 @@ RUN_KEY_TAG = "dagster/run_key"  # set by Dagster on a sensor's run
 FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 300, 86_400
 ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
-Repair = dict  # {"generation": str, "ranges": [[first, last, attempt], ...]}
+Repair = dict  # {"generation": str, "stale": [key, ...], "ranges": [[first, last, attempt]]}
 
 
 def repairs_path(data_dir: Path) -> Path:
@@ -70,13 +70,16 @@ def keep_repairs(data_dir: Path, before: dict[str, Repair], repairs: dict[str, R
 def plan_repair(generation: str, stale: list[str], order: list[str]) -> Repair:
     """The stale partitions in contiguous ranges of at most `partitions_per_run()`."""
     ranges = contiguous_ranges(stale, order, most=partitions_per_run())
-    return {"generation": generation, "ranges": [[first, last, 0] for first, last in ranges]}
+    return {"generation": generation, "stale": [k for k in order if k in set(stale)],
+            "ranges": [[first, last, 0] for first, last in ranges]}
 
 
 def follow_repair(instance: dg.DagsterInstance, tracker: Tracker, target: str, repair: Repair,
-                  now: float) -> list[dg.RunRequest]:
+                  now: float, order: list[str]) -> list[dg.RunRequest]:
     """Requests for the ranges of `repair` that have no run yet, or whose run ended badly
-    long enough ago; the ranges whose run succeeded leave `repair`."""
+    long enough ago; the ranges whose run succeeded leave `repair`. `order`: the partitions
+    now, in order."""
+    _narrow(repair, order)
     runs = _repair_runs(instance, _repair_of(target, repair["generation"]))
     requests, left = [], []
     for first, last, attempt in repair["ranges"]:
@@ -93,6 +96,20 @@ def follow_repair(instance: dg.DagsterInstance, tracker: Tracker, target: str, r
         left.append([first, last, attempt])
     repair["ranges"] = left
     return requests
+
+
+def _narrow(repair: Repair, order: list[str]) -> None:
+    """A range whose first or last partition was removed since (its run would fail on it)
+    gives way to the ranges of its partitions still there."""
+    partitions, stale, ranges = set(order), repair["stale"], []
+    for first, last, attempt in repair["ranges"]:
+        if first in partitions and last in partitions:
+            ranges.append([first, last, attempt])
+            continue
+        inside = stale[stale.index(first):stale.index(last) + 1]
+        ranges += [[start, end, attempt] for start, end in contiguous_ranges(
+            [k for k in inside if k in partitions], order, most=partitions_per_run())]
+    repair["ranges"] = ranges
 
 
 def _wait(attempt: int) -> float:

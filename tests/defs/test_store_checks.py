@@ -33,15 +33,28 @@ def test_stale_partitions_go_in_contiguous_ranges_of_at_most_partitions_per_run(
     monkeypatch.setenv("ALIGN_TRACK_PARTITIONS_PER_RUN", "2")
     tracker = AimTracker(repo=str(tmp_path / "aim"))
     repair = plan_repair("g1", ["a", "b", "c", "e"], ORDER)
-    requests = follow_repair(instance, tracker, "aim", repair, 0.0)
+    requests = follow_repair(instance, tracker, "aim", repair, 0.0, ORDER)
     assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [
         ("a", "b"), ("c", "c"), ("e", "e")]
     assert all(r.asset_selection == [dg.AssetKey("aim_runs")] for r in requests)
     assert len({r.run_key for r in requests}) == 3  # each range once per generation
-    again = follow_repair(instance, tracker, "aim", plan_repair("g2", ["a"], ORDER), 0.0)
+    again = follow_repair(instance, tracker, "aim", plan_repair("g2", ["a"], ORDER), 0.0,
+                          ORDER)
     assert not {r.run_key for r in requests} & {r.run_key for r in again}
     # no run of them yet: asked for again (Dagster launches each key once)
-    assert follow_repair(instance, tracker, "aim", repair, 0.0) == requests
+    assert follow_repair(instance, tracker, "aim", repair, 0.0, ORDER) == requests
+
+
+def test_a_repair_range_whose_end_was_removed_asks_for_the_partitions_still_there(
+        tmp_path, instance):
+    """A range's run names its first and last partition: one of them removed, it would
+    fail for good; the partitions still there go in ranges of their own."""
+    tracker = AimTracker(repo=str(tmp_path / "aim"))
+    repair = plan_repair("g1", ["a", "b", "c", "e"], ORDER)  # (a, c), (e, e)
+    order = [k for k in ORDER if k not in ("c", "e")]
+    requests = follow_repair(instance, tracker, "aim", repair, 0.0, order)
+    assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [("a", "b")]
+    assert repair["ranges"] == [["a", "b", 0]]
 
 
 @pytest.fixture
