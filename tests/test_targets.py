@@ -56,8 +56,10 @@ def test_supported_mlflow_uris_pass(uri):
 @pytest.mark.parametrize("uri, says", [
     ("postgresql://alice:s3cret@127.0.0.1:5432/db", "write postgresql+psycopg2://"),
     ("mysql+pymysql://alice:s3cret@127.0.0.1/db", "'pymysql' is not installed"),
+    ("postgresql+nodriver://alice:s3cret@127.0.0.1/db", "driver SQLAlchemy does not know"),
+    ("postgresql+psycopg2://alice:s3cret@127.0.0.1:port/db", "does not parse"),
 ])
-def test_a_uri_whose_driver_is_missing_is_refused_before_anything_is_written(
+def test_a_database_uri_that_cannot_connect_is_refused_before_anything_is_written(
         capsys, tmp_path, small_tree, uri, says):
     """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed: the
     ingest would otherwise fail each partition with `No module named 'psycopg'`."""

@@ -68,11 +68,14 @@ from align_track_pipeline.defs.jobs import ANALYSIS_JOB, TABLES_JOB
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore
 from align_track_pipeline.defs.store_checks import (
+    end_repairs,
     held_partitions,
+    pending_repairs,
     remember_generations,
     remote_generations,
     store_resets,
 )
+from align_track_pipeline.defs.store_repairs import Repair, repair_partitions
 
 PARTITIONS = experiment_partitions.name
 
@@ -235,6 +238,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     broken = _broken_files(runner, versions, progress)
     generations = remote_generations(trackers)
     again = _stores_made_again(runner, trackers, generations, versions, progress)
+    taken = _repairs_due(runner, trackers, versions, again, progress)
     held = again
     before |= {key: STALE for key in broken.union(*again.values())}
     report.fresh = [k for k, s in before.items() if s == FRESH]
@@ -265,8 +269,9 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
                 forced=again, meanwhile=analysis)
     analysis()  # no tracker phase ran it
     settled = {t.name for t in trackers if not held.get(t.name, set()) & (set(errors) | skipped)}
-    remember_generations(trackers, Path(runner.defs.resources["store"].data_dir), generations,
-                         settled)
+    data_dir = Path(runner.defs.resources["store"].data_dir)
+    remember_generations(trackers, data_dir, generations, settled)
+    end_repairs(trackers, data_dir, taken, settled)
     if pool:
         pool.release()
     if report.fresh == list(versions):
@@ -294,6 +299,21 @@ def _stores_made_again(runner: InProcess, trackers: list[Tracker], generations: 
             progress(f"{tracker.name}: the store {what} since it was last written: writing "
                      f"its {len(again[tracker.name])} partitions again")
     return again
+
+
+def _repairs_due(runner: InProcess, trackers: list[Tracker], versions: dict[str, str],
+                 again: Forced, progress: Callable[[str], None]) -> dict[str, Repair]:
+    """Add to `again` the partitions of the sensor's store repairs not finished yet (their
+    run failed, or has not run): this ingest writes them too. Tracker name -> the repairs
+    taken, ended once written (`store_checks.end_repairs`)."""
+    taken = pending_repairs(trackers, Path(runner.defs.resources["store"].data_dir))
+    for name, repair in taken.items():
+        keys = repair_partitions(repair) & versions.keys()
+        if keys - again.get(name, set()):
+            progress(f"{name}: writing the {len(keys)} partitions a repair of its store has "
+                     "not written yet")
+        again[name] = again.get(name, set()) | keys
+    return taken
 
 
 @dataclass

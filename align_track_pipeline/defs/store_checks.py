@@ -12,20 +12,23 @@ runs until each succeeded.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import dagster as dg
 
-from align_track_pipeline.core.secrets import without_credentials
+from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.trackers.base import TargetError, Tracker
 from align_track_pipeline.core.trackers.sqlite_value import NONE
 from align_track_pipeline.defs.freshness import latest_data_versions, observed_versions
 from align_track_pipeline.defs.store_repairs import (
+    Repair,
     follow_repair,
     keep_repairs,
     plan_repair,
@@ -38,33 +41,67 @@ def seen_path(data_dir: Path) -> Path:
 
 
 def store_requests(instance: dg.DagsterInstance, trackers: Callable[[], list[Tracker]],
-                   data_dir: Path, order: list[str],
+                   data_dir: Path, order: list[str], present: set[str] | None = None,
                    clock: Callable[[], float] = time.time) -> list[dg.RunRequest]:
     """Runs that write again the partitions of the trackers (`trackers()`: the configured
-    ones) whose store generation changed since the last call (`order`: the partitions in
-    order), and again those of earlier repairs whose run ended badly (`store_repairs`); the
-    generations are then kept. A tracker configuration that does not parse is left to the
-    runs, which report it."""
+    ones) whose store generation changed since the last call (`order`: every partition in
+    order; `present`: those whose folder is there, None: all), and again those of earlier
+    repairs whose run ended badly (`store_repairs`). The repairs are kept first, then the
+    generations: a repair that could not be kept is told again. A tracker configuration that
+    does not parse is left to the runs, which report it."""
     try:
         current = trackers()
     except TargetError:
         return []
-    path = seen_path(data_dir)
-    seen = _read(path)
-    now = {_key(t): t.store_generation() for t in current}
-    changed = [t for t in current if _changed(t, now[_key(t)], seen.get(_key(t)))]
-    before = read_repairs(data_dir)
-    repairs = json.loads(json.dumps(before))  # followed in place, compared with `before`
-    if changed:
-        observed = observed_versions(instance)
-        for tracker in changed:
-            stale = held_partitions(instance, tracker, observed, order)
-            repairs[_key(tracker)] = plan_repair(now[_key(tracker)], stale, order)
-    requests = [request for t in current if _key(t) in repairs for request in
-                follow_repair(instance, t, _key(t), repairs[_key(t)], clock(), order)]
-    _remember(path, seen, now)
-    keep_repairs(data_dir, before, repairs)
+    now = {target_key(t): t.store_generation() for t in current}  # a request each, unlocked
+    with _state_lock(data_dir):
+        path = seen_path(data_dir)
+        seen = _read(path)
+        changed = [t for t in current if _changed(t, now[target_key(t)], seen.get(target_key(t)))]
+        before = read_repairs(data_dir)
+        repairs = _current(copy.deepcopy(before), current)
+        if changed:
+            observed = observed_versions(instance)
+            held = [k for k in order if present is None or k in present]
+            for tracker in changed:
+                stale = held_partitions(instance, tracker, observed, held)
+                repairs[target_key(tracker)] = plan_repair(now[target_key(tracker)], stale, order)
+        requests = [request for t in current if target_key(t) in repairs for request in
+                    follow_repair(instance, t, target_key(t), repairs[target_key(t)], clock(),
+                                  order)]
+        if keep_repairs(data_dir, before, repairs):
+            _remember(path, seen, now)
     return requests
+
+
+def _current(repairs: dict[str, Repair], trackers: list[Tracker]) -> dict[str, Repair]:
+    """Without the repairs of a tracker's earlier target (pointed elsewhere since: its
+    partitions are stale by their code version); a tracker left out for now keeps its own."""
+    keys = {t.name: target_key(t) for t in trackers}
+    return {key: repair for key, repair in repairs.items()
+            if keys.get(key.split(" ", 1)[0], key) == key}
+
+
+def pending_repairs(trackers: list[Tracker], data_dir: Path) -> dict[str, Repair]:
+    """Tracker name -> the sensor's repair of its store not finished yet, for an ingest to
+    write those partitions too (`end_repairs` after)."""
+    repairs = read_repairs(data_dir)
+    return {t.name: repairs[target_key(t)] for t in trackers if target_key(t) in repairs}
+
+
+def end_repairs(trackers: list[Tracker], data_dir: Path, taken: dict[str, Repair],
+                settled: set[str]) -> None:
+    """After an ingest wrote every partition of the repairs it took (`pending_repairs`) for
+    the trackers in `settled`, those repairs are done; one of another generation (the
+    sensor saw the store made again meanwhile) goes on."""
+    done = {target_key(t): taken[t.name]["generation"] for t in trackers
+            if t.name in taken and t.name in settled}
+    if not done:
+        return
+    with _state_lock(data_dir):
+        before = read_repairs(data_dir)
+        keep_repairs(data_dir, before, {key: repair for key, repair in before.items()
+                                        if done.get(key) != repair["generation"]})
 
 
 def remote_generations(trackers: list[Tracker]) -> dict[str, str]:
@@ -78,7 +115,7 @@ def store_resets(trackers: list[Tracker], data_dir: Path, now: dict[str, str]) -
     last seen: `align-track ingest` writes their partitions again, as the sensor's runs do."""
     seen = _read(seen_path(data_dir))
     return {t.name for t in trackers
-            if t.name in now and _changed(t, now[t.name], seen.get(_key(t)))}
+            if t.name in now and _changed(t, now[t.name], seen.get(target_key(t)))}
 
 
 def remember_generations(trackers: list[Tracker], data_dir: Path, start: dict[str, str],
@@ -94,19 +131,11 @@ def remember_generations(trackers: list[Tracker], data_dir: Path, start: dict[st
         if generation == NONE:
             generation = tracker.store_generation()
         if generation:
-            kept[_key(tracker)] = generation
+            kept[target_key(tracker)] = generation
     if kept:
-        path = seen_path(data_dir)
-        _remember(path, _read(path), kept)
-        _drop_repairs(data_dir, {_key(t): start.get(t.name) for t in trackers
-                                 if t.name in settled})
-
-
-def _drop_repairs(data_dir: Path, written: dict[str, str | None]) -> None:
-    """The sensor's repairs of the generations an ingest has just written in full."""
-    before = read_repairs(data_dir)
-    keep_repairs(data_dir, before, {key: repair for key, repair in before.items()
-                                    if repair.get("generation") != written.get(key)})
+        with _state_lock(data_dir):
+            path = seen_path(data_dir)
+            _remember(path, _read(path), kept)
 
 
 def held_partitions(instance: dg.DagsterInstance, tracker: Tracker,
@@ -121,10 +150,23 @@ def held_partitions(instance: dg.DagsterInstance, tracker: Tracker,
     return [k for k in held if recorded[k] != tracker.data_version(observed[k])]
 
 
-def _key(tracker: Tracker) -> str:
-    """Generations are kept per tracker and target (store and experiment, no credentials): a
-    tracker pointed elsewhere sees its new target for the first time, not a reset of the old."""
-    return f"{tracker.name} {without_credentials(tracker.target_id())}"
+def target_key(tracker: Tracker) -> str:
+    """What generations and repairs are kept under: the tracker, its store (no credentials)
+    and a digest of its whole target (the experiment; a URI's query, which may hold a
+    password, only digested). A tracker pointed elsewhere sees its new target for the first
+    time, not a reset of the old."""
+    digest = hashlib.blake2b(tracker.target_id().encode(), digest_size=6).hexdigest()
+    return f"{tracker.name} {tracker.store()} {digest}"
+
+
+@contextmanager
+def _state_lock(data_dir: Path) -> Iterator[None]:
+    """The sensor and an ingest read, change and write the same files: one at a time (a
+    read-only data dir, where nothing is written anyway: without the lock)."""
+    with ExitStack() as stack:
+        with suppress(OSError):
+            stack.enter_context(file_lock(Path(data_dir) / "state" / "store_checks.lock"))
+        yield
 
 
 def _changed(tracker: Tracker, now: str, before: str | None) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import suppress
 from pathlib import Path
 
 import dagster as dg
@@ -42,29 +41,53 @@ def repairs_path(data_dir: Path) -> Path:
 
 
 def read_repairs(data_dir: Path) -> dict[str, Repair]:
-    """Target key -> its repair; none when the file is missing or does not parse."""
+    """Target key -> its repair; none when the file is missing or does not parse, and no
+    entry that is not a repair (a hand edit): it would fail every tick."""
     try:
         found = json.loads(repairs_path(data_dir).read_text())
     except (OSError, ValueError):
         return {}
-    return found if isinstance(found, dict) else {}
+    if not isinstance(found, dict):
+        return {}
+    return {key: repair for key, repair in found.items() if _well_formed(repair)}
 
 
-def keep_repairs(data_dir: Path, before: dict[str, Repair], repairs: dict[str, Repair]) -> None:
+def _well_formed(repair: object) -> bool:
+    if not isinstance(repair, dict) or not isinstance(repair.get("generation"), str):
+        return False
+    stale, ranges = repair.get("stale"), repair.get("ranges")
+    if not isinstance(stale, list) or not isinstance(ranges, list):
+        return False
+    return all(isinstance(r, list) and len(r) == 3 and r[0] in stale and r[1] in stale
+               and isinstance(r[2], int) for r in ranges)
+
+
+def keep_repairs(data_dir: Path, before: dict[str, Repair], repairs: dict[str, Repair]) -> bool:
     """Write the repairs with ranges left, only when they differ from `before` (what was
-    read); no file when none is left. A read-only data dir: asked again at the next tick."""
+    read); no file when none is left. False when that could not be written (a read-only
+    data dir): the caller then keeps nothing it would be told again for."""
     left = {key: repair for key, repair in repairs.items() if repair["ranges"]}
     if left == before:
-        return
+        return True
     path = repairs_path(data_dir)
-    with suppress(OSError):
+    try:
         if not left:
             path.unlink(missing_ok=True)
-            return
+            return True
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         temporary.write_text(json.dumps(left, sort_keys=True))
         os.replace(temporary, path)
+    except OSError:
+        return False
+    return True
+
+
+def repair_partitions(repair: Repair) -> set[str]:
+    """The partitions of the ranges not written yet."""
+    stale = repair["stale"]
+    return {key for first, last, _ in repair["ranges"]
+            for key in stale[stale.index(first):stale.index(last) + 1]}
 
 
 def plan_repair(generation: str, stale: list[str], order: list[str]) -> Repair:
@@ -76,15 +99,17 @@ def plan_repair(generation: str, stale: list[str], order: list[str]) -> Repair:
 
 def follow_repair(instance: dg.DagsterInstance, tracker: Tracker, target: str, repair: Repair,
                   now: float, order: list[str]) -> list[dg.RunRequest]:
-    """Requests for the ranges of `repair` that have no run yet, or whose run ended badly
-    long enough ago; the ranges whose run succeeded leave `repair`. `order`: the partitions
-    now, in order."""
+    """Requests for the ranges of `repair` that have no run yet (or one never started: the
+    daemon launches it), or whose run ended badly long enough ago; the ranges whose run
+    succeeded leave `repair`. `order`: every partition now, in order."""
     _narrow(repair, order)
     runs = _repair_runs(instance, _repair_of(target, repair["generation"]))
     requests, left = [], []
     for first, last, attempt in repair["ranges"]:
         request = _request(tracker, target, repair["generation"], first, last, attempt)
         status, ended = runs.get(request.run_key, (None, 0.0))
+        if status == dg.DagsterRunStatus.NOT_STARTED:
+            status = None
         if status == dg.DagsterRunStatus.SUCCESS:
             continue
         if status in ENDED_BADLY and now >= ended + _wait(attempt):
@@ -122,10 +147,15 @@ def _repair_of(target: str, generation: str) -> str:
 
 def _repair_runs(instance: dg.DagsterInstance,
                  repair_of: str) -> dict[str, tuple[dg.DagsterRunStatus, float]]:
-    """Run key -> the status of its run and when it ended (or last changed)."""
+    """Run key -> the status of its newest run (a re-execution keeps the key) and when it
+    ended (or last changed)."""
     records = instance.get_run_records(filters=dg.RunsFilter(tags={REPAIR_OF_TAG: repair_of}))
-    return {r.dagster_run.tags.get(RUN_KEY_TAG, ""): (
-        r.dagster_run.status, r.end_time or r.update_timestamp.timestamp()) for r in records}
+    runs: dict[str, tuple[dg.DagsterRunStatus, float]] = {}
+    for record in records:  # newest first
+        runs.setdefault(record.dagster_run.tags.get(RUN_KEY_TAG, ""), (
+            record.dagster_run.status,
+            record.end_time or record.update_timestamp.timestamp()))
+    return runs
 
 
 def _request(tracker: Tracker, target: str, generation: str, first: str, last: str,

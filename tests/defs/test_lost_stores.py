@@ -197,3 +197,33 @@ def test_the_daemon_writes_an_experiment_made_again_behind_a_server_again(
         _made_again(mlflow_server, experiment)
         _one_repair_over_every_partition(defs, instance, "mlflow_runs", data_dir)
     assert_one_run_per_key(mlflow_server, experiment, data_dir)
+
+
+@pytest.mark.slow
+def test_an_ingest_writes_what_a_failed_repair_left_behind_a_server(
+        capsys, small_tree, data_dir, mlflow_server):
+    """The sensor saw the experiment made again and keeps that generation; its repair run
+    failed. The store's generation no longer differs from the one seen, and the partitions
+    are fresh by their versions: the next `align-track ingest` writes them because the
+    repair is still open, then ends it."""
+    keys = sorted(r.key for r in find_run_dirs(small_tree))
+    experiment = f"failed-repair-{os.getpid()}-{data_dir.parent.name}"
+    options = ("--mlflow-uri", mlflow_server, "--mlflow-experiment", experiment)
+    _ingest(capsys, small_tree, data_dir, "mlflow", *options)
+    defs = build_defs(str(small_tree), str(data_dir),
+                      {"mlflow_uri": mlflow_server, "mlflow_experiment": experiment,
+                       "trackers": "mlflow"})
+    with open_instance(data_dir) as instance:
+        _made_again(mlflow_server, experiment)
+        (request,) = sensor_tick(defs, instance).run_requests
+        run = instance.create_run_for_job(_repair_job(defs, request), tags=_as_launched(request))
+        instance.report_run_failed(run)
+    assert repairs_path(data_dir).exists()
+
+    second = _ingest(capsys, small_tree, data_dir, "mlflow", *options)
+    assert sorted(second["materialized"]) == keys
+    assert (f"mlflow: writing the {len(keys)} partitions a repair of its store has not "
+            "written yet") in second["stderr"]
+    assert not repairs_path(data_dir).exists()
+    assert_one_run_per_key(mlflow_server, experiment, data_dir)
+    assert _ingest(capsys, small_tree, data_dir, "mlflow", *options)["materialized"] == []

@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 import pytest
+from dagster._core.events import DagsterEvent, DagsterEventType  # a run's own start and end
 
 from align_track_pipeline.core.trackers.aim.tracker import AimTracker
 from align_track_pipeline.core.trackers.base import TargetError, Tracker
@@ -12,17 +13,23 @@ from align_track_pipeline.core.trackers.mlflow.tracker import MlflowTracker
 from align_track_pipeline.core.trackers.sqlite_value import NONE
 from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START
 from align_track_pipeline.defs.store_checks import (
+    end_repairs,
+    pending_repairs,
     remember_generations,
     remote_generations,
     seen_path,
     store_requests,
     store_resets,
+    target_key,
 )
 from align_track_pipeline.defs.store_repairs import (
+    RUN_KEY_TAG,
     follow_repair,
     keep_repairs,
     plan_repair,
     read_repairs,
+    repair_partitions,
+    repairs_path,
 )
 
 ORDER = ["a", "b", "c", "d", "e", "f"]
@@ -71,7 +78,7 @@ def test_a_seen_file_that_does_not_parse_is_read_as_empty_and_written_again(tmp_
     tracker = AimTracker(repo=str(tmp_path / "aim"))
     assert store_requests(instance, lambda: [tracker], tmp_path / "data", ORDER) == []
     # nothing recorded: nothing to write again
-    assert json.loads(seen.read_text()) == {f"aim {tmp_path / 'aim'}": "none"}
+    assert json.loads(seen.read_text()) == {target_key(tracker): "none"}
 
 
 def test_a_tracker_configuration_that_does_not_parse_requests_nothing(tmp_path, instance):
@@ -111,8 +118,7 @@ def test_a_servers_generation_counts_only_after_one_it_held(tmp_path):
     assert ingest("1.100") == set()
     assert ingest("1.100") == set()
     assert ingest("") == set()
-    assert json.loads(seen_path(data).read_text()) == {
-        "mlflow http://127.0.0.1:9 (experiment e)": "1.100"}
+    assert json.loads(seen_path(data).read_text()) == {target_key(server): "1.100"}
     assert ingest("2.200", settled=False) == {"mlflow"}  # a partition failed its rewrite
     assert ingest("2.200") == {"mlflow"}
     assert ingest("2.200") == set()
@@ -131,7 +137,7 @@ def test_a_tracker_pointed_at_another_target_sees_it_for_the_first_time(tmp_path
     sight (only kept), not a reset of the one before; going back to it compares with what
     was seen there. Credentials never reach the file."""
     data = tmp_path / "data"
-    here = _Server("http://alice:s3cret@127.0.0.1:9", experiment="e")
+    here = _Server("http://alice:s3cret@127.0.0.1:9/?token=s3cret", experiment="e")
     elsewhere = _Server("http://127.0.0.1:9", experiment="other")
     for tracker, answer in [(here, "1.100"), (elsewhere, "2.200"), (here, "1.100")]:
         tracker.answer = answer
@@ -143,15 +149,86 @@ def test_a_tracker_pointed_at_another_target_sees_it_for_the_first_time(tmp_path
     assert "s3cret" not in seen_path(data).read_text()
 
 
-def test_an_ingest_that_wrote_every_partition_ends_the_sensors_repair_of_that_generation(
-        tmp_path):
-    """A repair the sensor follows is moot once an ingest wrote every partition against the
-    same generation; one of another generation goes on."""
+def test_an_ingest_ends_the_repairs_it_took_once_it_wrote_them(tmp_path):
+    """An ingest takes the sensor's unfinished repairs (`pending_repairs`) and writes their
+    partitions; only once every partition it had to write was written are they done. A
+    repair of another generation, planned by the sensor meanwhile, goes on."""
     data = tmp_path / "data"
     server = _Server("http://127.0.0.1:9", experiment="e")
-    target = "mlflow http://127.0.0.1:9 (experiment e)"
-    for generation, left in [("1.100", True), ("2.200", False)]:
-        keep_repairs(data, {}, {target: plan_repair("2.200", ["a"], ORDER)})
-        server.answer = generation
-        remember_generations([server], data, remote_generations([server]), {"mlflow"})
+    key = target_key(server)
+    for settled, newer, left in [(set(), False, True), ({"mlflow"}, True, True),
+                                 ({"mlflow"}, False, False)]:
+        keep_repairs(data, {}, {key: plan_repair("2.200", ["a", "c"], ORDER)})
+        taken = pending_repairs([server], data)
+        assert repair_partitions(taken["mlflow"]) == {"a", "c"}
+        if newer:  # the sensor saw the store made again once more meanwhile
+            keep_repairs(data, read_repairs(data), {key: plan_repair("3.300", ["a"], ORDER)})
+        end_repairs([server], data, taken, settled)
         assert bool(read_repairs(data)) is left
+
+
+@dg.op
+def _nothing() -> None:
+    pass
+
+
+@dg.job
+def _repair_job() -> None:
+    _nothing()
+
+
+class _Job:
+    """Real runs of a trivial job in the instance, carrying a request's tags as the daemon
+    gives them."""
+
+    def __init__(self, instance):
+        self.instance = instance
+
+    def run(self, request: dg.RunRequest) -> dg.DagsterRun:
+        return self.instance.create_run_for_job(
+            _repair_job, tags={**request.tags, RUN_KEY_TAG: request.run_key})
+
+
+def test_a_repair_waits_for_its_runs_and_asks_again_later_and_later_after_a_failure(
+        tmp_path, instance):
+    """A run not started yet is asked for again (the daemon launches it); one under way is
+    waited for; one that failed is asked for again under a new key after 5 minutes, then
+    10, ...; once one succeeded the range is done."""
+    tracker = AimTracker(repo=str(tmp_path / "aim"))
+    repair = plan_repair("g1", ["a", "b"], ORDER)
+    jobs = _Job(instance)
+    (first,) = follow_repair(instance, tracker, "aim", repair, 0.0, ORDER)
+    run = jobs.run(first)  # NOT_STARTED
+    assert follow_repair(instance, tracker, "aim", repair, 0.0, ORDER) == [first]
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=DagsterEventType.RUN_START.value, job_name=run.job_name),
+        run_id=run.run_id)
+    assert follow_repair(instance, tracker, "aim", repair, 1e12, ORDER) == []  # under way
+
+    instance.report_run_failed(instance.get_run_by_id(run.run_id))
+    ended = instance.get_run_record_by_id(run.run_id).end_time
+    assert follow_repair(instance, tracker, "aim", repair, ended + 299, ORDER) == []
+    (second,) = follow_repair(instance, tracker, "aim", repair, ended + 301, ORDER)
+    assert second.run_key != first.run_key and repair["ranges"] == [["a", "b", 1]]
+    cancelled = jobs.run(second)
+    instance.report_run_canceled(cancelled)
+    ended = instance.get_run_record_by_id(cancelled.run_id).end_time
+    assert follow_repair(instance, tracker, "aim", repair, ended + 599, ORDER) == []
+    (third,) = follow_repair(instance, tracker, "aim", repair, ended + 601, ORDER)
+
+    done = jobs.run(third)
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=DagsterEventType.RUN_SUCCESS.value, job_name=done.job_name),
+        run_id=done.run_id)
+    assert follow_repair(instance, tracker, "aim", repair, ended + 601, ORDER) == []
+    assert repair["ranges"] == []
+
+
+def test_a_repairs_file_with_an_entry_that_is_not_a_repair_keeps_the_others(tmp_path):
+    data = tmp_path / "data"
+    good = plan_repair("g1", ["a"], ORDER)
+    keep_repairs(data, {}, {"good": good, "bad": good})
+    text = repairs_path(data).read_text().replace('"bad": {"generation": "g1"',
+                                                  '"bad": {"generation": 7')
+    repairs_path(data).write_text(text)
+    assert read_repairs(data) == {"good": good}

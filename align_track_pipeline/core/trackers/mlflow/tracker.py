@@ -219,9 +219,16 @@ def _check_driver(uri: str, shown: str) -> None:
     named ...`; say so before anything is written. SQLAlchemy 2.1 reads a bare `postgresql://`
     as psycopg 3, which is not installed: psycopg2 is."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         make_url(uri).get_dialect().import_dbapi()
+    except ArgumentError:
+        raise TargetError(f"MLflow tracking URI {shown!r} names a database driver SQLAlchemy "
+                          f"does not know; use {SUPPORTED}") from None
+    except ValueError:  # what make_url cannot read: a port that is not a number
+        raise TargetError(f"MLflow tracking URI {shown!r} does not parse (its port?); use "
+                          f"{SUPPORTED}") from None
     except ImportError as missing:
         spelling = {"postgresql": "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB"}.get(
             urlsplit(uri).scheme.lower())
