@@ -57,7 +57,9 @@ def test_supported_mlflow_uris_pass(uri):
     ("postgresql://alice:s3cret@127.0.0.1:5432/db", "write postgresql+psycopg2://"),
     ("mysql+pymysql://alice:s3cret@127.0.0.1/db", "'pymysql' is not installed"),
     ("postgresql+nodriver://alice:s3cret@127.0.0.1/db", "driver SQLAlchemy does not know"),
-    ("postgresql+psycopg2://alice:s3cret@127.0.0.1:port/db", "does not parse"),
+    ("postgresql+psycopg2://alice:s3cret@127.0.0.1:port/db", "port is not a number"),
+    ("postgresql+psycopg2://alice:s3cret@127.0.0.1:70000/db", "port is not a number"),
+    ("http://alice:s3cret@127.0.0.1:port", "port is not a number"),
 ])
 def test_a_database_uri_that_cannot_connect_is_refused_before_anything_is_written(
         capsys, tmp_path, small_tree, uri, says):

@@ -271,7 +271,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     settled = {t.name for t in trackers if not held.get(t.name, set()) & (set(errors) | skipped)}
     data_dir = Path(runner.defs.resources["store"].data_dir)
     remember_generations(trackers, data_dir, generations, settled)
-    end_repairs(trackers, data_dir, taken, settled)
+    end_repairs(trackers, data_dir, taken, settled, set(versions),
+                instance.get_dynamic_partitions(PARTITIONS))
     if pool:
         pool.release()
     if report.fresh == list(versions):

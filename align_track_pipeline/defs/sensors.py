@@ -106,7 +106,8 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
         busy = partitions_in_progress(context.instance, "scenes")
         suspects = {k: s for k, s in suspects.items() if k not in busy}
     repairs = repair_requests(context, store, sorted(on_disk & known))
-    repairs += store_requests(context.instance, trackers.all, data, order, on_disk)
+    repairs += store_requests(context.instance, trackers.all, data,
+                              [k for k in order if k not in gone], on_disk)
     if not (new or gone or suspects or repairs):
         return dg.SkipReason(" ".join(notes) or
                              f"{len(on_disk)} folders, none new, changed or removed")

@@ -33,6 +33,7 @@ from align_track_pipeline.defs.store_repairs import (
     keep_repairs,
     plan_repair,
     read_repairs,
+    repair_partitions,
 )
 
 
@@ -90,18 +91,25 @@ def pending_repairs(trackers: list[Tracker], data_dir: Path) -> dict[str, Repair
 
 
 def end_repairs(trackers: list[Tracker], data_dir: Path, taken: dict[str, Repair],
-                settled: set[str]) -> None:
-    """After an ingest wrote every partition of the repairs it took (`pending_repairs`) for
-    the trackers in `settled`, those repairs are done; one of another generation (the
-    sensor saw the store made again meanwhile) goes on."""
-    done = {target_key(t): taken[t.name]["generation"] for t in trackers
+                settled: set[str], written: set[str], order: list[str]) -> None:
+    """After an ingest wrote (`written`: the partitions it brought up to date or found
+    fresh) the repairs it took (`pending_repairs`) for the trackers in `settled`: what is
+    left of each (a partition whose folder could not be read) goes on, in ranges of `order`;
+    one of another generation (the sensor saw the store made again meanwhile) goes on whole."""
+    done = {target_key(t): taken[t.name] for t in trackers
             if t.name in taken and t.name in settled}
     if not done:
         return
     with _state_lock(data_dir):
         before = read_repairs(data_dir)
-        keep_repairs(data_dir, before, {key: repair for key, repair in before.items()
-                                        if done.get(key) != repair["generation"]})
+        after = {}
+        for key, repair in before.items():
+            if key in done and done[key]["generation"] == repair["generation"]:
+                left = repair_partitions(done[key]) - written
+                repair = plan_repair(repair["generation"], [k for k in order if k in left],
+                                     order)
+            after[key] = repair
+        keep_repairs(data_dir, before, after)
 
 
 def remote_generations(trackers: list[Tracker]) -> dict[str, str]:

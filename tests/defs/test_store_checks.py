@@ -151,20 +151,36 @@ def test_a_tracker_pointed_at_another_target_sees_it_for_the_first_time(tmp_path
 
 def test_an_ingest_ends_the_repairs_it_took_once_it_wrote_them(tmp_path):
     """An ingest takes the sensor's unfinished repairs (`pending_repairs`) and writes their
-    partitions; only once every partition it had to write was written are they done. A
-    repair of another generation, planned by the sensor meanwhile, goes on."""
+    partitions; once every partition it had to write was written they are done, but for the
+    partitions it could not see (a folder it could not read). A repair of another
+    generation, planned by the sensor meanwhile, goes on."""
     data = tmp_path / "data"
     server = _Server("http://127.0.0.1:9", experiment="e")
     key = target_key(server)
-    for settled, newer, left in [(set(), False, True), ({"mlflow"}, True, True),
-                                 ({"mlflow"}, False, False)]:
+    cases = [(set(), {"a", "c"}, False, {"a", "c"}), ({"mlflow"}, {"a", "c"}, True, {"a"}),
+             ({"mlflow"}, {"a", "c"}, False, set()), ({"mlflow"}, {"a"}, False, {"c"})]
+    for settled, written, newer, left in cases:
         keep_repairs(data, {}, {key: plan_repair("2.200", ["a", "c"], ORDER)})
         taken = pending_repairs([server], data)
         assert repair_partitions(taken["mlflow"]) == {"a", "c"}
         if newer:  # the sensor saw the store made again once more meanwhile
             keep_repairs(data, read_repairs(data), {key: plan_repair("3.300", ["a"], ORDER)})
-        end_repairs([server], data, taken, settled)
-        assert bool(read_repairs(data)) is left
+        end_repairs([server], data, taken, settled, written, ORDER)
+        repairs = read_repairs(data)
+        assert (repair_partitions(repairs[key]) if repairs else set()) == left
+
+
+def test_a_tracker_pointed_elsewhere_drops_its_old_targets_repair_and_keeps_the_others(
+        tmp_path, instance):
+    """Its partitions are stale for the new target by their code version; another tracker's
+    repair, or one of a tracker left out for now, goes on."""
+    data = tmp_path / "data"
+    old, new = (_Server("http://127.0.0.1:9", experiment=e) for e in ("e", "moved"))
+    aim = AimTracker(repo=str(tmp_path / "aim"))
+    keep_repairs(data, {}, {target_key(t): plan_repair("g", ["a"], ORDER) for t in (old, aim)})
+    new.answer = old.answer = "1.100"
+    store_requests(instance, lambda: [new], data, ORDER)
+    assert set(read_repairs(data)) == {target_key(aim)}
 
 
 @dg.op

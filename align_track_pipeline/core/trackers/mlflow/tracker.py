@@ -199,6 +199,11 @@ def check_tracking_uri(uri: str) -> None:
     parts = urlsplit(uri)
     scheme = parts.scheme.split("+")[0].lower()
     shown = without_credentials(uri)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number, or out of range
+    except ValueError:
+        raise TargetError(f"MLflow tracking URI {shown!r}: its port is not a number from 0 "
+                          "to 65535") from None
     if scheme in ("http", "https"):
         if not parts.hostname:
             raise TargetError(f"MLflow tracking URI {shown!r} has no host; use {SUPPORTED}")
@@ -226,8 +231,8 @@ def _check_driver(uri: str, shown: str) -> None:
     except ArgumentError:
         raise TargetError(f"MLflow tracking URI {shown!r} names a database driver SQLAlchemy "
                           f"does not know; use {SUPPORTED}") from None
-    except ValueError:  # what make_url cannot read: a port that is not a number
-        raise TargetError(f"MLflow tracking URI {shown!r} does not parse (its port?); use "
+    except ValueError:  # what make_url cannot read
+        raise TargetError(f"MLflow tracking URI {shown!r} does not parse; use "
                           f"{SUPPORTED}") from None
     except ImportError as missing:
         spelling = {"postgresql": "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB"}.get(
