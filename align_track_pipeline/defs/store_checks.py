@@ -105,7 +105,7 @@ def end_repairs(trackers: list[Tracker], data_dir: Path, taken: dict[str, Repair
         after = {}
         for key, repair in before.items():
             if key in done and done[key]["generation"] == repair["generation"]:
-                left = repair_partitions(done[key]) - written
+                left = repair_partitions(repair) - written  # as the sensor left it
                 repair = plan_repair(repair["generation"], [k for k in order if k in left],
                                      order)
             after[key] = repair
