@@ -46,6 +46,7 @@ from align_track_pipeline.defs.partitions import (
 )
 from align_track_pipeline.defs.resources import DataStore, ExperimentTree, Trackers
 from align_track_pipeline.defs.store_checks import store_requests
+from align_track_pipeline.defs.store_repairs import retry_note
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
 # The most changed (already known) folders that get a run each; more go the batched way.
@@ -106,8 +107,11 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
         busy = partitions_in_progress(context.instance, "scenes")
         suspects = {k: s for k, s in suspects.items() if k not in busy}
     repairs = repair_requests(context, store, sorted(on_disk & known))
-    repairs += store_requests(context.instance, trackers.all, data,
-                              [k for k in order if k not in gone], on_disk)
+    again = store_requests(context.instance, trackers.all, data,
+                           [k for k in order if k not in gone], on_disk)
+    for note in filter(None, map(retry_note, again)):
+        context.log.warning(note)
+    repairs += again
     if not (new or gone or suspects or repairs):
         return dg.SkipReason(" ".join(notes) or
                              f"{len(on_disk)} folders, none new, changed or removed")

@@ -30,6 +30,7 @@ from align_track_pipeline.defs.partitions import (
 REPAIR_TAG = "align_track/repair"  # what the run does, as the UI shows it
 REPAIR_OF_TAG = "align_track/repair_of"  # which target and generation: one query finds its runs
 RUN_KEY_TAG = "dagster/run_key"  # set by Dagster on a sensor's run
+ATTEMPT_TAG = "align_track/repair_attempt"  # on the runs asked for again, from 1
 FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 300, 86_400
 ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
@@ -168,4 +169,15 @@ def _request(tracker: Tracker, target: str, generation: str, first: str, last: s
         run_key=run_key(f"store-{tracker.name}", state),
         tags={RANGE_START: first, RANGE_END: last,
               REPAIR_TAG: f"{tracker.name} store changed",
-              REPAIR_OF_TAG: _repair_of(target, generation)})
+              REPAIR_OF_TAG: _repair_of(target, generation),
+              **({ATTEMPT_TAG: str(attempt)} if attempt else {})})
+
+
+def retry_note(request: dg.RunRequest) -> str | None:
+    """What the sensor logs for a repair asked for again after its run ended badly."""
+    attempt = request.tags.get(ATTEMPT_TAG)
+    if attempt is None:
+        return None
+    return (f"{request.tags[REPAIR_TAG]}: asking again (attempt {int(attempt) + 1}) for "
+            f"{request.tags[RANGE_START]} .. {request.tags[RANGE_END]}: the last run of that "
+            "repair failed or was cancelled")

@@ -30,6 +30,7 @@ from align_track_pipeline.defs.store_repairs import (
     read_repairs,
     repair_partitions,
     repairs_path,
+    retry_note,
 )
 
 ORDER = ["a", "b", "c", "d", "e", "f"]
@@ -226,6 +227,9 @@ def test_a_repair_waits_for_its_runs_and_asks_again_later_and_later_after_a_fail
     assert follow_repair(instance, tracker, "aim", repair, ended + 299, ORDER) == []
     (second,) = follow_repair(instance, tracker, "aim", repair, ended + 301, ORDER)
     assert second.run_key != first.run_key and repair["ranges"] == [["a", "b", 1]]
+    assert retry_note(first) is None
+    assert retry_note(second) == ("aim store changed: asking again (attempt 2) for a .. b: "
+                                  "the last run of that repair failed or was cancelled")
     cancelled = jobs.run(second)
     instance.report_run_canceled(cancelled)
     ended = instance.get_run_record_by_id(cancelled.run_id).end_time
