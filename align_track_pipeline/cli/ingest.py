@@ -236,9 +236,10 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     versions, fast = _observe(runner, run_dirs, known, progress)
     before = partition_states(instance, versions, all_expected(trackers))
     broken = _broken_files(runner, versions, progress)
+    data_dir = Path(runner.defs.resources["store"].data_dir)
     generations = remote_generations(trackers)
-    again = _stores_made_again(runner, trackers, generations, versions, progress)
-    taken = _repairs_due(runner, trackers, versions, again, progress)
+    again = _stores_made_again(runner, data_dir, trackers, generations, versions, progress)
+    taken = _repairs_due(data_dir, trackers, versions, again, progress)
     held = again
     before |= {key: STALE for key in broken.union(*again.values())}
     report.fresh = [k for k, s in before.items() if s == FRESH]
@@ -269,7 +270,6 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
                 forced=again, meanwhile=analysis)
     analysis()  # no tracker phase ran it
     settled = {t.name for t in trackers if not held.get(t.name, set()) & (set(errors) | skipped)}
-    data_dir = Path(runner.defs.resources["store"].data_dir)
     remember_generations(trackers, data_dir, generations, settled)
     end_repairs(trackers, data_dir, taken, settled, set(versions),
                 instance.get_dynamic_partitions(PARTITIONS))
@@ -284,11 +284,11 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     return report
 
 
-def _stores_made_again(runner: InProcess, trackers: list[Tracker], generations: dict[str, str],
-                       versions: dict[str, str], progress: Callable[[str], None]) -> Forced:
+def _stores_made_again(runner: InProcess, data_dir: Path, trackers: list[Tracker],
+                       generations: dict[str, str], versions: dict[str, str],
+                       progress: Callable[[str], None]) -> Forced:
     """Tracker -> every partition its store held, for the stores made again since the last
     ingest or sensor tick saw them, whose data versions cannot tell it (`store_resets`)."""
-    data_dir = Path(runner.defs.resources["store"].data_dir)
     resets = store_resets(trackers, data_dir, generations)
     order = runner.instance.get_dynamic_partitions(PARTITIONS)
     again: Forced = {}
@@ -302,12 +302,12 @@ def _stores_made_again(runner: InProcess, trackers: list[Tracker], generations: 
     return again
 
 
-def _repairs_due(runner: InProcess, trackers: list[Tracker], versions: dict[str, str],
+def _repairs_due(data_dir: Path, trackers: list[Tracker], versions: dict[str, str],
                  again: Forced, progress: Callable[[str], None]) -> dict[str, Repair]:
     """Add to `again` the partitions of the sensor's store repairs not finished yet (their
     run failed, or has not run): this ingest writes them too. Tracker name -> the repairs
     taken, ended once written (`store_checks.end_repairs`)."""
-    taken = pending_repairs(trackers, Path(runner.defs.resources["store"].data_dir))
+    taken = pending_repairs(trackers, data_dir)
     for name, repair in taken.items():
         keys = repair_partitions(repair) & versions.keys()
         if keys - again.get(name, set()):

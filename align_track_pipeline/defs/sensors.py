@@ -107,8 +107,9 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
         busy = partitions_in_progress(context.instance, "scenes")
         suspects = {k: s for k, s in suspects.items() if k not in busy}
     repairs = repair_requests(context, store, sorted(on_disk & known))
+    kept = set(order) - set(gone)
     again = store_requests(context.instance, trackers.all, data,
-                           [k for k in order if k not in gone], on_disk)
+                           [k for k in order if k in kept], on_disk)
     for note in filter(None, map(retry_note, again)):
         context.log.warning(note)
     repairs += again

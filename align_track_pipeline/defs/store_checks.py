@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -33,7 +31,9 @@ from align_track_pipeline.defs.store_repairs import (
     keep_repairs,
     plan_repair,
     read_repairs,
+    read_state,
     repair_partitions,
+    write_state,
 )
 
 
@@ -54,31 +54,32 @@ def store_requests(instance: dg.DagsterInstance, trackers: Callable[[], list[Tra
         current = trackers()
     except TargetError:
         return []
-    now = {target_key(t): t.store_generation() for t in current}  # a request each, unlocked
+    keys = {t.name: target_key(t) for t in current}
+    now = {keys[t.name]: t.store_generation() for t in current}  # a request each, unlocked
     with _state_lock(data_dir):
         path = seen_path(data_dir)
-        seen = _read(path)
-        changed = [t for t in current if _changed(t, now[target_key(t)], seen.get(target_key(t)))]
+        seen = read_state(path)
+        changed = [t for t in current if _changed(t, now[keys[t.name]], seen.get(keys[t.name]))]
         before = read_repairs(data_dir)
-        repairs = _current(copy.deepcopy(before), current)
+        repairs = _current(copy.deepcopy(before), keys)
         if changed:
             observed = observed_versions(instance)
             held = [k for k in order if present is None or k in present]
             for tracker in changed:
                 stale = held_partitions(instance, tracker, observed, held)
-                repairs[target_key(tracker)] = plan_repair(now[target_key(tracker)], stale, order)
-        requests = [request for t in current if target_key(t) in repairs for request in
-                    follow_repair(instance, t, target_key(t), repairs[target_key(t)], clock(),
+                repairs[keys[tracker.name]] = plan_repair(now[keys[tracker.name]], stale, order)
+        requests = [request for t in current if keys[t.name] in repairs for request in
+                    follow_repair(instance, t, keys[t.name], repairs[keys[t.name]], clock(),
                                   order)]
         if keep_repairs(data_dir, before, repairs):
             _remember(path, seen, now)
     return requests
 
 
-def _current(repairs: dict[str, Repair], trackers: list[Tracker]) -> dict[str, Repair]:
-    """Without the repairs of a tracker's earlier target (pointed elsewhere since: its
-    partitions are stale by their code version); a tracker left out for now keeps its own."""
-    keys = {t.name: target_key(t) for t in trackers}
+def _current(repairs: dict[str, Repair], keys: dict[str, str]) -> dict[str, Repair]:
+    """Without the repairs of a tracker's earlier target (`keys`: tracker name -> its target
+    now; pointed elsewhere since, its partitions are stale by their code version); a tracker
+    left out for now keeps its own."""
     return {key: repair for key, repair in repairs.items()
             if keys.get(key.split(" ", 1)[0], key) == key}
 
@@ -121,7 +122,7 @@ def remote_generations(trackers: list[Tracker]) -> dict[str, str]:
 def store_resets(trackers: list[Tracker], data_dir: Path, now: dict[str, str]) -> set[str]:
     """The trackers whose generation (`now`, from `remote_generations`) changed since it was
     last seen: `align-track ingest` writes their partitions again, as the sensor's runs do."""
-    seen = _read(seen_path(data_dir))
+    seen = read_state(seen_path(data_dir))
     return {t.name for t in trackers
             if t.name in now and _changed(t, now[t.name], seen.get(target_key(t)))}
 
@@ -143,7 +144,7 @@ def remember_generations(trackers: list[Tracker], data_dir: Path, start: dict[st
     if kept:
         with _state_lock(data_dir):
             path = seen_path(data_dir)
-            _remember(path, _read(path), kept)
+            _remember(path, read_state(path), kept)
 
 
 def held_partitions(instance: dg.DagsterInstance, tracker: Tracker,
@@ -196,20 +197,4 @@ def _remember(path: Path, seen: dict[str, str], now: dict[str, str]) -> None:
     kept = seen | {name: generation for name, generation in now.items() if generation}
     if kept != seen:
         with suppress(OSError):
-            _write(path, kept)
-
-
-def _read(path: Path) -> dict[str, str]:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def _write(path: Path, generations: dict[str, str]) -> None:
-    """Replaced whole (a temporary file renamed over it): a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(generations, sort_keys=True))
-    os.replace(temporary, path)
+            write_state(path, kept)

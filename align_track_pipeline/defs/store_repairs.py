@@ -41,15 +41,27 @@ def repairs_path(data_dir: Path) -> Path:
     return Path(data_dir) / "state" / "store_repairs.json"
 
 
+def read_state(path: Path) -> dict:
+    """A state file's object; empty when the file is missing or does not parse."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def write_state(path: Path, state: dict) -> None:
+    """Replaced whole (a temporary file renamed over it): a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(state, sort_keys=True))
+    os.replace(temporary, path)
+
+
 def read_repairs(data_dir: Path) -> dict[str, Repair]:
     """Target key -> its repair; none when the file is missing or does not parse, and no
     entry that is not a repair (a hand edit): it would fail every tick."""
-    try:
-        found = json.loads(repairs_path(data_dir).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(found, dict):
-        return {}
+    found = read_state(repairs_path(data_dir))
     return {key: repair for key, repair in found.items() if _well_formed(repair)}
 
 
@@ -72,13 +84,10 @@ def keep_repairs(data_dir: Path, before: dict[str, Repair], repairs: dict[str, R
         return True
     path = repairs_path(data_dir)
     try:
-        if not left:
+        if left:
+            write_state(path, left)
+        else:
             path.unlink(missing_ok=True)
-            return True
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(left, sort_keys=True))
-        os.replace(temporary, path)
     except OSError:
         return False
     return True
@@ -86,15 +95,20 @@ def keep_repairs(data_dir: Path, before: dict[str, Repair], repairs: dict[str, R
 
 def repair_partitions(repair: Repair) -> set[str]:
     """The partitions of the ranges not written yet."""
-    stale = repair["stale"]
     return {key for first, last, _ in repair["ranges"]
-            for key in stale[stale.index(first):stale.index(last) + 1]}
+            for key in _inside(repair["stale"], first, last)}
+
+
+def _inside(stale: list[str], first: str, last: str) -> list[str]:
+    """The stale partitions of one range."""
+    return stale[stale.index(first):stale.index(last) + 1]
 
 
 def plan_repair(generation: str, stale: list[str], order: list[str]) -> Repair:
     """The stale partitions in contiguous ranges of at most `partitions_per_run()`."""
     ranges = contiguous_ranges(stale, order, most=partitions_per_run())
-    return {"generation": generation, "stale": [k for k in order if k in set(stale)],
+    wanted = set(stale)
+    return {"generation": generation, "stale": [k for k in order if k in wanted],
             "ranges": [[first, last, 0] for first, last in ranges]}
 
 
@@ -132,9 +146,9 @@ def _narrow(repair: Repair, order: list[str]) -> None:
         if first in partitions and last in partitions:
             ranges.append([first, last, attempt])
             continue
-        inside = stale[stale.index(first):stale.index(last) + 1]
         ranges += [[start, end, attempt] for start, end in contiguous_ranges(
-            [k for k in inside if k in partitions], order, most=partitions_per_run())]
+            [k for k in _inside(stale, first, last) if k in partitions], order,
+            most=partitions_per_run())]
     repair["ranges"] = ranges
 
 
