@@ -22,16 +22,29 @@ MASK = "***"
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)(?:[^/\s'\"<>@]*@)+")
 
 
+# A secret in a URI's query (`postgresql+psycopg2://host/db?password=PASSWORD`, which libpq and
+# psycopg2 take, or `?token=...`): its value, to the next `&`, `#`, whitespace or quote.
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&;](?:password|passwd|pwd|sslpassword|token|access_token|secret|api_key|"
+    r"apikey)=)[^&#\s'\"<>]*", re.IGNORECASE)
+
+
 def without_credentials(uri: str) -> str:
-    """The URI without its `user:password@` part: safe to show and to record, and the same
-    for every user of one store (part of a partition's freshness)."""
-    return _USERINFO.sub(lambda m: m["scheme"], uri)
+    """The URI without its `user:password@` part, and with the value of a secret in its query
+    masked: safe to show and to record, and the same for every user of one store (part of a
+    partition's freshness)."""
+    return _masked_query(_USERINFO.sub(lambda m: m["scheme"], uri))
 
 
 def mask_text(text: str, mask: str = MASK) -> str:
     """Any text (an error message, a traceback, a log line, a config value) with the userinfo
-    of every URI in it replaced by `mask`: `http://***@host:5000/api/...`."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{mask}@", text)
+    of every URI in it replaced by `mask`: `http://***@host:5000/api/...`, and the value of
+    every secret in a query: `...?password=***`."""
+    return _masked_query(_USERINFO.sub(lambda m: f"{m['scheme']}{mask}@", text), mask)
+
+
+def _masked_query(text: str, mask: str = MASK) -> str:
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}{mask}", text)
 
 
 class MaskedError(Exception):

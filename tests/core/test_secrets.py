@@ -21,6 +21,8 @@ MLFLOW_ERROR = ("API request to http://alice:SECRETPW@127.0.0.1:5000/api/2.0/mlf
      "postgresql+psycopg2://***@db:5432/x and https://***@h/p"),
     ("'http://a:b@h:1'\n\"http://c:d@h:2\"", "'http://***@h:1'\n\"http://***@h:2\""),
     ("http://127.0.0.1:5000/#/experiments/1 user@example.org", None),  # nothing to mask
+    ("postgresql+psycopg2://h/db?sslmode=require&Password=p%3Dw&x=1 'http://h/?token=t0k'",
+     "postgresql+psycopg2://h/db?sslmode=require&Password=***&x=1 'http://h/?token=***'"),
 ])
 def test_mask_text(text, masked):
     assert mask_text(text) == (masked or text)
@@ -29,6 +31,8 @@ def test_mask_text(text, masked):
 def test_without_credentials():
     assert without_credentials("http://alice:pw@host:5000/x") == "http://host:5000/x"
     assert without_credentials("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+    assert without_credentials("postgresql+psycopg2://u:pw@h/db?password=pw&sslmode=require") \
+        == "postgresql+psycopg2://h/db?password=***&sslmode=require"
 
 
 def test_an_error_holding_credentials_is_replaced_and_logged_masked():
