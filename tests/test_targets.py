@@ -60,6 +60,8 @@ def test_supported_mlflow_uris_pass(uri):
     ("postgresql+psycopg2://alice:s3cret@127.0.0.1:port/db", "port is not a number"),
     ("postgresql+psycopg2://alice:s3cret@127.0.0.1:70000/db", "port is not a number"),
     ("http://alice:s3cret@127.0.0.1:port", "port is not a number"),
+    ("http://alice:s3cret@[127.0.0.1:5000", "does not parse"),
+    ("postgresql://h/db?password=s3cret", "'psycopg' is not installed"),
 ])
 def test_a_database_uri_that_cannot_connect_is_refused_before_anything_is_written(
         capsys, tmp_path, small_tree, uri, says):

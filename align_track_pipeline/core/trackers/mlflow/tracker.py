@@ -196,9 +196,12 @@ def check_tracking_uri(uri: str) -> None:
     """Refuse what MLflow would misread: a bare path or `file:` (MLflow's deprecated file
     store, a folder written wherever the process runs), a typo'd scheme, a server URI without
     a host, a SQLite URI without its three slashes."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.split("+")[0].lower()
     shown = without_credentials(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as wrong:  # a `[` that opens no IPv6 address
+        raise TargetError(f"MLflow tracking URI {shown!r} does not parse: {wrong}") from None
+    scheme = parts.scheme.split("+")[0].lower()
     try:
         parts.port  # noqa: B018 - raises for a port that is not a number, or out of range
     except ValueError:
@@ -315,6 +318,6 @@ def mlflow_tracker(settings: Settings) -> MlflowTracker:
 def default_ui_url(tracking_uri: str) -> str:
     """Where the runs are seen unless ALIGN_TRACK_MLFLOW_UI_URL says otherwise: an `mlflow
     server` serves its own UI; any other store is what `align-track mlflow-ui` serves."""
-    if urlsplit(tracking_uri).scheme.lower() in ("http", "https"):
+    if tracking_uri.split(":", 1)[0].lower() in ("http", "https"):  # parsed by the check
         return without_credentials(tracking_uri).rstrip("/")
     return f"http://127.0.0.1:{UI_PORT}"
