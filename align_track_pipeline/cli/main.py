@@ -318,11 +318,12 @@ def cmd_status(args: argparse.Namespace) -> Result:
 
     experiments, data = _dirs(args)
     scan = scan_tree(experiments)
-    expected = all_expected(create_all(_settings(args, data)))
+    trackers = create_all(_settings(args, data))
+    expected = all_expected(trackers)
     with open_instance(data) as instance:
         states = partition_states(instance, source_versions(scan.run_dirs, data), expected)
         hidden = removals(instance.get_dynamic_partitions(PARTITIONS), scan).hidden
-        told = problems(instance, DataStore(data_dir=str(data)), states, expected)
+        told = problems(instance, DataStore(data_dir=str(data)), states, expected, trackers)
     rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]} for r in scan.run_dirs]
     for row in rows:
         if row["partition"] in told:

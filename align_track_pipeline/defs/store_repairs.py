@@ -95,8 +95,14 @@ def keep_repairs(data_dir: Path, before: dict[str, Repair], repairs: dict[str, R
 
 def repair_partitions(repair: Repair) -> set[str]:
     """The partitions of the ranges not written yet."""
-    return {key for first, last, _ in repair["ranges"]
-            for key in _inside(repair["stale"], first, last)}
+    return {key for keys, _attempts in open_ranges(repair) for key in keys}
+
+
+def open_ranges(repair: Repair) -> list[tuple[list[str], int]]:
+    """Each range not written yet: its partitions, and how many of its runs ended badly
+    since the first (the attempts asked for again)."""
+    return [(_inside(repair["stale"], first, last), attempt)
+            for first, last, attempt in repair["ranges"]]
 
 
 def _inside(stale: list[str], first: str, last: str) -> list[str]:

@@ -178,7 +178,14 @@ def test_an_experiment_made_again_behind_a_tracking_server_is_written_again(
     assert sorted(fourth["materialized"]) == keys
     assert "mlflow: the store no longer holds the experiment" in fourth["stderr"]
     assert_one_run_per_key(mlflow_server, experiment, data_dir)
+    assert _status(capsys, small_tree, data_dir, *options)["counts"]["fresh"] == len(keys)
     assert _ingest(capsys, small_tree, data_dir, "mlflow", *options)["materialized"] == []
+
+
+def _status(capsys, tree: Path, data: Path, *options: str) -> dict:
+    assert main(["status", "--experiments-dir", str(tree), "--data-dir", str(data), "--json",
+                 "--trackers", "mlflow", *options]) == 0
+    return json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.slow
@@ -219,6 +226,12 @@ def test_an_ingest_writes_what_a_failed_repair_left_behind_a_server(
         run = instance.create_run_for_job(_repair_job(defs, request), tags=_as_launched(request))
         instance.report_run_failed(run)
     assert repairs_path(data_dir).exists()
+    told = _status(capsys, small_tree, data_dir, *options)
+    assert told["counts"]["stale"] == len(keys) and told["counts"]["fresh"] == 0
+    for row in told["partitions"]:  # fresh by their versions, but their runs are gone
+        assert row["state"] == "stale"
+        assert row["error"].startswith(f"mlflow: its runs are gone from mlflow:{mlflow_server}")
+        assert "asked for 1 run, none succeeded; `align-track ingest` writes them" in row["error"]
 
     second = _ingest(capsys, small_tree, data_dir, "mlflow", *options)
     assert sorted(second["materialized"]) == keys
@@ -226,4 +239,11 @@ def test_an_ingest_writes_what_a_failed_repair_left_behind_a_server(
             "written yet") in second["stderr"]
     assert not repairs_path(data_dir).exists()
     assert_one_run_per_key(mlflow_server, experiment, data_dir)
+    assert _status(capsys, small_tree, data_dir, *options)["counts"]["fresh"] == len(keys)
     assert _ingest(capsys, small_tree, data_dir, "mlflow", *options)["materialized"] == []
+
+
+def _status(capsys, tree: Path, data: Path, *options: str) -> dict:
+    assert main(["status", "--experiments-dir", str(tree), "--data-dir", str(data), "--json",
+                 "--trackers", "mlflow", *options]) == 0
+    return json.loads(capsys.readouterr().out)
