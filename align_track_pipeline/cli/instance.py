@@ -11,12 +11,12 @@ and the password stays in the environment.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
+from align_track_pipeline.core.atomic import write_text_atomically
 from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.settings import current, load_settings
@@ -59,9 +59,7 @@ def prepare_home(data_dir: Path, env: Mapping[str, str] | None = None) -> Path:
     if not _generated(path):
         _check_own(path, env)
     elif not path.exists() or path.read_text() != text:
-        tmp = path.with_name(f".dagster.yaml.{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+        write_text_atomically(path, text)  # a concurrent reader sees the old file or the new
     return home
 
 

@@ -17,11 +17,11 @@ Plain Python: the CLI refuses with exit 2, the daemon's sensor logs and skips th
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from align_track_pipeline.core.atomic import write_text_atomically
 from align_track_pipeline.core.source.discovery import Scan, rel_path_of
 
 TREE_FILE = "tree.json"
@@ -62,11 +62,7 @@ def remember_tree(data_dir: Path, root: Path) -> None:
     """Record `root` as the data dir's tree (written whole, never half), if it is not yet."""
     if remembered_tree(data_dir) == str(root):
         return
-    path = tree_file(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}")
-    part.write_text(json.dumps({"experiments_dir": str(root)}) + "\n")
-    os.replace(part, path)
+    write_text_atomically(tree_file(data_dir), json.dumps({"experiments_dir": str(root)}) + "\n")
 
 
 def check_tree(data_dir: Path, root: Path, new_tree: bool = False) -> None:

@@ -12,11 +12,11 @@ the partitions are fresh, and the automation never retries a failure.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.core.atomic import write_text_atomically
 from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.defs.folders import run_key
 from align_track_pipeline.defs.freshness import INGEST_FOLDERS_JOB
@@ -51,11 +51,8 @@ def read_state(path: Path) -> dict:
 
 
 def write_state(path: Path, state: dict) -> None:
-    """Replaced whole (a temporary file renamed over it): a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(state, sort_keys=True))
-    os.replace(temporary, path)
+    """Replaced whole: a reader never sees half of it."""
+    write_text_atomically(path, json.dumps(state, sort_keys=True))
 
 
 def read_repairs(data_dir: Path) -> dict[str, Repair]:

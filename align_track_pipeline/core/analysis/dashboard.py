@@ -27,6 +27,7 @@ from align_track_pipeline.core.analysis.connection import (
 from align_track_pipeline.core.analysis.output import pivot_grid
 from align_track_pipeline.core.analysis.pivot import Pivot, PivotSpec, pivot
 from align_track_pipeline.core.analysis.render import html_page, html_table
+from align_track_pipeline.core.atomic import write_text_atomically
 
 TITLE = "align-track dashboard"
 TIME = PivotSpec("experiments", ("adm",), ("llm_backbone",), "timing_avg_seconds", "mean")
@@ -163,8 +164,5 @@ def page_tables(data_dir: Path) -> duckdb.DuckDBPyConnection:
 def write_dashboard(data_dir: Path, path: Path) -> Written:
     """The page from the tables in `data_dir`, written atomically to `path`."""
     parts = sections(page_tables(data_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page(parts, drawn_charts(path)), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, page(parts, drawn_charts(path)))
     return Written(path, len(parts), len(parts[-1].rows))

@@ -14,8 +14,6 @@ layout. Anything else (no listing, another layout, a listing of another file) is
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from align_track_pipeline.core.analysis.snapshot import FINGERPRINT_KEY, Listing, fingerprint_of
+from align_track_pipeline.core.atomic import write_text_atomically
 from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.tables.store import ParquetStore
 
@@ -35,14 +34,8 @@ def listing_path(comparison: Path) -> Path:
 
 def write_listing(comparison: Path, listing: Listing, layout: str) -> None:
     """Record what the comparison file (about to be put in place) was built from."""
-    path = listing_path(comparison)
-    tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
-    try:
-        tmp.write_text(json.dumps({"layout": layout, "fingerprint": fingerprint_of(listing),
-                                   "tables": listing}), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomically(listing_path(comparison), json.dumps(
+        {"layout": layout, "fingerprint": fingerprint_of(listing), "tables": listing}))
 
 
 def open_base(comparison: Path, layout: str,

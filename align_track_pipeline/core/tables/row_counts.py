@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
+
+from align_track_pipeline.core.atomic import write_text_atomically
 
 Stat = tuple[int, int, int]  # inode, size, mtime in ns
 
@@ -60,12 +62,6 @@ def _load(cache: Path) -> dict[str, tuple[Stat, int]]:
 
 def _save(cache: Path, found: dict[str, tuple[Stat, int]]) -> None:
     """Atomically; a cache that cannot be written is only a slower next batch."""
-    tmp = cache.parent / f".{uuid.uuid4().hex}.tmp"
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({name: [*stat, rows] for name, (stat, rows) in found.items()}))
-        os.replace(tmp, cache)
-    except OSError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    with suppress(OSError):
+        write_text_atomically(
+            cache, json.dumps({name: [*stat, rows] for name, (stat, rows) in found.items()}))
