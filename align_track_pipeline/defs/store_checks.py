@@ -193,8 +193,10 @@ def _remember(path: Path, seen: dict[str, str], now: dict[str, str]) -> None:
     generation seen last; after `NONE` a new experiment is no change: the partitions were
     asked for again when it went, and fail, to be retried, where they could not be
     written), writing the file only when that changes it. A read-only data dir: asked again
-    at the next tick or ingest, and run keys dedupe."""
-    kept = seen | {name: generation for name, generation in now.items() if generation}
+    at the next tick or ingest, and run keys dedupe. Entries keyed by a tracker's name
+    alone (before generations were kept per target) go: nothing reads them."""
+    kept = {key: generation for key, generation in seen.items() if " " in key}
+    kept |= {key: generation for key, generation in now.items() if generation}
     if kept != seen:
         with suppress(OSError):
             write_state(path, kept)

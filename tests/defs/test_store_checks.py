@@ -127,6 +127,20 @@ def test_a_servers_generation_counts_only_after_one_it_held(tmp_path):
     assert ingest("3.300") == set()
 
 
+def test_generations_kept_by_tracker_name_alone_are_dropped_at_the_next_write(tmp_path):
+    """Before generations were kept per target they were kept per tracker name: such an
+    entry is never read again, and goes once the file is next written."""
+    data = tmp_path / "data"
+    seen_path(data).parent.mkdir(parents=True)
+    seen_path(data).write_text(json.dumps({"mlflow": "1.100", "aim": "g7"}))
+    server = _Server("http://127.0.0.1:9", experiment="e")
+    server.answer = "1.100"
+    start = remote_generations([server])
+    assert store_resets([server], data, start) == set()  # a first sight under its target
+    remember_generations([server], data, start, {"mlflow"})
+    assert json.loads(seen_path(data).read_text()) == {target_key(server): "1.100"}
+
+
 def test_a_server_that_does_not_answer_tells_no_generation():
     down = MlflowTracker("http://127.0.0.1:9", experiment="e")
     assert (down.store_generation(), down.generation_in_versions()) == ("", False)
