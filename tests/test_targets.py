@@ -48,7 +48,8 @@ def test_a_malformed_mlflow_uri_is_refused(capsys, tmp_path, small_tree, uri):
 
 @pytest.mark.parametrize("uri", [
     "sqlite:///relative.db", "sqlite:////abs/path.db", "http://127.0.0.1:5000",
-    "https://mlflow.example.org", "postgresql+psycopg2://u:p@127.0.0.1:5432/db"])
+    "https://mlflow.example.org", "postgresql+psycopg2://u:p@127.0.0.1:5432/db",
+    "postgresql+psycopg2://u:p@127.0.0.1/db?port=5433&sslmode=require"])
 def test_supported_mlflow_uris_pass(uri):
     check_tracking_uri(uri)
 
@@ -62,6 +63,7 @@ def test_supported_mlflow_uris_pass(uri):
     ("http://alice:s3cret@127.0.0.1:port", "port is not a number"),
     ("http://alice:s3cret@[127.0.0.1:5000", "does not parse"),
     ("postgresql://h/db?password=s3cret", "'psycopg' is not installed"),
+    ("postgresql+psycopg2://alice:s3cret@127.0.0.1/db?port=x", "non-integer port"),
 ])
 def test_a_database_uri_that_cannot_connect_is_refused_before_anything_is_written(
         capsys, tmp_path, small_tree, uri, says):

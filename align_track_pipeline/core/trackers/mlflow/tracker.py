@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-from align_track_pipeline.core.secrets import without_credentials
+from align_track_pipeline.core.secrets import mask_text, without_credentials
 from align_track_pipeline.core.trackers.base import (
     Partition,
     Settings,
@@ -225,12 +225,16 @@ def check_tracking_uri(uri: str) -> None:
 def _check_driver(uri: str, shown: str) -> None:
     """A database driver this install lacks would fail only at the first write, with `No module
     named ...`; say so before anything is written. SQLAlchemy 2.1 reads a bare `postgresql://`
-    as psycopg 3, which is not installed: psycopg2 is."""
+    as psycopg 3, which is not installed: psycopg2 is. Then the arguments the driver would
+    connect with are built (no connection): a query argument it cannot take, such as
+    `?port=x`, is refused here too, not by every partition's write."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        make_url(uri).get_dialect().import_dbapi()
+        url = make_url(uri)
+        dialect = url.get_dialect()
+        dialect.import_dbapi()
     except ArgumentError:
         raise TargetError(f"MLflow tracking URI {shown!r} names a database driver SQLAlchemy "
                           f"does not know; use {SUPPORTED}") from None
@@ -243,6 +247,10 @@ def _check_driver(uri: str, shown: str) -> None:
         fix = f"write {spelling}" if spelling else "install the package that provides it"
         raise TargetError(f"MLflow tracking URI {shown!r}: its database driver "
                           f"{missing.name!r} is not installed; {fix}") from None
+    try:
+        dialect().create_connect_args(url)
+    except (ArgumentError, ValueError, TypeError) as wrong:
+        raise TargetError(f"MLflow tracking URI {shown!r}: {mask_text(str(wrong))}") from None
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
