@@ -38,6 +38,7 @@ from pathlib import Path
 
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
+from align_track_pipeline.cli.signals import interrupts_recorded
 from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import preloaded_pool, stop_fork_server
 from align_track_pipeline.core.secrets import mask_text
@@ -274,13 +275,15 @@ def _ready() -> None:
 
 
 def _run_batch(job: str, batch: list[str], order: list[str]) -> Found:
-    """In the worker: the batch's runs, one per contiguous range, with a heartbeat."""
+    """In the worker: the batch's runs, one per contiguous range, with a heartbeat. The
+    interrupt this process passes on stops the batch after the run in progress, also when it
+    lands after that run's last step, where Dagster drops it (`raise_if_received`)."""
     from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 
     assert _runner is not None, "worker not started"
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with heartbeat(_runner.instance), one_planned_event_per_asset():
+        with interrupts_recorded(), heartbeat(_runner.instance), one_planned_event_per_asset():
             return run_ranges(_runner, job, batch, order, _say)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
