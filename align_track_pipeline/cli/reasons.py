@@ -20,7 +20,7 @@ from align_track_pipeline.defs.dagster_compat import failed_attempt_runs
 from align_track_pipeline.defs.freshness import FAILED, FRESH, STALE, Expected, broken_table_files
 from align_track_pipeline.defs.resources import DataStore
 from align_track_pipeline.defs.store_checks import pending_repairs
-from align_track_pipeline.defs.store_repairs import open_ranges
+from align_track_pipeline.defs.store_repairs import REPAIR_TAG, open_ranges
 
 
 def problems(instance: dg.DagsterInstance, store: DataStore, states: dict[str, str],
@@ -48,9 +48,10 @@ def unrepaired(trackers: list[Tracker], data_dir: Path,
     for name, repair in pending_repairs(trackers, data_dir).items():
         for keys, attempt in open_ranges(repair):
             runs = f"{attempt + 1} run{'s' if attempt else ''}"
-            why = (f"{name}: its runs are gone from {by_name[name].store()} (reset, or the "
-                   f"experiment made again) and not written back yet: the sensor's repair "
-                   f"asked for {runs}, none succeeded; `align-track ingest` writes them")
+            why = (f"{name}: its runs were gone from {by_name[name].store()} (reset, or the "
+                   f"experiment made again) and are not known to be written back yet: the "
+                   f"sensor's repair asked for {runs} (tag {REPAIR_TAG}) and ends once one "
+                   f"succeeded; `align-track ingest` writes them now")
             told |= {k: (STALE, why) for k in keys if states.get(k) == FRESH and k not in told}
     return told
 

@@ -68,6 +68,8 @@ def _well_formed(repair: object) -> bool:
     stale, ranges = repair.get("stale"), repair.get("ranges")
     if not isinstance(stale, list) or not isinstance(ranges, list):
         return False
+    if not all(isinstance(key, str) for key in stale):
+        return False
     return all(isinstance(r, list) and len(r) == 3 and r[0] in stale and r[1] in stale
                and isinstance(r[2], int) for r in ranges)
 

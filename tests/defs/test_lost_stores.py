@@ -230,8 +230,8 @@ def test_an_ingest_writes_what_a_failed_repair_left_behind_a_server(
     assert told["counts"]["stale"] == len(keys) and told["counts"]["fresh"] == 0
     for row in told["partitions"]:  # fresh by their versions, but their runs are gone
         assert row["state"] == "stale"
-        assert row["error"].startswith(f"mlflow: its runs are gone from mlflow:{mlflow_server}")
-        assert "asked for 1 run, none succeeded; `align-track ingest` writes them" in row["error"]
+        assert row["error"].startswith(f"mlflow: its runs were gone from mlflow:{mlflow_server}")
+        assert "asked for 1 run (tag align_track/repair)" in row["error"]
 
     second = _ingest(capsys, small_tree, data_dir, "mlflow", *options)
     assert sorted(second["materialized"]) == keys

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType  # a run's own start and end
 
+from align_track_pipeline.cli.reasons import unrepaired
 from align_track_pipeline.core.trackers.aim.tracker import AimTracker
 from align_track_pipeline.core.trackers.base import TargetError, Tracker
 from align_track_pipeline.core.trackers.mlflow.tracker import MlflowTracker
@@ -266,3 +267,31 @@ def test_a_repairs_file_with_an_entry_that_is_not_a_repair_keeps_the_others(tmp_
                                                   '"bad": {"generation": 7')
     repairs_path(data).write_text(text)
     assert read_repairs(data) == {"good": good}
+    unhashable = json.loads(text) | {"bad": {"generation": "g1", "stale": ["a", ["x"]],
+                                             "ranges": [["a", "a", 0]]}}
+    repairs_path(data).write_text(json.dumps(unhashable))
+    assert read_repairs(data) == {"good": good}
+
+
+def test_status_calls_a_fresh_partition_of_an_open_repair_stale_and_says_why(tmp_path):
+    """Fresh by its versions, its runs gone from the store: stale until a repair wrote them.
+    Only the fresh partitions of this target's ranges not written yet, and only for the
+    trackers configured now."""
+    data = tmp_path / "data"
+    server = _Server("http://alice:s3cret@127.0.0.1:9", experiment="e")
+    aim = AimTracker(repo=str(tmp_path / "aim"))
+    repair = plan_repair("2.200", ["a", "b", "d"], ORDER)  # (a, b), (d, d)
+    repair["ranges"][1][2] = 2  # its run failed twice
+    keep_repairs(data, {}, {target_key(server): repair})
+    states = dict.fromkeys(ORDER, "fresh") | {"b": "failed"}
+
+    told = unrepaired([server, aim], data, states)
+    assert sorted(told) == ["a", "d"]
+    assert {state for state, _ in told.values()} == {"stale"}
+    assert told["a"][1].startswith("mlflow: its runs were gone from "
+                                   "mlflow:http://127.0.0.1:9 (reset")
+    assert "asked for 1 run (tag align_track/repair)" in told["a"][1]
+    assert "asked for 3 runs" in told["d"][1] and "s3cret" not in told["d"][1]
+    assert unrepaired([aim], data, states) == {}  # not configured now
+    elsewhere = _Server("http://127.0.0.1:9", experiment="other")
+    assert unrepaired([elsewhere], data, states) == {}  # pointed at another target
