@@ -177,6 +177,7 @@ def test_a_worker_stops_its_batch_at_an_interrupt_that_landed_after_a_runs_last_
     instance = dg.DagsterInstance.local_temp(str(tmp_path))
     monkeypatch.setattr(workers, "_runner", InProcess(
         dg.Definitions(jobs=[_one_step_interrupted]), instance, {"loggers": {"int": {}}}))
+    monkeypatch.setattr(workers, "_stopping", False)
     kept = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(KeyboardInterrupt) as raised:  # two ranges: (a, a) and (c, c)
@@ -185,3 +186,25 @@ def test_a_worker_stops_its_batch_at_an_interrupt_that_landed_after_a_runs_last_
         signal.signal(signal.SIGINT, kept)
     assert str(raised.value).startswith("_one_step_interrupted run ")
     assert len(instance.get_run_records()) == 1  # the second range never ran
+
+
+def test_a_worker_interrupted_starts_no_further_batch(tmp_path, monkeypatch):
+    """Before, a batch queued behind another (several phases' batches on the same workers)
+    ran in full after Ctrl-C: the worker ignored the interrupt while idle, and the one its
+    running batch took was used up."""
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    monkeypatch.setattr(workers, "_runner", InProcess(dg.Definitions(jobs=[_one_step]),
+                                                      instance))
+    monkeypatch.setattr(workers, "_stopping", False)
+    kept = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, workers._stop_later)  # as a started worker waits
+        os.kill(os.getpid(), signal.SIGINT)  # the ingest's interrupt, between batches
+        with pytest.raises(KeyboardInterrupt, match="interrupted before this batch"):
+            workers._run_batch("_one_step", ["a"], ["a"])
+        with pytest.raises(KeyboardInterrupt):  # nor the one after
+            workers._run_batch("_one_step", ["b"], ["b"])
+        assert signal.getsignal(signal.SIGINT) is workers._stop_later
+    finally:
+        signal.signal(signal.SIGINT, kept)
+    assert instance.get_run_records() == []
