@@ -46,3 +46,9 @@ def test_writers_at_once_never_leave_a_mixed_or_half_file(tmp_path):
     assert errors == []
     assert path.read_text() in texts
     assert [p.name for p in tmp_path.iterdir()] == ["tree.json"]
+
+
+def test_a_target_with_the_longest_name_a_file_can_have_is_written(tmp_path):
+    path = tmp_path / ("x" * 250 + ".html")
+    write_text_atomically(path, "<html>")
+    assert path.read_text() == "<html>"
