@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from align_track_pipeline.cli import workers
 from align_track_pipeline.cli.batches import InProcess
 from align_track_pipeline.cli.failures import describe
 from align_track_pipeline.cli.signals import interrupts_recorded
@@ -117,21 +118,31 @@ def test_sigterm_while_the_command_starts_is_told_with_its_json(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-class _TermAtRunEnd(logging.Handler):
-    """Sends this process SIGTERM when the run logs its success: after its last step, where
+class _SignalAtRunEnd(logging.Handler):
+    """Sends this process a signal when the run logs its success: after its last step, where
     Dagster only remembers a signal for a next step that never comes."""
+
+    def __init__(self, signum: int):
+        super().__init__()
+        self.signum = signum
 
     def emit(self, record: logging.LogRecord) -> None:
         if "RUN_SUCCESS" in record.getMessage():
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
-@dg.logger
-def _term_at_run_end(_context) -> logging.Logger:
-    log = logging.getLogger("term_at_run_end")
-    log.setLevel(logging.DEBUG)
-    log.handlers = [_TermAtRunEnd()]
-    return log
+def _signal_at_run_end(signum: int) -> dg.LoggerDefinition:
+    @dg.logger
+    def at_run_end(_context) -> logging.Logger:
+        log = logging.getLogger(f"signal_{signum}_at_run_end")
+        log.setLevel(logging.DEBUG)
+        log.handlers = [_SignalAtRunEnd(signum)]
+        return log
+
+    return at_run_end
+
+
+_term_at_run_end = _signal_at_run_end(signal.SIGTERM)
 
 
 @dg.op
@@ -152,3 +163,48 @@ def test_a_signal_between_a_runs_steps_still_stops_the_command(tmp_path):
         runner.run("_one_step")
     assert received.first() == signal.SIGTERM
     assert str(raised.value).startswith("_one_step run ")
+
+
+@dg.job(logger_defs={"int": _signal_at_run_end(signal.SIGINT)})
+def _one_step_interrupted():
+    _nothing()
+
+
+def test_a_worker_stops_its_batch_at_an_interrupt_that_landed_after_a_runs_last_step(
+        tmp_path, monkeypatch):
+    """The ingest passes Ctrl-C on to each worker as SIGINT. Before, one that landed after a
+    run's last step was dropped there, and the worker went on with the rest of its batch."""
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    monkeypatch.setattr(workers, "_runner", InProcess(
+        dg.Definitions(jobs=[_one_step_interrupted]), instance, {"loggers": {"int": {}}}))
+    monkeypatch.setattr(workers, "_stopping", False)
+    kept = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:  # two ranges: (a, a) and (c, c)
+            workers._run_batch("_one_step_interrupted", ["a", "c"], ["a", "b", "c"])
+    finally:
+        signal.signal(signal.SIGINT, kept)
+    assert str(raised.value).startswith("_one_step_interrupted run ")
+    assert len(instance.get_run_records()) == 1  # the second range never ran
+
+
+def test_a_worker_interrupted_starts_no_further_batch(tmp_path, monkeypatch):
+    """Before, a batch queued behind another (several phases' batches on the same workers)
+    ran in full after Ctrl-C: the worker ignored the interrupt while idle, and the one its
+    running batch took was used up."""
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    monkeypatch.setattr(workers, "_runner", InProcess(dg.Definitions(jobs=[_one_step]),
+                                                      instance))
+    monkeypatch.setattr(workers, "_stopping", False)
+    kept = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, workers._stop_later)  # as a started worker waits
+        os.kill(os.getpid(), signal.SIGINT)  # the ingest's interrupt, between batches
+        with pytest.raises(KeyboardInterrupt, match="interrupted before this batch"):
+            workers._run_batch("_one_step", ["a"], ["a"])
+        with pytest.raises(KeyboardInterrupt):  # nor the one after
+            workers._run_batch("_one_step", ["b"], ["b"])
+        assert signal.getsignal(signal.SIGINT) is workers._stop_later
+    finally:
+        signal.signal(signal.SIGINT, kept)
+    assert instance.get_run_records() == []

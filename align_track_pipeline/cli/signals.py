@@ -96,6 +96,6 @@ def raise_if_received(during: str) -> None:
     `interrupts_recorded` block, raised before or not (the command is stopping either way):
     Dagster drops a signal that lands after a run's last step (it only remembers it for a
     next step), and the run then ends as if none came. `during`: what was running, as the
-    interrupt's message tells. Outside such a block (a worker process) it does nothing."""
+    interrupt's message tells. Outside such a block it does nothing."""
     if _ACTIVE and _ACTIVE[-1].first() is not None:
         raise KeyboardInterrupt(during)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
+from align_track_pipeline.cli.signals import interrupts_recorded
 from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import preloaded_pool, stop_fork_server
 from align_track_pipeline.core.secrets import mask_text
@@ -155,7 +156,11 @@ class WorkerPool:
     @contextmanager
     def interruptible(self) -> Iterator[None]:
         """While the workers write: SIGTERM counts as Ctrl-C, and either is passed on to every
-        worker, whose partition in progress is finished before the interrupt is raised."""
+        worker, whose partition in progress is finished before the interrupt is raised; no
+        batch starts after it (`_run_batch`). The futures are not cancelled: a pool that
+        breaks meanwhile (a worker still starting takes the interrupt) fails every future it
+        holds, and Python 3.11's executor thread dies on a cancelled one, leaving the wait
+        hung."""
         def as_interrupt(_signum, _frame) -> None:
             raise KeyboardInterrupt("SIGTERM")
 
@@ -250,6 +255,7 @@ def _shut_down(executor: ProcessPoolExecutor) -> None:
 
 
 _runner: InProcess | None = None
+_stopping = False  # the ingest was interrupted: no batch starts in this worker any more
 
 
 def _start_worker(setup: Setup) -> None:
@@ -257,7 +263,7 @@ def _start_worker(setup: Setup) -> None:
     passes it on), and the runner."""
     global _runner
     os.setpgrp()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle between batches: nothing to stop
+    signal.signal(signal.SIGINT, _stop_later)  # idle between batches: none starts after
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import progress_logger
     from align_track_pipeline.definitions import build_defs
@@ -269,21 +275,37 @@ def _start_worker(setup: Setup) -> None:
     _runner = InProcess(defs, open_instance(Path(setup.data_dir)), setup.run_config)
 
 
+def _stop_later(_signum: int, _frame) -> None:
+    """The ingest's interrupt reached this worker between batches (a batch queued behind
+    another, say): the batches still to come do not start."""
+    global _stopping
+    _stopping = True
+
+
 def _ready() -> None:
     """A no-op: submitted once per worker so that it starts (and imports) ahead of its work."""
 
 
 def _run_batch(job: str, batch: list[str], order: list[str]) -> Found:
-    """In the worker: the batch's runs, one per contiguous range, with a heartbeat."""
+    """In the worker: the batch's runs, one per contiguous range, with a heartbeat. The
+    interrupt this process passes on stops the batch after the run in progress, also when it
+    lands after that run's last step, where Dagster drops it (`raise_if_received`); once
+    interrupted, idle or not, the worker starts no further batch."""
     from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 
+    global _stopping
     assert _runner is not None, "worker not started"
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with heartbeat(_runner.instance), one_planned_event_per_asset():
+        if _stopping:  # checked once SIGINT raises: an interrupt can no longer slip between
+            raise KeyboardInterrupt(f"{job}: the ingest was interrupted before this batch")
+        with interrupts_recorded(), heartbeat(_runner.instance), one_planned_event_per_asset():
             return run_ranges(_runner, job, batch, order, _say)
+    except KeyboardInterrupt:
+        _stopping = True
+        raise
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, _stop_later)
 
 
 def _say(msg: str) -> None:
