@@ -46,15 +46,27 @@ TABLES_CONDITION = (
 ).with_label("missing_changed_or_new_code")
 
 # The trackers wait until the tables of the partition have *landed*, and then follow the
-# tables' data version (`eager()` would ignore an update from a run that also planned the
-# tracker). Requiring the deps to be neither missing nor about to be requested keeps the
-# trackers in a run of their own, started on the tick after the tables' run: this is the safety
-# net; the discovery sensor's `ingest_folders` run, the fast path, does both in one run. A
-# rewrite of the tables with the same data version (a broken file repaired) leaves the
-# trackers alone.
-_TABLES_LANDED = AC.any_deps_match(AC.data_version_changed()).with_label("tables_landed")
+# tables' data version. Requiring the deps to be neither missing nor about to be requested
+# keeps the trackers in a run of their own, started on the tick after the tables' run: this is
+# the safety net. A rewrite of the tables with the same data version (a broken file repaired)
+# leaves the trackers alone.
+#
+# Tables written by a run that also writes the tracker (the discovery sensor's `ingest_folders`
+# run, the fast path, which names its assets) are that run's business, as in `eager()`: a tick
+# that reads the run as ended before it sees the run's last materialization would otherwise
+# request the tracker a second time (dagster-io/dagster#24389). If that run failed without
+# writing the tracker (its step failed, or was skipped after another partition's tables failed),
+# the tracker is requested once, unless its own tables failed too (nothing new to log).
+_TABLES_LANDED = AC.any_deps_match(
+    AC.data_version_changed() & ~AC.executed_with_root_target()).with_label("tables_landed")
+_FAILED_WITH_TABLES = (
+    AC.execution_failed()
+    & AC.any_deps_match(AC.executed_with_root_target()).with_label("tables_written_with_it")
+    & ~AC.any_deps_match(AC.execution_failed()).with_label("tables_failed")
+).newly_true().with_label("failed_in_the_tables_run")
 TRACKERS_CONDITION = (
-    (_NEVER_BUILT | (_TABLES_LANDED | AC.code_version_changed()).since_last_handled())
+    (_NEVER_BUILT
+     | (_TABLES_LANDED | _FAILED_WITH_TABLES | AC.code_version_changed()).since_last_handled())
     & ~AC.any_deps_match(AC.missing() | AC.will_be_requested()).with_label(
         "tables_missing_or_requested")
     & _NOT_BUSY

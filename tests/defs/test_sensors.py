@@ -18,6 +18,7 @@ from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.cleanup import REMOVED, cleanup_config
 from align_track_pipeline.defs.dagster_compat import last_event_id
 from align_track_pipeline.defs.freshness import latest_data_versions, observed_versions
+from align_track_pipeline.defs.jobs import ingest_folders_job
 from align_track_pipeline.defs.schedules import nightly_observation
 from align_track_pipeline.defs.sensors import RANGE_END, RANGE_START
 from tests.conftest import (
@@ -71,11 +72,13 @@ def test_sensor_adds_new_folders_and_deletes_gone_ones(tmp_path, sample_tree, da
         assert config == {"partitions": [gone.key]}
 
 
-def _ingest(defs, instance, request: dg.RunRequest):
+def _ingest(defs, instance, request: dg.RunRequest, raise_on_error: bool = True):
     """What the daemon does with the sensor's `ingest_folders` request."""
     job = defs.resolve_job_def(request.job_name)
     return job.execute_in_process(instance=instance, tags=request.tags,
-                                  partition_key=request.partition_key)
+                                  partition_key=request.partition_key,
+                                  asset_selection=request.asset_selection,
+                                  raise_on_error=raise_on_error)
 
 
 def _writers(instance, key: str) -> dict[str, set[str]]:
@@ -107,10 +110,17 @@ def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small
         assert result.dynamic_partitions_requests[0].partition_keys == ["late/run"]
         request = next(r for r in result.run_requests if r.partition_key == "late/run")
         assert request.job_name == "ingest_folders"
+        # The run names every asset of its job: the automation then knows its tables' update
+        # is that run's business, also on a tick that reads the run as ended before it sees
+        # the run's last materialization.
+        assert set(request.asset_selection) == set(ingest_folders_job.selection.resolve(
+            defs.get_repository_def().asset_graph)) == {dg.AssetKey(a) for a in (
+                "experiment_folders", "experiments", "scenes", "mlflow_runs", "aim_runs")}
         apply_partition_requests(instance, result)
         run = _ingest(defs, instance, request)
         assert run.success
         assert run.dagster_run.job_name == "ingest_folders"
+        assert run.dagster_run.asset_selection == set(request.asset_selection)
         assert _writers(instance, "late/run") == dict.fromkeys(
             ("experiments", "scenes", "mlflow_runs", "aim_runs", "experiment_folders"),
             {run.run_id})
@@ -125,6 +135,81 @@ def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small
     assert len(runs) == scenes
     aim = aim_runs_seen_by_a_fresh_process(data_dir / "aim", 'run.partition_key == "late/run"')
     assert len(aim) == scenes
+
+
+def _late_only(requested: dict[str, set[str]], key: str) -> dict[str, set[str]]:
+    return {asset: {key} for asset, keys in requested.items() if key in keys}
+
+
+@pytest.mark.slow
+def test_a_tracker_failing_in_the_sensors_run_is_retried_once(tmp_path, small_tree, data_dir,
+                                                              dagster_storage):
+    """The sensor's run wrote the tables and MLflow, and Aim failed (its store cannot be
+    opened): the automation asks for Aim once for that folder, nothing else; failing again,
+    it is not asked for again (no retry loop); once fixed, the folder's next change brings
+    it."""
+    from tests.defs.test_automation import Automation
+
+    defs = build_defs(str(small_tree), str(data_dir))
+    make_run_dir(small_tree, "late/run")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("experiments", [
+            r.key for r in find_run_dirs(small_tree) if r.key != "late/run"])
+        automation = Automation(defs, instance)
+        automation.tick()
+        result = sensor_tick(defs, instance)
+        request = next(r for r in result.run_requests if r.partition_key == "late/run")
+        apply_partition_requests(instance, result)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "aim").write_text("a file where the Aim repo should be")
+        run = _ingest(defs, instance, request, raise_on_error=False)
+        assert not run.success
+        assert _writers(instance, "late/run")["mlflow_runs"] == {run.run_id}
+        assert _writers(instance, "late/run")["aim_runs"] == set()
+        assert _late_only(automation.tick(), "late/run") == {"aim_runs": {"late/run"}}
+        retry = defs.resolve_job_def("aim").execute_in_process(
+            instance=instance, partition_key="late/run", raise_on_error=False)
+        assert not retry.success
+        for _ in range(2):
+            assert _late_only(automation.tick(), "late/run") == {}
+
+
+@pytest.mark.slow
+def test_tables_failing_in_the_sensors_range_run_leave_the_others_to_the_automation(
+        tmp_path, small_tree, data_dir, dagster_storage):
+    """New folders come in one run; one of them is broken: its tables fail, which skips the
+    run's tracker steps. The automation asks for the trackers of the others, not for the
+    broken one (nothing to log), and nothing once they are written."""
+    from tests.defs.test_automation import TABLES, TRACKERS, Automation
+
+    defs = build_defs(str(small_tree), str(data_dir))
+    bad, *good = find_run_dirs(small_tree)
+    (bad.path / "input_output.json").write_text('[{"input": ')  # truncated
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        automation = Automation(defs, instance)
+        automation.tick()
+        result = sensor_tick(defs, instance)
+        (request,) = result.run_requests
+        assert request.tags[RANGE_START] != request.tags[RANGE_END]
+        apply_partition_requests(instance, result)
+        run = _ingest(defs, instance, request, raise_on_error=False)
+        assert not run.success
+        wanted = {r.key for r in good}
+        for key in wanted:
+            writers = _writers(instance, key)
+            assert writers["scenes"] == {run.run_id}
+            assert writers["mlflow_runs"] == writers["aim_runs"] == set()
+        # The broken folder's tables are asked for once more (its observation in the run
+        # counts as new input), the trackers of the others once.
+        assert {a: k for a, k in automation.tick().items() if k} == dict.fromkeys(
+            TABLES, {bad.key}) | dict.fromkeys(TRACKERS, wanted)
+        assert not defs.resolve_job_def("tables").execute_in_process(
+            instance=instance, partition_key=bad.key, raise_on_error=False).success
+        for job in ("mlflow", "aim"):
+            for key in wanted:
+                assert defs.resolve_job_def(job).execute_in_process(
+                    instance=instance, partition_key=key).success
+        assert {a: k for a, k in automation.tick().items() if k} == {}
 
 
 def test_a_folder_being_ingested_gets_no_second_run(tmp_path, small_tree, data_dir,
