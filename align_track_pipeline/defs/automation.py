@@ -46,31 +46,29 @@ TABLES_CONDITION = (
 ).with_label("missing_changed_or_new_code")
 
 # The trackers wait until the tables of the partition have *landed*, and then follow the
-# tables' data version. Requiring the deps to be neither missing nor about to be requested
-# keeps the trackers in a run of their own, started on the tick after the tables' run: this is
-# the safety net. A rewrite of the tables with the same data version (a broken file repaired)
-# leaves the trackers alone.
+# tables' data version (`eager()` would ignore an update from a run that also planned the
+# tracker). Requiring the deps to be neither missing nor about to be requested keeps the
+# trackers in a run of their own, started on the tick after the tables' run: this is the safety
+# net; the discovery sensor's `ingest_folders` run, the fast path, does both in one run. A
+# rewrite of the tables with the same data version (a broken file repaired) leaves the
+# trackers alone.
 #
-# Tables written by a run that also writes the tracker (the discovery sensor's `ingest_folders`
-# run, the fast path, which names its assets) are that run's business, as in `eager()`: a tick
-# that reads the run as ended before it sees the run's last materialization would otherwise
-# request the tracker a second time (dagster-io/dagster#24389). If that run failed without
-# writing the tracker (its step failed, or was skipped after another partition's tables failed),
-# the tracker is requested once, unless its own tables failed too (nothing new to log).
-_TABLES_LANDED = AC.any_deps_match(
-    AC.data_version_changed() & ~AC.executed_with_root_target()).with_label("tables_landed")
-_FAILED_WITH_TABLES = (
-    AC.execution_failed()
-    & AC.any_deps_match(AC.executed_with_root_target()).with_label("tables_written_with_it")
-    & ~AC.any_deps_match(AC.execution_failed()).with_label("tables_failed")
-).newly_true().with_label("failed_in_the_tables_run")
-TRACKERS_CONDITION = (
-    (_NEVER_BUILT
-     | (_TABLES_LANDED | _FAILED_WITH_TABLES | AC.code_version_changed()).since_last_handled())
+# A tracker is requested on the second tick in a row at which it is due, not the first: the
+# first may see the tables written by a run that writes the tracker too (the discovery
+# sensor's), and that run as ended, before it sees the run's last materialization (Dagster
+# bounds the events a tick reads, not the run statuses: dagster-io/dagster#24389); the tracker
+# would then be requested a second time. One tick later the materialization is seen. This
+# costs the safety net one automation tick, never the sensor's run.
+_TABLES_LANDED = AC.any_deps_match(AC.data_version_changed()).with_label("tables_landed")
+_TRACKER_DUE = (
+    (_NEVER_BUILT | (_TABLES_LANDED | AC.code_version_changed()).since_last_handled())
     & ~AC.any_deps_match(AC.missing() | AC.will_be_requested()).with_label(
         "tables_missing_or_requested")
     & _NOT_BUSY
-).with_label("after_tables_landed")
+).with_label("due")
+TRACKERS_CONDITION = (
+    _TRACKER_DUE & ~_TRACKER_DUE.newly_true().with_label("due_since_this_tick")
+).with_label("due_for_two_ticks")
 
 # An unpartitioned asset over every table partition (`scene_comparison`, `dashboard`):
 # rebuilt after any partition of its deps was updated, once no run of theirs is in progress (a

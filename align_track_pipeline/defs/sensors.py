@@ -116,22 +116,11 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
     if not (new or gone or suspects or repairs):
         return dg.SkipReason(" ".join(notes) or
                              f"{len(on_disk)} folders, none new, changed or removed")
-    return _result(new, gone, suspects, repairs, ingest_selection(context))
-
-
-def ingest_selection(context: dg.SensorEvaluationContext) -> list[dg.AssetKey] | None:
-    """Every asset of the `ingest_folders` job, named as the asset selection of the sensor's
-    runs of it. Dagster records no selection for a run of a whole job, and the automation
-    needs it to tell that the tables were written by a run that also writes the trackers
-    (`executed_with_root_target`, `defs/automation.py`)."""
-    if context.repository_def is None:
-        return None
-    return sorted(ingest_folders_job.selection.resolve(context.repository_def.asset_graph))
+    return _result(new, gone, suspects, repairs)
 
 
 def _result(new: list[str], gone: list[str], suspects: dict[str, str],
-            repairs: list[dg.RunRequest],
-            selection: list[dg.AssetKey] | None) -> dg.SensorResult:
+            repairs: list[dg.RunRequest]) -> dg.SensorResult:
     requests, partition_requests = list(repairs), []
     if new:
         partition_requests.append(experiment_partitions.build_add_request(new))
@@ -142,12 +131,11 @@ def _result(new: list[str], gone: list[str], suspects: dict[str, str],
             run_key=run_key("cleanup", gone),
             run_config=cleanup_config(gone),
         ))
-    requests += ingest_requests(new, suspects, selection)
+    requests += ingest_requests(new, suspects)
     return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
 
 
-def ingest_requests(new: list[str], suspects: dict[str, str],
-                    selection: list[dg.AssetKey] | None = None) -> list[dg.RunRequest]:
+def ingest_requests(new: list[str], suspects: dict[str, str]) -> list[dg.RunRequest]:
     """One `ingest_folders` run over the new folders (added together, they are a contiguous
     range), one per changed known folder; beyond `partitions_per_run()` new or
     `CHANGED_RUNS_MAX` changed ones, an observation, and the automation's batches. Run keys
@@ -159,27 +147,24 @@ def ingest_requests(new: list[str], suspects: dict[str, str],
         batched = {k: suspects.get(k, "") for k in [*new, *changed]}
         return [observation_request("observe", batched)] if batched else []
     if len(new) <= partitions_per_run():
-        requests += [_ingest(new, suspects, selection)] if new else []
+        requests += [_ingest(new, suspects)] if new else []
     else:
         batched |= {k: suspects.get(k, "") for k in new}
     if len(changed) <= CHANGED_RUNS_MAX:
-        requests += [_ingest([key], suspects, selection) for key in changed]
+        requests += [_ingest([key], suspects) for key in changed]
     else:
         batched |= {k: suspects[k] for k in changed}
     return requests + ([observation_request("observe", batched)] if batched else [])
 
 
-def _ingest(keys: list[str], suspects: dict[str, str],
-            selection: list[dg.AssetKey] | None) -> dg.RunRequest:
+def _ingest(keys: list[str], suspects: dict[str, str]) -> dg.RunRequest:
     """First in the queue (Dagster's run priority), ahead of upkeep and batched runs."""
     state = [f"{k}:{suspects.get(k, '')}" for k in keys]
     if len(keys) == 1:
         return dg.RunRequest(job_name=INGEST_FOLDERS_JOB, partition_key=keys[0],
-                             run_key=run_key("ingest", state), tags=FIRST,
-                             asset_selection=selection)
+                             run_key=run_key("ingest", state), tags=FIRST)
     return dg.RunRequest(job_name=INGEST_FOLDERS_JOB, run_key=run_key("ingest", state),
-                         tags={RANGE_START: keys[0], RANGE_END: keys[-1]} | FIRST,
-                         asset_selection=selection)
+                         tags={RANGE_START: keys[0], RANGE_END: keys[-1]} | FIRST)
 
 
 def repair_requests(context: dg.SensorEvaluationContext, store: DataStore,

@@ -18,7 +18,6 @@ from align_track_pipeline.definitions import build_defs
 from align_track_pipeline.defs.cleanup import REMOVED, cleanup_config
 from align_track_pipeline.defs.dagster_compat import last_event_id
 from align_track_pipeline.defs.freshness import latest_data_versions, observed_versions
-from align_track_pipeline.defs.jobs import ingest_folders_job
 from align_track_pipeline.defs.schedules import nightly_observation
 from align_track_pipeline.defs.sensors import RANGE_END, RANGE_START
 from tests.conftest import (
@@ -77,7 +76,6 @@ def _ingest(defs, instance, request: dg.RunRequest, raise_on_error: bool = True)
     job = defs.resolve_job_def(request.job_name)
     return job.execute_in_process(instance=instance, tags=request.tags,
                                   partition_key=request.partition_key,
-                                  asset_selection=request.asset_selection,
                                   raise_on_error=raise_on_error)
 
 
@@ -110,17 +108,10 @@ def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small
         assert result.dynamic_partitions_requests[0].partition_keys == ["late/run"]
         request = next(r for r in result.run_requests if r.partition_key == "late/run")
         assert request.job_name == "ingest_folders"
-        # The run names every asset of its job: the automation then knows its tables' update
-        # is that run's business, also on a tick that reads the run as ended before it sees
-        # the run's last materialization.
-        assert set(request.asset_selection) == set(ingest_folders_job.selection.resolve(
-            defs.get_repository_def().asset_graph)) == {dg.AssetKey(a) for a in (
-                "experiment_folders", "experiments", "scenes", "mlflow_runs", "aim_runs")}
         apply_partition_requests(instance, result)
         run = _ingest(defs, instance, request)
         assert run.success
         assert run.dagster_run.job_name == "ingest_folders"
-        assert run.dagster_run.asset_selection == set(request.asset_selection)
         assert _writers(instance, "late/run") == dict.fromkeys(
             ("experiments", "scenes", "mlflow_runs", "aim_runs", "experiment_folders"),
             {run.run_id})
@@ -145,9 +136,8 @@ def _late_only(requested: dict[str, set[str]], key: str) -> dict[str, set[str]]:
 def test_a_tracker_failing_in_the_sensors_run_is_retried_once(tmp_path, small_tree, data_dir,
                                                               dagster_storage):
     """The sensor's run wrote the tables and MLflow, and Aim failed (its store cannot be
-    opened): the automation asks for Aim once for that folder, nothing else; failing again,
-    it is not asked for again (no retry loop); once fixed, the folder's next change brings
-    it."""
+    opened): the automation asks for Aim once for that folder (on its second tick), nothing
+    else; failing again, it is not asked for again (no retry loop)."""
     from tests.defs.test_automation import Automation
 
     defs = build_defs(str(small_tree), str(data_dir))
@@ -166,6 +156,7 @@ def test_a_tracker_failing_in_the_sensors_run_is_retried_once(tmp_path, small_tr
         assert not run.success
         assert _writers(instance, "late/run")["mlflow_runs"] == {run.run_id}
         assert _writers(instance, "late/run")["aim_runs"] == set()
+        assert _late_only(automation.tick(), "late/run") == {}  # due since this tick
         assert _late_only(automation.tick(), "late/run") == {"aim_runs": {"late/run"}}
         retry = defs.resolve_job_def("aim").execute_in_process(
             instance=instance, partition_key="late/run", raise_on_error=False)
@@ -200,11 +191,13 @@ def test_tables_failing_in_the_sensors_range_run_leave_the_others_to_the_automat
             assert writers["scenes"] == {run.run_id}
             assert writers["mlflow_runs"] == writers["aim_runs"] == set()
         # The broken folder's tables are asked for once more (its observation in the run
-        # counts as new input), the trackers of the others once.
+        # counts as new input), the trackers of the others once, a tick later.
         assert {a: k for a, k in automation.tick().items() if k} == dict.fromkeys(
-            TABLES, {bad.key}) | dict.fromkeys(TRACKERS, wanted)
+            TABLES, {bad.key})
         assert not defs.resolve_job_def("tables").execute_in_process(
             instance=instance, partition_key=bad.key, raise_on_error=False).success
+        assert {a: k for a, k in automation.tick().items() if k} == dict.fromkeys(
+            TRACKERS, wanted)
         for job in ("mlflow", "aim"):
             for key in wanted:
                 assert defs.resolve_job_def(job).execute_in_process(
