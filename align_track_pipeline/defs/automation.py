@@ -52,23 +52,13 @@ TABLES_CONDITION = (
 # net; the discovery sensor's `ingest_folders` run, the fast path, does both in one run. A
 # rewrite of the tables with the same data version (a broken file repaired) leaves the
 # trackers alone.
-#
-# A tracker is requested on the second tick in a row at which it is due, not the first: the
-# first may see the tables written by a run that writes the tracker too (the discovery
-# sensor's), and that run as ended, before it sees the run's last materialization (Dagster
-# bounds the events a tick reads, not the run statuses: dagster-io/dagster#24389); the tracker
-# would then be requested a second time. One tick later the materialization is seen. This
-# costs the safety net one automation tick, never the sensor's run.
 _TABLES_LANDED = AC.any_deps_match(AC.data_version_changed()).with_label("tables_landed")
-_TRACKER_DUE = (
+TRACKERS_CONDITION = (
     (_NEVER_BUILT | (_TABLES_LANDED | AC.code_version_changed()).since_last_handled())
     & ~AC.any_deps_match(AC.missing() | AC.will_be_requested()).with_label(
         "tables_missing_or_requested")
     & _NOT_BUSY
-).with_label("due")
-TRACKERS_CONDITION = (
-    _TRACKER_DUE & ~_TRACKER_DUE.newly_true().with_label("due_since_this_tick")
-).with_label("due_for_two_ticks")
+).with_label("after_tables_landed")
 
 # An unpartitioned asset over every table partition (`scene_comparison`, `dashboard`):
 # rebuilt after any partition of its deps was updated, once no run of theirs is in progress (a

@@ -99,32 +99,8 @@ def test_a_new_folder_runs_tables_then_trackers(ingested, data_dir):
     assert _requested(automation.tick()) == {t: {key} for t in TABLES}
     ingest = defs.resolve_job_def("tables")
     assert ingest.execute_in_process(instance=instance, partition_key=key).success
-    # On the second tick at which they are due, not the first (see the next test).
-    assert _requested(automation.tick()) == {}
     assert _requested(automation.tick()) == {t: {key} for t in TRACKERS}
     for job in ("mlflow", "aim"):
-        assert defs.resolve_job_def(job).execute_in_process(
-            instance=instance, partition_key=key).success
-    assert _requested(automation.tick()) == {}
-    assert _requested(automation.tick()) == {}
-
-
-@pytest.mark.slow
-def test_trackers_seen_written_a_tick_late_are_not_requested(ingested):
-    """What a tick sees when it reads the discovery sensor's run (tables and trackers in one)
-    as ended before it sees the run's tracker materializations: Dagster bounds the events a
-    tick reads, not the run statuses (dagster-io/dagster#24389). Here the trackers are written
-    only after the first tick that saw the tables. Requested on that first tick, they would be
-    written twice."""
-    tree, defs, instance, automation = ingested
-    key = "late/run"
-    make_run_dir(tree, key, SAMPLE_TREE / "random" / "unaligned" / "input_output.json")
-    _sense_and_observe(defs, instance)
-    assert _requested(automation.tick()) == {t: {key} for t in TABLES}
-    assert defs.resolve_job_def("tables").execute_in_process(
-        instance=instance, partition_key=key).success
-    assert _requested(automation.tick()) == {}
-    for job in ("mlflow", "aim"):  # the materializations the tick did not see yet
         assert defs.resolve_job_def(job).execute_in_process(
             instance=instance, partition_key=key).success
     assert _requested(automation.tick()) == {}
@@ -176,7 +152,6 @@ def test_a_tracker_layout_bump_requests_only_that_tracker(ingested):
     tree, defs, instance, automation = ingested
     keys = {r.key for r in find_run_dirs(tree)}
     bumped = _with_code_version(defs, "log_mlflow_runs", "999")
-    assert _requested(automation.tick(bumped)) == {}  # a tracker: on its second tick due
     assert _requested(automation.tick(bumped)) == {"mlflow_runs": keys}
 
 
@@ -249,5 +224,4 @@ def test_switching_mlflow_to_flat_requests_every_mlflow_partition(ingested):
     tree, defs, instance, automation = ingested
     flat = build_defs(str(tree), defs.resources["store"].data_dir, {"flat": "1"})
     keys = {r.key for r in find_run_dirs(tree)}
-    assert _requested(automation.tick(flat)) == {}  # a tracker: on its second tick due
     assert _requested(automation.tick(flat)) == {"mlflow_runs": keys}
