@@ -39,10 +39,10 @@ def test_a_dropped_interrupt_is_raised_at_the_next_check(signum):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_the_aim_phase_stops_the_ingest(sample_tree, data_dir):
+def test_ctrl_c_during_the_aim_phase_stops_the_ingest(small_tree, data_dir):
     """SIGINT as Aim creates its 5th run, the first of the second partition."""
     cmd = [str(Path(sys.executable).parent / "align-track"), "ingest", "--json",
-           "--experiments-dir", str(sample_tree), "--data-dir", str(data_dir)]
+           "--experiments-dir", str(small_tree), "--data-dir", str(data_dir)]
     stopped = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
                              env={**os.environ, "ALIGN_TRACK_FAULT": "aim.run_created:5:sigint"})
     assert stopped.returncode == 130, stopped.stderr[-2000:]
