@@ -153,11 +153,11 @@ def test_kill_during_aim_phase_then_rerun(sample_tree, data_dir, fault):
 
 
 @pytest.mark.slow
-def test_ingest_while_aim_up_serves_the_repo(capsys, sample_tree, data_dir):
+def test_ingest_while_aim_up_serves_the_repo(capsys, small_tree, data_dir):
     """The safe order is any order: Aim's index is opened, written and released per batch,
     with retries while `aim up` holds it; the UI keeps serving and sees every run."""
-    first, *rest = find_run_dirs(sample_tree)
-    _ingest(capsys, sample_tree, data_dir)
+    first, *rest = find_run_dirs(small_tree)
+    _ingest(capsys, small_tree, data_dir)
     port = _free_port()
     up = subprocess.Popen([str(Path(sys.executable).parent / "align-track"), "aim-ui",
                            "--data-dir", str(data_dir), "--port", str(port)],
@@ -166,10 +166,10 @@ def test_ingest_while_aim_up_serves_the_repo(capsys, sample_tree, data_dir):
         wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
         io = first.path / "input_output.json"
         io.write_text(io.read_text() + "\n ")
-        (sample_tree / "random" / "unaligned" / "input_output.json").write_text(
-            (sample_tree / "random" / "unaligned" / "input_output.json").read_text()
+        (small_tree / "random" / "unaligned" / "input_output.json").write_text(
+            (small_tree / "random" / "unaligned" / "input_output.json").read_text()
             .replace("Random choice", "Changed choice", 1))
-        _ingest(capsys, sample_tree, data_dir)
+        _ingest(capsys, small_tree, data_dir)
         wait_http(f"http://127.0.0.1:{port}/api/projects/", up)
     finally:
         stop_server(up)
