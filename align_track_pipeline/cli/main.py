@@ -364,15 +364,18 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
     job runner (they only serve writes this UI never makes), about a sixth of the default's
     memory. Prints the experiment's runs list, its parents-only view and its Traces tab when
     it exists. MLflow's assistant stays local-only (`environment.py`)."""
-    from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id
+    from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id, is_sql
     from align_track_pipeline.core.trackers.mlflow.tracker import (
         parents_only_url,
         runs_url,
         traces_url,
     )
+    from align_track_pipeline.core.trackers.mlflow.writer import prepare_store
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
     tracker = create("mlflow", _settings(args, data))
+    if is_sql(tracker.tracking_uri):  # not while an ingest creates it: the server migrates
+        prepare_store(tracker.tracking_uri, tracker.artifact_root)
     found = experiment_id(tracker.tracking_uri, tracker.experiment)
     ui = f"http://127.0.0.1:{args.port}"
     if found:

@@ -500,3 +500,41 @@ def test_a_run_the_server_refuses_fails_the_partition_naming_the_servers_reason(
     with pytest.raises(RuntimeError, match=r"\.\./escape") as raised:
         writer.upsert(RunDir(SAMPLE_TREE / rel, rel).key, specs)
     assert "other writers" not in str(raised.value)
+
+
+def _waits_for_the_creation_lock(db: Path, make) -> None:
+    """`make()` (which opens the SQLite store at `db`) waits while another process holds the
+    writers' creation lock, then leaves the store with its schema."""
+    import threading
+
+    from align_track_pipeline.core.locking import file_lock
+
+    done = threading.Event()
+    with file_lock(db.with_suffix(".lock")):
+        thread = threading.Thread(target=lambda: (make(), done.set()), daemon=True)
+        thread.start()
+        assert not done.wait(2)  # not while the lock is held (it opens a store in well under 2 s)
+        assert not db.exists()
+    assert done.wait(60)
+    assert MlflowClient(f"sqlite:///{db}").get_experiment("0") is not None
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_a_store_is_made_only_under_the_creation_lock(tmp_path, monkeypatch, public):
+    """What `align-track mlflow-ui` does before its server opens the store (the server migrates
+    what it opens, without the lock), and the public path's writer (MLflow's client migrates
+    too): a store made meanwhile by an ingest is never migrated twice at once."""
+    from align_track_pipeline.core import verified
+    from align_track_pipeline.core.trackers.mlflow.writer import prepare_store
+
+    if public:
+        monkeypatch.setenv(verified.PUBLIC_ENV, "1")
+    db = tmp_path / "data" / "mlflow.db"
+    _waits_for_the_creation_lock(db, lambda: prepare_store(f"sqlite:///{db}",
+                                                           str(tmp_path / "artifacts")))
+    expected = f"{tmp_path}/artifacts/0" if not public else None
+    location = MlflowClient(f"sqlite:///{db}").get_experiment("0").artifact_location
+    assert expected is None or location == expected  # as the writer makes it
+    other = tmp_path / "other" / "mlflow.db"
+    _waits_for_the_creation_lock(other, lambda: MlflowWriter(
+        f"sqlite:///{other}", "align-system", str(tmp_path / "artifacts")).close())

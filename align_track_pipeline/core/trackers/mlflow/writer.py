@@ -34,7 +34,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -460,13 +460,15 @@ class _ApiBackend(_Backend):
         from align_track_pipeline.core.trackers.mlflow import compat as mc
 
         self._mc, self._uri = mc, uri
-        self._client = MlflowClient(tracking_uri=uri)
-        found = self._client.get_experiment_by_name(experiment)
-        if found is None:
-            with suppress(MlflowException):  # another writer created it meanwhile
-                self._client.create_experiment(
-                    experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
+        # MLflow's client creates or migrates a SQL store's schema when it opens it
+        with _creation_lock(uri) if is_sql(uri) else nullcontext():
+            self._client = MlflowClient(tracking_uri=uri)
             found = self._client.get_experiment_by_name(experiment)
+            if found is None:
+                with suppress(MlflowException):  # another writer created it meanwhile
+                    self._client.create_experiment(experiment, artifact_location=(
+                        _experiment_artifacts(artifact_root, experiment)))
+                found = self._client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id
         self._artifact_location = found.artifact_location
 
@@ -792,6 +794,21 @@ def _experiment_artifacts(artifact_root: str | None, experiment: str) -> str | N
     if artifact_root is None:
         return None
     return f"{artifact_root.rstrip('/')}/{experiment}"
+
+
+def prepare_store(uri: str, artifact_root: str | None) -> None:
+    """Create or migrate a SQL store's schema now, as a writer would and under the writers'
+    lock, for a process about to open it without that lock: `mlflow server` (`align-track
+    mlflow-ui`) migrates what it opens, and two migrations of one store at once clash."""
+    with _creation_lock(uri):
+        if mlflow_internals():
+            from align_track_pipeline.core.trackers.mlflow import compat as mc
+
+            mc.open_sql_store(uri, artifact_root or "./mlartifacts").engine.dispose()
+        else:
+            from mlflow import MlflowClient
+
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 @contextmanager
