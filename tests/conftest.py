@@ -316,20 +316,18 @@ def stop_server(proc, seconds: float = 30) -> None:
 
 def mlflow_scenes_finished(tracking_uri: str, key: str, scenes: int) -> bool:
     """The partition has exactly `scenes` finished scene runs in the `align-system` experiment,
-    read through MLflow's client (independently of the writer). A SQLite store is opened under
-    the writer's creation lock: MLflow's client creates or migrates the schema it opens, and two
-    processes doing that at once clash (seen once: a column missing mid-migration)."""
-    from contextlib import nullcontext
-
+    read through MLflow's client (independently of the writer). A SQL store is opened under
+    the writers' creation lock, and a SQLite one not before it exists: MLflow's client creates
+    or migrates the schema it opens, and two processes doing that at once clash (seen once: a
+    column missing mid-migration)."""
     from mlflow import MlflowClient
 
-    from align_track_pipeline.core.locking import file_lock
+    from align_track_pipeline.core.trackers.mlflow.writer import creation_lock
 
-    db = Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith(
-        "sqlite:///") else None
-    if db is not None and not db.exists():
+    if tracking_uri.startswith("sqlite:///") and not Path(
+            tracking_uri.removeprefix("sqlite:///")).exists():
         return False
-    with file_lock(db.with_suffix(".lock")) if db is not None else nullcontext():
+    with creation_lock(tracking_uri):
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name("align-system")
     if experiment is None:

@@ -89,34 +89,46 @@ def _writers(instance, key: str) -> dict[str, set[str]]:
             for a, records in seen.items()}
 
 
+def _late_folder_sensed(defs, instance, tree):
+    """The instance knows every folder of `tree` but `late/run`, the automation has ticked
+    once; then a sensor tick, its partition applied. Returns the automation, the tick's
+    result and its request for `late/run`."""
+    from tests.defs.test_automation import Automation
+
+    instance.add_dynamic_partitions("experiments", [
+        r.key for r in find_run_dirs(tree) if r.key != "late/run"])
+    automation = Automation(defs, instance)
+    automation.tick()
+    result = sensor_tick(defs, instance)
+    request = next(r for r in result.run_requests if r.partition_key == "late/run")
+    apply_partition_requests(instance, result)
+    return automation, result, request
+
+
+def _late_only(requested: dict[str, set[str]], key: str) -> dict[str, set[str]]:
+    return {asset: {key} for asset, keys in requested.items() if key in keys}
+
+
 @pytest.mark.slow
 def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small_tree, data_dir,
                                                                  dagster_storage):
     """The fast path: the sensor's run observes, parses and feeds both trackers, in one
     process; the automation then requests nothing for it (no second ingest), and the next
     tick nothing either."""
-    from tests.defs.test_automation import Automation
 
     defs = build_defs(str(small_tree), str(data_dir))
     late = make_run_dir(small_tree, "late/run")
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        instance.add_dynamic_partitions("experiments", [
-            r.key for r in find_run_dirs(small_tree) if r.key != "late/run"])
-        automation = Automation(defs, instance)
-        automation.tick()
-        result = sensor_tick(defs, instance)
+        automation, result, request = _late_folder_sensed(defs, instance, small_tree)
         assert result.dynamic_partitions_requests[0].partition_keys == ["late/run"]
-        request = next(r for r in result.run_requests if r.partition_key == "late/run")
         assert request.job_name == "ingest_folders"
-        apply_partition_requests(instance, result)
         run = _ingest(defs, instance, request)
         assert run.success
         assert run.dagster_run.job_name == "ingest_folders"
         assert _writers(instance, "late/run") == dict.fromkeys(
             ("experiments", "scenes", "mlflow_runs", "aim_runs", "experiment_folders"),
             {run.run_id})
-        requested = automation.tick()
-        assert {a: p for a, p in requested.items() if "late/run" in p} == {}
+        assert _late_only(automation.tick(), "late/run") == {}
     scenes = item_count(late)
     assert pq.read_metadata(ParquetStore(data_dir).path("scenes", "late/run")).num_rows == scenes
     client = MlflowClient(f"sqlite:///{data_dir}/mlflow.db")
@@ -128,8 +140,6 @@ def test_a_new_folder_reaches_every_store_in_the_sensors_one_run(tmp_path, small
     assert len(aim) == scenes
 
 
-def _late_only(requested: dict[str, set[str]], key: str) -> dict[str, set[str]]:
-    return {asset: {key} for asset, keys in requested.items() if key in keys}
 
 
 @pytest.mark.slow
@@ -138,18 +148,11 @@ def test_a_tracker_failing_in_the_sensors_run_is_retried_once(tmp_path, small_tr
     """The sensor's run wrote the tables and MLflow, and Aim failed (its store cannot be
     opened): the automation asks for Aim once for that folder, nothing else; failing again,
     it is not asked for again (no retry loop)."""
-    from tests.defs.test_automation import Automation
 
     defs = build_defs(str(small_tree), str(data_dir))
     make_run_dir(small_tree, "late/run")
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        instance.add_dynamic_partitions("experiments", [
-            r.key for r in find_run_dirs(small_tree) if r.key != "late/run"])
-        automation = Automation(defs, instance)
-        automation.tick()
-        result = sensor_tick(defs, instance)
-        request = next(r for r in result.run_requests if r.partition_key == "late/run")
-        apply_partition_requests(instance, result)
+        automation, _, request = _late_folder_sensed(defs, instance, small_tree)
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "aim").write_text("a file where the Aim repo should be")
         run = _ingest(defs, instance, request, raise_on_error=False)

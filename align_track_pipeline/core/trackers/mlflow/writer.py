@@ -34,7 +34,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -150,6 +150,7 @@ PARTITION_INDEX = "CREATE INDEX IF NOT EXISTS align_track_tags_key_value ON tags
 
 TRACE_INDEX = ("CREATE INDEX IF NOT EXISTS align_track_trace_tags_key_value "
                "ON trace_tags (key, value)")
+DEFAULT_ARTIFACTS = "./mlartifacts"  # a SQL store's artifact root when none is given
 _VERIFY_ROUNDS = 3  # a write, then a read that finds it converged (or writes what is missing)
 
 
@@ -174,8 +175,8 @@ class _SqlBackend(_Backend):
         from align_track_pipeline.core.trackers.mlflow import compat as mc
 
         self._mc = mc
-        with _creation_lock(uri):  # several writers may find a brand-new store at once
-            self._store = mc.open_sql_store(uri, artifact_root or "./mlartifacts")
+        with creation_lock(uri):  # several writers may find a brand-new store at once
+            self._store = mc.open_sql_store(uri, artifact_root or DEFAULT_ARTIFACTS)
             if uri.startswith("sqlite"):
                 event.listen(self._store.engine, "connect", _sqlite_pragmas)
                 with self._store.engine.connect() as conn:  # WAL persists in the database file
@@ -461,7 +462,7 @@ class _ApiBackend(_Backend):
 
         self._mc, self._uri = mc, uri
         # MLflow's client creates or migrates a SQL store's schema when it opens it
-        with _creation_lock(uri) if is_sql(uri) else nullcontext():
+        with creation_lock(uri):
             self._client = MlflowClient(tracking_uri=uri)
             found = self._client.get_experiment_by_name(experiment)
             if found is None:
@@ -800,11 +801,11 @@ def prepare_store(uri: str, artifact_root: str | None) -> None:
     """Create or migrate a SQL store's schema now, as a writer would and under the writers'
     lock, for a process about to open it without that lock: `mlflow server` (`align-track
     mlflow-ui`) migrates what it opens, and two migrations of one store at once clash."""
-    with _creation_lock(uri):
+    with creation_lock(uri):
         if mlflow_internals():
             from align_track_pipeline.core.trackers.mlflow import compat as mc
 
-            mc.open_sql_store(uri, artifact_root or "./mlartifacts").engine.dispose()
+            mc.open_sql_store(uri, artifact_root or DEFAULT_ARTIFACTS).engine.dispose()
         else:
             from mlflow import MlflowClient
 
@@ -812,12 +813,16 @@ def prepare_store(uri: str, artifact_root: str | None) -> None:
 
 
 @contextmanager
-def _creation_lock(uri: str) -> Iterator[None]:
+def creation_lock(uri: str) -> Iterator[None]:
     """Serialize creating or migrating the schema and the experiment across processes: a lock
-    file beside a SQLite database, a session advisory lock on Postgres."""
+    file beside a SQLite database, a session advisory lock on Postgres; nothing for a tracking
+    server (it migrates its own store) or another database."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
+    if not is_sql(uri):
+        yield
+        return
     url = make_url(uri)
     if url.get_backend_name() == "sqlite" and url.database:
         with file_lock(Path(url.database).with_suffix(".lock")):
