@@ -53,3 +53,20 @@ def test_a_failing_preload_is_left_to_the_writers_own_import():
     """)
     assert printed == "went on"
     assert "Traceback" not in errors and "no such module" not in errors
+
+
+def test_what_dagster_s_queries_share_with_the_writers_is_imported_before_the_thread_starts():
+    """SQLAlchemy's ORM half-imported by the preload thread failed a Dagster query on the
+    calling thread (`partially initialized module 'sqlalchemy.orm.exc'`): it is imported,
+    whole, before `preload_writers` returns."""
+    printed, _ = _fresh_process("""
+        import sys
+        from align_track_pipeline.core.trackers.base import preload_writers, preloaded
+        from align_track_pipeline.core.trackers.mlflow.tracker import MlflowTracker
+        before = "sqlalchemy.orm" in sys.modules
+        preload_writers([MlflowTracker("sqlite:///unused.db")])
+        whole = hasattr(sys.modules.get("sqlalchemy.orm.exc"), "UnmappedClassError")
+        preloaded()
+        print(before, whole)
+    """)
+    assert printed == "False True"

@@ -11,10 +11,12 @@ A tracker object is cheap and holds only where its store is; `open()` connects a
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -198,11 +200,21 @@ class Tracker(ABC):
 
 _preloading: list[threading.Thread] = []
 
+# Imported on the calling thread before the writers' imports start on another: SQLAlchemy's
+# ORM, which MLflow and Aim import and Dagster's storage does not, registers a hook that every
+# SQLAlchemy query then calls, Dagster's on the calling thread too; half-imported by the other
+# thread, that hook fails the query ("partially initialized module 'sqlalchemy.orm.exc'").
+SHARED_MODULES = ("sqlalchemy.orm",)
+
 
 def preload_writers(trackers: Sequence[Tracker]) -> None:
     """Import the trackers' writers on a background thread (MLflow's and Aim's imports take a
     second or two each) while this one does other work, e.g. writes the tables. An import
     that fails here is left to the writer's own import, which reports it."""
+    for name in SHARED_MODULES:
+        with suppress(ImportError):
+            importlib.import_module(name)
+
     def imports() -> None:
         for tracker in trackers:
             try:
