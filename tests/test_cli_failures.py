@@ -200,7 +200,7 @@ def test_a_worker_interrupted_starts_no_further_batch(tmp_path, monkeypatch):
     try:
         signal.signal(signal.SIGINT, workers._stop_later)  # as a started worker waits
         os.kill(os.getpid(), signal.SIGINT)  # the ingest's interrupt, between batches
-        with pytest.raises(KeyboardInterrupt, match="interrupted before this batch"):
+        with pytest.raises(KeyboardInterrupt, match="interrupted before it began"):
             workers._run_batch("_one_step", ["a"], ["a"])
         with pytest.raises(KeyboardInterrupt):  # nor the one after
             workers._run_batch("_one_step", ["b"], ["b"])

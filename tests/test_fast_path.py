@@ -1,6 +1,7 @@
 """`align-track ingest` on a tree already ingested: a few changed folders reach every store in
-one `ingest_folders` run (plus the analysis run), an unchanged or only touched tree starts no
-Dagster run at all, and a changed folder that fails is isolated as on the phase-by-phase way."""
+two `ingest_folders` runs (tables, then trackers) and the analysis run, which a worker process
+runs beside the trackers' run; an unchanged or only touched tree starts no Dagster run at all,
+and a changed folder that fails is isolated as on the phase-by-phase way."""
 
 import json
 import os
@@ -12,21 +13,30 @@ import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.cli.instance import open_instance
+from align_track_pipeline.cli.liveness import PID_TAG
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
 from align_track_pipeline.core.source.discovery import find_run_dirs
+from align_track_pipeline.core.tables.store import ParquetStore
 from tests.conftest import aim_runs_seen_by_a_fresh_process, item_count
 
 
-def _ingest(capsys, tree: Path, data: Path) -> tuple[int, dict]:
-    code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json"])
+def _ingest(capsys, tree: Path, data: Path, *options: str) -> tuple[int, dict]:
+    code = main(["ingest", "--experiments-dir", str(tree), "--data-dir", str(data), "--json",
+                 *options])
     return code, json.loads(capsys.readouterr().out)
 
 
 def _jobs(data: Path) -> list[str]:
     """The job of every Dagster run the instance holds, oldest first."""
+    return [job for job, _pid in _runs(data)]
+
+
+def _runs(data: Path) -> list[tuple[str, str]]:
+    """The job of every Dagster run the instance holds, oldest first, and the pid of the
+    process that ran it."""
     with open_instance(data) as instance:
-        return [run.job_name for run in reversed(instance.get_runs())]
+        return [(run.job_name, run.tags[PID_TAG]) for run in reversed(instance.get_runs())]
 
 
 def _slower_first_scene(run_dir: Path) -> float:
@@ -62,19 +72,31 @@ def _timing_of_first_scene(data: Path, key: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", [None, "1"])
 def test_one_changed_dir_among_several_reaches_every_store_in_one_run(capsys, small_tree,
-                                                                     data_dir):
+                                                                     data_dir, workers):
+    """With workers (the default), a run of its tables, then one of its trackers, while a
+    worker refreshes the analysis; in one process (`--workers 1`), one run, then the
+    analysis."""
     code, _ = _ingest(capsys, small_tree, data_dir)
     jobs_before = _jobs(data_dir)
     assert code == 0 and "ingest_folders" not in jobs_before  # a first ingest: by phases
 
     changed, *others = find_run_dirs(small_tree)[1:] + find_run_dirs(small_tree)[:1]
     wanted = _slower_first_scene(changed.path)
-    code, report = _ingest(capsys, small_tree, data_dir)
+    options = ["--workers", workers] if workers else []
+    code, report = _ingest(capsys, small_tree, data_dir, *options)
 
     assert code == 0 and report["materialized"] == [changed.key] and report["failed"] == []
     assert sorted(report["fresh"]) == sorted(r.key for r in others)
-    assert _jobs(data_dir)[len(jobs_before):] == ["ingest_folders", "analysis"]
+    runs = _runs(data_dir)[len(jobs_before):]  # the worker's analysis run starts any time
+    here = str(os.getpid())
+    if workers:
+        assert runs == [("ingest_folders", here), ("analysis", here)]
+    else:
+        analysis = next(pid for job, pid in runs if job == "analysis")
+        assert sorted(runs) == sorted([("ingest_folders", here)] * 2 + [("analysis", analysis)])
+        assert analysis != here  # run by a worker, beside the trackers' run
     scenes = sum(item_count(r.path) for r in find_run_dirs(small_tree))
     counts = _scene_counts(data_dir)
     assert counts == dict.fromkeys(counts, scenes)
@@ -102,8 +124,8 @@ def test_an_unchanged_or_touched_tree_starts_no_run(capsys, small_tree, data_dir
 @pytest.mark.slow
 def test_a_changed_dir_failing_its_tables_fails_alone_and_its_neighbour_is_written(
         capsys, small_tree, data_dir):
-    """Both in one `ingest_folders` run: the bad one's tables fail, which skips the run's
-    tracker steps; the good one reaches the trackers in a run of each, the bad one keeps what
+    """Both in one `ingest_folders` tables run: the bad one's tables fail, which skips the
+    trackers' run; the good one reaches the trackers in a run of each, the bad one keeps what
     was ingested before."""
     _ingest(capsys, small_tree, data_dir)
     before = _scene_counts(data_dir)
@@ -118,9 +140,34 @@ def test_a_changed_dir_failing_its_tables_fails_alone_and_its_neighbour_is_writt
     assert code == 1 and report["materialized"] == [good.key]
     assert [f["partition"] for f in report["failed"]] == [bad.key]
     assert str(bad.path / "input_output.json") in report["failed"][0]["error"]
-    assert _jobs(data_dir)[len(jobs_before):] == ["ingest_folders", "mlflow", "aim",
-                                                  "analysis"]
+    jobs = _jobs(data_dir)[len(jobs_before):]  # the worker's analysis run starts any time
+    assert [j for j in jobs if j != "analysis"] == ["ingest_folders", "mlflow", "aim"]
+    assert jobs.count("analysis") == 1
     assert _scene_counts(data_dir) == before == dict.fromkeys(before, scenes)
     assert _timing_of_first_scene(data_dir, good.key) == wanted
     assert comparison_is_current(data_dir)
     assert _comparison_timing(data_dir, good.key) == wanted
+
+
+@pytest.mark.slow
+def test_tables_rewritten_after_the_worker_s_analysis_are_analysed_again_here(
+        capsys, small_tree, data_dir):
+    """A changed folder takes the fast path, whose analysis a worker starts after its tables;
+    a fresh partition's deleted table file is rewritten after that, by the tables phase: the
+    analysis runs again, here, so the comparison holds both."""
+    _ingest(capsys, small_tree, data_dir)
+    jobs_before = _jobs(data_dir)
+    changed, broken, _ = find_run_dirs(small_tree)
+    wanted = _slower_first_scene(changed.path)
+    ParquetStore(data_dir).path("scenes", broken.key).unlink()
+
+    code, report = _ingest(capsys, small_tree, data_dir)
+
+    assert code == 0 and sorted(report["materialized"]) == sorted([changed.key, broken.key])
+    runs = _runs(data_dir)[len(jobs_before):]
+    analyses = [pid for job, pid in runs if job == "analysis"]
+    assert len(analyses) == 2 and analyses[0] != analyses[1] == str(os.getpid())
+    assert comparison_is_current(data_dir)
+    assert _comparison_timing(data_dir, changed.key) == wanted
+    scenes = sum(item_count(r.path) for r in find_run_dirs(small_tree))
+    assert pq.read_metadata(data_dir / COMPARISON_FILE).num_rows == scenes

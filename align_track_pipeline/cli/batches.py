@@ -26,12 +26,14 @@ class InProcess:
     run_config: dict = field(default_factory=dict)
 
     def run(self, job: str, config: dict | None = None, tags: dict | None = None,
-            raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+            raise_on_error: bool = True, assets: list[dg.AssetKey] | None = None
+            ) -> dg.ExecuteInProcessResult:
         """Raises KeyboardInterrupt after a run during which a signal came that the run
         dropped (see `raise_if_received`)."""
         result = self.defs.resolve_job_def(job).execute_in_process(
             instance=self.instance, run_config=self.run_config | (config or {}),
-            tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error)
+            tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error,
+            asset_selection=assets)
         raise_if_received(f"{job} run {result.run_id}")
         return result
 

@@ -1,7 +1,9 @@
 """The fast path of `align-track ingest`: a few changed (or new) folders of a tree already
 ingested reach every store in one `ingest_folders` run per contiguous range (the folders'
 observation, their tables and every tracker, steps in one process), as the discovery sensor's
-runs do, instead of an observation run over the whole tree and a run per store.
+runs do, instead of an observation run over the whole tree and a run per store. With a
+worker pool, two runs per range: the tables, then the trackers, so that a worker refreshes
+the analysis beside the second (`cli.analysis_refresh`).
 
 What changed is told without a Dagster run: a stat signature per run dir against the
 fingerprint cache (what the sensor's tick does), then a hash of only the folders whose stat
@@ -21,6 +23,7 @@ from align_track_pipeline.core.source.discovery import RunDir
 from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 from align_track_pipeline.defs.freshness import (
+    FOLDERS,
     FRESH,
     INGEST_FOLDERS_JOB,
     Expected,
@@ -79,21 +82,28 @@ class FastPhase:
 
 def run_fast(runner: InProcess, keys: list[str], order: list[str], stores: list[FastPhase],
              versions: dict[str, str], errors: dict[str, str],
-             progress: Callable[[str], None]) -> None:
-    """One `ingest_folders` run per contiguous range of `keys`; then `versions` holds what
-    the runs observed, and `errors` each partition a step that ran left failed. A partition
-    whose step did not run (its tables failed for another partition of the run) is left to
-    the phases."""
+             progress: Callable[[str], None],
+             tables_done: Callable[[], None] | None = None) -> None:
+    """One `ingest_folders` run per contiguous range of `keys`; with `tables_done`, two: one of
+    the observation and the tables (`stores[0]`), then `tables_done()`, then, per range whose
+    first run succeeded, one of the trackers. Then `versions` holds what the runs observed,
+    and `errors` each partition a step that ran left failed. A partition whose trackers did
+    not run (its tables failed, for it or another partition of its range) is left to the
+    phases."""
     started = time.perf_counter()
+    ranges = contiguous_ranges(keys, order)
+    tables = [FOLDERS, *stores[0].expected] if tables_done else None  # None: the whole job
+    runs = [(first, last, _run(runner, first, last, tables, f"{n}/{len(ranges)}", progress))
+            for n, (first, last) in enumerate(ranges, 1)]
+    trackers = [asset for phase in stores[1:] for asset in phase.expected]
+    if tables_done is not None:
+        tables_done()
+        runs += [(first, last, _run(runner, first, last, trackers, "", progress))
+                 for first, last, result in list(runs) if result.success and trackers]
     ran: set[str] = set()
     found: dict[str, dict[str, str]] = {}
     crashed: list[tuple[Crashed, str]] = []
-    for n, (first, last) in enumerate(ranges := contiguous_ranges(keys, order), 1):
-        progress(f"{INGEST_FOLDERS_JOB} run {n}/{len(ranges)}: partitions {first} .. {last}")
-        with one_planned_event_per_asset():
-            result = runner.run(INGEST_FOLDERS_JOB, raise_on_error=False,
-                                tags={RANGE_START: first, RANGE_END: last})
-        failures(result)  # raises KeyboardInterrupt when interrupted
+    for first, last, result in runs:
         span = set(order[order.index(first):order.index(last) + 1])
         ran |= {e.step_key for e in result.get_step_success_events()}
         for event in result.get_step_failure_events():
@@ -116,6 +126,19 @@ def run_fast(runner: InProcess, keys: list[str], order: list[str], stores: list[
         if step not in steps:
             for key in run.keys:
                 errors[key] = found[step]["*"]
+
+
+def _run(runner: InProcess, first: str, last: str, assets: list[str] | None, count: str,
+         progress: Callable[[str], None]) -> dg.ExecuteInProcessResult:
+    """One `ingest_folders` run of `assets` (None: all of the job's) over `first` .. `last`."""
+    if count:
+        progress(f"{INGEST_FOLDERS_JOB} run {count}: partitions {first} .. {last}")
+    with one_planned_event_per_asset():
+        result = runner.run(INGEST_FOLDERS_JOB, raise_on_error=False,
+                            tags={RANGE_START: first, RANGE_END: last},
+                            assets=None if assets is None else [dg.AssetKey(a) for a in assets])
+    failures(result)  # raises KeyboardInterrupt when interrupted
+    return result
 
 
 def _phase_errors(instance: dg.DagsterInstance, phase: FastPhase, keys: list[str],

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from align_track_pipeline.cli.batches import Found, InProcess, failures, run_ranges, split
+from align_track_pipeline.cli.analysis_refresh import AnalysisRefresh, tables_written
+from align_track_pipeline.cli.batches import Found, InProcess, run_ranges, split
 from align_track_pipeline.cli.fast_path import (
     FastPhase,
     fast_path_applies,
@@ -40,18 +41,14 @@ from align_track_pipeline.cli.fast_path import (
 )
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat, wait_for_pool
 from align_track_pipeline.cli.sizing import size_pools
-from align_track_pipeline.cli.workers import Parallel, WorkerPool
+from align_track_pipeline.cli.workers import ANALYSIS_PRELOAD, Parallel, WorkerPool
 from align_track_pipeline.core.guard import check_removals, removals
 from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.trackers.base import Tracker, preload_writers
 from align_track_pipeline.core.trackers.sqlite_value import NONE
-from align_track_pipeline.defs.analysis import CHANGED_FILES, scene_comparison
-from align_track_pipeline.defs.automation import ANALYSIS
 from align_track_pipeline.defs.cleanup import cleanup_config, cleanup_removed
 from align_track_pipeline.defs.dagster_compat import (
-    MATERIALIZATION,
-    latest_storage_ids,
     one_planned_event_per_asset,
 )
 from align_track_pipeline.defs.folders import observe_job, register_partitions
@@ -64,7 +61,7 @@ from align_track_pipeline.defs.freshness import (
     observed_versions,
     partition_states,
 )
-from align_track_pipeline.defs.jobs import ANALYSIS_JOB, TABLES_JOB
+from align_track_pipeline.defs.jobs import TABLES_JOB
 from align_track_pipeline.defs.partitions import experiment_partitions
 from align_track_pipeline.defs.resources import DataStore
 from align_track_pipeline.defs.store_checks import (
@@ -168,7 +165,8 @@ def _observe(runner: InProcess, run_dirs: list[RunDir], known: set[str],
 
 def _run_fast(runner: InProcess, keys: list[str], trackers: list[Tracker],
               versions: dict[str, str], errors: dict[str, str],
-              progress: Callable[[str], None]) -> None:
+              progress: Callable[[str], None],
+              tables_done: Callable[[], None] | None) -> None:
     """The changed partitions through every store in one run per range (`fast_path`)."""
     instance = runner.instance
     for tracker in trackers:
@@ -177,7 +175,7 @@ def _run_fast(runner: InProcess, keys: list[str], trackers: list[Tracker],
     stores = [FastPhase(phase.job, _step(runner.defs, phase), phase.expected)
               for phase in phases(trackers)]
     run_fast(runner, keys, instance.get_dynamic_partitions(PARTITIONS), stores, versions,
-             errors, progress)
+             errors, progress, tables_done)
 
 
 def _step(defs: dg.Definitions, phase: Phase) -> str:
@@ -245,14 +243,18 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     report.fresh = [k for k, s in before.items() if s == FRESH]
     errors: dict[str, str] = {}
     table_phase, *tracker_phases = phases(trackers)
-    written_before = _tables_written(instance)
+    written_before = tables_written(instance)
+    analysis = AnalysisRefresh(runner, pool, written_before, bool(report.removed),
+                               bool(versions), progress)
     if fast:  # the fast run writes the tables, then the trackers: their imports meanwhile
         preload_writers(trackers)
-        _run_fast(runner, fast, trackers, versions, errors, progress)
+        if pool:  # and the analysis refresh in a worker, beside the trackers
+            pool.warm_up_some(1, ANALYSIS_PRELOAD)
+        _run_fast(runner, fast, trackers, versions, errors, progress,
+                  analysis.start_ahead if pool else None)
         again = {job: keys - set(fast) for job, keys in again.items()}  # written by now
     _run_phases(runner, pool, [table_phase], limits, versions, errors, progress,
                 set(errors), forced={TABLES_JOB: broken})
-    tables_changed = _tables_written(instance) != written_before  # a partition was written
     for key, files in broken_table_files(instance, runner.defs.resources["store"],
                                          broken).items():  # a rewrite that failed
         errors.setdefault(key, f"tables: {described(files)}")
@@ -260,15 +262,9 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
     # The trackers are independent stores fed from the tables: a partition that failed the
     # tables skips them, one that fails a tracker is still written to the others.
     skipped = set(errors) | set(report.changed)
-
-    def analyse() -> None:
-        if tables_changed or report.removed or (versions and not _analysed(instance)):
-            refresh_analysis(runner, progress)
-
-    analysis = _Once(analyse)
     _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped,
                 forced=again, meanwhile=analysis)
-    analysis()  # no tracker phase ran it
+    analysis()  # no tracker phase finished it
     settled = {t.name for t in trackers if not held.get(t.name, set()) & (set(errors) | skipped)}
     remember_generations(trackers, data_dir, generations, settled)
     end_repairs(trackers, data_dir, taken, settled, set(versions),
@@ -317,25 +313,6 @@ def _repairs_due(data_dir: Path, trackers: list[Tracker], versions: dict[str, st
     return taken
 
 
-@dataclass
-class _Once:
-    """Work done at the first call only."""
-
-    work: Callable[[], None]
-    done: bool = False
-
-    def __call__(self) -> None:
-        if not self.done:
-            self.done = True
-            self.work()
-
-
-def _tables_written(instance: dg.DagsterInstance) -> dict[str, dict[str, int]]:
-    """Table -> partition -> storage id of its latest materialization."""
-    return {table: latest_storage_ids(instance, table, MATERIALIZATION)
-            for table in TABLE_VERSIONS}
-
-
 def _changed_while_read(instance: dg.DagsterInstance, versions: dict[str, str],
                         errors: dict[str, str], written_before: dict[str, dict[str, int]],
                         progress: Callable[[str], None]) -> list[str]:
@@ -343,7 +320,7 @@ def _changed_while_read(instance: dg.DagsterInstance, versions: dict[str, str],
     their folder changed after the observation, while this pass read it. Not failures: the
     next pass observes the new version and brings every store up to it. A partition whose
     tables were not written this pass (a crashed worker, say) stays a failure."""
-    written = _tables_written(instance)
+    written = tables_written(instance)
     states = partition_states(instance, {k: versions[k] for k in errors}, TABLE_VERSIONS)
     changed = sorted(k for k, s in states.items() if s == STALE and all(
         written[t].get(k, -1) > written_before[t].get(k, -1) for t in TABLE_VERSIONS))
@@ -466,30 +443,3 @@ def _finish(instance: dg.DagsterInstance, versions: dict[str, str], phase: Phase
         if key in unfinished:
             error = found.get(key) or f"{phase.job}: {after[key]}"
             errors[key] = f"{errors[key]}; {error}" if key in errors else error
-
-
-def _analysed(instance: dg.DagsterInstance) -> bool:
-    """Every analysis asset was built at least once."""
-    return all(instance.get_latest_materialization_event(dg.AssetKey(name)) is not None
-               for name in ANALYSIS)
-
-
-def refresh_analysis(runner: InProcess, progress: Callable[[str], None]) -> None:
-    """Bring the scene comparison and the dashboard up to date after the tables changed, as the
-    automation does, so the commands that read them answer fast without the daemon too."""
-    started = time.perf_counter()
-    result = runner.run(ANALYSIS_JOB, raise_on_error=False)
-    failed = failures(result)  # raises KeyboardInterrupt when interrupted
-    outcome = f"FAILED: {failed.get('*')}" if failed else _comparison_built(result)
-    progress(f"{ANALYSIS_JOB}: {outcome} in {time.perf_counter() - started:.2f} s")
-
-
-def _comparison_built(result: dg.ExecuteInProcessResult) -> str:
-    """How the comparison file was brought up to date: from its previous version and the
-    changed partition files, or rebuilt from all of them."""
-    for done in result.asset_materializations_for_node(scene_comparison.op.name):
-        changed = done.metadata.get(CHANGED_FILES)
-        if changed is not None:
-            n = changed.value
-            return f"updated ({n} changed partition file{'s' * (n != 1)} read)"
-    return "rebuilt"

@@ -35,6 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
@@ -45,19 +46,25 @@ from align_track_pipeline.core.secrets import mask_text
 from align_track_pipeline.defs.dagster_compat import sqlite_storage_modules
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Imported once by the fork server the workers are forked from: what `_start_worker` and an
 # Aim batch import (Dagster with the definitions, Aim), and the main module (so a worker need
 # not import it again); on a verified Dagster also the instance's SQLite storage (`preload`).
 # A name that no longer imports is skipped (the workers import what they need). MLflow is left
 # to the workers that write it (on a server or Postgres).
-PRELOAD = ("__main__", "align_track_pipeline.cli.workers", "align_track_pipeline.definitions",
-           "align_track_pipeline.cli.instance", "align_track_pipeline.core.trackers.aim.writer")
+# `ANALYSIS_PRELOAD` instead, for the analysis refresh of the fast path: its worker writes no
+# Aim run, and finds pandas, pyarrow and matplotlib imported (see `cli.analysis_refresh`).
+WORKER_PRELOAD = ("__main__", "align_track_pipeline.cli.workers",
+                  "align_track_pipeline.definitions", "align_track_pipeline.cli.instance")
+PRELOAD = (*WORKER_PRELOAD, "align_track_pipeline.core.trackers.aim.writer")
+ANALYSIS_PRELOAD = (*WORKER_PRELOAD, "align_track_pipeline.cli.analysis_refresh", "pandas",
+                    "pyarrow.parquet", "matplotlib.figure", "matplotlib.backends.backend_svg")
 
 
-def preload() -> list[str]:
-    """`PRELOAD`, and Dagster's private storage modules where Dagster is a verified version."""
-    return [*PRELOAD, *sqlite_storage_modules()]
+def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+    """`modules`, and Dagster's private storage modules where Dagster is a verified version."""
+    return [*modules, *sqlite_storage_modules()]
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._starting: threading.Thread | None = None  # the warm-up, see `warm_up`
         self._stopping: threading.Thread | None = None  # the shutdown, see `release`
+        self._modules = PRELOAD  # what the fork server imports (`warm_up_some`)
 
     def submit(self, job: str, batches: list[list[str]], order: list[str],
                progress: Callable[[str], None]) -> Pending:
@@ -144,6 +152,31 @@ class WorkerPool:
             progress(f"{job} batch {n}/{len(batches)}: {len(batch)} partitions, "
                      f"{batch[0]} .. {batch[-1]}")
         return pending
+
+    def submit_call(self, call: Callable[[], T]) -> Future:
+        """Run `call` (a module-level function, picklable) in a worker."""
+        executor = self._start()
+        try:
+            future = executor.submit(_run_call, call)
+        except BrokenProcessPool:  # a worker died since: a fresh pool takes it
+            self._drop(executor)
+            executor = self._start()
+            future = executor.submit(_run_call, call)
+        self._futures[future] = executor
+        return future
+
+    def result(self, future: Future, instance) -> T | None:
+        """Wait for a `submit_call`, interruptible as the batches are; None: its worker died
+        (its runs are marked failed)."""
+        with self.interruptible():
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                self._drop(self._futures[future])
+                fail_abandoned_runs(instance)
+                return None
+            finally:
+                self._futures.pop(future, None)
 
     def collect(self, instance, pending: Pending) -> Found:
         """Wait for a submitted job's batches; merge what they report."""
@@ -182,9 +215,16 @@ class WorkerPool:
         """Start the workers now, on a thread, when a phase of `partitions` will want them (a
         cold tree): their start then overlaps with this process's discovery, observation and
         tables. A start that fails here is logged, and fails again (raised) at the first batch."""
-        if self.parallel.processes(partitions, None) > 1 and self._starting is None:
-            self._starting = threading.Thread(target=self._start_all, daemon=True,
-                                              name="align-track-workers")
+        if self.parallel.processes(partitions, None) > 1:
+            self.warm_up_some(self.parallel.workers)
+
+    def warm_up_some(self, workers: int, modules: tuple[str, ...] = PRELOAD) -> None:
+        """Start `workers` workers now, on a thread (see `warm_up`), unless started already;
+        a fork server not started yet imports `modules` (`preload`)."""
+        if self._starting is None:
+            self._modules = modules
+            self._starting = threading.Thread(target=self._start_all, args=(workers,),
+                                              daemon=True, name="align-track-workers")
             self._starting.start()
 
     def release(self) -> None:
@@ -206,14 +246,14 @@ class WorkerPool:
         if self._stopping is not None:
             self._stopping.join()
 
-    def _start_all(self) -> None:
+    def _start_all(self, workers: int) -> None:
         """The warm-up: a failure is logged once, naming its cause (the first batch then
         tries again, and fails with it if it recurs); none when the pool was released
         meanwhile (a submit to it fails then, as it should)."""
         executor = None
         try:
             executor = self._start()
-            for _ in range(self.parallel.workers):
+            for _ in range(workers):
                 executor.submit(_ready)
         except Exception as exc:  # noqa: BLE001  reported, and raised again at the first batch
             with self._lock:
@@ -226,7 +266,8 @@ class WorkerPool:
         with self._lock:
             if self._executor is None:
                 parallel = self.parallel
-                self._executor = preloaded_pool(parallel.workers, preload(), _start_worker,
+                self._executor = preloaded_pool(parallel.workers, preload(self._modules),
+                                                _start_worker,
                                                 (parallel.setup,))
             return self._executor
 
@@ -286,21 +327,40 @@ def _ready() -> None:
     """A no-op: submitted once per worker so that it starts (and imports) ahead of its work."""
 
 
+def worker_runner() -> InProcess:
+    """In a worker: the runner `_start_worker` built."""
+    assert _runner is not None, "worker not started"
+    return _runner
+
+
 def _run_batch(job: str, batch: list[str], order: list[str]) -> Found:
-    """In the worker: the batch's runs, one per contiguous range, with a heartbeat. The
-    interrupt this process passes on stops the batch after the run in progress, also when it
-    lands after that run's last step, where Dagster drops it (`raise_if_received`); once
-    interrupted, idle or not, the worker starts no further batch."""
+    """In the worker: the batch's runs, one per contiguous range (`_interruptible`)."""
     from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 
+    with _interruptible(f"{job} batch") as runner, one_planned_event_per_asset():
+        return run_ranges(runner, job, batch, order, _say)
+
+
+def _run_call(call: Callable[[], T]) -> T:
+    """In the worker: a `submit_call` (`_interruptible`)."""
+    with _interruptible(call.__name__):
+        return call()
+
+
+@contextmanager
+def _interruptible(what: str) -> Iterator[InProcess]:
+    """In the worker, around a task's runs, with a heartbeat. The interrupt this process
+    passes on stops the task after the run in progress, also when it lands after that run's
+    last step, where Dagster drops it (`raise_if_received`); once interrupted, idle or not,
+    the worker starts no further task."""
     global _stopping
-    assert _runner is not None, "worker not started"
+    runner = worker_runner()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if _stopping:  # checked once SIGINT raises: an interrupt can no longer slip between
-            raise KeyboardInterrupt(f"{job}: the ingest was interrupted before this batch")
-        with interrupts_recorded(), heartbeat(_runner.instance), one_planned_event_per_asset():
-            return run_ranges(_runner, job, batch, order, _say)
+            raise KeyboardInterrupt(f"{what}: the ingest was interrupted before it began")
+        with interrupts_recorded(), heartbeat(runner.instance):
+            yield runner
     except KeyboardInterrupt:
         _stopping = True
         raise

@@ -1,0 +1,109 @@
+"""`align-track ingest` brings the `analysis` assets (`scene_comparison`, `dashboard`) up to date
+after the tables changed, as the automation does, so that the commands that read them answer
+fast without the daemon too.
+
+On the fast path (a few changed folders) the refresh runs in a worker process, started while
+this one observes and writes the tables, and fed as soon as the tables are written: it then
+overlaps the trackers' writes here instead of following them (the refresh needs only the
+tables). Without a worker pool (`--workers 1`), or when that worker died, it runs here after
+the trackers, as on every other path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from align_track_pipeline.cli.batches import InProcess, failures
+from align_track_pipeline.cli.workers import WorkerPool
+from align_track_pipeline.defs.analysis import CHANGED_FILES, scene_comparison
+from align_track_pipeline.defs.automation import ANALYSIS
+from align_track_pipeline.defs.dagster_compat import MATERIALIZATION, latest_storage_ids
+from align_track_pipeline.defs.freshness import TABLE_VERSIONS
+from align_track_pipeline.defs.jobs import ANALYSIS_JOB
+
+Written = dict[str, dict[str, int]]
+
+
+def tables_written(instance: dg.DagsterInstance) -> Written:
+    """Table -> partition -> storage id of its latest materialization."""
+    return {table: latest_storage_ids(instance, table, MATERIALIZATION)
+            for table in TABLE_VERSIONS}
+
+
+def analysed(instance: dg.DagsterInstance) -> bool:
+    """Every analysis asset was built at least once."""
+    return all(instance.get_latest_materialization_event(dg.AssetKey(name)) is not None
+               for name in ANALYSIS)
+
+
+def refresh(runner: InProcess) -> str:
+    """Run the `analysis` job; its progress line (what was done, or why it failed)."""
+    started = time.perf_counter()
+    result = runner.run(ANALYSIS_JOB, raise_on_error=False)
+    failed = failures(result)  # raises KeyboardInterrupt when interrupted
+    outcome = f"FAILED: {failed.get('*')}" if failed else _comparison_built(result)
+    return f"{ANALYSIS_JOB}: {outcome} in {time.perf_counter() - started:.2f} s"
+
+
+def _comparison_built(result: dg.ExecuteInProcessResult) -> str:
+    """How the comparison file was brought up to date: from its previous version and the
+    changed partition files, or rebuilt from all of them."""
+    for done in result.asset_materializations_for_node(scene_comparison.op.name):
+        changed = done.metadata.get(CHANGED_FILES)
+        if changed is not None:
+            n = changed.value
+            return f"updated ({n} changed partition file{'s' * (n != 1)} read)"
+    return "rebuilt"
+
+
+@dataclass
+class AnalysisRefresh:
+    """The ingest's one refresh. `due`: the tables changed since `written_before`, folders
+    were removed, or the tree has partitions and an analysis asset was never built.
+    `start_ahead` hands it to a worker (after the tables, before the trackers); calling it
+    finishes it, once: waits for that worker, or runs it here."""
+
+    runner: InProcess
+    pool: WorkerPool | None
+    written_before: Written
+    removed: bool
+    partitions: bool
+    progress: Callable[[str], None]
+    _ahead: Future | None = None
+    _fed: Written = field(default_factory=dict)  # the tables the worker's refresh saw
+    _done: bool = False
+
+    def due(self) -> bool:
+        instance = self.runner.instance
+        return (self.removed or tables_written(instance) != self.written_before
+                or (self.partitions and not analysed(instance)))
+
+    def start_ahead(self) -> None:
+        if self.pool is not None and self._ahead is None and self.due():
+            self._fed = tables_written(self.runner.instance)
+            self._ahead = self.pool.submit_call(refresh_in_worker)
+
+    def __call__(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._ahead is not None:
+            outcome = self.pool.result(self._ahead, self.runner.instance)
+            if outcome is not None:  # else its worker died: done here instead
+                self.progress(outcome)
+                if tables_written(self.runner.instance) == self._fed:
+                    return  # else tables were written after it read them
+        if self.due():
+            self.progress(refresh(self.runner))
+
+
+def refresh_in_worker() -> str:
+    """In a worker (`WorkerPool.submit_call`): `refresh` with the worker's runner."""
+    from align_track_pipeline.cli.workers import worker_runner
+
+    return refresh(worker_runner())
