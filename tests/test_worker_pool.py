@@ -12,7 +12,8 @@ import pytest
 from align_track_pipeline.cli.ingest import PARTITIONS
 from align_track_pipeline.cli.instance import open_instance
 from align_track_pipeline.cli.main import main
-from align_track_pipeline.cli.workers import PRELOAD, Parallel, Setup, WorkerPool, preload
+from align_track_pipeline.cli.preload import PRELOAD, preload
+from align_track_pipeline.cli.workers import Parallel, Setup, WorkerPool
 from align_track_pipeline.core import verified
 from align_track_pipeline.core.processes import process_alive
 from align_track_pipeline.defs.jobs import TABLES_JOB

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from align_track_pipeline.cli.ahead import Stats
 from align_track_pipeline.cli.batches import Crashed, InProcess, failures, step_errors
-from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.core.source.discovery import CHANGED_RUNS_MAX, RunDir
 from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 from align_track_pipeline.defs.freshness import (
@@ -32,7 +33,6 @@ from align_track_pipeline.defs.freshness import (
 )
 from align_track_pipeline.defs.partitions import RANGE_END, RANGE_START, contiguous_ranges
 from align_track_pipeline.defs.resources import DataStore
-from align_track_pipeline.defs.sensors import CHANGED_RUNS_MAX
 
 # The most changed folders that take the fast path; more go phase by phase (a run per store,
 # spread over worker processes), where the stores are written side by side.
@@ -48,12 +48,12 @@ class Peeked:
 
 
 def peek_versions(instance: dg.DagsterInstance, run_dirs: list[RunDir],
-                  store: DataStore) -> Peeked | None:
-    """Stat calls for all, hashing for the folders whose stat data changed. None: a folder
-    could not be hashed here (the observation run reports it)."""
+                  store: DataStore, stats: Stats | None = None) -> Peeked | None:
+    """Stat calls for all (unless `stats` has them), hashing for the folders whose stat data
+    changed. None: a folder could not be hashed here (the observation run reports it)."""
     cache = store.fingerprints()
     try:
-        peeked = cache.peek(run_dirs)
+        peeked = stats if stats is not None else cache.peek(run_dirs)
         suspects = [r for r in run_dirs if peeked[r.key][1] is None]
         hashed = cache.versions(suspects)
     except OSError:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from align_track_pipeline.cli.ahead import Ahead, Stats
 from align_track_pipeline.cli.analysis_refresh import AnalysisRefresh, tables_written
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges, split
 from align_track_pipeline.cli.fast_path import (
@@ -40,8 +41,9 @@ from align_track_pipeline.cli.fast_path import (
     run_fast,
 )
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat, wait_for_pool
+from align_track_pipeline.cli.preload import ANALYSIS_PRELOAD
 from align_track_pipeline.cli.sizing import size_pools
-from align_track_pipeline.cli.workers import ANALYSIS_PRELOAD, Parallel, WorkerPool
+from align_track_pipeline.cli.workers import Parallel, WorkerPool
 from align_track_pipeline.core.guard import check_removals, removals
 from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.tables.health import described
@@ -144,11 +146,13 @@ def observe(runner: InProcess, run_dirs: list[RunDir]) -> dict[str, str]:
 
 
 def _observe(runner: InProcess, run_dirs: list[RunDir], known: set[str],
-             progress: Callable[[str], None]) -> tuple[dict[str, str], list[str]]:
+             progress: Callable[[str], None], stats: Stats | None
+             ) -> tuple[dict[str, str], list[str]]:
     """Partition -> source version, and the partitions for the fast path (`fast_path`): a
-    few changed folders are observed by its run; otherwise by an observation of the tree."""
+    few changed folders are observed by its run; otherwise by an observation of the tree.
+    `stats`: the cache peeked at already (`cli.ahead`)."""
     started = time.perf_counter()
-    peeked = peek_versions(runner.instance, run_dirs, runner.defs.resources["store"])
+    peeked = peek_versions(runner.instance, run_dirs, runner.defs.resources["store"], stats)
     if peeked is not None and not peeked.changed:
         progress(f"observe: {len(run_dirs)} partitions by their stat data, none changed, in "
                  f"{time.perf_counter() - started:.2f} s")
@@ -193,27 +197,29 @@ def ingest(
     parallel: Parallel | None = None,
     confirm_removals: bool = False,
     report: IngestReport | None = None,
+    ahead: Ahead | None = None,
 ) -> IngestReport:
     """`parallel`: spread each phase over worker processes; None: everything in this one.
     `report`: filled in as the ingest goes (what is known if it stops), and returned.
+    `ahead`: the tree as scanned (and peeked at) before Dagster's imports (`cli.ahead`).
     Raises `TreeUnreadable` (the root cannot be listed) or `TooManyRemovals` (the pass would
     remove more than the bound allows and `confirm_removals` is off) before any write."""
     pool = WorkerPool(parallel) if parallel else None
     try:
         with heartbeat(instance):
             return _ingest(InProcess(defs, instance, run_config or {}), experiments_dir,
-                           trackers, progress, pool, confirm_removals,
-                           report or IngestReport())
+                           ahead or Ahead(scan_tree(experiments_dir)), trackers, progress,
+                           pool, confirm_removals, report or IngestReport())
     finally:
         if pool:
             pool.close()
 
 
-def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
+def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: list[Tracker],
             progress: Callable[[str], None], pool: WorkerPool | None,
             confirm_removals: bool, report: IngestReport) -> IngestReport:
     instance = runner.instance
-    scan = scan_tree(experiments_dir)
+    scan = ahead.scan
     run_dirs = scan.run_dirs
     known = set(instance.get_dynamic_partitions(PARTITIONS))
     plan = removals(known, scan)
@@ -231,7 +237,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, trackers: list[Tracker],
         pool.warm_up(len(new))
     progress(f"discovered {len(run_dirs)} run directories ({len(new)} new, "
              f"{len(report.removed)} removed)")
-    versions, fast = _observe(runner, run_dirs, known, progress)
+    versions, fast = _observe(runner, run_dirs, known, progress, ahead.peeked)
     before = partition_states(instance, versions, all_expected(trackers))
     broken = _broken_files(runner, versions, progress)
     data_dir = Path(runner.defs.resources["store"].data_dir)

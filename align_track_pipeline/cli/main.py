@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
+from align_track_pipeline.cli.ahead import Ahead, look_ahead
 from align_track_pipeline.cli.analysis import add_commands
 from align_track_pipeline.cli.exits import Result
 from align_track_pipeline.cli.failures import describe
@@ -24,6 +25,7 @@ from align_track_pipeline.core.guard import (
     remember_tree,
     removals,
 )
+from align_track_pipeline.core.lifeline import stop_fork_server
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
 from align_track_pipeline.core.secrets import mask_text, without_credentials
 from align_track_pipeline.core.settings import SettingError, current
@@ -36,6 +38,7 @@ from align_track_pipeline.core.source.discovery import (
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.aim.tracker import UI_PORT as AIM_UI_PORT
+from align_track_pipeline.core.trackers.base import Tracker
 from align_track_pipeline.core.trackers.mlflow.tracker import UI_PORT as MLFLOW_UI_PORT
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
 
@@ -254,6 +257,17 @@ def _say(msg: str) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> Result:
+    experiments, data = _dirs(args)
+    trackers = create_all(_settings(args, data))  # refuses a bad target before any write
+    ahead = look_ahead(experiments, data, workers=args.workers != 1)  # before Dagster's imports
+    try:
+        return _ingest(args, experiments, data, trackers, ahead)
+    finally:
+        stop_fork_server()  # one `look_ahead` started and no worker used
+
+
+def _ingest(args: argparse.Namespace, experiments: Path, data: Path, trackers: list[Tracker],
+            ahead: Ahead) -> Result:
     from align_track_pipeline.cli.ingest import IngestReport, ingest
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import PROGRESS_RUN_CONFIG, progress_logger
@@ -261,8 +275,6 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.workers import Setup, parallel_for
     from align_track_pipeline.definitions import build_defs
 
-    experiments, data = _dirs(args)
-    trackers = create_all(_settings(args, data))  # refuses a bad target before any write
     defs = build_defs(str(experiments), str(data), _options(args),
                       loggers={"progress": progress_logger})
     setup = Setup(str(experiments), str(data), _options(args), PROGRESS_RUN_CONFIG)
@@ -272,7 +284,7 @@ def cmd_ingest(args: argparse.Namespace) -> Result:
     with open_instance(data) as instance:
         ingest(defs, instance, experiments, trackers, progress=_say,
                run_config=PROGRESS_RUN_CONFIG, parallel=parallel,
-               confirm_removals=args.confirm_removals, report=report)
+               confirm_removals=args.confirm_removals, report=report, ahead=ahead)
     remember_tree(data, experiments)
     code = 1 if report.failed else 0
     if args.json:

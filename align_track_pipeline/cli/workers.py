@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -39,33 +39,14 @@ from typing import TypeVar
 
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges
 from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat
+from align_track_pipeline.cli.preload import PRELOAD, preload
 from align_track_pipeline.cli.signals import interrupts_recorded
 from align_track_pipeline.core.cores import usable_cores
 from align_track_pipeline.core.lifeline import preloaded_pool, stop_fork_server
 from align_track_pipeline.core.secrets import mask_text
-from align_track_pipeline.defs.dagster_compat import sqlite_storage_modules
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Imported once by the fork server the workers are forked from: what `_start_worker` and an
-# Aim batch import (Dagster with the definitions, Aim), and the main module (so a worker need
-# not import it again); on a verified Dagster also the instance's SQLite storage (`preload`).
-# A name that no longer imports is skipped (the workers import what they need). MLflow is left
-# to the workers that write it (on a server or Postgres).
-# `ANALYSIS_PRELOAD` instead, for the analysis refresh of the fast path: its worker writes no
-# Aim run, and finds pandas, pyarrow and matplotlib imported (see `cli.analysis_refresh`).
-WORKER_PRELOAD = ("__main__", "align_track_pipeline.cli.workers",
-                  "align_track_pipeline.definitions", "align_track_pipeline.cli.instance")
-PRELOAD = (*WORKER_PRELOAD, "align_track_pipeline.core.trackers.aim.writer")
-ANALYSIS_PRELOAD = (*WORKER_PRELOAD, "align_track_pipeline.cli.analysis_refresh", "pandas",
-                    "pyarrow.parquet", "matplotlib.figure", "matplotlib.backends.backend_svg")
-
-
-def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
-    """`modules`, and Dagster's private storage modules where Dagster is a verified version."""
-    return [*modules, *sqlite_storage_modules()]
-
 
 @dataclass(frozen=True)
 class Setup:
@@ -133,6 +114,7 @@ class WorkerPool:
         self._starting: threading.Thread | None = None  # the warm-up, see `warm_up`
         self._stopping: threading.Thread | None = None  # the shutdown, see `release`
         self._modules = PRELOAD  # what the fork server imports (`warm_up_some`)
+        self._readies: list[Future] = []  # the warm-up's, done once each worker is ready
 
     def submit(self, job: str, batches: list[list[str]], order: list[str],
                progress: Callable[[str], None]) -> Pending:
@@ -154,24 +136,37 @@ class WorkerPool:
         return pending
 
     def submit_call(self, call: Callable[[], T]) -> Future:
-        """Run `call` (a module-level function, picklable) in a worker."""
-        executor = self._start()
-        try:
-            future = executor.submit(_run_call, call)
-        except BrokenProcessPool:  # a worker died since: a fresh pool takes it
-            self._drop(executor)
-            executor = self._start()
-            future = executor.submit(_run_call, call)
-        self._futures[future] = executor
-        return future
+        """Run `call` (a module-level function, picklable) in a worker. Returns at once: the
+        submit itself waits, on a thread, for the workers the warm-up is starting (a submit
+        before they are ready would wait for the fork server's imports, and start one more).
+        Its result is None when no worker ran it (none started: logged, or one died)."""
+        outer: Future = Future()
+
+        def submit() -> None:
+            if self._starting is not None:
+                self._starting.join()
+            wait(self._readies)
+            try:
+                executor = self._start()
+                inner = executor.submit(_run_call, call)
+            except Exception as exc:  # noqa: BLE001  the caller does the work itself
+                log.warning("no worker process took %s: %s: %s", call.__name__,
+                            type(exc).__name__, mask_text(str(exc)))
+                outer.set_result(None)
+                return
+            self._futures[outer] = executor
+            inner.add_done_callback(lambda done: _pass_on(done, outer))
+
+        threading.Thread(target=submit, daemon=True, name="align-track-submit").start()
+        return outer
 
     def result(self, future: Future, instance) -> T | None:
-        """Wait for a `submit_call`, interruptible as the batches are; None: its worker died
-        (its runs are marked failed)."""
+        """Wait for a `submit_call`, interruptible as the batches are; None: no worker ran it
+        (one died: its runs are marked failed)."""
         with self.interruptible():
             try:
                 return future.result()
-            except BrokenProcessPool:
+            except (BrokenProcessPool, CancelledError):
                 self._drop(self._futures[future])
                 fail_abandoned_runs(instance)
                 return None
@@ -253,8 +248,7 @@ class WorkerPool:
         executor = None
         try:
             executor = self._start()
-            for _ in range(workers):
-                executor.submit(_ready)
+            self._readies = [executor.submit(_ready) for _ in range(workers)]
         except Exception as exc:  # noqa: BLE001  reported, and raised again at the first batch
             with self._lock:
                 released = executor is not None and self._executor is not executor
@@ -287,6 +281,16 @@ class WorkerPool:
             fail_abandoned_runs(instance)
             error = "its worker process died before the partition was written"
             return Found(errors={key: error for key in batch})
+
+
+def _pass_on(done: Future, to: Future) -> None:
+    """`to` gets `done`'s outcome (a cancelled one: its pool was shut down)."""
+    if done.cancelled():
+        to.set_exception(CancelledError())
+    elif done.exception() is not None:
+        to.set_exception(done.exception())
+    else:
+        to.set_result(done.result())
 
 
 def _shut_down(executor: ProcessPoolExecutor) -> None:

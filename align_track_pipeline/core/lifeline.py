@@ -60,6 +60,16 @@ def preloaded_pool(max_workers: int, preload: Sequence[str],
         initargs=(os.getpid(), initializer, initargs))
 
 
+def start_fork_server(preload: Sequence[str]) -> None:
+    """Start the fork server now, importing `preload`, without waiting for its imports: a pool
+    made later (`preloaded_pool`) forks its processes from it, with its preload, whatever
+    that pool asks for. It exits as soon as this process is gone."""
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
+    forkserver.ensure_running()
+
+
 def stop_fork_server() -> None:
     """Stop this process's fork server, if one runs, and reap it, once its processes are done
     (the server leaving kills them: they watch it): it would otherwise end only after this

@@ -29,19 +29,6 @@ OBSERVATION = dg.DagsterEventType.ASSET_OBSERVATION
 PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
 
 
-# Dagster's SQLite event-log and run storage, which an instance on a data dir opens: private
-# modules, imported ahead of time (the workers' fork server, `cli.workers.preload`) on a
-# verified Dagster only.
-_SQLITE_STORAGE_MODULES = ("dagster._core.storage.event_log.sqlite.sqlite_event_log",
-                           "dagster._core.storage.runs.sqlite.sqlite_run_storage")
-
-
-def sqlite_storage_modules() -> tuple[str, ...]:
-    """The private modules of the instance's SQLite storage, to import ahead of their use;
-    none on an unverified Dagster (they may have moved: the public `dagster` imports them)."""
-    return _SQLITE_STORAGE_MODULES if dagster_internals() else ()
-
-
 def input_tags(asset: str, data_version: str, storage_id: int) -> dict[str, str]:
     """The provenance tags of one upstream input (its data version and event pointer)."""
     return {f"dagster/input_data_version/{asset}": data_version,

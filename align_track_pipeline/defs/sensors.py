@@ -20,7 +20,11 @@ from align_track_pipeline.core.guard import (
     removal_refusal,
     removals,
 )
-from align_track_pipeline.core.source.discovery import TreeUnreadable, no_collector_pauses
+from align_track_pipeline.core.source.discovery import (
+    CHANGED_RUNS_MAX,
+    TreeUnreadable,
+    no_collector_pauses,
+)
 from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.defs.automation import discovery_seconds
@@ -49,8 +53,6 @@ from align_track_pipeline.defs.store_checks import store_requests
 from align_track_pipeline.defs.store_repairs import retry_note
 from align_track_pipeline.defs.tables import TABLE_ASSETS
 
-# The most changed (already known) folders that get a run each; more go the batched way.
-CHANGED_RUNS_MAX = 4
 FIRST = {"dagster/priority": "10"}
 
 

@@ -309,12 +309,13 @@ def test_observations_logged_before_an_error_are_stored(tmp_path, dagster_storag
 
 
 def test_sqlite_storage_modules_import_and_only_on_a_verified_dagster(monkeypatch):
+    from align_track_pipeline.cli.preload import sqlite_storage_modules
     from align_track_pipeline.core import verified
 
-    modules = compat.sqlite_storage_modules()
+    modules = sqlite_storage_modules()
     assert len(modules) == 2
     for name in modules:
         assert importlib.import_module(name).__name__ == name
     monkeypatch.setitem(verified.VERIFIED, "dagster", {"dagster": frozenset({"0.0.0"})})
-    assert compat.sqlite_storage_modules() == ()
+    assert sqlite_storage_modules() == ()
     verified._warn_once.cache_clear()

@@ -249,7 +249,7 @@ def test_many_new_or_changed_folders_go_the_batched_way(monkeypatch, tmp_path, s
     """Beyond one run's worth of new folders, or a few changed ones, the sensor requests an
     observation and leaves the batches to the automation (parallel runs of up to
     ALIGN_TRACK_PARTITIONS_PER_RUN partitions)."""
-    from align_track_pipeline.defs.sensors import CHANGED_RUNS_MAX
+    from align_track_pipeline.core.source.discovery import CHANGED_RUNS_MAX
 
     keys = [r.key for r in find_run_dirs(sample_tree)]
     assert len(keys) > CHANGED_RUNS_MAX + 1

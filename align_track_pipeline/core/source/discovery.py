@@ -279,6 +279,11 @@ def content_hash(run_dir: Path) -> str:
     return digest.hexdigest()
 
 
+# The most changed (already known) folders that get a run each from the discovery sensor, and
+# the fast path of `align-track ingest`; more go the batched way.
+CHANGED_RUNS_MAX = 4
+
+
 class FingerprintCache:
     """Content hashes keyed by stat signature, kept in a small SQLite file: a per-host cache
     (see `locations.fingerprint_cache_path`). Losing it only costs re-hashing; it is never

@@ -1,0 +1,54 @@
+"""What `align-track ingest` tells before it imports Dagster: the tree's run directories,
+their stat signatures against the fingerprint cache, and whether the ingest will likely take
+the fast path (a tree ingested before, a few folders changed: `cli.fast_path`). Then the fork
+server its analysis worker is forked from (`cli.analysis_refresh`) starts at once, so that
+its imports (two to three seconds of a core) overlap this process's own imports and the
+tables instead of following them. A guess from the cache alone: a touched file that hashes
+the same, say, starts a server no worker uses, stopped at the end of the ingest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from align_track_pipeline.cli.preload import ANALYSIS_PRELOAD, preload
+from align_track_pipeline.core.lifeline import start_fork_server
+from align_track_pipeline.core.locations import fingerprint_cache_path
+from align_track_pipeline.core.source.discovery import (
+    CHANGED_RUNS_MAX,
+    FingerprintCache,
+    Scan,
+    scan_tree,
+)
+
+# Run dir key -> (stat signature, cached version or None: to hash): `FingerprintCache.peek`.
+Stats = dict[str, tuple[str, str | None]]
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """The scan, and the cache peeked at when the data dir holds one."""
+
+    scan: Scan
+    peeked: Stats | None = None
+
+
+def look_ahead(experiments_dir: Path, data_dir: Path, workers: bool) -> Ahead:
+    """Scan the tree and peek at the cache; with `workers` (a worker pool), start the fork
+    server when 1 to `CHANGED_RUNS_MAX` folders changed. Raises what `scan_tree` raises."""
+    scan = scan_tree(experiments_dir)
+    cache_path = fingerprint_cache_path(data_dir)
+    if not cache_path.exists():  # never ingested here: nothing to peek at, nothing written
+        return Ahead(scan)
+    cache = FingerprintCache(cache_path)
+    try:
+        peeked = cache.peek(scan.run_dirs)
+    except OSError:  # the ingest's own peek reports it
+        return Ahead(scan)
+    finally:
+        cache.close()
+    changed = sum(version is None for _stat, version in peeked.values())
+    if workers and 0 < changed <= CHANGED_RUNS_MAX:
+        start_fork_server(preload(ANALYSIS_PRELOAD))
+    return Ahead(scan, peeked)
