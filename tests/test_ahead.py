@@ -102,3 +102,42 @@ def test_a_data_dir_never_ingested_is_not_peeked_at_nor_written(small_tree, data
     seen = _look_ahead(small_tree, data_dir, workers=True)
     assert seen == {"dagster": False, "peeked": False, "servers": 0, "preloaded": None}
     assert not data_dir.exists()
+
+
+@pytest.mark.slow
+def test_ingest_looks_ahead_before_it_imports_dagster_and_leaves_no_server(ingested):
+    """Through `main`, as `align-track ingest` runs: the look-ahead comes before Dagster's
+    imports, and no fork server is left once the command returned."""
+    tree, data = ingested
+    _change(find_run_dirs(tree)[0].path)
+    script = data.parent / "ingest_spied.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        from pathlib import Path
+        import align_track_pipeline.cli.main
+        cli = sys.modules["align_track_pipeline.cli.main"]
+        seen = {{}}
+        look_ahead = cli.look_ahead
+
+        def spy(*args, **kwargs):
+            seen["dagster"] = "dagster" in sys.modules
+            return look_ahead(*args, **kwargs)
+
+        def servers():
+            return [p for p in os.listdir("/proc") if p.isdigit()
+                    and Path(f"/proc/{{p}}/cmdline").exists()
+                    and b"forkserver" in Path(f"/proc/{{p}}/cmdline").read_bytes()
+                    and Path(f"/proc/{{p}}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                    == str(os.getpid())]
+
+        if __name__ == "__main__":
+            cli.look_ahead = spy
+            code = cli.main(["ingest", "--experiments-dir", {str(tree)!r},
+                             "--data-dir", {str(data)!r}, "--json"])
+            print(json.dumps({{"code": code, "dagster": seen["dagster"],
+                              "servers": len(servers())}}), file=sys.stderr)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, check=True)
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == {"code": 0, "dagster": False,
+                                                               "servers": 0}

@@ -73,8 +73,8 @@ def _timing_of_first_scene(data: Path, key: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [None, "1"])
-def test_one_changed_dir_among_several_reaches_every_store_in_one_run(capsys, small_tree,
-                                                                     data_dir, workers):
+def test_one_changed_dir_among_several_reaches_every_store_by_the_fast_path(
+        capsys, small_tree, data_dir, workers):
     """With workers (the default), a run of its tables, then one of its trackers, while a
     worker refreshes the analysis; in one process (`--workers 1`), one run, then the
     analysis."""

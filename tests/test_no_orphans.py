@@ -78,9 +78,11 @@ def _kill_and_count_survivors(proc: subprocess.Popen) -> dict[int, str]:
             if not (cmd.startswith("tail -F ") and "/compute_logs/" in cmd)}
 
 
-def _start(tree: Path, data: Path, workers: int, err: Path) -> subprocess.Popen:
+def _start(tree: Path, data: Path, workers: int | None, err: Path) -> subprocess.Popen:
+    """None: the default workers."""
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    return subprocess.Popen([ALIGN_TRACK, "ingest", "--json", "--workers", str(workers),
+    options = ["--workers", str(workers)] if workers else []
+    return subprocess.Popen([ALIGN_TRACK, "ingest", "--json", *options,
                              "--experiments-dir", str(tree), "--data-dir", str(data)],
                             stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env,
                             start_new_session=True)
@@ -147,3 +149,35 @@ def test_kill_9_takes_the_parse_pool(busy_tree, tmp_path):
     assert "tables run 1/1" in err.read_text()
     assert _kill_and_count_survivors(proc) == {}
     _ingest_again_exactly_once(tree, tmp_path / "data", scenes)
+
+
+def test_ctrl_c_on_the_fast_path_stops_the_analysis_worker_too(tmp_path):
+    """A changed folder of a tree ingested before: Ctrl-C while the trackers' run writes, with
+    the analysis worker (and its fork server) started beside it. The ingest ends, nothing of
+    its session outlives it, and the next ingest writes exactly one of everything."""
+    tree, data, err = tmp_path / "tree", tmp_path / "data", tmp_path / "ingest.err"
+    scenes = build(tree, dirs=6, scenes_per_dir=4)
+    first = _start(tree, data, None, err)
+    assert first.wait(timeout=300) == 0, err.read_text()[-3000:]
+    timing = find_run_dirs(tree)[2].path / "timing.json"
+    times = json.loads(timing.read_text())
+    times["raw_times_s"][0] += 1.0
+    timing.write_text(json.dumps(times))
+    proc = _start(tree, data, None, err)
+
+    def trackers_and_server() -> bool:
+        procs = session(proc.pid)
+        return "ingest_folders trackers' run" in err.read_text() and any(
+            "forkserver" in _cmdline(pid) for pid in procs)
+
+    _wait_for("the trackers' run beside the fork server", trackers_and_server, proc, err)
+    proc.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the ingest alone
+    assert proc.wait(timeout=60) != 0
+    deadline = time.monotonic() + GONE_WITHIN
+    while (left := session(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = {pid: _cmdline(pid) for pid in left}
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == {}
+    _ingest_again_exactly_once(tree, data, scenes)

@@ -5,8 +5,8 @@ fast without the daemon too.
 On the fast path (a few changed folders) the refresh runs in a worker process, started while
 this one observes and writes the tables, and fed as soon as the tables are written: it then
 overlaps the trackers' writes here instead of following them (the refresh needs only the
-tables). Without a worker pool (`--workers 1`), or when that worker died, it runs here after
-the trackers, as on every other path.
+tables). Without a worker pool (`--workers 1`), or when no worker ran it (none could start, or it
+died), it runs here after the trackers, as on every other path.
 """
 
 from __future__ import annotations
@@ -78,14 +78,15 @@ class AnalysisRefresh:
     _fed: Written = field(default_factory=dict)  # the tables the worker's refresh saw
     _done: bool = False
 
-    def due(self) -> bool:
-        instance = self.runner.instance
-        return (self.removed or tables_written(instance) != self.written_before
-                or (self.partitions and not analysed(instance)))
+    def due(self, written: Written) -> bool:
+        """`written`: the tables now (`tables_written`)."""
+        return (self.removed or written != self.written_before
+                or (self.partitions and not analysed(self.runner.instance)))
 
     def start_ahead(self) -> None:
-        if self.pool is not None and self._ahead is None and self.due():
-            self._fed = tables_written(self.runner.instance)
+        written = tables_written(self.runner.instance)
+        if self.pool is not None and self._ahead is None and self.due(written):
+            self._fed = written
             self._ahead = self.pool.submit_call(refresh_in_worker)
 
     def __call__(self) -> None:
@@ -94,11 +95,11 @@ class AnalysisRefresh:
         self._done = True
         if self._ahead is not None:
             outcome = self.pool.result(self._ahead, self.runner.instance)
-            if outcome is not None:  # else its worker died: done here instead
+            if outcome is not None:  # else no worker ran it: done here instead
                 self.progress(outcome)
                 if tables_written(self.runner.instance) == self._fed:
                     return  # else tables were written after it read them
-        if self.due():
+        if self.due(tables_written(self.runner.instance)):
             self.progress(refresh(self.runner))
 
 

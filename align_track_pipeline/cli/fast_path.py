@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from align_track_pipeline.cli.ahead import Stats
 from align_track_pipeline.cli.batches import Crashed, InProcess, failures, step_errors
-from align_track_pipeline.core.source.discovery import CHANGED_RUNS_MAX, RunDir
+from align_track_pipeline.core.source.discovery import CHANGED_RUNS_MAX, RunDir, Stats
 from align_track_pipeline.core.verified import dagster_internals
 from align_track_pipeline.defs.dagster_compat import one_planned_event_per_asset
 from align_track_pipeline.defs.freshness import (
@@ -92,13 +91,14 @@ def run_fast(runner: InProcess, keys: list[str], order: list[str], stores: list[
     phases."""
     started = time.perf_counter()
     ranges = contiguous_ranges(keys, order)
-    tables = [FOLDERS, *stores[0].expected] if tables_done else None  # None: the whole job
-    runs = [(first, last, _run(runner, first, last, tables, f"{n}/{len(ranges)}", progress))
+    split = tables_done is not None
+    tables = [FOLDERS, *stores[0].expected] if split else None  # None: the whole job
+    runs = [(first, last, _run(runner, first, last, tables, f"run {n}/{len(ranges)}", progress))
             for n, (first, last) in enumerate(ranges, 1)]
     trackers = [asset for phase in stores[1:] for asset in phase.expected]
-    if tables_done is not None:
+    if split:
         tables_done()
-        runs += [(first, last, _run(runner, first, last, trackers, "", progress))
+        runs += [(first, last, _run(runner, first, last, trackers, "trackers' run", progress))
                  for first, last, result in list(runs) if result.success and trackers]
     ran: set[str] = set()
     found: dict[str, dict[str, str]] = {}
@@ -128,11 +128,10 @@ def run_fast(runner: InProcess, keys: list[str], order: list[str], stores: list[
                 errors[key] = found[step]["*"]
 
 
-def _run(runner: InProcess, first: str, last: str, assets: list[str] | None, count: str,
+def _run(runner: InProcess, first: str, last: str, assets: list[str] | None, which: str,
          progress: Callable[[str], None]) -> dg.ExecuteInProcessResult:
     """One `ingest_folders` run of `assets` (None: all of the job's) over `first` .. `last`."""
-    if count:
-        progress(f"{INGEST_FOLDERS_JOB} run {count}: partitions {first} .. {last}")
+    progress(f"{INGEST_FOLDERS_JOB} {which}: partitions {first} .. {last}")
     with one_planned_event_per_asset():
         result = runner.run(INGEST_FOLDERS_JOB, raise_on_error=False,
                             tags={RANGE_START: first, RANGE_END: last},

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from align_track_pipeline.cli.ahead import Ahead, Stats
+from align_track_pipeline.cli.ahead import Ahead
 from align_track_pipeline.cli.analysis_refresh import AnalysisRefresh, tables_written
 from align_track_pipeline.cli.batches import Found, InProcess, run_ranges, split
 from align_track_pipeline.cli.fast_path import (
@@ -45,7 +45,7 @@ from align_track_pipeline.cli.preload import ANALYSIS_PRELOAD
 from align_track_pipeline.cli.sizing import size_pools
 from align_track_pipeline.cli.workers import Parallel, WorkerPool
 from align_track_pipeline.core.guard import check_removals, removals
-from align_track_pipeline.core.source.discovery import RunDir, scan_tree
+from align_track_pipeline.core.source.discovery import RunDir, Stats, scan_tree
 from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.trackers.base import Tracker, preload_writers
 from align_track_pipeline.core.trackers.sqlite_value import NONE
@@ -256,8 +256,9 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
         preload_writers(trackers)
         if pool:  # and the analysis refresh in a worker, beside the trackers
             pool.warm_up_some(1, ANALYSIS_PRELOAD)
-        _run_fast(runner, fast, trackers, versions, errors, progress,
-                  analysis.start_ahead if pool else None)
+        with pool.interruptible() if pool else nullcontext():  # Ctrl-C reaches that worker
+            _run_fast(runner, fast, trackers, versions, errors, progress,
+                      analysis.start_ahead if pool else None)
         again = {job: keys - set(fast) for job, keys in again.items()}  # written by now
     _run_phases(runner, pool, [table_phase], limits, versions, errors, progress,
                 set(errors), forced={TABLES_JOB: broken})

@@ -27,6 +27,7 @@ from align_track_pipeline.core.guard import (
 )
 from align_track_pipeline.core.lifeline import stop_fork_server
 from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
+from align_track_pipeline.core.quiet import quiet_about
 from align_track_pipeline.core.secrets import mask_text, without_credentials
 from align_track_pipeline.core.settings import SettingError, current
 from align_track_pipeline.core.source.discovery import (
@@ -116,10 +117,8 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 
 def _quiet_dagster() -> AbstractContextManager:
     """Binding resources to sensors, Dagster 1.13 warns about its own beta `owners` argument:
-    noise on a user's terminal, nothing they can act on. Imported here: the commands that
-    only read the tables never load Dagster."""
-    from align_track_pipeline.defs.dagster_compat import quiet_about
-
+    noise on a user's terminal, nothing they can act on. Without importing Dagster: `ingest`
+    looks ahead before it does (`cli.ahead`)."""
     return quiet_about(Warning, message="Parameter `owners`")
 
 

@@ -8,7 +8,7 @@ from align_track_pipeline.core.verified import dagster_internals
 
 # What `_start_worker` and an Aim batch import (Dagster with the definitions, Aim), and the
 # main module (so a worker need not import it again); on a verified Dagster also the
-# instance's SQLite storage (`workers.preload`). A name that no longer imports is skipped (the
+# instance's SQLite storage (`preload`). A name that no longer imports is skipped (the
 # workers import what they need). MLflow is left to the workers that write it (on a server or
 # Postgres).
 WORKER_PRELOAD = ("__main__", "align_track_pipeline.cli.workers",

@@ -6,8 +6,10 @@ process does, on the same Dagster instance and stores. Workers are started once 
 kept for every phase; they are forked from a server that imported Dagster, the definitions and
 Aim once (`core.lifeline.preloaded_pool`: never a fork of this threaded process), and started
 on a thread while this process discovers, observes and writes the tables, so their start
-overlaps that work. The tables phase stays in this process, whose parse pool already spreads
-the parsing over the cores (two workers took longer). Whether a store takes several writers is
+overlaps that work. On the fast path one worker, forked from a server that imported the
+analysis's modules instead, refreshes the analysis (`submit_call`, `cli.analysis_refresh`).
+The tables phase stays in this process, whose parse pool already spreads the parsing over
+the cores (two workers took longer). Whether a store takes several writers is
 the store's business (the phase's pool limit, see `sizing`); the stores stay idempotent
 whoever writes.
 
@@ -47,6 +49,7 @@ from align_track_pipeline.core.secrets import mask_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Setup:
@@ -115,6 +118,8 @@ class WorkerPool:
         self._stopping: threading.Thread | None = None  # the shutdown, see `release`
         self._modules = PRELOAD  # what the fork server imports (`warm_up_some`)
         self._readies: list[Future] = []  # the warm-up's, done once each worker is ready
+        self._released = False  # `release`d: `submit_call` starts no pool any more
+        self._interrupted = False  # the workers were sent the interrupt (`interruptible`)
 
     def submit(self, job: str, batches: list[list[str]], order: list[str],
                progress: Callable[[str], None]) -> Pending:
@@ -135,23 +140,27 @@ class WorkerPool:
                      f"{batch[0]} .. {batch[-1]}")
         return pending
 
-    def submit_call(self, call: Callable[[], T]) -> Future:
+    def submit_call(self, call: Callable[[], T]) -> Future[T | None]:
         """Run `call` (a module-level function, picklable) in a worker. Returns at once: the
         submit itself waits, on a thread, for the workers the warm-up is starting (a submit
         before they are ready would wait for the fork server's imports, and start one more).
-        Its result is None when no worker ran it (none started: logged, or one died)."""
-        outer: Future = Future()
+        Its result is None when no worker ran it: none could start (logged), the pool was
+        released meanwhile, or the worker died (`result`)."""
+        outer: Future[T | None] = Future()
 
         def submit() -> None:
             if self._starting is not None:
                 self._starting.join()
             wait(self._readies)
             try:
-                executor = self._start()
-                inner = executor.submit(_run_call, call)
+                with self._lock:  # never a new pool once released
+                    executor = None if self._released else self._start_locked()
+                inner = executor.submit(_run_call, call) if executor else None
             except Exception as exc:  # noqa: BLE001  the caller does the work itself
                 log.warning("no worker process took %s: %s: %s", call.__name__,
                             type(exc).__name__, mask_text(str(exc)))
+                inner = None
+            if inner is None:
                 outer.set_result(None)
                 return
             self._futures[outer] = executor
@@ -160,18 +169,19 @@ class WorkerPool:
         threading.Thread(target=submit, daemon=True, name="align-track-submit").start()
         return outer
 
-    def result(self, future: Future, instance) -> T | None:
+    def result(self, future: Future[T | None], instance) -> T | None:
         """Wait for a `submit_call`, interruptible as the batches are; None: no worker ran it
         (one died: its runs are marked failed)."""
-        with self.interruptible():
-            try:
-                return future.result()
-            except (BrokenProcessPool, CancelledError):
-                self._drop(self._futures[future])
-                fail_abandoned_runs(instance)
-                return None
-            finally:
-                self._futures.pop(future, None)
+        try:
+            with self.interruptible():
+                try:
+                    return future.result()
+                except (BrokenProcessPool, CancelledError):
+                    self._drop(self._futures[future])
+                    fail_abandoned_runs(instance)
+                    return None
+        finally:  # after `interruptible` waited for it
+            self._futures.pop(future, None)
 
     def collect(self, instance, pending: Pending) -> Found:
         """Wait for a submitted job's batches; merge what they report."""
@@ -185,7 +195,7 @@ class WorkerPool:
     def interruptible(self) -> Iterator[None]:
         """While the workers write: SIGTERM counts as Ctrl-C, and either is passed on to every
         worker, whose partition in progress is finished before the interrupt is raised; no
-        batch starts after it (`_run_batch`). The futures are not cancelled: a pool that
+        task starts after it (`_interruptible`). The futures are not cancelled: a pool that
         breaks meanwhile (a worker still starting takes the interrupt) fails every future it
         holds, and Python 3.11's executor thread dies on a cancelled one, leaving the wait
         hung."""
@@ -197,7 +207,8 @@ class WorkerPool:
             yield
         except KeyboardInterrupt:
             with self._lock:
-                executor = self._executor
+                executor = None if self._interrupted else self._executor
+                self._interrupted = True  # once: these blocks nest (`result` in a wave)
             for pid in list(getattr(executor, "_processes", {}) or {}):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGINT)
@@ -229,6 +240,7 @@ class WorkerPool:
         tables come between the warm-up and this call.)"""
         with self._lock:
             executor, self._executor = self._executor, None
+            self._released = True
         if executor is not None:
             self._stopping = threading.Thread(target=_shut_down, args=(executor,),
                                               name="align-track-workers-exit")
@@ -258,12 +270,14 @@ class WorkerPool:
 
     def _start(self) -> ProcessPoolExecutor:
         with self._lock:
-            if self._executor is None:
-                parallel = self.parallel
-                self._executor = preloaded_pool(parallel.workers, preload(self._modules),
-                                                _start_worker,
-                                                (parallel.setup,))
-            return self._executor
+            return self._start_locked()
+
+    def _start_locked(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            parallel = self.parallel
+            self._executor = preloaded_pool(parallel.workers, preload(self._modules),
+                                            _start_worker, (parallel.setup,))
+        return self._executor
 
     def _drop(self, executor: ProcessPoolExecutor) -> None:
         """A broken pool (a worker died): no batch goes to it any more. The fork server stays
@@ -311,8 +325,8 @@ def _start_worker(setup: Setup) -> None:
     signal.signal(signal.SIGINT, _stop_later)  # idle between batches: none starts after
     from align_track_pipeline.cli.instance import open_instance
     from align_track_pipeline.cli.progress import progress_logger
+    from align_track_pipeline.core.quiet import quiet_about
     from align_track_pipeline.definitions import build_defs
-    from align_track_pipeline.defs.dagster_compat import quiet_about
 
     with quiet_about(Warning, message="Parameter `owners`"):  # as the CLI does (main.py)
         defs = build_defs(setup.experiments_dir, setup.data_dir, setup.options,

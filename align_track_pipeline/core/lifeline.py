@@ -76,14 +76,17 @@ def stop_fork_server() -> None:
     process, unreaped by it, its CPU time missing from this process's children's. It is
     killed first: it holds nothing to clean up, and its own exit would finalize every module
     it preloaded (0.8 s with the analysis's, which an ingest would wait for).
-    Multiprocessing has no public way to: this wraps the method its own tests use, and the
-    pid it keeps. A Python without them leaves the server to exit with this process (it
-    watches it), unreaped."""
+    Multiprocessing has no public way to: this wraps what its own tests' `_stop` does (under
+    its lock), and the pid it keeps. A Python without them leaves the server to exit with
+    this process (it watches it), unreaped."""
     from multiprocessing import forkserver
 
     server = forkserver._forkserver  # noqa: SLF001
-    stop = getattr(server, "_stop", None)
-    if stop is not None:
+    stop = getattr(server, "_stop_unlocked", None)
+    lock = getattr(server, "_lock", None)
+    if stop is None or lock is None:
+        return
+    with lock:  # two callers (an exit thread, the command's end) never kill a reaped pid
         pid = getattr(server, "_forkserver_pid", None)
         if pid is not None:
             with suppress(ProcessLookupError):

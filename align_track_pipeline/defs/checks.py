@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from align_track_pipeline.core.quiet import quiet_about
 from align_track_pipeline.core.tables.checks import CONTRACT
 from align_track_pipeline.core.tables.writer import TableWrite
-from align_track_pipeline.defs.dagster_compat import quiet_about
 from align_track_pipeline.defs.partitions import experiment_partitions
 
 _DESCRIPTION = (

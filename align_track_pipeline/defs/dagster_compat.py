@@ -244,16 +244,6 @@ def last_event_id(instance: dg.DagsterInstance) -> int:
     return instance.event_log_storage.get_maximum_record_id() or 0
 
 
-@contextmanager
-def quiet_about(*categories: type[Warning], message: str = "") -> Iterator[None]:
-    """Silence Dagster's beta/preview warnings for APIs we use on purpose (noise a user cannot
-    act on), in one block."""
-    with warnings.catch_warnings():
-        for category in categories:
-            warnings.filterwarnings("ignore", message=message, category=category)
-        yield
-
-
 def silence_owners_warning() -> None:
     """For the whole process: Dagster 1.13 warns about its own beta `owners` parameter whenever
     it copies a sensor (binding resources), in the UI's code server and the CLI alike; noise a

@@ -7,11 +7,11 @@ import hashlib
 
 import dagster as dg
 
+from align_track_pipeline.core.quiet import quiet_about
 from align_track_pipeline.core.source.discovery import RunDir
 from align_track_pipeline.defs.dagster_compat import (
     DATA_VERSION_TAG,
     observations_in_one_write,
-    quiet_about,
 )
 from align_track_pipeline.defs.freshness import (
     FOLDERS,

@@ -9,6 +9,7 @@ from contextlib import nullcontext
 import dagster as dg
 import pytest
 
+from align_track_pipeline.core.quiet import quiet_about
 from align_track_pipeline.defs import dagster_compat as compat
 from tests import dagster_probes as probes
 
@@ -148,7 +149,7 @@ def test_stale_status_and_its_reasons(instance):
 def test_quiet_about_silences_only_what_it_names():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with compat.quiet_about(dg.BetaWarning):
+        with quiet_about(dg.BetaWarning):
             warnings.warn("beta", dg.BetaWarning, stacklevel=1)
             warnings.warn("other", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["other"]

@@ -283,6 +283,10 @@ def content_hash(run_dir: Path) -> str:
 # the fast path of `align-track ingest`; more go the batched way.
 CHANGED_RUNS_MAX = 4
 
+# Run dir key -> (stat signature, cached version or None: to hash), what `FingerprintCache.peek`
+# tells.
+Stats = dict[str, tuple[str, str | None]]
+
 
 class FingerprintCache:
     """Content hashes keyed by stat signature, kept in a small SQLite file: a per-host cache
@@ -322,7 +326,7 @@ class FingerprintCache:
             self._db.executemany("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?)", updates)
         return result
 
-    def peek(self, run_dirs: Iterable[RunDir]) -> dict[str, tuple[str, str | None]]:
+    def peek(self, run_dirs: Iterable[RunDir]) -> Stats:
         """Key -> (stat signature, cached version, or None when the stat data changed and the
         directory must be hashed again). Stat calls only; nothing is written."""
         with no_collector_pauses():

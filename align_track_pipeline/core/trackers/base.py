@@ -211,6 +211,8 @@ def preload_writers(trackers: Sequence[Tracker]) -> None:
     """Import the trackers' writers on a background thread (MLflow's and Aim's imports take a
     second or two each) while this one does other work, e.g. writes the tables. An import
     that fails here is left to the writer's own import, which reports it."""
+    if not trackers:
+        return
     for name in SHARED_MODULES:
         with suppress(ImportError):
             importlib.import_module(name)
