@@ -50,8 +50,9 @@ def test_a_folder_written_during_ingest_is_retried_on_the_next_pass(capsys, smal
 def test_a_stale_partition_that_failed_without_writing_stays_a_failure(small_tree, data_dir):
     """E.g. a worker process that died before its partitions: their tables hold an older
     version (stale), but this pass wrote nothing for them, so they are failures."""
+    from align_track_pipeline.cli.analysis_refresh import tables_written
     from align_track_pipeline.cli.batches import InProcess
-    from align_track_pipeline.cli.ingest import _changed_while_read, _tables_written, observe
+    from align_track_pipeline.cli.ingest import _changed_while_read, observe
 
     victim = find_run_dirs(small_tree)[0]
     defs = build_defs(str(small_tree), str(data_dir))
@@ -61,7 +62,7 @@ def test_a_stale_partition_that_failed_without_writing_stays_a_failure(small_tre
         with open(victim.path / "input_output.json", "a") as f:
             f.write("\n")
         versions = observe(InProcess(defs, instance, {}), find_run_dirs(small_tree))
-        before = _tables_written(instance)
+        before = tables_written(instance)
         errors = {victim.key: "tables: the worker process died"}
         assert _changed_while_read(instance, versions, errors, before, print) == []
     assert errors == {victim.key: "tables: the worker process died"}
