@@ -105,3 +105,21 @@ def test_a_kill_in_the_aim_phase_leaves_nothing_unindexed_after_the_next_ingest(
     hashes = _one_run_per_scene(data_dir)
     assert written <= hashes  # the killed partition's runs were kept, not rewritten
     assert indexing.outdated_runs(storage.open_repo(data_dir / "aim")) == []
+
+
+@pytest.mark.slow
+def test_a_repo_whose_creation_a_kill_cut_short_is_finished_by_the_next_ingest(
+        capsys, small_tree, data_dir):
+    """Killed while Aim created its repo: the folder and an empty run table are there, no
+    schema and no data version. Before, every Aim write failed with "no such table:
+    experiment" on every ingest after; Aim's own creation is now finished first."""
+    aim = data_dir / "aim" / ".aim"
+    aim.mkdir(parents=True)
+    (aim / storage.STRUCTURED_DB).touch()
+    assert not storage.created_whole(data_dir / "aim")
+
+    report = _ingest(capsys, small_tree, data_dir)
+
+    assert report["failed"] == [] and len(report["materialized"]) == 3
+    assert storage.created_whole(data_dir / "aim")
+    assert _one_run_per_scene(data_dir)

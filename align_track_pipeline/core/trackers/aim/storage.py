@@ -30,10 +30,12 @@ def repo_exists(path: Path) -> bool:
 
 
 def open_repo(path: Path) -> Repo:
-    """The repo at `path`, created if missing; on a verified Aim its run table is set up for
-    several writer processes (`use_wal`, `sync_normal`, `flock_run_creation`)."""
+    """The repo at `path`, created if missing or if its creation was cut short (a kill left
+    its folder without its run table's schema: every write would fail with "no such table");
+    on a verified Aim its run table is set up for several writer processes (`use_wal`,
+    `sync_normal`, `flock_run_creation`)."""
     path.mkdir(parents=True, exist_ok=True)
-    if not Repo.exists(str(path)):
+    if not Repo.exists(str(path)) or not created_whole(path):
         Repo.from_path(str(path), init=True)
     repo = Repo.from_path(str(path))
     if aim_internals():
@@ -41,6 +43,13 @@ def open_repo(path: Path) -> Repo:
         sync_normal(repo)
         flock_run_creation(repo)
     return repo
+
+
+def created_whole(path: Path) -> bool:
+    """Aim records the repo's data version last when it creates one, after the run table's
+    schema; without it (version 0.0, which only repos of Aim 2 could have) the creation was
+    cut short, and Aim's own `init` finishes it (each of its steps can run again)."""
+    return Repo.get_version(str(path)) != (0, 0)
 
 
 def use_wal(db: Path) -> bool:
