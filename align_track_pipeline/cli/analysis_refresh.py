@@ -93,13 +93,15 @@ class AnalysisRefresh:
         if self._done:
             return
         self._done = True
-        if self._ahead is not None:
+        outcome = None
+        if self._ahead is not None:  # None: no worker ran it, done here instead
             outcome = self.pool.result(self._ahead, self.runner.instance)
-            if outcome is not None:  # else no worker ran it: done here instead
+            if outcome is not None:
                 self.progress(outcome)
-                if tables_written(self.runner.instance) == self._fed:
-                    return  # else tables were written after it read them
-        if self.due(tables_written(self.runner.instance)):
+        written = tables_written(self.runner.instance)
+        if outcome is not None and written == self._fed:
+            return  # else tables were written after the worker read them
+        if self.due(written):
             self.progress(refresh(self.runner))
 
 

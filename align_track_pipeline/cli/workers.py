@@ -177,8 +177,7 @@ class WorkerPool:
                 try:
                     return future.result()
                 except (BrokenProcessPool, CancelledError):
-                    self._drop(self._futures[future])
-                    fail_abandoned_runs(instance)
+                    self._died(instance, future)
                     return None
         finally:  # after `interruptible` waited for it
             self._futures.pop(future, None)
@@ -291,10 +290,14 @@ class WorkerPool:
         try:
             return future.result()
         except BrokenProcessPool:  # a worker was killed: its batch failed, its runs are over
-            self._drop(self._futures[future])
-            fail_abandoned_runs(instance)
+            self._died(instance, future)
             error = "its worker process died before the partition was written"
             return Found(errors={key: error for key in batch})
+
+    def _died(self, instance, future: Future) -> None:
+        """`future`'s worker died: its pool takes no more work, its runs are marked failed."""
+        self._drop(self._futures[future])
+        fail_abandoned_runs(instance)
 
 
 def _pass_on(done: Future, to: Future) -> None:
