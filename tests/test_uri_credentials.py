@@ -157,16 +157,61 @@ def test_search_gives_up_on_a_server_that_never_answers(tables_dir, capfd, monke
     assert json.loads(out)["count"] == 3
 
 
-def test_a_traceback_of_the_cli_shows_no_password(tmp_path):
-    """An error nothing of ours expected still prints its traceback, masked: here mlflow-ui
-    pointed at a tracking server that is down."""
-    uri = _with_password(f"http://127.0.0.1:{_free_port()}")
-    done = _align_track("mlflow-ui", "--data-dir", str(tmp_path), "--mlflow-uri", uri,
-                        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
-    assert done.returncode == 1
-    assert done.stderr.startswith("Traceback (most recent call last):")
-    assert "MlflowException: API request to http://***@127.0.0.1:" in done.stderr
-    assert PASSWORD not in done.stdout + done.stderr
+def test_a_traceback_of_the_cli_shows_no_password(tmp_path, capfd, monkeypatch):
+    """An error nothing of ours expected still prints its traceback, masked: here the
+    instance home failing with a database URI in its message."""
+    from align_track_pipeline.cli import instance
+
+    def failing(_data):
+        raise RuntimeError(f"cannot reach postgresql://alice:{PASSWORD}@db.example/dagster")
+
+    monkeypatch.setattr(instance, "prepare_home", failing)
+    capfd.readouterr()
+    code = main(["dagster-home", "--data-dir", str(tmp_path)])
+    out = capfd.readouterr()
+    assert code == 1
+    assert out.err.startswith("Traceback (most recent call last):")
+    assert "RuntimeError: cannot reach postgresql://***@db.example/dagster" in out.err
+    assert PASSWORD not in out.out + out.err
+
+
+def _mlflow_ui(capfd, monkeypatch, uri: str) -> tuple[int, str, float]:
+    """`align-track mlflow-ui` on a store it cannot open, in this process (it fails before
+    its server would replace the process): exit code, stderr, seconds."""
+    for name in list(os.environ):
+        if name.startswith(("MLFLOW_", "ALIGN_TRACK_")) and name not in MLFLOW_SWITCHES:
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    capfd.readouterr()
+    started = time.monotonic()
+    code = main(["mlflow-ui", "--mlflow-uri", uri, "--port", str(_free_port())])
+    return code, capfd.readouterr().err, time.monotonic() - started
+
+
+def test_mlflow_ui_on_a_tracking_server_that_is_down_says_so_in_one_line(capfd, monkeypatch):
+    port = _free_port()
+    code, err, _ = _mlflow_ui(capfd, monkeypatch, _with_password(f"http://127.0.0.1:{port}"))
+    assert code == 1
+    assert err.startswith(f"align-track: cannot open the MLflow store http://127.0.0.1:{port}: ")
+    assert "Connection refused" in err
+    assert "Traceback" not in err and PASSWORD not in err
+    assert "PGCONNECT_TIMEOUT" not in os.environ  # set for the lookup only
+
+
+def test_mlflow_ui_gives_up_on_a_database_server_that_never_answers(capfd, monkeypatch):
+    """A blackholed Postgres: libpq has no limit of its own, the command would hang."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        code, err, seconds = _mlflow_ui(
+            capfd, monkeypatch, f"postgresql+psycopg2://alice:{PASSWORD}@{address}/db")
+    assert code == 1
+    assert err.startswith(f"align-track: cannot open the MLflow store "
+                          f"postgresql+psycopg2://{address}/db: "), err[-2000:]
+    assert "timeout expired" in err
+    assert seconds < GAVE_UP_WITHIN, seconds
+    assert "Traceback" not in err and PASSWORD not in err
 
 
 def test_search_gives_up_on_a_database_server_that_never_answers(tables_dir, capfd,

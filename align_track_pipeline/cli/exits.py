@@ -7,3 +7,8 @@ Result = tuple[int, dict | None]
 
 class PoolTimeout(RuntimeError):
     """A pool stayed held by a live writer for longer than the configured wait."""
+
+
+class StoreUnreachable(RuntimeError):
+    """A store a command needs could not be opened (its server is down, refuses the
+    credentials, or the database is not there): said in one line, without a traceback."""

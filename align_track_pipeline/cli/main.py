@@ -15,7 +15,7 @@ from pathlib import Path
 
 from align_track_pipeline.cli.ahead import Ahead, look_ahead
 from align_track_pipeline.cli.analysis import add_commands
-from align_track_pipeline.cli.exits import Result
+from align_track_pipeline.cli.exits import Result, StoreUnreachable
 from align_track_pipeline.cli.failures import describe
 from align_track_pipeline.cli.signals import interrupts_recorded, raise_if_received
 from align_track_pipeline.core.guard import (
@@ -385,9 +385,10 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
     tracker = create("mlflow", _settings(args, data))
-    if is_sql(tracker.tracking_uri):  # not while an ingest creates it: the server migrates
-        prepare_store(tracker.tracking_uri, tracker.artifact_root)
-    found = experiment_id(tracker.tracking_uri, tracker.experiment)
+    with _opening_store(tracker.tracking_uri):
+        if is_sql(tracker.tracking_uri):  # not while an ingest creates it: the server migrates
+            prepare_store(tracker.tracking_uri, tracker.artifact_root)
+        found = experiment_id(tracker.tracking_uri, tracker.experiment)
     ui = f"http://127.0.0.1:{args.port}"
     if found:
         print(f"Runs, scene runs under their experiment's: {runs_url(ui, found)}\n"
@@ -402,6 +403,31 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
     os.environ["MLFLOW_BACKEND_STORE_URI"] = tracker.tracking_uri
     return _serve("MLflow", ["mlflow", "server", "--workers", "1"], args.port,
                   without_credentials(tracker.tracking_uri))
+
+
+@contextmanager
+def _opening_store(uri: str) -> Iterator[None]:
+    """A store that cannot be opened (a database or tracking server down, credentials
+    refused) is one line naming it and the reason, not a library's traceback. A database
+    server that never answers gives up after UI_LOOKUP_SECONDS (libpq's own setting; it has
+    no limit otherwise), a tracking server too (`experiment_id`)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    from align_track_pipeline.core.trackers.mlflow.lookup import UI_LOOKUP_SECONDS
+
+    limit = "PGCONNECT_TIMEOUT" not in os.environ
+    if limit:
+        os.environ["PGCONNECT_TIMEOUT"] = str(UI_LOOKUP_SECONDS)
+    try:
+        yield
+    except (OperationalError, MlflowException, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StoreUnreachable(mask_text(f"cannot open the MLflow store "
+                                         f"{without_credentials(uri)}: {reason}")) from exc
+    finally:
+        if limit:  # the server started next keeps libpq's default
+            del os.environ["PGCONNECT_TIMEOUT"]
 
 
 def cmd_aim_ui(args: argparse.Namespace) -> Result:

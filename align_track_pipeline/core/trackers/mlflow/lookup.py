@@ -87,6 +87,7 @@ def _connect_timeout(uri: str) -> dict[str, int]:
 # A lookup is for a person waiting on a command: MLflow's own HTTP defaults (7 retries with
 # backoff, 120 s per request: about 4 minutes on a server that is down) suit writes, not this.
 LOOKUP_SECONDS = 2
+UI_LOOKUP_SECONDS = 10  # a UI about to start: a slow server is still answered
 _RETRIES, _TIMEOUT = "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"
 
 
@@ -117,9 +118,11 @@ def _by_api(uri: str, experiment: str, keys: dict[str, str]) -> RunIds:
     return out
 
 
-def experiment_id(tracking_uri: str, experiment: str) -> str | None:
+def experiment_id(tracking_uri: str, experiment: str,
+                  seconds: float = UI_LOOKUP_SECONDS) -> str | None:
     """The experiment's id, or None when the store or the experiment was never written (the
-    lookup creates nothing)."""
+    lookup creates nothing). A tracking server that does not answer within `seconds` (no
+    retries) raises TimeoutError, or MLflow's error."""
     if _missing_sqlite(tracking_uri):
         return None
     if _tables(tracking_uri):
@@ -137,7 +140,8 @@ def experiment_id(tracking_uri: str, experiment: str) -> str | None:
         return str(found[0]) if found else None
     from mlflow import MlflowClient
 
-    found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    with _Deadline(seconds).request():
+        found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
     return found.experiment_id if found else None
 
 
