@@ -5,6 +5,7 @@ and a changed folder that fails is isolated as on the phase-by-phase way."""
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -18,7 +19,7 @@ from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
 from align_track_pipeline.core.source.discovery import find_run_dirs
 from align_track_pipeline.core.tables.store import ParquetStore
-from tests.conftest import aim_runs_seen_by_a_fresh_process, item_count
+from tests.conftest import SAMPLE_TREE, aim_runs_seen_by_a_fresh_process, item_count
 
 
 def _ingest(capsys, tree: Path, data: Path, *options: str) -> tuple[int, dict]:
@@ -147,6 +148,35 @@ def test_a_changed_dir_failing_its_tables_fails_alone_and_its_neighbour_is_writt
     assert _timing_of_first_scene(data_dir, good.key) == wanted
     assert comparison_is_current(data_dir)
     assert _comparison_timing(data_dir, good.key) == wanted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [None, "1"])
+def test_a_range_whose_tables_failed_leaves_its_good_partition_to_the_phases(
+        capsys, small_tree, data_dir, workers):
+    """Two ranges: the first's trackers run; the second's tables fail for one partition,
+    which skips that range's trackers (its trackers' run, or in one process, its run's
+    tracker steps). Its good partition is then written by the
+    tracker phases, and the bad one fails for its tables alone (no tracker's step ran for
+    it)."""
+    extra = "pipeline_kaleido/moral_judgement-0.2"
+    shutil.copytree(SAMPLE_TREE / extra, small_tree / extra, symlinks=True)
+    _ingest(capsys, small_tree, data_dir)
+    scenes = sum(item_count(r.path) for r in find_run_dirs(small_tree))
+    first, _, bad, last = find_run_dirs(small_tree)  # partitions in this order: two ranges
+    for good in (first, last):
+        _slower_first_scene(good.path)
+    (bad.path / "input_output.json").write_text('[{"input": ')
+
+    code, report = _ingest(capsys, small_tree, data_dir, *(["--workers", workers] * bool(workers)))
+
+    assert code == 1 and sorted(report["materialized"]) == sorted([first.key, last.key])
+    assert [f["partition"] for f in report["failed"]] == [bad.key]
+    error = report["failed"][0]["error"]
+    assert str(bad.path / "input_output.json") in error
+    assert "mlflow" not in error and "aim" not in error, error
+    assert _scene_counts(data_dir) == dict.fromkeys(["parquet", "comparison", "mlflow", "aim"],
+                                                    scenes)
 
 
 @pytest.mark.slow

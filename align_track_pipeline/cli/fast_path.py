@@ -100,14 +100,16 @@ def run_fast(runner: InProcess, keys: list[str], order: list[str], stores: list[
         tables_done()
         runs += [(first, last, _run(runner, first, last, trackers, "trackers' run", progress))
                  for first, last, result in list(runs) if result.success and trackers]
-    ran: set[str] = set()
+    ran: dict[str, set[str]] = {}  # step -> the keys of the ranges it ran for
     found: dict[str, dict[str, str]] = {}
     crashed: list[tuple[Crashed, str]] = []
     for first, last, result in runs:
         span = set(order[order.index(first):order.index(last) + 1])
-        ran |= {e.step_key for e in result.get_step_success_events()}
+        steps = [e.step_key for e in [*result.get_step_success_events(),
+                                      *result.get_step_failure_events()]]
+        for step_key in steps:
+            ran.setdefault(step_key, set()).update(k for k in keys if k in span)
         for event in result.get_step_failure_events():
-            ran.add(event.step_key)
             step = found.setdefault(event.step_key, {})
             step |= step_errors([event])
             if "*" in step_errors([event]):
@@ -117,9 +119,10 @@ def run_fast(runner: InProcess, keys: list[str], order: list[str], stores: list[
     versions |= {k: observed[k] for k in keys if k in observed}
     progress(f"{INGEST_FOLDERS_JOB}: {len(keys)} partitions in "
              f"{time.perf_counter() - started:.2f} s")
-    for phase in stores:
-        if phase.step in ran:
-            _phase_errors(runner.instance, phase, keys, versions, found.get(phase.step, {}),
+    for phase in stores:  # only the keys of the ranges its step ran for: the others' went
+        if phase.step in ran:  # to the phases
+            _phase_errors(runner.instance, phase, [k for k in keys if k in ran[phase.step]],
+                          versions, found.get(phase.step, {}),
                           [c for c, step in crashed if step == phase.step], errors)
     steps = {phase.step for phase in stores}
     for run, step in crashed:  # the observation itself failed: nothing below it ran
