@@ -10,6 +10,7 @@ the same, say, starts a server no worker uses, stopped at the end of the ingest.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class Ahead:
 
     scan: Scan
     peeked: Stats | None = None
+    peek_seconds: float = 0.0  # what the peek took: part of the observation the CLI reports
 
 
 def look_ahead(experiments_dir: Path, data_dir: Path, workers: bool) -> Ahead:
@@ -44,6 +46,7 @@ def look_ahead(experiments_dir: Path, data_dir: Path, workers: bool) -> Ahead:
     cache_path = fingerprint_cache_path(data_dir)
     if not cache_path.exists():  # never ingested here: nothing to peek at, nothing written
         return Ahead(scan)
+    started = time.perf_counter()
     cache = FingerprintCache(cache_path)
     try:
         peeked = cache.peek(scan.run_dirs)
@@ -58,4 +61,4 @@ def look_ahead(experiments_dir: Path, data_dir: Path, workers: bool) -> Ahead:
         except Exception as exc:  # noqa: BLE001  the ingest starts its workers itself
             log.warning("the analysis worker's fork server did not start ahead: %s: %s",
                         type(exc).__name__, mask_text(str(exc)))
-    return Ahead(scan, peeked)
+    return Ahead(scan, peeked, time.perf_counter() - started)

@@ -45,7 +45,7 @@ from align_track_pipeline.cli.preload import ANALYSIS_PRELOAD
 from align_track_pipeline.cli.sizing import size_pools
 from align_track_pipeline.cli.workers import Parallel, WorkerPool
 from align_track_pipeline.core.guard import check_removals, removals
-from align_track_pipeline.core.source.discovery import RunDir, Stats, scan_tree
+from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.trackers.base import Tracker, preload_writers
 from align_track_pipeline.core.trackers.sqlite_value import NONE
@@ -146,12 +146,13 @@ def observe(runner: InProcess, run_dirs: list[RunDir]) -> dict[str, str]:
 
 
 def _observe(runner: InProcess, run_dirs: list[RunDir], known: set[str],
-             progress: Callable[[str], None], stats: Stats | None
+             progress: Callable[[str], None], ahead: Ahead
              ) -> tuple[dict[str, str], list[str]]:
     """Partition -> source version, and the partitions for the fast path (`fast_path`): a
     few changed folders are observed by its run; otherwise by an observation of the tree.
-    `stats`: the cache peeked at already (`cli.ahead`)."""
-    started = time.perf_counter()
+    `ahead.peeked`: the cache peeked at already (`cli.ahead`), counted in the time told."""
+    stats = ahead.peeked
+    started = time.perf_counter() - (ahead.peek_seconds if stats is not None else 0.0)
     peeked = peek_versions(runner.instance, run_dirs, runner.defs.resources["store"], stats)
     if peeked is not None and not peeked.changed:
         progress(f"observe: {len(run_dirs)} partitions by their stat data, none changed, in "
@@ -237,7 +238,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
         pool.warm_up(len(new))
     progress(f"discovered {len(run_dirs)} run directories ({len(new)} new, "
              f"{len(report.removed)} removed)")
-    versions, fast = _observe(runner, run_dirs, known, progress, ahead.peeked)
+    versions, fast = _observe(runner, run_dirs, known, progress, ahead)
     before = partition_states(instance, versions, all_expected(trackers))
     broken = _broken_files(runner, versions, progress)
     data_dir = Path(runner.defs.resources["store"].data_dir)
