@@ -2,6 +2,7 @@
 MlflowClient."""
 
 import multiprocessing
+import shutil
 import socket
 import subprocess
 import time
@@ -13,7 +14,7 @@ from urllib.parse import parse_qs
 import pytest
 from mlflow import MlflowClient
 
-from align_track_pipeline.core.source.discovery import RunDir, find_run_dirs
+from align_track_pipeline.core.source.discovery import RunDir, content_hash, find_run_dirs
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id, find_runs
 from align_track_pipeline.core.trackers.mlflow.plan import HIERARCHICAL, TAG_KEY, plan_runs
@@ -204,14 +205,71 @@ def test_upsert_converges(request, mlflow_db, backend, sample_tree):
     assert not any(r.written for r in again.values())
     assert {k: r.run_ids for k, r in again.items()} == {k: r.run_ids for k, r in first.items()}
 
-    changed = sample_tree / RELS[1] / "input_output.json"
-    changed.write_text(changed.read_text().replace("Random choice", "Changed choice", 1))
+    changed = _change_first_scene(sample_tree, RELS[1])
     after = {rel: writer.upsert(keys[rel], _specs(sample_tree, rel)) for rel in keys}
     assert not after[RELS[0]].written and after[RELS[0]].run_ids == first[RELS[0]].run_ids
-    assert after[RELS[1]].written and after[RELS[1]].deleted == len(first[RELS[1]].run_ids)
-    assert set(after[RELS[1]].run_ids.values()).isdisjoint(first[RELS[1]].run_ids.values())
+    old, new = first[RELS[1]].run_ids, after[RELS[1]].run_ids
+    if backend == "sqlite":  # only the changed runs: the parent and the first scene's
+        assert after[RELS[1]].written == after[RELS[1]].deleted == len(changed) == 2
+        assert {k for k in new if new[k] != old[k]} == changed
+    else:  # the partition's runs, one batch
+        assert after[RELS[1]].written == after[RELS[1]].deleted == len(old)
+        assert set(new.values()).isdisjoint(old.values())
     runs = read_back(writer.tracking_uri, writer.experiment_id)
     assert len(runs) == sum(len(_specs(sample_tree, rel)) for rel in keys)
+
+
+def _change_first_scene(tree: Path, rel: str) -> set[str]:
+    """Change the first scene's choice text; the keys of the runs whose content changed."""
+    before = {s.key: s.content_hash for s in _specs(tree, rel)}
+    changed = tree / rel / "input_output.json"
+    changed.write_text(changed.read_text().replace("Random choice", "Changed choice", 1))
+    return {s.key for s in _specs(tree, rel) if s.content_hash != before[s.key]}
+
+
+def test_a_changed_scene_replaces_its_run_and_its_parent_and_keeps_the_others(
+        mlflow_db, tmp_path, sample_tree, empty_mlflow_db):
+    """On a SQL store the runs of unchanged scenes keep their ids (links to them hold), are
+    nested under the new parent and carry the folder's new version: the store reads back
+    exactly as the new version written into an empty one, and so do its traces."""
+    def planned(tree: Path, rel: str):
+        parsed = parse_run_dir(RunDir(tree / rel, rel), tree)
+        experiments, scenes = parsed.experiments.to_pylist(), parsed.scenes.to_pylist()
+        return (plan_runs(experiments, scenes, tree / rel),
+                plan_traces(experiments, scenes, HIERARCHICAL))
+
+    rel = RELS[1]
+    key = RunDir(sample_tree / rel, rel).key
+    writer = _sqlite(mlflow_db)
+    first = writer.upsert(key, *planned(sample_tree, rel))
+    changed = _change_first_scene(sample_tree, rel)
+    after = writer.upsert(key, *planned(sample_tree, rel))
+    assert {k for k in after.run_ids if after.run_ids[k] != first.run_ids[k]} == changed
+    # a trace links to its experiment's run, replaced: every trace is written again
+    assert after.traces_written == after.traces == len(first.run_ids) - 1
+
+    fresh_db = tmp_path / "fresh" / "mlflow.db"
+    fresh_db.parent.mkdir()
+    shutil.copyfile(empty_mlflow_db, fresh_db)
+    fresh = _sqlite(fresh_db)
+    fresh.upsert(key, *planned(sample_tree, rel))
+    kept = read_back(writer.tracking_uri, writer.experiment_id)
+    assert kept == read_back(fresh.tracking_uri, fresh.experiment_id)
+    assert {r["tags"]["source_version"] for r in kept.values()} == {
+        content_hash(sample_tree / rel)}
+    assert _traces_read_back(writer) == _traces_read_back(fresh)
+
+
+def _traces_read_back(writer: MlflowWriter) -> list[tuple]:
+    """Each trace's run (by its key), tags and scores, sorted (not where its store is)."""
+    client = MlflowClient(writer.tracking_uri)
+    key_of = {r.info.run_id: r.data.tags[TAG_KEY]
+              for r in client.search_runs([writer.experiment_id], max_results=1000)}
+    traces = client.search_traces(locations=[writer.experiment_id], max_results=1000)
+    return sorted((key_of[t.info.request_metadata["mlflow.sourceRun"]],
+                   sorted((k, v) for k, v in t.info.tags.items()
+                          if k != "mlflow.artifactLocation"),
+                   sorted((a.name, a.value) for a in t.info.assessments)) for t in traces)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("server", marks=pytest.mark.slow)])
@@ -232,16 +290,17 @@ def test_replaced_and_removed_runs_are_soft_deleted_and_a_restored_one_is_no_dup
     rel = RELS[1]
     key = RunDir(sample_tree / rel, rel).key
     first = writer.upsert(key, _specs(sample_tree, rel))
-    changed = sample_tree / rel / "input_output.json"
-    changed.write_text(changed.read_text().replace("Random choice", "Changed choice", 1))
+    changed = _change_first_scene(sample_tree, rel)
     second = writer.upsert(key, _specs(sample_tree, rel))
-    assert second.written and second.deleted == len(first.run_ids)
-    for run_key, run_id in first.run_ids.items():
+    replaced = {k: run_id for k, run_id in first.run_ids.items()
+                if backend != "sqlite" or k in changed}  # a SQL store keeps the others
+    assert second.written and second.deleted == len(replaced)
+    for run_key, run_id in replaced.items():
         old = client.get_run(run_id)
         assert old.info.lifecycle_stage == "deleted"
         assert (old.data.tags[TAG_PARTITION], old.data.tags[TAG_KEY]) == (
             REPLACED + key, REPLACED + run_key)
-    restored = next(iter(first.run_ids.values()))
+    restored = next(iter(replaced.values()))
     client.restore_run(restored)
     again = writer.upsert(key, _specs(sample_tree, rel))
     assert not again.written and again.run_ids == second.run_ids  # no duplicate to repair
@@ -252,7 +311,7 @@ def test_replaced_and_removed_runs_are_soft_deleted_and_a_restored_one_is_no_dup
     every = client.search_runs([writer.experiment_id], run_view_type=ViewType.ALL,
                                max_results=1000)
     assert {r.info.run_id: r.info.lifecycle_stage for r in every} == (
-        {run_id: "deleted" for run_id in [*first.run_ids.values(), *second.run_ids.values()]}
+        {run_id: "deleted" for run_id in [*replaced.values(), *second.run_ids.values()]}
         | {restored: "active"})
 
 

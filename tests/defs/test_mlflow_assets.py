@@ -95,10 +95,16 @@ def test_ingest_feeds_mlflow_and_converges(capsys, sample_tree, data_dir):
     report = _ingest(capsys, sample_tree, data_dir)
     assert report["materialized"] == [target.key]
     after = _runs(uri)
-    replaced = {r.info.run_id for r in after if r.data.tags["partition_key"] == target.key}
-    kept = {r.info.run_id for r in after} - replaced
-    assert replaced and replaced.isdisjoint(ids) and kept <= ids
+    theirs = [r for r in after if r.data.tags["partition_key"] == target.key]
+    replaced = {r.info.run_id for r in theirs
+                if r.data.tags["run_type"] == "parent" or r.data.params["scene_index"] == "0"}
+    kept = {r.info.run_id for r in after} - replaced  # the changed scene's and its parent's
+    assert len(replaced) == 2 and replaced.isdisjoint(ids) and kept <= ids
     assert len(after) == len(runs)
+    parent = next(r.info.run_id for r in theirs if r.data.tags["run_type"] == "parent")
+    assert {r.data.tags["mlflow.parentRunId"] for r in theirs if r.info.run_id != parent} == {
+        parent}
+    assert len({r.data.tags["source_version"] for r in theirs}) == 1
 
 
 @pytest.mark.slow

@@ -29,6 +29,10 @@ JUSTIFICATION_EXCERPT = 500  # enough to read in the runs table; the full text i
 TAG_KEY = "align_track.key"
 TAG_PARTITION = "align_track.partition"
 TAG_HASH = "align_track.content_hash"
+# Tags of a scene run left out of its content hash: the folder's version changes with any of
+# its files, and a scene whose own data did not change keeps its run, these tags updated
+# (`writer.kept_runs`). A parent run hashes it: its source-file artifacts are hashed by name.
+CURRENT_TAGS = ("source_version",)
 
 
 @dataclass
@@ -116,7 +120,8 @@ def _child(parent: RunSpec, scene: dict, times: RunTimes) -> RunSpec:
             "scene_index": str(index)}
     key = scene_key(scene["partition_key"], index)
     return _spec(key, scene_run_name(scene), parent.key, params, metrics, tags, artifacts,
-                 scene["partition_key"], HIERARCHICAL, times.base_ms, times.scenes[index])
+                 scene["partition_key"], HIERARCHICAL, times.base_ms, times.scenes[index],
+                 unhashed=CURRENT_TAGS)
 
 
 def scene_run_name(scene: dict) -> str:
@@ -152,14 +157,16 @@ def _excerpt(index: int, name: str, text: str | None,
 
 
 def _spec(key, name, parent_key, params, metrics, tags, artifacts, partition, mode, base_ms,
-          span) -> RunSpec:
+          span, unhashed: tuple[str, ...] = ()) -> RunSpec:
     params = {k: str(v) for k, v in params.items() if v is not None}
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
     tags = {k: str(v) for k, v in tags.items() if v is not None}
     _spill(params, MAX_PARAM_CHARS, "params", artifacts)
     _spill(tags, MAX_TAG_CHARS, "tags", artifacts)
     tags |= {TAG_KEY: key, TAG_PARTITION: partition, "mlflow.runName": name}
-    tags[TAG_HASH] = _hash(params, metrics, tags, artifacts, mode, [base_ms, span.start, span.end])
+    hashed = {k: v for k, v in tags.items() if k not in unhashed}
+    tags[TAG_HASH] = _hash(params, metrics, hashed, artifacts, mode,
+                           [base_ms, span.start, span.end])
     return RunSpec(key, name, parent_key, params, metrics, tags, artifacts, base_ms, span)
 
 

@@ -157,7 +157,7 @@ class _MlflowSession:
         result = self.writer.upsert(partition.key, specs, traces)
         parents = {s.name: result.run_ids[s.key] for s in specs if s.parent_key is None}
         links = self._links(parents)
-        written = len(specs) if result.written else 0
+        written = min(result.written, len(specs))  # a round that wrote again counts once
         return WriteReport(
             runs=len(specs), written=written, unchanged=len(specs) - written,
             deleted=result.deleted, links=links,

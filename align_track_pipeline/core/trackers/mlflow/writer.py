@@ -2,8 +2,11 @@
 
 A partition's runs are found by one lookup (tag `align_track.partition`). If they match the
 planned runs exactly (same keys, same content hashes, one each, all FINISHED) nothing is
-written; otherwise the partition's runs are replaced. A write cut short by a crash leaves a
-mismatch, which the next upsert repairs.
+written; otherwise runs are replaced: on a SQL store only those whose content changed (a
+scene's run keeps its id, and the links to it, while a neighbour scene changes; a kept run
+whose parent was replaced is nested under the new parent), through the public API the
+partition's runs as one batch. A write cut short by a crash leaves a mismatch, which the next
+upsert repairs.
 
 Replaced and removed runs are soft-deleted on every backend (MLflow's `deleted` lifecycle
 stage: kept with their data and artifacts, restorable with `MlflowClient.restore_run`, gone
@@ -50,7 +53,13 @@ from align_track_pipeline.core.source.redaction import redact_file
 from align_track_pipeline.core.trackers.mlflow import batches
 from align_track_pipeline.core.trackers.mlflow import traces as tr
 from align_track_pipeline.core.trackers.mlflow.lookup import is_sql, quote
-from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_KEY, TAG_PARTITION, RunSpec
+from align_track_pipeline.core.trackers.mlflow.plan import (
+    CURRENT_TAGS,
+    TAG_HASH,
+    TAG_KEY,
+    TAG_PARTITION,
+    RunSpec,
+)
 from align_track_pipeline.core.trackers.mlflow.traces import TraceSpec
 from align_track_pipeline.core.trackers.times import epoch_span
 from align_track_pipeline.core.verified import mlflow_internals
@@ -58,6 +67,7 @@ from align_track_pipeline.core.verified import mlflow_internals
 FINISHED = "FINISHED"
 TAG_BATCH = "align_track.batch"
 REPLACED = "replaced:"  # before a replaced run's partition and key (see the docstring)
+PARENT_TAG = "mlflow.parentRunId"
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ class Existing:
 @dataclass(frozen=True)
 class UpsertResult:
     run_ids: dict[str, str]  # run key -> run id
-    written: bool
+    written: int  # runs written
     deleted: int
     traces_written: int = 0
     traces: int = 0  # the partition's traces, counted back after the write
@@ -91,6 +101,18 @@ def converged(existing: list[Existing], specs: list[RunSpec]) -> bool:
     have = {e.key: e.content_hash for e in existing}
     return (len(existing) == len(specs) and have == wanted
             and all(e.status == FINISHED for e in existing))
+
+
+def kept_runs(existing: list[Existing], specs: list[RunSpec]) -> dict[str, Existing]:
+    """Per planned key, the run kept as it is: a FINISHED one with the planned content (the
+    first found; another of the same key is replaced like any other)."""
+    wanted = {s.key: s.content_hash for s in specs}
+    kept: dict[str, Existing] = {}
+    for run in existing:
+        if (run.key in wanted and run.key not in kept and run.status == FINISHED
+                and run.content_hash == wanted[run.key]):
+            kept[run.key] = run
+    return kept
 
 
 def traces_converged(existing: list[ExistingTrace], specs: list[TraceSpec] | None) -> bool:
@@ -123,7 +145,7 @@ class MlflowWriter:
         """The partition's runs, and its traces unless `traces` is None (then left as they
         are)."""
         result = self._backend.upsert(partition, specs, traces)
-        if result.written or result.traces_written:
+        if result.written or result.deleted or result.traces_written:
             fault_point("mlflow.partition_written")
         return result
 
@@ -201,13 +223,13 @@ class _SqlBackend(_Backend):
                traces: list[TraceSpec] | None) -> UpsertResult:
         """Write, then read back until a round finds the partition converged: every write is
         counted back, and whatever is missing is written again."""
-        written, deleted, traces_written = False, 0, 0
+        written, deleted, traces_written = 0, 0, 0
         for _ in range(_VERIFY_ROUNDS):
             result = self._upsert_once(partition, specs, traces)
-            if not (result.written or result.traces_written):
+            if not (result.written or result.deleted or result.traces_written):
                 return UpsertResult(result.run_ids, written, deleted, traces_written,
                                     result.traces)
-            written |= result.written
+            written += result.written
             deleted += result.deleted
             traces_written += result.traces_written
         raise RuntimeError(f"partition {partition}: its runs or traces did not read back as "
@@ -216,22 +238,22 @@ class _SqlBackend(_Backend):
     def _upsert_once(self, partition: str, specs: list[RunSpec],
                      traces: list[TraceSpec] | None) -> UpsertResult:
         """Look up and replace runs and traces in one transaction, under the partition's
-        lock. Runs replaced: their traces too (they link to the runs' ids)."""
+        lock. A run whose content is unchanged is kept, and its trace with it; the others are
+        replaced (their traces link to the new runs' ids)."""
         with self._mc.write_session(self._store) as session:
             self._lock(session, partition)
             existing = self._find(session, partition)
             have = self._find_traces(session, partition) if traces is not None else []
-            runs_ok = converged(existing, specs)
-            if runs_ok and traces_converged(have, traces):
-                return UpsertResult({e.key: e.run_id for e in existing}, False, 0,
+            if converged(existing, specs) and traces_converged(have, traces):
+                return UpsertResult({e.key: e.run_id for e in existing}, 0, 0,
                                     traces=len(have))
-            old = [] if runs_ok else [e.run_id for e in existing]
+            kept = kept_runs(existing, specs)
+            old = [e.run_id for e in existing if kept.get(e.key or "") is not e]
             now = int(time.time() * 1000)  # one base: a trace starts when its scene run does
-            run_ids = ({e.key: e.run_id for e in existing} if runs_ok
-                       else self._replace(session, old, specs, now))
-            if traces is not None:
-                self._replace_traces(session, [t.trace_id for t in have], traces, run_ids, now)
-        return UpsertResult(run_ids, not runs_ok, len(old), len(traces or []),
+            run_ids = self._replace(session, old, specs, kept, now)
+            added = (self._replace_traces(session, have, traces, run_ids, now)
+                     if traces is not None else 0)
+        return UpsertResult(run_ids, len(specs) - len(kept), len(old), added,
                             len(traces or []))
 
     def archive_partition(self, partition: str) -> int:
@@ -272,17 +294,20 @@ class _SqlBackend(_Backend):
         return [ExistingTrace(t, by_trace.get(t, {}).get(tr.TAG_KEY),
                               by_trace.get(t, {}).get(tr.TAG_HASH)) for t in ids]
 
-    def _replace_traces(self, session, old_ids: list[str], specs: list[TraceSpec],
-                        run_ids: dict[str, str], now: int) -> None:
-        """Delete the partition's traces (and any trace, e.g. an archived one, that holds an
-        id about to be written), then insert the planned ones in bulk."""
+    def _replace_traces(self, session, have: list[ExistingTrace], specs: list[TraceSpec],
+                        run_ids: dict[str, str], now: int) -> int:
+        """Delete the partition's traces that are not planned (their run or content changed:
+        a trace's id is made of both), and any trace, e.g. an archived one, that holds an id
+        about to be written; insert the planned ones missing, in bulk. Returns how many."""
         mc = self._mc
+        planned = {spec.trace_id(self.experiment_id, run_ids.get(spec.run_key, "")): spec
+                   for spec in specs}
+        present = {t.trace_id for t in have}
+        missing = {trace_id: spec for trace_id, spec in planned.items()
+                   if trace_id not in present}
         rows = mc.TraceRows()
-        new_ids = []
-        for spec in specs:
+        for trace_id, spec in missing.items():
             run_id = run_ids.get(spec.run_key, "")
-            trace_id = spec.trace_id(self.experiment_id, run_id)
-            new_ids.append(trace_id)
             start, end = run_times(spec, now)
             metadata = {"mlflow.sourceRun": run_id} if run_id else {}
             rows.add(trace_id=trace_id, experiment_id=self.experiment_id,
@@ -291,7 +316,7 @@ class _SqlBackend(_Backend):
                      metadata=metadata, feedback=spec.feedback, source_id=tr.SCORE_SOURCE,
                      start_ms=start, end_ms=end, request_preview=spec.request_preview,
                      response_preview=spec.response_preview)
-        gone = list(dict.fromkeys(old_ids + new_ids))
+        gone = [t for t in present if t not in planned] + list(missing)
         for i in range(0, len(gone), 500):  # below every database's bound-parameter limit
             chunk = gone[i:i + 500]
             for model in mc.TRACE_CHILD_MODELS:
@@ -302,6 +327,7 @@ class _SqlBackend(_Backend):
         for model, data in rows.rows.items():
             if data:
                 session.execute(_insert(model), data)
+        return len(missing)
 
     def _lock(self, session, partition: str) -> None:
         """Held until the transaction ends. Postgres: an advisory lock on (experiment,
@@ -339,28 +365,56 @@ class _SqlBackend(_Backend):
                          by_run.get(r.run_uuid, {}).get(TAG_HASH), r.status) for r in runs]
 
     def _replace(self, session, old_run_ids: list[str], specs: list[RunSpec],
-                 now: int) -> dict[str, str]:
+                 kept: dict[str, Existing], now: int) -> dict[str, str]:
+        """Retire `old_run_ids`, write the planned runs not `kept`, and point kept runs whose
+        parent was written anew at it. Run key -> run id."""
         from sqlalchemy import insert
 
         mc = self._mc
-        run_ids = {s.key: uuid.uuid4().hex for s in specs}
+        run_ids = {s.key: kept[s.key].run_id if s.key in kept else uuid.uuid4().hex
+                   for s in specs}
+        new = [s for s in specs if s.key not in kept]
         batch = batches.new_batch_id()
         rows = _Rows()
-        for spec in specs:
+        for spec in new:
             tags = _with_parent(spec, run_ids) | {TAG_BATCH: batch}
             mc.validate_run_data(spec.params, spec.metrics, tags, now)
             rows.add(run_ids[spec.key], spec, tags, now)
-        for spec in specs:  # files first: a crash before commit leaves no run behind
+        for spec in new:  # files first: a crash before commit leaves no run behind
             self._put_artifacts(run_ids[spec.key], spec.artifacts)
         if old_run_ids:
             self._retire(session, old_run_ids, now)
-        runs = [self._run_row(run_ids[s.key], s, now) for s in specs]
+        runs = [self._run_row(run_ids[s.key], s, now) for s in new]
         for model, data in ((mc.SqlRun, runs), (mc.SqlTag, rows.tags),
                             (mc.SqlParam, rows.params), (mc.SqlMetric, rows.metrics),
                             (mc.SqlLatestMetric, rows.metrics)):
             if data:
                 session.execute(insert(model), data)
+        self._update_kept(session, [s for s in specs if s.key in kept], kept, run_ids)
         return run_ids
+
+    def _update_kept(self, session, kept_specs: list[RunSpec], kept: dict[str, Existing],
+                     run_ids: dict[str, str]) -> None:
+        """The tags of kept runs that follow the partition (tags, which MLflow's `set_tag`
+        changes too): the parent's id where their parent run was replaced, so they stay
+        nested under it, and the folder's version (`plan.CURRENT_TAGS`)."""
+        updates: dict[tuple[str, str], list[str]] = {}
+        for spec in kept_specs:
+            if spec.parent_key is not None and spec.parent_key not in kept:
+                updates.setdefault((PARENT_TAG, run_ids[spec.parent_key]), []).append(
+                    run_ids[spec.key])
+            for tag in CURRENT_TAGS:
+                if tag in spec.tags:
+                    updates.setdefault((tag, spec.tags[tag]), []).append(run_ids[spec.key])
+        for (tag, value), runs in updates.items():
+            for i in range(0, len(runs), 500):  # below every bound-parameter limit
+                self._set_tag(session, runs[i:i + 500], tag, value)
+
+    def _set_tag(self, session, run_ids: list[str], tag: str, value: str) -> None:
+        mc = self._mc
+        session.query(mc.SqlTag).filter(mc.SqlTag.run_uuid.in_(run_ids),
+                                        mc.SqlTag.key == tag).update(
+            {"value": value}, synchronize_session=False)
 
     def _retire(self, session, run_ids: list[str], now: int) -> None:
         """What `MlflowClient.delete_run` does to replaced runs (lifecycle stage `deleted`,
@@ -595,7 +649,7 @@ class _ApiBackend(_Backend):
         """Write, then check, until the partition holds exactly one complete batch. Every
         writer keeps the same batch (see `batches`) and returns only once it saw the partition
         converged, so the last writer to return leaves it converged."""
-        written, deleted, actions = False, 0, 0
+        written, deleted, actions = 0, 0, 0
         refused: MlflowException | None = None  # why the last write failed, if it did
         watch = batches.Watch()
         while actions < _SETTLE_ATTEMPTS:
@@ -616,7 +670,7 @@ class _ApiBackend(_Backend):
                         self._create(specs, batch)
                 except MlflowException as exc:  # another writer deleted its runs, or refused
                     refused = exc
-                written = True
+                written = len(specs)  # a batch is the partition's runs, all written
                 actions += 1
             else:  # another live writer is writing the batch everyone keeps
                 time.sleep(_WAIT_SECONDS)
@@ -766,7 +820,7 @@ def run_times(spec: RunSpec | TraceSpec, now: int) -> tuple[int, int]:
 def _with_parent(spec: RunSpec, run_ids: dict[str, str]) -> dict[str, str]:
     tags = dict(spec.tags)
     if spec.parent_key is not None:
-        tags["mlflow.parentRunId"] = run_ids[spec.parent_key]
+        tags[PARENT_TAG] = run_ids[spec.parent_key]
     return tags
 
 
