@@ -11,8 +11,8 @@ variable is read once per process; unset, a fault point costs a function call.
 The points:
   mlflow.run_created        API backend: a run was created (partition tag only), nothing logged
   mlflow.traces_sent        API backend: a partition's traces were sent, not yet their scores
-  mlflow.partition_written  a partition's runs or traces were replaced (transaction committed,
-                            or every API run terminated and every trace read back)
+  mlflow.partition_written  a partition's runs or traces were replaced or deleted (transaction
+                            committed, or every API run terminated and every trace read back)
   aim.run_created           Aim created a run; the manifest holds only its placeholder
   aim.run_row_inserted      a staged run's run-table row was inserted, its data not moved in
   aim.runs_complete         a partition's runs were written and marked complete, not yet indexed

@@ -1,6 +1,7 @@
 """The MLflow writer on a real SQLite store and a real `mlflow server`, read back through
 MlflowClient."""
 
+import json
 import multiprocessing
 import shutil
 import socket
@@ -20,7 +21,12 @@ from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id, find
 from align_track_pipeline.core.trackers.mlflow.plan import HIERARCHICAL, TAG_KEY, plan_runs
 from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
 from align_track_pipeline.core.trackers.mlflow.tracker import parents_only_url
-from align_track_pipeline.core.trackers.mlflow.writer import REPLACED, TAG_BATCH, MlflowWriter
+from align_track_pipeline.core.trackers.mlflow.writer import (
+    PARENT_TAG,
+    REPLACED,
+    TAG_BATCH,
+    MlflowWriter,
+)
 from benchmarks.mlflow_http import CountedRequests
 from tests.conftest import SAMPLE_TREE
 
@@ -220,33 +226,46 @@ def test_upsert_converges(request, mlflow_db, backend, sample_tree):
 
 
 def _change_first_scene(tree: Path, rel: str) -> set[str]:
-    """Change the first scene's choice text; the keys of the runs whose content changed."""
+    """Change the first scene's justification; the keys of the runs whose content changed."""
     before = {s.key: s.content_hash for s in _specs(tree, rel)}
-    changed = tree / rel / "input_output.json"
-    changed.write_text(changed.read_text().replace("Random choice", "Changed choice", 1))
+    path = tree / rel / "input_output.json"
+    items = json.loads(path.read_text())
+    items[0]["output"]["action"]["justification"] = "Changed by the test"
+    path.write_text(json.dumps(items, indent=2))
     return {s.key for s in _specs(tree, rel) if s.content_hash != before[s.key]}
 
 
+@pytest.mark.parametrize("rel", [RELS[0], RELS[1]], ids=["start-in-dir-name", "no-start"])
 def test_a_changed_scene_replaces_its_run_and_its_parent_and_keeps_the_others(
-        mlflow_db, tmp_path, sample_tree, empty_mlflow_db):
+        mlflow_db, tmp_path, sample_tree, empty_mlflow_db, rel):
     """On a SQL store the runs of unchanged scenes keep their ids (links to them hold), are
     nested under the new parent and carry the folder's new version: the store reads back
-    exactly as the new version written into an empty one, and so do its traces."""
+    exactly as the new version written into an empty one, and so do its traces. Where the
+    data has no start time, the kept runs are dated from the new write like the new ones, so
+    the scenes stay in order inside their parent's span."""
     def planned(tree: Path, rel: str):
         parsed = parse_run_dir(RunDir(tree / rel, rel), tree)
         experiments, scenes = parsed.experiments.to_pylist(), parsed.scenes.to_pylist()
         return (plan_runs(experiments, scenes, tree / rel),
                 plan_traces(experiments, scenes, HIERARCHICAL))
 
-    rel = RELS[1]
     key = RunDir(sample_tree / rel, rel).key
     writer = _sqlite(mlflow_db)
     first = writer.upsert(key, *planned(sample_tree, rel))
     changed = _change_first_scene(sample_tree, rel)
+    time.sleep(0.05)  # a later write time: what the runs without a start count back from
     after = writer.upsert(key, *planned(sample_tree, rel))
+    parents = {s.key for s in _specs(sample_tree, rel) if s.parent_key is None}
+    assert changed == parents | {f"{key}::0"}  # the parents hash the folder's version
     assert {k for k in after.run_ids if after.run_ids[k] != first.run_ids[k]} == changed
     # a trace links to its experiment's run, replaced: every trace is written again
-    assert after.traces_written == after.traces == len(first.run_ids) - 1
+    assert after.traces_written == after.traces == len(first.run_ids) - len(parents)
+    runs = MlflowClient(writer.tracking_uri).search_runs([writer.experiment_id])
+    for parent in (r.info for r in runs if r.data.tags["run_type"] == "parent"):
+        scenes = sorted((r.info.start_time, int(r.data.params["scene_index"]), r.info.end_time)
+                        for r in runs if r.data.tags.get(PARENT_TAG) == parent.run_id)
+        assert [index for _, index, _ in scenes] == sorted(index for _, index, _ in scenes)
+        assert parent.start_time <= scenes[0][0] and scenes[-1][2] <= parent.end_time
 
     fresh_db = tmp_path / "fresh" / "mlflow.db"
     fresh_db.parent.mkdir()
@@ -258,6 +277,31 @@ def test_a_changed_scene_replaces_its_run_and_its_parent_and_keeps_the_others(
     assert {r["tags"]["source_version"] for r in kept.values()} == {
         content_hash(sample_tree / rel)}
     assert _traces_read_back(writer) == _traces_read_back(fresh)
+
+
+def test_kept_runs_of_two_versions_are_nested_under_the_parent_kept(mlflow_db, sample_tree):
+    """Archived runs restored by hand beside the runs written since: each key keeps one run,
+    which may come from either set, and every kept scene run is nested under the parent
+    kept, never under one just retired."""
+    from align_track_pipeline.core.trackers.mlflow.plan import TAG_HASH, TAG_PARTITION
+
+    writer, client = _sqlite(mlflow_db), MlflowClient(f"sqlite:///{mlflow_db}")
+    rel = RELS[1]
+    key, specs = RunDir(sample_tree / rel, rel).key, _specs(sample_tree, rel)
+    archived = writer.upsert(key, specs).run_ids
+    writer.archive_partition(key)
+    writer.upsert(key, specs)
+    for run_id in archived.values():
+        client.restore_run(run_id)
+    parent_key = next(s.key for s in specs if s.parent_key is None)
+    client.set_tag(archived[parent_key], TAG_HASH, "stale")  # that parent is replaced
+
+    kept = writer.upsert(key, specs).run_ids
+
+    active = client.search_runs([writer.experiment_id], f"tags.`{TAG_PARTITION}` = '{key}'")
+    assert sorted(r.data.tags[TAG_KEY] for r in active) == sorted(s.key for s in specs)
+    assert {r.data.tags[PARENT_TAG] for r in active if r.data.tags[TAG_KEY] != parent_key} == {
+        kept[parent_key]}
 
 
 def _traces_read_back(writer: MlflowWriter) -> list[tuple]:

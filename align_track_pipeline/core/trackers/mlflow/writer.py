@@ -238,8 +238,9 @@ class _SqlBackend(_Backend):
     def _upsert_once(self, partition: str, specs: list[RunSpec],
                      traces: list[TraceSpec] | None) -> UpsertResult:
         """Look up and replace runs and traces in one transaction, under the partition's
-        lock. A run whose content is unchanged is kept, and its trace with it; the others are
-        replaced (their traces link to the new runs' ids)."""
+        lock. A run whose content is unchanged is kept; the others are replaced. Traces not
+        converged are all written again (they link to the parent run, replaced whenever the
+        folder changed)."""
         with self._mc.write_session(self._store) as session:
             self._lock(session, partition)
             existing = self._find(session, partition)
@@ -251,9 +252,9 @@ class _SqlBackend(_Backend):
             old = [e.run_id for e in existing if kept.get(e.key or "") is not e]
             now = int(time.time() * 1000)  # one base: a trace starts when its scene run does
             run_ids = self._replace(session, old, specs, kept, now)
-            added = (self._replace_traces(session, have, traces, run_ids, now)
-                     if traces is not None else 0)
-        return UpsertResult(run_ids, len(specs) - len(kept), len(old), added,
+            if traces is not None:
+                self._replace_traces(session, [t.trace_id for t in have], traces, run_ids, now)
+        return UpsertResult(run_ids, len(specs) - len(kept), len(old), len(traces or []),
                             len(traces or []))
 
     def archive_partition(self, partition: str) -> int:
@@ -294,20 +295,17 @@ class _SqlBackend(_Backend):
         return [ExistingTrace(t, by_trace.get(t, {}).get(tr.TAG_KEY),
                               by_trace.get(t, {}).get(tr.TAG_HASH)) for t in ids]
 
-    def _replace_traces(self, session, have: list[ExistingTrace], specs: list[TraceSpec],
-                        run_ids: dict[str, str], now: int) -> int:
-        """Delete the partition's traces that are not planned (their run or content changed:
-        a trace's id is made of both), and any trace, e.g. an archived one, that holds an id
-        about to be written; insert the planned ones missing, in bulk. Returns how many."""
+    def _replace_traces(self, session, old_ids: list[str], specs: list[TraceSpec],
+                        run_ids: dict[str, str], now: int) -> None:
+        """Delete the partition's traces (and any trace, e.g. an archived one, that holds an
+        id about to be written), then insert the planned ones in bulk."""
         mc = self._mc
-        planned = {spec.trace_id(self.experiment_id, run_ids.get(spec.run_key, "")): spec
-                   for spec in specs}
-        present = {t.trace_id for t in have}
-        missing = {trace_id: spec for trace_id, spec in planned.items()
-                   if trace_id not in present}
         rows = mc.TraceRows()
-        for trace_id, spec in missing.items():
+        new_ids = []
+        for spec in specs:
             run_id = run_ids.get(spec.run_key, "")
+            trace_id = spec.trace_id(self.experiment_id, run_id)
+            new_ids.append(trace_id)
             start, end = run_times(spec, now)
             metadata = {"mlflow.sourceRun": run_id} if run_id else {}
             rows.add(trace_id=trace_id, experiment_id=self.experiment_id,
@@ -316,7 +314,7 @@ class _SqlBackend(_Backend):
                      metadata=metadata, feedback=spec.feedback, source_id=tr.SCORE_SOURCE,
                      start_ms=start, end_ms=end, request_preview=spec.request_preview,
                      response_preview=spec.response_preview)
-        gone = [t for t in present if t not in planned] + list(missing)
+        gone = list(dict.fromkeys(old_ids + new_ids))
         for i in range(0, len(gone), 500):  # below every database's bound-parameter limit
             chunk = gone[i:i + 500]
             for model in mc.TRACE_CHILD_MODELS:
@@ -327,7 +325,6 @@ class _SqlBackend(_Backend):
         for model, data in rows.rows.items():
             if data:
                 session.execute(_insert(model), data)
-        return len(missing)
 
     def _lock(self, session, partition: str) -> None:
         """Held until the transaction ends. Postgres: an advisory lock on (experiment,
@@ -390,17 +387,19 @@ class _SqlBackend(_Backend):
                             (mc.SqlLatestMetric, rows.metrics)):
             if data:
                 session.execute(insert(model), data)
-        self._update_kept(session, [s for s in specs if s.key in kept], kept, run_ids)
+        self._update_kept(session, [s for s in specs if s.key in kept], run_ids, now)
         return run_ids
 
-    def _update_kept(self, session, kept_specs: list[RunSpec], kept: dict[str, Existing],
-                     run_ids: dict[str, str]) -> None:
-        """The tags of kept runs that follow the partition (tags, which MLflow's `set_tag`
-        changes too): the parent's id where their parent run was replaced, so they stay
-        nested under it, and the folder's version (`plan.CURRENT_TAGS`)."""
+    def _update_kept(self, session, kept_specs: list[RunSpec], run_ids: dict[str, str],
+                     now: int) -> None:
+        """What of a kept run follows its partition. Tags, which MLflow's `set_tag` changes
+        too: its parent's id (always: the kept parent may be another run than the one it
+        pointed at, e.g. one restored by hand), the folder's version (`plan.CURRENT_TAGS`).
+        And where the data has no start time, its start and end, counted back from this
+        write as the new runs' are, so the scenes stay in order inside their parent's span."""
         updates: dict[tuple[str, str], list[str]] = {}
         for spec in kept_specs:
-            if spec.parent_key is not None and spec.parent_key not in kept:
+            if spec.parent_key is not None:
                 updates.setdefault((PARENT_TAG, run_ids[spec.parent_key]), []).append(
                     run_ids[spec.key])
             for tag in CURRENT_TAGS:
@@ -409,6 +408,13 @@ class _SqlBackend(_Backend):
         for (tag, value), runs in updates.items():
             for i in range(0, len(runs), 500):  # below every bound-parameter limit
                 self._set_tag(session, runs[i:i + 500], tag, value)
+        retimed = [dict(zip(("run_uuid", "start_time", "end_time"),
+                            (run_ids[s.key], *run_times(s, now)), strict=True))
+                   for s in kept_specs if s.base_ms is None]
+        if retimed:
+            from sqlalchemy import update
+
+            session.execute(update(self._mc.SqlRun), retimed)  # by primary key, in bulk
 
     def _set_tag(self, session, run_ids: list[str], tag: str, value: str) -> None:
         mc = self._mc
