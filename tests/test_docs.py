@@ -83,6 +83,8 @@ def test_every_command_and_option_is_in_the_cli_reference():
     assert {"ingest", "status", "search", "compare", "report", "export"} <= {n for n, _, _ in found}
     for name, help_, cmd in found:
         assert help_, f"{name} has no help text"
+        unhelped = [a.option_strings or a.dest for a in arguments(cmd) if not a.help]
+        assert unhelped == [], f"align-track {name} --help says nothing of {unhelped}"
         options = [o for a in arguments(cmd) for o in a.option_strings]
         missing = [o for o in options if f"`{o}`" not in by_command[name]]
         assert missing == [], f"align-track {name}: {missing} not in docs/reference/cli.md"

@@ -198,6 +198,25 @@ def test_mlflow_ui_on_a_tracking_server_that_is_down_says_so_in_one_line(capfd, 
     assert "PGCONNECT_TIMEOUT" not in os.environ  # set for the lookup only
 
 
+@pytest.mark.slow  # a real mlflow server
+def test_mlflow_ui_on_a_tracking_server_points_at_its_own_ui(capfd, monkeypatch, mlflow_server):
+    """`mlflow server` cannot take another server as its store: nothing is started, the
+    server's own addresses of the experiment are printed, without the password."""
+    experiment = f"ui-{time.monotonic_ns()}"
+    experiment_id = MlflowClient(mlflow_server).create_experiment(experiment)
+    for name in list(os.environ):
+        if name.startswith(("MLFLOW_", "ALIGN_TRACK_")) and name not in MLFLOW_SWITCHES:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ALIGN_TRACK_MLFLOW_EXPERIMENT", experiment)
+    capfd.readouterr()
+    code = main(["mlflow-ui", "--mlflow-uri", _with_password(mlflow_server)])
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert f"serves the MLflow UI itself: {mlflow_server}" in err
+    assert f"{mlflow_server}/#/experiments/{experiment_id}/runs" in err
+    assert "MLflow UI on" not in err and PASSWORD not in err
+
+
 def test_mlflow_ui_gives_up_on_a_database_server_that_never_answers(capfd, monkeypatch):
     """A blackholed Postgres: libpq has no limit of its own, the command would hang."""
     with socket.socket() as silent:

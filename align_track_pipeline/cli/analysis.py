@@ -89,7 +89,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     spec = PivotSpec()
     cmd = _command(sub, "report", "a pivot table or chart to .xlsx, .csv, .md, .html, .svg or "
                    ".png", cmd_report)
-    cmd.add_argument("--table", choices=list(TABLES), default=spec.table)
+    cmd.add_argument("--table", choices=list(TABLES), default=spec.table,
+                     help="the table the pivot reads (default %(default)s)")
     cmd.add_argument("--rows", default=",".join(spec.rows), metavar="COL[,COL...]",
                      help=f"row labels, one column or several (default {','.join(spec.rows)})")
     cmd.add_argument("--cols", default=",".join(spec.cols), metavar="COL[,COL...]",
@@ -98,7 +99,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--values", default=spec.values,
                      help=f"the value: a numeric column or MAP.KEY, e.g. scores.score "
                           f"(default {spec.values})")
-    cmd.add_argument("--agg", choices=list(AGGREGATES), default=spec.agg)
+    cmd.add_argument("--agg", choices=list(AGGREGATES), default=spec.agg,
+                     help="how the values of a cell combine (default %(default)s)")
     cmd.add_argument("-o", "--output", type=Path, metavar="FILE",
                      help="the format follows the extension: .xlsx .csv .md (tables), .svg "
                           ".png (a chart: grouped bars, or a heat map when both axes have "
@@ -114,7 +116,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _filter_options(cmd, default_table="scenes")
     cmd.add_argument("--format", choices=list(FORMATS),
                      help="default: from the file's extension")
-    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                     help="the file to write, its format from its extension unless --format "
+                          "says")
 
 
 def _command(sub: argparse._SubParsersAction, name: str, help_: str,
@@ -128,7 +132,9 @@ def _command(sub: argparse._SubParsersAction, name: str, help_: str,
 
 
 def _filter_options(cmd: argparse.ArgumentParser, default_table: str) -> None:
-    cmd.add_argument("--table", choices=list(TABLES), default=default_table)
+    cmd.add_argument("--table", choices=list(TABLES), default=default_table,
+                     help="experiments (a row per experiment row) or scenes (a row per "
+                          "decision); default %(default)s")
     cmd.add_argument("--adm", help="ADM name (exact; * is a wildcard)")
     cmd.add_argument("--llm", help="LLM backbone (exact; * is a wildcard)")
     cmd.add_argument("--target", help="alignment target id (exact; * is a wildcard)")

@@ -122,6 +122,17 @@ def _quiet_dagster() -> AbstractContextManager:
     return quiet_about(Warning, message="Parameter `owners`")
 
 
+TREE_HELP = ("tree root (env ALIGN_TRACK_EXPERIMENTS_DIR; default: the tree the data dir was "
+             "built from, else the bundled sample)")
+DATA_DIR_HELP = "the data dir (env ALIGN_TRACK_DATA_DIR; default ./align-track-data)"
+PORT_HELP = "port to listen on, bound to 127.0.0.1 (default %(default)s)"
+STORE_HELP = {
+    "--aim-repo": "Aim repo (env ALIGN_TRACK_AIM_REPO; default <data dir>/aim)",
+    "--mlflow-uri": "tracking URI (env MLFLOW_TRACKING_URI; default sqlite in the data dir; "
+                    "an http(s):// server serves its own UI)",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align-track", description=__doc__)
     parser.set_defaults(loads_dagster=True)
@@ -146,34 +157,36 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     _store_command(sub, "aim-ui", "start `aim up` on the Aim repo (127.0.0.1)", "--aim-repo",
-                   cmd_aim_ui).add_argument("--port", type=int, default=AIM_UI_PORT)
+                   cmd_aim_ui).add_argument("--port", type=int, default=AIM_UI_PORT,
+                                            help=PORT_HELP)
     _store_command(sub, "aim-reindex", "bring the Aim repo index up to date", "--aim-repo",
                    cmd_aim_reindex).add_argument("--full", action="store_true",
                                                  help="rebuild the whole index (slow)")
     _store_command(sub, "mlflow-ui", "start the MLflow UI on the store (127.0.0.1)",
                    "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=int,
-                                                                 default=MLFLOW_UI_PORT)
+                                                                 default=MLFLOW_UI_PORT,
+                                                                 help=PORT_HELP)
 
     dagster_ui = sub.add_parser("dagster-ui", help="start the Dagster UI and daemon (127.0.0.1)")
-    dagster_ui.add_argument("--experiments-dir", type=Path, default=None)
-    dagster_ui.add_argument("--data-dir", type=Path, default=None)
-    dagster_ui.add_argument("--port", type=int, default=3000)
+    dagster_ui.add_argument("--experiments-dir", type=Path, default=None, help=TREE_HELP)
+    dagster_ui.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    dagster_ui.add_argument("--port", type=int, default=3000, help=PORT_HELP)
     _new_tree_option(dagster_ui)
     dagster_ui.set_defaults(func=cmd_dagster_ui)
 
     home = sub.add_parser("dagster-home", help="write the Dagster instance home's config "
                           "(for dagster dev / dagster-daemon) and print the home's path")
-    home.add_argument("--data-dir", type=Path, default=None)
+    home.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     home.set_defaults(func=cmd_dagster_home, loads_dagster=False)
 
     config = sub.add_parser("config", help="show every setting's effective value and its "
                             "source (env, option, derived or default), secrets masked")
-    config.add_argument("--data-dir", type=Path, default=None)
+    config.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     config.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     config.set_defaults(func=cmd_config, loads_dagster=False)
 
     list_runs = sub.add_parser("list-runs", help="run path, ADM, alignment, scenario count")
-    list_runs.add_argument("dir", type=Path)
+    list_runs.add_argument("dir", type=Path, help="an experiment-data tree")
     list_runs.set_defaults(func=cmd_list_runs)
     add_commands(sub)
     return parser
@@ -182,8 +195,8 @@ def _parser() -> argparse.ArgumentParser:
 def _store_command(sub, name: str, help_: str, store_option: str, func):
     """A command on one store of the data dir (`--data-dir` plus the store's own option)."""
     cmd = sub.add_parser(name, help=help_)
-    cmd.add_argument("--data-dir", type=Path, default=None)
-    cmd.add_argument(store_option, default=None)
+    cmd.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    cmd.add_argument(store_option, default=None, help=STORE_HELP[store_option])
     cmd.set_defaults(func=func)
     return cmd
 
@@ -195,11 +208,8 @@ def _positive(value: str) -> int:
 
 
 def _common(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--experiments-dir", type=Path, default=None,
-                     help="tree root (env ALIGN_TRACK_EXPERIMENTS_DIR; default: the tree the "
-                     "data dir was built from, else the bundled sample)")
-    cmd.add_argument("--data-dir", type=Path, default=None,
-                     help="output dir (env ALIGN_TRACK_DATA_DIR; default ./align-track-data)")
+    cmd.add_argument("--experiments-dir", type=Path, default=None, help=TREE_HELP)
+    cmd.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     _new_tree_option(cmd)
 
@@ -374,7 +384,9 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
     """`mlflow server` bound to loopback, on the same store `ingest` writes: one worker and no
     job runner (they only serve writes this UI never makes), about a sixth of the default's
     memory. Prints the experiment's runs list, its parents-only view and its Traces tab when
-    it exists. MLflow's assistant stays local-only (`environment.py`)."""
+    it exists. MLflow's assistant stays local-only (`environment.py`). A tracking server
+    (`http(s)://`) serves the UI itself: its addresses are printed, nothing is started (an
+    `mlflow server` cannot take another server as its store)."""
     from align_track_pipeline.core.trackers.mlflow.lookup import experiment_id, is_sql
     from align_track_pipeline.core.trackers.mlflow.tracker import (
         parents_only_url,
@@ -385,11 +397,15 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
     tracker = create("mlflow", _settings(args, data))
+    served = not is_sql(tracker.tracking_uri)  # a tracking server serves its own UI
     with _opening_store(tracker.tracking_uri):
-        if is_sql(tracker.tracking_uri):  # not while an ingest creates it: the server migrates
+        if not served:  # not while an ingest creates it: the server migrates
             prepare_store(tracker.tracking_uri, tracker.artifact_root)
         found = experiment_id(tracker.tracking_uri, tracker.experiment)
-    ui = f"http://127.0.0.1:{args.port}"
+    ui = tracker.ui_url if served and tracker.ui_url else f"http://127.0.0.1:{args.port}"
+    if served:
+        print(f"The store is a tracking server, which serves the MLflow UI itself: {ui}",
+              file=sys.stderr)
     if found:
         print(f"Runs, scene runs under their experiment's: {runs_url(ui, found)}\n"
               f"Experiments, one row each: {parents_only_url(ui, found)}\n"
@@ -397,6 +413,8 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
     else:
         print(f"Experiment {tracker.experiment!r} not written yet: run `align-track ingest`",
               file=sys.stderr)
+    if served:
+        return 0, None
     os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     # The store from the environment, not the command line: `ps` shows a command line
     # (with any password in the URI) to every user of the host.

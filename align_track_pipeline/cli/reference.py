@@ -82,23 +82,9 @@ def _default(action: argparse.Action) -> str:
     return f"`{action.default}`"
 
 
-# What an option means where the parser gives it no help text (the store commands' options).
-_UNHELPED = {
-    "data_dir": "the data dir (env ALIGN_TRACK_DATA_DIR; default ./align-track-data)",
-    "experiments_dir": "tree root (env ALIGN_TRACK_EXPERIMENTS_DIR; default: the tree the data "
-                       "dir was built from, else the bundled sample)",
-    "aim_repo": "Aim repo (env ALIGN_TRACK_AIM_REPO; default <data dir>/aim)",
-    "mlflow_uri": "tracking URI (env MLFLOW_TRACKING_URI; default sqlite in the data dir)",
-    "port": "port to listen on, bound to 127.0.0.1",
-    "dir": "an experiment-data tree",
-}
-
-
 def _help(action: argparse.Action, prog: str) -> str:
     """The help text with argparse's `%(...)s` and `%%` expanded, as `--help` shows it."""
-    if not action.help:
-        return _UNHELPED.get(action.dest, "")
-    return action.help % {**vars(action), "prog": prog}
+    return action.help % {**vars(action), "prog": prog} if action.help else ""
 
 
 def _sentence(text: str) -> str:
