@@ -36,13 +36,19 @@ def _align_track(*args: str, **env: str) -> subprocess.CompletedProcess:
                           env=clean | env)
 
 
+def _clean_environment(monkeypatch) -> None:
+    """The environment `_align_track` gives a command: none of the caller's MLflow or
+    align-track settings, only the switches every process of the project sets."""
+    for name in list(os.environ):
+        if name.startswith(("MLFLOW_", "ALIGN_TRACK_")) and name not in MLFLOW_SWITCHES:
+            monkeypatch.delenv(name)
+
+
 def _search(capfd, monkeypatch, *args: str, **env: str) -> tuple[int, str, str]:
     """`align-track search ARGS` run in this process as the entry point runs it (no Python
     start-up and imports to pay), in the environment `_align_track` gives the command: exit
     code, stdout and stderr as they reached the file descriptors (log handlers included)."""
-    for name in list(os.environ):
-        if name.startswith(("MLFLOW_", "ALIGN_TRACK_")) and name not in MLFLOW_SWITCHES:
-            monkeypatch.delenv(name)
+    _clean_environment(monkeypatch)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     capfd.readouterr()
@@ -178,9 +184,7 @@ def test_a_traceback_of_the_cli_shows_no_password(tmp_path, capfd, monkeypatch):
 def _mlflow_ui(capfd, monkeypatch, uri: str) -> tuple[int, str, float]:
     """`align-track mlflow-ui` on a store it cannot open, in this process (it fails before
     its server would replace the process): exit code, stderr, seconds."""
-    for name in list(os.environ):
-        if name.startswith(("MLFLOW_", "ALIGN_TRACK_")) and name not in MLFLOW_SWITCHES:
-            monkeypatch.delenv(name)
+    _clean_environment(monkeypatch)
     monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
     capfd.readouterr()
     started = time.monotonic()
@@ -204,9 +208,7 @@ def test_mlflow_ui_on_a_tracking_server_points_at_its_own_ui(capfd, monkeypatch,
     server's own addresses of the experiment are printed, without the password."""
     experiment = f"ui-{time.monotonic_ns()}"
     experiment_id = MlflowClient(mlflow_server).create_experiment(experiment)
-    for name in list(os.environ):
-        if name.startswith(("MLFLOW_", "ALIGN_TRACK_")) and name not in MLFLOW_SWITCHES:
-            monkeypatch.delenv(name)
+    _clean_environment(monkeypatch)
     monkeypatch.setenv("ALIGN_TRACK_MLFLOW_EXPERIMENT", experiment)
     capfd.readouterr()
     code = main(["mlflow-ui", "--mlflow-uri", _with_password(mlflow_server)])
