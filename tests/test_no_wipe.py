@@ -5,6 +5,7 @@ pass that would remove much of the data dir, removes nothing. The real CLI on re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,57 @@ def test_a_tree_emptied_in_place_like_an_unmounted_share_removes_nothing(
                      "--confirm-removals")
     assert code == 0 and len(out["removed"]) == 3
     assert _stores(data_dir) == {"parquet": [], "mlflow": [], "aim": []}
+
+
+@pytest.mark.slow
+def test_a_run_folder_moved_out_of_the_tree_and_linked_back_is_kept(
+        capsys, tmp_path, small_tree, data_dir, ingested):
+    """Symlinks out of the tree are not followed; a run folder moved to a share and linked
+    back, or the link left dangling once the share is gone, fails and keeps its runs."""
+    run = small_tree / "random" / "unaligned"
+    share = tmp_path / "share"
+    share.mkdir()
+    run.rename(share / "unaligned")
+    run.symlink_to(share / "unaligned")
+    for state in ("linked", "dangling"):
+        code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir",
+                         data_dir)
+        assert code == 1 and out["removed"] == [], (state, out)
+        assert [f["partition"] for f in out["failed"]] == ["random/unaligned"], state
+        assert f"{run} leads out of the tree" in out["failed"][0]["error"] or (
+            state == "dangling" and f"cannot read {run}" in out["failed"][0]["error"]), out
+        assert _stores(data_dir) == ingested, state
+        shutil.rmtree(share, ignore_errors=True)  # the share unmounted: the link dangles
+
+
+@pytest.mark.slow
+def test_a_first_ingest_cut_short_still_remembers_its_tree(capsys, monkeypatch, small_tree,
+                                                           data_dir):
+    """Interrupted after its first Aim partition: what it wrote belongs to its tree, so the
+    next ingest without --experiments-dir is of that tree, not the bundled sample (which
+    would remove the partitions written)."""
+    monkeypatch.delenv("ALIGN_TRACK_EXPERIMENTS_DIR", raising=False)
+    cut = subprocess.run(
+        [sys.executable, "-m", "align_track_pipeline.cli.main", "ingest", "--experiments-dir",
+         str(small_tree), "--data-dir", str(data_dir), "--json", "--workers", "1"],
+        env=os.environ | {"ALIGN_TRACK_FAULT": "aim.partition_written:1:sigint"},
+        capture_output=True, text=True, timeout=600)
+    assert cut.returncode == 130, cut.stderr[-2000:]
+    assert json.loads((data_dir / "tree.json").read_text())["experiments_dir"] == str(small_tree)
+    code, out = _cli(capsys, "ingest", "--data-dir", data_dir)
+    assert code == 0 and out["removed"] == [] and out["discovered"] == 3, out
+
+
+def test_a_first_ingest_of_an_empty_tree_is_refused_and_remembers_nothing(
+        capsys, monkeypatch, tmp_path, data_dir):
+    """An empty first tree (an unmounted share, a typo'd parent) would be remembered, and the
+    tree meant refused after it."""
+    monkeypatch.delenv("ALIGN_TRACK_EXPERIMENTS_DIR", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out = _cli(capsys, "ingest", "--experiments-dir", empty, "--data-dir", data_dir)
+    assert code == 2 and f"the tree {empty} holds no run directory" in out["error"]
+    assert not (data_dir / "tree.json").exists()
 
 
 @pytest.mark.slow

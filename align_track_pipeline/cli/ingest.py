@@ -44,7 +44,12 @@ from align_track_pipeline.cli.liveness import fail_abandoned_runs, heartbeat, wa
 from align_track_pipeline.cli.preload import ANALYSIS_PRELOAD
 from align_track_pipeline.cli.sizing import size_pools
 from align_track_pipeline.cli.workers import Parallel, WorkerPool
-from align_track_pipeline.core.guard import check_removals, removals
+from align_track_pipeline.core.guard import (
+    check_first_tree,
+    check_removals,
+    remember_tree,
+    removals,
+)
 from align_track_pipeline.core.source.discovery import RunDir, scan_tree
 from align_track_pipeline.core.tables.health import described
 from align_track_pipeline.core.trackers.base import Tracker, preload_writers
@@ -203,8 +208,9 @@ def ingest(
     """`parallel`: spread each phase over worker processes; None: everything in this one.
     `report`: filled in as the ingest goes (what is known if it stops), and returned.
     `ahead`: the tree as scanned (and peeked at) before Dagster's imports (`cli.ahead`).
-    Raises `TreeUnreadable` (the root cannot be listed) or `TooManyRemovals` (the pass would
-    remove more than the bound allows and `confirm_removals` is off) before any write."""
+    Raises `TreeUnreadable` (the root cannot be listed), `TooManyRemovals` (the pass would
+    remove more than the bound allows and `confirm_removals` is off) or `EmptyTree` (a first
+    pass finds no run directory) before any write; then the data dir remembers the tree."""
     pool = WorkerPool(parallel) if parallel else None
     try:
         with heartbeat(instance):
@@ -225,6 +231,9 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
     known = set(instance.get_dynamic_partitions(PARTITIONS))
     plan = removals(known, scan)
     check_removals(experiments_dir, len(known), plan.gone, len(run_dirs), confirm_removals)
+    check_first_tree(experiments_dir, len(known), len(run_dirs))
+    # the pass goes ahead: from its first write on, a forgotten --experiments-dir means this tree
+    remember_tree(Path(runner.defs.resources["store"].data_dir), experiments_dir)
     limits = size_pools(instance, trackers)  # store's pool -> writers at once
     abandoned = fail_abandoned_runs(instance)
     if abandoned:

@@ -22,7 +22,6 @@ from align_track_pipeline.core.guard import (
     CONFIRM_FLAG,
     NEW_TREE_FLAG,
     check_tree,
-    remember_tree,
     removals,
 )
 from align_track_pipeline.core.lifeline import stop_fork_server
@@ -294,7 +293,6 @@ def _ingest(args: argparse.Namespace, experiments: Path, data: Path, trackers: l
         ingest(defs, instance, experiments, trackers, progress=_say,
                run_config=PROGRESS_RUN_CONFIG, parallel=parallel,
                confirm_removals=args.confirm_removals, report=report, ahead=ahead)
-    remember_tree(data, experiments)
     code = 1 if report.failed else 0
     if args.json:
         return code, report.as_json()

@@ -9,7 +9,9 @@ and removal deletes Parquet files, MLflow runs and Aim runs. So:
 - a pass that would remove more than `MAX_SHARE` of the partitions and more than `ALWAYS_OK`
   of them, or any pass over a tree with no run directory left, is refused
   (`TooManyRemovals`) unless the user confirms;
-- partitions at or below a folder that cannot be read are never taken as removed (`Scan`).
+- partitions at or below a folder that cannot be read are never taken as removed (`Scan`);
+- a data dir starts remembering a tree once a pass over it goes ahead, before its first write
+  (a pass cut short still leaves it remembered), and never an empty one (`EmptyTree`).
 
 Plain Python: the CLI refuses with exit 2, the daemon's sensor logs and skips the removals.
 """
@@ -40,6 +42,10 @@ class OtherTree(Refusal):
 
 
 class TooManyRemovals(Refusal):
+    pass
+
+
+class EmptyTree(Refusal):
     pass
 
 
@@ -116,6 +122,15 @@ def removal_refusal(root: Path, known: int, gone: list[str], found: int) -> str 
     return (f"{why}. Nothing was removed. If these folders are really gone, run "
             f"`align-track ingest {CONFIRM_FLAG}` with the same --experiments-dir and "
             "--data-dir to remove them and their runs")
+
+
+def check_first_tree(root: Path, known: int, found: int) -> None:
+    """Refuse a first pass over a tree that holds no run directory: the data dir would
+    remember it (`remember_tree`) and refuse the tree that was meant."""
+    if known == 0 and found == 0:
+        raise EmptyTree(f"the tree {root} holds no run directory (no folder below it holds "
+                        "input_output.json; an unmounted share looks like this): nothing was "
+                        "ingested")
 
 
 def check_removals(root: Path, known: int, gone: list[str], found: int,

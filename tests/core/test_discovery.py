@@ -69,7 +69,12 @@ def test_symlink_leaving_the_tree_is_not_followed(tmp_path):
     tree = tmp_path / "tree"
     make_run_dir(tree, "inside")
     os.symlink(outside, tree / "escape")
-    assert [r.rel_path for r in find_run_dirs(tree)] == ["inside"]
+    os.symlink(tmp_path / "unmounted", tree / "gone")  # dangling, out of the tree
+    scan = scan_tree(tree)
+    assert [r.rel_path for r in scan.run_dirs] == ["inside"]
+    assert scan.unreadable["escape"].startswith(f"{tree / 'escape'} leads out of the tree")
+    assert scan.unreadable["gone"].startswith(f"cannot read {tree / 'gone'}")
+    assert scan.hidden("escape/secret_run") and scan.hidden("gone/run")  # kept, not removed
 
 
 def _versions(tree: Path, cache_path: Path) -> dict[str, str]:

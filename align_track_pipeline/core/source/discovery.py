@@ -4,8 +4,9 @@ A run directory holds `input_output.json`. Any path with a component containing 
 (any case) is skipped. Directory symlinks are followed only while they stay inside the tree,
 and each real directory is visited once, so loops and aliases cannot recurse or duplicate.
 
-A folder that cannot be read (permissions, I/O error, a stale network handle) is never taken
-for an empty one: the scan names it with the reason, so whatever it held is not "removed".
+A folder that cannot be read (permissions, I/O error, a stale network handle), or a symlink
+that leads out of the tree or nowhere, is never taken for an empty one: the scan names it with
+the reason, so whatever it held is not "removed".
 """
 
 from __future__ import annotations
@@ -184,25 +185,33 @@ def _walk(root: str, real_root: str, unreadable: dict[str, str]) -> list[RunDir]
         children = []
         for entry in entries:
             name = entry.name
-            if _skipped(name) or not _is_dir(entry, prefix + name, real_root, unreadable):
+            if _skipped(name) or not _is_dir(entry, prefix + name, real_root, unreadable,
+                                              INPUT_OUTPUT not in names):
                 continue
             child_real = (os.path.realpath(entry.path) if entry.is_symlink()
                           else real + os.sep + name)
+            if not _inside(child_real, real_root):  # not followed, and what it held not gone
+                unreadable[prefix + name] = (f"{entry.path} leads out of the tree (to "
+                                             f"{child_real}): not followed")
+                continue
             children.append((entry.path, prefix + name, child_real))
         stack.extend(reversed(children))  # popped in name order
     return found
 
 
 def _is_dir(entry: os.DirEntry, child: str, real_root: str,
-            unreadable: dict[str, str]) -> bool:
+            unreadable: dict[str, str], among_folders: bool) -> bool:
     """Whether the entry (`child`, relative to the tree) is a folder. One whose type cannot be
-    read, or a symlink into the tree whose target is missing or cannot be reached, is recorded
-    as unreadable: what was below it cannot be seen, so it is not gone. (Symlinks out of the
-    tree are never followed.)"""
+    read, or a symlink whose target is missing or cannot be reached, is recorded as
+    unreadable: what was below it cannot be seen, so it is not gone (a run folder moved to a
+    share and linked back reads so while the share is not mounted). Outside a run folder
+    (`among_folders`) only: a run folder's own files are the parser's to report. (Symlinks out
+    of the tree are never followed: `_walk` records them.)"""
     try:
         if entry.is_dir(follow_symlinks=True):
             return True
-        if entry.is_symlink() and _inside(os.path.realpath(entry.path), real_root):
+        if entry.is_symlink() and (among_folders
+                                   or _inside(os.path.realpath(entry.path), real_root)):
             os.stat(entry.path)  # raises when the target is missing or cannot be reached
     except OSError as exc:
         unreadable[child] = f"cannot read {entry.path}: {exc.strerror}"
