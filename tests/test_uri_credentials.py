@@ -181,6 +181,24 @@ def test_a_traceback_of_the_cli_shows_no_password(tmp_path, capfd, monkeypatch):
     assert PASSWORD not in out.out + out.err
 
 
+@pytest.mark.parametrize("how", ["variable", "option"])
+def test_a_password_in_a_refused_aim_repo_uri_is_shown_nowhere(tmp_path, capfd, monkeypatch,
+                                                              how):
+    """A remote Aim repo is refused (exit 2) naming it, without its credentials."""
+    repo = f"aim://alice:{PASSWORD}@host:53800"
+    _clean_environment(monkeypatch)
+    args = ["ingest", "--data-dir", str(tmp_path), "--json"]
+    if how == "variable":
+        monkeypatch.setenv("ALIGN_TRACK_AIM_REPO", repo)
+    else:
+        args += ["--aim-repo", repo]
+    capfd.readouterr()
+    code = main(args)
+    out = capfd.readouterr()
+    assert code == 2 and "Aim repo 'aim://host:53800': remote repos" in out.err
+    assert PASSWORD not in out.out + out.err
+
+
 def _mlflow_ui(capfd, monkeypatch, uri: str) -> tuple[int, str, float]:
     """`align-track mlflow-ui` on a store it cannot open, in this process (it fails before
     its server would replace the process): exit code, stderr, seconds."""

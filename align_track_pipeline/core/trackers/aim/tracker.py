@@ -126,7 +126,8 @@ def check_repo(repo: str) -> None:
     scheme = urlsplit(repo).scheme
     if len(scheme) > 1:
         raise TargetError(
-            f"Aim repo {repo!r}: remote repos ({scheme}://) are not supported. Give the local "
+            f"Aim repo {without_credentials(repo)!r}: remote repos ({scheme}://) are not "
+            "supported. Give the local "
             "path of the repo (the folder `aim server` or `aim up` serves, on this host).")
     if not repo.strip():
         raise TargetError("the Aim repo path is empty")
