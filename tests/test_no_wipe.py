@@ -133,6 +133,20 @@ def test_a_first_ingest_cut_short_still_remembers_its_tree(capsys, monkeypatch, 
     assert code == 0 and out["removed"] == [] and out["discovered"] == 3, out
 
 
+def test_a_data_dir_inside_the_tree_or_a_tree_inside_the_data_dir_is_refused(
+        capsys, monkeypatch, small_tree, data_dir):
+    """Each pass would ingest the data dir's own copies of the run folders (the MLflow
+    artifacts) as run folders, growing with its own output."""
+    monkeypatch.delenv("ALIGN_TRACK_EXPERIMENTS_DIR", raising=False)
+    inside = small_tree / "align-track-data"
+    code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", inside)
+    assert code == 2 and f"the data dir {inside} is inside the tree {small_tree}" in out["error"]
+    assert not inside.exists()
+    code, out = _cli(capsys, "ingest", "--experiments-dir", data_dir / "tree", "--data-dir",
+                     data_dir)
+    assert code == 2 and f"is inside the data dir {data_dir}" in out["error"]
+
+
 def test_a_first_ingest_of_an_empty_tree_is_refused_and_remembers_nothing(
         capsys, monkeypatch, tmp_path, data_dir):
     """An empty first tree (an unmounted share, a typo'd parent) would be remembered, and the

@@ -21,6 +21,7 @@ from align_track_pipeline.cli.signals import interrupts_recorded, raise_if_recei
 from align_track_pipeline.core.guard import (
     CONFIRM_FLAG,
     NEW_TREE_FLAG,
+    check_apart,
     check_tree,
     removals,
 )
@@ -253,6 +254,7 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     unless --new-tree, and a tree that is missing or cannot be read (`TreeUnreadable`)."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
     experiments = (args.experiments_dir or Path(default_experiments_dir(data))).resolve()
+    check_apart(data, experiments)
     check_tree(data, experiments, getattr(args, "new_tree", False))
     check_root(experiments)  # a missing or unreadable root is never read as an empty one
     return experiments, data

@@ -6,6 +6,7 @@ bundled sample, a typo points elsewhere: each would otherwise make every partiti
 and removal deletes Parquet files, MLflow runs and Aim runs. So:
 
 - another tree than the remembered one is refused (`OtherTree`) unless the user says so;
+- a data dir inside the tree (or the tree inside it) is refused (`check_apart`);
 - a pass that would remove more than `MAX_SHARE` of the partitions and more than `ALWAYS_OK`
   of them, or any pass over a tree with no run directory left, is refused
   (`TooManyRemovals`) unless the user confirms;
@@ -69,6 +70,19 @@ def remember_tree(data_dir: Path, root: Path) -> None:
     if remembered_tree(data_dir) == str(root):
         return
     write_text_atomically(tree_file(data_dir), json.dumps({"experiments_dir": str(root)}) + "\n")
+
+
+def check_apart(data_dir: Path, root: Path) -> None:
+    """Refuse a data dir inside the tree, or a tree inside the data dir (both resolved): each
+    pass would read the data dir's own files as run folders (its MLflow artifacts hold copies
+    of them) and grow with its own output."""
+    if data_dir == root or data_dir.is_relative_to(root):
+        raise Refusal(f"the data dir {data_dir} is inside the tree {root}: its own files (the "
+                      "MLflow artifacts copy each run folder's files) would be ingested as run "
+                      "folders. Nothing was changed; give a --data-dir outside the tree")
+    if root.is_relative_to(data_dir):
+        raise Refusal(f"the tree {root} is inside the data dir {data_dir}. Nothing was "
+                      "changed; give the --experiments-dir of your experiment folders")
 
 
 def check_tree(data_dir: Path, root: Path, new_tree: bool = False) -> None:
