@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 
 # Bump when parsing changes what lands in the tables: every partition becomes stale.
-PARSER_VERSION = "3"
+PARSER_VERSION = "4"  # 4: credentials written as text inside config values masked
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
-MLFLOW_LAYOUT_VERSION = "5"  # 5: runs without a start in the data end at the write time
+MLFLOW_LAYOUT_VERSION = "6"  # 6: the copied source files with those credentials masked too
 AIM_LAYOUT_VERSION = "4"  # 4: runs dated and lasting as the data says (3: names)
 
 KEY_SEPARATOR = "::"

@@ -121,3 +121,79 @@ def test_copied_files_are_masked_parsed_or_line_by_line():
     assert redact_file("meta.json", broken).decode() == (
         f'{{"api_key": "{REDACTED}", "sort_key": "name",\n'
         f"wandb_key: {REDACTED} # cut short\ntoken={REDACTED}\nurl: https://{REDACTED}@host/x\n")
+
+
+# Credentials written inside string values (a user's run folder): each masked, its key kept.
+WRITTEN = {
+    "Authorization: Bearer SECRETBEARER08": f"Authorization: Bearer {REDACTED}",
+    "Authorization: Basic YWxpY2U6c2VjcmV0cGFzc3dvcmQ=": f"Authorization: Basic {REDACTED}",
+    "X-Api-Key: SECRETQ03": f"X-Api-Key: {REDACTED}",
+    "OPENAI_API_KEY=SECRETQ04": f"OPENAI_API_KEY={REDACTED}",
+    "HF_TOKEN=SECRETQ05": f"HF_TOKEN={REDACTED}",
+    "--api-key SECRETN10 --max-new-tokens 512": f"--api-key {REDACTED} --max-new-tokens 512",
+}
+WRITTEN_CONFIG = b"""\
+client:
+  headers: ["Authorization: Bearer SECRETBEARER08"]
+  extra_headers:
+    - "Authorization: Basic YWxpY2U6c2VjcmV0cGFzc3dvcmQ="
+    - "X-Api-Key: SECRETQ03"
+  env_list: ["OPENAI_API_KEY=SECRETQ04", "HF_TOKEN=SECRETQ05"]
+  cli_args: "--api-key SECRETN10 --max-new-tokens 512"
+  tokenizer: gpt2
+  session_type: live
+  note: Token economy of the ward
+"""
+
+
+@pytest.mark.parametrize("text", WRITTEN)
+def test_credentials_written_in_a_string_are_masked_their_keys_kept(text: str):
+    assert redact({"value": text, "list": [text]}) == {"value": WRITTEN[text],
+                                                       "list": [WRITTEN[text]]}
+
+
+def test_credentials_written_in_a_yaml_config_are_masked():
+    out = redact_file("config.yaml", WRITTEN_CONFIG)
+    assert not any(s in out for s in (b"SECRETBEARER08", b"YWxpY2U6", b"SECRETQ03",
+                                      b"SECRETQ04", b"SECRETQ05", b"SECRETN10"))
+    assert yaml.safe_load(out) == {"client": {
+        "headers": [WRITTEN["Authorization: Bearer SECRETBEARER08"]],
+        "extra_headers": [WRITTEN["Authorization: Basic YWxpY2U6c2VjcmV0cGFzc3dvcmQ="],
+                          WRITTEN["X-Api-Key: SECRETQ03"]],
+        "env_list": [f"OPENAI_API_KEY={REDACTED}", f"HF_TOKEN={REDACTED}"],
+        "cli_args": f"--api-key {REDACTED} --max-new-tokens 512",
+        "tokenizer": "gpt2", "session_type": "live", "note": "Token economy of the ward"}}
+
+
+def test_settings_and_prose_beside_a_written_credential_are_kept():
+    config = {
+        "cli": "--tokenizer gpt2 --max-new-tokens 512 --hf-token=hf_x1 -password pw2",
+        "lines": "tokenizer: gpt2\nsession_type: live\npassword: hunter2\nmax_tokens=100",
+        "prose": "Token economy of the ward. Basic principles. The nurse's password: hunter2 "
+                 "was on a note; call it with Bearer abcDEF123456 now.",
+        "chat": "User: What should I do?\nAssistant: Wait.\nuser: alice",
+        "overrides": ["interface.username=alice", "adm.max_new_tokens=5",
+                      "interface.api_endpoint=https://darpaitm.example.org"],
+        "quoted": "curl -H 'Authorization: Bearer abc.def' -u me"}
+    assert redact(config) == {
+        "cli": f"--tokenizer gpt2 --max-new-tokens 512 --hf-token={REDACTED} -password {REDACTED}",
+        "lines": f"tokenizer: gpt2\nsession_type: live\npassword: {REDACTED}\nmax_tokens=100",
+        "prose": f"Token economy of the ward. Basic principles. The nurse's password: {REDACTED} "
+                 f"was on a note; call it with Bearer {REDACTED} now.",
+        "chat": f"User: What should I do?\nAssistant: Wait.\nuser: {REDACTED}",
+        "overrides": [f"interface.username={REDACTED}", "adm.max_new_tokens=5",
+                      f"interface.api_endpoint={REDACTED}"],
+        "quoted": f"curl -H 'Authorization: Bearer {REDACTED}' -u me"}
+
+
+def test_credentials_written_in_texts_of_json_and_unparsed_files_are_masked():
+    items = [{"prompt": "Send X-Api-Key: SECRETQ03 with --max-new-tokens 512"}]
+    out = json.loads(redact_file("input_output.json", json.dumps(items).encode()))
+    assert out == [{"prompt": f"Send X-Api-Key: {REDACTED} with --max-new-tokens 512"}]
+    lines = (b"Authorization: Bearer SECRETBEARER08\n"
+             b"run --api-key SECRETN10 --max-new-tokens 512 --tokenizer gpt2\n"
+             b"Token economy of the ward\n")
+    assert redact_file("notes.txt", lines).decode() == (
+        f"Authorization: Bearer {REDACTED}\n"
+        f"run --api-key {REDACTED} --max-new-tokens 512 --tokenizer gpt2\n"
+        "Token economy of the ward\n")

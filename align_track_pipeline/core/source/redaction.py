@@ -7,6 +7,13 @@ settings people compare runs by. User names and service endpoints count as crede
 evaluation interface (they identify an account on a hosted service). A key ending in `_key`
 (`wandb_key`, `openai_key`) is a credential unless it is a known setting (`SETTING_KEYS`).
 
+Inside any string value, and on each line of a file that does not parse, a credential written
+as text is masked too, its key kept: a `KEY: value` or `KEY=value` pair whose key names a
+credential (a header `Authorization: Bearer ...`, `X-Api-Key: ...`, an environment variable
+`HF_TOKEN=...`, a Hydra override `interface.password=...`), a command-line flag whose name
+does (`--api-key VALUE`, `--hf-token=VALUE`; `--max-new-tokens 512` is a setting, kept), and a
+credential after `Bearer`, `Basic` or `Token` anywhere ("Token economy" is prose, kept).
+
 Files copied out of a run directory go through `redact_file`: the same masking for YAML and
 JSON, and for a file that does not parse, the same keys masked line by line.
 """
@@ -102,24 +109,89 @@ def redact_file(name: str, data: bytes) -> bytes:
 
 
 _UNPARSED = object()
-# `key: value`, `"key": "value"`, `key=value`: the value quoted, or up to a separator.
-_PAIR = re.compile(r"""(?P<q>["']?)(?P<key>[A-Za-z_][\w.-]*)(?P=q)(?P<sep>\s*[:=]\s*)"""
-                   r"""(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;}\]#]+)""")
+_SCHEME = r"(?:(?i:bearer|basic|token|digest)[ \t]+)"
+# `key: value`, `"key": "value"`, `key=value`: the value quoted, or up to a separator (a
+# quote closing the text around it, `'Authorization: Bearer VALUE'`, kept); an
+# `Authorization: Bearer VALUE` keeps its scheme word. A key starts a word (`(?<!...)`):
+# scanning a long blob stays linear.
+_PAIR = re.compile(r"""(?<![\w.-])(?P<q>["']?)(?P<key>[A-Za-z_][\w.-]*)(?P=q)"""
+                   rf"""(?P<sep>[ \t]*[:=][ \t]*)(?P<scheme>{_SCHEME})?"""
+                   r"""(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;}\]#]*[^\s,;}\]#"'])""")
+# A flag on a command line: `--api-key VALUE`, `--hf-token=VALUE`, `-password VALUE` (a value
+# given apart from its flag does not start with `-`: that is the next flag).
+_FLAG = re.compile(r"""(?<![\w-])(?P<flag>--?(?P<key>[A-Za-z][\w.-]*))"""
+                   r"""(?P<sep>=|[ \t]+(?!-))"""
+                   r"""(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;}\]]*[^\s,;}\]"'])""")
+# `Bearer|Basic|Token CREDENTIAL` anywhere; whether the word after it is one: `_credential_word`.
+_AUTH = re.compile(r"(?<![\w-])(?P<scheme>(?i:bearer|basic|token)[ \t]+)"
+                   r"(?P<value>[\w+/.~-]{8,}={0,2})(?![\w+/.~=-])")
+# A word that every credential key holds (`is_secret_key`), and the schemes of `_AUTH`: a
+# string (a run's LLM texts, mostly) holding none of them is not scanned, in a fraction of the
+# time a scan takes.
+_KEY_WORDS = ("pass", "pwd", "secret", "credential", "cookie", "auth", "user", "endpoint",
+              "key", "token")
+_AUTH_WORDS = ("bearer", "basic", "token")
+_EMPTY = frozenset({"null", "~", '""', "''", REDACTED})
 
 
 def _redact_line(line: str) -> str:
-    def mask(m: re.Match) -> str:
-        value = m["value"]
-        if not is_secret_key(m["key"]) or value in ("null", "~", '""', "''"):
+    return mask_text(_mask_written_credentials(line, prose=False), REDACTED)
+
+
+def _mask_written_credentials(text: str, prose: bool) -> str:
+    """`text` with the values of its credential pairs, flags and `Bearer ...` masked. In
+    `prose` (a string value: an LLM's text, a prompt) `User: What should I do?` is a speaker,
+    not a user name: a `user` pair is masked there only when its value ends the line."""
+    def mask_pair(m: re.Match) -> str:
+        key = m["key"].rsplit(".", 1)[-1]  # `interface.password=...`, a Hydra override
+        if not key or not is_secret_key(key) or m["value"] in _EMPTY:
             return m[0]
-        quote = value[0] if value[0] in "\"'" else ""
-        return f"{m['q']}{m['key']}{m['q']}{m['sep']}{quote}{REDACTED}{quote}"
+        if prose and key.lower() == "user" and ":" in m["sep"] and _more_words(m):
+            return m[0]
+        return f"{m['q']}{m['key']}{m['q']}{m['sep']}{m['scheme'] or ''}{_masked(m['value'])}"
 
-    return _redact_text_in_line(_PAIR.sub(mask, line))
+    def mask_flag(m: re.Match) -> str:
+        if not is_secret_key(m["key"]) or m["value"] in _EMPTY:
+            return m[0]
+        return f"{m['flag']}{m['sep']}{_masked(m['value'])}"
+
+    def mask_auth(m: re.Match) -> str:
+        if not _credential_word(m["value"]):
+            return m[0]
+        return f"{m['scheme']}{REDACTED}"
+
+    lower = text.lower()
+    if any(word in lower for word in _KEY_WORDS):
+        if ":" in text or "=" in text:
+            text = _PAIR.sub(mask_pair, text)
+        if "-" in text:
+            text = _FLAG.sub(mask_flag, text)
+    if any(word in lower for word in _AUTH_WORDS):
+        text = _AUTH.sub(mask_auth, text)
+    return text
 
 
-def _redact_text_in_line(line: str) -> str:
-    return mask_text(line, REDACTED)
+def _masked(value: str) -> str:
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{quote}{REDACTED}{quote}"
+
+
+def _more_words(m: re.Match) -> bool:
+    """Whether more words follow a pair's value on its line: `User: What should I do?`."""
+    rest = m.string[m.end():].partition("\n")[0]
+    return bool(rest.strip(" \t\r,;"))
+
+
+def _credential_word(word: str) -> bool:
+    """Whether the word after `Bearer`, `Basic` or `Token` is a credential, not prose ("Token
+    economy", "Basic principles"): letters mixed with digits, base64 padding, or base64's
+    mixed case (`dXNlcjpwYXNz`)."""
+    if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
+        return True
+    if word.endswith("="):
+        return True
+    return len(word) >= 12 and sum(c.isupper() for c in word) >= 3 and sum(
+        c.islower() for c in word) >= 3
 
 
 def looks_like_credential(text: str) -> bool:
@@ -139,4 +211,4 @@ def _mixed(run: str) -> bool:
 def _redact_text(text: str) -> str:
     if looks_like_credential(text):
         return REDACTED
-    return mask_text(text, REDACTED)
+    return mask_text(_mask_written_credentials(text, prose=True), REDACTED)
