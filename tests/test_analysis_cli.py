@@ -262,3 +262,119 @@ def test_an_unreadable_table_folder_is_named_not_a_traceback(tables_dir, tmp_pat
     assert (done.returncode, done.stderr.startswith("align-track search: ")) == (2, True), \
         done.stderr
     assert "cannot write" not in done.stderr and "run `align-track ingest`" in done.stderr
+
+
+def _table_files(data: Path) -> dict[str, bytes]:
+    """Every file under the data dir's Parquet folder, byte for byte."""
+    root = data / "parquet"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _scenes_found(capsys, data: Path) -> int:
+    code, out, _ = run(capsys, "search", "--data-dir", str(data), "--json", "--limit", "0")
+    assert code == 0
+    return json.loads(out)["count"]
+
+
+def _a_copy(tables_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return shutil.copytree(tables_dir, tmp_path / "data")
+
+
+# An output path into a table folder, however it is spelled: over a partition's file, a new
+# file beside them, through `..`, relative to the working directory, through a symlink.
+INTO_THE_TABLES = ["over", "beside", "dotdot", "relative", "symlink"]
+
+
+def _into_the_tables(how: str, data: Path, tmp_path: Path, monkeypatch, suffix: str) -> str:
+    scenes = data / "parquet" / "scenes"
+    partition = sorted(scenes.glob("*.parquet"))[0]
+    if how == "over":
+        return str(partition.with_suffix(suffix))
+    if how == "beside":
+        return str(scenes / f"my_export{suffix}")
+    if how == "dotdot":
+        return str(data / "exports" / ".." / "parquet" / "scenes" / f"mine{suffix}")
+    if how == "relative":
+        monkeypatch.chdir(data / "parquet" / "experiments")
+        return f"../scenes/mine{suffix}"
+    link = tmp_path / f"innocent{suffix}"
+    link.symlink_to(partition)  # the file the user thinks they write is a table's file
+    return str(link)
+
+
+@pytest.mark.parametrize("how", INTO_THE_TABLES)
+def test_export_into_a_table_folder_is_refused_and_changes_nothing(capsys, monkeypatch,
+                                                                    tables_dir, tmp_path, how):
+    """An export over a partition's file replaced its rows (scenes 252 -> 500) and one beside
+    them doubled every answer, `status` saying fresh and `ingest` repairing neither: now it
+    is refused before anything is written, and the same export elsewhere is written."""
+    data = _a_copy(tables_dir, tmp_path)
+    before, found = _table_files(data), _scenes_found(capsys, data)
+    target = _into_the_tables(how, data, tmp_path, monkeypatch, ".parquet")
+    code, out, err = run(capsys, "export", "--data-dir", str(data), "-o", target)
+    assert code == 2 and out == "", err
+    assert err.startswith(f"align-track export: refusing to write -o {target}")
+    assert f"{data / 'parquet'}, the Parquet tables' folder" in err and err.count("\n") == 1
+    assert _table_files(data) == before and _scenes_found(capsys, data) == found
+    elsewhere = tmp_path / "exports" / "scenes.parquet"
+    code, out, _ = run(capsys, "export", "--data-dir", str(data), "-o", str(elsewhere))
+    assert (code, pq.read_metadata(elsewhere).num_rows) == (0, found)
+
+
+@pytest.mark.parametrize("how", INTO_THE_TABLES)
+def test_report_into_a_table_folder_is_refused_and_changes_nothing(capsys, monkeypatch,
+                                                                    tables_dir, tmp_path, how):
+    data = _a_copy(tables_dir, tmp_path)
+    before, found = _table_files(data), _scenes_found(capsys, data)
+    target = _into_the_tables(how, data, tmp_path, monkeypatch, ".csv")
+    code, out, err = run(capsys, "report", "--data-dir", str(data), "-o", target)
+    assert code == 2 and out == "", err
+    assert err.startswith(f"align-track report: refusing to write -o {target}")
+    assert _table_files(data) == before and _scenes_found(capsys, data) == found
+
+
+@pytest.mark.parametrize("owned", ["analysis/scene_comparison.parquet", "state/x.csv",
+                                   "state/fingerprints.sqlite", "dagster/x.json", "aim/x.csv",
+                                   "archive/x.parquet", "mlflow.db", "mlflow.db-wal",
+                                   "tree.json"])
+def test_an_export_over_the_pipelines_other_files_is_refused(capsys, tables_dir, tmp_path,
+                                                              owned):
+    data = _a_copy(tables_dir, tmp_path)
+    target = data / owned
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"the pipeline's")
+    code, out, err = run(capsys, "export", "--data-dir", str(data), "--format", "csv", "-o",
+                         str(target))
+    assert code == 2 and out == "" and "which the pipeline owns" in err
+    assert target.read_bytes() == b"the pipeline's"
+
+
+def test_compare_html_into_a_table_folder_is_a_json_error(capsys, tables_dir, tmp_path):
+    data = _a_copy(tables_dir, tmp_path)
+    before = _table_files(data)
+    page = data / "parquet" / "scenes" / "mj1.parquet"
+    code, out, err = run(capsys, "compare", "DryRunEval.MJ1", "--data-dir", str(data),
+                         "--json", "--html", str(page))
+    assert code == 2 and json.loads(out)["error"].startswith(f"refusing to write --html {page}")
+    assert _table_files(data) == before
+
+
+def test_exporting_into_an_ordinary_folder_still_works(capsys, tables_dir, tmp_path):
+    """The user's folders, the data dir's own root among them, and names only like the
+    pipeline's."""
+    data = _a_copy(tables_dir, tmp_path)
+    found = _scenes_found(capsys, data)
+    for target in (tmp_path / "exports" / "parquet" / "scenes" / "x.parquet",
+                   data / "scenes.parquet", data / "parquet-exports" / "x.parquet",
+                   data / "mlflow.db.parquet"):
+        code, out, err = run(capsys, "export", "--data-dir", str(data), "-o", str(target))
+        assert code == 0, err
+        assert out == f"wrote {found} scenes rows to {target} (parquet)\n"
+        assert pq.read_metadata(target).num_rows == found
+    code, out, err = run(capsys, "report", "--data-dir", str(data), "-o",
+                         str(data / "report.md"))
+    assert code == 0 and (data / "report.md").is_file(), err
+    assert _scenes_found(capsys, data) == found

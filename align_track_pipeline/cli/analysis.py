@@ -30,6 +30,7 @@ from align_track_pipeline.core.analysis.export import FORMATS, export, export_fo
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
 from align_track_pipeline.core.analysis.links import UNAVAILABLE, run_links
 from align_track_pipeline.core.analysis.output import write_report
+from align_track_pipeline.core.analysis.owned import refuse_owned_output
 from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, pivot, split_columns
 from align_track_pipeline.core.analysis.render import (
     by_probe,
@@ -151,7 +152,7 @@ def _filter_options(cmd: argparse.ArgumentParser, default_table: str) -> None:
 def _answering(name: str, func):
     """Run a command; a request that cannot be answered prints why and exits 2. When DuckDB
     fails reading the tables, the unreadable files are named, with the repair, and it exits
-    1; never a traceback."""
+    1; never a traceback. With `--json`, stdout then gets `{"error": why}`."""
     def run(args: argparse.Namespace) -> tuple[int, dict | None]:
         data = _data_dir(args)
         if gone := vanished_files_message(data, fingerprint_cache_path(data)):
@@ -163,15 +164,19 @@ def _answering(name: str, func):
         except (QueryError, duckdb.Error) as exc:
             broken = broken_files_message(_data_dir(args))
             if broken is None and isinstance(exc, QueryError):
-                print(f"align-track {name}: {terminal_safe(str(exc))}", file=sys.stderr)
-                return 2, None
+                return _refused(name, args, 2, str(exc))
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            print(f"align-track {name}: {terminal_safe(broken or first)}", file=sys.stderr)
-            return 1, None
+            return _refused(name, args, 1, broken or first)
         except AnalysisError as exc:
-            print(f"align-track {name}: {terminal_safe(str(exc))}", file=sys.stderr)
-            return 2, None
+            return _refused(name, args, 2, str(exc))
     return run
+
+
+def _refused(name: str, args: argparse.Namespace, code: int,
+             message: str) -> tuple[int, dict | None]:
+    """The one line on stderr; with `--json` also `{"error": ...}` as the result."""
+    print(f"align-track {name}: {terminal_safe(message)}", file=sys.stderr)
+    return code, {"error": message} if getattr(args, "json", False) else None
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -237,6 +242,8 @@ def _count_line(count: int, more: bool, table: str) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> Result:
+    if args.html:
+        refuse_owned_output(_data_dir(args), args.html, "--html")
     rows = compare(_data_dir(args), args.scenario, args.scene)
     if args.html:
         args.html.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +302,8 @@ def _compare_page(scenario: str, rows: list[dict]) -> str:
 def cmd_report(args: argparse.Namespace) -> Result:
     spec = PivotSpec(args.table, split_columns(args.rows), split_columns(args.cols),
                      args.values, args.agg)
+    if args.output is not None:
+        refuse_owned_output(_data_dir(args), args.output)
     result = pivot(open_tables(_data_dir(args), [spec.table]), spec)
     size = f"{len(result.rows)} rows x {len(result.col_labels)} columns"
     if args.output is None:
@@ -312,6 +321,7 @@ def cmd_dashboard(args: argparse.Namespace) -> Result:
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise AnalysisError(f"cannot write {args.output.name!r}: the dashboard is a page, "
                             "the file name must end in .html")
+    refuse_owned_output(_data_dir(args), args.output)
     written = write_dashboard(_data_dir(args), args.output)
     print(f"wrote {written.path}: {written.sections} charts, {written.scenarios} scenarios "
           "compared")
@@ -319,6 +329,7 @@ def cmd_dashboard(args: argparse.Namespace) -> Result:
 
 
 def cmd_export(args: argparse.Namespace) -> Result:
+    refuse_owned_output(_data_dir(args), args.output)
     fmt = export_format(args.output, args.format)
     count = export(_data_dir(args), args.table, _filters(args), args.output, fmt)
     print(f"wrote {count} {args.table} rows to {args.output} ({fmt})")
