@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from align_track_pipeline.core.secrets import without_credentials
 from align_track_pipeline.core.trackers.mlflow.plan import TAG_KEY, TAG_PARTITION
 from align_track_pipeline.core.trackers.sqlite_value import NONE, read_value
 from align_track_pipeline.core.verified import mlflow_internals
@@ -89,6 +92,28 @@ def _connect_timeout(uri: str) -> dict[str, int]:
 LOOKUP_SECONDS = 2
 UI_LOOKUP_SECONDS = 10  # a UI about to start: a slow server is still answered
 _RETRIES, _TIMEOUT = "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"
+
+
+def check_reachable(uri: str, seconds: float = UI_LOOKUP_SECONDS) -> None:
+    """Raise ConnectionError, naming the server without credentials, when nothing answers a
+    connection at a tracking server's address (down, a wrong port or host): MLflow's client
+    retries each request for about four minutes first. Only the connection is tried: a
+    server that answers with errors is left to MLflow's retries. Skipped through a proxy
+    (the proxy, not the server, is dialled) and for any other store."""
+    parts = urlparse(uri)
+    if parts.scheme not in ("http", "https") or _proxied(uri):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=seconds).close()
+    except OSError as exc:
+        raise ConnectionError(f"the MLflow tracking server {without_credentials(uri)} cannot "
+                              f"be reached: {exc.strerror or exc}") from None
+
+
+def _proxied(uri: str) -> bool:
+    proxies = urllib.request.getproxies()
+    return bool(proxies) and not urllib.request.proxy_bypass(urlparse(uri).hostname or "")
 
 
 def _by_api(uri: str, experiment: str, keys: dict[str, str]) -> RunIds:

@@ -52,7 +52,7 @@ from align_track_pipeline.core.scratch import scratch
 from align_track_pipeline.core.source.redaction import redact_file
 from align_track_pipeline.core.trackers.mlflow import batches
 from align_track_pipeline.core.trackers.mlflow import traces as tr
-from align_track_pipeline.core.trackers.mlflow.lookup import is_sql, quote
+from align_track_pipeline.core.trackers.mlflow.lookup import check_reachable, is_sql, quote
 from align_track_pipeline.core.trackers.mlflow.plan import (
     CURRENT_TAGS,
     TAG_HASH,
@@ -521,6 +521,7 @@ class _ApiBackend(_Backend):
         from align_track_pipeline.core.trackers.mlflow import compat as mc
 
         self._mc, self._uri = mc, uri
+        check_reachable(uri)  # at once, not after MLflow's retries
         # MLflow's client creates or migrates a SQL store's schema when it opens it
         with creation_lock(uri):
             self._client = MlflowClient(tracking_uri=uri)
