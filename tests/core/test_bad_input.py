@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from align_track_pipeline.core.source.discovery import RunDir
+from align_track_pipeline.core.source.discovery import RunDir, content_hash
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from tests.conftest import make_run_dir
@@ -101,6 +101,16 @@ def test_input_symlinked_out_of_the_tree_is_refused(tmp_path):
     os.symlink(outside / "input_output.json", run / "input_output.json")
     with pytest.raises(ParseError, match="symlink leaves the experiment tree"):
         _parse(tree)
+
+
+def test_a_fifo_named_like_a_source_file_fails_instead_of_blocking(tmp_path, run):
+    """A FIFO (or device) would block the read, and the ingest with it, for good."""
+    (run / "input_output.json").unlink()
+    os.mkfifo(run / "input_output.json")
+    assert content_hash(run)  # a version of its own, told without reading
+    error = _error(tmp_path)
+    assert error.path == str(run / "input_output.json")
+    assert error.problem == "cannot read file: not a regular file (a FIFO, device or socket)"
 
 
 def test_missing_hydra_config_still_parses_with_adm_from_path(tmp_path, run):

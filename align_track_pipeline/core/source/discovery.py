@@ -25,6 +25,8 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import unquote
 
+from align_track_pipeline.core.source.files import read_regular_file
+
 INPUT_OUTPUT = "input_output.json"
 # The files whose content defines a partition's version; logs and state dumps are not inputs.
 SOURCE_FILES = (
@@ -281,7 +283,7 @@ def content_hash(run_dir: Path) -> str:
     for name in source_paths(run_dir):
         digest.update(name.encode() + b"\0")
         try:
-            digest.update((run_dir / name).read_bytes())
+            digest.update(read_regular_file(run_dir / name))
         except OSError as exc:  # unreadable now: a distinct version, parse reports why
             digest.update(f"unreadable:{exc.errno}".encode())
         digest.update(b"\0")

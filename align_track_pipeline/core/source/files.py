@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,20 @@ class ParseError(Exception):
         self.problem = problem
 
 
+def read_regular_file(path: Path | str) -> bytes:
+    """A file's bytes; OSError for anything but a regular file: a FIFO (or a device) named
+    like a source file would block the read for good. Opened without blocking, then told
+    apart by the open descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def read_text(path: Path, root: Path) -> str:
     """UTF-8 text of a file that must stay inside the tree (symlinks out are refused)."""
     real = os.path.realpath(path)
@@ -32,7 +48,7 @@ def read_text(path: Path, root: Path) -> str:
     if real != real_root and not real.startswith(real_root + os.sep):
         raise ParseError(path, f"symlink leaves the experiment tree (points to {real})")
     try:
-        data = Path(real).read_bytes()
+        data = read_regular_file(real)
     except OSError as exc:
         raise ParseError(path, f"cannot read file: {exc.strerror}") from exc
     try:
