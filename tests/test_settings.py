@@ -137,6 +137,14 @@ def test_config_shows_each_value_with_its_source_and_masks_secrets(monkeypatch, 
     assert shown["ALIGN_TRACK_TRACKERS"] == {"value": "mlflow,aim", "source": "derived"}
 
 
+def test_config_shows_an_unset_secret_as_unset(monkeypatch, capsys, tmp_path):
+    """A mask where nothing is set would tell the user a password is configured."""
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert main(["config", "--json", "--data-dir", str(tmp_path)]) == 0
+    shown = json.loads(capsys.readouterr().out)["settings"]
+    assert shown["MLFLOW_TRACKING_PASSWORD"] == {"value": "unset", "source": "default"}
+
+
 def test_config_prints_a_table_one_row_per_variable(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("ALIGN_TRACK_ON_REMOVED", "archive")
     assert main(["config", "--data-dir", str(tmp_path)]) == 0

@@ -55,7 +55,8 @@ def effective(data: Path, data_given: bool) -> dict[str, dict[str, str]]:
             value, source = setting.fallback, DEFAULT
         else:
             value, source = setting.default.replace("`", ""), DEFAULT
-        out[name] = {"value": _text(setting, value), "source": source}
+        shown_value = str(value) if setting.secret and source != ENV else _text(setting, value)
+        out[name] = {"value": shown_value, "source": source}  # an unset secret: its default
     return out
 
 
