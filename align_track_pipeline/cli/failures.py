@@ -55,9 +55,9 @@ def describe(exc: BaseException, stores: Sequence[Path],
         return Failure(str(exc.code).removeprefix("align-track: ")) if isinstance(
             exc.code, str) else None
     if isinstance(exc, TargetError | Refusal | TreeUnreadable):  # refused before any write
-        return Failure(mask_text(str(exc)), 2)
+        return Failure(str(exc), 2)  # each names a store without its credentials
     if isinstance(exc, PoolTimeout | StoreUnreachable):
-        return Failure(mask_text(str(exc)))
+        return Failure(str(exc))
     return _storage(exc, stores) or Failure(mask_text(f"{type(exc).__name__}: {exc}"),
                                             expected=False)
 

@@ -78,10 +78,9 @@ def _bad_settings(as_json: bool) -> int | None:
     try:
         current()
     except SettingError as exc:
-        told = mask_text(str(exc))
-        print(f"align-track: {told}", file=sys.stderr, flush=True)
+        print(f"align-track: {exc}", file=sys.stderr, flush=True)
         if as_json:
-            print(json.dumps({"error": told}), flush=True)
+            print(json.dumps({"error": str(exc)}), flush=True)
         return 2
     return None
 
