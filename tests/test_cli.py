@@ -243,3 +243,17 @@ def test_every_phase_shows_progress_and_the_hints_repeat_the_dirs(capsys, small_
     err = capsys.readouterr().err
     assert "pipeline_broken/run" in err and "analysis: rebuilt" not in err  # no table written
     assert len(keys) == 3
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["ingest", "--data-dir", ""], "argument --data-dir: an empty path"),
+    (["status", "--experiments-dir", " "], "argument --experiments-dir: an empty path"),
+    (["search", "--limit", "-5"], "argument --limit: expected a whole number (0 or more)"),
+    (["ingest", "--workers", "0"], "argument --workers: expected a whole number of at least 1"),
+])
+def test_a_value_an_option_cannot_take_is_a_usage_error(capsys, args, said):
+    """Before any work: an empty --data-dir would silently mean the working directory, a
+    negative --limit cut rows off the end."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2 and said in capsys.readouterr().err

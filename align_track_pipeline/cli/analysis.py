@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from align_track_pipeline.cli.arguments import count, folder
 from align_track_pipeline.cli.exits import Result
 from align_track_pipeline.core.analysis.compare import compare
 from align_track_pipeline.core.analysis.connection import (
@@ -64,7 +65,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmd = _command(sub, "search", "rows of a table matching filters, with links to their runs",
                    cmd_search)
     _filter_options(cmd, default_table="scenes")
-    cmd.add_argument("--limit", type=int, default=20, help="at most N rows (0: all; default 20)")
+    cmd.add_argument("--limit", type=count, default=20, help="at most N rows (0: all; default 20)")
     cmd.add_argument("--sort", action="append", default=[], metavar="COL[:desc]",
                      help="sort by this column (ascending, or descending with :desc; nulls "
                           "last); repeatable: the first given sorts first")
@@ -125,7 +126,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _command(sub: argparse._SubParsersAction, name: str, help_: str,
              func) -> argparse.ArgumentParser:
     cmd = sub.add_parser(name, help=help_)
-    cmd.add_argument("--data-dir", type=Path, default=None,
+    cmd.add_argument("--data-dir", type=folder, default=None,
                      help="where ingest wrote the tables (env ALIGN_TRACK_DATA_DIR; default "
                           "./align-track-data)")
     cmd.set_defaults(func=_answering(name, func), loads_dagster=False)

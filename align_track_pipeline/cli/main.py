@@ -15,6 +15,7 @@ from pathlib import Path
 
 from align_track_pipeline.cli.ahead import Ahead, look_ahead
 from align_track_pipeline.cli.analysis import add_commands
+from align_track_pipeline.cli.arguments import folder, positive
 from align_track_pipeline.cli.exits import Result, StoreUnreachable
 from align_track_pipeline.cli.failures import describe
 from align_track_pipeline.cli.signals import interrupts_recorded, raise_if_received
@@ -141,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="materialize new and changed run directories")
     _common(ingest)
     _tracker_options(ingest)
-    ingest.add_argument("--workers", type=_positive, default=None, metavar="N",
+    ingest.add_argument("--workers", type=positive, default=None, metavar="N",
                         help="spread each tracker's partitions over N processes (default: as "
                         "many as its store takes, Aim one per core and one more, for phases "
                         "of 32 partitions per process or more; the tables are parsed by a "
@@ -168,20 +169,20 @@ def _parser() -> argparse.ArgumentParser:
                                                                  help=PORT_HELP)
 
     dagster_ui = sub.add_parser("dagster-ui", help="start the Dagster UI and daemon (127.0.0.1)")
-    dagster_ui.add_argument("--experiments-dir", type=Path, default=None, help=TREE_HELP)
-    dagster_ui.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    dagster_ui.add_argument("--experiments-dir", type=folder, default=None, help=TREE_HELP)
+    dagster_ui.add_argument("--data-dir", type=folder, default=None, help=DATA_DIR_HELP)
     dagster_ui.add_argument("--port", type=int, default=3000, help=PORT_HELP)
     _new_tree_option(dagster_ui)
     dagster_ui.set_defaults(func=cmd_dagster_ui)
 
     home = sub.add_parser("dagster-home", help="write the Dagster instance home's config "
                           "(for dagster dev / dagster-daemon) and print the home's path")
-    home.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    home.add_argument("--data-dir", type=folder, default=None, help=DATA_DIR_HELP)
     home.set_defaults(func=cmd_dagster_home, loads_dagster=False)
 
     config = sub.add_parser("config", help="show every setting's effective value and its "
                             "source (env, option, derived or default), secrets masked")
-    config.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    config.add_argument("--data-dir", type=folder, default=None, help=DATA_DIR_HELP)
     config.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     config.set_defaults(func=cmd_config, loads_dagster=False)
 
@@ -195,21 +196,15 @@ def _parser() -> argparse.ArgumentParser:
 def _store_command(sub, name: str, help_: str, store_option: str, func):
     """A command on one store of the data dir (`--data-dir` plus the store's own option)."""
     cmd = sub.add_parser(name, help=help_)
-    cmd.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    cmd.add_argument("--data-dir", type=folder, default=None, help=DATA_DIR_HELP)
     cmd.add_argument(store_option, default=None, help=STORE_HELP[store_option])
     cmd.set_defaults(func=func)
     return cmd
 
 
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
-    return int(value)
-
-
 def _common(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--experiments-dir", type=Path, default=None, help=TREE_HELP)
-    cmd.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    cmd.add_argument("--experiments-dir", type=folder, default=None, help=TREE_HELP)
+    cmd.add_argument("--data-dir", type=folder, default=None, help=DATA_DIR_HELP)
     cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     _new_tree_option(cmd)
 

@@ -1,0 +1,27 @@
+"""Argument types of the command line: a value they refuse is a usage error (exit 2) naming
+the option, before any work."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def folder(value: str) -> Path:
+    """A folder path; an empty one would silently mean the working directory."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path (give a folder, or leave the option "
+                                         "out for its default)")
+    return Path(value)
+
+
+def positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return int(value)
+
+
+def count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), not {value!r}")
+    return int(value)
