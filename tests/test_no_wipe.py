@@ -133,8 +133,7 @@ def test_a_first_ingest_cut_short_still_remembers_its_tree(capsys, monkeypatch, 
     assert code == 0 and out["removed"] == [] and out["discovered"] == 3, out
 
 
-def test_a_data_dir_inside_the_tree_or_a_tree_inside_the_data_dir_is_refused(
-        capsys, monkeypatch, small_tree, data_dir):
+def test_a_data_dir_inside_the_tree_is_refused(capsys, monkeypatch, small_tree):
     """Each pass would ingest the data dir's own copies of the run folders (the MLflow
     artifacts) as run folders, growing with its own output."""
     monkeypatch.delenv("ALIGN_TRACK_EXPERIMENTS_DIR", raising=False)
@@ -142,9 +141,6 @@ def test_a_data_dir_inside_the_tree_or_a_tree_inside_the_data_dir_is_refused(
     code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", inside)
     assert code == 2 and f"the data dir {inside} is inside the tree {small_tree}" in out["error"]
     assert not inside.exists()
-    code, out = _cli(capsys, "ingest", "--experiments-dir", data_dir / "tree", "--data-dir",
-                     data_dir)
-    assert code == 2 and f"is inside the data dir {data_dir}" in out["error"]
 
 
 def test_a_first_ingest_of_an_empty_tree_is_refused_and_remembers_nothing(
@@ -156,6 +152,10 @@ def test_a_first_ingest_of_an_empty_tree_is_refused_and_remembers_nothing(
     empty.mkdir()
     code, out = _cli(capsys, "ingest", "--experiments-dir", empty, "--data-dir", data_dir)
     assert code == 2 and f"the tree {empty} holds no run directory" in out["error"]
+    assert not (data_dir / "tree.json").exists()
+    (empty / "run").symlink_to(tmp_path / "unmounted-share")  # the only run folder, unseen
+    code, out = _cli(capsys, "ingest", "--experiments-dir", empty, "--data-dir", data_dir)
+    assert code == 2 and "holds no run directory that can be read (cannot read " in out["error"]
     assert not (data_dir / "tree.json").exists()
 
 
@@ -234,6 +234,24 @@ def test_the_sensor_skips_removals_beyond_the_bound_and_adds_new_folders(
         assert isinstance(result, dg.SkipReason)
         assert str(small_tree) in result.skip_message and str(away) in result.skip_message
         assert set(instance.get_dynamic_partitions("experiments")) == keys
+
+
+def test_the_sensor_refuses_an_empty_first_tree_and_a_data_dir_inside_the_tree(
+        tmp_path, small_tree, dagster_storage):
+    """As `ingest`: no tree remembered from an empty first tick (the tree meant would be
+    refused after it), and no data dir read as run folders."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data = tmp_path / "data"
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = sensor_tick(build_defs(str(empty), str(data)), instance)
+        assert isinstance(result, dg.SkipReason)
+        assert f"the tree {empty} holds no run directory" in result.skip_message
+        assert not (data / "tree.json").exists()
+        inside = small_tree / "align-track-data"
+        result = sensor_tick(build_defs(str(small_tree), str(inside)), instance)
+        assert isinstance(result, dg.SkipReason) and "is inside the tree" in result.skip_message
+        assert instance.get_dynamic_partitions("experiments") == []
 
 
 def test_the_sensor_adds_new_folders_but_removes_none_when_too_many_are_gone(

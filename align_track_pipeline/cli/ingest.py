@@ -231,7 +231,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
     known = set(instance.get_dynamic_partitions(PARTITIONS))
     plan = removals(known, scan)
     check_removals(experiments_dir, len(known), plan.gone, len(run_dirs), confirm_removals)
-    check_first_tree(experiments_dir, len(known), len(run_dirs))
+    check_first_tree(experiments_dir, len(known), len(run_dirs), scan.unreadable)
     # the pass goes ahead: from its first write on, a forgotten --experiments-dir means this tree
     remember_tree(Path(runner.defs.resources["store"].data_dir), experiments_dir)
     limits = size_pools(instance, trackers)  # store's pool -> writers at once

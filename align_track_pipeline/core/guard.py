@@ -6,7 +6,7 @@ bundled sample, a typo points elsewhere: each would otherwise make every partiti
 and removal deletes Parquet files, MLflow runs and Aim runs. So:
 
 - another tree than the remembered one is refused (`OtherTree`) unless the user says so;
-- a data dir inside the tree (or the tree inside it) is refused (`check_apart`);
+- a data dir inside the tree, where the scan would read it, is refused (`check_apart`);
 - a pass that would remove more than `MAX_SHARE` of the partitions and more than `ALWAYS_OK`
   of them, or any pass over a tree with no run directory left, is refused
   (`TooManyRemovals`) unless the user confirms;
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from align_track_pipeline.core.atomic import write_text_atomically
-from align_track_pipeline.core.source.discovery import Scan, rel_path_of
+from align_track_pipeline.core.source.discovery import Scan, rel_path_of, skipped
 
 TREE_FILE = "tree.json"
 MAX_SHARE = 0.2  # a pass may remove at most this share of the partitions ...
@@ -73,16 +73,17 @@ def remember_tree(data_dir: Path, root: Path) -> None:
 
 
 def check_apart(data_dir: Path, root: Path) -> None:
-    """Refuse a data dir inside the tree, or a tree inside the data dir (both resolved): each
-    pass would read the data dir's own files as run folders (its MLflow artifacts hold copies
-    of them) and grow with its own output."""
-    if data_dir == root or data_dir.is_relative_to(root):
-        raise Refusal(f"the data dir {data_dir} is inside the tree {root}: its own files (the "
-                      "MLflow artifacts copy each run folder's files) would be ingested as run "
-                      "folders. Nothing was changed; give a --data-dir outside the tree")
-    if root.is_relative_to(data_dir):
-        raise Refusal(f"the tree {root} is inside the data dir {data_dir}. Nothing was "
-                      "changed; give the --experiments-dir of your experiment folders")
+    """Refuse a data dir inside the tree (both resolved) where the scan would read it: each
+    pass would take the data dir's own files for run folders (its MLflow artifacts hold
+    copies of them) and grow with its own output. Below a folder the scan skips (`.name`,
+    OUTDATED) it is never read."""
+    if data_dir != root and not data_dir.is_relative_to(root):
+        return
+    if any(skipped(part) for part in data_dir.relative_to(root).parts):
+        return
+    raise Refusal(f"the data dir {data_dir} is inside the tree {root}: its own files (the "
+                  "MLflow artifacts copy each run folder's files) would be ingested as run "
+                  "folders. Nothing was changed; give a --data-dir outside the tree")
 
 
 def check_tree(data_dir: Path, root: Path, new_tree: bool = False) -> None:
@@ -138,13 +139,20 @@ def removal_refusal(root: Path, known: int, gone: list[str], found: int) -> str 
             "--data-dir to remove them and their runs")
 
 
-def check_first_tree(root: Path, known: int, found: int) -> None:
-    """Refuse a first pass over a tree that holds no run directory: the data dir would
-    remember it (`remember_tree`) and refuse the tree that was meant."""
-    if known == 0 and found == 0:
-        raise EmptyTree(f"the tree {root} holds no run directory (no folder below it holds "
-                        "input_output.json; an unmounted share looks like this): nothing was "
-                        "ingested")
+def check_first_tree(root: Path, known: int, found: int,
+                     unreadable: dict[str, str] | None = None) -> None:
+    """Refuse a first pass over a tree that holds no run directory it can read: the data dir
+    would remember it (`remember_tree`) and refuse the tree that was meant."""
+    if known or found:
+        return
+    if unreadable:
+        shown = "; ".join(list(unreadable.values())[:3]) + ("; ..." if len(unreadable) > 3
+                                                           else "")
+        raise EmptyTree(f"the tree {root} holds no run directory that can be read ({shown}): "
+                        "nothing was ingested")
+    raise EmptyTree(f"the tree {root} holds no run directory (no folder below it holds "
+                    "input_output.json; an unmounted share looks like this): nothing was "
+                    "ingested")
 
 
 def check_removals(root: Path, known: int, gone: list[str], found: int,

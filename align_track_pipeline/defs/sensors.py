@@ -15,6 +15,8 @@ import dagster as dg
 
 from align_track_pipeline.core.guard import (
     Refusal,
+    check_apart,
+    check_first_tree,
     check_tree,
     remember_tree,
     removal_refusal,
@@ -82,15 +84,17 @@ def experiment_folder_sensor(
 def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: DataStore,
           trackers: Trackers) -> dg.SensorResult | dg.SkipReason:
     root, data = Path(tree.root).resolve(), Path(store.data_dir)
+    order = context.instance.get_dynamic_partitions(experiment_partitions.name)
+    known = set(order)
     try:
+        check_apart(data, root)
         check_tree(data, root)
         scan = tree.scan()
+        check_first_tree(root, len(known), len(scan.run_dirs), scan.unreadable)
     except (Refusal, TreeUnreadable) as exc:  # e.g. an unmounted share: remove nothing, wait
         return dg.SkipReason(str(exc))
     run_dirs = scan.run_dirs
     on_disk = {r.key for r in run_dirs}
-    order = context.instance.get_dynamic_partitions(experiment_partitions.name)
-    known = set(order)
     plan = removals(known, scan)
     notes = [f"kept {len(plan.hidden)} partitions that cannot be read: "
              + "; ".join(sorted(set(plan.hidden.values())))] if plan.hidden else []

@@ -12,6 +12,7 @@ from align_track_pipeline.core.guard import (
     OtherTree,
     Refusal,
     TooManyRemovals,
+    check_apart,
     check_removals,
     check_tree,
     remember_tree,
@@ -117,11 +118,23 @@ def test_a_symlink_to_a_missing_folder_hides_what_was_below_it(tmp_path):
     make_run_dir(tree, "mnt/share/run")
     make_run_dir(tree, "local/run")
     (tree / "alias").symlink_to(tree / "mnt" / "share")
-    (tree / "elsewhere").symlink_to(tmp_path / "missing-outside")  # never followed
+    (tree / "elsewhere").symlink_to(tmp_path / "missing-outside")  # never followed, kept
     assert [r.rel_path for r in scan_tree(tree).run_dirs] == ["alias/run", "local/run"]
     shutil.rmtree(tree / "mnt" / "share")
     scan = scan_tree(tree)
     assert [r.rel_path for r in scan.run_dirs] == ["local/run"]
-    assert list(scan.unreadable) == ["alias"] and "No such file" in scan.unreadable["alias"]
-    plan = removals(["alias/run", "local/run", "gone/run"], scan)
-    assert plan.gone == ["gone/run"] and list(plan.hidden) == ["alias/run"]
+    assert sorted(scan.unreadable) == ["alias", "elsewhere"]
+    assert "No such file" in scan.unreadable["alias"]
+    plan = removals(["alias/run", "elsewhere/run", "local/run", "gone/run"], scan)
+    assert plan.gone == ["gone/run"] and sorted(plan.hidden) == ["alias/run", "elsewhere/run"]
+
+
+def test_a_data_dir_is_refused_inside_the_tree_only_where_the_scan_reads(tmp_path):
+    tree = tmp_path / "tree"
+    check_apart(tmp_path / "data", tree)
+    check_apart(tree / ".align-track", tree)  # hidden folders are never scanned
+    check_apart(tree / "old_OUTDATED" / "data", tree)
+    with pytest.raises(Refusal, match="is inside the tree"):
+        check_apart(tree / "results" / "data", tree)
+    with pytest.raises(Refusal, match="is inside the tree"):
+        check_apart(tree, tree)

@@ -83,7 +83,7 @@ def rel_path_of(key: str) -> str:
     return "." if key == ROOT_KEY else unquote(key)
 
 
-def _skipped(name: str) -> bool:
+def skipped(name: str) -> bool:
     """Hidden folders (.hydra, .git) hold no run directories; OUTDATED ones are retired."""
     return name.startswith(".") or "outdated" in name.lower()
 
@@ -187,14 +187,16 @@ def _walk(root: str, real_root: str, unreadable: dict[str, str]) -> list[RunDir]
         children = []
         for entry in entries:
             name = entry.name
-            if _skipped(name) or not _is_dir(entry, prefix + name, real_root, unreadable,
-                                              INPUT_OUTPUT not in names):
+            among_folders = INPUT_OUTPUT not in names  # a run folder's own links: its files
+            if skipped(name) or not _is_dir(entry, prefix + name, real_root, unreadable,
+                                             among_folders):
                 continue
             child_real = (os.path.realpath(entry.path) if entry.is_symlink()
                           else real + os.sep + name)
-            if not _inside(child_real, real_root):  # not followed, and what it held not gone
-                unreadable[prefix + name] = (f"{entry.path} leads out of the tree (to "
-                                             f"{child_real}): not followed")
+            if not _inside(child_real, real_root):  # not followed; what it held is not gone
+                if among_folders:
+                    unreadable[prefix + name] = (f"{entry.path} leads out of the tree (to "
+                                                 f"{child_real}): not followed")
                 continue
             children.append((entry.path, prefix + name, child_real))
         stack.extend(reversed(children))  # popped in name order
