@@ -94,26 +94,35 @@ UI_LOOKUP_SECONDS = 10  # a UI about to start: a slow server is still answered
 _RETRIES, _TIMEOUT = "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"
 
 
-def check_reachable(uri: str, seconds: float = UI_LOOKUP_SECONDS) -> None:
+REACH_SECONDS = 20  # a server starting (`docker compose up`) is waited for this long
+
+
+def check_reachable(uri: str, seconds: float = REACH_SECONDS) -> None:
     """Raise ConnectionError, naming the server without credentials, when nothing answers a
-    connection at a tracking server's address (down, a wrong port or host): MLflow's client
-    retries each request for about four minutes first. Only the connection is tried: a
-    server that answers with errors is left to MLflow's retries. Skipped through a proxy
-    (the proxy, not the server, is dialled) and for any other store."""
+    connection at a tracking server's address for `seconds` (down, a wrong port or host):
+    MLflow's client retries each request for about four minutes first. Only connections are
+    tried: a server that answers with errors is left to MLflow's retries. Skipped through a
+    proxy (the proxy, not the server, is dialled) and for any other store."""
     parts = urlparse(uri)
-    if parts.scheme not in ("http", "https") or _proxied(uri):
+    if parts.scheme not in ("http", "https") or _proxied(parts.scheme, parts.hostname or ""):
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=seconds).close()
-    except OSError as exc:
-        raise ConnectionError(f"the MLflow tracking server {without_credentials(uri)} cannot "
-                              f"be reached: {exc.strerror or exc}") from None
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=seconds).close()
+            return
+        except OSError as exc:
+            if time.monotonic() >= end:
+                raise ConnectionError(f"the MLflow tracking server {without_credentials(uri)} "
+                                      f"cannot be reached: {exc.strerror or exc}") from None
+            time.sleep(1)
 
 
-def _proxied(uri: str) -> bool:
-    proxies = urllib.request.getproxies()
-    return bool(proxies) and not urllib.request.proxy_bypass(urlparse(uri).hostname or "")
+def _proxied(scheme: str, host: str) -> bool:
+    """Whether a request to `host` goes through a proxy (`no_proxy` alone sets none)."""
+    return bool(urllib.request.getproxies().get(scheme)) and not urllib.request.proxy_bypass(
+        host)
 
 
 def _by_api(uri: str, experiment: str, keys: dict[str, str]) -> RunIds:
