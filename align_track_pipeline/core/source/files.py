@@ -35,6 +35,7 @@ def read_regular_file(path: Path | str) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)")
+        os.set_blocking(fd, True)  # a file system that honours it on a file would give EAGAIN
         with os.fdopen(fd, "rb", closefd=False) as f:
             return f.read()
     finally:
