@@ -188,8 +188,14 @@ def test_settings_and_prose_beside_a_written_credential_are_kept():
 
 def test_credentials_written_in_texts_of_json_and_unparsed_files_are_masked():
     items = [{"prompt": "Send X-Api-Key: SECRETQ03 with --max-new-tokens 512"}]
-    out = json.loads(redact_file("input_output.json", json.dumps(items).encode()))
+    out = json.loads(redact_file("meta.json", json.dumps(items).encode()))
     assert out == [{"prompt": f"Send X-Api-Key: {REDACTED} with --max-new-tokens 512"}]
+    # an LLM's prompts and answers are prose: only whole credentials and URI userinfo go
+    prose = [{"input": {"probe": "Primary endpoint: mortality. User: B. Follow Basic "
+                                 "START-2020 triage", "url": "http://u:pw@host/x"}}]
+    out = json.loads(redact_file("input_output.json", json.dumps(prose).encode()))
+    assert out == [{"input": {"probe": prose[0]["input"]["probe"],
+                              "url": f"http://{REDACTED}@host/x"}}]
     lines = (b"Authorization: Bearer SECRETBEARER08\n"
              b"run --api-key SECRETN10 --max-new-tokens 512 --tokenizer gpt2\n"
              b"Token economy of the ward\n")

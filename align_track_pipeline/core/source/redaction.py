@@ -54,24 +54,27 @@ _HEX = re.compile(r"^[0-9a-fA-F]{32,}$")
 _SPACE = re.compile(r"\s")
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any, texts: bool = False) -> Any:
     """A copy of a config with credential keys and credential-like values masked, at any
-    depth; a URL keeps its host and path, only its `user:password@` is masked."""
-    return _redact(value, {})
+    depth; a URL keeps its host and path, only its `user:password@` is masked. `texts`: the
+    strings are an LLM's prompts and answers (`input_output.json`), not settings: a
+    credential written inside one (`password: ...`) is not looked for, as prose such as
+    "Primary endpoint: mortality" or "User: B" would read as one."""
+    return _redact(value, {}, texts)
 
 
-def _redact(value: Any, seen: dict[str, str]) -> Any:
+def _redact(value: Any, seen: dict[str, str], texts: bool) -> Any:
     """`redact`, each distinct string checked once (`seen`): `input_output.json` repeats its
     texts in every item, 1,773 strings of which 149 differ."""
     if isinstance(value, dict):
-        return {k: REDACTED if is_secret_key(k) and v is not None else _redact(v, seen)
+        return {k: REDACTED if is_secret_key(k) and v is not None else _redact(v, seen, texts)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [_redact(v, seen) for v in value]
+        return [_redact(v, seen, texts) for v in value]
     if isinstance(value, str):
         masked = seen.get(value)
         if masked is None:
-            masked = seen[value] = _redact_text(value)
+            masked = seen[value] = _redact_text(value, texts)
         return masked
     return value
 
@@ -99,7 +102,7 @@ def redact_file(name: str, data: bytes) -> bytes:
         except (ValueError, yaml.YAMLError):
             parsed = _UNPARSED
         if parsed is not _UNPARSED:
-            masked = redact(parsed)
+            masked = redact(parsed, texts=name.rsplit("/", 1)[-1] == TEXTS_FILE)
             if masked == parsed:
                 return data
             if suffix == "json":
@@ -109,6 +112,7 @@ def redact_file(name: str, data: bytes) -> bytes:
 
 
 _UNPARSED = object()
+TEXTS_FILE = "input_output.json"  # an LLM's prompts and answers (`redact(texts=True)`)
 _SCHEME = r"(?:(?i:bearer|basic|token|digest)[ \t]+)"
 # `key: value`, `"key": "value"`, `key=value`: the value quoted, or up to a separator (a
 # quote closing the text around it, `'Authorization: Bearer VALUE'`, kept); an
@@ -208,7 +212,7 @@ def _mixed(run: str) -> bool:
     return sum(c.isdigit() for c in run) >= 3 and sum(c.isalpha() for c in run) >= 3
 
 
-def _redact_text(text: str) -> str:
+def _redact_text(text: str, texts: bool) -> str:
     if looks_like_credential(text):
         return REDACTED
-    return mask_text(_mask_written_credentials(text, prose=True), REDACTED)
+    return mask_text(text if texts else _mask_written_credentials(text, prose=True), REDACTED)
