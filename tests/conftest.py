@@ -54,15 +54,7 @@ TIMING_SENSITIVE = (
     "tests/test_uri_credentials.py::test_search_with_a_server_that_is_down",  # < 15 s
     "tests/test_uri_credentials.py::test_search_gives_up",  # < 15 s
     "tests/test_json_errors.py::test_sigterm_mid_ingest",
-    "tests/test_uri_credentials.py::test_mlflow_ui_gives_up",  # < GAVE_UP_WITHIN
 )
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: a worker more than the cores. Much of a test's time is spent waiting for
-    the processes and servers it starts (a third of the cores stood idle with one worker a
-    core: 27.5 min of CPU in an 18 min run on 2 cores)."""
-    return (os.cpu_count() or 1) + 1
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the ids
