@@ -305,20 +305,30 @@ def _into_the_tables(how: str, data: Path, tmp_path: Path, monkeypatch, suffix: 
     return str(link)
 
 
+def _refused_into_the_tables(command: str, suffix: str, how: str, capsys, monkeypatch,
+                             tables_dir: Path, tmp_path: Path) -> tuple[Path, int, str]:
+    """`command -o` into a copy's table folder (`how`): refused (exit 2, nothing on stdout)
+    with the table files and the `search` count unchanged. The copy, its scene count and
+    the error."""
+    data = _a_copy(tables_dir, tmp_path)
+    before, found = _table_files(data), _scenes_found(capsys, data)
+    target = _into_the_tables(how, data, tmp_path, monkeypatch, suffix)
+    code, out, err = run(capsys, command, "--data-dir", str(data), "-o", target)
+    assert code == 2 and out == "", err
+    assert err.startswith(f"align-track {command}: refusing to write -o {target}")
+    assert _table_files(data) == before and _scenes_found(capsys, data) == found
+    return data, found, err
+
+
 @pytest.mark.parametrize("how", INTO_THE_TABLES)
 def test_export_into_a_table_folder_is_refused_and_changes_nothing(capsys, monkeypatch,
                                                                     tables_dir, tmp_path, how):
     """An export over a partition's file replaced its rows (scenes 252 -> 500) and one beside
     them doubled every answer, `status` saying fresh and `ingest` repairing neither: now it
     is refused before anything is written, and the same export elsewhere is written."""
-    data = _a_copy(tables_dir, tmp_path)
-    before, found = _table_files(data), _scenes_found(capsys, data)
-    target = _into_the_tables(how, data, tmp_path, monkeypatch, ".parquet")
-    code, out, err = run(capsys, "export", "--data-dir", str(data), "-o", target)
-    assert code == 2 and out == "", err
-    assert err.startswith(f"align-track export: refusing to write -o {target}")
+    data, found, err = _refused_into_the_tables("export", ".parquet", how, capsys, monkeypatch,
+                                                tables_dir, tmp_path)
     assert f"{data / 'parquet'}, the Parquet tables' folder" in err and err.count("\n") == 1
-    assert _table_files(data) == before and _scenes_found(capsys, data) == found
     elsewhere = tmp_path / "exports" / "scenes.parquet"
     code, out, _ = run(capsys, "export", "--data-dir", str(data), "-o", str(elsewhere))
     assert (code, pq.read_metadata(elsewhere).num_rows) == (0, found)
@@ -327,13 +337,7 @@ def test_export_into_a_table_folder_is_refused_and_changes_nothing(capsys, monke
 @pytest.mark.parametrize("how", INTO_THE_TABLES)
 def test_report_into_a_table_folder_is_refused_and_changes_nothing(capsys, monkeypatch,
                                                                     tables_dir, tmp_path, how):
-    data = _a_copy(tables_dir, tmp_path)
-    before, found = _table_files(data), _scenes_found(capsys, data)
-    target = _into_the_tables(how, data, tmp_path, monkeypatch, ".csv")
-    code, out, err = run(capsys, "report", "--data-dir", str(data), "-o", target)
-    assert code == 2 and out == "", err
-    assert err.startswith(f"align-track report: refusing to write -o {target}")
-    assert _table_files(data) == before and _scenes_found(capsys, data) == found
+    _refused_into_the_tables("report", ".csv", how, capsys, monkeypatch, tables_dir, tmp_path)
 
 
 @pytest.mark.parametrize("owned", ["analysis/scene_comparison.parquet", "state/x.csv",

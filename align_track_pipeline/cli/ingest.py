@@ -232,8 +232,9 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
     plan = removals(known, scan)
     check_removals(experiments_dir, len(known), plan.gone, len(run_dirs), confirm_removals)
     check_first_tree(experiments_dir, len(known), len(run_dirs), scan.unreadable)
+    data_dir = Path(runner.defs.resources["store"].data_dir)
     # the pass goes ahead: from its first write on, a forgotten --experiments-dir means this tree
-    remember_tree(Path(runner.defs.resources["store"].data_dir), experiments_dir)
+    remember_tree(data_dir, experiments_dir)
     limits = size_pools(instance, trackers)  # store's pool -> writers at once
     abandoned = fail_abandoned_runs(instance)
     if abandoned:
@@ -250,7 +251,6 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
     versions, fast = _observe(runner, run_dirs, known, progress, ahead)
     before = partition_states(instance, versions, all_expected(trackers))
     broken = _broken_files(runner, versions, progress)
-    data_dir = Path(runner.defs.resources["store"].data_dir)
     generations = remote_generations(trackers)
     again = _stores_made_again(runner, data_dir, trackers, generations, versions, progress)
     taken = _repairs_due(data_dir, trackers, versions, again, progress)

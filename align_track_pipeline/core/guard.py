@@ -139,8 +139,7 @@ def removal_refusal(root: Path, known: int, gone: list[str], found: int) -> str 
             "--data-dir to remove them and their runs")
 
 
-def check_first_tree(root: Path, known: int, found: int,
-                     unreadable: dict[str, str] | None = None) -> None:
+def check_first_tree(root: Path, known: int, found: int, unreadable: dict[str, str]) -> None:
     """Refuse a first pass over a tree that holds no run directory it can read: the data dir
     would remember it (`remember_tree`) and refuse the tree that was meant."""
     if known or found:

@@ -185,9 +185,9 @@ def _walk(root: str, real_root: str, unreadable: dict[str, str]) -> list[RunDir]
             found.append(RunDir(path, rel, frozenset(n.lower() for n in names)))
         prefix = "" if rel == "." else rel + "/"
         children = []
+        among_folders = INPUT_OUTPUT not in names  # a run folder's own links: its files
         for entry in entries:
             name = entry.name
-            among_folders = INPUT_OUTPUT not in names  # a run folder's own links: its files
             if skipped(name) or not _is_dir(entry, prefix + name, real_root, unreadable,
                                              among_folders):
                 continue

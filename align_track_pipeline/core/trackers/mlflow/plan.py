@@ -31,7 +31,8 @@ TAG_PARTITION = "align_track.partition"
 TAG_HASH = "align_track.content_hash"
 # Tags of a scene run left out of its content hash: the folder's version changes with any of
 # its files, and a scene whose own data did not change keeps its run, these tags updated
-# (`writer.kept_runs`). A parent run hashes it: its source-file artifacts are hashed by name.
+# (`writer._SqlBackend._update_kept`). A parent run hashes it: its source-file artifacts are
+# hashed by name.
 CURRENT_TAGS = ("source_version",)
 
 
