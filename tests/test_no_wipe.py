@@ -237,7 +237,7 @@ def test_the_sensor_skips_removals_beyond_the_bound_and_adds_new_folders(
 
 
 def test_the_sensor_refuses_an_empty_first_tree_and_a_data_dir_inside_the_tree(
-        tmp_path, small_tree, dagster_storage):
+        tmp_path, monkeypatch, small_tree, dagster_storage):
     """As `ingest`: no tree remembered from an empty first tick (the tree meant would be
     refused after it), and no data dir read as run folders."""
     empty = tmp_path / "empty"
@@ -248,8 +248,8 @@ def test_the_sensor_refuses_an_empty_first_tree_and_a_data_dir_inside_the_tree(
         assert isinstance(result, dg.SkipReason)
         assert f"the tree {empty} holds no run directory" in result.skip_message
         assert not (data / "tree.json").exists()
-        inside = small_tree / "align-track-data"
-        result = sensor_tick(build_defs(str(small_tree), str(inside)), instance)
+        monkeypatch.chdir(small_tree)  # a relative data dir (ALIGN_TRACK_DATA_DIR=data, say)
+        result = sensor_tick(build_defs(str(small_tree), "align-track-data"), instance)
         assert isinstance(result, dg.SkipReason) and "is inside the tree" in result.skip_message
         assert instance.get_dynamic_partitions("experiments") == []
 

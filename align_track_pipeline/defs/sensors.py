@@ -87,7 +87,7 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
     order = context.instance.get_dynamic_partitions(experiment_partitions.name)
     known = set(order)
     try:
-        check_apart(data, root)
+        check_apart(data.resolve(), root)  # as the tree: a relative or linked data dir too
         check_tree(data, root)
         scan = tree.scan()
         check_first_tree(root, len(known), len(scan.run_dirs), scan.unreadable)
