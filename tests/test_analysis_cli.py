@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -194,6 +195,20 @@ def test_table_commands_never_load_dagster(tables_dir):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert out.splitlines()[-1] == "False 0"
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tables_dir, json_out):
+    """`align-track search | head -1`: the pipe closed before the rows are written ends the
+    command as SIGPIPE ends `cat` (141), without a traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    argv = [str(Path(sys.executable).parent / "align-track"), "search", "--data-dir",
+            str(tables_dir), *(["--json"] if json_out else [])]
+    with os.fdopen(write, "wb") as stdout:
+        done = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                              timeout=120, check=False)
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_search_links_never_load_mlflow(tables_dir):

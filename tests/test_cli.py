@@ -90,6 +90,23 @@ def test_bad_dir_fails_alone_with_exit_1(capsys, sample_tree, data_dir):
     assert set(states.values()) == {"fresh"}
 
 
+@pytest.mark.parametrize("made", [False, True])
+def test_status_of_a_data_dir_never_ingested_creates_nothing(capsys, small_tree, tmp_path,
+                                                           made):
+    """A mistyped --data-dir is told, and neither created nor filled with an instance."""
+    data = tmp_path / "never"
+    if made:
+        data.mkdir()
+    code = main(["status", "--experiments-dir", str(small_tree), "--data-dir", str(data),
+                 "--json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert json.loads(captured.out)["counts"] == status_counts(missing=3)
+    assert f"nothing has been ingested into {data} yet: every partition is missing" in \
+        captured.err
+    assert (list(data.iterdir()) == []) if made else not data.exists()
+
+
 @pytest.mark.slow
 def test_status_reports_missing_and_stale(capsys, sample_tree, data_dir):
     def status() -> dict[str, str]:

@@ -77,14 +77,18 @@ def test_a_file_where_the_data_dir_should_be(command, small_tree, tmp_path):
     assert "Traceback" not in done.stdout
 
 
-@pytest.mark.parametrize("command", ["ingest", "status"])
-def test_a_read_only_data_dir(command, small_tree, tmp_path, tmpfs):
+def test_a_read_only_data_dir(small_tree, tmp_path, tmpfs):
     data = _read_only_data_dir(tmp_path, tmpfs)
-    done = _cli(command, small_tree, data)
+    done = _cli("ingest", small_tree, data)
     assert done.returncode == 1, done.stderr[-3000:]
     found = _one_object(done.stdout)
     assert found["error"].startswith(f"cannot write {data}/")
     assert found["error"].endswith(("Read-only file system", "Permission denied"))
+    # `status` writes nothing where nothing was ingested: every partition is missing
+    done = _cli("status", small_tree, data)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _one_object(done.stdout)["counts"]["missing"] == 3
+    assert f"nothing has been ingested into {data} yet" in done.stderr
 
 
 def test_a_full_disk_is_named_with_the_data_dir(sample_tree, tmp_path, tmpfs):

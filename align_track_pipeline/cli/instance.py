@@ -18,6 +18,7 @@ import yaml
 
 from align_track_pipeline.core.atomic import write_text_atomically
 from align_track_pipeline.core.cores import usable_cores
+from align_track_pipeline.core.guard import remembered_tree
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.settings import current, load_settings
 from align_track_pipeline.core.trackers.base import TargetError
@@ -34,6 +35,15 @@ INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
 
 def dagster_home(data_dir: Path) -> Path:
     return Path(current().get("DAGSTER_HOME") or Path(data_dir) / "dagster")
+
+
+def never_ingested(data_dir: Path) -> bool:
+    """Nothing (an ingest, the sensor, a UI) has written to this data dir yet: no tree is
+    remembered and no instance home is there. A file in its place is not such a data dir:
+    opening it says what is wrong."""
+    if data_dir.exists() and not data_dir.is_dir():
+        return False
+    return remembered_tree(data_dir) is None and not dagster_home(data_dir).exists()
 
 
 def instance_config(env: Mapping[str, str] | None = None) -> dict:

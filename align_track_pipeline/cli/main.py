@@ -19,6 +19,7 @@ from align_track_pipeline.cli.arguments import folder, positive
 from align_track_pipeline.cli.exits import Result, StoreUnreachable
 from align_track_pipeline.cli.failures import describe
 from align_track_pipeline.cli.signals import interrupts_recorded, raise_if_received
+from align_track_pipeline.cli.stdout import discard_stdout, reader_gone
 from align_track_pipeline.core.guard import (
     CONFIRM_FLAG,
     NEW_TREE_FLAG,
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                 code, result = args.func(args)
                 raise_if_received("after the work was done")  # one a library swallowed
         except BaseException as exc:  # each kind is told apart in `describe`
+            if reader_gone(exc):
+                return discard_stdout()
             told = describe(exc, _stores(args), received.first())
             if told is None:  # a SystemExit with its own code
                 raise
@@ -69,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             code = told.code
             result = getattr(args, "partial", dict)() | told.as_json() if as_json else None
     if result is not None:
-        print(json.dumps(result, default=str), flush=True)
+        try:
+            print(json.dumps(result, default=str), flush=True)
+        except BrokenPipeError as exc:
+            if not reader_gone(exc):
+                raise
+            return discard_stdout()
     return code
 
 
@@ -327,7 +335,7 @@ def _given(args: argparse.Namespace, *dests: str | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.ingest import PARTITIONS, all_expected, source_versions
-    from align_track_pipeline.cli.instance import open_instance
+    from align_track_pipeline.cli.instance import never_ingested, open_instance
     from align_track_pipeline.cli.reasons import problems
     from align_track_pipeline.defs.freshness import FAILED, FRESH, MISSING, STALE, partition_states
     from align_track_pipeline.defs.resources import DataStore
@@ -336,10 +344,15 @@ def cmd_status(args: argparse.Namespace) -> Result:
     scan = scan_tree(experiments)
     trackers = create_all(_settings(args, data))
     expected = all_expected(trackers)
-    with open_instance(data) as instance:
-        states = partition_states(instance, source_versions(scan.run_dirs, data), expected)
-        hidden = removals(instance.get_dynamic_partitions(PARTITIONS), scan).hidden
-        told = problems(instance, DataStore(data_dir=str(data)), states, expected, trackers)
+    states, hidden, told = {r.key: MISSING for r in scan.run_dirs}, {}, {}
+    if never_ingested(data):  # read as it is: nothing to open, nothing created
+        _say(f"nothing has been ingested into {data} yet: every partition is missing "
+             f"(`align-track ingest{_given(args, 'experiments_dir', 'data_dir')}` writes them)")
+    else:
+        with open_instance(data) as instance:
+            states = partition_states(instance, source_versions(scan.run_dirs, data), expected)
+            hidden = removals(instance.get_dynamic_partitions(PARTITIONS), scan).hidden
+            told = problems(instance, DataStore(data_dir=str(data)), states, expected, trackers)
     rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]} for r in scan.run_dirs]
     for row in rows:
         if row["partition"] in told:
