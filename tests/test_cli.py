@@ -267,10 +267,15 @@ def test_every_phase_shows_progress_and_the_hints_repeat_the_dirs(capsys, small_
     (["status", "--experiments-dir", " "], "argument --experiments-dir: an empty path"),
     (["search", "--limit", "-5"], "argument --limit: expected a whole number (0 or more)"),
     (["ingest", "--workers", "0"], "argument --workers: expected a whole number of at least 1"),
+    (["export", "-o", ""], "argument -o/--output: an empty path (give a file name)"),
+    (["compare", "S", "--html", " "], "argument --html: an empty path"),
+    (["list-runs", ""], "argument dir: an empty path"),
+    (["mlflow-ui", "--port", "0"], "argument --port: expected a port from 1 to 65535, not '0'"),
+    (["aim-ui", "--port", "70000"], "argument --port: expected a port from 1 to 65535"),
 ])
 def test_a_value_an_option_cannot_take_is_a_usage_error(capsys, args, said):
-    """Before any work: an empty --data-dir would silently mean the working directory, a
-    negative --limit cut rows off the end."""
+    """Before any work: an empty --data-dir or -o would silently mean the working directory,
+    a negative --limit cut rows off the end, port 0 a port nobody is told."""
     with pytest.raises(SystemExit) as exited:
         main(args)
     assert exited.value.code == 2 and said in capsys.readouterr().err

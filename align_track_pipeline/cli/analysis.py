@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from align_track_pipeline.cli.arguments import count, folder
+from align_track_pipeline.cli.arguments import count, file_path, folder
 from align_track_pipeline.cli.exits import Result
 from align_track_pipeline.core.analysis.compare import compare
 from align_track_pipeline.core.analysis.connection import (
@@ -85,7 +85,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--scene", help="only this scene_id, e.g. P1")
     cmd.add_argument("--json", action="store_true",
                      help='print {"scenario_id": S, "count": N, "rows": [...]}')
-    cmd.add_argument("--html", type=Path, metavar="FILE",
+    cmd.add_argument("--html", type=file_path, metavar="FILE",
                      help="also write a self-contained page (no network) to FILE")
 
     spec = PivotSpec()
@@ -103,7 +103,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                           f"(default {spec.values})")
     cmd.add_argument("--agg", choices=list(AGGREGATES), default=spec.agg,
                      help="how the values of a cell combine (default %(default)s)")
-    cmd.add_argument("-o", "--output", type=Path, metavar="FILE",
+    cmd.add_argument("-o", "--output", type=file_path, metavar="FILE",
                      help="the format follows the extension: .xlsx .csv .md (tables), .svg "
                           ".png (a chart: grouped bars, or a heat map when both axes have "
                           "many values), .html (the chart above the table); without it, the "
@@ -111,14 +111,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     cmd = _command(sub, "dashboard", "one self-contained page: scores by ADM and target, "
                    "decision time by ADM and LLM, ADM agreement by scenario", cmd_dashboard)
-    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html",
+    cmd.add_argument("-o", "--output", type=file_path, required=True, metavar="FILE.html",
                      help="the page to write (no script, no network: opens anywhere)")
 
     cmd = _command(sub, "export", "the rows of a table matching filters, to a file", cmd_export)
     _filter_options(cmd, default_table="scenes")
     cmd.add_argument("--format", choices=list(FORMATS),
                      help="default: from the file's extension")
-    cmd.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+    cmd.add_argument("-o", "--output", type=file_path, required=True, metavar="FILE",
                      help="the file to write, its format from its extension unless --format "
                           "says")
 

@@ -15,6 +15,20 @@ def folder(value: str) -> Path:
     return Path(value)
 
 
+def file_path(value: str) -> Path:
+    """An output file's path; an empty one would name the working directory."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path (give a file name)")
+    return Path(value)
+
+
+def port(value: str) -> int:
+    """A TCP port to listen on: 1 to 65535 (0 would pick one nobody is told)."""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, not {value!r}")
+    return int(value)
+
+
 def positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from align_track_pipeline.cli.ahead import Ahead, look_ahead
 from align_track_pipeline.cli.analysis import add_commands
-from align_track_pipeline.cli.arguments import folder, positive
+from align_track_pipeline.cli.arguments import folder, port, positive
 from align_track_pipeline.cli.exits import Result, StoreUnreachable
 from align_track_pipeline.cli.failures import describe
 from align_track_pipeline.cli.signals import interrupts_recorded, raise_if_received
@@ -166,20 +166,20 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     _store_command(sub, "aim-ui", "start `aim up` on the Aim repo (127.0.0.1)", "--aim-repo",
-                   cmd_aim_ui).add_argument("--port", type=int, default=AIM_UI_PORT,
+                   cmd_aim_ui).add_argument("--port", type=port, default=AIM_UI_PORT,
                                             help=PORT_HELP)
     _store_command(sub, "aim-reindex", "bring the Aim repo index up to date", "--aim-repo",
                    cmd_aim_reindex).add_argument("--full", action="store_true",
                                                  help="rebuild the whole index (slow)")
     _store_command(sub, "mlflow-ui", "start the MLflow UI on the store (127.0.0.1)",
-                   "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=int,
+                   "--mlflow-uri", cmd_mlflow_ui).add_argument("--port", type=port,
                                                                  default=MLFLOW_UI_PORT,
                                                                  help=PORT_HELP)
 
     dagster_ui = sub.add_parser("dagster-ui", help="start the Dagster UI and daemon (127.0.0.1)")
     dagster_ui.add_argument("--experiments-dir", type=folder, default=None, help=TREE_HELP)
     dagster_ui.add_argument("--data-dir", type=folder, default=None, help=DATA_DIR_HELP)
-    dagster_ui.add_argument("--port", type=int, default=3000, help=PORT_HELP)
+    dagster_ui.add_argument("--port", type=port, default=3000, help=PORT_HELP)
     _new_tree_option(dagster_ui)
     dagster_ui.set_defaults(func=cmd_dagster_ui)
 
@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     config.set_defaults(func=cmd_config, loads_dagster=False)
 
     list_runs = sub.add_parser("list-runs", help="run path, ADM, alignment, scenario count")
-    list_runs.add_argument("dir", type=Path, help="an experiment-data tree")
+    list_runs.add_argument("dir", type=folder, help="an experiment-data tree")
     list_runs.set_defaults(func=cmd_list_runs)
     add_commands(sub)
     return parser
