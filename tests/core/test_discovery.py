@@ -63,6 +63,23 @@ def test_symlink_loop_terminates_and_does_not_duplicate(tmp_path):
     assert [r.rel_path for r in find_run_dirs(tmp_path)] == ["a/run"]
 
 
+def test_an_alias_in_the_tree_never_names_its_folders_partition(tmp_path):
+    """`a_latest` -> `z_exp/run` sorts first, yet the folder keeps its own name, also when the
+    link is re-pointed; a folder reached only through a link (below a skipped one) is found
+    under the link's name."""
+    for rel in ("z_exp/run", "z_exp/run2", ".store/kept"):
+        make_run_dir(tmp_path, rel)
+    os.symlink(tmp_path / "z_exp" / "run", tmp_path / "a_latest")
+    os.symlink(tmp_path / "z_exp", tmp_path / "b_all")
+    os.symlink(tmp_path / ".store" / "kept", tmp_path / "c_kept")
+    assert [r.rel_path for r in find_run_dirs(tmp_path)] == ["c_kept", "z_exp/run",
+                                                             "z_exp/run2"]
+    (tmp_path / "a_latest").unlink()
+    os.symlink(tmp_path / "z_exp" / "run2", tmp_path / "a_latest")
+    assert [r.rel_path for r in find_run_dirs(tmp_path)] == ["c_kept", "z_exp/run",
+                                                             "z_exp/run2"]
+
+
 def test_symlink_leaving_the_tree_is_not_followed(tmp_path):
     outside = tmp_path / "outside"
     make_run_dir(outside, "secret_run")

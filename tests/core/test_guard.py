@@ -113,14 +113,15 @@ def test_an_unreadable_tree_record_is_reported_not_ignored(tmp_path):
 
 def test_a_symlink_to_a_missing_folder_hides_what_was_below_it(tmp_path):
     """A link inside the tree to a folder that is gone now (e.g. a mount point's subfolder,
-    with the share not mounted): its partitions are not taken as removed."""
+    with the share not mounted): its partitions are not taken as removed. (The folder is
+    below one the scan skips, so the link is the only way to it and names its partitions.)"""
     tree = tmp_path / "tree"
-    make_run_dir(tree, "mnt/share/run")
+    make_run_dir(tree, ".mnt/share/run")
     make_run_dir(tree, "local/run")
-    (tree / "alias").symlink_to(tree / "mnt" / "share")
+    (tree / "alias").symlink_to(tree / ".mnt" / "share")
     (tree / "elsewhere").symlink_to(tmp_path / "missing-outside")  # never followed, kept
     assert [r.rel_path for r in scan_tree(tree).run_dirs] == ["alias/run", "local/run"]
-    shutil.rmtree(tree / "mnt" / "share")
+    shutil.rmtree(tree / ".mnt" / "share")
     scan = scan_tree(tree)
     assert [r.rel_path for r in scan.run_dirs] == ["local/run"]
     assert sorted(scan.unreadable) == ["alias", "elsewhere"]

@@ -158,7 +158,10 @@ def find_run_dirs(root: Path) -> list[RunDir]:
 def _walk(root: str, real_root: str, unreadable: dict[str, str]) -> list[RunDir]:
     """Each run directory at and below `root` (whose real path is `real_root`), with the names
     its folder holds in lower case; folders that cannot be listed go into `unreadable` with
-    the reason. Each real folder is visited once, in name order, depth first.
+    the reason. Each real folder is visited once, in name order, depth first, by its own path
+    where it has one without links: a symlink to a folder inside the tree (`latest` ->
+    `2025-06-12__14-03-55`) is followed only after the walk without links, so an alias never
+    names a partition its folder names, and re-pointing it changes no partition.
 
     Works on strings and directory entries, with a stack rather than recursion: a real path
     is resolved only through symlinks, and a directory's entries tell whether it holds
@@ -168,7 +171,10 @@ def _walk(root: str, real_root: str, unreadable: dict[str, str]) -> list[RunDir]
     found: list[RunDir] = []
     seen: set[str] = set()
     stack = [(root, ".", real_root)]
-    while stack:
+    links: list[tuple[str, str, str]] = []  # folders reached through a symlink: walked last
+    while stack or links:
+        if not stack:
+            stack, links = list(reversed(links)), []
         path, rel, real = stack.pop()
         if real in seen or not _inside(real, real_root):
             continue
@@ -198,7 +204,8 @@ def _walk(root: str, real_root: str, unreadable: dict[str, str]) -> list[RunDir]
                     unreadable[prefix + name] = (f"{entry.path} leads out of the tree (to "
                                                  f"{child_real}): not followed")
                 continue
-            children.append((entry.path, prefix + name, child_real))
+            (links if entry.is_symlink() else children).append(
+                (entry.path, prefix + name, child_real))
         stack.extend(reversed(children))  # popped in name order
     return found
 
