@@ -62,7 +62,8 @@ SCENES = pa.schema(
         _field("justification", pa.string(), True, "output.action.justification"),
         _field("decision_kdma", KDMA_MAP, False, "KDMA association of the chosen action"),
         _field("timing_seconds", pa.float64(), True, "ADM time, null when not alignable", unit="s"),
-        _field("scenario_scores", KDMA_MAP, False, "scores.json values of this scenario"),
+        _field("scenario_scores", KDMA_MAP, False,
+               "scores.json values of this scenario under this scene's alignment target"),
         _field("item_json", pa.string(), False, "the complete original item, JSON text"),
     ]
 )

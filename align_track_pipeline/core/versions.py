@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 
 # Bump when parsing changes what lands in the tables: every partition becomes stale.
-PARSER_VERSION = "4"  # 4: credentials written as text inside config values masked
+# 4: credentials written as text inside config values masked; 5: a scenario scored under
+# several targets keeps each target's score in the scenes (the last one was taken for all).
+PARSER_VERSION = "5"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
 MLFLOW_LAYOUT_VERSION = "6"  # 6: the copied source files with those credentials masked too
 AIM_LAYOUT_VERSION = "4"  # 4: runs dated and lasting as the data says (3: names)

@@ -1,6 +1,7 @@
 """The parser on every real variant of the bundled sample tree."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,41 @@ def test_measure_scores_are_cumulative_so_the_last_entry_wins(tmp_path):
     (run / "scores.json").write_text(json.dumps([entry(1), entry(3)]))
     exp = parse_run_dir(RunDir(run, "pipeline_x/run"), tmp_path).experiments.to_pylist()[0]
     assert dict(exp["scores"]) == {"num_correct": 3.0, "num_probes": 4.0, "accuracy": 0.75}
+
+
+@pytest.mark.parametrize("shape", ["measures", "plain"])
+def test_a_scenario_scored_under_two_targets_keeps_each_targets_score(tmp_path, shape):
+    """A live run folder (targets per item, none in its config) whose scores.json scores one
+    scenario under two targets: each scene takes its own target's score, not the last one."""
+    live = SAMPLE_TREE / "phase2_june_eval_live/baseline/2025-06-12__14-03-55"
+    run = tmp_path / "live" / "two_targets"
+    shutil.copytree(live / ".hydra", run / ".hydra")
+    items = json.loads((live / "input_output.json").read_text())[:3]
+    scenario = items[0]["input"]["scenario_id"]
+    targets = {"ADEPT-June2025-affiliation-1.0": 1.0, "ADEPT-June2025-affiliation-0.0": 0.0}
+    both = []
+    for target in targets:
+        for item in (copy := json.loads(json.dumps(items))):
+            item["input"]["scenario_id"] = scenario
+            item["input"]["alignment_target_id"] = target
+        both += copy
+    (run / "input_output.json").write_text(json.dumps(both))
+    if shape == "measures":
+        scores = [{"alignment_target": t, "measures": {scenario: {
+            "num_correct": {"value": 3 * v}, "num_probes": {"value": 3},
+            "accuracy": {"value": v}}}} for t, v in targets.items()]
+        key = "accuracy"
+    else:
+        scores = [{"alignment_source": [{"scenario_id": scenario}], "alignment_target_id": t,
+                   "score": v} for t, v in targets.items()]
+        key = "score"
+    (run / "scores.json").write_text(json.dumps(scores))
+    parsed = parse_run_dir(RunDir(run, "live/two_targets"), tmp_path)
+    got = [(s["alignment_target_id"], dict(s["scenario_scores"])[key])
+           for s in parsed.scenes.to_pylist()]
+    assert got == [(t, v) for t, v in targets.items() for _ in items]
+    assert {e["alignment_target_id"]: dict(e["scores"])[key]
+            for e in parsed.experiments.to_pylist()} == targets
 
 
 def test_adm_name_sources():

@@ -131,22 +131,26 @@ def _target_files(path: Path, root: Path) -> dict[str, dict[str, float]]:
 
 def _scene_rows(run: _Run) -> list[dict]:
     timings = run.timing.per_item(len(run.items))
-    return [_scene_row(run, index, item, timings[index]) for index, item in enumerate(run.items)]
+    whole_dir = len({_target_of(run, item["input"]) for item in run.items}) == 1
+    return [_scene_row(run, index, item, timings[index], whole_dir)
+            for index, item in enumerate(run.items)]
 
 
-def _scene_row(run: _Run, index: int, item: dict, seconds: float | None) -> dict:
+def _scene_row(run: _Run, index: int, item: dict, seconds: float | None,
+               whole_dir: bool) -> dict:
     inp = item["input"]
     output = item.get("output") if isinstance(item.get("output"), dict) else {}
     action = output.get("action") if isinstance(output.get("action"), dict) else {}
     choice = output.get("choice")
     choice = choice if isinstance(choice, int) and not isinstance(choice, bool) else None
     scenario_id = str(inp["scenario_id"])
+    target = _target_of(run, inp)
     return {
         **_run_columns(run),
         "scene_index": index,
         "scenario_id": scenario_id,
         "scene_id": _str(dig(inp, "full_state", "meta_info", "scene_id")),
-        "alignment_target_id": _target_of(run, inp),
+        "alignment_target_id": target,
         "probe_text": _str(inp.get("state")) or _str(dig(inp, "full_state", "unstructured")),
         "choices_text": _choices_text(inp.get("choices")),
         "choice_index": choice,
@@ -156,7 +160,7 @@ def _scene_row(run: _Run, index: int, item: dict, seconds: float | None) -> dict
         "justification": _str(action.get("justification")),
         "decision_kdma": _pairs(_decision_kdma(item, action, choice)),
         "timing_seconds": seconds,
-        "scenario_scores": _pairs(run.scores.by_scenario.get(scenario_id, {})),
+        "scenario_scores": _pairs(run.scores.for_scenario(target, scenario_id, whole_dir)),
         "item_json": json.dumps(item, ensure_ascii=False),
     }
 

@@ -45,10 +45,11 @@ def parse_timing(data: Any, path: Path) -> Timing:
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores per alignment target (None = the entry names no target) and per scenario."""
+    """Scores per alignment target (None = the entry names no target), and per target and
+    scenario: a run scoring one scenario under several targets has a score for each."""
 
     by_target: dict[str | None, dict[str, float]] = field(default_factory=dict)
-    by_scenario: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_scenario: dict[str | None, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def for_target(self, target_id: str, whole_dir: bool) -> dict[str, float]:
         """The target's own scores; else those naming no target; else, for a directory with a
@@ -57,6 +58,16 @@ class Scores:
             return self.by_target.get(target_id) or self.by_target.get(None) or {}
         single = whole_dir and len(self.by_target) == 1
         return next(iter(self.by_target.values())) if single else {}
+
+    def for_scenario(self, target_id: str, scenario_id: str, whole_dir: bool,
+                     ) -> dict[str, float]:
+        """One scenario's scores under the scene's target, by the rules of `for_target`:
+        never those another target's loop scored."""
+        scored = {t: s[scenario_id] for t, s in self.by_scenario.items() if scenario_id in s}
+        if target_id in scored or None in scored:
+            return scored.get(target_id) or scored.get(None) or {}
+        single = whole_dir and len(scored) == 1
+        return next(iter(scored.values())) if single else {}
 
 
 def parse_scores(data: Any, path: Path) -> Scores:
@@ -71,18 +82,19 @@ def parse_scores(data: Any, path: Path) -> Scores:
 def _plain_scores(entries: list[dict]) -> Scores:
     """Shape 1: one `score` per scenario loop; the experiment score is their mean."""
     per_target: dict[str | None, list[float]] = defaultdict(list)
-    by_scenario: dict[str, dict[str, float]] = {}
+    by_scenario: dict[str | None, dict[str, dict[str, float]]] = defaultdict(dict)
     for entry in entries:
         score = number(entry.get("score"))
         if score is None:
             continue
-        per_target[entry.get("alignment_target_id")].append(score)
+        target = entry.get("alignment_target_id")
+        per_target[target].append(score)
         for source in entry.get("alignment_source") or []:
             if isinstance(dig(source, "scenario_id"), str):
-                by_scenario[source["scenario_id"]] = {"score": score}
+                by_scenario[target][source["scenario_id"]] = {"score": score}
     by_target = {t: {"score": sum(v) / len(v), "num_scored": float(len(v))}
                  for t, v in per_target.items()}
-    return Scores(by_target, by_scenario)
+    return Scores(by_target, dict(by_scenario))
 
 
 def _measure_scores(entries: list[dict]) -> Scores:
@@ -94,10 +106,11 @@ def _measure_scores(entries: list[dict]) -> Scores:
     by_target, by_scenario = {}, {}
     for target, measures in last.items():
         totals: dict[str, float] = defaultdict(float)
+        by_scenario[target] = {}
         for scenario_id, values in measures.items():
             flat = {k: number(dig(v, "value")) for k, v in (values or {}).items()}
             flat = {k: v for k, v in flat.items() if v is not None}
-            by_scenario[scenario_id] = flat
+            by_scenario[target][scenario_id] = flat
             for k in ("num_correct", "num_probes"):
                 totals[k] += flat.get(k, 0.0)
         if totals["num_probes"]:
