@@ -49,7 +49,10 @@ def search(table: str = "scenes", *, adm: str | None = None, llm: str | None = N
     """The rows `align-track search --json --limit 0` prints (every column, or `columns`),
     one per DataFrame row. `adm`, `llm`, `target`, `scenario`, `scene` match exactly, `*` a
     wildcard; `min_score` is {name: minimum} or ["name=minimum", ...]; `where` one SQL
-    condition; `sort` "COL" or "COL:desc", or a list of them; `limit` at most that many."""
+    condition; `sort` "COL" or "COL:desc", or a list of them; `limit` at most that many
+    (None or 0: all, as `--limit 0`)."""
+    if limit is not None and limit < 0:
+        raise AnalysisError(f"limit must be 0 (all) or more, not {limit}")
     if table not in TABLES:
         raise AnalysisError(f"no table {table!r}; valid: {', '.join(TABLES)}")
     scores = (tuple(min_score.items()) if isinstance(min_score, Mapping)
@@ -58,7 +61,7 @@ def search(table: str = "scenes", *, adm: str | None = None, llm: str | None = N
                       min_scores=tuple((k, float(v)) for k, v in scores), where=where)
     order = parse_sort([sort] if isinstance(sort, str) else list(sort), table)
     chosen = parse_columns(columns, table) if columns is not None else None
-    found = _search(open_tables(_dir(data_dir), [table]), table, filters, limit, order)
+    found = _search(open_tables(_dir(data_dir), [table]), table, filters, limit or None, order)
     return _frame(table, found.rows, chosen or TABLES[table].names)
 
 

@@ -55,6 +55,14 @@ def test_search_is_the_rows_of_search_json_limit_0(capsys, tables_dir, kwargs, a
     assert list(frame.columns) == list(expected[0])
 
 
+def test_a_limit_of_0_is_every_row_as_in_the_command(tables_dir):
+    every = len(at.search(data_dir=tables_dir))
+    assert len(at.search(limit=0, data_dir=tables_dir)) == every > 3
+    assert len(at.search(limit=3, data_dir=tables_dir)) == 3
+    with pytest.raises(at.AnalysisError, match="limit must be 0 \\(all\\) or more, not -1"):
+        at.search(limit=-1, data_dir=tables_dir)
+
+
 def test_whole_numbers_stay_whole_and_maps_are_dicts(tables_dir):
     frame = at.search(table="scenes", data_dir=tables_dir)
     assert str(frame["scene_index"].dtype) == "Int64"

@@ -55,6 +55,10 @@ def test_search_table_shortens_texts_and_counts(capsys, monkeypatch, tables_dir)
     assert code == 0 and lines[0].split() == SHOWN_COLUMNS["scenes"]
     assert len(lines) == 2 + 3 + 1 and "..." in out
     assert lines[-1] == "3 scenes rows (more match: --limit N or --limit 0 for all)"
+    code, out, _ = run(capsys, "search", "--data-dir", str(tables_dir), "--scenario",
+                       "June2025-AF-train", "--limit", "3", "--json")
+    found = json.loads(out)
+    assert (found["count"], found["more"]) == (3, True)  # a script knows it got a part
 
 
 def test_no_match_is_an_empty_answer(capsys, tables_dir):
@@ -62,7 +66,7 @@ def test_no_match_is_an_empty_answer(capsys, tables_dir):
     assert (code, out) == (0, "no scenes rows match\n")
     code, out, _ = run(capsys, "search", "--data-dir", str(tables_dir), "--adm", "nobody",
                        "--json")
-    assert (code, json.loads(out)) == (0, {"count": 0, "rows": []})
+    assert (code, json.loads(out)) == (0, {"count": 0, "more": False, "rows": []})
     code, out, _ = run(capsys, "compare", "nothing", "--data-dir", str(tables_dir), "--json")
     assert (code, json.loads(out)) == (0, {"scenario_id": "nothing", "count": 0, "rows": []})
 
@@ -248,6 +252,23 @@ def test_after_a_real_ingest_search_links_to_the_runs(capsys, monkeypatch, small
         "aim": f"http://127.0.0.1:43800/runs/{aim_hashes[k]}"} for k in keys]
     code, out, _ = run(capsys, "search", "--data-dir", str(data_dir), "--limit", "2")
     assert "mlflow link" in out.splitlines()[0] and "http://127.0.0.1:43800/runs/" in out
+
+    # the columns asked for go before the links; --no-links looks none up
+    monkeypatch.setenv("COLUMNS", "100")
+    chosen = ["experiment_path", "timing_seconds", "decision_text"]
+    code, out, _ = run(capsys, "search", "--data-dir", str(data_dir), "--limit", "2",
+                       "--columns", ",".join(chosen))
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == chosen and max(map(len, lines)) <= 100
+    assert lines[-2] == ("(aim link and mlflow link did not fit 100 characters: COLUMNS=N "
+                         "to widen, --json to have them)")
+    monkeypatch.setenv("COLUMNS", "1000")
+    code, out, _ = run(capsys, "search", "--data-dir", str(data_dir), "--limit", "2",
+                       "--no-links", "--columns", ",".join(chosen))
+    assert code == 0 and out.splitlines()[0].split() == chosen and "http" not in out
+    code, out, _ = run(capsys, "search", "--data-dir", str(data_dir), "--no-links", "--json",
+                       "--limit", "2")
+    assert [set(r) for r in json.loads(out)["rows"]] == [set(rows[0]) - {"links"}] * 2
 
 
 def test_an_unreadable_table_folder_is_named_not_a_traceback(tables_dir, tmp_path):

@@ -72,7 +72,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--columns", metavar="A,B,...",
                      help="only these columns, in this order (the terminal table and --json)")
     cmd.add_argument("--json", action="store_true",
-                     help='print {"count": N, "rows": [...]}: every column, full texts')
+                     help='print {"count": N, "more": true|false, "rows": [...]}: every column, '
+                          'full texts ("more": rows beyond --limit match too)')
+    cmd.add_argument("--no-links", dest="links", action="store_false",
+                     help="no links to the rows' MLflow and Aim runs (not looked up)")
     cmd.add_argument("--mlflow-uri", default=None,
                      help="the MLflow store to link rows to (env MLFLOW_TRACKING_URI; default "
                           "sqlite in the data dir)")
@@ -202,37 +205,49 @@ def cmd_search(args: argparse.Namespace) -> Result:
     columns = parse_columns(args.columns, args.table) if args.columns else None
     found = search(open_tables(data, [args.table]), args.table, _filters(args),
                    args.limit or None, order)
-    links = run_links(create_all(Settings(data, _tracker_options(args))), args.table,
-                      found.rows)
-    for name, reason in links.unavailable.items():
-        print(f"align-track search: {name} links unavailable: {terminal_safe(reason)}",
-              file=sys.stderr)
-    per_row = [link | dict.fromkeys(links.unavailable, UNAVAILABLE) for link in links.rows]
+    per_row = _links(args, data, found.rows) if args.links else [{} for _ in found.rows]
     if args.json:
         rows = [{c: row[c] for c in columns or row} | ({"links": link} if link else {})
                 for row, link in zip(found.rows, per_row, strict=True)]
-        return 0, {"count": len(rows), "rows": rows}
-    _print_found(columns or SHOWN_COLUMNS[args.table], found.rows, per_row)
+        return 0, {"count": len(rows), "more": found.more, "rows": rows}
+    _print_found(columns or SHOWN_COLUMNS[args.table], found.rows, per_row,
+                 chosen=columns is not None)
     print(_count_line(len(found.rows), found.more, args.table))
     return 0, None
 
 
-def _print_found(columns: list[str], rows: list[dict], links: list[dict[str, str]]) -> None:
-    """The rows as a table as wide as the terminal, links whole; says how many columns did
-    not fit."""
+def _links(args: argparse.Namespace, data: Path, rows: list[dict]) -> list[dict[str, str]]:
+    """Each row's links to its runs, tracker name -> address; a tracker whose links cannot
+    be looked up is said once on stderr."""
+    links = run_links(create_all(Settings(data, _tracker_options(args))), args.table, rows)
+    for name, reason in links.unavailable.items():
+        print(f"align-track search: {name} links unavailable: {terminal_safe(reason)}",
+              file=sys.stderr)
+    return [link | dict.fromkeys(links.unavailable, UNAVAILABLE) for link in links.rows]
+
+
+def _print_found(columns: list[str], rows: list[dict], links: list[dict[str, str]],
+                 chosen: bool) -> None:
+    """The rows as a table as wide as the terminal, links whole; says what did not fit.
+    Columns the user `chosen` (--columns) go before the links when not all fit."""
     if not rows:
         return
     trackers = sorted({name for link in links for name in link})
-    header = [*columns, *(f"{t} link" for t in trackers)]
+    link_columns = [f"{t} link" for t in trackers]
+    header = [*columns, *link_columns]
     cells = [[row[c] for c in columns] + [link.get(t) for t in trackers]
              for row, link in zip(rows, links, strict=True)]
     width = terminal_width(sys.stdout)
-    table, hidden = text_table(header, cells, keep={f"{t} link" for t in trackers},
-                               total=width)
+    table, hidden = text_table(header, cells, keep=set(link_columns), total=width,
+                               drop_first=set(link_columns) if chosen else set())
     print(table)
-    if hidden:
-        print(f"({hidden} more column{'s' * (hidden != 1)} did not fit {width} characters: "
-              "--columns A,B,... to choose, COLUMNS=N to widen)")
+    if left := [h for h in hidden if h not in link_columns]:
+        choose = "" if chosen else "--columns A,B,... to choose, "
+        print(f"({len(left)} more column{'s' * (len(left) != 1)} did not fit {width} "
+              f"characters: {choose}COLUMNS=N to widen)")
+    if links_left := [h for h in hidden if h in link_columns]:
+        print(f"({' and '.join(links_left)} did not fit {width} characters: COLUMNS=N to "
+              "widen, --json to have them)")
 
 
 def _count_line(count: int, more: bool, table: str) -> str:

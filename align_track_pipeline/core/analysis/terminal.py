@@ -56,13 +56,14 @@ def _fit(name: str, text: str, width: int) -> str:
 
 def text_table(header: list[str], rows: list[list[object]], width: int = 40,
                keep: frozenset[str] | set[str] = frozenset(),
-               total: int | None = None, numbers_right: bool = False) -> tuple[str, int]:
+               total: int | None = None, numbers_right: bool = False,
+               drop_first: frozenset[str] | set[str] = frozenset()) -> tuple[str, list[str]]:
     """Aligned columns: each cell shortened to `width` (except in the `keep` columns: links
     must stay whole), control characters and escape sequences made visible. With `total`,
     the columns are narrowed further so that each line fits `total` characters, and the
-    rightmost ones that still do not fit are left out. With `numbers_right`, numbers are
-    rounded for reading and columns of numbers right-aligned. Returns the table and how many
-    columns were left out."""
+    rightmost ones that still do not fit are left out, those of `drop_first` before any
+    other. With `numbers_right`, numbers are rounded for reading and columns of numbers
+    right-aligned. Returns the table and the names of the columns left out."""
     show = figure_cell if numbers_right else cell
     right = numeric_columns_of(rows, len(header)) if numbers_right else [False] * len(header)
     header = [terminal_safe(h) for h in header]
@@ -73,25 +74,29 @@ def text_table(header: list[str], rows: list[list[object]], width: int = 40,
     if total is not None:
         floors = [min(w, NARROWEST_PATH if h in PATH_COLUMNS else NARROWEST)
                   for h, w in zip(header, caps, strict=True)]
-        caps = _within(caps, floors, fixed, total)
+        first = [h in drop_first for h in header]
+        caps = _within(caps, floors, fixed, total, first)
     shown = [i for i, cap in enumerate(caps) if cap]
     lines = [[_align(_fit(header[i], line[i], caps[i]), caps[i], right[i]) for i in shown]
              for line in [header, *cells]]
     lines.insert(1, ["-" * caps[i] for i in shown])
-    return "\n".join(GAP.join(line).rstrip() for line in lines), len(header) - len(shown)
+    return ("\n".join(GAP.join(line).rstrip() for line in lines),
+            [h for h, cap in zip(header, caps, strict=True) if not cap])
 
 
 def _align(text: str, width: int, right: bool) -> str:
     return text.rjust(width) if right else text.ljust(width)
 
 
-def _within(caps: list[int], floors: list[int], fixed: list[bool], total: int) -> list[int]:
+def _within(caps: list[int], floors: list[int], fixed: list[bool], total: int,
+            first: list[bool]) -> list[int]:
     """Column widths (0: left out) whose sum, with the gaps, is at most `total`: the widest
     shortenable columns narrowed first, none below its floor; while even that does not fit,
-    the rightmost shortenable column is left out (the first column and the `keep` ones
-    always stay: a link cut short is no link)."""
+    the rightmost `first` column is left out, then the rightmost shortenable one (the first
+    column and the other `keep` ones always stay: a link cut short is no link)."""
     caps = list(caps)
-    droppable = [i for i, f in enumerate(fixed) if not f and i > 0]
+    droppable = ([i for i, f in enumerate(fixed) if not f and i > 0 and not first[i]]
+                 + [i for i, f in enumerate(first) if f and i > 0])  # popped from the end
     while True:
         shown = [i for i, w in enumerate(caps) if w]
         budget = total - len(GAP) * (len(shown) - 1) - sum(caps[i] for i in shown if fixed[i])
