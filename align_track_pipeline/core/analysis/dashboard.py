@@ -38,7 +38,7 @@ TIME = PivotSpec("experiments", ("adm",), ("llm_backbone",), "timing_avg_seconds
 AGREEMENT_SQL = """
 WITH decisions AS (
     SELECT scenario_id, alignment_target_id, adm,
-           coalesce(scene_id, '#' || scene_index) AS scene,
+           coalesce(scene_id, md5(concat_ws(chr(0), probe_text, choices_text))) AS scene,
            coalesce(action_id, 'choice ' || choice_index) AS action
     FROM scenes WHERE action_id IS NOT NULL OR choice_index IS NOT NULL
 ), units AS (
@@ -99,7 +99,9 @@ def agreement_section(con: duckdb.DuckDBPyConnection) -> Section:
     grid = Grid("share of scenes where all ADMs chose the same action", "agreement share",
                 [r[0] for r in rows], ["agreement share"], [[r[3]] for r in rows])
     note = ("A scene of a scenario under one alignment target counts when at least two ADMs "
-            "decided it; the ADMs agree when every run of every ADM chose the same action.")
+            "decided it; the ADMs agree when every run of every ADM chose the same action. "
+            "Scenes without a scene id (before 2024-09) are told apart by their probe and "
+            "choices.")
     return Section("agreement", "How often ADMs agree, by scenario", note, grid,
                    AGREEMENT_HEADER, rows)
 

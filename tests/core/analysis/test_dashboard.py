@@ -3,10 +3,13 @@ computed independently from the pyarrow rows (pandas and plain Python)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 from align_track_pipeline.cli.main import main
 from align_track_pipeline.core.analysis.pivot import PivotSpec
+from tests.conftest import SAMPLE_TREE, write_tables
 from tests.core.analysis.expected import table_rows
 from tests.core.analysis.test_analysis_charts import _expected, _same, _svg_cells
 
@@ -29,7 +32,8 @@ def expected_agreement(data) -> dict[str, tuple[int, int]]:
     for s in table_rows(data, "scenes"):
         if s["action_id"] is None and s["choice_index"] is None:
             continue
-        scene = s["scene_id"] if s["scene_id"] is not None else f"#{s['scene_index']}"
+        scene = (s["scene_id"] if s["scene_id"] is not None
+                 else ("probe", s["probe_text"], s["choices_text"]))
         action = s["action_id"] if s["action_id"] is not None else f"choice {s['choice_index']}"
         units.setdefault((s["scenario_id"], s["alignment_target_id"], scene), []).append(
             (s["adm"], action))
@@ -94,3 +98,28 @@ def test_a_chart_whose_numbers_did_not_change_is_kept_not_drawn_again(capsys, ta
     assert f'data-chart="{figures[2]}"' in sections["decision-time"]
     time = PivotSpec("experiments", ("adm",), ("llm_backbone",), "timing_avg_seconds", "mean")
     assert _same(_chart(sections["decision-time"]), _expected(tables_dir, time))
+
+
+def test_scenes_without_a_scene_id_are_matched_by_probe_not_position(capsys, tmp_path):
+    """2024 runs have no scene ids, and two ADMs need not meet the probes in the same order:
+    the same decisions in reverse order agree on every scene (by position: most disagreed)."""
+    base = tmp_path / "tree" / "dry_run_2024_05" / "baseline_adept_high"
+    shutil.copytree(SAMPLE_TREE / "dry_run_2024_05" / "baseline_adept_high", base)
+    other = base.with_name("aligned_adept_high")
+    shutil.copytree(base, other)
+    hydra = other / ".hydra" / "hydra.yaml"
+    hydra.write_text(hydra.read_text().replace("adm: single_kdma_baseline",
+                                               "adm: single_kdma_aligned"))
+    items = json.loads((other / "input_output.json").read_text())
+    (other / "input_output.json").write_text(json.dumps(items[::-1]))
+    data = write_tables(tmp_path / "tree", tmp_path / "data")
+    assert {r["adm"] for r in table_rows(data, "experiments")} == {
+        "single_kdma_baseline", "single_kdma_aligned"}
+    target = tmp_path / "dash.html"
+    assert main(["dashboard", "--data-dir", str(data), "-o", str(target)]) == 0
+    agreement = expected_agreement(data)
+    assert agreement and all(agreed == compared for compared, agreed in agreement.values())
+    section = _sections(target.read_text())["agreement"]
+    for scenario, (compared, agreed) in agreement.items():
+        assert f"<td>{scenario}</td><td class=\"n\">{compared}</td><td class=\"n\">{agreed}" \
+               f"</td>" in section
