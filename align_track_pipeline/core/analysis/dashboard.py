@@ -78,7 +78,9 @@ def sections(con: duckdb.DuckDBPyConnection) -> list[Section]:
                                        ("alignment_target_id",), f"scores.{name}", "mean"))
               for name in score_names(con)]
     time = _pivot_section(con, "decision-time", "Decision time by ADM and LLM",
-                          "Mean seconds per action over each ADM's runs on each LLM.", TIME)
+                          "Each run's mean seconds per action (one per run directory and "
+                          "target), averaged over the runs of each ADM and LLM: a run counts "
+                          "once, however many actions it took.", TIME)
     return [*scores, time, agreement_section(con)]
 
 
