@@ -45,5 +45,12 @@ def test_the_example_notebook_runs_on_the_bundled_tree(tmp_path, monkeypatch, ta
     p1 = _text(next(c for c in code if '"P1"' in c.source))
     assert all(r["experiment_path"] in p1
                for r in comparison_rows(tables_dir, "DryRunEval.MJ1", "P1"))
+    assert not [c for c in code if "Empty DataFrame" in _text(c)]  # each cell shows rows
+    runs_of_p1 = len({r["experiment_path"]
+                      for r in comparison_rows(tables_dir, "DryRunEval.MJ1", "P1")})
+    scenes = _text(next(c for c in code if 'groupby("scene_id")' in c.source))
+    assert any(line.split()[:2] == ["P1", str(runs_of_p1)] for line in scenes.splitlines())
+    best = max(dict(r["scores"])["score"] for r in experiments if "score" in dict(r["scores"]))
+    assert f"{best:.6f}" in _text(code[-1])
     [data_dir] = [p for p in tmp_path.iterdir() if p.name.startswith("align-track-notebook-")]
     assert len(list((data_dir / "parquet" / "scenes").glob("*.parquet"))) == 20
