@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from align_track_pipeline.core.analysis.pivot import LABEL_JOIN
 from align_track_pipeline.core.analysis.render import figure_cell, shorten
+from align_track_pipeline.core.analysis.terminal import shorten_middle
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,11 +50,22 @@ class Grid:
                 for c, v in zip(self.cols, line, strict=True) if _drawn(v)]
 
 
-def short(label: str) -> str:
-    """An axis label of at most about LABEL_WIDTH characters: each part of a joined label
-    (`adm | llm`) shortened alike, so every part still shows."""
+def shorts(labels: list[str]) -> list[str]:
+    """Axis labels of at most about LABEL_WIDTH characters each: each part of a joined label
+    (`adm | llm`) shortened alike, in its middle (names differ at their end: `...-v0.2`,
+    `...-v0.3`, `affiliation-0.5`), and wider where that still made two labels alike."""
+    width = LABEL_WIDTH
+    while True:
+        shown = [_short(label, width) for label in labels]
+        if len(set(shown)) == len(set(labels)) or shown == labels:
+            return shown
+        width += 8
+
+
+def _short(label: str, width: int) -> str:
     parts = label.split(LABEL_JOIN)
-    return LABEL_JOIN.join(shorten(p, max(12, LABEL_WIDTH // len(parts))) for p in parts)
+    return LABEL_JOIN.join(shorten_middle(p, max(12, width // len(parts)), start=0.5)
+                           for p in parts)
 
 
 def _drawn(value: float | None) -> bool:
@@ -83,6 +95,7 @@ def _bars(fig: Figure, ax, grid: Grid) -> None:
     a bar per column, in the legend's order top to bottom."""
     height = 0.8 / max(1, len(grid.cols))
     labelled: set[int] = set()  # each column once in the legend
+    legend = shorts(grid.cols)
     index = 0
     for i, line in enumerate(grid.values):
         for j, value in enumerate(line):
@@ -90,13 +103,12 @@ def _bars(fig: Figure, ax, grid: Grid) -> None:
                 continue
             bars = ax.barh(i - 0.4 + height * (j + 0.5), value, height=height,
                              color=f"C{j % 10}",
-                             label=None if j in labelled else short(grid.cols[j]))
+                             label=None if j in labelled else legend[j])
             bars[0].set_gid(f"cell-{index}")
             ax.bar_label(bars, [figure_cell(float(value))], padding=2, fontsize=6)
             labelled.add(j)
             index += 1
-    ax.set_yticks(range(len(grid.rows)), [short(r) for r in grid.rows],
-                  fontsize=8)
+    ax.set_yticks(range(len(grid.rows)), shorts(grid.rows), fontsize=8)
     ax.invert_yaxis()  # the first row on top, as in the table
     ax.set_xlabel(grid.value_name)
     ax.grid(axis="x", alpha=0.3)
@@ -122,10 +134,9 @@ def _heat_map(fig: Figure, ax, grid: Grid) -> None:
                            color="white" if light else "black")
             text.set_gid(f"cell-{index}")
             index += 1
-    ax.set_xticks(range(len(grid.cols)), [short(c) for c in grid.cols],
-                  rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(grid.rows)), [short(r) for r in grid.rows],
+    ax.set_xticks(range(len(grid.cols)), shorts(grid.cols), rotation=60, ha="right",
                   fontsize=7)
+    ax.set_yticks(range(len(grid.rows)), shorts(grid.rows), fontsize=7)
 
 
 def chart_svg(grid: Grid) -> str:

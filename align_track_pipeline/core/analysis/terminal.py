@@ -39,14 +39,15 @@ def terminal_width(stream: TextIO) -> int:
     return 80
 
 
-def shorten_middle(text: str, width: int) -> str:
-    """One line of at most `width` characters, keeping its start and, longer, its end."""
+def shorten_middle(text: str, width: int, start: float = 0.25) -> str:
+    """One line of at most `width` characters, keeping its start (`start` of what is kept)
+    and its end."""
     line = " ".join(text.split())
     if len(line) <= width:
         return line
     if width <= 3:
         return line[-width:]
-    head = (width - 3) // 4
+    head = int((width - 3) * start)
     return line[:head] + "..." + line[len(line) - (width - 3 - head):]
 
 

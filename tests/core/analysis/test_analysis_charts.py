@@ -113,3 +113,21 @@ def test_charts_are_drawn_only_when_asked(tables_dir, tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert [line for line in out.splitlines() if line.endswith(" 0")] == ["False 0", "True 0"]
+
+
+def test_axis_labels_that_differ_at_their_end_stay_apart(tables_dir):
+    """The heat map's columns are `LLM | target`: cut at their end, the two Mistral versions
+    (and the two Moral judgement targets) read alike."""
+    result = pivot(open_tables(tables_dir), HEAT_BY_LLM)
+    grid = pivot_grid(result, HEAT_BY_LLM.title, "seconds")
+    assert grid.heat_map
+    ax = figure(grid).axes[0]  # the other one is the color bar
+    shown = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(shown) == len(set(shown)) == len(grid.cols)
+    assert max(map(len, shown)) < max(map(len, grid.cols))  # still shortened
+    assert any(s.startswith("mistralai") and "-v0.2 | " in s for s in shown)
+    assert all(grid.cols[i].split(" | ")[1].endswith(s.split(" | ")[1].split("...")[-1])
+               for i, s in enumerate(shown))  # each part keeps its end
+
+
+HEAT_BY_LLM = PivotSpec(rows=("adm",), cols=("llm_backbone", "alignment_target_id"))
