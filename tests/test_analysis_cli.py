@@ -123,6 +123,20 @@ def test_compare_in_the_terminal_groups_by_scene(capsys, tables_dir):
     assert out.count("probe: ") == len(scenes)
 
 
+def test_compare_of_an_unknown_scenario_or_scene_names_the_closest_ones(capsys, tables_dir):
+    scenarios = sorted({r["scenario_id"] for r in table_rows(tables_dir, "scenes")})
+    code, out, _ = run(capsys, "compare", "dryruneval.mj1", "--data-dir", str(tables_dir))
+    assert code == 0 and out.startswith(
+        "no scenes of scenario 'dryruneval.mj1'; closest scenario ids: DryRunEval.MJ1, ")
+    code, out, _ = run(capsys, "compare", "nope", "--data-dir", str(tables_dir))
+    assert out == (f"no scenes of scenario 'nope'; {len(scenarios)} scenario ids: "
+                   f"{', '.join(scenarios)}\n")
+    code, out, _ = run(capsys, "compare", "DryRunEval.MJ1", "--scene", "p1", "--data-dir",
+                       str(tables_dir))
+    assert out.startswith("no scenes of scenario 'DryRunEval.MJ1' with scene id 'p1'; "
+                          "closest scene ids of DryRunEval.MJ1: P1")
+
+
 def test_report_and_export_write_their_files(capsys, tables_dir, tmp_path):
     for suffix in (".xlsx", ".csv", ".md", ".html"):
         code, out, _ = run(capsys, "report", "--data-dir", str(tables_dir), "-o",

@@ -18,7 +18,7 @@ import duckdb
 
 from align_track_pipeline.cli.arguments import count, file_path, folder
 from align_track_pipeline.cli.exits import Result
-from align_track_pipeline.core.analysis.compare import compare
+from align_track_pipeline.core.analysis.compare import compare, near_misses
 from align_track_pipeline.core.analysis.connection import (
     AnalysisError,
     QueryError,
@@ -268,7 +268,8 @@ def cmd_compare(args: argparse.Namespace) -> Result:
         return 0, {"scenario_id": args.scenario, "count": len(rows), "rows": rows}
     if not rows:
         print(f"no scenes of scenario {args.scenario!r}"
-              + (f" with scene id {args.scene!r}" if args.scene else ""))
+              + (f" with scene id {args.scene!r}" if args.scene else "") + "; "
+              + terminal_safe(near_misses(_data_dir(args), args.scenario, args.scene)))
     for (_, scene), group in by_scene(rows).items():
         _print_scene(f"{args.scenario} / scene {scene or '(no id)'}", group)
     if args.html:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import uuid
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 
 import duckdb
@@ -77,6 +78,32 @@ def compare(data_dir: Path, scenario: str, scene: str | None = None) -> list[dic
     targets = _target_kdmas(con, data_dir, {r["partition_key"] for r in rows})
     return [{c: targets.get((r["partition_key"], r["alignment_target_id"])) if c == "kdma_values"
              else r[c] for c in COMPARE_COLUMNS} for r in rows]
+
+
+def near_misses(data_dir: Path, scenario: str, scene: str | None = None) -> str:
+    """For a compare that found nothing: the known scenario ids closest to `scenario` (or,
+    where the scenario is known, its scene ids closest to `scene`), as a hint to print."""
+    con = open_tables(Path(data_dir).resolve(), views=["scenes"])
+    scenarios = [r[0] for r in con.execute(
+        "SELECT DISTINCT scenario_id FROM scenes ORDER BY 1").fetchall()]
+    if scenario not in scenarios:
+        return _closest("scenario ids", scenario, scenarios)
+    scenes = [r[0] for r in con.execute(
+        "SELECT DISTINCT scene_id FROM scenes WHERE scenario_id = ? AND scene_id IS NOT NULL "
+        "ORDER BY 1", [scenario]).fetchall()]
+    return _closest(f"scene ids of {scenario}", scene or "", scenes)
+
+
+def _closest(what: str, given: str, known: list[str]) -> str:
+    if not known:
+        return f"the tables hold no {what}"
+    by_case = {k.lower(): k for k in known}
+    close = [by_case[k] for k in get_close_matches(given.lower(), list(by_case), n=5,
+                                                  cutoff=0.5)]
+    if close:
+        return f"closest {what}: {', '.join(close)}"
+    shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+    return f"{len(known)} {what}: {shown}"
 
 
 def _dicts(columns: list[str], values: list[tuple]) -> list[dict]:
