@@ -33,7 +33,8 @@ EXPERIMENTS = pa.schema(
         _field("timing_avg_seconds", pa.float64(), True, "mean ADM time per action", unit="s"),
         _field("timing_min_seconds", pa.float64(), True, "fastest ADM action", unit="s"),
         _field("timing_max_seconds", pa.float64(), True, "slowest ADM action", unit="s"),
-        _field("scores", KDMA_MAP, False, "scores.json aggregates (score, accuracy, ...)"),
+        _field("scores", KDMA_MAP, False, "scores.json aggregates (score, accuracy, ...; "
+               "kdma.NAME: the KDMA value measured in the ADM's choices)"),
         _field("has_hydra_config", pa.bool_(), False, "whether .hydra/config.yaml exists"),
         _field("align_system_version", pa.string(), True, "meta.json or wrapper `version`"),
         _field("hydra_config", pa.string(), True, "redacted .hydra/config.yaml as YAML text"),

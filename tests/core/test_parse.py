@@ -125,6 +125,23 @@ def test_both_scores_shapes():
     assert scores["accuracy"] == pytest.approx(scores["num_correct"] / scores["num_probes"])
 
 
+def test_the_kdma_values_the_scorer_measured_are_kept_beside_the_score():
+    """scores.json's `kdma_values` are the ADM's, as measured (0.15 against a target of 0.2):
+    `kdma.<name>` in the scene's scenario scores and, their mean, in the experiment's."""
+    rel = "multi_kdma_comp_reg_icl/MJ-high_IO-low"
+    raw = json.loads((SAMPLE_TREE / rel / "scores.json").read_text())
+    measured = {f"kdma.{v['kdma']}": v["value"] for v in raw[0]["kdma_values"]}
+    assert len(raw) == 1 and len(measured) == 2
+    parsed = _parse(rel)
+    scenario = raw[0]["alignment_source"][0]["scenario_id"]
+    for scene in parsed.scenes.to_pylist():
+        expected = {"score": raw[0]["score"], **measured} if scene["scenario_id"] == scenario \
+            else {}
+        assert dict(scene["scenario_scores"]) == expected
+    assert dict(parsed.experiments.to_pylist()[0]["scores"]) == {
+        "score": raw[0]["score"], **measured, "num_scored": 1.0}
+
+
 def test_measure_scores_are_cumulative_so_the_last_entry_wins(tmp_path):
     run = tmp_path / "pipeline_x" / "run"
     run.mkdir(parents=True)

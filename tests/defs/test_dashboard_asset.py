@@ -36,7 +36,7 @@ def test_it_materializes_and_links_to_the_page(capsys, tables_dir, tmp_path, dag
     page = data / DASHBOARD_FILE
     assert metadata["path"] == dg.MetadataValue.path(str(page))
     assert metadata["open"] == dg.MetadataValue.url(page.resolve().as_uri())
-    assert metadata["charts"].value == 4
+    assert metadata["charts"].value == 7  # 5 scores (3 measured KDMAs), time, agreement
     assert metadata["scenarios compared"].value == len(expected_agreement(tables_dir))
     assert main(["dashboard", "--data-dir", str(tables_dir), "-o", str(tmp_path / "cli.html")]) == 0
     built, cli = (_sections(p.read_text()) for p in (page, tmp_path / "cli.html"))

@@ -71,9 +71,21 @@ def score_names(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [k for k in map_keys(con, "experiments", "scores") if not k.startswith("num_")]
 
 
+def score_title(name: str) -> str:
+    """A score's section title: `kdma.X` is the KDMA value the scorer measured in the ADM's
+    choices, to read beside the target's."""
+    if name.startswith("kdma."):
+        return f"Measured {name.removeprefix('kdma.')} (KDMA) by ADM and target"
+    return f"{'Alignment score' if name == 'score' else name.capitalize()} by ADM and target"
+
+
 def sections(con: duckdb.DuckDBPyConnection) -> list[Section]:
-    scores = [_pivot_section(con, f"scores-{name}", f"Score {name} by ADM and target",
-                             "Mean over the runs of each ADM, LLM and alignment target.",
+    scores = [_pivot_section(con, "scores-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", name),
+                             score_title(name),
+                             "Mean over the runs of each ADM, LLM and alignment target"
+                             + ("; the target's own value is its KDMA value "
+                                "(experiments' kdma_values)." if name.startswith("kdma.")
+                                else "."),
                              PivotSpec("experiments", ("adm", "llm_backbone"),
                                        ("alignment_target_id",), f"scores.{name}", "mean"))
               for name in score_names(con)]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from align_track_pipeline.core.source.config import kdma_values
 from align_track_pipeline.core.source.files import ParseError, dig, number
 
 
@@ -80,21 +81,37 @@ def parse_scores(data: Any, path: Path) -> Scores:
 
 
 def _plain_scores(entries: list[dict]) -> Scores:
-    """Shape 1: one `score` per scenario loop; the experiment score is their mean."""
-    per_target: dict[str | None, list[float]] = defaultdict(list)
+    """Shape 1: one `score` per scenario loop, with the KDMA values the scorer measured in
+    the ADM's choices (`kdma.<name>`: how close it came to the target's); the experiment's
+    are their means."""
+    per_target: dict[str | None, list[dict[str, float]]] = defaultdict(list)
     by_scenario: dict[str | None, dict[str, dict[str, float]]] = defaultdict(dict)
     for entry in entries:
         score = number(entry.get("score"))
         if score is None:
             continue
         target = entry.get("alignment_target_id")
-        per_target[target].append(score)
+        measured = {f"kdma.{k}": v for k, v in kdma_values(entry.get("kdma_values")).items()}
+        loop = {"score": score, **measured}
+        per_target[target].append(loop)
         for source in entry.get("alignment_source") or []:
             if isinstance(dig(source, "scenario_id"), str):
-                by_scenario[target][source["scenario_id"]] = {"score": score}
-    by_target = {t: {"score": sum(v) / len(v), "num_scored": float(len(v))}
-                 for t, v in per_target.items()}
+                by_scenario[target][source["scenario_id"]] = loop
+    by_target = {}
+    for target, loops in per_target.items():
+        means = _means(loops)  # score first, then the measured KDMA values
+        by_target[target] = {"score": means.pop("score"), "num_scored": float(len(loops)),
+                             **means}
     return Scores(by_target, dict(by_scenario))
+
+
+def _means(loops: list[dict[str, float]]) -> dict[str, float]:
+    """Each name's mean over the loops that have it (`score`: every loop)."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for loop in loops:
+        for name, value in loop.items():
+            values[name].append(value)
+    return {name: sum(v) / len(v) for name, v in values.items()}
 
 
 def _measure_scores(entries: list[dict]) -> Scores:

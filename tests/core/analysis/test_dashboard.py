@@ -50,17 +50,23 @@ def test_the_page_holds_the_numbers_and_fetches_nothing(capsys, tables_dir, tmp_
     target = tmp_path / "out" / "dash.html"
     assert main(["dashboard", "--data-dir", str(tables_dir), "-o", str(target)]) == 0
     agreement = expected_agreement(tables_dir)
-    assert capsys.readouterr().out == (f"wrote {target}: 4 charts, {len(agreement)} scenarios "
+    assert capsys.readouterr().out == (f"wrote {target}: 7 charts, {len(agreement)} scenarios "
                                        "compared\n")
     page = target.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "http" not in page and "<script" not in page and "@import" not in page
     sections = _sections(page)
-    assert list(sections) == ["scores-accuracy", "scores-score", "decision-time", "agreement"]
-    for name in ("accuracy", "score"):
+    names = sorted({k for r in table_rows(tables_dir, "experiments") for k in r["scores"]
+                    if not k.startswith("num_")})
+    assert {"accuracy", "score", "kdma.Moral judgement", "kdma.Ingroup Bias"} <= set(names)
+    anchors = [f"scores-{name.replace(' ', '-')}" for name in names]
+    assert list(sections) == [*anchors, "decision-time", "agreement"]
+    for name, anchor in zip(names, anchors, strict=True):
         spec = PivotSpec("experiments", ("adm", "llm_backbone"), ("alignment_target_id",),
                          f"scores.{name}", "mean")
-        assert _same(_chart(sections[f"scores-{name}"]), _expected(tables_dir, spec))
+        assert _same(_chart(sections[anchor]), _expected(tables_dir, spec))
+    assert "<h2>Measured Moral judgement (KDMA) by ADM and target</h2>" in page
+    assert "<h2>Alignment score by ADM and target</h2>" in page
     time = PivotSpec("experiments", ("adm",), ("llm_backbone",), "timing_avg_seconds", "mean")
     assert _same(_chart(sections["decision-time"]), _expected(tables_dir, time))
     shares = {(s, "agreement share"): agreed / compared
@@ -85,17 +91,19 @@ def test_a_chart_whose_numbers_did_not_change_is_kept_not_drawn_again(capsys, ta
     target = tmp_path / "dash.html"
     assert main(["dashboard", "--data-dir", str(tables_dir), "-o", str(target)]) == 0
     figures = re.findall(r'<figure data-chart="([0-9a-f]{32})"><svg ', target.read_text())
-    assert len(figures) == 4
+    assert len(figures) == 7
     earlier = target.read_text().replace("><svg ", '><svg data-drawn="earlier" ')
     other_numbers = "0" * 32  # the decision-time chart as drawn from other numbers
-    target.write_text(earlier.replace(figures[2], other_numbers))
+    time_chart = re.search(r'data-chart="([0-9a-f]{32})"',
+                           _sections(earlier)["decision-time"])[1]
+    target.write_text(earlier.replace(time_chart, other_numbers))
 
     assert main(["dashboard", "--data-dir", str(tables_dir), "-o", str(target)]) == 0
     capsys.readouterr()
     sections = _sections(target.read_text())
     kept = {name for name, html in sections.items() if 'data-drawn="earlier"' in html}
-    assert kept == {"scores-accuracy", "scores-score", "agreement"}
-    assert f'data-chart="{figures[2]}"' in sections["decision-time"]
+    assert kept == set(sections) - {"decision-time"}
+    assert f'data-chart="{time_chart}"' in sections["decision-time"]
     time = PivotSpec("experiments", ("adm",), ("llm_backbone",), "timing_avg_seconds", "mean")
     assert _same(_chart(sections["decision-time"]), _expected(tables_dir, time))
 
