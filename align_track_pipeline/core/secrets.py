@@ -26,7 +26,11 @@ _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)(?:[^/\s'\"<>@]*@)+")
 # psycopg2 take, or `?token=...`): its value, to the next `&`, `#`, whitespace or quote.
 _QUERY_SECRET = re.compile(
     r"(?P<key>[?&;](?:password|passwd|pwd|sslpassword|token|access_token|secret|api_key|"
-    r"apikey)=)[^&#\s'\"<>]*", re.IGNORECASE)
+    r"apikey|key|sig|signature|client_secret|x-amz-signature|x-amz-credential|"
+    r"x-amz-security-token|x-goog-signature|x-goog-credential)=)[^&#\s'\"<>]*", re.IGNORECASE)
+# A webhook's address is its credential: whoever has it can post (Slack, Discord).
+_WEBHOOK = re.compile(r"(?P<base>https?://(?:hooks\.slack\.com/(?:services|workflows|triggers)/"
+                      r"|(?:www\.)?discord(?:app)?\.com/api/webhooks/))[^\s'\"<>]+")
 
 
 def without_credentials(uri: str) -> str:
@@ -44,6 +48,8 @@ def mask_text(text: str, mask: str = MASK) -> str:
 
 
 def _masked_query(text: str, mask: str = MASK) -> str:
+    """The secrets in a URI's query, and a webhook's path, masked."""
+    text = _WEBHOOK.sub(lambda m: f"{m['base']}{mask}", text)
     return _QUERY_SECRET.sub(lambda m: f"{m['key']}{mask}", text)
 
 

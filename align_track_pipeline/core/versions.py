@@ -21,7 +21,9 @@ import hashlib
 # several targets keeps each target's score in the scenes (the last one was taken for all).
 PARSER_VERSION = "5"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
-MLFLOW_LAYOUT_VERSION = "6"  # 6: the copied source files with those credentials masked too
+# 6: the copied source files with credentials written as text masked too; 7: with the
+# spellings of 2026-12-07 masked (`db_pass`, `openai: {key}`, `--openai-key VALUE`, webhooks).
+MLFLOW_LAYOUT_VERSION = "7"
 AIM_LAYOUT_VERSION = "4"  # 4: runs dated and lasting as the data says (3: names)
 
 KEY_SEPARATOR = "::"

@@ -60,7 +60,8 @@ def test_max_generator_tokens_reaches_the_table():
 SECRET_KEYS = ["password", "db_passwd", "api_key", "apiKey", "OPENAI_API_KEY", "token",
                "hf_token", "access_token", "accessToken", "auth_token", "refresh_token",
                "client_secret", "secret", "aws_secret_access_key", "private_key",
-               "credentials", "Authorization", "cookie", "username", "user", "api_endpoint"]
+               "credentials", "Authorization", "cookie", "username", "user", "api_endpoint",
+               "db_pass", "smtp_pass", "pass", "pw", "db_pw", "passcode"]
 SETTINGS = {"max_generator_tokens": 8192, "max_new_tokens": 512, "tokenizer": "gpt2",
             "tokenizer_kwargs": {"padding_side": "left"}, "num_tokens": 3, "max_tokens": 100,
             "session_type": "eval", "user_prompt_template": "Q: {q}", "author": "someone",
@@ -71,7 +72,10 @@ SETTINGS = {"max_generator_tokens": 8192, "max_new_tokens": 512, "tokenizer": "g
             "alignment_target": "ADEPT-DryRun-Moral judgement-0.2", "seed": 1234567890123,
             "kdes": "jAZuZXdPYmqUk5RoFIwGS0RUcmVllJOUhZRSlCiMFm51bXB5Ll9jb3JlLm11bHRpYXJyYXmUjAxf\n"
                     "fZQojAlhbGdvcml0aG2UjARhdXRvlIwJYmFuZHdpZHRolEc/szMzMzMzNIwGa2VybmVslIwIZ2F1\n",
-            "url": "https://example.org/v1/models", "justification": "Because sk-style is fine"}
+            "url": "https://example.org/v1/models", "justification": "Because sk-style is fine",
+            "pass_rate": 0.5, "bypass_cache": True, "first_pass": False, "use_auth": True,
+            "sort": {"key": "timing"}, "kdma": {"key": "Moral judgement"},
+            "argv": ["run_align_system", "--max-new-tokens", "512", "--pass-rate", "0.5"]}
 SECRET_VALUES = ["sk-proj-4f9a8b7c6d5e4f3a2b1c0d9e", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345",
                  "ghp_0123456789abcdefABCDEF0123456789ab", "AKIAIOSFODNN7EXAMPLE",
                  "Bearer abcdef0123456789", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl",
@@ -107,6 +111,27 @@ def test_keys_ending_in_key_are_credentials_unless_known_settings():
                      **{name: "kept" for name in SETTING_KEYS}, "exclude_keys": []})
     assert masked == {"wandb_key": REDACTED, "openai_key": REDACTED, "hf-key": REDACTED,
                       **{name: "kept" for name in SETTING_KEYS}, "exclude_keys": []}
+
+
+def test_credentials_under_a_service_in_an_argument_list_or_an_address_are_masked():
+    """Spellings a config or a `meta.json` holds that key names alone do not tell."""
+    config = {"openai": {"key": "Zq9LEAKa2"}, "wandb": {"api": "w"}, "api": {"key": "k"},
+              "database": {"host": "db.lab.example", "db_pass": "Zq9LEAKa1"},
+              "argv": ["run_align_system", "--openai-key", "Zq9LEAKa4", "--db-pass", "Zq9LEAKa5",
+                       "--max-new-tokens", "512"],
+              "hook": "https://hooks.slack.com/services/T0001/B0001/XXXXyyyyZZZZ",
+              "signed": "https://b.s3.amazonaws.com/o?X-Amz-Date=1&X-Amz-Signature=abcd01",
+              "log": "connecting with DB_PASS=hunter2 now"}
+    assert redact(config) == {
+        "openai": {"key": REDACTED}, "wandb": {"api": REDACTED}, "api": {"key": REDACTED},
+        "database": {"host": "db.lab.example", "db_pass": REDACTED},
+        "argv": ["run_align_system", "--openai-key", REDACTED, "--db-pass", REDACTED,
+                 "--max-new-tokens", "512"],
+        "hook": f"https://hooks.slack.com/services/{REDACTED}",
+        "signed": f"https://b.s3.amazonaws.com/o?X-Amz-Date=1&X-Amz-Signature={REDACTED}",
+        "log": f"connecting with DB_PASS={REDACTED} now"}
+    meta = json.dumps({"version": "0.5.3", "argv": ["run", "--openai-key", "Zq9LEAKa4"]})
+    assert "Zq9LEAKa4" not in redact_file("meta.json", meta.encode()).decode()
 
 
 def test_copied_files_are_masked_parsed_or_line_by_line():

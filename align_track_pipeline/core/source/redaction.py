@@ -12,7 +12,10 @@ as text is masked too, its key kept: a `KEY: value` or `KEY=value` pair whose ke
 credential (a header `Authorization: Bearer ...`, `X-Api-Key: ...`, an environment variable
 `HF_TOKEN=...`, a Hydra override `interface.password=...`), a command-line flag whose name
 does (`--api-key VALUE`, `--hf-token=VALUE`; `--max-new-tokens 512` is a setting, kept), and a
-credential after `Bearer`, `Basic` or `Token` anywhere ("Token economy" is prose, kept).
+credential after `Bearer`, `Basic` or `Token` anywhere ("Token economy" is prose, kept). In an
+argument list (`meta.json`'s argv) the item after a credential flag is masked; `key`, `api`,
+`secret` and `token` are credentials under a service or account (`openai: {key: ...}`); a
+switch (`use_auth: true`) is never masked.
 
 Files copied out of a run directory go through `redact_file`: the same masking for YAML and
 JSON, and for a file that does not parse, the same keys masked line by line.
@@ -39,8 +42,18 @@ SETTING_KEYS = frozenset({"kdma_key", "group_key", "range_key", "sort_key", "par
 _SECRET_KEY = re.compile(
     r"(^|_)(password|passwd|passphrase|pwd|secrets?|credentials?|cookies?|authorization"
     r"|username|user_name|endpoint|private_key|access_key|api_key|apikey)(_|$)"
-    r"|^user$|(^|_)auth$|(^|_)token$|(^|_)(access|auth|bearer|refresh|api|id|session)_token",
+    r"|^user$|(^|_)auth$|(^|_)token$|(^|_)(access|auth|bearer|refresh|api|id|session)_token"
+    r"|(^|_)(pass|pw)$|passcode",
 )
+# A key that names a credential only under a parent that names a service or an account
+# (`openai: {key: ...}`, `wandb: {api: ...}`): alone, `key` is as often a setting.
+_SCOPED_KEYS = frozenset({"key", "api", "secret", "token"})
+_SERVICE = re.compile(
+    r"(^|_)(openai|anthropic|wandb|hf|huggingface|azure|aws|gcp|google|cohere|together|groq"
+    r"|api|auth|login|account|credentials?|secrets?|smtp|database|db)(_|$)")
+# A flag alone in an argument list (`["--openai-key", "VALUE"]`, `meta.json`'s argv): the next
+# argument is its value.
+_FLAG_ALONE = re.compile(r"^--?(?P<key>[A-Za-z][\w.-]*)$")
 # Values that are credentials whatever their key: well-known key prefixes, bearer headers,
 # JWTs, a single token of 24+ key characters mixing letters and digits, long hex.
 _SECRET_VALUE = re.compile(
@@ -63,14 +76,15 @@ def redact(value: Any, texts: bool = False) -> Any:
     return _redact(value, {}, texts)
 
 
-def _redact(value: Any, seen: dict[str, str], texts: bool) -> Any:
+def _redact(value: Any, seen: dict[str, str], texts: bool, parent: Any = None) -> Any:
     """`redact`, each distinct string checked once (`seen`): `input_output.json` repeats its
-    texts in every item, 1,773 strings of which 149 differ."""
+    texts in every item, 1,773 strings of which 149 differ. `parent`: the key `value` is
+    under."""
     if isinstance(value, dict):
-        return {k: REDACTED if is_secret_key(k) and v is not None else _redact(v, seen, texts)
-                for k, v in value.items()}
+        return {k: REDACTED if _maskable(v) and (is_secret_key(k) or _scoped_secret(parent, k))
+                else _redact(v, seen, texts, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redact(v, seen, texts) for v in value]
+        return _flag_values_masked([_redact(v, seen, texts) for v in value])
     if isinstance(value, str):
         masked = seen.get(value)
         if masked is None:
@@ -79,11 +93,36 @@ def _redact(value: Any, seen: dict[str, str], texts: bool) -> Any:
     return value
 
 
+def _maskable(value: Any) -> bool:
+    """A value that can hold a credential: not a null, nor a switch (`use_auth: true`,
+    `first_pass: false` are settings)."""
+    return value is not None and not isinstance(value, bool)
+
+
+def _scoped_secret(parent: Any, key: Any) -> bool:
+    return (isinstance(key, str) and key.lower() in _SCOPED_KEYS and isinstance(parent, str)
+            and bool(_SERVICE.search(_snake(parent))))
+
+
+def _flag_values_masked(items: list) -> list:
+    """An argument list with the value after each credential flag masked."""
+    for i in range(len(items) - 1):
+        flag = _FLAG_ALONE.match(items[i]) if isinstance(items[i], str) else None
+        if flag and is_secret_key(flag["key"]) and isinstance(items[i + 1], str) \
+                and not items[i + 1].startswith("-"):
+            items[i + 1] = REDACTED
+    return items
+
+
+def _snake(key: Any) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(key)).lower().replace("-", "_")
+
+
 @lru_cache(maxsize=4096)  # a file's keys repeat in every item: `input_output.json`'s by thousands
 def is_secret_key(key: Any) -> bool:
     """Whether a config key names a credential (`api_key`, `hf_token`, `password`...), not a
     setting that merely mentions one (`max_new_tokens`, `tokenizer`, `session_type`)."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(key)).lower().replace("-", "_")
+    snake = _snake(key)
     if snake.endswith("_key") and snake not in SETTING_KEYS:
         return True
     return bool(_SECRET_KEY.search(snake))
@@ -132,8 +171,8 @@ _AUTH = re.compile(r"(?<![\w-])(?P<scheme>(?i:bearer|basic|token)[ \t]+)"
 # A word that every credential key holds (`is_secret_key`), and the schemes of `_AUTH`: a
 # string (a run's LLM texts, mostly) holding none of them is not scanned, in a fraction of the
 # time a scan takes.
-_KEY_WORDS = ("pass", "pwd", "secret", "credential", "cookie", "auth", "user", "endpoint",
-              "key", "token")
+_KEY_WORDS = ("pass", "pwd", "pw", "secret", "credential", "cookie", "auth", "user",
+              "endpoint", "key", "token")
 _AUTH_WORDS = ("bearer", "basic", "token")
 _EMPTY = frozenset({"null", "~", '""', "''", REDACTED})
 
