@@ -137,6 +137,23 @@ def test_compare_of_an_unknown_scenario_or_scene_names_the_closest_ones(capsys, 
                           "closest scene ids of DryRunEval.MJ1: P1")
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
+def test_an_export_again_over_its_own_file_replaces_it(capsys, tables_dir, tmp_path, suffix):
+    """Exporting again after an ingest is routine: DuckDB's own way of writing over a file
+    (a temporary name beside it) is one the locked connection may not write."""
+    target = tmp_path / f"rows{suffix}"
+    argv = ["export", "--data-dir", str(tables_dir), "-o", str(target)]
+    assert run(capsys, *argv)[0] == 0
+    code, out, err = run(capsys, *argv, "--adm", "random")
+    randoms = [r for r in table_rows(tables_dir, "scenes") if r["adm"] == "random"]
+    assert (code, err) == (0, "") and f"wrote {len(randoms)} scenes rows" in out
+    if suffix == ".parquet":
+        assert pq.read_table(target).num_rows == len(randoms)
+    else:
+        assert "pipeline_baseline" not in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no partial file left
+
+
 def test_report_and_export_write_their_files(capsys, tables_dir, tmp_path):
     for suffix in (".xlsx", ".csv", ".md", ".html"):
         code, out, _ = run(capsys, "report", "--data-dir", str(tables_dir), "-o",

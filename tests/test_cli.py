@@ -272,6 +272,9 @@ def test_every_phase_shows_progress_and_the_hints_repeat_the_dirs(capsys, small_
     (["list-runs", ""], "argument dir: an empty path"),
     (["mlflow-ui", "--port", "0"], "argument --port: expected a port from 1 to 65535, not '0'"),
     (["aim-ui", "--port", "70000"], "argument --port: expected a port from 1 to 65535"),
+    (["report", "-o", "/"], "argument -o/--output: / is a folder (give a file name)"),
+    (["dashboard", "-o", "/tmp"], "argument -o/--output: /tmp is a folder"),
+    (["search", "--limit", "99999999999999999999"], "argument --limit: expected a whole"),
 ])
 def test_a_value_an_option_cannot_take_is_a_usage_error(capsys, args, said):
     """Before any work: an empty --data-dir or -o would silently mean the working directory,
@@ -279,3 +282,17 @@ def test_a_value_an_option_cannot_take_is_a_usage_error(capsys, args, said):
     with pytest.raises(SystemExit) as exited:
         main(args)
     assert exited.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_home_folder_written_as_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
+    """`--data-dir=~/x` reaches the command unexpanded (the shell expands no `~` after `=`),
+    as does `~` in a variable set from a file: neither may create a folder named `~`."""
+    from align_track_pipeline.cli.arguments import folder
+    from align_track_pipeline.core.locations import default_data_dir, default_experiments_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert folder("~/atdata") == tmp_path / "atdata"
+    monkeypatch.setenv("ALIGN_TRACK_DATA_DIR", "~/atdata")
+    monkeypatch.setenv("ALIGN_TRACK_EXPERIMENTS_DIR", "~/tree")
+    assert (default_data_dir(), default_experiments_dir()) == (str(tmp_path / "atdata"),
+                                                               str(tmp_path / "tree"))

@@ -8,18 +8,22 @@ from pathlib import Path
 
 
 def folder(value: str) -> Path:
-    """A folder path; an empty one would silently mean the working directory."""
+    """A folder path; an empty one would silently mean the working directory. A leading `~`
+    is the home folder, as the shell would have made it (`--data-dir=~/x` it leaves alone)."""
     if not value.strip():
         raise argparse.ArgumentTypeError("an empty path (give a folder, or leave the option "
                                          "out for its default)")
-    return Path(value)
+    return Path(value).expanduser()
 
 
 def file_path(value: str) -> Path:
-    """An output file's path; an empty one would name the working directory."""
+    """An output file's path; an empty one would name the working directory, and a folder
+    cannot be written over."""
     if not value.strip():
         raise argparse.ArgumentTypeError("an empty path (give a file name)")
-    return Path(value)
+    if Path(value).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder (give a file name)")
+    return Path(value).expanduser()
 
 
 def port(value: str) -> int:
@@ -36,6 +40,6 @@ def positive(value: str) -> int:
 
 
 def count(value: str) -> int:
-    if not value.isdigit():
+    if not value.isdigit() or int(value) >= 2**63:  # DuckDB's LIMIT is a 64-bit number
         raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), not {value!r}")
     return int(value)

@@ -19,7 +19,7 @@ def default_experiments_dir(data_dir: Path | None = None) -> str:
     """`ALIGN_TRACK_EXPERIMENTS_DIR`, else the tree `data_dir` was built from (so a forgotten
     `--experiments-dir` never points an existing data dir at the sample), else the sample."""
     if current().is_set("ALIGN_TRACK_EXPERIMENTS_DIR"):
-        return current().get("ALIGN_TRACK_EXPERIMENTS_DIR")
+        return os.path.expanduser(current().get("ALIGN_TRACK_EXPERIMENTS_DIR"))
     try:
         known = remembered_tree(data_dir) if data_dir else None
     except Refusal:  # an unreadable record: the command's own check reports it
@@ -28,7 +28,8 @@ def default_experiments_dir(data_dir: Path | None = None) -> str:
 
 
 def default_data_dir() -> str:
-    return current().get("ALIGN_TRACK_DATA_DIR") or str(Path.cwd() / "align-track-data")
+    given = current().get("ALIGN_TRACK_DATA_DIR")  # `~/x` quoted in a file: the home's
+    return os.path.expanduser(given) if given else str(Path.cwd() / "align-track-data")
 
 
 # Filesystems where SQLite's locking is unreliable (and every stat call a round trip).

@@ -1,8 +1,11 @@
 """`export`: the filtered rows of a table, every column, to one file. DuckDB writes the file
-itself (streaming, any size): the locked connection may write that one path only."""
+itself (streaming, any size): the locked connection may write that one path only, a partial
+file beside the target that then replaces it."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 from align_track_pipeline.core.analysis.columns import nested_columns, text_columns
@@ -45,13 +48,22 @@ def export(data_dir: Path, table: str, filters: Filters, path: Path, fmt: str) -
     pipeline owns in the data dir (`owned`)."""
     refuse_owned_output(data_dir, path)
     path = path.resolve()
+    if path.is_dir():
+        raise AnalysisError(f"{path} is a folder: give the export a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = open_tables(data_dir, [table], files=[path])
-    with user_sql(table, filters.where):
-        rel = apply(con, table, filters)
-        if fmt in ("csv", "tsv"):
-            rel = rel.project(", ".join(_csv_column(table, c) for c in rel.columns))
-        rel.create_view("export_rows")
-        (count,) = con.execute(f"COPY export_rows TO {sql_literal(str(path))} "
-                               f"({FORMATS[fmt]})").fetchone()
+    # Written beside it, then moved over it: an export that fails leaves the earlier file as
+    # it was (and DuckDB's own temporary name for an existing file is not one it may write).
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    con = open_tables(data_dir, [table], files=[partial])
+    try:
+        with user_sql(table, filters.where):
+            rel = apply(con, table, filters)
+            if fmt in ("csv", "tsv"):
+                rel = rel.project(", ".join(_csv_column(table, c) for c in rel.columns))
+            rel.create_view("export_rows")
+            (count,) = con.execute(f"COPY export_rows TO {sql_literal(str(partial))} "
+                                   f"({FORMATS[fmt]})").fetchone()
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return count
