@@ -296,3 +296,25 @@ def test_a_home_folder_written_as_a_tilde_is_the_home_folder(monkeypatch, tmp_pa
     monkeypatch.setenv("ALIGN_TRACK_EXPERIMENTS_DIR", "~/tree")
     assert (default_data_dir(), default_experiments_dir()) == (str(tmp_path / "atdata"),
                                                                str(tmp_path / "tree"))
+
+
+@pytest.mark.parametrize("command", ["mlflow-ui", "aim-ui", "dagster-ui"])
+def test_a_ui_on_a_taken_port_says_so_and_starts_nothing(capsys, small_tree, tmp_path,
+                                                         command):
+    """Before, the second `mlflow-ui` printed addresses served by another data dir's UI and
+    exited 0; `dagster-ui` ran its daemon on without a web server."""
+    import socket
+
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main([command, "--data-dir", str(data), "--port", str(port),
+                     *(["--experiments-dir", str(small_tree)] if command == "dagster-ui"
+                       else [])])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err == (f"align-track: port {port} on 127.0.0.1 is taken (Address already in use), "
+                   "perhaps by another UI: nothing was started. Stop it, or pass --port N\n")
+    assert not data.exists()

@@ -12,3 +12,9 @@ class PoolTimeout(RuntimeError):
 class StoreUnreachable(RuntimeError):
     """A store a command needs could not be opened (its server is down, refuses the
     credentials, or the database is not there): said in one line, without a traceback."""
+
+
+class PortInUse(RuntimeError):
+    """The port a UI was to serve on is taken (another UI, often of another data dir): said
+    before the server starts, which would otherwise print a traceback and exit 0, or run on
+    without its web server."""

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align_track_pipeline.cli.exits import PoolTimeout, StoreUnreachable
+from align_track_pipeline.cli.exits import PoolTimeout, PortInUse, StoreUnreachable
 from align_track_pipeline.cli.signals import EXIT_CODES
 from align_track_pipeline.core.guard import Refusal
 from align_track_pipeline.core.secrets import mask_text
@@ -56,7 +56,7 @@ def describe(exc: BaseException, stores: Sequence[Path],
             exc.code, str) else None
     if isinstance(exc, TargetError | Refusal | TreeUnreadable):  # refused before any write
         return Failure(str(exc), 2)  # each names a store without its credentials
-    if isinstance(exc, PoolTimeout | StoreUnreachable):
+    if isinstance(exc, PoolTimeout | StoreUnreachable | PortInUse):
         return Failure(str(exc))
     return _storage(exc, stores) or Failure(mask_text(f"{type(exc).__name__}: {exc}"),
                                             expected=False)

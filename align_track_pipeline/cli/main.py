@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import shlex
+import socket
 import sys
 import traceback
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 from align_track_pipeline.cli.ahead import Ahead, look_ahead
 from align_track_pipeline.cli.analysis import add_commands
 from align_track_pipeline.cli.arguments import folder, port, positive
-from align_track_pipeline.cli.exits import Result, StoreUnreachable
+from align_track_pipeline.cli.exits import PortInUse, Result, StoreUnreachable
 from align_track_pipeline.cli.failures import describe
 from align_track_pipeline.cli.signals import interrupts_recorded, raise_if_received
 from align_track_pipeline.cli.stdout import discard_stdout, reader_gone
@@ -377,6 +378,7 @@ def cmd_dagster_ui(args: argparse.Namespace) -> Result:
     from align_track_pipeline.cli.instance import prepare_home
 
     experiments, data = _dirs(args)
+    _check_port_free(args.port)  # `dg dev` would run its daemon on without its web server
     home = str(prepare_home(data))
     os.environ["DAGSTER_HOME"] = home
     os.environ["ALIGN_TRACK_DATA_DIR"] = str(data)
@@ -406,6 +408,8 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> Result:
     data = (args.data_dir or Path(default_data_dir())).resolve()
     tracker = create("mlflow", _settings(args, data))
     served = not is_sql(tracker.tracking_uri)  # a tracking server serves its own UI
+    if not served:
+        _check_port_free(args.port)  # before addresses that would show another UI's store
     with _opening_store(tracker.tracking_uri):
         if not served:  # not while an ingest creates it: the server migrates
             prepare_store(tracker.tracking_uri, tracker.artifact_root)
@@ -467,11 +471,23 @@ def cmd_aim_ui(args: argparse.Namespace) -> Result:
 
 def _serve(what: str, cmd: list[str], port: int, store: str) -> Result:
     """Become the UI server (so signals reach it directly), on 127.0.0.1 only."""
+    _check_port_free(port)
     argv = [str(Path(sys.executable).parent / cmd[0]), *cmd[1:], "--host", "127.0.0.1",
             "--port", str(port)]
     print(f"{what} UI on http://127.0.0.1:{port} ({store})", file=sys.stderr)
     os.execv(argv[0], argv)
     return 0, None  # not reached: execv replaced the process
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse (PortInUse) a port something already listens on at 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed one may linger
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(f"port {port} on 127.0.0.1 is taken ({exc.strerror}), perhaps by "
+                            "another UI: nothing was started. Stop it, or pass --port N") from exc
 
 
 def cmd_aim_reindex(args: argparse.Namespace) -> Result:
