@@ -65,11 +65,25 @@ def remembered_tree(data_dir: Path) -> str | None:
                       f"from): {exc}; fix or delete it") from exc
 
 
+def earlier_trees(data_dir: Path) -> list[str]:
+    """The trees the data dir was built from before its current one (`--new-tree`): its
+    stores' runs may still be marked with them (`trackers.owner`)."""
+    try:
+        earlier = json.loads(tree_file(data_dir).read_text()).get("earlier", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [t for t in earlier if isinstance(t, str)] if isinstance(earlier, list) else []
+
+
 def remember_tree(data_dir: Path, root: Path) -> None:
-    """Record `root` as the data dir's tree (written whole, never half), if it is not yet."""
-    if remembered_tree(data_dir) == str(root):
+    """Record `root` as the data dir's tree (written whole, never half), if it is not yet;
+    the tree it replaces joins the earlier ones."""
+    known = remembered_tree(data_dir)
+    if known == str(root):
         return
-    write_text_atomically(tree_file(data_dir), json.dumps({"experiments_dir": str(root)}) + "\n")
+    earlier = [t for t in [*earlier_trees(data_dir), known] if t and t != str(root)]
+    record = {"experiments_dir": str(root), **({"earlier": earlier} if earlier else {})}
+    write_text_atomically(tree_file(data_dir), json.dumps(record) + "\n")
 
 
 def check_apart(data_dir: Path, root: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from align_track_pipeline.core.atomic import write_text_atomically
 from align_track_pipeline.core.secrets import without_credentials
 from align_track_pipeline.core.trackers.aim.manifest import (
     complete_run_hashes,
@@ -26,6 +27,7 @@ from align_track_pipeline.core.trackers.base import (
     WriteReport,
     preloaded,
 )
+from align_track_pipeline.core.trackers.owner import OWNER_FILE, claimed
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ class AimTracker(Tracker):
     repo: str
     legacy_manifest: str | None = None  # where earlier versions kept the manifest (adopted once)
     ui_url: str | None = None  # e.g. http://127.0.0.1:43800, for links to the runs
+    data_dir: str | None = None  # whose tree the repo must hold (`owner`)
 
     name = "aim"
     version_tag = "a"
@@ -93,8 +96,22 @@ class AimTracker(Tracker):
         preloaded()
         from align_track_pipeline.core.trackers.aim.writer import AimWriter
 
+        self._claim()
         legacy = Path(self.legacy_manifest) if self.legacy_manifest else None
         return _AimSession(self, AimWriter(Path(self.repo), legacy))
+
+    def _claim(self) -> None:
+        """Mark the repo with the data dir's tree, or refuse another tree's (`owner`)."""
+        mark_file = Path(self.repo) / OWNER_FILE
+        try:
+            marked = mark_file.read_text().strip() or None
+        except FileNotFoundError:
+            marked = None
+        mark = claimed(marked, self.data_dir, f"The Aim repo {self.repo}",
+                       "Give this tree its own repo (--aim-repo DIR).")
+        if mark is not None:
+            mark_file.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(mark_file, mark + "\n")
 
     def follow_up(self) -> FollowUp:
         """`aim_index`: the repo index (what Aim's runs table and queries read)."""
@@ -174,4 +191,5 @@ def aim_tracker(settings: Settings) -> AimTracker:
     return AimTracker(repo=str(Path(repo).resolve()),
                       legacy_manifest=str(data / "state" / "aim_manifest.sqlite"),
                       ui_url=without_credentials(settings.get(  # links are shown
-                          "aim_ui_url", "ALIGN_TRACK_AIM_UI_URL", f"http://127.0.0.1:{UI_PORT}")))
+                          "aim_ui_url", "ALIGN_TRACK_AIM_UI_URL", f"http://127.0.0.1:{UI_PORT}")),
+                      data_dir=str(data))

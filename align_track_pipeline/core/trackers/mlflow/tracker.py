@@ -45,6 +45,7 @@ class MlflowTracker(Tracker):
     shared_artifacts: bool = False
     ui_url: str | None = None  # e.g. http://127.0.0.1:5000: links in the Dagster UI and search
     traces: bool = True  # a trace per scene (ALIGN_TRACK_MLFLOW_TRACES=off: none)
+    data_dir: str | None = None  # whose tree the experiment must hold (`owner`)
 
     name = "mlflow"
     version_tag = "m"
@@ -140,8 +141,15 @@ class MlflowTracker(Tracker):
         preloaded()
         from align_track_pipeline.core.trackers.mlflow.writer import MlflowWriter
 
-        return _MlflowSession(self, MlflowWriter(self.tracking_uri, self.experiment,
-                                                 self.artifact_root, self.shared_artifacts))
+        writer = MlflowWriter(self.tracking_uri, self.experiment, self.artifact_root,
+                              self.shared_artifacts)
+        try:
+            writer.claim(self.data_dir, f"The MLflow experiment {self.experiment!r} in "
+                         f"{without_credentials(self.tracking_uri)}")
+        except BaseException:
+            writer.close()
+            raise
+        return _MlflowSession(self, writer)
 
 
 @dataclass(frozen=True)
@@ -323,6 +331,7 @@ def mlflow_tracker(settings: Settings) -> MlflowTracker:
         ui_url=without_credentials(settings.get("mlflow_ui_url", "ALIGN_TRACK_MLFLOW_UI_URL",
                                                 default_ui_url(uri))),  # links are shown
         traces=settings.get("mlflow_traces", ENV_TRACES, True) in (True, "1"),
+        data_dir=str(data),
     )
 
 

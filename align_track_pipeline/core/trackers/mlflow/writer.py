@@ -61,6 +61,7 @@ from align_track_pipeline.core.trackers.mlflow.plan import (
     RunSpec,
 )
 from align_track_pipeline.core.trackers.mlflow.traces import TraceSpec
+from align_track_pipeline.core.trackers.owner import OWNER, claimed
 from align_track_pipeline.core.trackers.times import epoch_span
 from align_track_pipeline.core.verified import mlflow_internals
 
@@ -149,6 +150,14 @@ class MlflowWriter:
             fault_point("mlflow.partition_written")
         return result
 
+    def claim(self, data_dir: str | None, store: str) -> None:
+        """Mark the experiment with the data dir's tree, or refuse another tree's (`owner`)."""
+        mark = claimed(self._backend.experiment_tag(OWNER), data_dir, store,
+                       "Give this tree its own experiment (--mlflow-experiment NAME) or store "
+                       "(--mlflow-uri).")
+        if mark is not None:
+            self._backend.set_experiment_tag(OWNER, mark)
+
     def delete_partition(self, partition: str) -> int:
         return self._backend.upsert(partition, [], []).deleted
 
@@ -178,6 +187,10 @@ _VERIFY_ROUNDS = 3  # a write, then a read that finds it converged (or writes wh
 
 class _Backend:
     experiment_id: str
+
+    def experiment_tag(self, key: str) -> str | None: ...
+
+    def set_experiment_tag(self, key: str, value: str) -> None: ...
 
     def upsert(self, partition: str, specs: list[RunSpec],
                traces: list[TraceSpec] | None) -> UpsertResult: ...
@@ -210,6 +223,14 @@ class _SqlBackend(_Backend):
             self.experiment_id = found.experiment_id if found else self._store.create_experiment(
                 experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
         self._artifact_location = self._store.get_experiment(self.experiment_id).artifact_location
+
+    def experiment_tag(self, key: str) -> str | None:
+        return self._store.get_experiment(self.experiment_id).tags.get(key)
+
+    def set_experiment_tag(self, key: str, value: str) -> None:
+        from mlflow.entities import ExperimentTag
+
+        self._store.set_experiment_tag(self.experiment_id, ExperimentTag(key, value))
 
     def close(self) -> None:
         """Close the store's connections. SQLite checkpoints its write-ahead log into the
@@ -533,6 +554,12 @@ class _ApiBackend(_Backend):
                 found = self._client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id
         self._artifact_location = found.artifact_location
+
+    def experiment_tag(self, key: str) -> str | None:
+        return self._client.get_experiment(self.experiment_id).tags.get(key)
+
+    def set_experiment_tag(self, key: str, value: str) -> None:
+        self._client.set_experiment_tag(self.experiment_id, key, value)
 
     def upsert(self, partition: str, specs: list[RunSpec],
                traces: list[TraceSpec] | None) -> UpsertResult:
