@@ -150,3 +150,24 @@ def test_the_deployment_extends_the_repositorys_dagster_yaml():
     assert len(top) >= 5
     assert {k: v for k, v in top.items() if k not in sized} == {
         k: deploy.get(k) for k in top if k not in sized}
+
+
+def test_a_dagster_home_exported_in_the_shell_serves_one_data_dir(capsys, tmp_path, small_tree,
+                                                                  monkeypatch):
+    """Two data dirs in one instance took each other's folders for removed (`--confirm-
+    removals` then removed them) and rewrote everything in turn."""
+    from align_track_pipeline.cli.main import main
+
+    home = tmp_path / "mydagster"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["dagster-home", "--data-dir", str(first)]) == 0
+    assert capsys.readouterr().out.strip() == str(home)
+    assert main(["dagster-home", "--data-dir", str(first)]) == 0  # its own data dir, again
+    capsys.readouterr()
+    code = main(["status", "--experiments-dir", str(small_tree), "--data-dir", str(second)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"the Dagster instance {home} (DAGSTER_HOME) is the data dir " \
+        f"{first}'s, not {second}'s: their partitions would be mixed. Unset DAGSTER_HOME" in err
+    monkeypatch.delenv("DAGSTER_HOME")  # the home inside each data dir is its own
+    assert main(["status", "--experiments-dir", str(small_tree), "--data-dir", str(second)]) == 0

@@ -64,6 +64,7 @@ def prepare_home(data_dir: Path, env: Mapping[str, str] | None = None) -> Path:
     """Create the instance home and (re)write its generated dagster.yaml; returns the home."""
     home = dagster_home(data_dir).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    _check_one_data_dir(home, Path(data_dir).resolve())
     path = home / "dagster.yaml"
     text = GENERATED + yaml.safe_dump(instance_config(env), sort_keys=False)
     if not _generated(path):
@@ -71,6 +72,30 @@ def prepare_home(data_dir: Path, env: Mapping[str, str] | None = None) -> Path:
     elif not path.exists() or path.read_text() != text:
         write_text_atomically(path, text)  # a concurrent reader sees the old file or the new
     return home
+
+
+DATA_DIR_FILE = "align_track_data_dir"  # in a home outside its data dir: whose it is
+
+
+def _check_one_data_dir(home: Path, data_dir: Path) -> None:
+    """A home set by `DAGSTER_HOME` (outside the data dir) serves one data dir: two data
+    dirs in one instance would share their partitions and their freshness, each taking the
+    other's folders for removed and its writes for its own. It records its data dir and
+    refuses another (TargetError). The home inside a data dir is that data dir's, wherever
+    the data dir moves."""
+    if home.is_relative_to(data_dir):
+        return
+    record = home / DATA_DIR_FILE
+    try:
+        known = record.read_text().strip()
+    except FileNotFoundError:
+        write_text_atomically(record, f"{data_dir}\n")
+        return
+    if known and known != str(data_dir):
+        raise TargetError(f"the Dagster instance {home} (DAGSTER_HOME) is the data dir "
+                          f"{known}'s, not {data_dir}'s: their partitions would be mixed. "
+                          "Unset DAGSTER_HOME (align-track then keeps the instance in "
+                          f"{data_dir / 'dagster'}), or give each data dir its own")
 
 
 def _check_own(path: Path, env: Mapping[str, str] | None) -> None:
