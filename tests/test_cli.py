@@ -318,3 +318,10 @@ def test_a_ui_on_a_taken_port_says_so_and_starts_nothing(capsys, small_tree, tmp
     assert err == (f"align-track: port {port} on 127.0.0.1 is taken (Address already in use), "
                    "perhaps by another UI: nothing was started. Stop it, or pass --port N\n")
     assert not data.exists()
+
+
+def test_aim_reindex_of_a_repo_not_written_yet_makes_none(capsys, tmp_path):
+    data = tmp_path / "typo"
+    assert main(["aim-reindex", "--data-dir", str(data)]) == 2
+    assert f"no Aim repo at {data / 'aim'} yet: nothing to index" in capsys.readouterr().err
+    assert not data.exists()

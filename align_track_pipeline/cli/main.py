@@ -42,7 +42,7 @@ from align_track_pipeline.core.source.discovery import (
 from align_track_pipeline.core.source.files import ParseError
 from align_track_pipeline.core.source.parse import parse_run_dir
 from align_track_pipeline.core.trackers.aim.tracker import UI_PORT as AIM_UI_PORT
-from align_track_pipeline.core.trackers.base import Tracker
+from align_track_pipeline.core.trackers.base import TargetError, Tracker
 from align_track_pipeline.core.trackers.mlflow.tracker import UI_PORT as MLFLOW_UI_PORT
 from align_track_pipeline.core.trackers.registry import Settings, create, create_all
 
@@ -498,6 +498,10 @@ def cmd_aim_reindex(args: argparse.Namespace) -> Result:
     from align_track_pipeline.definitions import build_defs
 
     data = (args.data_dir or Path(default_data_dir())).resolve()
+    repo = Path(create("aim", _settings(args, data)).repo)
+    if not (repo / ".aim").is_dir():  # a typo'd data dir or repo: no empty repo made there
+        raise TargetError(f"no Aim repo at {repo} yet: nothing to index (`align-track ingest` "
+                          "writes it)")
     defs = build_defs(data_dir=str(data), options=_options(args),
                       loggers={"progress": progress_logger})
     with open_instance(data) as instance:

@@ -113,6 +113,14 @@ def test_a_fifo_named_like_a_source_file_fails_instead_of_blocking(tmp_path, run
     assert error.problem == "cannot read file: not a regular file (a FIFO, device or socket)"
 
 
+def test_a_folder_named_like_a_source_file_is_called_a_folder(tmp_path, run):
+    (run / "timing.json").unlink(missing_ok=True)
+    (run / "timing.json").mkdir()
+    error = _error(tmp_path)
+    assert (error.path, error.problem) == (str(run / "timing.json"),
+                                           "cannot read file: a folder, not a file")
+
+
 def test_missing_hydra_config_still_parses_with_adm_from_path(tmp_path, run):
     parsed = _parse(tmp_path)
     row = parsed.experiments.to_pylist()[0]

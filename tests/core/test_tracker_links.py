@@ -39,6 +39,9 @@ def test_aim_links_are_the_complete_runs_of_the_manifest(tmp_path):
     assert aim.links("experiments", _rows()[0]) == {}  # Aim has no run per experiment row
     no_ui = AimTracker(repo=aim.repo)
     assert no_ui.links("scenes", scenes) == {}
+    behind = AimTracker(repo=aim.repo, ui_url="http://aim.example:43800/ui/?team=a#top")
+    assert set(behind.links("scenes", scenes).values()) == {
+        f"http://aim.example:43800/ui/runs/hash{n}?team=a#top" for n in range(1, len(keys))}
     missing = AimTracker(repo=str(tmp_path / "none"), ui_url="x")
     assert missing.links("scenes", scenes) == {} and not (tmp_path / "none").exists()
 

@@ -33,7 +33,10 @@ def read_regular_file(path: Path | str) -> bytes:
     apart by the open descriptor."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, "a folder, not a file")
+        if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)")
         os.set_blocking(fd, True)  # a file system that honours it on a file would give EAGAIN
         with os.fdopen(fd, "rb", closefd=False) as f:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from align_track_pipeline.core.atomic import write_text_atomically
 from align_track_pipeline.core.secrets import without_credentials
@@ -85,8 +85,7 @@ class AimTracker(Tracker):
             return {}
         keys = [scene_key(r["partition_key"], r["scene_index"]) for r in rows]
         hashes = complete_run_hashes(manifest_path(Path(self.repo)), keys)
-        return {key: f"{self.ui_url.rstrip('/')}/runs/{run_hash}"
-                for key, run_hash in hashes.items()}
+        return {key: run_link(self.ui_url, run_hash) for key, run_hash in hashes.items()}
 
     def preload(self) -> None:
         """The writer imports Aim (about a second, more on a busy machine)."""
@@ -179,6 +178,13 @@ class _AimSession:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def run_link(ui_url: str, run_hash: str) -> str:
+    """A run's page under the UI's address; a query the address carries stays after the path
+    (`http://host:43800/?x=1` -> `http://host:43800/runs/HASH?x=1`)."""
+    parts = urlsplit(ui_url)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/runs/{run_hash}"))
 
 
 def aim_tracker(settings: Settings) -> AimTracker:
