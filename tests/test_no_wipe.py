@@ -271,3 +271,22 @@ def test_the_sensor_adds_new_folders_but_removes_none_when_too_many_are_gone(
         assert "cleanup_removed" not in [r.job_name for r in result.run_requests]
         apply_partition_requests(instance, result)
         assert set(instance.get_dynamic_partitions("experiments")) == keys | {"brand-new"}
+
+
+@pytest.mark.slow
+def test_a_moved_data_dir_keeps_every_runs_artifacts_in_sight(capsys, tmp_path, small_tree):
+    """Its SQLite store named the artifacts by the old path: the UI showed none, and the next
+    run recreated the old folder for its own."""
+    first, moved = tmp_path / "data", tmp_path / "moved"
+    assert _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", first)[0] == 0
+    shutil.move(first, moved)
+    run = find_run_dirs(small_tree)[0].path
+    (run / "timing.json").write_text((run / "timing.json").read_text() + "\n")  # one change
+    code, out = _cli(capsys, "ingest", "--data-dir", moved)
+    assert code == 0 and out["failed"] == [] and not first.exists()
+    client = MlflowClient(f"sqlite:///{moved}/mlflow.db")
+    experiment = client.get_experiment_by_name("align-system")
+    assert experiment.artifact_location == f"{moved}/mlflow-artifacts/align-system"
+    runs = client.search_runs([experiment.experiment_id], max_results=10_000)
+    assert runs and all(r.info.artifact_uri.startswith(f"{moved}/mlflow-artifacts/")
+                        and client.list_artifacts(r.info.run_id) for r in runs)

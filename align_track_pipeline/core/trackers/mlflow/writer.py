@@ -132,6 +132,8 @@ class MlflowWriter:
         self.experiment = experiment
         if is_sql(tracking_uri) and mlflow_internals():
             self._backend: _Backend = _SqlBackend(tracking_uri, experiment, artifact_root)
+            if not shared_artifacts:
+                self._backend.follow_a_moved_data_dir(artifact_root)
         else:
             local = shared_artifacts or is_sql(tracking_uri)  # a SQL store past the gate
             self._backend = _ApiBackend(tracking_uri, experiment,
@@ -223,6 +225,37 @@ class _SqlBackend(_Backend):
             self.experiment_id = found.experiment_id if found else self._store.create_experiment(
                 experiment, artifact_location=_experiment_artifacts(artifact_root, experiment))
         self._artifact_location = self._store.get_experiment(self.experiment_id).artifact_location
+
+    def follow_a_moved_data_dir(self, artifact_root: str | None) -> None:
+        """A data dir moved (or copied) elsewhere keeps its SQLite store, whose experiments,
+        runs and traces name their artifacts by the old absolute path: the MLflow UI then
+        showed none, and new runs recreated the old folder. Where the store is the data dir's
+        own (`<data dir>/mlflow.db`, artifacts in `<data dir>/mlflow-artifacts`), every path
+        under the old artifact root is made one under the new, in one transaction."""
+        location = self._artifact_location or ""
+        if not artifact_root or not self._store.db_uri.startswith("sqlite:///"):
+            return
+        database = Path(self._store.db_uri.removeprefix("sqlite:///"))
+        if database.parent != Path(artifact_root).parent or location.startswith(
+                artifact_root.rstrip("/") + "/"):
+            return
+        old = location.rsplit("/", 1)[0]  # the old `<data dir>/mlflow-artifacts`
+        if Path(old).name != Path(artifact_root).name:
+            return  # not a data dir's own layout: left as it is
+        from sqlalchemy import String, func, literal
+
+        mc, new = self._mc, artifact_root.rstrip("/")
+        with mc.write_session(self._store) as session:
+            for column, *where in ((mc.SqlExperiment.artifact_location,),
+                                   (mc.SqlRun.artifact_uri,),
+                                   (mc.SqlTraceTag.value,
+                                    mc.SqlTraceTag.key == "mlflow.artifactLocation")):
+                session.query(column.class_).filter(
+                    func.substr(column, 1, len(old) + 1) == old + "/", *where).update(
+                    {column: literal(new, String).concat(
+                        func.substr(column, len(old) + 1, type_=String))},
+                    synchronize_session=False)
+        self._artifact_location = new + location[len(old):]
 
     def experiment_tag(self, key: str) -> str | None:
         return self._store.get_experiment(self.experiment_id).tags.get(key)
