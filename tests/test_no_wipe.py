@@ -290,3 +290,23 @@ def test_a_moved_data_dir_keeps_every_runs_artifacts_in_sight(capsys, tmp_path, 
     runs = client.search_runs([experiment.experiment_id], max_results=10_000)
     assert runs and all(r.info.artifact_uri.startswith(f"{moved}/mlflow-artifacts/")
                         and client.list_artifacts(r.info.run_id) for r in runs)
+
+
+@pytest.mark.slow
+def test_a_folder_removed_after_the_instance_was_deleted_is_removed_from_every_store(
+        capsys, tmp_path, small_tree):
+    """`rm -rf <data dir>/dagster` (to reclaim its logs' space) left the instance knowing no
+    partition: a folder removed since kept its Parquet files and runs for good, fresh."""
+    data = tmp_path / "data"
+    assert _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", data)[0] == 0
+    before = _stores(data)
+    gone = find_run_dirs(small_tree)[0]
+    shutil.rmtree(data / "dagster")
+    shutil.rmtree(gone.path)
+    code, out = _cli(capsys, "ingest", "--data-dir", data)
+    assert code == 0 and out["removed"] == [gone.key] and out["discovered"] == 2
+    after = _stores(data)
+    assert after["parquet"] == [p for p in before["parquet"] if gone.key.split("/")[0] not in p]
+    assert len(after["parquet"]) == len(before["parquet"]) - 2
+    assert 0 < len(after["mlflow"]) < len(before["mlflow"])
+    assert 0 < len(after["aim"]) < len(before["aim"])

@@ -133,6 +133,17 @@ def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
         cache.close()
 
 
+def known_partitions(instance, store: DataStore, progress: Callable[[str], None]) -> set[str]:
+    """The instance's partitions; where it knows none but the tables hold some, those (its
+    instance was deleted or lost)."""
+    known = set(instance.get_dynamic_partitions(PARTITIONS))
+    if not known and (stored := store.parquet.stored_keys()):
+        progress(f"the Dagster instance knows no partition, the tables hold {len(stored)}: "
+                 "taking those as known (a folder gone from the tree is removed)")
+        return stored
+    return known
+
+
 def remove_gone(runner: InProcess, gone: list[str]) -> list[str]:
     """Delete these partitions, whose folder is gone, and their data in every store (what the
     sensor requests from the daemon); returns their keys."""
@@ -228,7 +239,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
     instance = runner.instance
     scan = ahead.scan
     run_dirs = scan.run_dirs
-    known = set(instance.get_dynamic_partitions(PARTITIONS))
+    known = known_partitions(instance, runner.defs.resources["store"], progress)
     plan = removals(known, scan)
     check_removals(experiments_dir, len(known), plan.gone, len(run_dirs), confirm_removals)
     check_first_tree(experiments_dir, len(known), len(run_dirs), scan.unreadable)

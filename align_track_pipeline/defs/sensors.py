@@ -85,7 +85,7 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
           trackers: Trackers) -> dg.SensorResult | dg.SkipReason:
     root, data = Path(tree.root).resolve(), Path(store.data_dir)
     order = context.instance.get_dynamic_partitions(experiment_partitions.name)
-    known = set(order)
+    known = set(order) or store.parquet.stored_keys()  # an instance lost: what the tables hold
     try:
         check_apart(data.resolve(), root)  # as the tree: a relative or linked data dir too
         check_tree(data, root)

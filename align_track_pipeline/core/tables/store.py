@@ -62,6 +62,19 @@ class ParquetStore:
             return {}
         return counted(folder, cache_path(self.root, table), _rows)
 
+    def stored_keys(self) -> set[str]:
+        """The partitions the tables hold, read from each experiments file (a column of its
+        first row group): what a data dir whose Dagster instance is gone (deleted to reclaim
+        space, say) still holds, so a folder removed since is still seen to be gone."""
+        keys = set()
+        for path in self.table_dir("experiments").glob("*.parquet"):
+            try:
+                column = pq.ParquetFile(path).read_row_group(0, columns=["partition_key"])
+            except (OSError, ValueError, KeyError):  # unreadable: repaired when rewritten
+                continue
+            keys.update(k for k in column.column(0).to_pylist() if k)
+        return keys
+
     def delete(self, table: str, partition_key: str) -> bool:
         path = self.path(table, partition_key)
         existed = path.exists()
