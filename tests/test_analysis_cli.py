@@ -154,6 +154,24 @@ def test_an_export_again_over_its_own_file_replaces_it(capsys, tables_dir, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no partial file left
 
 
+def test_an_export_to_stdout_is_the_file_it_would_write(tables_dir, tmp_path):
+    """`-o -` wrote a file named `-` in the working directory."""
+    script = str(Path(sys.executable).parent / "align-track")
+    argv = [script, "export", "--data-dir", str(tables_dir), "--table", "experiments"]
+    done = subprocess.run([*argv, "-o", "-", "--format", "jsonl"], capture_output=True,
+                          cwd=tmp_path, timeout=120, check=True)
+    rows = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    expected = table_rows(tables_dir, "experiments")
+    assert sorted(r["partition_key"] for r in rows) == sorted(
+        r["partition_key"] for r in expected)
+    assert done.stderr.decode().endswith(f"wrote {len(expected)} experiments rows to stdout "
+                                         "(jsonl)\n")
+    assert list(tmp_path.iterdir()) == []
+    refused = subprocess.run([*argv, "-o", "-"], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=120, check=False)
+    assert refused.returncode == 2 and "-o - (stdout) needs --format" in refused.stderr
+
+
 def test_report_and_export_write_their_files(capsys, tables_dir, tmp_path):
     for suffix in (".xlsx", ".csv", ".md", ".html"):
         code, out, _ = run(capsys, "report", "--data-dir", str(tables_dir), "-o",

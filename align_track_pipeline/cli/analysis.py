@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import html
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -123,7 +125,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      help="default: from the file's extension")
     cmd.add_argument("-o", "--output", type=file_path, required=True, metavar="FILE",
                      help="the file to write, its format from its extension unless --format "
-                          "says")
+                          "says; - for stdout (with --format)")
 
 
 def _command(sub: argparse._SubParsersAction, name: str, help_: str,
@@ -346,8 +348,26 @@ def cmd_dashboard(args: argparse.Namespace) -> Result:
 
 
 def cmd_export(args: argparse.Namespace) -> Result:
+    if str(args.output) == "-":
+        return _export_to_stdout(args)
     refuse_owned_output(_data_dir(args), args.output)
     fmt = export_format(args.output, args.format)
     count = export(_data_dir(args), args.table, _filters(args), args.output, fmt)
     print(f"wrote {count} {args.table} rows to {args.output} ({fmt})")
+    return 0, None
+
+
+def _export_to_stdout(args: argparse.Namespace) -> Result:
+    """`-o -`: the file written in a temporary folder, then copied to stdout (DuckDB writes
+    files only); what a file export prints goes to stderr."""
+    if args.format is None:
+        raise AnalysisError("-o - (stdout) needs --format: csv, tsv, json, jsonl or parquet")
+    with tempfile.TemporaryDirectory(prefix="align-track-export-") as folder:
+        path = Path(folder) / f"rows.{args.format}"
+        count = export(_data_dir(args), args.table, _filters(args), path, args.format)
+        sys.stdout.flush()
+        with path.open("rb") as rows:
+            shutil.copyfileobj(rows, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    print(f"wrote {count} {args.table} rows to stdout ({args.format})", file=sys.stderr)
     return 0, None
