@@ -3,6 +3,7 @@ writing the same partitions into one MLflow store or one Aim repo end with exact
 key, no orphans, every process exiting 0."""
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -123,3 +124,24 @@ def test_a_writer_killed_on_another_host_never_blocks(small_tree, data_dir):
     with open_instance(data_dir) as instance:
         assert instance.get_run_by_id(held).status.value == "FAILURE"
     assert_one_run_per_key(f"sqlite:///{data_dir}/mlflow.db", "align-system", data_dir)
+
+
+def test_a_data_dir_of_another_tree_never_touches_a_stores_runs(small_tree, tmp_path):
+    """Two trees, one store (`MLFLOW_TRACKING_URI` exported in the shell): the second tree's
+    runs would share the first's keys, replace them, and its removals delete them."""
+    other = tmp_path / "other-tree"
+    shutil.copytree(small_tree, other)
+    stores = ["--mlflow-uri", f"sqlite:///{tmp_path}/shared.db", "--aim-repo",
+              str(tmp_path / "shared-aim")]
+    _ingest_at_once(small_tree, [tmp_path / "a"], *stores)
+    before = aim_runs_seen_by_a_fresh_process(tmp_path / "shared-aim")
+    done = subprocess.run([ALIGN_TRACK, "ingest", "--json", "--experiments-dir", str(other),
+                           "--data-dir", str(tmp_path / "b"), *stores],
+                          capture_output=True, text=True, timeout=900, check=False)
+    failed = json.loads(done.stdout)["failed"]
+    assert done.returncode == 1 and len(failed) == 3
+    assert all(f"holds the runs of the tree {small_tree}, not of this data dir's tree {other}"
+               in f["error"] and "Nothing was written" in f["error"]
+               and "OtherTreesStore" not in f["error"] for f in failed)
+    assert_one_run_per_key(f"sqlite:///{tmp_path}/shared.db", "align-system", tmp_path / "a")
+    assert aim_runs_seen_by_a_fresh_process(tmp_path / "shared-aim") == before

@@ -138,4 +138,7 @@ def _root_cause(error) -> str:
     message = error.message.strip()
     if error.cls_name == MaskedError.__name__:
         return message.split(": ", 1)[-1]
+    kind, _, said = message.partition(": ")  # `module.Class: message`
+    if kind.startswith("align_track_pipeline.") and kind.endswith(f".{error.cls_name}"):
+        return said  # the project's own errors are written to be read as they are
     return message
