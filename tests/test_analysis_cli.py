@@ -154,6 +154,13 @@ def test_an_export_again_over_its_own_file_replaces_it(capsys, tables_dir, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no partial file left
 
 
+def test_an_export_to_a_gz_name_is_compressed(capsys, tables_dir, tmp_path):
+    target = tmp_path / "rows.csv.gz"
+    assert run(capsys, "export", "--data-dir", str(tables_dir), "-o", str(target), "--format",
+               "csv")[0] == 0
+    assert target.read_bytes()[:2] == b"\x1f\x8b"  # gzip, as DuckDB writes it by its name
+
+
 def test_an_export_to_stdout_is_the_file_it_would_write(tables_dir, tmp_path):
     """`-o -` wrote a file named `-` in the working directory."""
     script = str(Path(sys.executable).parent / "align-track")

@@ -171,3 +171,9 @@ def test_a_dagster_home_exported_in_the_shell_serves_one_data_dir(capsys, tmp_pa
         f"{first}'s, not {second}'s: their partitions would be mixed. Unset DAGSTER_HOME" in err
     monkeypatch.delenv("DAGSTER_HOME")  # the home inside each data dir is its own
     assert main(["status", "--experiments-dir", str(small_tree), "--data-dir", str(second)]) == 0
+    capsys.readouterr()
+    # as the docs say to: `export DAGSTER_HOME=$(align-track dagster-home)`, a data dir's home
+    assert main(["dagster-home", "--data-dir", str(second)]) == 0
+    monkeypatch.setenv("DAGSTER_HOME", capsys.readouterr().out.strip())
+    code = main(["status", "--experiments-dir", str(small_tree), "--data-dir", str(first)])
+    assert code == 2 and f"is the data dir {second}'s, not {first}'s" in capsys.readouterr().err

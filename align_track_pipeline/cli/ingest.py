@@ -254,6 +254,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
         progress(f"unreadable, nothing below it is taken as removed: {folder}: {reason}")
     report.discovered = len(run_dirs)
     report.removed = remove_gone(runner, plan.gone)
+    known = set(instance.get_dynamic_partitions(PARTITIONS))  # what the instance holds now
     new = [r.key for r in run_dirs if r.key not in known]
     if pool:  # new partitions will all be materialized: start the workers meanwhile
         pool.warm_up(len(new))

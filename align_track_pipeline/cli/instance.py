@@ -18,7 +18,7 @@ import yaml
 
 from align_track_pipeline.core.atomic import write_text_atomically
 from align_track_pipeline.core.cores import usable_cores
-from align_track_pipeline.core.guard import remembered_tree
+from align_track_pipeline.core.guard import TREE_FILE, remembered_tree
 from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.settings import current, load_settings
 from align_track_pipeline.core.trackers.base import TargetError
@@ -78,24 +78,29 @@ DATA_DIR_FILE = "align_track_data_dir"  # in a home outside its data dir: whose 
 
 
 def _check_one_data_dir(home: Path, data_dir: Path) -> None:
-    """A home set by `DAGSTER_HOME` (outside the data dir) serves one data dir: two data
-    dirs in one instance would share their partitions and their freshness, each taking the
-    other's folders for removed and its writes for its own. It records its data dir and
-    refuses another (TargetError). The home inside a data dir is that data dir's, wherever
-    the data dir moves."""
-    if home.is_relative_to(data_dir):
-        return
+    """A home serves one data dir: two data dirs in one instance (a `DAGSTER_HOME` exported
+    in the shell) would share their partitions and their freshness, each taking the other's
+    folders for removed and its writes for its own. The home records the data dir it serves;
+    a home inside its data dir follows it wherever the data dir moves, a home outside it
+    refuses another data dir (TargetError), as does the home of another data dir."""
     record = home / DATA_DIR_FILE
     try:
         known = record.read_text().strip()
     except FileNotFoundError:
-        write_text_atomically(record, f"{data_dir}\n")
+        known = ""
+    if home.is_relative_to(data_dir):
+        if known != str(data_dir):
+            write_text_atomically(record, f"{data_dir}\n")
         return
-    if known and known != str(data_dir):
+    owner = known or (str(home.parent) if (home.parent / TREE_FILE).exists() else "")
+    if owner and owner != str(data_dir):
         raise TargetError(f"the Dagster instance {home} (DAGSTER_HOME) is the data dir "
-                          f"{known}'s, not {data_dir}'s: their partitions would be mixed. "
+                          f"{owner}'s, not {data_dir}'s: their partitions would be mixed. "
                           "Unset DAGSTER_HOME (align-track then keeps the instance in "
-                          f"{data_dir / 'dagster'}), or give each data dir its own")
+                          f"{data_dir / 'dagster'}), or give each data dir its own (if "
+                          f"{owner} moved to {data_dir}, delete {record})")
+    if known != str(data_dir):
+        write_text_atomically(record, f"{data_dir}\n")
 
 
 def _check_own(path: Path, env: Mapping[str, str] | None) -> None:

@@ -107,12 +107,12 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
         remember_tree(data, root)
     for note in notes:
         context.log.warning(note)
-    new = sorted(on_disk - known)
+    new = sorted(on_disk - set(order))  # the stored keys count for removals only
     suspects = folders_to_observe(context.instance, run_dirs, store)
     if suspects:  # a run already on its way observes them: no second one
         busy = partitions_in_progress(context.instance, "scenes")
         suspects = {k: s for k, s in suspects.items() if k not in busy}
-    repairs = repair_requests(context, store, sorted(on_disk & known))
+    repairs = repair_requests(context, store, sorted(on_disk & set(order)))
     kept = set(order) - set(gone)
     again = store_requests(context.instance, trackers.all, data,
                            [k for k in order if k in kept], on_disk)

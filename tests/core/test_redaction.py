@@ -74,6 +74,7 @@ SETTINGS = {"max_generator_tokens": 8192, "max_new_tokens": 512, "tokenizer": "g
                     "fZQojAlhbGdvcml0aG2UjARhdXRvlIwJYmFuZHdpZHRolEc/szMzMzMzNIwGa2VybmVslIwIZ2F1\n",
             "url": "https://example.org/v1/models", "justification": "Because sk-style is fine",
             "pass_rate": 0.5, "bypass_cache": True, "first_pass": False, "use_auth": True,
+            "second_pass": "beam", "num_pass": 3, "database": {"key": "id_col"},
             "sort": {"key": "timing"}, "kdma": {"key": "Moral judgement"},
             "argv": ["run_align_system", "--max-new-tokens", "512", "--pass-rate", "0.5"]}
 SECRET_VALUES = ["sk-proj-4f9a8b7c6d5e4f3a2b1c0d9e", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345",
@@ -116,6 +117,7 @@ def test_keys_ending_in_key_are_credentials_unless_known_settings():
 def test_credentials_under_a_service_in_an_argument_list_or_an_address_are_masked():
     """Spellings a config or a `meta.json` holds that key names alone do not tell."""
     config = {"openai": {"key": "Zq9LEAKa2"}, "wandb": {"api": "w"}, "api": {"key": "k"},
+              "anthropic": [{"key": "x"}], "over": ["--interface.password", "p", "--seed", "1"],
               "database": {"host": "db.lab.example", "db_pass": "Zq9LEAKa1"},
               "argv": ["run_align_system", "--openai-key", "Zq9LEAKa4", "--db-pass", "Zq9LEAKa5",
                        "--max-new-tokens", "512"],
@@ -124,6 +126,7 @@ def test_credentials_under_a_service_in_an_argument_list_or_an_address_are_maske
               "log": "connecting with DB_PASS=hunter2 now"}
     assert redact(config) == {
         "openai": {"key": REDACTED}, "wandb": {"api": REDACTED}, "api": {"key": REDACTED},
+        "anthropic": [{"key": REDACTED}], "over": ["--interface.password", REDACTED, "--seed", "1"],
         "database": {"host": "db.lab.example", "db_pass": REDACTED},
         "argv": ["run_align_system", "--openai-key", REDACTED, "--db-pass", REDACTED,
                  "--max-new-tokens", "512"],

@@ -54,10 +54,10 @@ def shorts(labels: list[str]) -> list[str]:
     """Axis labels of at most about LABEL_WIDTH characters each: each part of a joined label
     (`adm | llm`) shortened alike, in its middle (names differ at their end: `...-v0.2`,
     `...-v0.3`, `affiliation-0.5`), and wider where that still made two labels alike."""
-    width = LABEL_WIDTH
+    width, widest = LABEL_WIDTH, max(map(len, labels), default=0)
     while True:
         shown = [_short(label, width) for label in labels]
-        if len(set(shown)) == len(set(labels)) or shown == labels:
+        if len(set(shown)) == len(set(labels)) or width >= widest:  # or none is cut any more
             return shown
         width += 8
 

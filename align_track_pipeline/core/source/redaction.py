@@ -43,14 +43,15 @@ _SECRET_KEY = re.compile(
     r"(^|_)(password|passwd|passphrase|pwd|secrets?|credentials?|cookies?|authorization"
     r"|username|user_name|endpoint|private_key|access_key|api_key|apikey)(_|$)"
     r"|^user$|(^|_)auth$|(^|_)token$|(^|_)(access|auth|bearer|refresh|api|id|session)_token"
-    r"|(^|_)(pass|pw)$|passcode",
+    r"|^(pass|pw)$|passcode|(^|_)(db|smtp|user|admin|root|mysql|pg|postgres|redis|s?ftp|mail"
+    r"|email|ldap|proxy|sql|login|account|ssh|vpn|wifi)_?(pass|pw)$",
 )
 # A key that names a credential only under a parent that names a service or an account
 # (`openai: {key: ...}`, `wandb: {api: ...}`): alone, `key` is as often a setting.
 _SCOPED_KEYS = frozenset({"key", "api", "secret", "token"})
 _SERVICE = re.compile(
     r"(^|_)(openai|anthropic|wandb|hf|huggingface|azure|aws|gcp|google|cohere|together|groq"
-    r"|api|auth|login|account|credentials?|secrets?|smtp|database|db)(_|$)")
+    r"|api|auth|login|account|credentials?|secrets?|smtp)(_|$)")
 # A flag alone in an argument list (`["--openai-key", "VALUE"]`, `meta.json`'s argv): the next
 # argument is its value.
 _FLAG_ALONE = re.compile(r"^--?(?P<key>[A-Za-z][\w.-]*)$")
@@ -83,8 +84,8 @@ def _redact(value: Any, seen: dict[str, str], texts: bool, parent: Any = None) -
     if isinstance(value, dict):
         return {k: REDACTED if _maskable(v) and (is_secret_key(k) or _scoped_secret(parent, k))
                 else _redact(v, seen, texts, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return _flag_values_masked([_redact(v, seen, texts) for v in value])
+    if isinstance(value, list):  # a list's items are under the list's key
+        return _flag_values_masked([_redact(v, seen, texts, parent) for v in value])
     if isinstance(value, str):
         masked = seen.get(value)
         if masked is None:
@@ -108,7 +109,8 @@ def _flag_values_masked(items: list) -> list:
     """An argument list with the value after each credential flag masked."""
     for i in range(len(items) - 1):
         flag = _FLAG_ALONE.match(items[i]) if isinstance(items[i], str) else None
-        if flag and is_secret_key(flag["key"]) and isinstance(items[i + 1], str) \
+        if flag and is_secret_key(flag["key"].rsplit(".", 1)[-1]) \
+                and isinstance(items[i + 1], str) \
                 and not items[i + 1].startswith("-"):
             items[i + 1] = REDACTED
     return items
@@ -193,8 +195,8 @@ def _mask_written_credentials(text: str, prose: bool) -> str:
             return m[0]
         return f"{m['q']}{m['key']}{m['q']}{m['sep']}{m['scheme'] or ''}{_masked(m['value'])}"
 
-    def mask_flag(m: re.Match) -> str:
-        if not is_secret_key(m["key"]) or m["value"] in _EMPTY:
+    def mask_flag(m: re.Match) -> str:  # `--interface.password VALUE`: its last part
+        if not is_secret_key(m["key"].rsplit(".", 1)[-1]) or m["value"] in _EMPTY:
             return m[0]
         return f"{m['flag']}{m['sep']}{_masked(m['value'])}"
 

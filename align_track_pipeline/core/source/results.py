@@ -67,8 +67,8 @@ class Scores:
         scored = {t: s[scenario_id] for t, s in self.by_scenario.items() if scenario_id in s}
         if target_id in scored or None in scored:
             return scored.get(target_id) or scored.get(None) or {}
-        single = whole_dir and len(scored) == 1
-        return next(iter(scored.values())) if single else {}
+        single = whole_dir and len(self.by_scenario) == 1  # the file scores one target
+        return next(iter(scored.values()), {}) if single else {}
 
 
 def parse_scores(data: Any, path: Path) -> Scores:

@@ -131,3 +131,11 @@ def test_axis_labels_that_differ_at_their_end_stay_apart(tables_dir):
 
 
 HEAT_BY_LLM = PivotSpec(rows=("adm",), cols=("llm_backbone", "alignment_target_id"))
+
+
+def test_labels_alike_but_for_their_spaces_are_shortened_once():
+    """Shortening folds whitespace: widening could never tell `adm` from `adm ` apart."""
+    from align_track_pipeline.core.analysis.charts import shorts
+
+    assert shorts(["adm", "adm "]) == ["adm", "adm"]
+    assert shorts(["x" * 100 + " a", "x" * 100 + "  a"])[0].startswith("x")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from align_track_pipeline.core.atomic import write_text_atomically
+from align_track_pipeline.core.locking import file_lock
 from align_track_pipeline.core.secrets import without_credentials
 from align_track_pipeline.core.trackers.aim.manifest import (
     complete_run_hashes,
@@ -102,15 +103,13 @@ class AimTracker(Tracker):
     def _claim(self) -> None:
         """Mark the repo with the data dir's tree, or refuse another tree's (`owner`)."""
         mark_file = Path(self.repo) / OWNER_FILE
-        try:
-            marked = mark_file.read_text().strip() or None
-        except FileNotFoundError:
-            marked = None
-        mark = claimed(marked, self.data_dir, f"The Aim repo {self.repo}",
-                       "Give this tree its own repo (--aim-repo DIR).")
-        if mark is not None:
-            mark_file.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomically(mark_file, mark + "\n")
+        store, fix = f"The Aim repo {self.repo}", "Give this tree its own repo (--aim-repo DIR)."
+        if claimed(_read_mark(mark_file), self.data_dir, store, fix) is None:
+            return
+        with file_lock(mark_file.with_suffix(".lock")):  # two first writers: one marks
+            mark = claimed(_read_mark(mark_file), self.data_dir, store, fix)
+            if mark is not None:
+                write_text_atomically(mark_file, mark + "\n")
 
     def follow_up(self) -> FollowUp:
         """`aim_index`: the repo index (what Aim's runs table and queries read)."""
@@ -178,6 +177,13 @@ class _AimSession:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _read_mark(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def run_link(ui_url: str, run_hash: str) -> str:

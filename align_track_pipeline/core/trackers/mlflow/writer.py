@@ -130,10 +130,9 @@ class MlflowWriter:
                  shared_artifacts: bool = False):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
+        self._own_artifacts = None if shared_artifacts else artifact_root
         if is_sql(tracking_uri) and mlflow_internals():
             self._backend: _Backend = _SqlBackend(tracking_uri, experiment, artifact_root)
-            if not shared_artifacts:
-                self._backend.follow_a_moved_data_dir(artifact_root)
         else:
             local = shared_artifacts or is_sql(tracking_uri)  # a SQL store past the gate
             self._backend = _ApiBackend(tracking_uri, experiment,
@@ -154,11 +153,14 @@ class MlflowWriter:
 
     def claim(self, data_dir: str | None, store: str) -> None:
         """Mark the experiment with the data dir's tree, or refuse another tree's (`owner`)."""
-        mark = claimed(self._backend.experiment_tag(OWNER), data_dir, store,
-                       "Give this tree its own experiment (--mlflow-experiment NAME) or store "
-                       "(--mlflow-uri).")
-        if mark is not None:
-            self._backend.set_experiment_tag(OWNER, mark)
+        fix = ("Give this tree its own experiment (--mlflow-experiment NAME) or store "
+               "(--mlflow-uri).")
+        if claimed(self._backend.experiment_tag(OWNER), data_dir, store, fix) is not None:
+            with creation_lock(self.tracking_uri):  # two first writers: one marks, one reads
+                mark = claimed(self._backend.experiment_tag(OWNER), data_dir, store, fix)
+                if mark is not None:
+                    self._backend.set_experiment_tag(OWNER, mark)
+        self._backend.follow_a_moved_data_dir(self._own_artifacts)  # once it is this tree's
 
     def delete_partition(self, partition: str) -> int:
         return self._backend.upsert(partition, [], []).deleted
@@ -193,6 +195,9 @@ class _Backend:
     def experiment_tag(self, key: str) -> str | None: ...
 
     def set_experiment_tag(self, key: str, value: str) -> None: ...
+
+    def follow_a_moved_data_dir(self, artifact_root: str | None) -> None:
+        return None
 
     def upsert(self, partition: str, specs: list[RunSpec],
                traces: list[TraceSpec] | None) -> UpsertResult: ...
@@ -240,8 +245,9 @@ class _SqlBackend(_Backend):
                 artifact_root.rstrip("/") + "/"):
             return
         old = location.rsplit("/", 1)[0]  # the old `<data dir>/mlflow-artifacts`
-        if Path(old).name != Path(artifact_root).name:
-            return  # not a data dir's own layout: left as it is
+        moved_here = Path(artifact_root) / location[len(old) + 1:]
+        if Path(old).name != Path(artifact_root).name or not moved_here.is_dir():
+            return  # not a data dir's own layout, or its artifacts are not here: left alone
         from sqlalchemy import String, func, literal
 
         mc, new = self._mc, artifact_root.rstrip("/")
