@@ -58,3 +58,26 @@ def test_mlflow_and_aim_stores_are_claimed_when_opened(tmp_path):
             tracker.open()
     for tracker in trackers(a):  # its own tree's writer, again
         tracker.open().close()
+
+
+def _open_and_close(uri: str, experiment: str, data_dir: str) -> None:
+    MlflowTracker(tracking_uri=uri, experiment=experiment, data_dir=data_dir).open().close()
+
+
+@pytest.mark.slow
+def test_first_writers_of_one_tree_at_once_through_a_server_all_go_ahead(tmp_path,
+                                                                         mlflow_server):
+    """A server takes no lock: several first writers mark the experiment at the same moment
+    (the server refuses all inserts of the tag but one); the mark is theirs, so they go on."""
+    import multiprocessing
+
+    data = tmp_path / "data"
+    remember_tree(data, tmp_path / "tree")
+    experiment = f"owner-race-{tmp_path.name}"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(6) as pool:
+        pool.starmap(_open_and_close, [(mlflow_server, experiment, str(data))] * 6)
+    from mlflow import MlflowClient
+
+    found = MlflowClient(mlflow_server).get_experiment_by_name(experiment)
+    assert found.tags[OWNER] == str(tmp_path / "tree")

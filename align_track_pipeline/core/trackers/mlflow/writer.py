@@ -159,8 +159,19 @@ class MlflowWriter:
             with creation_lock(self.tracking_uri):  # two first writers: one marks, one reads
                 mark = claimed(self._backend.experiment_tag(OWNER), data_dir, store, fix)
                 if mark is not None:
-                    self._backend.set_experiment_tag(OWNER, mark)
+                    self._set_mark(mark, data_dir, store, fix)
         self._backend.follow_a_moved_data_dir(self._own_artifacts)  # once it is this tree's
+
+    def _set_mark(self, mark: str, data_dir: str | None, store: str, fix: str) -> None:
+        """A tracking server takes no lock: another first writer may set the tag at the same
+        moment (the server then refuses the second insert). Its mark stands if it is ours."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._backend.set_experiment_tag(OWNER, mark)
+        except MlflowException:
+            if claimed(self._backend.experiment_tag(OWNER), data_dir, store, fix) is not None:
+                raise
 
     def delete_partition(self, partition: str) -> int:
         return self._backend.upsert(partition, [], []).deleted
