@@ -11,6 +11,8 @@ as before; a data dir moved to a new tree (`--new-tree`) takes its store along.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from align_track_pipeline.core.guard import Refusal, earlier_trees, remembered_tree
@@ -39,3 +41,23 @@ def claimed(marked: str | None, data_dir: str | None, store: str, fix: str) -> s
         f"{store} holds the runs of the tree {marked}, not of this data dir's tree {tree}: "
         "its runs of the same folder names would replace those, and its removals delete "
         f"them. Nothing was written. {fix}")
+
+
+def claim(read: Callable[[], str | None], write: Callable[[str], None],
+          lock: Callable[[], AbstractContextManager], data_dir: str | None, store: str,
+          fix: str, refused: tuple[type[Exception], ...] = ()) -> None:
+    """Mark a store (`read` its mark, `write` one) with the data dir's tree, or refuse another
+    tree's. An unmarked store is marked under `lock`, so that of two first writers one marks
+    and the other reads; a store whose `write` raises one of `refused` (a tracking server,
+    which takes no lock, refuses a second insert) is read again: a mark of this tree stands."""
+    if claimed(read(), data_dir, store, fix) is None:
+        return
+    with lock():
+        mark = claimed(read(), data_dir, store, fix)
+        if mark is None:
+            return
+        try:
+            write(mark)
+        except refused:
+            if claimed(read(), data_dir, store, fix) is not None:
+                raise

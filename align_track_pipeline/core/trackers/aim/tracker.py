@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -28,7 +29,7 @@ from align_track_pipeline.core.trackers.base import (
     WriteReport,
     preloaded,
 )
-from align_track_pipeline.core.trackers.owner import OWNER_FILE, claimed
+from align_track_pipeline.core.trackers.owner import OWNER_FILE, claim
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
 if TYPE_CHECKING:
@@ -103,13 +104,10 @@ class AimTracker(Tracker):
     def _claim(self) -> None:
         """Mark the repo with the data dir's tree, or refuse another tree's (`owner`)."""
         mark_file = Path(self.repo) / OWNER_FILE
-        store, fix = f"The Aim repo {self.repo}", "Give this tree its own repo (--aim-repo DIR)."
-        if claimed(_read_mark(mark_file), self.data_dir, store, fix) is None:
-            return
-        with file_lock(mark_file.with_suffix(".lock")):  # two first writers: one marks
-            mark = claimed(_read_mark(mark_file), self.data_dir, store, fix)
-            if mark is not None:
-                write_text_atomically(mark_file, mark + "\n")
+        claim(partial(_read_mark, mark_file),
+              lambda mark: write_text_atomically(mark_file, mark + "\n"),
+              partial(file_lock, mark_file.with_suffix(".lock")), self.data_dir,
+              f"The Aim repo {self.repo}", "Give this tree its own repo (--aim-repo DIR).")
 
     def follow_up(self) -> FollowUp:
         """`aim_index`: the repo index (what Aim's runs table and queries read)."""

@@ -146,6 +146,7 @@ class MlflowTracker(Tracker):
         try:
             writer.claim(self.data_dir, f"The MLflow experiment {self.experiment!r} in "
                          f"{without_credentials(self.tracking_uri)}")
+            writer.follow_a_moved_data_dir()  # once the experiment is this tree's
         except BaseException:
             writer.close()
             raise

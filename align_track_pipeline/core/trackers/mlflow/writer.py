@@ -61,7 +61,7 @@ from align_track_pipeline.core.trackers.mlflow.plan import (
     RunSpec,
 )
 from align_track_pipeline.core.trackers.mlflow.traces import TraceSpec
-from align_track_pipeline.core.trackers.owner import OWNER, claimed
+from align_track_pipeline.core.trackers.owner import OWNER, claim
 from align_track_pipeline.core.trackers.times import epoch_span
 from align_track_pipeline.core.verified import mlflow_internals
 
@@ -153,25 +153,17 @@ class MlflowWriter:
 
     def claim(self, data_dir: str | None, store: str) -> None:
         """Mark the experiment with the data dir's tree, or refuse another tree's (`owner`)."""
-        fix = ("Give this tree its own experiment (--mlflow-experiment NAME) or store "
-               "(--mlflow-uri).")
-        if claimed(self._backend.experiment_tag(OWNER), data_dir, store, fix) is not None:
-            with creation_lock(self.tracking_uri):  # two first writers: one marks, one reads
-                mark = claimed(self._backend.experiment_tag(OWNER), data_dir, store, fix)
-                if mark is not None:
-                    self._set_mark(mark, data_dir, store, fix)
-        self._backend.follow_a_moved_data_dir(self._own_artifacts)  # once it is this tree's
-
-    def _set_mark(self, mark: str, data_dir: str | None, store: str, fix: str) -> None:
-        """A tracking server takes no lock: another first writer may set the tag at the same
-        moment (the server then refuses the second insert). Its mark stands if it is ours."""
         from mlflow.exceptions import MlflowException
 
-        try:
-            self._backend.set_experiment_tag(OWNER, mark)
-        except MlflowException:
-            if claimed(self._backend.experiment_tag(OWNER), data_dir, store, fix) is not None:
-                raise
+        claim(lambda: self._backend.experiment_tag(OWNER),
+              lambda mark: self._backend.set_experiment_tag(OWNER, mark),
+              partial(creation_lock, self.tracking_uri), data_dir, store,
+              "Give this tree its own experiment (--mlflow-experiment NAME) or store "
+              "(--mlflow-uri).", refused=(MlflowException,))
+
+    def follow_a_moved_data_dir(self) -> None:
+        """Repoint a moved data dir's own store to its artifacts' new place (`_SqlBackend`)."""
+        self._backend.follow_a_moved_data_dir(self._own_artifacts)
 
     def delete_partition(self, partition: str) -> int:
         return self._backend.upsert(partition, [], []).deleted
