@@ -21,9 +21,10 @@ def file_path(value: str) -> Path:
     cannot be written over."""
     if not value.strip():
         raise argparse.ArgumentTypeError("an empty path (give a file name)")
-    if Path(value).expanduser().is_dir():
+    path = Path(value).expanduser()
+    if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder (give a file name)")
-    return Path(value).expanduser()
+    return path
 
 
 def port(value: str) -> int:

@@ -133,15 +133,14 @@ def source_versions(run_dirs: list[RunDir], data_dir: Path) -> dict[str, str]:
         cache.close()
 
 
-def known_partitions(instance, store: DataStore, progress: Callable[[str], None]) -> set[str]:
-    """The instance's partitions; where it knows none but the tables hold some, those (its
-    instance was deleted or lost)."""
-    known = set(instance.get_dynamic_partitions(PARTITIONS))
-    if not known and (stored := store.parquet.stored_keys()):
+def stored_partitions(store: DataStore, progress: Callable[[str], None]) -> set[str]:
+    """For an instance that knows no partition (deleted or lost): those the tables hold, for
+    removals, as the sensor takes them."""
+    stored = store.parquet.stored_keys()
+    if stored:
         progress(f"the Dagster instance knows no partition, the tables hold {len(stored)}: "
                  "taking those as known (a folder gone from the tree is removed)")
-        return stored
-    return known
+    return stored
 
 
 def remove_gone(runner: InProcess, gone: list[str]) -> list[str]:
@@ -239,7 +238,8 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
     instance = runner.instance
     scan = ahead.scan
     run_dirs = scan.run_dirs
-    known = known_partitions(instance, runner.defs.resources["store"], progress)
+    registered = set(instance.get_dynamic_partitions(PARTITIONS))
+    known = registered or stored_partitions(runner.defs.resources["store"], progress)
     plan = removals(known, scan)
     check_removals(experiments_dir, len(known), plan.gone, len(run_dirs), confirm_removals)
     check_first_tree(experiments_dir, len(known), len(run_dirs), scan.unreadable)
@@ -254,7 +254,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
         progress(f"unreadable, nothing below it is taken as removed: {folder}: {reason}")
     report.discovered = len(run_dirs)
     report.removed = remove_gone(runner, plan.gone)
-    known = set(instance.get_dynamic_partitions(PARTITIONS))  # what the instance holds now
+    known = registered - set(report.removed)  # what the instance holds now
     new = [r.key for r in run_dirs if r.key not in known]
     if pool:  # new partitions will all be materialized: start the workers meanwhile
         pool.warm_up(len(new))

@@ -88,12 +88,8 @@ def _check_one_data_dir(home: Path, data_dir: Path) -> None:
         known = record.read_text().strip()
     except FileNotFoundError:
         known = ""
-    if home.is_relative_to(data_dir):
-        if known != str(data_dir):
-            write_text_atomically(record, f"{data_dir}\n")
-        return
     owner = known or (str(home.parent) if (home.parent / TREE_FILE).exists() else "")
-    if owner and owner != str(data_dir):
+    if not home.is_relative_to(data_dir) and owner and owner != str(data_dir):
         raise TargetError(f"the Dagster instance {home} (DAGSTER_HOME) is the data dir "
                           f"{owner}'s, not {data_dir}'s: their partitions would be mixed. "
                           "Unset DAGSTER_HOME (align-track then keeps the instance in "

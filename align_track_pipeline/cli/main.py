@@ -464,14 +464,15 @@ def cmd_aim_ui(args: argparse.Namespace) -> Result:
     """`aim up` bound to loopback, on the repo `ingest` writes: one worker, no telemetry."""
     data = (args.data_dir or Path(default_data_dir())).resolve()
     repo = create("aim", _settings(args, data)).repo
+    _check_port_free(args.port)
     os.environ["AIM_UI_TELEMETRY_ENABLED"] = "0"
     return _serve("Aim", [sys.executable, "-m", "align_track_pipeline.core.trackers.aim.ui",
                           "--repo", repo, "--workers", "1", "-y"], args.port, repo)
 
 
 def _serve(what: str, cmd: list[str], port: int, store: str) -> Result:
-    """Become the UI server (so signals reach it directly), on 127.0.0.1 only."""
-    _check_port_free(port)
+    """Become the UI server (so signals reach it directly), on 127.0.0.1 only; each command
+    has checked that `port` is free (`_check_port_free`) before it printed anything."""
     argv = [str(Path(sys.executable).parent / cmd[0]), *cmd[1:], "--host", "127.0.0.1",
             "--port", str(port)]
     print(f"{what} UI on http://127.0.0.1:{port} ({store})", file=sys.stderr)

@@ -85,7 +85,8 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
           trackers: Trackers) -> dg.SensorResult | dg.SkipReason:
     root, data = Path(tree.root).resolve(), Path(store.data_dir)
     order = context.instance.get_dynamic_partitions(experiment_partitions.name)
-    known = set(order) or store.parquet.stored_keys()  # an instance lost: what the tables hold
+    registered = set(order)
+    known = registered or store.parquet.stored_keys()  # an instance lost: what the tables hold
     try:
         check_apart(data.resolve(), root)  # as the tree: a relative or linked data dir too
         check_tree(data, root)
@@ -107,13 +108,13 @@ def _tick(context: dg.SensorEvaluationContext, tree: ExperimentTree, store: Data
         remember_tree(data, root)
     for note in notes:
         context.log.warning(note)
-    new = sorted(on_disk - set(order))  # the stored keys count for removals only
+    new = sorted(on_disk - registered)  # the stored keys count for removals only
     suspects = folders_to_observe(context.instance, run_dirs, store)
     if suspects:  # a run already on its way observes them: no second one
         busy = partitions_in_progress(context.instance, "scenes")
         suspects = {k: s for k, s in suspects.items() if k not in busy}
-    repairs = repair_requests(context, store, sorted(on_disk & set(order)))
-    kept = set(order) - set(gone)
+    repairs = repair_requests(context, store, sorted(on_disk & registered))
+    kept = registered - set(gone)
     again = store_requests(context.instance, trackers.all, data,
                            [k for k in order if k in kept], on_disk)
     for note in filter(None, map(retry_note, again)):

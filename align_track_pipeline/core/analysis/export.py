@@ -52,8 +52,8 @@ def export(data_dir: Path, table: str, filters: Filters, path: Path, fmt: str) -
         raise AnalysisError(f"{path} is a folder: give the export a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside it, then moved over it: an export that fails leaves the earlier file as
-    # it was (and DuckDB's own temporary name for an existing file is not one it may write).
-    # (its name ends as the target's: DuckDB compresses `.csv.gz` by its extension)
+    # it was (DuckDB's own temporary name for an existing file is not one it may write). Its
+    # name ends as the target's: DuckDB compresses `.csv.gz` by the extension.
     partial = path.with_name(f".partial-{uuid.uuid4().hex[:8]}-{path.name}")
     con = open_tables(data_dir, [table], files=[partial])
     try:

@@ -55,20 +55,23 @@ class Scores:
     def for_target(self, target_id: str, whole_dir: bool) -> dict[str, float]:
         """The target's own scores; else those naming no target; else, for a directory with a
         single group, the only scores there are (items that do not name the scored target)."""
-        if target_id in self.by_target or None in self.by_target:
-            return self.by_target.get(target_id) or self.by_target.get(None) or {}
-        single = whole_dir and len(self.by_target) == 1
-        return next(iter(self.by_target.values())) if single else {}
+        return _pick(self.by_target, target_id, whole_dir and len(self.by_target) == 1)
 
     def for_scenario(self, target_id: str, scenario_id: str, whole_dir: bool,
                      ) -> dict[str, float]:
         """One scenario's scores under the scene's target, by the rules of `for_target`:
         never those another target's loop scored."""
         scored = {t: s[scenario_id] for t, s in self.by_scenario.items() if scenario_id in s}
-        if target_id in scored or None in scored:
-            return scored.get(target_id) or scored.get(None) or {}
-        single = whole_dir and len(self.by_scenario) == 1  # the file scores one target
-        return next(iter(scored.values()), {}) if single else {}
+        return _pick(scored, target_id, whole_dir and len(self.by_scenario) == 1)
+
+
+def _pick(by_target: dict[str | None, dict[str, float]], target_id: str,
+          single: bool) -> dict[str, float]:
+    """The target's own; else those naming no target; else, where the file scores a `single`
+    target, the only ones there are."""
+    if target_id in by_target or None in by_target:
+        return by_target.get(target_id) or by_target.get(None) or {}
+    return next(iter(by_target.values()), {}) if single else {}
 
 
 def parse_scores(data: Any, path: Path) -> Scores:
