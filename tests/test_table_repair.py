@@ -124,3 +124,36 @@ def test_reading_commands_warn_of_deleted_partition_files_not_of_removed_folders
     _ingest(capsys, small_tree, data_dir)
     assert not store.path("scenes", run_dirs[2].key).exists()
     assert _cli(data_dir, "search", "--limit", "1").stderr == ""  # removed on purpose
+
+
+@pytest.mark.slow
+def test_a_file_that_is_not_a_table_file_is_named_and_fails_the_ingest_until_moved(
+        capsys, small_tree, data_dir, tmp_path):
+    """A Parquet file put into a table folder by hand (a notebook's output) makes every read
+    of the table fail: the reading commands and the ingest's analysis name it and say to move
+    it out, the ingest exits 1 while it is there (its analysis is stale), and the next ingest
+    after it is moved builds the analysis again."""
+    import pyarrow as pa
+
+    _ingest(capsys, small_tree, data_dir)
+    stray = ParquetStore(data_dir).table_dir("scenes") / "my_notes.parquet"
+    pq.write_table(pa.table({"note": ["kept for later"]}), stray)
+
+    assert main(["search", "--data-dir", str(data_dir)]) == 1
+    said = capsys.readouterr().err
+    assert str(stray) in said and "Move them out of" in said, said
+
+    argv = ["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
+            "--json"]
+    run_dir = find_run_dirs(small_tree)[0]
+    with (run_dir.path / "input_output.json").open("a") as f:
+        f.write("\n")  # a change: the tables are written, then the analysis fails
+    assert main(argv) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["failed"] == [] and report["materialized"] == [run_dir.key]
+    assert str(stray) in report["analysis_failed"]
+    assert main(argv) == 1  # nothing changed since, but the stale analysis is tried again
+    assert json.loads(capsys.readouterr().out)["materialized"] == []
+
+    stray.rename(tmp_path / stray.name)
+    assert "analysis_failed" not in _ingest(capsys, small_tree, data_dir)

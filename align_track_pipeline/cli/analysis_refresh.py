@@ -35,19 +35,34 @@ def tables_written(instance: dg.DagsterInstance) -> Written:
             for table in TABLE_VERSIONS}
 
 
-def analysed(instance: dg.DagsterInstance) -> bool:
-    """Every analysis asset was built at least once."""
-    return all(instance.get_latest_materialization_event(dg.AssetKey(name)) is not None
-               for name in ANALYSIS)
+def analysed(instance: dg.DagsterInstance, written: Written) -> bool:
+    """Every analysis asset was built after the latest table write in `written`: not when
+    its last run failed (or was never made), which the next ingest then tries again."""
+    latest = max((i for ids in written.values() for i in ids.values()), default=0)
+    for name in ANALYSIS:
+        built = instance.fetch_materializations(dg.AssetKey(name), limit=1).records
+        if not built or built[0].storage_id < latest:
+            return False
+    return True
 
 
-def refresh(runner: InProcess) -> str:
-    """Run the `analysis` job; its progress line (what was done, or why it failed)."""
+@dataclass(frozen=True)
+class Refreshed:
+    """One run of the `analysis` job: its progress line, and why it failed (None: it did
+    not)."""
+
+    line: str
+    error: str | None = None
+
+
+def refresh(runner: InProcess) -> Refreshed:
+    """Run the `analysis` job."""
     started = time.perf_counter()
     result = runner.run(ANALYSIS_JOB, raise_on_error=False)
-    failed = failures(result)  # raises KeyboardInterrupt when interrupted
-    outcome = f"FAILED: {failed.get('*')}" if failed else _comparison_built(result)
-    return f"{ANALYSIS_JOB}: {outcome} in {time.perf_counter() - started:.2f} s"
+    error = failures(result).get("*")  # raises KeyboardInterrupt when interrupted
+    outcome = f"FAILED: {error}" if error else _comparison_built(result)
+    return Refreshed(f"{ANALYSIS_JOB}: {outcome} in {time.perf_counter() - started:.2f} s",
+                     error)
 
 
 def _comparison_built(result: dg.ExecuteInProcessResult) -> str:
@@ -64,7 +79,8 @@ def _comparison_built(result: dg.ExecuteInProcessResult) -> str:
 @dataclass
 class AnalysisRefresh:
     """The ingest's one refresh. `due`: the tables changed since `written_before`, folders
-    were removed, or the tree has partitions and an analysis asset was never built.
+    were removed, or the tree has partitions and an analysis asset was not built since the
+    tables last were (never, or that run failed).
     `start_ahead` hands it to a worker (after the tables, before the trackers); calling it
     finishes it, once: waits for that worker, or runs it here."""
 
@@ -74,6 +90,7 @@ class AnalysisRefresh:
     removed: bool
     partitions: bool
     progress: Callable[[str], None]
+    error: str | None = None  # why the last refresh failed: the ingest then fails too
     _ahead: Future | None = None
     _fed: Written = field(default_factory=dict)  # the tables the worker's refresh saw
     _done: bool = False
@@ -81,7 +98,7 @@ class AnalysisRefresh:
     def due(self, written: Written) -> bool:
         """`written`: the tables now (`tables_written`)."""
         return (self.removed or written != self.written_before
-                or (self.partitions and not analysed(self.runner.instance)))
+                or (self.partitions and not analysed(self.runner.instance, written)))
 
     def start_ahead(self) -> None:
         written = tables_written(self.runner.instance)
@@ -97,15 +114,19 @@ class AnalysisRefresh:
         if self._ahead is not None:  # None: no worker ran it, done here instead
             outcome = self.pool.result(self._ahead, self.runner.instance)
             if outcome is not None:
-                self.progress(outcome)
+                self._report(outcome)
         written = tables_written(self.runner.instance)
         if outcome is not None and written == self._fed:
             return  # else tables were written after the worker read them
         if self.due(written):
-            self.progress(refresh(self.runner))
+            self._report(refresh(self.runner))
+
+    def _report(self, outcome: Refreshed) -> None:
+        self.progress(outcome.line)
+        self.error = outcome.error
 
 
-def refresh_in_worker() -> str:
+def refresh_in_worker() -> Refreshed:
     """In a worker (`WorkerPool.submit_call`): `refresh` with the worker's runner."""
     from align_track_pipeline.cli.workers import worker_runner
 

@@ -116,12 +116,14 @@ class IngestReport:
     removed: list[str] | None = None
     # Folders that changed while they were read: not failures, ingested again next pass.
     changed: list[str] | None = None
+    # Why the analysis (the comparison file, the dashboard) failed; None: it did not.
+    analysis_failed: str | None = None
 
     def as_json(self) -> dict:
         """The known keys, in the order of a complete report."""
         found = {"discovered": self.discovered, "materialized": self.materialized,
                  "fresh": self.fresh, "failed": self.failed, "removed": self.removed,
-                 "changed": self.changed}
+                 "changed": self.changed, "analysis_failed": self.analysis_failed}
         return {k: v for k, v in found.items() if v is not None}
 
 
@@ -294,6 +296,7 @@ def _ingest(runner: InProcess, experiments_dir: Path, ahead: Ahead, trackers: li
     _run_phases(runner, pool, tracker_phases, limits, versions, errors, progress, skipped,
                 forced=again, meanwhile=analysis)
     analysis()  # no tracker phase finished it
+    report.analysis_failed = analysis.error
     settled = {t.name for t in trackers if not held.get(t.name, set()) & (set(errors) | skipped)}
     remember_generations(trackers, data_dir, generations, settled)
     end_repairs(trackers, data_dir, taken, settled, set(versions),

@@ -299,7 +299,7 @@ def _ingest(args: argparse.Namespace, experiments: Path, data: Path, trackers: l
         ingest(defs, instance, experiments, trackers, progress=_say,
                run_config=PROGRESS_RUN_CONFIG, parallel=parallel,
                confirm_removals=args.confirm_removals, report=report, ahead=ahead)
-    code = 1 if report.failed else 0
+    code = 1 if report.failed or report.analysis_failed else 0
     if args.json:
         return code, report.as_json()
     print(f"discovered {report.discovered}: {len(report.materialized)} materialized, "
@@ -310,6 +310,9 @@ def _ingest(args: argparse.Namespace, experiments: Path, data: Path, trackers: l
               f"next pass: {', '.join(report.changed)}")
     for failure in report.failed:
         print(f"  FAILED {failure['partition']}: {failure['error']}")
+    if report.analysis_failed:
+        print(f"  FAILED analysis (the comparison file and the dashboard, left as they were): "
+              f"{report.analysis_failed}")
     print(f"Parquet tables: {data / 'parquet'}")
     for tracker in trackers:
         options = _given(args, "data_dir", _STORE.get(tracker.name))

@@ -12,13 +12,15 @@ class _MessageOnly(logging.Formatter):
         return str(meta.get("orig_message", record.getMessage()))
 
 
-# Dagster notes check outputs we report as events instead; not news to a CLI user.
-_NOISE = "did not yield or return expected outputs"
+# Not news to a CLI user: check outputs Dagster notes (we report them as events instead), and
+# steps skipped after a failure (the failure's own line names what failed).
+_NOISE = ("did not yield or return expected outputs", "Dependencies for step ")
 
 
 def _user_message(record: logging.LogRecord) -> bool:
     meta = getattr(record, "dagster_meta", {}) or {}
-    return meta.get("dagster_event") is None and _NOISE not in str(meta.get("orig_message"))
+    said = str(meta.get("orig_message"))
+    return meta.get("dagster_event") is None and not any(n in said for n in _NOISE)
 
 
 # Run config that selects this logger alone (otherwise Dagster adds its console logger).

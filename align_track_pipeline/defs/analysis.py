@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from align_track_pipeline.core.analysis.compare import write_comparison
+from align_track_pipeline.core.analysis.connection import files_named_on_failure
 from align_track_pipeline.core.analysis.dashboard import write_dashboard
 from align_track_pipeline.core.analysis.render import markdown_table, side_by_side
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
@@ -35,7 +36,8 @@ def scene_comparison(store: DataStore) -> dg.MaterializeResult:
     """Updated from its previous version and the partitions that changed since, or rebuilt
     whole from the tables when that version cannot be trusted (DuckDB: a streaming join and
     sort)."""
-    result = write_comparison(Path(store.data_dir), Path(store.data_dir) / COMPARISON_FILE)
+    with files_named_on_failure(Path(store.data_dir)):
+        result = write_comparison(Path(store.data_dir), Path(store.data_dir) / COMPARISON_FILE)
     built = ("rebuilt from every partition file" if result.changed_files is None else
              f"updated: {result.changed_files} changed partition files read")
     changed = ({} if result.changed_files is None
@@ -74,7 +76,8 @@ def _preview(rows: list[dict]) -> str:
 )
 def dashboard(store: DataStore) -> dg.MaterializeResult:
     """Rebuilt whole from the tables after any partition changed, like `scene_comparison`."""
-    written = write_dashboard(Path(store.data_dir), Path(store.data_dir) / DASHBOARD_FILE)
+    with files_named_on_failure(Path(store.data_dir)):
+        written = write_dashboard(Path(store.data_dir), Path(store.data_dir) / DASHBOARD_FILE)
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(written.path)),
         "open": dg.MetadataValue.url(written.path.resolve().as_uri()),

@@ -9,15 +9,20 @@ neither installed nor loaded, and the configuration cannot be changed back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 
 from align_track_pipeline.core.analysis.columns import columns_of
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
-from align_track_pipeline.core.schema import TABLES
-from align_track_pipeline.core.tables.health import unreadable_files, vanished_files
+from align_track_pipeline.core.schema import ROW_KEYS, TABLES
+from align_track_pipeline.core.tables.health import (
+    foreign_files,
+    unreadable_files,
+    vanished_files,
+)
 from align_track_pipeline.core.tables.store import ParquetStore
 
 MEMORY_LIMIT = "4GB"
@@ -32,14 +37,34 @@ class QueryError(AnalysisError):
 
 
 def broken_files_message(data_dir: Path) -> str | None:
-    """What is wrong with the tables' files, naming each unreadable one, and how to repair
-    it; None when every file's footer reads. Reads every footer: for error paths only."""
+    """What is wrong with the tables' files, naming each unreadable one and each that is not
+    a table file, and how to repair it; None when every file's footer reads and has the
+    table's columns. Reads every footer: for error paths only."""
     store = ParquetStore(Path(data_dir).resolve())
-    broken = unreadable_files(store.table_dir(t) for t in TABLES)
-    if not broken:
-        return None
-    return ("unreadable table files: " + "; ".join(str(b) for b in broken)
-            + ". Run `align-track ingest` to rewrite them")
+    said = []
+    if broken := unreadable_files(store.table_dir(t) for t in TABLES):
+        said.append("unreadable table files: " + "; ".join(str(b) for b in broken)
+                    + ". Run `align-track ingest` to rewrite them")
+    for table in TABLES:  # the row keys: columns every version of a table file has
+        if foreign := foreign_files(store.table_dir(table), ROW_KEYS[table]):
+            said.append(f"not {table} table files (no {' or '.join(ROW_KEYS[table])} column): "
+                        + "; ".join(map(str, foreign)) + ". Move them out of "
+                        f"{store.table_dir(table)}: every file there is read as a partition")
+    return ". ".join(said) or None
+
+
+@contextmanager
+def files_named_on_failure(data_dir: Path) -> Iterator[None]:
+    """A DuckDB failure while reading the tables is raised as an AnalysisError naming the
+    broken or foreign files and the repair, when there are such files (else as it is)."""
+    try:
+        yield
+        return
+    except duckdb.Error:
+        broken = broken_files_message(data_dir)
+        if broken is None:
+            raise
+    raise AnalysisError(broken)  # outside the handler, unchained: this is the cause to show
 
 
 def vanished_files_message(data_dir: Path, cache_path: Path) -> str | None:

@@ -67,6 +67,21 @@ def unreadable_files(folders: Iterable[Path]) -> list[BrokenFile]:
     return found
 
 
+def foreign_files(folder: Path, columns: Iterable[str]) -> list[Path]:
+    """The files in a table's folder whose footer reads but which lack one of `columns`
+    (columns every table file has): files put there by hand (a notebook's output, another
+    tool's), which make every read of the folder fail. A footer read per file: for error
+    paths only."""
+    wanted = set(columns)
+    found = []
+    for path in sorted(Path(folder).glob("*.parquet")):
+        if path.name.startswith(".") or footer_error(path) is not None:
+            continue
+        if not wanted <= set(pq.read_schema(path).names):
+            found.append(path)
+    return found
+
+
 SAVE_EVERY = 1000  # footers verified between two saves
 
 
