@@ -272,3 +272,19 @@ def test_search_gives_up_on_a_database_server_that_never_answers(tables_dir, cap
     assert "mlflow links unavailable: postgresql+psycopg2://127.0.0.1:" in err
     assert json.loads(out)["count"] == 3
     assert PASSWORD not in out + err
+
+
+@pytest.mark.parametrize(("name", "uri"), [
+    ("MLFLOW_TRACKING_URI", f"http://alice:{PASSWORD}/x@127.0.0.1:5077"),
+    ("MLFLOW_TRACKING_URI", f"postgresql+psycopg2://alice:{PASSWORD}/x@db:5432/mlflow"),
+    ("ALIGN_TRACK_POSTGRES_URL", f"postgresql+psycopg2://alice:{PASSWORD}/x@db:5432/dagster"),
+])
+def test_a_password_with_an_unencoded_slash_is_refused_and_shown_nowhere(tmp_path, name, uri):
+    """A `/` in a password, unencoded, ends the host part: before, the refusal about the
+    'port' quoted the URI with the password in it, and `config` listed it whole."""
+    for argv in (["status"], ["ingest"], ["config"]):
+        done = _align_track(*argv, "--data-dir", str(tmp_path / "data"), **{name: uri})
+        assert PASSWORD not in done.stdout + done.stderr, argv
+        if argv != ["config"]:
+            assert done.returncode == 2, (argv, done.stderr)
+            assert "unencoded '/'" in done.stderr and "%2F" in done.stderr, done.stderr

@@ -13,6 +13,7 @@ import re
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import quote
 
 MASK = "***"
 
@@ -20,6 +21,12 @@ MASK = "***"
 # before any `/`, whitespace or quote, as HTTP clients read it: a password holding an
 # unencoded `@`, `#` or `:` is masked whole.
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)(?:[^/\s'\"<>@]*@)+")
+# A password holding an unencoded `/` (generated ones often do): a URI parser ends the host part
+# at it, so the pattern above stops there too. `user:` then a `/` and an `@` later in the same
+# word is taken as userinfo to that word's last `@` (a `host:port/path@x` is masked as well:
+# only its host is lost from view).
+_USERINFO_WITH_SLASH = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)[^/\s'\"<>@:]*:[^\s'\"<>@/]*/[^\s'\"<>]*@")
 
 
 # A secret in a URI's query (`postgresql+psycopg2://host/db?password=PASSWORD`, which libpq and
@@ -37,14 +44,39 @@ def without_credentials(uri: str) -> str:
     """The URI without its `user:password@` part, and with the value of a secret in its query
     masked: safe to show and to record, and the same for every user of one store (part of a
     partition's freshness)."""
-    return _masked_query(_USERINFO.sub(lambda m: m["scheme"], uri))
+    return _masked_query(_userinfo_replaced(uri, lambda m: m["scheme"]))
+
+
+def unencoded_in_password(uri: str) -> str | None:
+    """A `/`, `?` or `#` the URI's user or password holds unencoded (generated passwords often
+    do), which ends its host part for every URI parser: no client reaches the host meant.
+    None when there is none."""
+    for pattern in (_USERINFO_WITH_SLASH, _USERINFO):
+        if found := pattern.search(uri):
+            userinfo = found[0][len(found["scheme"]):]
+            if bad := next((c for c in "/?#" if c in userinfo), None):
+                return bad
+    return None
+
+
+def unencoded_message(what: str, uri: str) -> str | None:
+    """The error for `unencoded_in_password`, naming the URI masked; None when it is fine."""
+    bad = unencoded_in_password(uri)
+    if bad is None:
+        return None
+    return (f"{what} {mask_text(uri)!r}: its user or password holds an unencoded {bad!r}, "
+            f"which ends the host part: write it as {quote(bad, safe='')}")
+
+
+def _userinfo_replaced(text: str, by: Callable[[re.Match], str]) -> str:
+    return _USERINFO.sub(by, _USERINFO_WITH_SLASH.sub(by, text))
 
 
 def mask_text(text: str, mask: str = MASK) -> str:
     """Any text (an error message, a traceback, a log line, a config value) with the userinfo
     of every URI in it replaced by `mask`: `http://***@host:5000/api/...`, and the value of
     every secret in a query: `...?password=***`."""
-    return _masked_query(_USERINFO.sub(lambda m: f"{m['scheme']}{mask}@", text), mask)
+    return _masked_query(_userinfo_replaced(text, lambda m: f"{m['scheme']}{mask}@"), mask)
 
 
 def _masked_query(text: str, mask: str = MASK) -> str:

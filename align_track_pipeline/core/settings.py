@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from align_track_pipeline.core.secrets import MASK, mask_text
+from align_track_pipeline.core.secrets import MASK, mask_text, unencoded_in_password
 
 
 class SettingError(ValueError):
@@ -98,6 +98,9 @@ def _web_url(value: str) -> str:
 def _postgres_url(value: str) -> str:
     """dagster-postgres needs psycopg2: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3,
     on which dagster-postgres fails (server-side parameters in its NOTIFY)."""
+    if bad := unencoded_in_password(value):
+        raise Hint(f"the user or password holds an unencoded {bad!r}, which ends the host "
+                   f"part: write it as {quote(bad, safe='')}")
     parts = urlsplit(value)
     if parts.scheme != POSTGRES_SCHEME or not parts.hostname or not parts.path.strip("/"):
         if parts.scheme in ("postgresql", "postgres"):

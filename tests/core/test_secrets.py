@@ -61,3 +61,29 @@ def test_a_password_with_unencoded_at_or_hash_is_masked_whole():
     assert mask_text("to http://alice:p@ss@host:5000/api") == "to http://***@host:5000/api"
     assert without_credentials("http://alice:p#ss@host:5000/x") == "http://host:5000/x"
     assert "tok123" not in mask_text("https://tok123@host/x")
+
+
+@pytest.mark.parametrize("uri", [
+    "http://bob:s3cr3t-PLANTED/x@127.0.0.1:5077",
+    "postgresql+psycopg2://bob:s3cr3t/PLANTED@db:5432/mlflow",
+    "http://bob:s3cr3t#PLANTED@127.0.0.1:5077",
+    "http://bob:1234/PLANTED@host",
+])
+def test_a_password_with_an_unencoded_slash_is_masked_and_named_as_the_fault(uri):
+    """Generated passwords hold `/`; unencoded, it ends the URI's host part for every parser,
+    and the password was then shown whole in the error about the port."""
+    from align_track_pipeline.core.secrets import unencoded_message
+
+    assert "PLANTED" not in mask_text(f"to {uri} failed")
+    assert "PLANTED" not in without_credentials(uri)
+    message = unencoded_message("MLflow tracking URI", uri)
+    assert message is not None and "PLANTED" not in message
+    assert "%2F" in message or "%23" in message
+
+
+def test_a_slash_after_a_port_is_no_password():
+    from align_track_pipeline.core.secrets import unencoded_in_password
+
+    for uri in ("http://127.0.0.1:5000/#/experiments/1", "postgresql+psycopg2://u:pw@db:5432/x",
+                "http://a:b@h:1/p?x=1#y"):
+        assert unencoded_in_password(uri) is None, uri

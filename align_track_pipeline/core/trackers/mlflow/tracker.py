@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-from align_track_pipeline.core.secrets import mask_text, without_credentials
+from align_track_pipeline.core.secrets import mask_text, unencoded_message, without_credentials
 from align_track_pipeline.core.trackers.base import (
     Partition,
     Settings,
@@ -207,6 +207,8 @@ def check_tracking_uri(uri: str) -> None:
     store, a folder written wherever the process runs), a typo'd scheme, a server URI without
     a host, a SQLite URI without its three slashes."""
     shown = without_credentials(uri)
+    if unencoded := unencoded_message("MLflow tracking URI", uri):
+        raise TargetError(unencoded)
     try:
         parts = urlsplit(uri)
     except ValueError as wrong:  # a `[` that opens no IPv6 address
