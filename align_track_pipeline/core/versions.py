@@ -18,8 +18,10 @@ import hashlib
 
 # Bump when parsing changes what lands in the tables: every partition becomes stale.
 # 4: credentials written as text inside config values masked; 5: a scenario scored under
-# several targets keeps each target's score in the scenes (the last one was taken for all).
-PARSER_VERSION = "5"
+# several targets keeps each target's score in the scenes (the last one was taken for all);
+# 6: credential keys run together, plural or numbered masked (`secretaccesskey`,
+# `passwords`, `password1`, `auth_header`, `github_pat`): every store is written again masked.
+PARSER_VERSION = "6"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
 # 6: the copied source files with credentials written as text masked too; 7: with the
 # spellings of 2026-12-07 masked (`db_pass`, `openai: {key}`, `--openai-key VALUE`, webhooks).

@@ -61,7 +61,10 @@ SECRET_KEYS = ["password", "db_passwd", "api_key", "apiKey", "OPENAI_API_KEY", "
                "hf_token", "access_token", "accessToken", "auth_token", "refresh_token",
                "client_secret", "secret", "aws_secret_access_key", "private_key",
                "credentials", "Authorization", "cookie", "username", "user", "api_endpoint",
-               "db_pass", "smtp_pass", "pass", "pw", "db_pw", "passcode"]
+               "db_pass", "smtp_pass", "pass", "pw", "db_pw", "passcode",
+               # run together, plural, numbered, or a header or a personal access token
+               "secretkey", "clientsecret", "privatekey", "accesskey", "secretaccesskey",
+               "passwords", "password1", "auth_header", "bearer", "github_pat", "pat"]
 SETTINGS = {"max_generator_tokens": 8192, "max_new_tokens": 512, "tokenizer": "gpt2",
             "tokenizer_kwargs": {"padding_side": "left"}, "num_tokens": 3, "max_tokens": 100,
             "session_type": "eval", "user_prompt_template": "Q: {q}", "author": "someone",
@@ -74,7 +77,9 @@ SETTINGS = {"max_generator_tokens": 8192, "max_new_tokens": 512, "tokenizer": "g
                     "fZQojAlhbGdvcml0aG2UjARhdXRvlIwJYmFuZHdpZHRolEc/szMzMzMzNIwGa2VybmVslIwIZ2F1\n",
             "url": "https://example.org/v1/models", "justification": "Because sk-style is fine",
             "pass_rate": 0.5, "bypass_cache": True, "first_pass": False, "use_auth": True,
-            "second_pass": "beam", "num_pass": 3, "database": {"key": "id_col"},
+            "second_pass": "beam", "num_pass": 3, "auth_type": "basic", "patience": 3,
+            "path": "/data/runs", "pattern": "*.json", "bypass": "cache",
+            "database": {"key": "id_col"},
             "sort": {"key": "timing"}, "kdma": {"key": "Moral judgement"},
             "argv": ["run_align_system", "--max-new-tokens", "512", "--pass-rate", "0.5"]}
 SECRET_VALUES = ["sk-proj-4f9a8b7c6d5e4f3a2b1c0d9e", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345",

@@ -39,10 +39,14 @@ REDACTED = "***REDACTED***"
 SETTING_KEYS = frozenset({"kdma_key", "group_key", "range_key", "sort_key", "partition_key"})
 
 # Matched against the key in snake_case (`apiKey` -> `api_key`), anchored on word parts.
+# A few words count wherever they stand, as keys run them together (`secretaccesskey`,
+# `clientsecret`, `privatekey`); a word part may end in digits (`password1`).
 _SECRET_KEY = re.compile(
-    r"(^|_)(password|passwd|passphrase|pwd|secrets?|credentials?|cookies?|authorization"
-    r"|username|user_name|endpoint|private_key|access_key|api_key|apikey)(_|$)"
-    r"|^user$|(^|_)auth$|(^|_)token$|(^|_)(access|auth|bearer|refresh|api|id|session)_token"
+    r"(^|_)(passwords?|passwd|passphrase|pwd|secrets?|credentials?|cookies?|authorization"
+    r"|username|user_name|endpoint|private_key|access_key|api_key|apikey|bearer)\d*(_|$)"
+    r"|secret|password|passwd|privatekey|accesskey|apikey"
+    r"|^user$|(^|_)auth(_headers?)?$|(^|_)(token|pat)$"
+    r"|(^|_)(access|auth|bearer|refresh|api|id|session)_token"
     r"|^(pass|pw)$|passcode|(^|_)(db|smtp|user|admin|root|mysql|pg|postgres|redis|s?ftp|mail"
     r"|email|ldap|proxy|sql|login|account|ssh|vpn|wifi)_?(pass|pw)$",
 )
