@@ -70,6 +70,33 @@ def test_a_deleted_manifest_is_rebuilt_and_a_changed_folder_adds_no_duplicate(
 
 
 @pytest.mark.slow
+def test_a_deleted_repo_beside_its_manifest_is_written_again(small_tree, data_dir):
+    """`.aim` deleted to reset Aim (after a lock error, say), its manifest kept: before, the
+    manifest still vouched for the runs, and every command said fresh for good. (The
+    commands run as processes, as a user runs them: Aim keeps a repo's objects per process.)"""
+    import shutil
+
+    keys = sorted(r.key for r in find_run_dirs(small_tree))
+    cmd = [str(Path(sys.executable).parent / "align-track"), "--experiments-dir",
+           str(small_tree), "--data-dir", str(data_dir), "--json"]
+
+    def run(command: str) -> dict:
+        done = subprocess.run([cmd[0], command, *cmd[1:]], capture_output=True, text=True,
+                              timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    run("ingest")
+    shutil.rmtree(data_dir / "aim" / ".aim")
+
+    states = {p["partition"]: p["state"] for p in run("status")["partitions"]}
+    assert states == dict.fromkeys(keys, "stale")
+    assert sorted(run("ingest")["materialized"]) == keys
+    _one_run_per_scene(data_dir)  # every scene again, once
+    assert run("ingest")["materialized"] == []
+
+
+@pytest.mark.slow
 def test_a_deleted_manifest_alone_is_rebuilt_keeping_every_run(capsys, small_tree, data_dir):
     keys = sorted(r.key for r in find_run_dirs(small_tree))
     _ingest(capsys, small_tree, data_dir)

@@ -30,12 +30,15 @@ from align_track_pipeline.core.trackers.base import (
     preloaded,
 )
 from align_track_pipeline.core.trackers.owner import OWNER_FILE, claim
+from align_track_pipeline.core.trackers.sqlite_value import NONE
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
 if TYPE_CHECKING:
     from align_track_pipeline.core.trackers.aim.writer import AimWriter
 
 UI_PORT = 43800  # where `align-track aim-ui` serves the repo by default
+AIM_FOLDER = ".aim"  # the repo proper, beside the manifest (what `aim init` makes)
+WITHOUT_REPO = "-without-repo"  # a manifest's generation while its repo is gone
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,13 @@ class AimTracker(Tracker):
     def store_generation(self) -> str:
         """The manifest's generation: a manifest deleted (or rebuilt because it disagreed
         with the repo) no longer vouches for the runs, so every partition is stale until an
-        upsert has checked them against the rebuilt one. Two stats when nothing changed."""
-        return generation(manifest_path(Path(self.repo)))
+        upsert has checked them against the rebuilt one. So is a manifest whose repo is gone
+        (`.aim` deleted, to reset Aim after a lock error): the writer then makes the repo
+        again and rebuilds the manifest from it. Three stats when nothing changed."""
+        found = generation(manifest_path(Path(self.repo)))
+        if found != NONE and not (Path(self.repo) / AIM_FOLDER).is_dir():
+            return f"{found}{WITHOUT_REPO}"
+        return found
 
     def max_writers(self, cores: int) -> int:
         """Each run is its own chunk and the writer locks per partition, so run creation
