@@ -154,6 +154,23 @@ def test_an_export_again_over_its_own_file_replaces_it(capsys, tables_dir, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no partial file left
 
 
+@pytest.mark.parametrize("argv", [["export", "--format", "csv", "-o"], ["report", "-o"],
+                                  ["dashboard", "-o"], ["compare", "x", "--html"]])
+def test_an_output_that_is_a_fifo_is_refused_and_left_as_it_is(capsys, tables_dir, tmp_path,
+                                                                 argv):
+    """Before, the output was written beside it and moved over it: the FIFO (or, as root,
+    `/dev/full` itself) was replaced by a file, its reader got nothing, and the command said
+    it wrote the rows, exit 0."""
+    import os
+    import stat
+
+    fifo = tmp_path / "out.html" if argv[0] in ("dashboard", "compare") else tmp_path / "o.csv"
+    os.mkfifo(fifo)
+    code, out, err = run(capsys, *argv, str(fifo), "--data-dir", str(tables_dir))
+    assert code == 2 and "it is a FIFO, not a file; nothing was written" in err, (out, err)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
 def test_an_export_to_a_gz_name_is_compressed(capsys, tables_dir, tmp_path):
     target = tmp_path / "rows.csv.gz"
     assert run(capsys, "export", "--data-dir", str(tables_dir), "-o", str(target), "--format",

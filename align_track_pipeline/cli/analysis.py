@@ -33,7 +33,7 @@ from align_track_pipeline.core.analysis.export import FORMATS, export, export_fo
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
 from align_track_pipeline.core.analysis.links import UNAVAILABLE, run_links
 from align_track_pipeline.core.analysis.output import write_report
-from align_track_pipeline.core.analysis.owned import refuse_owned_output
+from align_track_pipeline.core.analysis.owned import refuse_output
 from align_track_pipeline.core.analysis.pivot import AGGREGATES, PivotSpec, pivot, split_columns
 from align_track_pipeline.core.analysis.render import (
     by_probe,
@@ -261,7 +261,7 @@ def _count_line(count: int, more: bool, table: str) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> Result:
     if args.html:
-        refuse_owned_output(_data_dir(args), args.html, "--html")
+        refuse_output(_data_dir(args), args.html, "--html")
     rows = compare(_data_dir(args), args.scenario, args.scene)
     if args.html:
         args.html.parent.mkdir(parents=True, exist_ok=True)
@@ -322,7 +322,7 @@ def cmd_report(args: argparse.Namespace) -> Result:
     spec = PivotSpec(args.table, split_columns(args.rows), split_columns(args.cols),
                      args.values, args.agg)
     if args.output is not None:
-        refuse_owned_output(_data_dir(args), args.output)
+        refuse_output(_data_dir(args), args.output)
     result = pivot(open_tables(_data_dir(args), [spec.table]), spec)
     size = f"{len(result.rows)} rows x {len(result.col_labels)} columns"
     if args.output is None:
@@ -340,7 +340,7 @@ def cmd_dashboard(args: argparse.Namespace) -> Result:
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise AnalysisError(f"cannot write {args.output.name!r}: the dashboard is a page, "
                             "the file name must end in .html")
-    refuse_owned_output(_data_dir(args), args.output)
+    refuse_output(_data_dir(args), args.output)
     written = write_dashboard(_data_dir(args), args.output)
     print(f"wrote {written.path}: {written.sections} charts, {written.scenarios} scenarios "
           "compared")
@@ -350,7 +350,7 @@ def cmd_dashboard(args: argparse.Namespace) -> Result:
 def cmd_export(args: argparse.Namespace) -> Result:
     if str(args.output) == "-":
         return _export_to_stdout(args)
-    refuse_owned_output(_data_dir(args), args.output)
+    refuse_output(_data_dir(args), args.output)
     fmt = export_format(args.output, args.format)
     count = export(_data_dir(args), args.table, _filters(args), args.output, fmt)
     print(f"wrote {count} {args.table} rows to {args.output} ({fmt})")

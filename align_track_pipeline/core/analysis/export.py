@@ -12,7 +12,7 @@ from align_track_pipeline.core.analysis.columns import nested_columns, text_colu
 from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables, sql_literal
 from align_track_pipeline.core.analysis.filters import Filters, apply, user_sql
 from align_track_pipeline.core.analysis.output import FORMULA_STARTS
-from align_track_pipeline.core.analysis.owned import refuse_owned_output
+from align_track_pipeline.core.analysis.owned import refuse_output
 
 # --format -> DuckDB COPY options. CSV and TSV hold maps and lists as JSON text.
 FORMATS = {"csv": "FORMAT csv, HEADER", "tsv": "FORMAT csv, HEADER, DELIMITER '\t'",
@@ -46,7 +46,7 @@ def _csv_column(table: str, column: str) -> str:
 def export(data_dir: Path, table: str, filters: Filters, path: Path, fmt: str) -> int:
     """Write the rows; returns how many. Refused (AnalysisError) when `path` is a file the
     pipeline owns in the data dir (`owned`)."""
-    refuse_owned_output(data_dir, path)
+    refuse_output(data_dir, path)
     path = path.resolve()
     if path.is_dir():
         raise AnalysisError(f"{path} is a folder: give the export a file name")

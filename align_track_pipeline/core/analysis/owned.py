@@ -11,6 +11,7 @@ root included, is the user's.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from align_track_pipeline.core.analysis.connection import AnalysisError
@@ -59,13 +60,29 @@ def owner_of(data_dir: Path, output: Path) -> str | None:
     return None
 
 
-def refuse_owned_output(data_dir: Path, output: Path, option: str = "-o") -> None:
-    """Raise AnalysisError, saying why, when `output` is a file the pipeline owns (`owner_of`);
-    call it before writing anything."""
-    if (owner := owner_of(data_dir, output)) is None:
-        return
-    resolved = Path(output).resolve()
-    shown = str(output) if Path(output) == resolved else f"{output} (resolves to {resolved})"
-    raise AnalysisError(f"refusing to write {option} {shown}: it is {owner}, which the "
-                        "pipeline owns; nothing was written. Choose a path outside the "
-                        "pipeline's folders and files (the data dir's own root is fine)")
+def refuse_output(data_dir: Path, output: Path, option: str = "-o") -> None:
+    """Raise AnalysisError, saying why, when `output` is a file the pipeline owns (`owner_of`)
+    or a special file (a FIFO, a device: moving the output over it would replace it with a
+    file, and its reader would get nothing); call it before writing anything."""
+    if (owner := owner_of(data_dir, output)) is not None:
+        resolved = Path(output).resolve()
+        shown = (str(output) if Path(output) == resolved
+                 else f"{output} (resolves to {resolved})")
+        raise AnalysisError(f"refusing to write {option} {shown}: it is {owner}, which the "
+                            "pipeline owns; nothing was written. Choose a path outside the "
+                            "pipeline's folders and files (the data dir's own root is fine)")
+    if (kind := _special(Path(output))) is not None:
+        raise AnalysisError(f"refusing to write {option} {output}: it is {kind}, not a file; "
+                            "nothing was written. Give a file name (`export -o -` writes the "
+                            "rows to stdout, for a pipe)")
+
+
+def _special(path: Path) -> str | None:
+    """What `path` is when it exists and is neither a regular file nor a folder."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing (or not to be looked at: writing it says why)
+        return None
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), None)
