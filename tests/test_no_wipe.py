@@ -90,8 +90,9 @@ def test_a_tree_emptied_in_place_like_an_unmounted_share_removes_nothing(
     assert _stores(data_dir) == ingested
     code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", data_dir,
                      "--confirm-removals")
-    assert code == 0 and len(out["removed"]) == 3
+    assert code == 0 and len(out["removed"]) == 3 and "analysis_failed" not in out
     assert _stores(data_dir) == {"parquet": [], "mlflow": [], "aim": []}
+    assert not list((data_dir / "analysis").glob("*.*"))  # no page of the removed folders
 
 
 @pytest.mark.slow
@@ -207,6 +208,32 @@ def test_a_pass_removing_more_than_the_bound_needs_a_confirmation(
     after = _stores(data_dir)
     assert len(after["parquet"]) == len(before["parquet"]) - 12
     assert set(after["mlflow"]) < set(before["mlflow"]) and set(after["aim"]) < set(before["aim"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_removing_says_so_and_the_next_ingest_finishes_it(capsys, small_tree,
+                                                                       data_dir, ingested):
+    """Before: exit 1 (as if partitions had failed) and Dagster's interrupt error with its
+    tracebacks; the Aim runs of the removed folders stayed while `status` said fresh."""
+    gone = find_run_dirs(small_tree)[:2]
+    for run_dir in gone:
+        shutil.rmtree(run_dir.path)
+    argv = ["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
+            "--confirm-removals"]
+    stopped = subprocess.run(  # Ctrl-C once the first folder's MLflow runs are deleted
+        [str(Path(sys.executable).parent / "align-track"), *argv], capture_output=True,
+        text=True, timeout=600, check=False,
+        env=os.environ | {"ALIGN_TRACK_FAULT": "mlflow.partition_written:1:sigint"})
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert "was cut short; the next `ingest` finishes it" in stopped.stderr
+
+    code, report = _cli(capsys, *argv)
+    assert code == 0 and sorted(report["removed"]) == sorted(r.key for r in gone)
+    after = _stores(data_dir)
+    assert len(after["parquet"]) == 2  # the one folder left, each table's file
+    assert set(after["mlflow"]) < set(ingested["mlflow"])
+    assert set(after["aim"]) < set(ingested["aim"]) and len(after["aim"]) == 4  # its scenes
 
 
 def test_the_sensor_skips_removals_beyond_the_bound_and_adds_new_folders(

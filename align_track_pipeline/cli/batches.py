@@ -29,11 +29,15 @@ class InProcess:
             raise_on_error: bool = True, assets: list[dg.AssetKey] | None = None
             ) -> dg.ExecuteInProcessResult:
         """Raises KeyboardInterrupt after a run during which a signal came that the run
-        dropped (see `raise_if_received`)."""
-        result = self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, run_config=self.run_config | (config or {}),
-            tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error,
-            asset_selection=assets)
+        dropped (see `raise_if_received`), and for a step the signal interrupted when
+        `raise_on_error` (Dagster raises its own error for it)."""
+        try:
+            result = self.defs.resolve_job_def(job).execute_in_process(
+                instance=self.instance, run_config=self.run_config | (config or {}),
+                tags=cli_run_tags() | (tags or {}), raise_on_error=raise_on_error,
+                asset_selection=assets)
+        except dg.DagsterExecutionInterruptedError:  # a BaseException, as KeyboardInterrupt
+            raise KeyboardInterrupt(f"{job} run") from None
         raise_if_received(f"{job} run {result.run_id}")
         return result
 

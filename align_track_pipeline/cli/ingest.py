@@ -149,7 +149,13 @@ def remove_gone(runner: InProcess, gone: list[str]) -> list[str]:
     """Delete these partitions, whose folder is gone, and their data in every store (what the
     sensor requests from the daemon); returns their keys."""
     if gone:
-        runner.run(cleanup_removed.name, cleanup_config(gone))
+        try:
+            runner.run(cleanup_removed.name, cleanup_config(gone))
+        except KeyboardInterrupt as stopped:  # the stores are part done: say how to finish
+            raise KeyboardInterrupt(
+                f"{stopped}: removing the data of {len(gone)} folders gone from the tree was "
+                "cut short; the next `ingest` finishes it, with --confirm-removals if it "
+                "asks") from None
         for key in gone:
             runner.instance.delete_dynamic_partition(PARTITIONS, key)
     return gone

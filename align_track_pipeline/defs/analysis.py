@@ -11,8 +11,9 @@ import dagster as dg
 from align_track_pipeline.core.analysis.compare import write_comparison
 from align_track_pipeline.core.analysis.connection import files_named_on_failure
 from align_track_pipeline.core.analysis.dashboard import write_dashboard
+from align_track_pipeline.core.analysis.incremental import listing_path
 from align_track_pipeline.core.analysis.render import markdown_table, side_by_side
-from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE
+from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, table_listing
 from align_track_pipeline.defs.automation import WHOLE_TABLE_CONDITION
 from align_track_pipeline.defs.resources import DataStore
 from align_track_pipeline.defs.tables import TABLE_ASSETS
@@ -35,7 +36,10 @@ CHANGED_FILES = "changed_files"
 def scene_comparison(store: DataStore) -> dg.MaterializeResult:
     """Updated from its previous version and the partitions that changed since, or rebuilt
     whole from the tables when that version cannot be trusted (DuckDB: a streaming join and
-    sort)."""
+    sort). With no table left (every folder removed), the file is deleted."""
+    comparison = Path(store.data_dir) / COMPARISON_FILE
+    if _no_tables(store):
+        return _deleted(comparison, listing_path(comparison))
     with files_named_on_failure(Path(store.data_dir)):
         result = write_comparison(Path(store.data_dir), Path(store.data_dir) / COMPARISON_FILE)
     built = ("rebuilt from every partition file" if result.changed_files is None else
@@ -75,7 +79,10 @@ def _preview(rows: list[dict]) -> str:
     "the same action; what `align-track dashboard` writes.",
 )
 def dashboard(store: DataStore) -> dg.MaterializeResult:
-    """Rebuilt whole from the tables after any partition changed, like `scene_comparison`."""
+    """Rebuilt whole from the tables after any partition changed, like `scene_comparison`;
+    deleted when no table is left."""
+    if _no_tables(store):
+        return _deleted(Path(store.data_dir) / DASHBOARD_FILE)
     with files_named_on_failure(Path(store.data_dir)):
         written = write_dashboard(Path(store.data_dir), Path(store.data_dir) / DASHBOARD_FILE)
     return dg.MaterializeResult(metadata={
@@ -84,3 +91,17 @@ def dashboard(store: DataStore) -> dg.MaterializeResult:
         "charts": dg.MetadataValue.int(written.sections),
         "scenarios compared": dg.MetadataValue.int(written.scenarios),
     })
+
+
+def _no_tables(store: DataStore) -> bool:
+    """No partition file in either table: every folder was removed (or none ingested)."""
+    return not any(table_listing(Path(store.data_dir)).values())
+
+
+def _deleted(*files: Path) -> dg.MaterializeResult:
+    """Nothing to show: the files of earlier tables are deleted, not left to show them."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    return dg.MaterializeResult(metadata={
+        "built": dg.MetadataValue.text("no table files: every folder was removed, so the "
+                                       "file was deleted")})

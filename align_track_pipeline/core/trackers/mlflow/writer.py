@@ -166,7 +166,10 @@ class MlflowWriter:
         self._backend.follow_a_moved_data_dir(self._own_artifacts)
 
     def delete_partition(self, partition: str) -> int:
-        return self._backend.upsert(partition, [], []).deleted
+        deleted = self._backend.upsert(partition, [], []).deleted
+        if deleted:
+            fault_point("mlflow.partition_written")
+        return deleted
 
     def archive_partition(self, partition: str) -> int:
         """Move the partition's runs to MLflow's `deleted` lifecycle stage: hidden from the
