@@ -436,4 +436,5 @@ def without_read_override(argv: list[str]) -> list[str]:
 
 def status_counts(**counts: int) -> dict[str, int]:
     """`status --json`'s counts: every state, zero where no partition is in it."""
-    return dict.fromkeys(("fresh", "stale", "missing", "failed", "unreadable"), 0) | counts
+    return dict.fromkeys(("fresh", "stale", "missing", "failed", "unreadable", "gone"),
+                         0) | counts

@@ -66,7 +66,7 @@ def test_a_tree_whose_only_run_dir_is_bad_exits_1_and_status_says_failed(capsys,
     main(["status", "--experiments-dir", str(tmp_path / "tree"), "--data-dir", str(data_dir)])
     lines = capsys.readouterr().out.splitlines()
     assert f"  FAILED broken/run: {error}" in lines
-    assert lines[-1] == "1 partitions: 0 fresh, 0 stale, 0 missing, 1 failed, 0 unreadable"
+    assert lines[-1] == "1 partitions: 0 fresh, 0 stale, 0 missing, 1 failed, 0 unreadable, 0 gone"
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from tests.conftest import (
     aim_runs_held,
     apply_partition_requests,
     sensor_tick,
+    status_counts,
     without_read_override,
 )
 
@@ -85,6 +86,9 @@ def test_a_tree_emptied_in_place_like_an_unmounted_share_removes_nothing(
     away.mkdir()
     for child in list(small_tree.iterdir()):
         child.rename(away / child.name)
+    code, out = _cli(capsys, "status", "--experiments-dir", small_tree, "--data-dir", data_dir)
+    assert code == 2 and "holds no run directory" in out["error"]  # before: 0 partitions, 0
+    assert out["counts"] == status_counts(gone=3)
     code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", data_dir)
     assert code == 2 and "holds no run directory" in out["error"]
     assert _stores(data_dir) == ingested
@@ -227,6 +231,8 @@ def test_ctrl_c_while_removing_says_so_and_the_next_ingest_finishes_it(capsys, s
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr
     assert "was cut short; the next `ingest` finishes it" in stopped.stderr
+    code, status = _cli(capsys, "status", *argv[1:5])
+    assert code == 0 and status["counts"] == status_counts(fresh=1, gone=2)
 
     code, report = _cli(capsys, *argv)
     assert code == 0 and sorted(report["removed"]) == sorted(r.key for r in gone)

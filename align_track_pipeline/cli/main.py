@@ -26,6 +26,7 @@ from align_track_pipeline.core.guard import (
     NEW_TREE_FLAG,
     check_apart,
     check_tree,
+    removal_refusal,
     removals,
 )
 from align_track_pipeline.core.lifeline import stop_fork_server
@@ -264,6 +265,9 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 UNREADABLE = "unreadable"  # a partition whose folder, or one above it, cannot be read
+GONE = "gone"  # a partition whose folder left the tree, its data still in the stores
+GONE_ERROR = ("its folder is no longer in the tree; the next `ingest` removes its data from "
+              "every store")
 
 
 def _say(msg: str) -> None:
@@ -348,31 +352,44 @@ def cmd_status(args: argparse.Namespace) -> Result:
     scan = scan_tree(experiments)
     trackers = create_all(_settings(args, data))
     expected = all_expected(trackers)
-    states, hidden, told = {r.key: MISSING for r in scan.run_dirs}, {}, {}
+    states, told = {r.key: MISSING for r in scan.run_dirs}, {}
+    plan, known = removals([], scan), []
     if never_ingested(data):  # read as it is: nothing to open, nothing created
         _say(f"nothing has been ingested into {data} yet: every partition is missing "
              f"(`align-track ingest{_given(args, 'experiments_dir', 'data_dir')}` writes them)")
     else:
         with open_instance(data) as instance:
             states = partition_states(instance, source_versions(scan.run_dirs, data), expected)
-            hidden = removals(instance.get_dynamic_partitions(PARTITIONS), scan).hidden
+            known = instance.get_dynamic_partitions(PARTITIONS)
+            plan = removals(known, scan)
             told = problems(instance, DataStore(data_dir=str(data)), states, expected, trackers)
     rows = [{"partition": r.key, "path": r.rel_path, "state": states[r.key]} for r in scan.run_dirs]
     for row in rows:
         if row["partition"] in told:
             row["state"], row["error"] = told[row["partition"]]
     rows += [{"partition": k, "path": rel_path_of(k), "state": UNREADABLE, "error": reason}
-             for k, reason in hidden.items()]
-    order = (FRESH, STALE, MISSING, FAILED, UNREADABLE)
+             for k, reason in plan.hidden.items()]
+    rows += [{"partition": k, "path": rel_path_of(k), "state": GONE, "error": GONE_ERROR}
+             for k in plan.gone]
+    order = (FRESH, STALE, MISSING, FAILED, UNREADABLE, GONE)
     counts = {s: sum(r["state"] == s for r in rows) for s in order}
+    # What `ingest` would refuse to remove: exit 2, as it would (an unmounted share).
+    refused = removal_refusal(experiments, len(known), plan.gone, len(scan.run_dirs))
+    code = 2 if refused else 0
     if args.json:
-        return 0, {"partitions": rows, "counts": counts, "total": len(rows)}
+        return code, {"partitions": rows, "counts": counts, "total": len(rows)} | (
+            {"error": refused} if refused else {})
     _table(["state", "partition"], [[r["state"], r["partition"]] for r in rows])
     for row in rows:
-        if "error" in row:
+        if "error" in row and row["state"] != GONE:
             print(f"  {row['state'].upper()} {row['partition']}: {row['error']}")
     print(f"{len(rows)} partitions: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    return 0, None
+    if plan.gone:
+        print(f"  {len(plan.gone)} gone: their folders are no longer in the tree; the next "
+              "`ingest` removes their data from every store")
+    if refused:
+        _say(f"align-track status: {refused}")
+    return code, None
 
 
 def cmd_dagster_ui(args: argparse.Namespace) -> Result:
