@@ -208,3 +208,15 @@ def test_a_worker_interrupted_starts_no_further_batch(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGINT, kept)
     assert instance.get_run_records() == []
+
+
+def test_a_full_disk_under_an_output_file_names_that_file(tmp_path):
+    """`export -o /full/x.csv`: the file told to write is named first, not the data dir."""
+    import argparse
+
+    from align_track_pipeline.cli.main import _stores
+
+    args = argparse.Namespace(data_dir=tmp_path / "data", output=tmp_path / "full" / "x.csv")
+    assert _stores(args)[:2] == [tmp_path / "full" / "x.csv", tmp_path / "data"]
+    told = describe(OSError(errno.ENOSPC, "No space left on device"), _stores(args))
+    assert told.error == f"no space left on {tmp_path / 'full' / 'x.csv'}"

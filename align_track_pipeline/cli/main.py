@@ -97,13 +97,16 @@ def _bad_settings(as_json: bool) -> int | None:
 
 
 def _stores(args: argparse.Namespace) -> list[Path]:
-    """The local places a command writes: the data dir, then a store given outside it."""
+    """The local places a command writes: the file it was told to write (`-o`, `--html`),
+    the data dir, then a store given outside it."""
     data = (getattr(args, "data_dir", None) or Path(default_data_dir())).resolve()
     options = _options(args)
     uri = options.get("mlflow_uri", "")
+    outputs = [getattr(args, name, None) for name in ("output", "html")]
     outside = [options.get("aim_repo"), uri.removeprefix("sqlite:///")
                if uri.startswith("sqlite:///") else None]
-    return [data, *(Path(p) for p in outside if p)]
+    return [*(Path(p).resolve() for p in outputs if p and str(p) != "-"), data,
+            *(Path(p) for p in outside if p)]
 
 
 @contextmanager
