@@ -20,10 +20,13 @@ def expected_numbers(experiments: list[dict], scenes: list[dict]) -> dict[str, f
     for name, values in scores.items():
         numbers |= {f"scores.{name} mean": sum(values) / len(values),
                     f"scores.{name} min": min(values), f"scores.{name} max": max(values)}
-    avgs = [r["timing_avg_seconds"] for r in experiments if r["timing_avg_seconds"] is not None]
+    timed = [r for r in experiments if r["timing_total_seconds"] is not None
+             and r["timing_avg_seconds"]]
     highs = [r["timing_max_seconds"] for r in experiments if r["timing_max_seconds"] is not None]
-    if avgs:
-        numbers["decision time mean (s)"] = sum(avgs) / len(avgs)
+    if timed:  # every action of the run counts once: total time over the number of actions
+        actions = sum(round(r["timing_total_seconds"] / r["timing_avg_seconds"]) for r in timed)
+        numbers["decision time mean (s)"] = sum(r["timing_total_seconds"] for r in timed) / (
+            actions)
     if highs:
         numbers["decision time max (s)"] = max(highs)
     numbers["scenes"] = len(scenes)
@@ -53,3 +56,14 @@ def test_numbers_equal_those_of_the_written_tables(tmp_path):
     # The sample tree has both shapes of scores.json and runs without one.
     assert {"scores.score mean", "scores.accuracy max", "scores.num_probes min"} <= seen_scores
     assert len(run_dirs) == 20
+
+
+def test_the_decision_time_mean_weighs_each_target_by_its_actions():
+    """A live run dir of three targets with 6, 10 and 3 actions: 84.551 s over 19 actions
+    (4.4501 s), not the mean of the three targets' means (4.2831 s)."""
+    from align_track_pipeline.core.tables.numbers import time_per_action
+
+    totals, means = [23.794, 48.724, 12.034], [23.794 / 6, 48.724 / 10, 12.034 / 3]
+    assert abs(time_per_action(totals, means) - 84.552 / 19) < 1e-9
+    assert time_per_action([None, None], [2.0, 4.0]) == 3.0
+    assert time_per_action([None], [None]) is None

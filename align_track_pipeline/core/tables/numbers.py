@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 SCENES = "scenes"
 DECIDED = "decided share"  # scenes whose output names an action (choice or action id)
-TIME_MEAN = "decision time mean (s)"  # the mean over the run's targets of seconds per action
+TIME_MEAN = "decision time mean (s)"  # seconds per action over all the run's actions
 TIME_MAX = "decision time max (s)"
 STATS = ("mean", "min", "max")
 
@@ -24,12 +24,25 @@ def research_numbers(experiments: pa.Table, scenes: pa.Table) -> dict[str, float
     nothing to measure is left out, never written as NaN."""
     numbers: dict[str, float | None] = {
         **_score_stats(experiments),
-        TIME_MEAN: pc.mean(experiments["timing_avg_seconds"]).as_py(),
+        TIME_MEAN: time_per_action(experiments["timing_total_seconds"].to_pylist(),
+                                   experiments["timing_avg_seconds"].to_pylist()),
         TIME_MAX: pc.max(experiments["timing_max_seconds"]).as_py(),
         SCENES: float(scenes.num_rows),
         DECIDED: _decided(scenes),
     }
     return {k: float(v) for k, v in numbers.items() if v is not None and math.isfinite(v)}
+
+
+def time_per_action(totals: list[float | None], means: list[float | None]) -> float | None:
+    """Seconds per action over every action of the run: the targets' total time over their
+    actions (a target's total over its mean is its action count), so a target with more
+    actions weighs more; targets lacking either number are left out. With no totals, the
+    mean of the means."""
+    both = [(t, m) for t, m in zip(totals, means, strict=True) if t is not None and m]
+    if both:
+        return sum(t for t, _ in both) / sum(max(1, round(t / m)) for t, m in both)
+    known = [m for m in means if m is not None]
+    return sum(known) / len(known) if known else None
 
 
 def _score_stats(experiments: pa.Table) -> dict[str, float | None]:
