@@ -24,9 +24,11 @@ import hashlib
 PARSER_VERSION = "6"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
 # 6: the copied source files with credentials written as text masked too; 7: with the
-# spellings of 2026-12-07 masked (`db_pass`, `openai: {key}`, `--openai-key VALUE`, webhooks).
-MLFLOW_LAYOUT_VERSION = "7"
-AIM_LAYOUT_VERSION = "4"  # 4: runs dated and lasting as the data says (3: names)
+# spellings of 2026-12-07 masked (`db_pass`, `openai: {key}`, `--openai-key VALUE`, webhooks);
+# 8: a scene's scores named as its scenario's (`scenario.score`, not `scene.score.score`).
+MLFLOW_LAYOUT_VERSION = "8"
+# 4: runs dated and lasting as the data says (3: names); 5: `scenario.<name>`, not `score.<name>`
+AIM_LAYOUT_VERSION = "5"
 
 KEY_SEPARATOR = "::"
 

@@ -14,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from align_track_pipeline.cli.main import main
+from align_track_pipeline.core.trackers.base import scenario_metrics
 
 pytestmark = pytest.mark.slow  # each test is a full ingest (or two) through the CLI
 
@@ -79,7 +80,8 @@ def test_a_trace_per_scene_with_the_rows_content(capsys, small_tree, data_dir):
         "kdma_association": dict(scene["decision_kdma"])}
     assert trace.info.request_preview.startswith(scene["scenario_id"])
     assert trace.info.response_preview.startswith(f"[{scene['choice_index']}]")
-    assert {a.name: a.value for a in trace.info.assessments} == dict(scene["scenario_scores"])
+    assert {a.name: a.value for a in trace.info.assessments} == {  # the scenario's, named so
+        f"scenario.{k}": v for k, v in scene["scenario_scores"]}
     assert {a.source.source_type for a in trace.info.assessments} == {"CODE"}
     # Linked to the parent run of its experiment row, as the run's Traces tab lists them.
     client = MlflowClient(uri)
@@ -181,7 +183,7 @@ def test_a_server_gets_a_trace_per_scene(capsys, small_tree, data_dir, mlflow_se
             "--mlflow-experiment", experiment)
     traces = _one_per_scene(mlflow_server, data_dir, experiment)
     client = MlflowClient(mlflow_server)
-    scored = {(s["partition_key"], s["scene_index"]): dict(s["scenario_scores"])
+    scored = {(s["partition_key"], s["scene_index"]): scenario_metrics(s)
               for s in _scenes(data_dir)}
     for trace in traces:
         key = (trace.info.tags["partition_key"], int(trace.info.tags["scene_index"]))
@@ -227,7 +229,7 @@ def test_kill_after_traces_sent_then_reingest_leaves_one_per_scene(small_tree, d
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     traces = _one_per_scene(mlflow_server, data_dir, experiment)
     assert len(_traces(mlflow_server, experiment)) == len(traces)  # no duplicate anywhere
-    scored = {(s["partition_key"], s["scene_index"]): dict(s["scenario_scores"])
+    scored = {(s["partition_key"], s["scene_index"]): scenario_metrics(s)
               for s in _scenes(data_dir)}
     assert all(scored.values())
     for trace in traces:

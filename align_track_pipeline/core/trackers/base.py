@@ -235,3 +235,10 @@ def preloaded() -> None:
     for thread in list(_preloading):
         thread.join()
     _preloading[:] = [t for t in _preloading if t.is_alive()]
+
+
+def scenario_metrics(scene: Mapping) -> dict[str, float | None]:
+    """A scene's `scenario_scores` named `scenario.<name>` (`scenario.score`,
+    `scenario.kdma.<KDMA>`): scores.json scores a scenario, not a scene, so every scene of the
+    scenario carries the same numbers, and the name says whose they are."""
+    return {f"scenario.{name}": value for name, value in scene["scenario_scores"]}

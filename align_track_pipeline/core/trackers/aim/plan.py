@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from align_track_pipeline.core.trackers.base import scenario_metrics
 from align_track_pipeline.core.trackers.times import RunTimes, Span, run_times
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
@@ -62,7 +63,7 @@ def _scene_run(scene: dict, kdmas: dict[str, float], times: RunTimes) -> SceneRu
         **{name: scene[name] for name in TEXT_PARAMS},
     }
     metrics = {"timing_seconds": scene["timing_seconds"],
-               **{f"score.{k}": v for k, v in scene["scenario_scores"]}}
+               **scenario_metrics(scene)}
     return SceneRun(
         key=scene_key(scene["partition_key"], scene["scene_index"]),
         name=scene_run_name(scene),

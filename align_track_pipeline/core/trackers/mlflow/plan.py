@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from align_track_pipeline.core.trackers.base import scenario_metrics
 from align_track_pipeline.core.trackers.times import RunTimes, Span, run_times
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
@@ -115,7 +116,7 @@ def _child(parent: RunSpec, scene: dict, times: RunTimes) -> RunSpec:
     params = {**parent.params, "scene_id": scene["scene_id"], "scene_index": index,
               "scenario_id": scene["scenario_id"], **_decision(scene, artifacts)}
     metrics = {"scene.timing_seconds": scene["timing_seconds"],
-               **{f"scene.score.{k}": v for k, v in scene["scenario_scores"]}}
+               **scenario_metrics(scene)}
     inherited = {k: v for k, v in parent.tags.items() if not k.startswith("align_track.")}
     tags = {**inherited, "run_type": "scene", "scene_id": scene["scene_id"] or "",
             "scene_index": str(index)}

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from align_track_pipeline.core.trackers.base import scenario_metrics
 from align_track_pipeline.core.trackers.times import Span, run_times
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
@@ -87,7 +88,7 @@ def _trace(scene: dict, exp: dict | None, base_ms: int | None, span: Span,
             "experiment_path": scene["experiment_path"],
             TAG_PARTITION: scene["partition_key"],
             TAG_KEY: scene_key(scene["partition_key"], scene["scene_index"])}
-    feedback = {k: float(v) for k, v in scene["scenario_scores"] if v is not None}
+    feedback = {k: float(v) for k, v in scenario_metrics(scene).items() if v is not None}
     name = scene_run_name(scene)
     run_key = experiment_key(scene["partition_key"], scene["alignment_target_id"])
     tags[TAG_HASH] = _hash(name, run_key, inputs, outputs, tags, feedback, mode,
