@@ -189,3 +189,22 @@ def test_scene_run_names_start_with_what_tells_them_apart_and_carry_probe_and_ch
     assert children[1].params["choices"] == scenes[1]["choices_text"][:JUSTIFICATION_EXCERPT] + (
         "" if len(scenes[1]["choices_text"]) <= JUSTIFICATION_EXCERPT else children[1].params[
             "choices"][JUSTIFICATION_EXCERPT:])
+
+
+def test_the_runs_of_a_run_dir_without_timing_json_say_it_is_incomplete():
+    """align-system writes timing.json last: without it the run crashed or is still running,
+    which MLflow's 'Finished' and Aim's runs did not tell (a tag and a param now do)."""
+    from align_track_pipeline.core.trackers.aim.plan import plan_scene_runs
+
+    unfinished = "pipeline_comp_reg_icl_bert_sim_reverse/moral_judgement-0.2"
+    for rel, said in ((unfinished, True), ("random/unaligned", False)):
+        exps, scenes = _rows(rel)
+        assert ("timing.json" not in exps[0]["source_files"]) is said
+        specs = plan_runs(exps, scenes, SAMPLE_TREE / rel)
+        aim = plan_scene_runs(exps, scenes)
+        if said:
+            assert all(s.tags["incomplete"].startswith("no timing.json") for s in specs)
+            assert all(r.params["incomplete"].startswith("no timing.json") for r in aim)
+        else:
+            assert not any("incomplete" in s.tags for s in specs)
+            assert not any("incomplete" in r.params for r in aim)

@@ -242,3 +242,14 @@ def scenario_metrics(scene: Mapping) -> dict[str, float | None]:
     `scenario.kdma.<KDMA>`): scores.json scores a scenario, not a scene, so every scene of the
     scenario carries the same numbers, and the name says whose they are."""
     return {f"scenario.{name}": value for name, value in scene["scenario_scores"]}
+
+
+INCOMPLETE = "incomplete"  # tag (MLflow) and param (Aim) of a run dir's runs it has, and why
+
+
+def incomplete(experiment: Mapping) -> str | None:
+    """Why an experiment's run directory looks unfinished, None when it does not:
+    align-system writes timing.json last, at the end of a run."""
+    if "timing.json" in experiment["source_files"]:
+        return None
+    return "no timing.json: the run crashed, is still running, or was copied without it"

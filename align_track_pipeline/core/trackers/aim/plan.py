@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from align_track_pipeline.core.trackers.base import scenario_metrics
+from align_track_pipeline.core.trackers.base import INCOMPLETE, incomplete, scenario_metrics
 from align_track_pipeline.core.trackers.times import RunTimes, Span, run_times
 from align_track_pipeline.core.versions import AIM_LAYOUT_VERSION, scene_key
 
@@ -42,12 +42,13 @@ class SceneRun:
 
 
 def plan_scene_runs(experiments: list[dict], scenes: list[dict]) -> list[SceneRun]:
-    kdmas = {e["alignment_target_id"]: dict(e["kdma_values"]) for e in experiments}
+    rows = {e["alignment_target_id"]: e for e in experiments}
     times = run_times(scenes[0]["experiment_path"] if scenes else "", scenes)
-    return [_scene_run(s, kdmas.get(s["alignment_target_id"], {}), times) for s in scenes]
+    return [_scene_run(s, rows.get(s["alignment_target_id"]), times) for s in scenes]
 
 
-def _scene_run(scene: dict, kdmas: dict[str, float], times: RunTimes) -> SceneRun:
+def _scene_run(scene: dict, experiment: dict | None, times: RunTimes) -> SceneRun:
+    kdmas = dict(experiment["kdma_values"]) if experiment else {}
     params = {
         "adm": scene["adm"],
         "llm_backbone": scene["llm_backbone"],
@@ -60,6 +61,7 @@ def _scene_run(scene: dict, kdmas: dict[str, float], times: RunTimes) -> SceneRu
         "experiment_path": scene["experiment_path"],
         "partition_key": scene["partition_key"],
         "start_time_source": times.source,  # where the run's date comes from
+        INCOMPLETE: incomplete(experiment) if experiment else None,
         **{name: scene[name] for name in TEXT_PARAMS},
     }
     metrics = {"timing_seconds": scene["timing_seconds"],

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align_track_pipeline.core.trackers.base import scenario_metrics
+from align_track_pipeline.core.trackers.base import INCOMPLETE, incomplete, scenario_metrics
 from align_track_pipeline.core.trackers.times import RunTimes, Span, run_times
 from align_track_pipeline.core.versions import MLFLOW_LAYOUT_VERSION, experiment_key, scene_key
 
@@ -96,6 +96,7 @@ def _parent(exp: dict, run_dir: Path | None, mode: str, times: RunTimes,
         "has_hydra_config": str(exp["has_hydra_config"]).lower(),
         "source_version": exp["source_version"],
         "start_time_source": times.source,
+        INCOMPLETE: incomplete(exp),  # inherited by the scene runs
     }
     artifacts: dict[str, bytes | Path] = {}
     if exp["hydra_config"] is not None:
