@@ -208,3 +208,21 @@ def test_the_runs_of_a_run_dir_without_timing_json_say_it_is_incomplete():
         else:
             assert not any("incomplete" in s.tags for s in specs)
             assert not any("incomplete" in r.params for r in aim)
+
+
+def test_a_trace_holds_the_kdma_values_the_adm_predicted_for_each_choice():
+    """The ADM's own reason for a choice (`choice_info.predicted_kdma_values`, and the
+    values it aligned to) was only in the run's scene_data.json artifact."""
+    import json
+
+    from align_track_pipeline.core.trackers.mlflow.traces import plan_traces
+
+    rel = "comp_reg_icl_adept/moral_judgement-0.2"
+    exps, scenes = _rows(rel)
+    items = json.loads((SAMPLE_TREE / rel / "input_output.json").read_text())
+    for trace in plan_traces(exps, scenes, "hierarchical"):
+        info = items[int(trace.tags["scene_index"])]["choice_info"]
+        assert trace.outputs["predicted_kdma_values"] == info["predicted_kdma_values"]
+        assert trace.outputs["true_kdma_values"] == info["true_kdma_values"]
+    random = plan_traces(*_rows("random/unaligned"), "hierarchical")[0]  # choice_info {}
+    assert "predicted_kdma_values" not in random.outputs

@@ -80,7 +80,7 @@ def _trace(scene: dict, exp: dict | None, base_ms: int | None, span: Span,
     outputs = {"choice_index": scene["choice_index"], "action_id": scene["action_id"],
                "action_type": scene["action_type"], "text": scene["decision_text"],
                "justification": scene["justification"],
-               "kdma_association": dict(scene["decision_kdma"])}
+               "kdma_association": dict(scene["decision_kdma"]), **_reasoning(item)}
     tags = {"adm": scene["adm"], "llm_backbone": scene["llm_backbone"] or "none",
             "alignment_target_id": scene["alignment_target_id"],
             "scenario_id": scene["scenario_id"], "scene_id": scene["scene_id"] or "",
@@ -95,6 +95,19 @@ def _trace(scene: dict, exp: dict | None, base_ms: int | None, span: Span,
                            [base_ms, span.start, span.end])
     return TraceSpec(tags[TAG_KEY], run_key, name, inputs, outputs, tags, feedback, base_ms,
                      span, _request_preview(scene), _response_preview(scene))
+
+
+# What an ADM records of why it chose (`choice_info`, keys vary by ADM): the KDMA values it
+# predicted for each choice and the ones it aligned to. Its other keys (ICL examples, step
+# timings) are long and stay in the run's scene_data.json.
+REASONING = ("predicted_kdma_values", "true_kdma_values")
+
+
+def _reasoning(item: dict) -> dict:
+    info = item.get("choice_info")
+    if not isinstance(info, dict):
+        return {}
+    return {name: info[name] for name in REASONING if info.get(name) not in (None, {}, [])}
 
 
 def _item(scene: dict) -> dict:
