@@ -15,7 +15,8 @@ from aim.storage.context import Context
 TEXTS = ("probe_text", "choices_text", "decision_text", "justification")
 PARAMS = ("adm", "llm_backbone", "alignment_target_id", "kdma", "run_variant", "scenario_id",
           "scene_id", "scene_index", "experiment_path", "partition_key", "start_time_source",
-          "probe_text", "choices_text", "decision_text", "justification")
+          "probe_text", "choices_text", "decision_text", "justification", "overrides",
+          "incomplete")
 
 
 def runs_seen(repo_path: str, query: str) -> list[dict]:

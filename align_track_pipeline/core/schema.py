@@ -38,6 +38,8 @@ EXPERIMENTS = pa.schema(
         _field("has_hydra_config", pa.bool_(), False, "whether .hydra/config.yaml exists"),
         _field("align_system_version", pa.string(), True, "meta.json or wrapper `version`"),
         _field("hydra_config", pa.string(), True, "redacted .hydra/config.yaml as YAML text"),
+        _field("hydra_overrides", pa.list_(pa.string()), False,
+               "the run's command-line overrides (`adm=...`, `+experiment=...`), redacted"),
         _field("source_files", pa.list_(pa.string()), False, "input files of the run directory"),
         _field("source_version", pa.string(), False, "content fingerprint of the source files"),
     ]

@@ -257,3 +257,17 @@ def test_scores_of_one_target_are_not_copied_to_other_groups(tmp_path):
         "S": {"num_correct": {"value": 1}, "num_probes": {"value": 2}}}}]))
     exps = parse_run_dir(RunDir(run, rel), tmp_path).experiments.to_pylist()
     assert len(exps) == 3 and all(dict(e["scores"]) == {} for e in exps)
+
+
+def test_the_runs_overrides_are_kept_with_credentials_masked():
+    """What tells two runs of one ADM apart is often only what they were started with."""
+    import yaml
+
+    rel = "pipeline_fewshot_comparative_regression_feb2026/Feb2026-AF1-PS1"
+    raw = yaml.safe_load((SAMPLE_TREE / rel / ".hydra/overrides.yaml").read_text())
+    got = _parse(rel).experiments.to_pylist()[0]["hydra_overrides"]
+    assert len(got) == len(raw) and got[0] == "adm=phase2_pipeline_fewshot_comparative_regression"
+    user = next(g for g in got if g.startswith("interface.username="))
+    assert "ALIGN-ADM" not in user and "ALIGN-ADM" in " ".join(raw)  # an account: masked
+    assert _parse("exports/pipeline_baseline/affiliation-0.5").experiments.to_pylist()[0][
+        "hydra_overrides"] == []  # no .hydra folder

@@ -24,6 +24,7 @@ class RunConfig:
     target_id: str | None
     target_kdmas: dict[str, float] = field(default_factory=dict)
     redacted_yaml: str | None = None
+    overrides: tuple[str, ...] = ()  # the run's command-line overrides, credentials masked
 
 
 def read_run_config(config: dict | None, hydra: dict | None, rel_path: str) -> RunConfig:
@@ -43,7 +44,18 @@ def read_run_config(config: dict | None, hydra: dict | None, rel_path: str) -> R
             if config is not None
             else None
         ),
+        overrides=_overrides(hydra),
     )
+
+
+def _overrides(hydra: dict | None) -> tuple[str, ...]:
+    """The overrides the run was started with (`hydra.overrides.task`, as overrides.yaml
+    lists them: `adm=...`, `+experiment=...`): what tells two runs of one ADM apart, where the
+    config's own names often do not. Credentials among them masked (`interface.username=`)."""
+    task = dig(hydra, "hydra", "overrides", "task")
+    if not isinstance(task, list):
+        return ()
+    return tuple(str(item) for item in redact([str(t) for t in task if t is not None]))
 
 
 def _adm_name(config: dict | None, hydra: dict | None, rel_path: str) -> tuple[str, str]:

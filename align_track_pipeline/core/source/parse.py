@@ -227,6 +227,7 @@ def _experiment_row(
         "has_hydra_config": run.config.redacted_yaml is not None,
         "align_system_version": run.version,
         "hydra_config": run.config.redacted_yaml,
+        "hydra_overrides": list(run.config.overrides),
         "source_files": source_paths(run.run_dir.path),
         "source_version": source_version,
     }

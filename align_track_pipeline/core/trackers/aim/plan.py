@@ -62,6 +62,7 @@ def _scene_run(scene: dict, experiment: dict | None, times: RunTimes) -> SceneRu
         "partition_key": scene["partition_key"],
         "start_time_source": times.source,  # where the run's date comes from
         INCOMPLETE: incomplete(experiment) if experiment else None,
+        "overrides": (list(experiment["hydra_overrides"]) or None) if experiment else None,
         **{name: scene[name] for name in TEXT_PARAMS},
     }
     metrics = {"timing_seconds": scene["timing_seconds"],

@@ -78,6 +78,7 @@ def _parent(exp: dict, run_dir: Path | None, mode: str, times: RunTimes,
         "num_scenarios": exp["num_scenarios"],
         "num_scenes": exp["num_scenes"],
         "run_variant": exp["run_variant"],
+        "overrides": "; ".join(exp["hydra_overrides"]) or None,
         **{f"kdma.{k}": v for k, v in exp["kdma_values"]},
     }
     metrics = {
