@@ -48,6 +48,7 @@ class RunSpec:
     artifacts: dict[str, bytes | Path] = field(default_factory=dict)  # relative path -> data
     base_ms: int | None = None  # epoch ms the span counts from; None: the write time
     span: Span = Span(0, 0)  # start and end, ms after base_ms
+    timed: bool = True  # its duration is in the data; else the run gets no end time
 
     @property
     def content_hash(self) -> str:
@@ -109,7 +110,7 @@ def _parent(exp: dict, run_dir: Path | None, mode: str, times: RunTimes,
     name = f"{exp['experiment_path']} [{exp['alignment_target_id']}]"
     span = times.span(indices, exp["timing_total_seconds"])
     return _spec(key, name, None, params, metrics, tags, artifacts, exp["partition_key"], mode,
-                 times.base_ms, span)
+                 times.base_ms, span, timed=exp["timing_total_seconds"] is not None)
 
 
 def _child(parent: RunSpec, scene: dict, times: RunTimes) -> RunSpec:
@@ -125,7 +126,7 @@ def _child(parent: RunSpec, scene: dict, times: RunTimes) -> RunSpec:
     key = scene_key(scene["partition_key"], index)
     return _spec(key, scene_run_name(scene), parent.key, params, metrics, tags, artifacts,
                  scene["partition_key"], HIERARCHICAL, times.base_ms, times.scenes[index],
-                 unhashed=CURRENT_TAGS)
+                 unhashed=CURRENT_TAGS, timed=scene["timing_seconds"] is not None)
 
 
 def scene_run_name(scene: dict) -> str:
@@ -161,7 +162,7 @@ def _excerpt(index: int, name: str, text: str | None,
 
 
 def _spec(key, name, parent_key, params, metrics, tags, artifacts, partition, mode, base_ms,
-          span, unhashed: tuple[str, ...] = ()) -> RunSpec:
+          span, unhashed: tuple[str, ...] = (), timed: bool = True) -> RunSpec:
     params = {k: str(v) for k, v in params.items() if v is not None}
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
     tags = {k: str(v) for k, v in tags.items() if v is not None}
@@ -170,8 +171,9 @@ def _spec(key, name, parent_key, params, metrics, tags, artifacts, partition, mo
     tags |= {TAG_KEY: key, TAG_PARTITION: partition, "mlflow.runName": name}
     hashed = {k: v for k, v in tags.items() if k not in unhashed}
     tags[TAG_HASH] = _hash(params, metrics, hashed, artifacts, mode,
-                           [base_ms, span.start, span.end])
-    return RunSpec(key, name, parent_key, params, metrics, tags, artifacts, base_ms, span)
+                           [base_ms, span.start, span.end, timed])
+    return RunSpec(key, name, parent_key, params, metrics, tags, artifacts, base_ms, span,
+                   timed)
 
 
 def _spill(values: dict[str, str], limit: int, kind: str, artifacts: dict) -> None:

@@ -475,7 +475,7 @@ class _SqlBackend(_Backend):
             for i in range(0, len(runs), 500):  # below every bound-parameter limit
                 self._set_tag(session, runs[i:i + 500], tag, value)
         retimed = [dict(zip(("run_uuid", "start_time", "end_time"),
-                            (run_ids[s.key], *run_times(s, now)), strict=True))
+                            (run_ids[s.key], *run_start_end(s, now)), strict=True))
                    for s in kept_specs if s.base_ms is None]
         if retimed:
             from sqlalchemy import update
@@ -504,7 +504,7 @@ class _SqlBackend(_Backend):
 
     def _run_row(self, run_id: str, spec: RunSpec, now: int) -> dict:
         """The row `MlflowClient.create_run` and `set_terminated` leave (tests compare)."""
-        start, end = run_times(spec, now)
+        start, end = run_start_end(spec, now)
         return {
             "run_uuid": run_id, "name": spec.name, "source_type": "UNKNOWN", "source_name": "",
             "entry_point_name": "", "user_id": "unknown", "status": FINISHED,
@@ -813,9 +813,17 @@ class _ApiBackend(_Backend):
                 for spec, (run_id, artifact_uri) in zip(generation, started, strict=True):
                     run_ids[spec.key], artifact_uris[run_id] = run_id, artifact_uri
             self._upload(pool, {run_ids[s.key]: s.artifacts for s in specs}, artifact_uris)
-            list(pool.map(lambda s: self._client.set_terminated(
-                run_ids[s.key], FINISHED, end_time=run_times(s, now)[1]), specs))
+            list(pool.map(lambda s: self._end(run_ids[s.key], s, now), specs))
         return run_ids
+
+    def _end(self, run_id: str, spec: RunSpec, now: int) -> None:
+        """FINISHED, at the end the data gives; without one, no end time (`run_start_end`):
+        `set_terminated` would stamp the time of the write."""
+        end = run_start_end(spec, now)[1]
+        if end is None:
+            self._client.update_run(run_id, FINISHED)  # a get_run more, for these runs only
+        else:
+            self._client.set_terminated(run_id, FINISHED, end_time=end)
 
     def _start(self, spec: RunSpec, batch: str, run_ids: dict[str, str],
                now: int) -> tuple[str, str]:
@@ -894,6 +902,13 @@ def _insert(model):
 def run_times(spec: RunSpec | TraceSpec, now: int) -> tuple[int, int]:
     """A run's start and end in epoch ms: from the data, or counted from the write time."""
     return epoch_span(spec.base_ms, spec.span, now)
+
+
+def run_start_end(spec: RunSpec, now: int) -> tuple[int, int | None]:
+    """`run_times`, without an end for a run whose duration the data lacks: MLflow then shows
+    no duration, where an end at its start read as a measured 0 ms (the fastest run)."""
+    start, end = run_times(spec, now)
+    return start, end if spec.timed else None
 
 
 def _with_parent(spec: RunSpec, run_ids: dict[str, str]) -> dict[str, str]:
