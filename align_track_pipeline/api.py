@@ -48,9 +48,9 @@ def search(table: str = "scenes", *, adm: str | None = None, llm: str | None = N
            limit: int | None = None, data_dir: str | Path | None = None) -> pd.DataFrame:
     """The rows `align-track search --json --limit 0` prints (every column, or `columns`),
     one per DataFrame row. `adm`, `llm`, `target`, `scenario`, `scene` match exactly, `*` a
-    wildcard; `min_score` is {name: minimum} or ["name=minimum", ...]; `where` one SQL
-    condition; `sort` "COL" or "COL:desc", or a list of them; `limit` at most that many
-    (None or 0: all, as `--limit 0`)."""
+    wildcard (`adm` also matches `adm_config`); `min_score` is {name: minimum} or
+    ["name=minimum", ...]; `where` one SQL condition; `sort` "COL" or "COL:desc", or a list
+    of them; `limit` at most that many (None or 0: all, as `--limit 0`)."""
     if limit is not None and limit < 0:
         raise AnalysisError(f"limit must be 0 (all) or more, not {limit}")
     if table not in TABLES:

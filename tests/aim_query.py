@@ -13,8 +13,9 @@ from aim import Repo
 from aim.storage.context import Context
 
 TEXTS = ("probe_text", "choices_text", "decision_text", "justification")
-PARAMS = ("adm", "llm_backbone", "alignment_target_id", "kdma", "run_variant", "scenario_id",
-          "scene_id", "scene_index", "experiment_path", "partition_key", "start_time_source",
+PARAMS = ("adm", "adm_config", "llm_backbone", "alignment_target_id", "kdma", "run_variant",
+          "scenario_id", "scene_id", "scene_index", "experiment_path", "partition_key",
+          "start_time_source",
           "probe_text", "choices_text", "decision_text", "justification", "overrides",
           "incomplete")
 

@@ -171,6 +171,32 @@ def test_an_output_that_is_a_fifo_is_refused_and_left_as_it_is(capsys, tables_di
     assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
+def test_adm_matches_the_hydra_config_too(capsys, tables_dir):
+    """Few-shot runs are named after the zero-shot config they extend: `--adm` with the
+    few-shot config finds them (before: no rows)."""
+    few_shot = "phase2_pipeline_fewshot_comparative_regression"
+    code, out, _ = run(capsys, "search", "--data-dir", str(tables_dir), "--adm", few_shot,
+                       "--json", "--limit", "0")
+    rows = json.loads(out)["rows"]
+    expected = [r for r in table_rows(tables_dir, "scenes") if r["adm_config"] == few_shot]
+    assert code == 0 and len(rows) == len(expected) > 0
+    assert {r["adm"] for r in rows} == {"phase2_pipeline_zeroshot_comparative_regression"}
+
+
+def test_tables_of_an_earlier_version_say_to_ingest(capsys, tables_dir, tmp_path):
+    """After an upgrade that adds columns, before `ingest` rewrote the files: not DuckDB's
+    binder error, but what happened and what to run."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tables_dir / "parquet", data / "parquet")
+    for path in (data / "parquet" / "scenes").glob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns(["adm_config"]), path)
+    code, _, err = run(capsys, "search", "--data-dir", str(data))
+    assert code == 1 and "written by an earlier align-track" in err
+    assert "Run `align-track ingest` to rewrite them" in err and "Move them out" not in err
+
+
 def test_an_export_to_a_gz_name_is_compressed(capsys, tables_dir, tmp_path):
     target = tmp_path / "rows.csv.gz"
     assert run(capsys, "export", "--data-dir", str(tables_dir), "-o", str(target), "--format",

@@ -142,7 +142,8 @@ def _filter_options(cmd: argparse.ArgumentParser, default_table: str) -> None:
     cmd.add_argument("--table", choices=list(TABLES), default=default_table,
                      help="experiments (a row per experiment row) or scenes (a row per "
                           "decision); default %(default)s")
-    cmd.add_argument("--adm", help="ADM name (exact; * is a wildcard)")
+    cmd.add_argument("--adm", help="ADM name or the Hydra config it came from (adm_config) "
+                     "(exact; * is a wildcard)")
     cmd.add_argument("--llm", help="LLM backbone (exact; * is a wildcard)")
     cmd.add_argument("--target", help="alignment target id (exact; * is a wildcard)")
     cmd.add_argument("--scenario", help="scenario id (scenes; exact; * is a wildcard)")

@@ -23,6 +23,8 @@ EXPERIMENTS = pa.schema(
         _field("experiment_path", pa.string(), False, "run directory relative to the tree root"),
         _field("alignment_target_id", pa.string(), False, "target id, 'unaligned' when none"),
         _field("adm", pa.string(), False, "ADM name (config, hydra choice, or guessed from path)"),
+        _field("adm_config", pa.string(), True, "the ADM's Hydra config (hydra choice `adm`): "
+               "tells apart configs that share an `adm` name"),
         _field("adm_source", pa.string(), False, "where `adm` came from: config|hydra|path"),
         _field("llm_backbone", pa.string(), True, "model name of the ADM's inference engine"),
         _field("run_variant", pa.string(), False, "parent path of the run dir ('default' at root)"),
@@ -54,6 +56,7 @@ SCENES = pa.schema(
         _field("scene_id", pa.string(), True, "meta_info.scene_id as text; repeats, not a key"),
         _field("alignment_target_id", pa.string(), False, "target id, 'unaligned' when none"),
         _field("adm", pa.string(), False, "ADM name of the run directory"),
+        _field("adm_config", pa.string(), True, "the ADM's Hydra config (hydra choice `adm`)"),
         _field("llm_backbone", pa.string(), True, "model name of the ADM's inference engine"),
         _field("run_variant", pa.string(), False, "run directory's parent path"),
         _field("probe_text", pa.string(), True, "the situation shown to the ADM (input.state)"),

@@ -271,3 +271,15 @@ def test_the_runs_overrides_are_kept_with_credentials_masked():
     assert "ALIGN-ADM" not in user and "ALIGN-ADM" in " ".join(raw)  # an account: masked
     assert _parse("exports/pipeline_baseline/affiliation-0.5").experiments.to_pylist()[0][
         "hydra_overrides"] == []  # no .hydra folder
+
+
+def test_an_adm_named_after_the_config_it_extends_keeps_its_own_config_name():
+    """Every few-shot run of 2025 has `adm.name: phase2_pipeline_zeroshot_...` (inherited): by
+    `adm` alone few-shot and zero-shot runs are one ADM. `adm_config` is the Hydra choice."""
+    rel = "pipeline_fewshot_comparative_regression/affiliation-0.5"
+    parsed = _parse(rel)
+    for row in parsed.experiments.to_pylist() + parsed.scenes.to_pylist():
+        assert row["adm"] == "phase2_pipeline_zeroshot_comparative_regression"  # adm.name
+        assert row["adm_config"] == "phase2_pipeline_fewshot_comparative_regression"
+    assert _parse("exports/pipeline_baseline/affiliation-0.5").scenes.to_pylist()[0][
+        "adm_config"] is None  # no .hydra folder

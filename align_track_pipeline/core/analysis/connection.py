@@ -46,10 +46,16 @@ def broken_files_message(data_dir: Path) -> str | None:
         said.append("unreadable table files: " + "; ".join(str(b) for b in broken)
                     + ". Run `align-track ingest` to rewrite them")
     for table in TABLES:  # the row keys: columns every version of a table file has
-        if foreign := foreign_files(store.table_dir(table), ROW_KEYS[table]):
+        folder = store.table_dir(table)
+        if foreign := foreign_files(folder, ROW_KEYS[table]):
             said.append(f"not {table} table files (no {' or '.join(ROW_KEYS[table])} column): "
                         + "; ".join(map(str, foreign)) + ". Move them out of "
-                        f"{store.table_dir(table)}: every file there is read as a partition")
+                        f"{folder}: every file there is read as a partition")
+        older = [p for p in foreign_files(folder, columns_of(table)) if p not in foreign]
+        if older:
+            said.append(f"{len(older)} {table} table files were written by an earlier "
+                        f"align-track, without its newer columns (e.g. {older[0]}). Run "
+                        "`align-track ingest` to rewrite them")
     return ". ".join(said) or None
 
 

@@ -20,6 +20,9 @@ from align_track_pipeline.core.analysis.connection import (
 # Option -> the column it matches.
 OPTION_COLUMNS = {"adm": "adm", "llm": "llm_backbone", "target": "alignment_target_id",
                   "scenario": "scenario_id", "scene": "scene_id"}
+# A column an option also matches: an ADM is named by its `adm.name`, which configs inherit,
+# or by the Hydra config it came from.
+ALSO_MATCHED = {"adm": "adm_config"}
 # The map column `--min-score` reads, per table.
 SCORE_COLUMNS = {"experiments": "scores", "scenes": "scenario_scores"}
 
@@ -58,7 +61,10 @@ def apply(con: duckdb.DuckDBPyConnection, table: str, filters: Filters) -> duckd
         if column not in columns_of(table):
             raise AnalysisError(f"--{option} matches `{column}`, which the {table} table does "
                                 f"not have ({valid_columns(table)}); try --table scenes")
-        rel = rel.filter(_matches(column, value))
+        matched = _matches(column, value)
+        if (other := ALSO_MATCHED.get(column)) in columns_of(table):
+            matched = matched | _matches(other, value)
+        rel = rel.filter(matched)
     for name, minimum in filters.min_scores:
         rel = rel.filter(_at_least(con, table, name, minimum))
     if filters.where is not None:

@@ -25,6 +25,9 @@ class RunConfig:
     target_kdmas: dict[str, float] = field(default_factory=dict)
     redacted_yaml: str | None = None
     overrides: tuple[str, ...] = ()  # the run's command-line overrides, credentials masked
+    # The Hydra config the ADM came from (`hydra.runtime.choices.adm`): `adm.name` is often
+    # inherited (every few-shot config of 2025 is named after the zero-shot one it extends).
+    adm_config: str | None = None
 
 
 def read_run_config(config: dict | None, hydra: dict | None, rel_path: str) -> RunConfig:
@@ -45,7 +48,13 @@ def read_run_config(config: dict | None, hydra: dict | None, rel_path: str) -> R
             else None
         ),
         overrides=_overrides(hydra),
+        adm_config=_adm_choice(hydra),
     )
+
+
+def _adm_choice(hydra: dict | None) -> str | None:
+    choice = dig(hydra, "hydra", "runtime", "choices", "adm")
+    return choice if isinstance(choice, str) and choice else None
 
 
 def _overrides(hydra: dict | None) -> tuple[str, ...]:
@@ -62,8 +71,7 @@ def _adm_name(config: dict | None, hydra: dict | None, rel_path: str) -> tuple[s
     name = dig(config, "adm", "name")
     if isinstance(name, str) and name:
         return name, "config"
-    choice = dig(hydra, "hydra", "runtime", "choices", "adm")
-    if isinstance(choice, str) and choice:
+    if choice := _adm_choice(hydra):
         return choice, "hydra"
     parts = [p for p in PurePosixPath(rel_path).parts if p != "."]
     guess = next((p for p in parts if p.startswith("pipeline_")), parts[0] if parts else "unknown")

@@ -170,6 +170,7 @@ def _run_columns(run: _Run) -> dict:
         "partition_key": run.run_dir.key,
         "experiment_path": run.run_dir.rel_path,
         "adm": run.config.adm,
+        "adm_config": run.config.adm_config,
         "llm_backbone": run.config.llm_backbone,
         "run_variant": _run_variant(run.run_dir.rel_path),
     }

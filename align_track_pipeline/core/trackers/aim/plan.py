@@ -51,6 +51,7 @@ def _scene_run(scene: dict, experiment: dict | None, times: RunTimes) -> SceneRu
     kdmas = dict(experiment["kdma_values"]) if experiment else {}
     params = {
         "adm": scene["adm"],
+        "adm_config": scene["adm_config"],
         "llm_backbone": scene["llm_backbone"],
         "alignment_target_id": scene["alignment_target_id"],
         "kdma": kdmas,

@@ -74,6 +74,7 @@ def _parent(exp: dict, run_dir: Path | None, mode: str, times: RunTimes,
             indices: list[int]) -> RunSpec:
     params = {
         "adm": exp["adm"],
+        "adm_config": exp["adm_config"],
         "llm_backbone": exp["llm_backbone"],
         "alignment_target_id": exp["alignment_target_id"],
         "num_scenarios": exp["num_scenarios"],
