@@ -220,3 +220,18 @@ def test_a_full_disk_under_an_output_file_names_that_file(tmp_path):
     assert _stores(args)[:2] == [tmp_path / "full" / "x.csv", tmp_path / "data"]
     told = describe(OSError(errno.ENOSPC, "No space left on device"), _stores(args))
     assert told.error == f"no space left on {tmp_path / 'full' / 'x.csv'}"
+
+
+def test_a_full_disk_under_redirected_stdout_names_that_file(tmp_path):
+    """`search --json > /full/rows.json`: before, a traceback, then 'no space left on' the
+    data dir; the file stdout goes to is now among the places named first."""
+    target = tmp_path / "rows.json"
+    code = ("import sys; from align_track_pipeline.cli.main import _stdout_file; "
+            "sys.stderr.write(str(_stdout_file()))")
+    with target.open("w") as out:
+        done = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.PIPE,
+                              text=True, timeout=120, check=True)
+    assert done.stderr == str(target)
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120, check=True)
+    assert piped.stderr == "None"  # a pipe is no file to name

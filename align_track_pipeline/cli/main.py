@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import socket
+import stat
 import sys
 import traceback
 from collections.abc import Iterator
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             if not reader_gone(exc):
                 raise
             return discard_stdout()
+        except OSError as exc:  # stdout redirected to a full disk: told, not a traceback
+            told = describe(exc, _stores(args))
+            print(f"align-track: {told.error}", file=sys.stderr, flush=True)
+            return told.code
     return code
 
 
@@ -105,8 +110,18 @@ def _stores(args: argparse.Namespace) -> list[Path]:
     outputs = [getattr(args, name, None) for name in ("output", "html")]
     outside = [options.get("aim_repo"), uri.removeprefix("sqlite:///")
                if uri.startswith("sqlite:///") else None]
-    return [*(Path(p).resolve() for p in outputs if p and str(p) != "-"), data,
-            *(Path(p) for p in outside if p)]
+    return [*(Path(p).resolve() for p in outputs if p and str(p) != "-"),
+            *filter(None, [_stdout_file()]), data, *(Path(p) for p in outside if p)]
+
+
+def _stdout_file() -> Path | None:
+    """The file stdout is redirected to (`search --json > rows.json`), where Linux says."""
+    try:
+        if stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode):
+            return Path(os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}"))
+    except (OSError, ValueError, AttributeError):  # no such file, a closed or odd stdout
+        pass
+    return None
 
 
 @contextmanager
