@@ -14,20 +14,27 @@ imported, and `search` gives no tracker links (the command's `links` need the st
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import pandas as pd
 
 from align_track_pipeline.core.analysis import compare as _compare
-from align_track_pipeline.core.analysis.connection import AnalysisError, open_tables
+from align_track_pipeline.core.analysis.connection import (
+    AnalysisError,
+    open_tables,
+    tolerating_older_files,
+)
 from align_track_pipeline.core.analysis.filters import Filters, parse_min_score
 from align_track_pipeline.core.analysis.pivot import PivotSpec, label, pivot, split_columns
 from align_track_pipeline.core.analysis.search import parse_columns, parse_sort
 from align_track_pipeline.core.analysis.search import search as _search
 from align_track_pipeline.core.locations import default_data_dir
 from align_track_pipeline.core.schema import TABLES
+
+T = TypeVar("T")
 
 __all__ = ["AnalysisError", "Tables", "compare", "report", "search", "tables"]
 
@@ -61,7 +68,8 @@ def search(table: str = "scenes", *, adm: str | None = None, llm: str | None = N
                       min_scores=tuple((k, float(v)) for k, v in scores), where=where)
     order = parse_sort([sort] if isinstance(sort, str) else list(sort), table)
     chosen = parse_columns(columns, table) if columns is not None else None
-    found = _search(open_tables(_dir(data_dir), [table]), table, filters, limit or None, order)
+    found = _read(data_dir, lambda: _search(open_tables(_dir(data_dir), [table]), table,
+                                            filters, limit or None, order))
     return _frame(table, found.rows, chosen or TABLES[table].names)
 
 
@@ -71,7 +79,7 @@ def compare(scenario: str, scene: str | None = None, *,
     `scene`): what `align-track compare --json` prints, each row with its own probe and
     choices. Group by `["scene_id", "probe_text", "choices_text"]` to see which runs were
     shown the same thing."""
-    rows = _compare.compare(_dir(data_dir), scenario, scene)
+    rows = _read(data_dir, lambda: _compare.compare(_dir(data_dir), scenario, scene))
     return _frame("scenes", rows, _compare.COMPARE_COLUMNS)
 
 
@@ -85,7 +93,7 @@ def report(rows: str | Sequence[str] = _DEFAULTS.rows, cols: str | Sequence[str]
     spec = PivotSpec(table, _columns(rows), _columns(cols), values, agg)
     if table not in TABLES:
         raise AnalysisError(f"no table {table!r}; valid: {', '.join(TABLES)}")
-    result = pivot(open_tables(_dir(data_dir), [table]), spec)
+    result = _read(data_dir, lambda: pivot(open_tables(_dir(data_dir), [table]), spec))
     frame = pd.DataFrame(result.rows, columns=result.header)
     frame = frame.set_index(list(spec.rows) if len(spec.rows) > 1 else spec.rows[0])
     if len(spec.cols) > 1:
@@ -98,9 +106,17 @@ def report(rows: str | Sequence[str] = _DEFAULTS.rows, cols: str | Sequence[str]
 
 def tables(*, data_dir: str | Path | None = None) -> Tables:
     """Both tables whole, as DataFrames (for what the filters do not cover)."""
-    con = open_tables(_dir(data_dir))
-    return Tables(*(_frame(t, _search(con, t, Filters(), None).rows, TABLES[t].names)
-                    for t in Tables._fields))
+    def both() -> Tables:
+        con = open_tables(_dir(data_dir))
+        return Tables(*(_frame(t, _search(con, t, Filters(), None).rows, TABLES[t].names)
+                        for t in Tables._fields))
+    return _read(data_dir, both)
+
+
+def _read(data_dir: str | Path | None, call: Callable[[], T]) -> T:
+    """`call()`, reading table files of an earlier version too (a warning says so)."""
+    return tolerating_older_files(_dir(data_dir), call, lambda text: warnings.warn(
+        text, stacklevel=4))
 
 
 def _dir(data_dir: str | Path | None) -> Path:

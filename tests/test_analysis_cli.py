@@ -183,18 +183,29 @@ def test_adm_matches_the_hydra_config_too(capsys, tables_dir):
     assert {r["adm"] for r in rows} == {"phase2_pipeline_zeroshot_comparative_regression"}
 
 
-def test_tables_of_an_earlier_version_say_to_ingest(capsys, tables_dir, tmp_path):
-    """After an upgrade that adds columns, before `ingest` rewrote the files: not DuckDB's
-    binder error, but what happened and what to run."""
+def test_tables_of_an_earlier_version_are_read_and_a_hand_made_file_is_named(
+        capsys, tables_dir, tmp_path):
+    """Files written before a column existed, which no ingest rewrote (their folder became
+    unreadable, or fails to parse now): read with that column empty, and said. Before, every
+    read failed with DuckDB's binder error. A file made by hand with the row keys is named."""
     import shutil
 
     data = tmp_path / "data"
     shutil.copytree(tables_dir / "parquet", data / "parquet")
-    for path in (data / "parquet" / "scenes").glob("*.parquet"):
-        pq.write_table(pq.read_table(path).drop_columns(["adm_config"]), path)
+    older = sorted((data / "parquet" / "scenes").glob("*.parquet"))[1]
+    pq.write_table(pq.read_table(older).drop_columns(["adm_config"]), older)
+    code, out, err = run(capsys, "search", "--data-dir", str(data), "--json", "--limit", "0")
+    assert code == 0 and "written by an earlier align-track" in err, err
+    rows = json.loads(out)["rows"]
+    assert len(rows) == len(table_rows(tables_dir, "scenes"))
+    assert {r["adm_config"] for r in rows if r["partition_key"] == pq.read_table(
+        older)["partition_key"][0].as_py()} == {None}
+
+    mine = data / "parquet" / "scenes" / "mine.parquet"
+    pq.write_table(pq.read_table(older, columns=["partition_key", "scene_index"]), mine)
     code, _, err = run(capsys, "search", "--data-dir", str(data))
-    assert code == 1 and "written by an earlier align-track" in err
-    assert "Run `align-track ingest` to rewrite them" in err and "Move them out" not in err
+    assert code == 1 and f"{mine}" in err and "Move them out of" in err, err
+    assert str(older) not in err.split("Move them out")[0]
 
 
 def test_an_export_to_a_gz_name_is_compressed(capsys, tables_dir, tmp_path):

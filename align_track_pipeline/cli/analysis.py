@@ -26,6 +26,7 @@ from align_track_pipeline.core.analysis.connection import (
     QueryError,
     broken_files_message,
     open_tables,
+    tolerating_older_files,
     vanished_files_message,
 )
 from align_track_pipeline.core.analysis.dashboard import write_dashboard
@@ -164,8 +165,11 @@ def _answering(name: str, func):
         data = _data_dir(args)
         if gone := vanished_files_message(data, fingerprint_cache_path(data)):
             print(f"align-track {name}: warning: {terminal_safe(gone)}", file=sys.stderr)
+        def warn(text: str) -> None:
+            print(f"align-track {name}: warning: {terminal_safe(text)}", file=sys.stderr)
+
         try:
-            return func(args)
+            return tolerating_older_files(data, lambda: func(args), warn)
         except duckdb.InterruptException as exc:  # Ctrl-C during a query: exit 130
             raise KeyboardInterrupt(str(exc)) from exc
         except (QueryError, duckdb.Error) as exc:

@@ -2,14 +2,16 @@
 notebooks, spreadsheets and the UI read without touching the partitioned tables; `dashboard`:
 the research numbers as one self-contained page."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the `context` annotation as a type.
 from pathlib import Path
 
 import dagster as dg
 
 from align_track_pipeline.core.analysis.compare import write_comparison
-from align_track_pipeline.core.analysis.connection import files_named_on_failure
+from align_track_pipeline.core.analysis.connection import (
+    files_named_on_failure,
+    tolerating_older_files,
+)
 from align_track_pipeline.core.analysis.dashboard import write_dashboard
 from align_track_pipeline.core.analysis.incremental import listing_path
 from align_track_pipeline.core.analysis.render import markdown_table, side_by_side
@@ -33,15 +35,18 @@ CHANGED_FILES = "changed_files"
     "decision, justification, KDMA values, timing and scores, sorted by scenario and scene: "
     "what `align-track compare` shows, for every scenario at once.",
 )
-def scene_comparison(store: DataStore) -> dg.MaterializeResult:
+def scene_comparison(context: dg.AssetExecutionContext, store: DataStore
+                     ) -> dg.MaterializeResult:
     """Updated from its previous version and the partitions that changed since, or rebuilt
     whole from the tables when that version cannot be trusted (DuckDB: a streaming join and
     sort). With no table left (every folder removed), the file is deleted."""
     comparison = Path(store.data_dir) / COMPARISON_FILE
     if _no_tables(store):
         return _deleted(comparison, listing_path(comparison))
-    with files_named_on_failure(Path(store.data_dir)):
-        result = write_comparison(Path(store.data_dir), Path(store.data_dir) / COMPARISON_FILE)
+    data = Path(store.data_dir)
+    with files_named_on_failure(data):
+        result = tolerating_older_files(
+            data, lambda: write_comparison(data, data / COMPARISON_FILE), context.log.warning)
     built = ("rebuilt from every partition file" if result.changed_files is None else
              f"updated: {result.changed_files} changed partition files read")
     changed = ({} if result.changed_files is None
@@ -78,13 +83,15 @@ def _preview(rows: list[dict]) -> str:
     "decision time by ADM and LLM, and per scenario the share of scenes where all ADMs chose "
     "the same action; what `align-track dashboard` writes.",
 )
-def dashboard(store: DataStore) -> dg.MaterializeResult:
+def dashboard(context: dg.AssetExecutionContext, store: DataStore) -> dg.MaterializeResult:
     """Rebuilt whole from the tables after any partition changed, like `scene_comparison`;
     deleted when no table is left."""
     if _no_tables(store):
         return _deleted(Path(store.data_dir) / DASHBOARD_FILE)
-    with files_named_on_failure(Path(store.data_dir)):
-        written = write_dashboard(Path(store.data_dir), Path(store.data_dir) / DASHBOARD_FILE)
+    data = Path(store.data_dir)
+    with files_named_on_failure(data):
+        written = tolerating_older_files(
+            data, lambda: write_dashboard(data, data / DASHBOARD_FILE), context.log.warning)
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(written.path)),
         "open": dg.MetadataValue.url(written.path.resolve().as_uri()),

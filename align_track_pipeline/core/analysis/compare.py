@@ -20,7 +20,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from align_track_pipeline.core.analysis.columns import columns_of
-from align_track_pipeline.core.analysis.connection import open_tables, sql_literal
+from align_track_pipeline.core.analysis.connection import open_tables, sql_literal, union_option
 from align_track_pipeline.core.analysis.incremental import (
     changed_names,
     dropped_keys,
@@ -120,7 +120,7 @@ def _target_kdmas(con: duckdb.DuckDBPyConnection, data_dir: Path,
     if not files:
         return {}
     found = con.execute("SELECT partition_key, alignment_target_id, kdma_values "
-                        "FROM read_parquet(?)", [files]).fetchall()
+                        f"FROM read_parquet(?{union_option()})", [files]).fetchall()
     return {(p, t): kdma for p, t, kdma in found}
 
 
@@ -193,7 +193,8 @@ def _merge_changes(con: duckdb.DuckDBPyConnection, store: ParquetStore,
              for t in TABLES}
     if files["scenes"] and not files["experiments"]:
         return None  # scenes without their experiments: the rebuild's join says what to do
-    new_rows = con.sql(_rows_sql("read_parquet($scenes)", "read_parquet($experiments)"),
+    new_rows = con.sql(_rows_sql(f"read_parquet($scenes{union_option()})",
+                                 f"read_parquet($experiments{union_option()})"),
                        params=files).to_arrow_table() if files["scenes"] else None
     merge(source, dropped_keys(source, names, store), new_rows, ORDER, out, fingerprint,
           ROW_GROUP_ROWS)

@@ -9,23 +9,28 @@ neither installed nor loaded, and the configuration cannot be changed back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from align_track_pipeline.core.analysis.columns import columns_of
 from align_track_pipeline.core.analysis.snapshot import COMPARISON_FILE, comparison_is_current
-from align_track_pipeline.core.schema import ROW_KEYS, TABLES
+from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.tables.health import (
-    foreign_files,
+    files_lacking,
     unreadable_files,
     vanished_files,
 )
 from align_track_pipeline.core.tables.store import ParquetStore
 
 MEMORY_LIMIT = "4GB"
+T = TypeVar("T")
 
 
 class AnalysisError(Exception):
@@ -36,25 +41,27 @@ class QueryError(AnalysisError):
     """DuckDB failed on a query with user SQL: the SQL, or a broken table file."""
 
 
-def broken_files_message(data_dir: Path) -> str | None:
-    """What is wrong with the tables' files, naming each unreadable one and each that is not
-    a table file, and how to repair it; None when every file's footer reads and has the
-    table's columns. Reads every footer: for error paths only."""
+def broken_files_message(data_dir: Path, with_older: bool = True) -> str | None:
+    """What is wrong with the tables' files, naming each unreadable one, each that is not a
+    table file and (`with_older`) those of an earlier version, and how to repair it; None
+    when there is none. Reads every footer: for error paths only."""
     store = ParquetStore(Path(data_dir).resolve())
+    older = set(older_files(data_dir))
     said = []
     if broken := unreadable_files(store.table_dir(t) for t in TABLES):
         said.append("unreadable table files: " + "; ".join(str(b) for b in broken)
                     + ". Run `align-track ingest` to rewrite them")
-    for table in TABLES:  # the row keys: columns every version of a table file has
+    for table in TABLES:
         folder = store.table_dir(table)
-        if foreign := foreign_files(folder, ROW_KEYS[table]):
-            said.append(f"not {table} table files (no {' or '.join(ROW_KEYS[table])} column): "
-                        + "; ".join(map(str, foreign)) + ". Move them out of "
-                        f"{folder}: every file there is read as a partition")
-        older = [p for p in foreign_files(folder, columns_of(table)) if p not in foreign]
-        if older:
-            said.append(f"{len(older)} {table} table files were written by an earlier "
-                        f"align-track, without its newer columns (e.g. {older[0]}). Run "
+        lacking = files_lacking(folder, columns_of(table))
+        if foreign := [p for p in lacking if p not in older]:
+            said.append(f"not {table} table files (not written by align-track for a "
+                        f"partition, or lacking its columns): " + "; ".join(map(str, foreign))
+                        + f". Move them out of {folder}: every file there is read as a "
+                        "partition")
+        if with_older and (mine := [p for p in lacking if p in older]):
+            said.append(f"{len(mine)} {table} table files were written by an earlier "
+                        f"align-track, without its newer columns (e.g. {mine[0]}). Run "
                         "`align-track ingest` to rewrite them")
     return ". ".join(said) or None
 
@@ -84,6 +91,59 @@ def vanished_files_message(data_dir: Path, cache_path: Path) -> str | None:
                                                    if len(gone) > 5 else "")
     return (f"{len(gone)} table files that ingest wrote are missing ({shown}): the answer "
             "leaves out their rows. Run `align-track ingest` to rewrite them")
+
+
+# Set while the tables are read with the files of an earlier version among them
+# (`tolerating_older_files`): DuckDB then matches columns by name, a missing one read as null.
+_OLDER_FILES: ContextVar[bool] = ContextVar("older_files", default=False)
+
+
+def union_option() -> str:
+    """`read_parquet`'s options for the table files: by name while older files are read
+    (every footer is read first: seconds at thousands of files, so only then)."""
+    return ", union_by_name = true" if _OLDER_FILES.get() else ""
+
+
+def tolerating_older_files(data_dir: Path, call: Callable[[], T],
+                           warn: Callable[[str], None]) -> T:
+    """`call()`; when DuckDB fails on table files that only lack columns a newer align-track
+    added (their partition's folder is unreadable, or fails to parse, so no ingest rewrote
+    them), once more with those columns read as null, saying so through `warn`."""
+    try:
+        return call()
+    except duckdb.Error:
+        older = older_files(data_dir)
+        if not older or broken_files_message(data_dir, with_older=False) is not None:
+            raise
+    warn(f"{len(older)} table files were written by an earlier align-track (e.g. "
+         f"{older[0]}): their newer columns read as empty until `align-track ingest` "
+         "rewrites them")
+    token = _OLDER_FILES.set(True)
+    try:
+        return call()
+    finally:
+        _OLDER_FILES.reset(token)
+
+
+def older_files(data_dir: Path) -> list[Path]:
+    """Partition files of the store's own naming that lack columns of their table (written
+    before those columns existed). For error paths: a footer read per file."""
+    store = ParquetStore(Path(data_dir).resolve())
+    found = []
+    for table in TABLES:
+        for path in files_lacking(store.table_dir(table), columns_of(table)):
+            key = _partition_of(path)
+            if key is not None and store.path(table, key) == path:
+                found.append(path)
+    return found
+
+
+def _partition_of(path: Path) -> str | None:
+    try:
+        column = pq.ParquetFile(path).read_row_group(0, columns=["partition_key"]).column(0)
+    except (OSError, ValueError, KeyError, IndexError, pa.ArrowException):
+        return None
+    return column[0].as_py() if len(column) else None
 
 
 def sql_literal(text: str) -> str:
@@ -125,8 +185,9 @@ def open_tables(data_dir: Path, views: Sequence[str] = tuple(TABLES), files: Seq
         source = str(comparison) if snapshot and table == "scenes" else table_files(
             data_dir, table)
         columns = ", ".join(f'"{c}"' for c in columns_of(table))
+        options = "" if source == str(comparison) else union_option()
         con.execute(f"CREATE VIEW {table} AS SELECT {columns} FROM "
-                    f"read_parquet({sql_literal(source)})")
+                    f"read_parquet({sql_literal(source)}{options})")
     _lock(con, [store.table_dir(t) for t in TABLES], [*files, *([comparison] * snapshot)])
     return con
 

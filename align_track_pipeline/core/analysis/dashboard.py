@@ -23,6 +23,7 @@ from align_track_pipeline.core.analysis.connection import (
     open_tables,
     sql_literal,
     table_files,
+    union_option,
 )
 from align_track_pipeline.core.analysis.output import pivot_grid
 from align_track_pipeline.core.analysis.pivot import Pivot, PivotSpec, pivot
@@ -173,7 +174,8 @@ def page_tables(data_dir: Path) -> duckdb.DuckDBPyConnection:
     data_dir = Path(data_dir).resolve()
     con = open_tables(data_dir, ["scenes"])
     con.execute(f"CREATE TEMP TABLE experiments AS SELECT {', '.join(PAGE_EXPERIMENTS)} "
-                f"FROM read_parquet({sql_literal(table_files(data_dir, 'experiments'))})")
+                f"FROM read_parquet({sql_literal(table_files(data_dir, 'experiments'))}"
+                f"{union_option()})")
     return con
 
 

@@ -67,11 +67,10 @@ def unreadable_files(folders: Iterable[Path]) -> list[BrokenFile]:
     return found
 
 
-def foreign_files(folder: Path, columns: Iterable[str]) -> list[Path]:
-    """The files in a table's folder whose footer reads but which lack one of `columns`
-    (columns every table file has): files put there by hand (a notebook's output, another
-    tool's), which make every read of the folder fail. A footer read per file: for error
-    paths only."""
+def files_lacking(folder: Path, columns: Iterable[str]) -> list[Path]:
+    """The files in a table's folder whose footer reads but which lack one of `columns`: put
+    there by hand (a notebook's output), or written before those columns existed. A footer
+    read per file: for error paths only."""
     wanted = set(columns)
     found = []
     for path in sorted(Path(folder).glob("*.parquet")):
