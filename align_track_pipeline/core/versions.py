@@ -20,14 +20,18 @@ import hashlib
 # 4: credentials written as text inside config values masked; 5: a scenario scored under
 # several targets keeps each target's score in the scenes (the last one was taken for all);
 # 6: credential keys run together, plural or numbered masked (`secretaccesskey`,
-# `passwords`, `password1`, `auth_header`, `github_pat`): every store is written again masked.
-PARSER_VERSION = "6"
+# `passwords`, `password1`, `auth_header`, `github_pat`): every store is written again masked;
+# 7: columns `hydra_overrides` (credentials masked whole) and `adm_config`.
+PARSER_VERSION = "7"
 # Bump when what a tracker logs for a row changes: every partition's runs are then replaced.
 # 6: the copied source files with credentials written as text masked too; 7: with the
 # spellings of 2026-12-07 masked (`db_pass`, `openai: {key}`, `--openai-key VALUE`, webhooks);
-# 8: a scene's scores named as its scenario's (`scenario.score`, not `scene.score.score`).
+# 8: a scene's scores named as its scenario's (`scenario.score`, not `scene.score.score`), an
+# `incomplete` tag, params `overrides` and `adm_config`, the ADM's predicted KDMA values in
+# traces, no end time where the data has no duration.
 MLFLOW_LAYOUT_VERSION = "8"
-# 4: runs dated and lasting as the data says (3: names); 5: `scenario.<name>`, not `score.<name>`
+# 4: runs dated and lasting as the data says (3: names); 5: `scenario.<name>`, not
+# `score.<name>`, params `incomplete`, `overrides` and `adm_config`.
 AIM_LAYOUT_VERSION = "5"
 
 KEY_SEPARATOR = "::"

@@ -236,3 +236,34 @@ def test_credentials_written_in_texts_of_json_and_unparsed_files_are_masked():
         f"Authorization: Bearer {REDACTED}\n"
         f"run --api-key {REDACTED} --max-new-tokens 512 --tokenizer gpt2\n"
         "Token economy of the ward\n")
+
+
+@pytest.mark.parametrize(("override", "kept"), [
+    ("+env.GITHUB_PAT=abc123", "+env.GITHUB_PAT="),
+    ("interface.bearer=abc", "interface.bearer="),
+    ("interface.credentials=[abc,def]", "interface.credentials="),
+    ("interface.password=a\\ b", "interface.password="),
+    ("interface.api_keys=[k1,k2]", "interface.api_keys="),
+    ("interface.username=ALIGN-ADM-Baseline", "interface.username="),
+    ("interface={username:bob,password:x}", "interface={username:"),
+    ("--github-pat=x1y2z3", "--github-pat="),
+])
+def test_credentials_in_a_hydra_override_are_masked_whole(override, kept):
+    """A run's overrides reach the tables and both trackers: a value may hold `,`, `]` or a
+    space that ended a pair written in text (`[abc,def]` kept `def]`)."""
+    from align_track_pipeline.core.source.redaction import redact_override
+
+    masked = redact_override(override)
+    assert masked.startswith(kept) and REDACTED in masked, masked
+    secret = override.partition("=")[2]
+    assert not any(part in masked for part in ("abc", "def", "bob", " b", "k1", "x1y2", "ALIGN"))
+    assert secret not in masked
+
+
+def test_settings_in_a_hydra_override_are_kept():
+    from align_track_pipeline.core.source.redaction import redact_override
+
+    for override in ("adm=phase2_pipeline_fewshot_comparative_regression", "align_to_target=true",
+                     "+experiment=integration_tests/random", "interface.training_session=null",
+                     "driver.apply_action_filtering=false", "x={a:1,b:[1,2]}"):
+        assert redact_override(override) == override

@@ -8,7 +8,7 @@ from align_track_pipeline.core.schema import TABLES
 from align_track_pipeline.core.versions import PARSER_VERSION
 
 # The tables' columns (name, type, nullable) as of each parser version that changed them.
-COLUMNS_OF_VERSION = {"6": "eb7af8e7ae9feff5"}
+COLUMNS_OF_VERSION = {"7": "eb7af8e7ae9feff5"}
 
 
 def _columns_digest() -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from align_track_pipeline.core.source.files import SAFE_DUMPER, dig, number
-from align_track_pipeline.core.source.redaction import redact
+from align_track_pipeline.core.source.redaction import redact, redact_override
 
 UNALIGNED = "unaligned"
 
@@ -64,7 +64,7 @@ def _overrides(hydra: dict | None) -> tuple[str, ...]:
     task = dig(hydra, "hydra", "overrides", "task")
     if not isinstance(task, list):
         return ()
-    return tuple(str(item) for item in redact([str(t) for t in task if t is not None]))
+    return tuple(redact_override(str(t)) for t in task if t is not None)
 
 
 def _adm_name(config: dict | None, hydra: dict | None, rel_path: str) -> tuple[str, str]:

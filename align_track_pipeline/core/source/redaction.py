@@ -43,7 +43,8 @@ SETTING_KEYS = frozenset({"kdma_key", "group_key", "range_key", "sort_key", "par
 # `clientsecret`, `privatekey`); a word part may end in digits (`password1`).
 _SECRET_KEY = re.compile(
     r"(^|_)(passwords?|passwd|passphrase|pwd|secrets?|credentials?|cookies?|authorization"
-    r"|username|user_name|endpoint|private_key|access_key|api_key|apikey|bearer)\d*(_|$)"
+    r"|username|user_name|endpoint|private_keys?|access_keys?|api_keys?|apikeys?|bearer)\d*"
+    r"(_|$)"
     r"|secret|password|passwd|privatekey|accesskey|apikey"
     r"|^user$|(^|_)auth(_headers?)?$|(^|_)(token|pat)$"
     r"|(^|_)(access|auth|bearer|refresh|api|id|session)_token"
@@ -134,6 +135,30 @@ def is_secret_key(key: Any) -> bool:
     return bool(_SECRET_KEY.search(snake))
 
 
+def redact_override(item: str) -> str:
+    """A Hydra override (`interface.password=VALUE`, `+env.GITHUB_PAT=VALUE`,
+    `interface={username: bob, password: x}`) with its credentials masked: the whole value
+    when a dotted part of its key names one (a value may hold `,`, `]` or spaces that end a
+    pair written in text), the credentials inside a dict or list value, else what
+    `redact` masks in any string."""
+    key, sep, value = item.partition("=")
+    name = key.lstrip("+~")
+    if not sep or not name:
+        return redact(item)
+    if any(is_secret_key(part) for part in name.split(".")) and value not in _EMPTY:
+        return f"{key}={REDACTED}"
+    if value[:1] in "[{":  # Hydra's dict syntax: `{username:bob,password:x}`
+        value = _OVERRIDE_ENTRY.sub(lambda m: f"{m['key']}{m['sep']}{REDACTED}" if (
+            is_secret_key(m["key"]) and m["value"].strip()) else m[0], value)
+    return redact(f"{key}={value}")
+
+
+# A `key:value` entry of a dict value in a Hydra override, its value up to the next `,` or
+# bracket.
+_OVERRIDE_ENTRY = re.compile(r"(?P<key>[A-Za-z_][\w.-]*)(?P<sep>[ \t]*:[ \t]*)"
+                             r"(?P<value>[^,{}\[\]]*)")
+
+
 def redact_file(name: str, data: bytes) -> bytes:
     """A source file's bytes with credentials masked: a `.json`, `.yaml` or `.yml` file is
     parsed and masked like a config (its bytes kept as they were when nothing is masked);
@@ -178,7 +203,7 @@ _AUTH = re.compile(r"(?<![\w-])(?P<scheme>(?i:bearer|basic|token)[ \t]+)"
 # string (a run's LLM texts, mostly) holding none of them is not scanned, in a fraction of the
 # time a scan takes.
 _KEY_WORDS = ("pass", "pwd", "pw", "secret", "credential", "cookie", "auth", "user",
-              "endpoint", "key", "token")
+              "endpoint", "key", "token", "pat", "bearer")
 _AUTH_WORDS = ("bearer", "basic", "token")
 _EMPTY = frozenset({"null", "~", '""', "''", REDACTED})
 
