@@ -23,10 +23,10 @@ MASK = "***"
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)(?:[^/\s'\"<>@]*@)+")
 # A password holding an unencoded `/` (generated ones often do): a URI parser ends the host part
 # at it, so the pattern above stops there too. `user:` then a `/` and an `@` later in the same
-# word is taken as userinfo to that word's last `@` (a `host:port/path@x` is masked as well:
-# only its host is lost from view).
+# word is taken as userinfo to that word's last `@`, unless digits alone stand between the `:`
+# and the `/`: that is a port (`host:5000/proxy/team@corp`).
 _USERINFO_WITH_SLASH = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)[^/\s'\"<>@:]*:[^\s'\"<>@/]*/[^\s'\"<>]*@")
+    r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)[^/\s'\"<>@:]*:(?!\d*/)[^\s'\"<>@/]*/[^\s'\"<>]*@")
 
 
 # A secret in a URI's query (`postgresql+psycopg2://host/db?password=PASSWORD`, which libpq and
