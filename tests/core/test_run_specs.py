@@ -73,6 +73,9 @@ def test_long_values_spill_to_artifacts_never_silently_cut():
     assert len(parent.params["run_variant"]) <= MAX_PARAM_CHARS
     assert "truncated from 9000 chars" in parent.params["run_variant"]
     assert parent.artifacts["params/run_variant.txt"] == long.encode()
+    for child in plan_runs(exps, scenes, None)[1:]:  # they inherit the param and its note
+        assert child.params["run_variant"] == parent.params["run_variant"]
+        assert child.artifacts["params/run_variant.txt"] == long.encode()
 
 
 def test_hashes_are_stable_and_follow_content():

@@ -116,7 +116,9 @@ def _parent(exp: dict, run_dir: Path | None, mode: str, times: RunTimes,
 
 def _child(parent: RunSpec, scene: dict, times: RunTimes) -> RunSpec:
     index = scene["scene_index"]
-    artifacts = {f"scene_{index}/scene_data.json": scene["item_json"].encode()}
+    artifacts = {f"scene_{index}/scene_data.json": scene["item_json"].encode(),
+                 # the full text of a parent param too long for MLflow, which its note names
+                 **{k: v for k, v in parent.artifacts.items() if k.startswith("params/")}}
     params = {**parent.params, "scene_id": scene["scene_id"], "scene_index": index,
               "scenario_id": scene["scenario_id"], **_decision(scene, artifacts)}
     metrics = {"scene.timing_seconds": scene["timing_seconds"],
