@@ -92,9 +92,12 @@ def test_a_tree_emptied_in_place_like_an_unmounted_share_removes_nothing(
     code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", data_dir)
     assert code == 2 and "holds no run directory" in out["error"]
     assert _stores(data_dir) == ingested
-    code, out = _cli(capsys, "ingest", "--experiments-dir", small_tree, "--data-dir", data_dir,
-                     "--confirm-removals")
+    code = main(["ingest", "--experiments-dir", str(small_tree), "--data-dir", str(data_dir),
+                 "--confirm-removals", "--json"])
+    said = capsys.readouterr()
+    out = json.loads(said.out)
     assert code == 0 and len(out["removed"]) == 3 and "analysis_failed" not in out
+    assert "analysis: deleted (no table files left)" in said.err
     assert _stores(data_dir) == {"parquet": [], "mlflow": [], "aim": []}
     assert not list((data_dir / "analysis").glob("*.*"))  # no page of the removed folders
 

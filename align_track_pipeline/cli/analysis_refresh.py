@@ -20,7 +20,7 @@ import dagster as dg
 
 from align_track_pipeline.cli.batches import InProcess, failures
 from align_track_pipeline.cli.workers import WorkerPool
-from align_track_pipeline.defs.analysis import CHANGED_FILES, scene_comparison
+from align_track_pipeline.defs.analysis import CHANGED_FILES, DELETED, scene_comparison
 from align_track_pipeline.defs.automation import ANALYSIS
 from align_track_pipeline.defs.dagster_compat import MATERIALIZATION, latest_storage_ids
 from align_track_pipeline.defs.freshness import TABLE_VERSIONS
@@ -59,7 +59,9 @@ def refresh(runner: InProcess) -> Refreshed:
     """Run the `analysis` job."""
     started = time.perf_counter()
     result = runner.run(ANALYSIS_JOB, raise_on_error=False)
-    error = failures(result).get("*")  # raises KeyboardInterrupt when interrupted
+    failed = failures(result)  # raises KeyboardInterrupt when interrupted
+    error = next(iter(failed.values()), None) or (
+        None if result.success else f"the {ANALYSIS_JOB} run {result.run_id} failed")
     outcome = f"FAILED: {error}" if error else _comparison_built(result)
     return Refreshed(f"{ANALYSIS_JOB}: {outcome} in {time.perf_counter() - started:.2f} s",
                      error)
@@ -73,6 +75,8 @@ def _comparison_built(result: dg.ExecuteInProcessResult) -> str:
         if changed is not None:
             n = changed.value
             return f"updated ({n} changed partition file{'s' * (n != 1)} read)"
+        if DELETED in done.metadata:
+            return "deleted (no table files left)"
     return "rebuilt"
 
 

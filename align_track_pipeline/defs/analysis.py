@@ -24,6 +24,7 @@ PREVIEW_RUNS = 6  # columns of the side-by-side preview
 DASHBOARD_FILE = Path("analysis") / "dashboard.html"  # under the data dir
 # `scene_comparison`'s metadata: the partition files read to update it; absent when rebuilt.
 CHANGED_FILES = "changed_files"
+DELETED = "deleted"  # the analysis assets' metadata when no table is left: why the files went
 
 
 @dg.asset(
@@ -110,5 +111,5 @@ def _deleted(*files: Path) -> dg.MaterializeResult:
     for path in files:
         path.unlink(missing_ok=True)
     return dg.MaterializeResult(metadata={
-        "built": dg.MetadataValue.text("no table files: every folder was removed, so the "
+        DELETED: dg.MetadataValue.text("no table files: every folder was removed, so the "
                                        "file was deleted")})
