@@ -180,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
                         "even when that is more than 20%% of them and more than 5, or all")
     ingest.set_defaults(func=cmd_ingest)
 
-    status = sub.add_parser("status", help="per partition: fresh / stale / missing / failed")
+    status = sub.add_parser("status", help="per partition: fresh / stale / missing / failed "
+                            "/ unreadable / gone (exit 2 where ingest would refuse removals)")
     _common(status)
     _tracker_options(status)
     status.set_defaults(func=cmd_status)
