@@ -77,7 +77,10 @@ def test_a_trace_per_scene_with_the_rows_content(capsys, small_tree, data_dir):
         "choice_index": scene["choice_index"], "action_id": scene["action_id"],
         "action_type": scene["action_type"], "text": scene["decision_text"],
         "justification": scene["justification"],
-        "kdma_association": dict(scene["decision_kdma"])}
+        "kdma_association": dict(scene["decision_kdma"]),
+        # why the ADM chose, as it recorded it (the sample's scene has both)
+        "predicted_kdma_values": item["choice_info"]["predicted_kdma_values"],
+        "true_kdma_values": item["choice_info"]["true_kdma_values"]}
     assert trace.info.request_preview.startswith(scene["scenario_id"])
     assert trace.info.response_preview.startswith(f"[{scene['choice_index']}]")
     assert {a.name: a.value for a in trace.info.assessments} == {  # the scenario's, named so
