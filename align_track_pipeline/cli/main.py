@@ -118,7 +118,8 @@ def _stdout_file() -> Path | None:
     """The file stdout is redirected to (`search --json > rows.json`), where Linux says."""
     try:
         if stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode):
-            return Path(os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}"))
+            path = Path(os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}"))
+            return path if path.exists() else None  # not an unlinked temporary file
     except (OSError, ValueError, AttributeError):  # no such file, a closed or odd stdout
         pass
     return None
