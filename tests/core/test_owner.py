@@ -77,6 +77,11 @@ def test_first_writers_of_one_tree_at_once_through_a_server_all_go_ahead(tmp_pat
     context = multiprocessing.get_context("spawn")
     with context.Pool(6) as pool:
         pool.starmap(_open_and_close, [(mlflow_server, experiment, str(data))] * 6)
+        # Let the workers end on their own: the `with` block's terminate() sends SIGTERM,
+        # which the package's handlers may take as a recorded interrupt, so that a worker
+        # waiting for its next task never exits (a CI run hung here for 900 s).
+        pool.close()
+        pool.join()
     from mlflow import MlflowClient
 
     found = MlflowClient(mlflow_server).get_experiment_by_name(experiment)
