@@ -46,22 +46,24 @@ def broken_files_message(data_dir: Path, with_older: bool = True) -> str | None:
     table file and (`with_older`) those of an earlier version, and how to repair it; None
     when there is none. Reads every footer: for error paths only."""
     store = ParquetStore(Path(data_dir).resolve())
-    older = set(older_files(data_dir))
+    return _described(store, _misfits(store), with_older)
+
+
+def _described(store: ParquetStore, misfits: dict[str, tuple[list[Path], list[Path]]],
+               with_older: bool) -> str | None:
     said = []
     if broken := unreadable_files(store.table_dir(t) for t in TABLES):
         said.append("unreadable table files: " + "; ".join(str(b) for b in broken)
                     + ". Run `align-track ingest` to rewrite them")
-    for table in TABLES:
-        folder = store.table_dir(table)
-        lacking = files_lacking(folder, columns_of(table))
-        if foreign := [p for p in lacking if p not in older]:
+    for table, (older, foreign) in misfits.items():
+        if foreign:
             said.append(f"not {table} table files (not written by align-track for a "
                         f"partition, or lacking its columns): " + "; ".join(map(str, foreign))
-                        + f". Move them out of {folder}: every file there is read as a "
-                        "partition")
-        if with_older and (mine := [p for p in lacking if p in older]):
-            said.append(f"{len(mine)} {table} table files were written by an earlier "
-                        f"align-track, without its newer columns (e.g. {mine[0]}). Run "
+                        + f". Move them out of {store.table_dir(table)}: every file there is "
+                        "read as a partition")
+        if with_older and older:
+            said.append(f"{len(older)} {table} table files were written by an earlier "
+                        f"align-track, without its newer columns (e.g. {older[0]}). Run "
                         "`align-track ingest` to rewrite them")
     return ". ".join(said) or None
 
@@ -112,8 +114,10 @@ def tolerating_older_files(data_dir: Path, call: Callable[[], T],
     try:
         return call()
     except duckdb.Error:
-        older = older_files(data_dir)
-        if not older or broken_files_message(data_dir, with_older=False) is not None:
+        store = ParquetStore(Path(data_dir).resolve())
+        misfits = _misfits(store)
+        older = [path for mine, _ in misfits.values() for path in mine]
+        if not older or _described(store, misfits, with_older=False) is not None:
             raise
     warn(f"{len(older)} table files were written by an earlier align-track (e.g. "
          f"{older[0]}): their newer columns read as empty until `align-track ingest` "
@@ -125,16 +129,18 @@ def tolerating_older_files(data_dir: Path, call: Callable[[], T],
         _OLDER_FILES.reset(token)
 
 
-def older_files(data_dir: Path) -> list[Path]:
-    """Partition files of the store's own naming that lack columns of their table (written
-    before those columns existed). For error paths: a footer read per file."""
-    store = ParquetStore(Path(data_dir).resolve())
-    found = []
+def _misfits(store: ParquetStore) -> dict[str, tuple[list[Path], list[Path]]]:
+    """Table -> its files that lack some of its columns: those of an earlier version (named
+    as the store names the partition they hold) and the others (foreign). A footer read per
+    file: for error paths only."""
+    found = {}
     for table in TABLES:
+        older, foreign = [], []
         for path in files_lacking(store.table_dir(table), columns_of(table)):
             key = _partition_of(path)
-            if key is not None and store.path(table, key) == path:
-                found.append(path)
+            mine = key is not None and store.path(table, key) == path
+            (older if mine else foreign).append(path)
+        found[table] = (older, foreign)
     return found
 
 

@@ -74,9 +74,13 @@ def files_lacking(folder: Path, columns: Iterable[str]) -> list[Path]:
     wanted = set(columns)
     found = []
     for path in sorted(Path(folder).glob("*.parquet")):
-        if path.name.startswith(".") or footer_error(path) is not None:
+        if path.name.startswith("."):
             continue
-        if not wanted <= set(pq.read_schema(path).names):
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, pa.ArrowException):  # unreadable: `unreadable_files` names it
+            continue
+        if not wanted <= set(names):
             found.append(path)
     return found
 
